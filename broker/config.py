@@ -1,0 +1,291 @@
+"""Typed settings: config/broker.toml, then BROKER_<SECTION>_<KEY> environment, then flags.
+
+Every key has a default here and a comment in config/broker.toml. A bad file, an unknown key or a
+value of the wrong type raises :class:`ConfigError` whose message names the key (and the file), so
+the CLI can print one line and exit non-zero instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from broker.errors import BrokerError
+
+ENV_PREFIX = "BROKER_"
+DEFAULT_CONFIG = Path("config/broker.toml")
+
+
+class ConfigError(BrokerError):
+    code = "config_invalid"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    listen: str = "tcp:8443"
+    admin_listen: str = "tcp:8444:interface=127.0.0.1"
+    tls_cert: str = ""
+    tls_key: str = ""
+    workers: int = 1
+    broker_id: str = "smartcard-broker"
+    max_body_bytes: int = 65536
+    shutdown_grace_s: float = 10.0
+    threadpool_size: int = 10
+
+
+@dataclass(frozen=True)
+class DatabaseSettings:
+    url: str = "sqlite:///var/broker.db"
+    pool_size: int = 10
+    retries: int = 5
+
+
+@dataclass(frozen=True)
+class LoginSettings:
+    challenge_ttl_s: int = 60
+    ticket_ttl_s: int = 300
+    auth_token_ttl_s: int = 900
+    challenges_per_code_per_minute: int = 30
+    challenges_per_address_per_minute: int = 60
+    max_failures: int = 5
+    lockout_s: int = 300
+
+
+@dataclass(frozen=True)
+class RegistrationSettings:
+    rotation_grace_s: int = 86400
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    heartbeat_timeout_s: int = 90
+    sweep_interval_s: float = 15.0
+    gateway_host: str = "gateway.workspaces.example"
+    gateway_port: int = 4195
+    signing_key_rotation_days: int = 30
+
+
+@dataclass(frozen=True)
+class WorkSpaceSettings:
+    start_delay_s: float = 5.0
+    stop_delay_s: float = 2.0
+    auto_stop_idle_s: float = 3600.0
+
+
+@dataclass(frozen=True)
+class RegionSettings:
+    catalogue: str = "config/regions.toml"
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    level: str = "info"
+    format: str = "json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    server: ServerSettings = field(default_factory=ServerSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    login: LoginSettings = field(default_factory=LoginSettings)
+    registration: RegistrationSettings = field(default_factory=RegistrationSettings)
+    sessions: SessionSettings = field(default_factory=SessionSettings)
+    workspaces: WorkSpaceSettings = field(default_factory=WorkSpaceSettings)
+    regions: RegionSettings = field(default_factory=RegionSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    #: Folder that relative paths (SQLite file, catalogue, TLS files) are resolved against.
+    base_dir: Path = field(default_factory=Path.cwd)
+    #: Where the settings came from, for messages.
+    source: str = "<defaults>"
+
+    def path(self, value: str) -> Path:
+        """Resolve a configured path against :attr:`base_dir`."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+    @property
+    def database_url(self) -> str:
+        """The database URL with a relative SQLite file made absolute against base_dir."""
+        url = self.database.url
+        prefix = "sqlite:///"
+        if url.startswith(prefix) and not url.startswith(prefix + "/"):
+            rest = url[len(prefix):]
+            if rest and rest != ":memory:":
+                return prefix + str(self.path(rest))
+        return url
+
+    def replace(self, section: str, **values: Any) -> Settings:
+        """A copy with some keys of one section changed (validated like the file)."""
+        current = getattr(self, section)
+        checked = {k: _coerce(f"{section}.{k}", v, _field_types(type(current))[k], self.source)
+                   for k, v in values.items() if v is not None}
+        return dataclasses.replace(self, **{section: dataclasses.replace(current, **checked)})
+
+
+_SECTIONS: dict[str, type] = {name: tp for name, tp in get_type_hints(Settings).items()
+             if name not in ("base_dir", "source")}
+
+
+def _field_types(cls: type) -> dict[str, type]:
+    return dict(get_type_hints(cls))
+
+
+def _coerce(key: str, value: Any, tp: type, source: str) -> Any:
+    """Check ``value`` against ``tp``; strings from the environment are converted."""
+    where = f"{source}: " if source else ""
+    if isinstance(value, str) and tp is not str:
+        text = value.strip()
+        try:
+            if tp is bool:
+                if text.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if text.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(text)
+            return tp(text)
+        except ValueError:
+            raise ConfigError(message=f"{where}{key} must be {_type_name(tp)}, not {value!r}",
+                              details={"key": key}) from None
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise ConfigError(message=f"{where}{key} must be {_type_name(tp)}, not {value!r}",
+                          details={"key": key})
+    return value
+
+
+def _type_name(tp: type) -> str:
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+        tp, tp.__name__)
+
+
+def _check_values(settings: Settings) -> None:
+    """Range checks that types alone do not express."""
+    s = settings
+    where = f"{s.source}: "
+    positive = [
+        ("server.workers", s.server.workers), ("server.max_body_bytes", s.server.max_body_bytes),
+        ("server.threadpool_size", s.server.threadpool_size),
+        ("login.challenge_ttl_s", s.login.challenge_ttl_s),
+        ("login.ticket_ttl_s", s.login.ticket_ttl_s),
+        ("login.auth_token_ttl_s", s.login.auth_token_ttl_s),
+        ("login.challenges_per_code_per_minute", s.login.challenges_per_code_per_minute),
+        ("login.challenges_per_address_per_minute", s.login.challenges_per_address_per_minute),
+        ("login.max_failures", s.login.max_failures),
+        ("sessions.heartbeat_timeout_s", s.sessions.heartbeat_timeout_s),
+        ("sessions.sweep_interval_s", s.sessions.sweep_interval_s),
+        ("database.pool_size", s.database.pool_size),
+    ]
+    for key, value in positive:
+        if value <= 0:
+            raise ConfigError(message=f"{where}{key} must be greater than 0, not {value!r}",
+                              details={"key": key})
+    for key, value in [("server.shutdown_grace_s", s.server.shutdown_grace_s),
+                       ("login.lockout_s", s.login.lockout_s),
+                       ("registration.rotation_grace_s", s.registration.rotation_grace_s),
+                       ("workspaces.start_delay_s", s.workspaces.start_delay_s),
+                       ("workspaces.stop_delay_s", s.workspaces.stop_delay_s),
+                       ("database.retries", s.database.retries)]:
+        if value < 0:
+            raise ConfigError(message=f"{where}{key} must not be negative, not {value!r}",
+                              details={"key": key})
+    if s.log.level not in ("debug", "info", "warn", "error"):
+        raise ConfigError(message=f"{where}log.level must be one of debug, info, warn, error",
+                          details={"key": "log.level"})
+    if s.log.format not in ("json", "text"):
+        raise ConfigError(message=f"{where}log.format must be json or text",
+                          details={"key": "log.format"})
+    check_database_url(s.database.url, where)
+
+
+def check_database_url(url: str, where: str = "") -> None:
+    """Raise ConfigError unless ``url`` is a SQLite or PostgreSQL SQLAlchemy URL."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise ConfigError(message=f"{where}database.url is not a database URL: {url!r}",
+                          details={"key": "database.url"}) from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(
+            message=f"{where}database.url must be sqlite:///… or postgresql+psycopg://…, "
+                    f"not {parsed.get_backend_name()!r}",
+            details={"key": "database.url"})
+
+
+def _base_dir_for(config_path: Path) -> Path:
+    parent = config_path.resolve().parent
+    return parent.parent if parent.name == "config" else parent
+
+
+def load_settings(path: str | os.PathLike[str] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Read settings from ``path`` (default: $BROKER_CONFIG, else ./config/broker.toml if present,
+    else built-in defaults), apply environment overrides, validate.
+
+    Raises ConfigError naming the file and key for an unreadable or malformed file, an unknown
+    section or key, a wrong type, or an out-of-range value.
+    """
+    env = os.environ if environ is None else environ
+    explicit = path is not None or "BROKER_CONFIG" in env
+    cfg_path = Path(path if path is not None else env.get("BROKER_CONFIG", DEFAULT_CONFIG))
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    base_dir = Path.cwd()
+    if cfg_path.exists() or explicit:
+        source = str(cfg_path)
+        try:
+            with open(cfg_path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(message=f"config file not found: {cfg_path}",
+                              details={"path": str(cfg_path)}) from None
+        except (OSError, IsADirectoryError) as exc:
+            raise ConfigError(message=f"cannot read config file {cfg_path}: {exc.strerror or exc}",
+                              details={"path": str(cfg_path)}) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(message=f"{cfg_path}: not valid TOML: {exc}",
+                              details={"path": str(cfg_path)}) from None
+        base_dir = _base_dir_for(cfg_path)
+
+    sections: dict[str, dict[str, Any]] = {}
+    for name, section in data.items():
+        if name not in _SECTIONS:
+            raise ConfigError(message=f"{source}: unknown section [{name}] (known: "
+                                      f"{', '.join(sorted(_SECTIONS))})", details={"key": name})
+        if not isinstance(section, dict):
+            raise ConfigError(message=f"{source}: {name} must be a table [{name}]",
+                              details={"key": name})
+        types = _field_types(_SECTIONS[name])
+        for key, value in section.items():
+            if key not in types:
+                raise ConfigError(message=f"{source}: unknown key {name}.{key}",
+                                  details={"key": f"{name}.{key}"})
+            sections.setdefault(name, {})[key] = _coerce(f"{name}.{key}", value, types[key],
+                                                         source)
+
+    for var, raw in env.items():
+        if not var.startswith(ENV_PREFIX) or var == "BROKER_CONFIG":
+            continue
+        rest = var[len(ENV_PREFIX):].lower()
+        section_name = next((s for s in _SECTIONS if rest.startswith(s + "_")), None)
+        if section_name is None:
+            continue  # not ours (e.g. BROKER_TEST_POSTGRES_URL)
+        key = rest[len(section_name) + 1:]
+        types = _field_types(_SECTIONS[section_name])
+        if key not in types:
+            raise ConfigError(message=f"environment variable {var}: unknown key "
+                                      f"{section_name}.{key}", details={"key": var})
+        sections.setdefault(section_name, {})[key] = _coerce(var, raw, types[key], "")
+
+    built = {name: cls(**sections.get(name, {})) for name, cls in _SECTIONS.items()}
+    settings = Settings(**built, base_dir=base_dir, source=source)
+    _check_values(settings)
+    return settings

@@ -1,0 +1,292 @@
+"""SQLAlchemy 2 typed models: every table the broker keeps, in one place.
+
+Schema changes go through an Alembic revision under migrations/ (a test checks that autogenerate
+finds no difference between these models and the migrations). Times are timezone-aware UTC.
+Secrets (auth tokens, admin tokens, passwords) are stored only as hashes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC on every backend (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Directory(Base):
+    __tablename__ = "directories"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    region: Mapped[str] = mapped_column(String(32))
+    password_login: Mapped[bool] = mapped_column(Boolean, default=False)
+    sc_pre_session: Mapped[bool] = mapped_column(Boolean, default=False)
+    sc_in_session: Mapped[bool] = mapped_column(Boolean, default=False)
+    removal_action: Mapped[str] = mapped_column(String(16), default="lock")
+    revocation_crl: Mapped[bool] = mapped_column(Boolean, default=True)
+    revocation_ocsp: Mapped[bool] = mapped_column(Boolean, default=False)
+    revocation_fail_mode: Mapped[str] = mapped_column(String(8), default="soft")
+    #: certmap rules tried in order: "upn", "email", "subject", "fingerprint".
+    certmap: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["upn", "email"])
+    #: EKU the login certificate must carry: "client-auth" (clientAuth or smart-card logon).
+    required_eku: Mapped[str] = mapped_column(String(32), default="client-auth")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    users: Mapped[list[User]] = relationship(back_populates="directory",
+                                             cascade="all, delete-orphan")
+
+
+class TrustCertificate(Base):
+    """A trust anchor or an intermediate CA certificate of one directory."""
+
+    __tablename__ = "trust_certificates"
+    __table_args__ = (UniqueConstraint("directory_id", "fingerprint"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    directory_id: Mapped[str] = mapped_column(ForeignKey("directories.id", ondelete="CASCADE"),
+                                              index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "anchor" | "intermediate"
+    subject: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 hex
+    not_after: Mapped[datetime] = mapped_column(UTCDateTime)
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Crl(Base):
+    __tablename__ = "crls"
+    __table_args__ = (UniqueConstraint("directory_id", "fingerprint"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    directory_id: Mapped[str] = mapped_column(ForeignKey("directories.id", ondelete="CASCADE"),
+                                              index=True)
+    issuer: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    this_update: Mapped[datetime] = mapped_column(UTCDateTime)
+    next_update: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    der: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class User(Base):
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("directory_id", "username"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    directory_id: Mapped[str] = mapped_column(ForeignKey("directories.id", ondelete="CASCADE"),
+                                              index=True)
+    username: Mapped[str] = mapped_column(String(200))
+    upn: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    subject: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cert_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    password_hash: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    directory: Mapped[Directory] = relationship(back_populates="users")
+
+
+class WorkSpace(Base):
+    __tablename__ = "workspaces"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    directory_id: Mapped[str] = mapped_column(ForeignKey("directories.id", ondelete="CASCADE"),
+                                              index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    bundle: Mapped[str] = mapped_column(String(100), default="standard")
+    protocol: Mapped[str] = mapped_column(String(8))  # "WSP" | "PCoIP"
+    running_mode: Mapped[str] = mapped_column(String(16))  # "ALWAYS_ON" | "AUTO_STOP"
+    state: Mapped[str] = mapped_column(String(16))
+    state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: When an in-progress transition (STARTING, STOPPING) completes.
+    transition_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_activity_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class RegistrationCode(Base):
+    __tablename__ = "registration_codes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    #: Canonical upper-case form, the lookup key.
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    directory_id: Mapped[str] = mapped_column(ForeignKey("directories.id", ondelete="CASCADE"),
+                                              index=True)
+    state: Mapped[str] = mapped_column(String(16), default="active")  # active|rotated|revoked
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class Challenge(Base):
+    """A single-use PKI challenge: ``used_at`` is set by one atomic conditional UPDATE."""
+
+    __tablename__ = "challenges"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    directory_id: Mapped[str] = mapped_column(ForeignKey("directories.id", ondelete="CASCADE"),
+                                              index=True)
+    purpose: Mapped[str] = mapped_column(String(16))  # pre_session | logon | in_session
+    #: In-session purpose detail (sudo, browser, other).
+    detail: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    to_be_signed: Mapped[bytes] = mapped_column(LargeBinary)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    client_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    registration_code_id: Mapped[int | None] = mapped_column(
+        ForeignKey("registration_codes.id", ondelete="SET NULL"), nullable=True)
+    #: For logon / in-session challenges: the certificate that must sign (SHA-256 hex).
+    cert_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    workspace_id: Mapped[str | None] = mapped_column(
+        ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=True)
+    session_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    auth_token_id: Mapped[int | None] = mapped_column(
+        ForeignKey("auth_tokens.id", ondelete="CASCADE"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AuthToken(Base):
+    """Opaque bearer token handed out after login; only its SHA-256 is stored."""
+
+    __tablename__ = "auth_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    directory_id: Mapped[str] = mapped_column(ForeignKey("directories.id", ondelete="CASCADE"))
+    method: Mapped[str] = mapped_column(String(16))  # smart_card | password
+    cert_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cert_der: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Session(Base):
+    __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_workspace_state", "workspace_id", "state"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    workspace_id: Mapped[str] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    directory_id: Mapped[str] = mapped_column(ForeignKey("directories.id", ondelete="CASCADE"),
+                                              index=True)
+    auth_method: Mapped[str] = mapped_column(String(16))
+    cert_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    protocol: Mapped[str] = mapped_column(String(8))
+    state: Mapped[str] = mapped_column(String(16), default="active")  # active|locked|ended
+    #: What the next heartbeat is told when the broker decided something (e.g. takeover).
+    pending_action: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    end_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    smart_card_redirection: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class SigningKey(Base):
+    """ES256 keys that sign session tickets and in-session assertions, published as JWKS."""
+
+    __tablename__ = "signing_keys"
+
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    private_pem: Mapped[bytes] = mapped_column(LargeBinary)
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: After this a key no longer signs; it is still published until ``expires_at``.
+    retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AdminToken(Base):
+    __tablename__ = "admin_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(8), default="write")  # read | write
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_at", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    outcome: Mapped[str] = mapped_column(String(16))  # success | refused | error | change
+    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    directory_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    username: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    actor: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    client_address: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cert_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class RateCounter(Base):
+    """Fixed-window counters shared by every broker process (rate limits, lockouts)."""
+
+    __tablename__ = "rate_counters"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    #: Set when a lockout is in force (failure counters).
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
