@@ -1,0 +1,312 @@
+"""The `broker` command: serve, migrate, demo, admin …, pki ….
+
+Every subcommand takes --config PATH and --database-url URL. Expected failures (bad config,
+unreachable database, missing TLS file) print one line ``error: …`` and exit non-zero; a
+traceback is a bug.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from broker.config import ConfigError, Settings, load_settings
+from broker.errors import BrokerError
+
+EXIT_USAGE = 2
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--config and --database-url, resolved into a Settings passed as ``settings``."""
+
+    @click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                  envvar="BROKER_CONFIG", help="Config file (default: ./config/broker.toml).")
+    @click.option("--database-url", help="Database URL (overrides database.url).")
+    @functools.wraps(fn)
+    def wrapper(config_path: str | None, database_url: str | None, **kw: Any) -> Any:
+        try:
+            settings = load_settings(config_path)
+            if database_url:
+                from broker.config import check_database_url
+
+                check_database_url(database_url)
+                settings = settings.replace("database", url=database_url)
+        except ConfigError as exc:
+            fail(exc.message, EXIT_USAGE)
+        return fn(settings=settings, **kw)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="smartcard-broker")
+def main() -> None:
+    """smartcard-broker: a session broker for WorkSpaces with PIV/CAC smart-card login."""
+
+
+# --------------------------------------------------------------------------- migrate
+
+@main.command()
+@common_options
+@click.option("--revision", default="head", show_default=True, help="Target revision.")
+@click.option("--downgrade", is_flag=True, help="Downgrade to --revision (e.g. base).")
+def migrate(settings: Settings, revision: str, downgrade: bool) -> None:
+    """Upgrade (or downgrade) the database schema."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from broker.store import migrate as mig
+
+    url = settings.database_url
+    try:
+        if downgrade:
+            mig.downgrade(url, revision)
+        else:
+            mig.upgrade(url, revision)
+    except SQLAlchemyError as exc:
+        fail(f"database {redact(url)}: {first_line(exc)}")
+    except Exception as exc:  # alembic raises CommandError etc. for bad revisions
+        fail(f"migration failed: {first_line(exc)}")
+    click.echo(f"database {redact(url)} is at revision {revision if downgrade else 'head'} "
+               f"({mig.head_revision() if not downgrade else revision})")
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<database>"
+
+
+# --------------------------------------------------------------------------- serve
+
+def parse_tcp_endpoint(endpoint: str) -> tuple[str, int, int]:
+    """(host, port, backlog) of a ``tcp:PORT[:interface=H][:backlog=N]`` endpoint string."""
+    parts = endpoint.split(":")
+    if parts[0] not in ("tcp", "tcp6") or len(parts) < 2:
+        raise ConfigError(message=f"--workers needs tcp: endpoints, not {endpoint!r}")
+    host = "::" if parts[0] == "tcp6" else "0.0.0.0"
+    backlog = 128
+    port_s = None
+    for part in parts[1:]:
+        if "=" in part:
+            k, v = part.split("=", 1)
+            if k == "interface":
+                host = v
+            elif k == "backlog":
+                backlog = int(v)
+            elif k == "port":
+                port_s = v
+        else:
+            port_s = part
+    if port_s is None or not port_s.isdigit():
+        raise ConfigError(message=f"no port in endpoint {endpoint!r}")
+    return host, int(port_s), backlog
+
+
+def bind_socket(endpoint: str) -> socket.socket:
+    host, port, backlog = parse_tcp_endpoint(endpoint)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.setblocking(False)
+    sock.set_inheritable(True)
+    return sock
+
+
+@main.command()
+@common_options
+@click.option("--listen", help="Client API endpoint (Twisted endpoint string).")
+@click.option("--admin-listen", help="Admin API endpoint (Twisted endpoint string).")
+@click.option("--workers", type=click.IntRange(1, 64), help="Processes sharing the sockets.")
+@click.option("--dev", is_flag=True,
+              help="Development mode: self-signed TLS certificate and automatic migrations.")
+@click.option("--worker-fds", hidden=True, help="Internal: sockets inherited from a supervisor.")
+def serve(settings: Settings, listen: str | None, admin_listen: str | None,
+          workers: int | None, dev: bool, worker_fds: str | None) -> None:
+    """Run the broker: client API and admin API over TLS."""
+    try:
+        settings = settings.replace("server", listen=listen, admin_listen=admin_listen,
+                                    workers=workers)
+    except ConfigError as exc:
+        fail(exc.message, EXIT_USAGE)
+    from broker.logs import configure_logging
+
+    configure_logging(settings.log.level, settings.log.format)
+    if worker_fds is None and settings.server.workers > 1:
+        return supervise(settings, dev)
+    inherited = None
+    if worker_fds:
+        inherited = {k: int(v) for k, v in (p.split("=") for p in worker_fds.split(","))}
+    run_server(settings, dev=dev, inherited=inherited)
+
+
+def run_server(settings: Settings, *, dev: bool, inherited: dict[str, int] | None) -> None:
+    import logging
+
+    from twisted.internet import reactor
+
+    from broker.service.context import BrokerContext
+    from broker.web import server
+
+    log = logging.getLogger("broker.serve")
+    ctx = BrokerContext(settings)
+    try:
+        tls = server.resolve_tls(ctx, dev)
+        server.tls_options(tls)  # fail early on unreadable files
+    except BrokerError as exc:
+        fail(exc.message)
+    if tls.generated and inherited is None:
+        click.echo(f"serve: using a self-signed DEVELOPMENT certificate {tls.cert} "
+                   "(not for production)", err=True)
+    prepare_schema(ctx, dev, log)
+    from broker.service.wiring import install
+
+    install(ctx)
+    ctx.start_threadpool()
+    exit_code = [0]
+
+    def started(_: object) -> None:
+        server.start_sweeper(ctx)
+        if inherited is None:
+            click.echo(f"serve: client API on {settings.server.listen}, admin API on "
+                       f"{settings.server.admin_listen}", err=True)
+
+    def failed(f: Any) -> None:
+        msg = f.value.message if isinstance(f.value, BrokerError) else f.getErrorMessage()
+        click.echo(f"error: cannot listen: {msg}", err=True)
+        exit_code[0] = 1
+        reactor.stop()  # type: ignore[attr-defined]
+
+    def start() -> None:
+        d = server.listen(ctx, listen_on=settings.server.listen,
+                          admin_listen_on=settings.server.admin_listen, tls=tls,
+                          inherited=inherited)
+        d.addCallbacks(started, failed)
+
+    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    ctx.db.dispose()
+    if exit_code[0]:
+        sys.exit(exit_code[0])
+
+
+def prepare_schema(ctx: Any, dev: bool, log: Any) -> None:
+    """With --dev bring the schema to head; otherwise warn when it is behind."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from broker.store import migrate as mig
+
+    try:
+        current = mig.current_revision(ctx.db.engine)
+        head = mig.head_revision()
+        if current != head:
+            if dev:
+                mig.upgrade(ctx.settings.database_url)
+                log.info("dev: database migrated to head", extra={"revision": head})
+            else:
+                fail(f"database schema is at {current or 'nothing'}, not {head}: run "
+                     "`broker migrate` first")
+    except SQLAlchemyError as exc:
+        # Serve anyway: /readyz reports the database until it comes back.
+        log.warning("database unreachable at start-up", extra={"error": first_line(exc)})
+
+
+def supervise(settings: Settings, dev: bool) -> None:
+    """Bind the sockets once, run N worker processes that adopt them, restart any that die."""
+    if settings.database_url.startswith("sqlite"):
+        fail("--workers > 1 needs PostgreSQL: SQLite is for one process", EXIT_USAGE)
+    from broker.service.context import BrokerContext
+    from broker.web import server
+
+    try:
+        server.resolve_tls(BrokerContext(settings), dev)  # make the dev cert once, before forking
+        socks = {"client": bind_socket(settings.server.listen),
+                 "admin": bind_socket(settings.server.admin_listen)}
+    except (BrokerError, OSError) as exc:
+        fail(getattr(exc, "message", None) or str(exc))
+    fds = ",".join(f"{k}={s.fileno()}" for k, s in socks.items())
+    args = [sys.executable, "-m", "broker.cli", "serve", "--worker-fds", fds]
+    if settings.source != "<defaults>":
+        args += ["--config", settings.source]
+    args += ["--database-url", settings.database.url]
+    if dev:
+        args.append("--dev")
+    stopping = False
+    children: list[subprocess.Popen[bytes]] = []
+
+    def spawn() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(args, pass_fds=[s.fileno() for s in socks.values()],
+                                env=dict(os.environ))
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    children.extend(spawn() for _ in range(settings.server.workers))
+    click.echo(f"serve: {settings.server.workers} workers on {settings.server.listen} "
+               f"(admin {settings.server.admin_listen})", err=True)
+    while True:
+        alive = [c for c in children if c.poll() is None]
+        if stopping and not alive:
+            break
+        if not stopping:
+            for i, c in enumerate(children):
+                if c.poll() is not None:
+                    click.echo(f"serve: worker {c.pid} exited ({c.returncode}); restarting",
+                               err=True)
+                    time.sleep(1)
+                    children[i] = spawn()
+        time.sleep(0.2)
+
+
+def _attach_optional_groups() -> None:
+    """Subcommand groups that live beside their layer."""
+    try:
+        from broker.pki.cli import pki
+    except ImportError:
+        pass
+    else:
+        main.add_command(pki)
+    from broker.admin_cli import admin
+
+    main.add_command(admin)
+    try:
+        from broker.demo import demo
+    except ImportError:
+        pass
+    else:
+        main.add_command(demo)
+
+
+_attach_optional_groups()
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+"""What every use case needs: settings, the store, the region catalogue, a clock.
+
+Use cases are plain blocking functions (no Twisted): the web layer runs them in the thread pool
+with :meth:`BrokerContext.call`, so the reactor thread never waits on the database, a CRL fetch
+or a big certificate chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from broker.config import Settings
+from broker.store.db import Database
+
+if TYPE_CHECKING:
+    from broker.regions import RegionCatalogue
+
+T = TypeVar("T")
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+class BrokerContext:
+    def __init__(self, settings: Settings, *, database: Database | None = None,
+                 clock: Callable[[], datetime] = system_clock) -> None:
+        self.settings = settings
+        self.db = database or Database(settings.database_url,
+                                       pool_size=settings.database.pool_size,
+                                       retries=settings.database.retries)
+        self.clock = clock
+        self.threadpool: Any = None
+        #: Functions run periodically (in the thread pool) by the sweeper timer.
+        self.sweepers: list[Callable[[], object]] = []
+
+    @cached_property
+    def catalogue(self) -> RegionCatalogue:
+        from broker.regions import RegionCatalogue
+
+        return RegionCatalogue.load(self.settings.path(self.settings.regions.catalogue))
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def start_threadpool(self) -> None:
+        """Create the pool blocking work runs in; stopped with the reactor."""
+        from twisted.internet import reactor
+        from twisted.python.threadpool import ThreadPool
+
+        if self.threadpool is not None:
+            return
+        pool = ThreadPool(minthreads=1, maxthreads=self.settings.server.threadpool_size,
+                          name="broker-blocking")
+        pool.start()
+        reactor.addSystemEventTrigger("during", "shutdown", pool.stop)  # type: ignore[attr-defined]
+        self.threadpool = pool
+        self.db.threadpool = pool
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Any:
+        """Run blocking ``fn`` in the thread pool; returns a Deferred with its result."""
+        from twisted.internet import reactor, threads
+
+        if self.threadpool is None:
+            return threads.deferToThread(fn, *args, **kwargs)
+        return threads.deferToThreadPool(reactor, self.threadpool, fn, *args, **kwargs)

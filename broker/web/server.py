@@ -1,0 +1,285 @@
+"""How the process is wired: TLS listeners for the client and admin APIs, health, metrics,
+periodic sweeps and graceful shutdown.
+
+Listeners are built from Twisted endpoint strings (``tcp:8443``, ``tcp:8444:interface=127.0.0.1``)
+and wrapped in TLS with a pyOpenSSL context, or adopted from file descriptors a supervisor passed
+in (``--workers N``). On SIGTERM the ports stop accepting first, then in-flight requests get up to
+``server.shutdown_grace_s`` to finish before the reactor stops.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from klein import Klein
+from prometheus_client import REGISTRY, generate_latest
+from twisted.internet import defer, reactor, task
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.ssl import CertificateOptions, PrivateCertificate, TLSVersion
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from broker.errors import BrokerError
+from broker.service.context import BrokerContext
+from broker.web.http import BrokerRequest, json_route, write_json
+
+log = logging.getLogger("broker.server")
+
+
+class ServerError(BrokerError):
+    code = "server_config_invalid"
+
+
+# --------------------------------------------------------------------------- TLS
+
+@dataclass(frozen=True)
+class TlsFiles:
+    cert: Path
+    key: Path
+    generated: bool = False
+
+
+def dev_certificate(folder: Path) -> TlsFiles:
+    """A self-signed P-256 certificate for localhost under ``folder`` (made once, then reused)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = folder / "dev-cert.pem", folder / "dev-key.pem"
+    if cert_path.exists() and key_path.exists():
+        return TlsFiles(cert_path, key_path, generated=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "smartcard-broker dev")])
+    now = dt.datetime.now(dt.UTC)
+    import ipaddress
+
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=365))
+            .add_extension(x509.SubjectAlternativeName([
+                x509.DNSName("localhost"),
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                x509.IPAddress(ipaddress.ip_address("::1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return TlsFiles(cert_path, key_path, generated=True)
+
+
+def resolve_tls(ctx: BrokerContext, dev: bool) -> TlsFiles:
+    """The TLS files to serve with; ServerError when none are configured and not --dev."""
+    s = ctx.settings
+    if s.server.tls_cert and s.server.tls_key:
+        files = TlsFiles(s.path(s.server.tls_cert), s.path(s.server.tls_key))
+        for what, p in (("server.tls_cert", files.cert), ("server.tls_key", files.key)):
+            if not p.is_file():
+                raise ServerError(message=f"{what}: file not found: {p}", details={"key": what})
+        return files
+    if s.server.tls_cert or s.server.tls_key:
+        raise ServerError(message="server.tls_cert and server.tls_key must be set together")
+    if not dev:
+        raise ServerError(message="no TLS certificate configured: set server.tls_cert and "
+                                  "server.tls_key, or run `broker serve --dev` for a self-signed "
+                                  "development certificate")
+    return dev_certificate(s.path("var/dev-tls"))
+
+
+def tls_options(files: TlsFiles) -> CertificateOptions:
+    """pyOpenSSL context options: TLS 1.2+, the certificate chain and key from PEM files."""
+    try:
+        cert_pem = files.cert.read_bytes()
+        key_pem = files.key.read_bytes()
+        chain = x509.load_pem_x509_certificates(cert_pem)
+        private = PrivateCertificate.loadPEM(key_pem + b"\n" + cert_pem)
+    except (OSError, ValueError, Exception) as exc:  # pyOpenSSL raises its own Error types
+        raise ServerError(message=f"cannot load TLS certificate/key ({files.cert}, {files.key}): "
+                                  f"{exc}") from None
+    from OpenSSL.crypto import X509
+
+    extra = [X509.from_cryptography(c) for c in chain[1:]]
+    return CertificateOptions(privateKey=private.privateKey.original,
+                              certificate=private.original, extraCertChain=extra,
+                              raiseMinimumTo=TLSVersion.TLSv1_2)
+
+
+# --------------------------------------------------------------------------- sites
+
+class BrokerSite(Site):
+    """A Site that counts in-flight requests so shutdown can wait for them."""
+
+    requestFactory = BrokerRequest  # noqa: N815 (twisted API)
+
+    def __init__(self, resource: Resource, **kw: Any) -> None:
+        super().__init__(resource, **kw)
+        self.in_flight = 0
+        self._idle: list[defer.Deferred[None]] = []
+        self.noisy = False
+
+    def getResourceFor(self, request: Any) -> Any:  # noqa: N802 (twisted API)
+        self.in_flight += 1
+        request.notifyFinish().addBoth(self._finished)
+        return super().getResourceFor(request)
+
+    def _finished(self, _: object) -> None:
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            waiting, self._idle = self._idle, []
+            for d in waiting:
+                d.callback(None)
+
+    def wait_idle(self) -> defer.Deferred[None]:
+        if self.in_flight == 0:
+            return defer.succeed(None)
+        d: defer.Deferred[None] = defer.Deferred()
+        self._idle.append(d)
+        return d
+
+
+def add_operational_routes(app: Klein, ctx: BrokerContext, api: str) -> None:
+    """/healthz (process up), /readyz (database reachable), /metrics (Prometheus text)."""
+
+    @app.route("/healthz", methods=["GET"])
+    @json_route(api, "/healthz")
+    async def healthz(request: Any) -> tuple[int, Any]:
+        return 200, {"status": "ok"}
+
+    @app.route("/readyz", methods=["GET"])
+    @json_route(api, "/readyz")
+    async def readyz(request: Any) -> tuple[int, Any]:
+        try:
+            await ctx.call(ctx.db.ping)
+        except Exception as exc:
+            log.warning("database not reachable", extra={"error": type(exc).__name__})
+            return 503, {"status": "unavailable", "database": "unreachable"}
+        return 200, {"status": "ok", "database": "ok"}
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(request: Any) -> bytes:
+        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+        return generate_latest(REGISTRY)
+
+
+def install_json_errors(app: Klein, api: str) -> None:
+    """Unknown paths and methods get the JSON error shape, not HTML."""
+    from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+    @app.handle_errors(NotFound)
+    def not_found(request: Any, failure: Any) -> bytes:
+        return write_json(request, 404, {"error": {"code": "not_found", "message":
+                                                  "No such API path.", "details": {}}})
+
+    @app.handle_errors(MethodNotAllowed)
+    def not_allowed(request: Any, failure: Any) -> bytes:
+        return write_json(request, 405, {"error": {"code": "method_not_allowed", "message":
+                                                  "That method is not allowed on this path.",
+                                                  "details": {}}})
+
+
+def build_sites(ctx: BrokerContext) -> tuple[BrokerSite, BrokerSite]:
+    from broker.web.admin_api import build_admin_app
+    from broker.web.client_api import build_client_app
+
+    BrokerRequest.max_body_bytes = ctx.settings.server.max_body_bytes
+    client_app = build_client_app(ctx)
+    admin_app = build_admin_app(ctx)
+    for app, api in ((client_app, "client"), (admin_app, "admin")):
+        add_operational_routes(app, ctx, api)
+        install_json_errors(app, api)
+    return BrokerSite(client_app.resource()), BrokerSite(admin_app.resource())
+
+
+# --------------------------------------------------------------------------- running
+
+@dataclass
+class Running:
+    ports: list[IListeningPort]
+    sites: list[BrokerSite]
+
+
+def _tls_factory(site: BrokerSite, options: CertificateOptions) -> TLSMemoryBIOFactory:
+    return TLSMemoryBIOFactory(options, False, site)
+
+
+@defer.inlineCallbacks
+def listen(ctx: BrokerContext, *, listen_on: str, admin_listen_on: str, tls: TlsFiles,
+           inherited: dict[str, int] | None = None) -> Any:
+    """Start both TLS listeners (from endpoint strings, or adopt inherited socket fds)."""
+    options = tls_options(tls)
+    client_site, admin_site = build_sites(ctx)
+    ports: list[IListeningPort] = []
+    for name, site, endpoint in (("client", client_site, listen_on),
+                                 ("admin", admin_site, admin_listen_on)):
+        factory = _tls_factory(site, options)
+        if inherited and name in inherited:
+            fd = inherited[name]
+            sock = socket.socket(fileno=fd)  # only to read the family; detached, not closed
+            family = sock.family
+            sock.detach()
+            port = reactor.adoptStreamPort(fd, family, factory)  # type: ignore[attr-defined]
+        else:
+            try:
+                ep = serverFromString(reactor, endpoint)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ServerError(message=f"bad {name} listen endpoint {endpoint!r}: {exc}") \
+                    from None
+            port = yield ep.listen(factory)
+        host = port.getHost()
+        log.info("listening", extra={"api": name, "host": getattr(host, "host", ""),
+                                     "port": getattr(host, "port", "")})
+        ports.append(port)
+    running = Running(ports, [client_site, admin_site])
+    grace = ctx.settings.server.shutdown_grace_s
+
+    @defer.inlineCallbacks
+    def graceful() -> Any:
+        log.info("shutting down: no new connections, waiting for in-flight requests",
+                 extra={"in_flight": sum(s.in_flight for s in running.sites)})
+        yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in running.ports])
+        waiting = defer.gatherResults([s.wait_idle() for s in running.sites])
+        timeout = reactor.callLater(grace, waiting.cancel)  # type: ignore[attr-defined]
+        try:
+            yield waiting
+        except defer.CancelledError:
+            log.warning("shutdown grace period over with requests still running")
+        if timeout.active():
+            timeout.cancel()
+        log.info("stopped")
+
+    reactor.addSystemEventTrigger("before", "shutdown", graceful)  # type: ignore[attr-defined]
+    return running
+
+
+def start_sweeper(ctx: BrokerContext) -> task.LoopingCall:
+    """Run ``ctx.sweepers`` periodically in the thread pool; an error is logged, never fatal."""
+
+    def sweep_all() -> None:
+        for fn in list(ctx.sweepers):
+            try:
+                fn()
+            except Exception:
+                log.exception("sweeper failed", extra={"sweeper": getattr(fn, "__name__", "?")})
+
+    def tick() -> Any:
+        d = ctx.call(sweep_all)
+        d.addErrback(lambda f: log.error("sweep failed: %s", f.getErrorMessage()))
+        return d
+
+    loop = task.LoopingCall(tick)
+    d = loop.start(ctx.settings.sessions.sweep_interval_s, now=True)
+    d.addErrback(lambda f: log.error("sweeper stopped: %s", f.getErrorMessage()))
+    reactor.addSystemEventTrigger("before", "shutdown",  # type: ignore[attr-defined]
+                                  lambda: loop.stop() if loop.running else None)
+    return loop
