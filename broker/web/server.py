@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +128,27 @@ class BrokerSite(Site):
         self.in_flight = 0
         self._idle: list[defer.Deferred[None]] = []
         self.noisy = False
+        self.channels: set[Any] = set()
+
+    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 (twisted API)
+        channel = super().buildProtocol(addr)
+        if channel is not None:
+            self.channels.add(channel)
+            lost = channel.connectionLost
+
+            def connection_lost(reason: Any) -> None:
+                self.channels.discard(channel)
+                lost(reason)
+
+            channel.connectionLost = connection_lost
+        return channel
+
+    def close_connections(self) -> None:
+        """Close every connection once its buffered response bytes are written."""
+        for channel in list(self.channels):
+            transport = getattr(channel, "transport", None)
+            if transport is not None:
+                transport.loseConnection()
 
     def getResourceFor(self, request: Any) -> Any:  # noqa: N802 (twisted API)
         self.in_flight += 1
@@ -154,7 +176,7 @@ def add_operational_routes(app: Klein, ctx: BrokerContext, api: str) -> None:
     @app.route("/healthz", methods=["GET"])
     @json_route(api, "/healthz")
     async def healthz(request: Any) -> tuple[int, Any]:
-        return 200, {"status": "ok"}
+        return 200, {"status": "ok", "pid": os.getpid()}
 
     @app.route("/readyz", methods=["GET"])
     @json_route(api, "/readyz")
@@ -248,14 +270,28 @@ def listen(ctx: BrokerContext, *, listen_on: str, admin_listen_on: str, tls: Tls
         log.info("shutting down: no new connections, waiting for in-flight requests",
                  extra={"in_flight": sum(s.in_flight for s in running.sites)})
         yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in running.ports])
-        waiting = defer.gatherResults([s.wait_idle() for s in running.sites])
-        timeout = reactor.callLater(grace, waiting.cancel)  # type: ignore[attr-defined]
-        try:
-            yield waiting
-        except defer.CancelledError:
-            log.warning("shutdown grace period over with requests still running")
-        if timeout.active():
-            timeout.cancel()
+        done: defer.Deferred[bool] = defer.Deferred()
+
+        def finish(all_idle: bool) -> None:
+            if not done.called:
+                done.callback(all_idle)
+
+        idle = defer.gatherResults([s.wait_idle() for s in running.sites])
+        idle.addBoth(lambda _: finish(True))
+        timer = reactor.callLater(grace, finish, False)  # type: ignore[attr-defined]
+        all_idle = yield done
+        if timer.active():
+            timer.cancel()
+        if not all_idle:
+            log.warning("shutdown grace period over with requests still running",
+                        extra={"in_flight": sum(s.in_flight for s in running.sites)})
+        for site in running.sites:
+            site.close_connections()
+        # Let TLS flush the last responses and close_notify before the reactor stops.
+        deadline = reactor.seconds() + 2.0  # type: ignore[attr-defined]
+        while any(site.channels for site in running.sites) and \
+                reactor.seconds() < deadline:  # type: ignore[attr-defined]
+            yield task.deferLater(reactor, 0.05, lambda: None)
         log.info("stopped")
 
     reactor.addSystemEventTrigger("before", "shutdown", graceful)  # type: ignore[attr-defined]

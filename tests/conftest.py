@@ -1,0 +1,66 @@
+"""Shared fixtures: databases of both kinds, a migrated store, a running broker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.databases import database_url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The same test against SQLite and the real PostgreSQL (skipped when absent)."""
+    with database_url(request.param, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def migrated_url(db_url: str) -> str:
+    from broker.store import migrate
+
+    migrate.upgrade(db_url)
+    return db_url
+
+
+@pytest.fixture
+def database(migrated_url: str) -> Iterator[object]:
+    from broker.store.db import Database
+
+    db = Database(migrated_url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def broker_factory(tmp_path: Path) -> Iterator[object]:
+    """Make (and always stop) broker processes: factory(db_url, extra_config="", **env)."""
+    from tests.support.server import BrokerProcess, free_port
+
+    made: list[BrokerProcess] = []
+
+    def make(db_url: str, extra_config: str = "", workers: int = 1, start: bool = True,
+             **env: str) -> BrokerProcess:
+        base = tmp_path / f"broker{len(made)}"
+        base.mkdir()
+        bp = BrokerProcess(base, db_url, free_port(), free_port(), env=dict(env), workers=workers)
+        bp.write_config(extra_config)
+        made.append(bp)
+        if start:
+            from broker.store import migrate
+
+            migrate.upgrade(db_url)
+            bp.start()
+        return bp
+
+    yield make
+    for bp in made:
+        bp.stop()
+
+
+@pytest.fixture
+def broker(broker_factory, migrated_url: str):  # type: ignore[no-untyped-def]
+    """A running broker on the parametrised database (SQLite and PostgreSQL)."""
+    return broker_factory(migrated_url)
