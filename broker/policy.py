@@ -1,0 +1,164 @@
+"""The rules of WorkSpaces client smart-card support, as one pure function of plain values.
+
+No Twisted, no database, no HTTP: given a catalogue entry, the directory's toggles, the client,
+the card count, the WorkSpace protocol and the purpose, :func:`decide_smart_card` returns a
+:class:`Decision` that lists EVERY reason that applies (so a user is told everything at once),
+in a stable order.
+
+The rules (shared/reference, shared/DESIGN.md §1):
+
+* Smart cards only for WSP, never PCoIP (``smart_card_requires_wsp``).
+* Pre-session login (purposes ``pre_session`` and ``logon``, the second PIN at "Starting
+  WorkSpace") only where the region's catalogue entry allows it
+  (``region_pre_session_unavailable``) and the directory turned it on (``smart_card_disabled``),
+  and only from the Windows client 3.1.1 or later (``client_platform_unsupported``,
+  ``client_version_unsupported``) on 64-bit Windows (``client_arch_unsupported``).
+  64-bit means x86-64 (x86_64, amd64, x64) or ARM64; 32-bit x86 is refused. A version that is
+  not a dotted number is ``client_version_unsupported``, never an exception.
+* In-session use (sudo, browsers) wherever the region has WSP and the catalogue and the
+  directory allow it (``in_session_not_allowed`` for all three, as the API contract says).
+* One card at a time, pre- and in-session: 0 cards → ``no_card``, 2+ → ``multiple_cards``;
+  ``None`` means "not known yet" (registration) and adds no reason.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from broker.regions import RegionEntry
+
+MIN_CLIENT_VERSION = (3, 1, 1)
+_ARCH_64 = {"x86_64", "amd64", "x64", "x86-64", "arm64", "aarch64", "win64"}
+_ARCH_32 = {"x86", "i386", "i486", "i586", "i686", "win32", "ia32", "arm", "armv7"}
+_VERSION_RE = re.compile(r"^\d{1,6}(\.\d{1,6}){0,5}$")
+_WINDOWS = {"windows", "win", "win32", "win64", "microsoft windows"}
+
+
+class Protocol(enum.StrEnum):
+    WSP = "WSP"
+    PCOIP = "PCoIP"
+
+
+class Purpose(enum.StrEnum):
+    PRE_SESSION = "pre_session"
+    LOGON = "logon"
+    IN_SESSION = "in_session"
+
+
+class Reason(enum.StrEnum):
+    SMART_CARD_REQUIRES_WSP = "smart_card_requires_wsp"
+    REGION_PRE_SESSION_UNAVAILABLE = "region_pre_session_unavailable"
+    IN_SESSION_NOT_ALLOWED = "in_session_not_allowed"
+    SMART_CARD_DISABLED = "smart_card_disabled"
+    CLIENT_PLATFORM_UNSUPPORTED = "client_platform_unsupported"
+    CLIENT_ARCH_UNSUPPORTED = "client_arch_unsupported"
+    CLIENT_VERSION_UNSUPPORTED = "client_version_unsupported"
+    NO_CARD = "no_card"
+    MULTIPLE_CARDS = "multiple_cards"
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    platform: str
+    arch: str
+    version: str
+
+
+@dataclass(frozen=True)
+class DirectorySettings:
+    pre_session: bool
+    in_session: bool
+    password_login: bool = False
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reasons: tuple[Reason, ...]
+
+    @classmethod
+    def of(cls, reasons: list[Reason]) -> Decision:
+        ordered = tuple(r for r in Reason if r in reasons)  # stable order, no duplicates
+        return cls(not ordered, ordered)
+
+
+def parse_version(text: str) -> tuple[int, ...] | None:
+    """``"3.1.10"`` → ``(3, 1, 10)``; anything that is not a dotted number → None."""
+    if not isinstance(text, str):
+        return None
+    t = text.strip()
+    if t[:1] in ("v", "V"):
+        t = t[1:]
+    if not _VERSION_RE.match(t):
+        return None
+    return tuple(int(p) for p in t.split("."))
+
+
+def _pad(v: tuple[int, ...]) -> tuple[int, ...]:
+    return v + (0,) * (3 - len(v)) if len(v) < 3 else v
+
+
+def client_reasons(client: ClientInfo) -> list[Reason]:
+    """Why this client may not log in with a card (empty when it may)."""
+    reasons = []
+    if client.platform.strip().lower() not in _WINDOWS:
+        reasons.append(Reason.CLIENT_PLATFORM_UNSUPPORTED)
+    arch = client.arch.strip().lower()
+    if arch not in _ARCH_64:
+        reasons.append(Reason.CLIENT_ARCH_UNSUPPORTED)
+    version = parse_version(client.version)
+    if version is None or _pad(version) < MIN_CLIENT_VERSION:
+        reasons.append(Reason.CLIENT_VERSION_UNSUPPORTED)
+    return reasons
+
+
+def card_reasons(card_count: int | None) -> list[Reason]:
+    if card_count is None:
+        return []
+    if card_count <= 0:  # negative counts are junk: treated as no card
+        return [Reason.NO_CARD]
+    if card_count > 1:
+        return [Reason.MULTIPLE_CARDS]
+    return []
+
+
+def decide_smart_card(region: RegionEntry, directory: DirectorySettings, purpose: Purpose, *,
+                      client: ClientInfo | None = None, card_count: int | None = None,
+                      protocol: Protocol | None = None) -> Decision:
+    """May a smart card be used for ``purpose`` here? Every applicable reason when not."""
+    reasons: list[Reason] = []
+    if protocol is not None and Protocol(protocol) != Protocol.WSP:
+        reasons.append(Reason.SMART_CARD_REQUIRES_WSP)
+    if Purpose(purpose) in (Purpose.PRE_SESSION, Purpose.LOGON):
+        if not (region.wsp and region.smart_card_pre_session):
+            reasons.append(Reason.REGION_PRE_SESSION_UNAVAILABLE)
+        if not directory.pre_session:
+            reasons.append(Reason.SMART_CARD_DISABLED)
+        if client is not None:
+            reasons += client_reasons(client)
+    else:
+        if not (region.wsp and region.smart_card_in_session and directory.in_session):
+            reasons.append(Reason.IN_SESSION_NOT_ALLOWED)
+    reasons += card_reasons(card_count)
+    return Decision.of(reasons)
+
+
+@dataclass(frozen=True)
+class LoginOffer:
+    methods: tuple[str, ...]
+    pre_session: Decision
+    in_session: Decision
+
+
+def login_methods(region: RegionEntry, directory: DirectorySettings, client: ClientInfo,
+                  card_count: int | None = None) -> LoginOffer:
+    """What the login page offers: "smart_card" ("Insert your smart card") only when the
+    pre-session Decision allows it, "password" where the directory enables it."""
+    pre = decide_smart_card(region, directory, Purpose.PRE_SESSION, client=client,
+                            card_count=card_count)
+    inside = decide_smart_card(region, directory, Purpose.IN_SESSION)
+    methods = (("smart_card",) if pre.allowed else ()) + \
+        (("password",) if directory.password_login else ())
+    return LoginOffer(methods, pre, inside)

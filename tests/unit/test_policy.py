@@ -1,0 +1,173 @@
+"""The smart-card rules, table-driven, plus properties that must hold for any input."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from broker.policy import (
+    ClientInfo,
+    DirectorySettings,
+    Protocol,
+    Purpose,
+    Reason,
+    decide_smart_card,
+    login_methods,
+    parse_version,
+)
+from broker.regions import RegionCatalogue, RegionEntry
+
+CATALOGUE = RegionCatalogue.load(Path(__file__).resolve().parents[2] / "config" /
+                                 "regions.toml")
+GOV_WEST = CATALOGUE.get("us-gov-west-1")
+EAST = CATALOGUE.get("us-east-1")
+NO_WSP = RegionEntry("xx-nowsp-1", "No WSP", "SLxx", wsp=False, pcoip=True,
+                     smart_card_pre_session=False, smart_card_in_session=False)
+ON = DirectorySettings(pre_session=True, in_session=True, password_login=True)
+OFF = DirectorySettings(pre_session=False, in_session=False, password_login=False)
+WIN = ClientInfo("windows", "x86_64", "3.1.1")
+
+
+def reasons(region: RegionEntry = GOV_WEST, directory: DirectorySettings = ON,
+            purpose: Purpose = Purpose.PRE_SESSION, **kw: object) -> set[str]:
+    return {r.value for r in decide_smart_card(region, directory, purpose, **kw).reasons}
+
+
+def test_only_govcloud_west_allows_pre_session_in_the_shipped_catalogue() -> None:
+    allowed = [e.id for e in CATALOGUE if e.smart_card_pre_session]
+    assert allowed == ["us-gov-west-1"]
+
+
+def test_every_wsp_region_allows_in_session() -> None:
+    assert all(e.smart_card_in_session for e in CATALOGUE if e.wsp)
+
+
+def test_windows_64_bit_3_1_1_one_card_wsp_in_govcloud_is_allowed() -> None:
+    d = decide_smart_card(GOV_WEST, ON, Purpose.PRE_SESSION, client=WIN, card_count=1,
+                          protocol=Protocol.WSP)
+    assert d.allowed and d.reasons == ()
+
+
+def test_pcoip_workspace_refuses_smart_card() -> None:
+    assert "smart_card_requires_wsp" in reasons(client=WIN, card_count=1,
+                                                protocol=Protocol.PCOIP)
+    assert "smart_card_requires_wsp" in reasons(purpose=Purpose.IN_SESSION,
+                                                protocol=Protocol.PCOIP)
+
+
+@pytest.mark.parametrize("version,ok", [
+    ("3.1.1", True), ("3.1.10", True), ("3.2", True), ("4.0.0", True), ("3.1.1.123", True),
+    ("v3.1.1", True), ("3.1.0", False), ("3.1", False), ("3.0.9", False), ("2.9.99", False),
+    ("", False), ("abc", False), ("3..1", False), ("-1", False), ("3.1.x", False),
+    ("9" * 100, False), ("3.1.1-beta", False),
+])
+def test_client_version_is_compared_as_a_version(version: str, ok: bool) -> None:
+    got = reasons(client=ClientInfo("windows", "x86_64", version), card_count=1)
+    assert ("client_version_unsupported" not in got) is ok
+
+
+@pytest.mark.parametrize("arch,ok", [
+    ("x86_64", True), ("AMD64", True), ("x64", True), ("arm64", True), ("x86", False),
+    ("i386", False), ("win32", False), ("", False), ("sparc", False),
+])
+def test_only_64_bit_windows(arch: str, ok: bool) -> None:
+    got = reasons(client=ClientInfo("windows", arch, "3.1.1"), card_count=1)
+    assert ("client_arch_unsupported" not in got) is ok
+
+
+@pytest.mark.parametrize("platform", ["macos", "linux", "web", "ios", "android", "", "Windows7?"])
+def test_only_the_windows_client(platform: str) -> None:
+    assert "client_platform_unsupported" in reasons(client=ClientInfo(platform, "x86_64",
+                                                                      "3.1.1"))
+
+
+@pytest.mark.parametrize("count,reason", [(0, "no_card"), (2, "multiple_cards"),
+                                          (5, "multiple_cards"), (-1, "no_card"), (1, None),
+                                          (None, None)])
+def test_one_card_at_a_time(count: int | None, reason: str | None) -> None:
+    for purpose in Purpose:
+        got = reasons(purpose=purpose, client=WIN, card_count=count)
+        assert got == ({reason} if reason else set()), (purpose, got)
+
+
+def test_every_reason_is_reported_at_once() -> None:
+    got = reasons(region=EAST, directory=OFF, client=ClientInfo("macos", "x86", "1.0"),
+                  card_count=2, protocol=Protocol.PCOIP)
+    assert got == {"smart_card_requires_wsp", "region_pre_session_unavailable",
+                   "smart_card_disabled", "client_platform_unsupported",
+                   "client_arch_unsupported", "client_version_unsupported", "multiple_cards"}
+
+
+REGIONS = [("govcloud-west", GOV_WEST), ("commercial", EAST), ("no-wsp", NO_WSP)]
+
+
+@pytest.mark.parametrize("name,region,protocol,client,count,purpose,directory",
+                         [(n, r, p, c, k, u, d) for (n, r), p, c, k, u, d in itertools.product(
+                             REGIONS, list(Protocol),
+                             [WIN, ClientInfo("windows", "x86", "3.1.1"),
+                              ClientInfo("macos", "arm64", "3.1.1"),
+                              ClientInfo("windows", "x86_64", "3.1.0")],
+                             [0, 1, 2], list(Purpose), [ON, OFF])])
+def test_rule_matrix(name: str, region: RegionEntry, protocol: Protocol, client: ClientInfo,
+                     count: int, purpose: Purpose, directory: DirectorySettings) -> None:
+    """The decision is allowed exactly when every rule holds (each rule stated once here)."""
+    d = decide_smart_card(region, directory, purpose, client=client, card_count=count,
+                          protocol=protocol)
+    pre = purpose in (Purpose.PRE_SESSION, Purpose.LOGON)
+    expected = (protocol == Protocol.WSP and count == 1 and region.wsp and (
+        (pre and region.smart_card_pre_session and directory.pre_session and client == WIN)
+        or (not pre and region.smart_card_in_session and directory.in_session)))
+    assert d.allowed is expected
+    assert d.allowed == (d.reasons == ())
+
+
+def test_login_methods_offers_smart_card_only_when_allowed() -> None:
+    assert login_methods(GOV_WEST, ON, WIN).methods == ("smart_card", "password")
+    assert login_methods(EAST, ON, WIN).methods == ("password",)
+    offer = login_methods(EAST, DirectorySettings(True, True, False), WIN)
+    assert offer.methods == () and offer.in_session.allowed
+    assert login_methods(GOV_WEST, OFF, WIN).methods == ()
+
+
+def test_parse_version() -> None:
+    assert parse_version("3.1.10") == (3, 1, 10) and parse_version("3.1.10") > (3, 1, 9)
+    assert parse_version("junk") is None
+
+
+text = st.text(max_size=40)
+
+
+@given(region=st.sampled_from([GOV_WEST, EAST, NO_WSP]),
+       pre=st.booleans(), inside=st.booleans(), platform=text, arch=text, version=text,
+       count=st.one_of(st.none(), st.integers(-5, 10)), purpose=st.sampled_from(list(Purpose)))
+def test_pcoip_is_never_allowed(region, pre, inside, platform, arch, version, count,  # type: ignore[no-untyped-def]
+                                purpose) -> None:
+    d = decide_smart_card(region, DirectorySettings(pre, inside), purpose,
+                          client=ClientInfo(platform, arch, version), card_count=count,
+                          protocol=Protocol.PCOIP)
+    assert not d.allowed and Reason.SMART_CARD_REQUIRES_WSP in d.reasons
+
+
+@given(region=st.sampled_from(list(CATALOGUE) + [NO_WSP]), platform=text, arch=text,
+       version=text, count=st.one_of(st.none(), st.integers(-5, 10)),
+       purpose=st.sampled_from([Purpose.PRE_SESSION, Purpose.LOGON]))
+def test_pre_session_never_outside_catalogue_regions(region, platform, arch, version, count,  # type: ignore[no-untyped-def]
+                                                     purpose) -> None:
+    d = decide_smart_card(region, ON, purpose, client=ClientInfo(platform, arch, version),
+                          card_count=count)
+    if not region.smart_card_pre_session:
+        assert not d.allowed and Reason.REGION_PRE_SESSION_UNAVAILABLE in d.reasons
+
+
+def test_policy_imports_nothing_from_twisted_sqlalchemy_or_http() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, broker.policy, broker.registration, broker.regions; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in "
+            "('twisted', 'sqlalchemy', 'klein', 'http')]; print(bad); sys.exit(bool(bad))")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
