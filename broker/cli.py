@@ -7,49 +7,19 @@ traceback is a bug.
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import click
 
-from broker.config import ConfigError, Settings, load_settings
+from broker.cli_common import EXIT_USAGE, common_options, fail, first_line, redact
+from broker.config import ConfigError, Settings
 from broker.errors import BrokerError
-
-EXIT_USAGE = 2
-
-
-def fail(message: str, code: int = 1) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
-
-
-def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """--config and --database-url, resolved into a Settings passed as ``settings``."""
-
-    @click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                  envvar="BROKER_CONFIG", help="Config file (default: ./config/broker.toml).")
-    @click.option("--database-url", help="Database URL (overrides database.url).")
-    @functools.wraps(fn)
-    def wrapper(config_path: str | None, database_url: str | None, **kw: Any) -> Any:
-        try:
-            settings = load_settings(config_path)
-            if database_url:
-                from broker.config import check_database_url
-
-                check_database_url(database_url)
-                settings = settings.replace("database", url=database_url)
-        except ConfigError as exc:
-            fail(exc.message, EXIT_USAGE)
-        return fn(settings=settings, **kw)
-
-    return wrapper
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -82,20 +52,6 @@ def migrate(settings: Settings, revision: str, downgrade: bool) -> None:
         fail(f"migration failed: {first_line(exc)}")
     click.echo(f"database {redact(url)} is at revision {revision if downgrade else 'head'} "
                f"({mig.head_revision() if not downgrade else revision})")
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def redact(url: str) -> str:
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<database>"
 
 
 # --------------------------------------------------------------------------- serve

@@ -64,3 +64,11 @@ def broker_factory(tmp_path: Path) -> Iterator[object]:
 def broker(broker_factory, migrated_url: str):  # type: ignore[no-untyped-def]
     """A running broker on the parametrised database (SQLite and PostgreSQL)."""
     return broker_factory(migrated_url)
+
+
+@pytest.fixture
+def world(broker, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """The test world (PKI + directories) applied to the running ``broker``."""
+    from tests.support.world import build_world
+
+    return build_world(tmp_path / "world", broker)

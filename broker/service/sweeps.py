@@ -1,25 +1,32 @@
-"""Periodic housekeeping: expired challenges and auth tokens are deleted."""
+"""Periodic housekeeping run by the server's sweeper timer (each in its own transaction)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from sqlalchemy import delete
+from sqlalchemy.orm import Session
 
+from broker.service import sessions
 from broker.service.context import BrokerContext
 from broker.store.models import AuthToken, Challenge
 
 
 def sweepers(ctx: BrokerContext) -> list[Callable[[], object]]:
     def expire_challenges() -> int:
-        def work(s) -> int:  # type: ignore[no-untyped-def]
-            cutoff = ctx.now()
-            return s.execute(delete(Challenge).where(Challenge.expires_at < cutoff)).rowcount
+        def work(s: Session) -> int:
+            return s.execute(delete(Challenge).where(Challenge.expires_at < ctx.now())).rowcount
         return ctx.db.transaction(work)
 
     def expire_auth_tokens() -> int:
-        def work(s) -> int:  # type: ignore[no-untyped-def]
+        def work(s: Session) -> int:
             return s.execute(delete(AuthToken).where(AuthToken.expires_at < ctx.now())).rowcount
         return ctx.db.transaction(work)
 
-    return [expire_challenges, expire_auth_tokens]
+    def workspaces() -> int:
+        return sessions.sweep_workspaces(ctx)
+
+    def heartbeats() -> int:
+        return sessions.sweep_sessions(ctx)
+
+    return [expire_challenges, expire_auth_tokens, workspaces, heartbeats]

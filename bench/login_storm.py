@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""Login storm: N concurrent clients run full smart-card logins against a broker.
+
+Each login is registration + challenge + signed response (software keys, real TLS). Prints
+logins/s, p50 and p99 latency and errors. By default it starts its own broker (``broker serve
+--dev`` on free ports, a demo directory with one user per client), so a peer can be measured in
+the same run by pointing --target at it instead:
+
+    python bench/login_storm.py                          # SQLite, 1 worker
+    python bench/login_storm.py --workers 2 --database-url postgresql+psycopg://postgres@127.0.0.1/test
+    python bench/login_storm.py --compare-workers 1,2 --database-url postgresql+psycopg://…
+
+The numbers are only comparable within one run on one machine (shared, noisy machines): use
+--compare-workers to get a ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import os
+import secrets
+import socket
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+REPO = Path(__file__).resolve().parent.parent
+CLIENT = {"platform": "windows", "arch": "x86_64", "version": "3.1.1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Target:
+    host: str
+    port: int
+    cafile: str
+    code: str
+    users: list[tuple[Any, bytes]]  # (private key, certificate DER)
+
+
+@dataclass
+class Results:
+    latencies: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def post(conn: http.client.HTTPSConnection, path: str, body: Any) -> tuple[int, Any]:
+    conn.request("POST", path, body=json.dumps(body), headers={"content-type":
+                                                               "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    return resp.status, json.loads(data) if data else None
+
+
+def one_login(conn: http.client.HTTPSConnection, t: Target, key: Any, cert_der: bytes) -> None:
+    status, _ = post(conn, "/v1/registrations", {"registration_code": t.code, "client": CLIENT})
+    if status != 200:
+        raise RuntimeError(f"registration {status}")
+    status, ch = post(conn, "/v1/auth/challenges", {"registration_code": t.code,
+                                                    "client": CLIENT, "card_count": 1,
+                                                    "purpose": "pre_session"})
+    if status != 201:
+        raise RuntimeError(f"challenge {status} {ch.get('error', {}).get('code')}")
+    sig = key.sign(base64.b64decode(ch["to_be_signed"]), ec.ECDSA(hashes.SHA256()))
+    status, res = post(conn, f"/v1/auth/challenges/{ch['challenge_id']}/response", {
+        "certificate": base64.b64encode(cert_der).decode(), "chain": [],
+        "signature": base64.b64encode(sig).decode(), "algorithm": "ecdsa-sha256"})
+    if status != 200:
+        raise RuntimeError(f"response {status} {res.get('error', {}).get('code')}")
+
+
+def worker(t: Target, idx: int, count: int, results: Results) -> None:
+    ctx = ssl.create_default_context(cafile=t.cafile)
+    key, cert_der = t.users[idx % len(t.users)]
+    conn = http.client.HTTPSConnection(t.host, t.port, context=ctx, timeout=60)
+    for _ in range(count):
+        start = time.perf_counter()
+        try:
+            one_login(conn, t, key, cert_der)
+            with results.lock:
+                results.latencies.append(time.perf_counter() - start)
+        except Exception as exc:  # counted and reported, the storm goes on
+            name = str(exc).split()[0] if str(exc) else type(exc).__name__
+            with results.lock:
+                results.errors[name] = results.errors.get(name, 0) + 1
+            conn.close()
+            conn = http.client.HTTPSConnection(t.host, t.port, context=ctx, timeout=60)
+    conn.close()
+
+
+def storm(t: Target, clients: int, per_client: int) -> dict[str, Any]:
+    results = Results()
+    threads = [threading.Thread(target=worker, args=(t, i, per_client, results))
+               for i in range(clients)]
+    started = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    elapsed = time.perf_counter() - started
+    lat = sorted(results.latencies)
+
+    def pct(q: float) -> float:
+        return lat[min(len(lat) - 1, int(q * len(lat)))] * 1000 if lat else float("nan")
+
+    return {"logins": len(lat), "seconds": round(elapsed, 2),
+            "logins_per_s": round(len(lat) / elapsed, 1) if elapsed else 0.0,
+            "p50_ms": round(statistics.median(lat) * 1000, 1) if lat else None,
+            "p99_ms": round(pct(0.99), 1), "errors": results.errors}
+
+
+# --------------------------------------------------------------------------- own broker
+
+def start_broker(workdir: Path, database_url: str, workers: int, users: int,
+                 rate_limit: int) -> tuple[subprocess.Popen[bytes], Target]:
+    from broker.pki import issue
+
+    pki_dir = workdir / "pki"
+    pki_dir.mkdir(parents=True)
+    root = issue.make_root("Bench Root CA")
+    inter = issue.make_intermediate(root, "Bench Issuing CA")
+    (pki_dir / "root.pem").write_bytes(root.cert_pem())
+    (pki_dir / "issuing.pem").write_bytes(inter.cert_pem())
+    user_lines, creds = [], []
+    for i in range(users):
+        u = issue.make_user_cert(inter, f"bench user {i}", upn=f"user{i}@bench.example")
+        creds.append((u.key, u.cert.public_bytes(serialization.Encoding.DER)))
+        user_lines.append(f'[[directory.user]]\nusername = "user{i}"\n'
+                          f'upn = "user{i}@bench.example"\n\n'
+                          f'[[directory.workspace]]\nid = "ws-{i}"\nuser = "user{i}"\n'
+                          f'protocol = "WSP"\nrunning_mode = "ALWAYS_ON"\nstate = "AVAILABLE"\n')
+    directory = workdir / "bench.toml"
+    directory.write_text(
+        '[[directory]]\nid = "bench"\nname = "Bench"\nregion = "us-gov-west-1"\n'
+        'smart_card = { pre_session = true, in_session = true }\n'
+        'revocation = { crl = false, ocsp = false }\n'
+        'trust_anchors = ["pki/root.pem"]\nintermediates = ["pki/issuing.pem"]\n'
+        'certmap = ["upn"]\nregistration_codes = 1\n\n' + "\n".join(user_lines))
+    port, admin_port = free_port(), free_port()
+    cfg = workdir / "config" / "broker.toml"
+    cfg.parent.mkdir()
+    cfg.write_text(
+        f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\n'
+        f'admin_listen = "tcp:{admin_port}:interface=127.0.0.1"\nworkers = {workers}\n'
+        f'[database]\nurl = "{database_url}"\n'
+        f'[login]\nchallenges_per_code_per_minute = {rate_limit}\n'
+        f'challenges_per_address_per_minute = {rate_limit}\n'
+        f'[regions]\ncatalogue = "{REPO / "config" / "regions.toml"}"\n'
+        f'[log]\nlevel = "warn"\n')
+    broker = [sys.executable, "-m", "broker.cli"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    subprocess.run(broker + ["migrate", "--config", str(cfg)], check=True, env=env,
+                   cwd=workdir, capture_output=True)
+    out = subprocess.run(broker + ["admin", "apply", str(directory), "--json", "--config",
+                                   str(cfg)], check=True, env=env, cwd=workdir,
+                         capture_output=True, text=True)
+    code = json.loads(out.stdout)["directories"][0]["registration_codes"][0]
+    proc = subprocess.Popen(broker + ["serve", "--dev", "--config", str(cfg)], env=env,
+                            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cafile = workdir / "var" / "dev-tls" / "dev-cert.pem"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if cafile.exists():
+                c = http.client.HTTPSConnection("127.0.0.1", port, timeout=2,
+                                                context=ssl.create_default_context(
+                                                    cafile=str(cafile)))
+                c.request("GET", "/healthz")
+                if c.getresponse().status == 200:
+                    break
+        except OSError:
+            pass
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        raise SystemExit("bench: broker did not start")
+    return proc, Target("127.0.0.1", port, str(cafile), code, creds)
+
+
+def reset_postgres_schema(url: str) -> str:
+    """A fresh schema for this run so runs never see each other's rows."""
+    from urllib.parse import quote
+
+    from sqlalchemy import create_engine, text
+
+    schema = "bench_" + secrets.token_hex(4)
+    eng = create_engine(url, isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        c.execute(text(f'CREATE SCHEMA "{schema}"'))
+    eng.dispose()
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
+
+
+def run_once(args: argparse.Namespace, workers: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="login-storm-") as tmp:
+        url = args.database_url or f"sqlite:///{tmp}/bench.db"
+        if url.startswith("postgresql"):
+            url = reset_postgres_schema(url)
+        proc, target = start_broker(Path(tmp), url, workers, args.users,
+                                    rate_limit=10 ** 9)
+        try:
+            storm(target, min(args.clients, 4), 2)  # warm-up: pools, keys, caches
+            result = storm(target, args.clients, args.count)
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    result.update(workers=workers, database="postgresql" if url.startswith("postgresql")
+                  else "sqlite", clients=args.clients)
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--clients", type=int, default=50, help="concurrent clients (default 50)")
+    p.add_argument("--count", type=int, default=10, help="logins per client (default 10)")
+    p.add_argument("--users", type=int, default=50, help="distinct users/certificates")
+    p.add_argument("--workers", type=int, default=1, help="broker worker processes")
+    p.add_argument("--compare-workers", help="e.g. 1,2: run each and print the ratio")
+    p.add_argument("--database-url", help="PostgreSQL URL (default: a temporary SQLite file)")
+    p.add_argument("--json", action="store_true", help="print results as JSON")
+    args = p.parse_args()
+    runs = [int(w) for w in args.compare_workers.split(",")] if args.compare_workers \
+        else [args.workers]
+    results = [run_once(args, w) for w in runs]
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    print(f"{'db':<11}{'workers':>8}{'clients':>8}{'logins':>8}{'logins/s':>10}"
+          f"{'p50 ms':>9}{'p99 ms':>9}  errors")
+    for r in results:
+        print(f"{r['database']:<11}{r['workers']:>8}{r['clients']:>8}{r['logins']:>8}"
+              f"{r['logins_per_s']:>10}{r['p50_ms']:>9}{r['p99_ms']:>9}  {r['errors'] or '-'}")
+    if len(results) > 1 and results[0]["logins_per_s"]:
+        for r in results[1:]:
+            print(f"ratio workers={r['workers']} / workers={results[0]['workers']}: "
+                  f"{r['logins_per_s'] / results[0]['logins_per_s']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""How the login flow reaches cards: through PC/SC (pyscard) or an in-process simulated card.
+
+Both give the flow the same three operations — count the cards present, wait for one, open the
+single one as a ``SmartCard`` — so the flow cannot tell a virtual card from a real reader.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from broker.client.errors import CardError
+
+
+class PcscCards:
+    """Cards in the PC/SC readers (optionally one named reader)."""
+
+    def __init__(self, reader: str | None = None) -> None:
+        self.reader = reader
+
+    def count(self) -> int:
+        from broker.client import transport
+
+        return transport.card_count(self.reader)
+
+    def wait_for_card(self, timeout: float) -> None:
+        from broker.client import transport
+
+        transport.wait_for_card(self.reader, timeout)
+
+    def open(self) -> Any:
+        from broker.client import transport
+        from broker.client.card import open_card
+
+        count = self.count()
+        if count == 0:
+            raise CardError("card_absent", "Insert your smart card.")
+        if count > 1:
+            raise CardError("card_multiple", "Only one smart card at a time: remove the others.")
+        return open_card(transport.connect(self.reader))
+
+
+class InProcessCards:
+    """A simulated card object in this process (demo without pcscd, unit tests)."""
+
+    def __init__(self, card: Any) -> None:
+        self.card = card
+
+    def count(self) -> int:
+        return 1
+
+    def wait_for_card(self, timeout: float) -> None:
+        time.sleep(0)
+
+    def open(self) -> Any:
+        from broker.cardsim.connection import InProcessConnection
+        from broker.client.card import open_card
+
+        return open_card(InProcessConnection(self.card))

@@ -1,0 +1,318 @@
+"""The thin client's login flow: registration code → smart card → PIN → WorkSpace → session.
+
+It drives the broker's client API (shared/DESIGN.md §5) exactly as the software client in the
+tests does, with the card behind the ``SmartCard`` facade (broker.client.card) and the user
+behind a :class:`Screens` object — the terminal in ``broker-client login``, a script in the demo,
+a fake in unit tests. The PIN goes from the screen to the card and nowhere else.
+
+TLS: the broker's certificate is verified against a CA file when one is given, otherwise pinned
+by its SHA-256 fingerprint on first use (``register``) and checked on every later connection.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import socket
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from broker.errors import BrokerError
+
+CLIENT_VERSION = "3.1.1"
+
+
+class FlowError(BrokerError):
+    code = "client_error"
+
+
+class ApiError(BrokerError):
+    """An error answer from the broker, with its HTTP status."""
+
+    def __init__(self, status: int, code: str, message: str, details: dict[str, Any]) -> None:
+        super().__init__(code, message, details)
+        self.status = status
+
+
+@dataclass
+class BrokerEndpoint:
+    host: str
+    port: int
+    cafile: str | None = None
+    pin_sha256: str | None = None
+    timeout: float = 30.0
+
+    @classmethod
+    def parse(cls, address: str, **kw: Any) -> BrokerEndpoint:
+        text = address.removeprefix("https://").rstrip("/")
+        host, _, port = text.rpartition(":")
+        if not host or not port.isdigit():
+            raise FlowError("client_error", f"broker address must be HOST:PORT, not {address!r}")
+        return cls(host.strip("[]"), int(port), **kw)
+
+
+def fetch_certificate_pin(host: str, port: int, timeout: float = 10.0) -> str:
+    """The SHA-256 of the broker's TLS certificate (for trust on first use)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout) as raw, \
+                ctx.wrap_socket(raw, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+    except OSError as exc:
+        raise FlowError("broker_unreachable", f"cannot reach the broker at {host}:{port}: "
+                                              f"{exc}") from None
+    assert der is not None
+    return hashlib.sha256(der).hexdigest()
+
+
+class BrokerApi:
+    """JSON over HTTPS to one broker, with CA verification or a certificate pin."""
+
+    def __init__(self, endpoint: BrokerEndpoint) -> None:
+        self.endpoint = endpoint
+        self.token: str | None = None
+
+    def _context(self) -> ssl.SSLContext:
+        if self.endpoint.cafile:
+            return ssl.create_default_context(cafile=self.endpoint.cafile)
+        if not self.endpoint.pin_sha256:
+            return ssl.create_default_context()
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE  # replaced by the pin check below
+        return ctx
+
+    def call(self, method: str, path: str, body: Any = None,
+             token: str | None = None) -> tuple[int, Any]:
+        ep = self.endpoint
+        conn = http.client.HTTPSConnection(ep.host, ep.port, context=self._context(),
+                                           timeout=ep.timeout)
+        headers = {"content-type": "application/json", "accept": "application/json",
+                   "user-agent": f"broker-client/{CLIENT_VERSION}"}
+        bearer = token or self.token
+        if bearer:
+            headers["authorization"] = f"Bearer {bearer}"
+        try:
+            conn.connect()
+            if ep.pin_sha256 and not ep.cafile:
+                der = conn.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
+                got = hashlib.sha256(der or b"").hexdigest()
+                if not hmac.compare_digest(got, ep.pin_sha256.lower()):
+                    raise FlowError("broker_pin_mismatch",
+                                    "the broker's TLS certificate is not the one registered "
+                                    f"(pinned {ep.pin_sha256[:16]}…, got {got[:16]}…)")
+            conn.request(method, path, body=None if body is None else json.dumps(body),
+                         headers=headers)
+            resp = conn.getresponse()
+            raw = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise FlowError("broker_unreachable",
+                            f"cannot reach the broker at {ep.host}:{ep.port}: {exc}") from None
+        finally:
+            conn.close()
+        data: Any = None
+        if raw:
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                raise FlowError("broker_bad_answer", f"the broker answered {resp.status} with "
+                                                     "something that is not JSON") from None
+        if resp.status >= 400:
+            err = (data or {}).get("error", {}) if isinstance(data, dict) else {}
+            raise ApiError(resp.status, err.get("code", "http_error"),
+                           err.get("message", f"HTTP {resp.status}"), err.get("details", {}))
+        return resp.status, data
+
+
+# --------------------------------------------------------------------------- the user
+
+class Screens(Protocol):
+    """What the flow shows and asks; each method is one screen of the WorkSpaces client."""
+
+    def show(self, title: str, text: str = "") -> None: ...
+
+    def choose_certificate(self, options: Sequence[Any]) -> Any: ...
+
+    def ask_pin(self, prompt: str) -> str: ...
+
+    def choose_workspace(self, workspaces: Sequence[dict[str, Any]]) -> dict[str, Any]: ...
+
+
+class CardAccess(Protocol):
+    """How the flow reaches the card: count the cards present, open the single one."""
+
+    def count(self) -> int: ...
+
+    def wait_for_card(self, timeout: float) -> None: ...
+
+    def open(self) -> Any: ...
+
+
+@dataclass
+class LoginResult:
+    user: dict[str, Any]
+    auth_token: str
+    workspaces: list[dict[str, Any]]
+    session: dict[str, Any] | None = None
+    steps: list[str] = field(default_factory=list)
+    card: Any = None
+    certificate_slot: str | None = None
+
+
+CLIENT_INFO = {"platform": "windows", "arch": "x86_64", "version": CLIENT_VERSION}
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def sign_challenge(card: Any, slot: str, cert: Any, challenge: dict[str, Any]) -> tuple[str, str]:
+    """Sign a challenge's to_be_signed on the card; returns (signature b64, algorithm)."""
+    algorithm = card.default_algorithm(cert)
+    offered = challenge.get("signature_algorithms") or [algorithm]
+    if algorithm not in offered:
+        raise FlowError("card_not_supported", f"the broker does not accept {algorithm} "
+                                              f"(it offers {', '.join(offered)})")
+    tbs = base64.b64decode(challenge["to_be_signed"])
+    return b64(card.sign(slot, tbs, algorithm)), algorithm
+
+
+class LoginFlow:
+    """One login through the broker, screen by screen."""
+
+    def __init__(self, api: BrokerApi, registration_code: str, cards: CardAccess,
+                 screens: Screens, client_info: dict[str, str] | None = None,
+                 poll_interval: float = 1.0, max_wait: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.api = api
+        self.code = registration_code
+        self.cards = cards
+        self.screens = screens
+        self.client = dict(client_info or CLIENT_INFO)
+        self.poll_interval = poll_interval
+        self.max_wait = max_wait
+        self.clock = clock
+
+    def register(self) -> dict[str, Any]:
+        _, reg = self.api.call("POST", "/v1/registrations",
+                               {"registration_code": self.code, "client": self.client})
+        return reg
+
+    def login(self, card_wait: float = 60.0) -> LoginResult:
+        reg = self.register()
+        directory = reg["directory"]["name"]
+        if "smart_card" not in reg["login_methods"]:
+            reasons = ", ".join(reg["smart_card"].get("reasons", [])) or "not enabled"
+            raise FlowError("smart_card_not_offered",
+                            f"{directory}: smart-card login is not offered here ({reasons}). "
+                            "Check the registration code, or ask your WorkSpaces administrator.")
+        self.screens.show("Insert your smart card", f"{directory} ({reg['region']})")
+        if self.cards.count() == 0:
+            self.cards.wait_for_card(card_wait)
+        count = self.cards.count()
+        _, challenge = self.api.call("POST", "/v1/auth/challenges", {
+            "registration_code": self.code, "client": self.client, "card_count": count,
+            "purpose": "pre_session"})
+        card = self.cards.open()
+        options = card.filter_by_issuers(card.certificates(), challenge["accepted_issuers"])
+        if not options:
+            raise FlowError("no_certificate", "the card holds no certificate this directory "
+                                              "accepts")
+        chosen = self.screens.choose_certificate(options)
+        self.screens.show("Smart Card", f"Certificate: {chosen.label}")
+        card.verify_pin(self.screens.ask_pin("Enter your PIN"))
+        signature, algorithm = sign_challenge(card, chosen.slot_id, chosen.certificate,
+                                              challenge)
+        from cryptography.hazmat.primitives import serialization
+
+        _, result = self.api.call(
+            "POST", f"/v1/auth/challenges/{challenge['challenge_id']}/response",
+            {"certificate": b64(chosen.certificate.public_bytes(serialization.Encoding.DER)),
+             "chain": [], "signature": signature, "algorithm": algorithm})
+        self.api.token = result["auth_token"]
+        self.screens.show("Signed in", f"{result['user']['username']}: "
+                                       f"{len(result['workspaces'])} WorkSpace(s)")
+        return LoginResult(result["user"], result["auth_token"], result["workspaces"],
+                           card=card, certificate_slot=chosen.slot_id)
+
+    def connect(self, login: LoginResult, workspace_id: str | None = None) -> dict[str, Any]:
+        """Connect to a WorkSpace; a stopped one starts and asks for the PIN again."""
+        if workspace_id is None:
+            ws = self.screens.choose_workspace(login.workspaces)
+        else:
+            matches = [w for w in login.workspaces if w["id"] == workspace_id]
+            if not matches:
+                raise FlowError("workspace_unknown", f"no WorkSpace {workspace_id!r}")
+            ws = matches[0]
+        status, body = self.api.call("POST", f"/v1/workspaces/{ws['id']}/connect", {})
+        if status == 201:
+            login.session = body["session"]
+            return body["session"]
+        self.screens.show("Starting WorkSpace", f"{ws['name']} is starting")
+        challenge = body.get("logon_challenge")
+        if challenge is None:
+            raise FlowError("client_error", "the broker asked for no logon challenge")
+        card = login.card
+        cert = next(c.certificate for c in card.certificates()
+                    if c.slot_id == login.certificate_slot)
+        card.verify_pin(self.screens.ask_pin("Enter your PIN again"))
+        signature, algorithm = sign_challenge(card, login.certificate_slot, cert, challenge)
+        deadline = self.clock() + self.max_wait
+        while True:
+            try:
+                _, result = self.api.call("POST", f"/v1/workspaces/{ws['id']}/logon", {
+                    "challenge_id": challenge["challenge_id"], "signature": signature,
+                    "algorithm": algorithm})
+                login.session = result["session"]
+                return result["session"]
+            except ApiError as exc:
+                if exc.code != "workspace_not_ready" or self.clock() > deadline:
+                    raise
+            time.sleep(self.poll_interval)
+
+    def heartbeat(self, session: dict[str, Any], card_present: bool) -> str:
+        _, body = self.api.call("POST", f"/v1/sessions/{session['id']}/heartbeat",
+                                {"card_present": card_present})
+        return str(body["action"])
+
+
+# --------------------------------------------------------------------------- stored settings
+
+def settings_path() -> Path:
+    import os
+
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "smartcard-broker" / "client.json"
+
+
+def save_registration(broker: str, code: str, pin_sha256: str | None, cafile: str | None,
+                      path: Path | None = None) -> Path:
+    p = path or settings_path()
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps({"broker": broker, "registration_code": code,
+                             "tls_pin_sha256": pin_sha256, "cafile": cafile}, indent=2))
+    p.chmod(0o600)
+    return p
+
+
+def load_registration(path: Path | None = None) -> dict[str, Any]:
+    p = path or settings_path()
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise FlowError("not_registered", "no registration yet: run `broker-client register "
+                                          "CODE --broker HOST:PORT` first") from None
+    except ValueError:
+        raise FlowError("client_error", f"{p} is not valid JSON; register again") from None
+    if not isinstance(data, dict) or "broker" not in data:
+        raise FlowError("client_error", f"{p} is incomplete; register again")
+    return data

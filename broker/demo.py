@@ -1,0 +1,235 @@
+"""`broker demo`: one full smart-card login, end to end, shown screen by screen.
+
+It builds everything in ``var/demo/`` (wiped each run): an embedded SQLite broker, a demo PKI,
+the demo directory from ``config/demo.toml`` (a WSP AUTO_STOP WorkSpace and a PCoIP one), a
+virtual PIV card — behind pcscd's vpcd virtual reader when the PC/SC stack is installed, else
+in-process, saying so — then runs the thin client's login flow against a real ``broker serve``
+over TLS: Insert your smart card → certificate → PIN → Starting WorkSpace → PIN → session. It
+finishes by showing the PCoIP WorkSpace refused for smart cards, and exits 0.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from broker.cli_common import common_options, fail
+from broker.config import Settings
+
+VPCD_PORT = 35963
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class DemoScreens:
+    """The WorkSpaces client's screens, printed; the PIN is typed by the script (masked)."""
+
+    def __init__(self, pin: str) -> None:
+        self.pin = pin
+        self.n = 0
+
+    def show(self, title: str, text: str = "") -> None:
+        self.n += 1
+        click.secho(f"\n[{self.n}] {title}", bold=True)
+        if text:
+            click.echo(f"    {text}")
+
+    def choose_certificate(self, options: Sequence[Any]) -> Any:
+        self.show("Certificates", "Select your certificate:")
+        for i, opt in enumerate(options):
+            cert = opt.certificate
+            click.echo(f"    {'>' if i == 0 else ' '} [{opt.slot_id}] {opt.label}: "
+                       f"{cert.subject.rfc4514_string()}  (issued by "
+                       f"{cert.issuer.rfc4514_string()})")
+        return options[0]
+
+    def ask_pin(self, prompt: str) -> str:
+        click.echo(f"    {prompt}: {'*' * len(self.pin)}")
+        return self.pin
+
+    def choose_workspace(self, workspaces: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        return workspaces[0]
+
+
+def pcsc_available() -> str | None:
+    """None when pcscd, the vpcd driver and pyscard are all here; else what is missing."""
+    if shutil.which("pcscd") is None:
+        return "pcscd is not installed"
+    if not (Path("/etc/reader.conf.d/vpcd").exists() or
+            list(Path("/usr/lib").glob("pcsc/drivers/serial/libifdvpcd*"))):
+        return "vsmartcard-vpcd is not installed"
+    try:
+        import smartcard  # noqa: F401
+    except ImportError:
+        return "pyscard is not installed"
+    return None
+
+
+def pcscd_running() -> bool:
+    return subprocess.run(["pgrep", "-x", "pcscd"], capture_output=True).returncode == 0
+
+
+def start_broker(workdir: Path, db_url: str, start_delay: float) -> tuple[subprocess.Popen[bytes],
+                                                                            int, Path]:
+    port, admin_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
+    env.update(BROKER_DATABASE_URL=db_url, BROKER_SERVER_LISTEN=f"tcp:{port}:interface=127.0.0.1",
+               BROKER_SERVER_ADMIN_LISTEN=f"tcp:{admin_port}:interface=127.0.0.1",
+               BROKER_WORKSPACES_START_DELAY_S=str(start_delay), BROKER_LOG_LEVEL="warn",
+               BROKER_REGIONS_CATALOGUE=str(REPO / "config" / "regions.toml"))
+    log = open(workdir / "broker.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "broker.cli", "serve", "--dev"], env=env,
+                            cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
+    cafile = workdir / "var" / "dev-tls" / "dev-cert.pem"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            fail(f"the broker exited at start-up; see {workdir / 'broker.log'}")
+        try:
+            if cafile.exists():
+                conn = http.client.HTTPSConnection(
+                    "127.0.0.1", port, timeout=2,
+                    context=ssl.create_default_context(cafile=str(cafile)))
+                conn.request("GET", "/healthz")
+                if conn.getresponse().status == 200:
+                    return proc, port, cafile
+        except OSError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    fail(f"the broker did not become healthy; see {workdir / 'broker.log'}")
+
+
+@click.command()
+@common_options
+@click.option("--pin", default="123456", show_default=True, help="The virtual card's PIN.")
+@click.option("--card", "card_mode", type=click.Choice(["auto", "pcsc", "in-process"]),
+              default="auto", show_default=True,
+              help="pcsc: the card behind pcscd's virtual reader; in-process: no PC/SC.")
+@click.option("--key-kind", type=click.Choice(["ec-p256", "ec-p384", "rsa-2048"]),
+              default="ec-p256", show_default=True)
+@click.option("--start-delay", type=float, default=3.0, show_default=True,
+              help="Seconds the stopped WorkSpace takes to start.")
+def demo(settings: Settings, pin: str, card_mode: str, key_kind: str,
+         start_delay: float) -> None:
+    """Run one full smart-card login end to end and show each step."""
+    from cryptography.hazmat.primitives import serialization
+
+    from broker.cardsim import PivCard
+    from broker.client.access import InProcessCards, PcscCards
+    from broker.client.flow import ApiError, BrokerApi, BrokerEndpoint, LoginFlow
+    from broker.errors import BrokerError
+    from broker.pki import issue
+    from broker.service import directories
+    from broker.service.context import BrokerContext
+    from broker.service.tickets import verify
+    from broker.store import migrate
+
+    workdir = settings.base_dir / "var" / "demo"
+    shutil.rmtree(workdir, ignore_errors=True)
+    (workdir / "pki").mkdir(parents=True)
+    db_url = f"sqlite:///{workdir / 'broker.db'}"
+    click.secho("smartcard-broker demo", bold=True)
+    click.echo(f"  working in {workdir}")
+
+    migrate.upgrade(db_url)
+    pki = issue.make_demo_pki(key_kind, username="demo.user", upn="demo.user@corp.example")
+    (workdir / "pki" / "root.pem").write_bytes(pki.root.cert_pem())
+    (workdir / "pki" / "issuing.pem").write_bytes(pki.intermediate.cert_pem())
+    (workdir / "pki" / "issuing.crl.pem").write_bytes(
+        issue.make_crl(pki.intermediate, []).public_bytes(serialization.Encoding.PEM))
+    click.echo(f"  demo PKI: {pki.root.cert.subject.rfc4514_string()} → "
+               f"{pki.intermediate.cert.subject.rfc4514_string()} → "
+               f"{pki.user.cert.subject.rfc4514_string()}")
+
+    ctx = BrokerContext(settings.replace("database", url=db_url))
+    try:
+        loaded = directories.load_file(REPO / "config" / "demo.toml",
+                                       set(ctx.catalogue.region_ids()))
+        result = ctx.db.transaction(lambda s: directories.apply_loaded(
+            s, loaded, catalogue=ctx.catalogue, actor="demo"))
+    except BrokerError as exc:
+        fail(exc.message)
+    ctx.db.dispose()
+    code = result.directories[0]["registration_codes"][0]
+    click.echo(f"  directory 'demo' in us-gov-west-1, registration code {code}")
+
+    proc, port, cafile = start_broker(workdir, db_url, start_delay)
+    click.echo(f"  broker listening on https://127.0.0.1:{port} (TLS, self-signed dev cert)")
+    card = PivCard(key=pki.user.key, certificate=pki.user.cert, pin=pin)
+    link = None
+    started_pcscd: subprocess.Popen[bytes] | None = None
+    cards: Any
+    try:
+        missing = pcsc_available() if card_mode != "in-process" else "in-process card chosen"
+        if missing and card_mode == "pcsc":
+            fail(f"PC/SC card requested but {missing}")
+        if missing:
+            click.echo(f"  card: in-process virtual PIV card ({missing})")
+            cards = InProcessCards(card)
+        else:
+            if not pcscd_running():
+                started_pcscd = subprocess.Popen(["pcscd", "-f"], stdout=subprocess.DEVNULL,
+                                                 stderr=subprocess.DEVNULL)
+                time.sleep(1.0)
+            from broker.cardsim.vpcd import VpcdLink
+
+            link = VpcdLink(card, port=VPCD_PORT)
+            link.start()
+            reader = link.wait_connected(10.0) if hasattr(link, "wait_connected") else None
+            cards = PcscCards()
+            click.echo("  card: virtual PIV card in pcscd's reader "
+                       f"{reader or 'Virtual PCD 00 00'} (via vpcd)")
+        api = BrokerApi(BrokerEndpoint("127.0.0.1", port, cafile=str(cafile)))
+        flow = LoginFlow(api, code, cards, DemoScreens(pin), poll_interval=0.5)
+        login = flow.login(card_wait=15)
+        for ws in login.workspaces:
+            click.echo(f"    - {ws['id']}: {ws['name']} [{ws['protocol']}, "
+                       f"{ws['running_mode']}, {ws['state']}]")
+        session = flow.connect(login, "ws-demo-wsp")
+        _, jwks = api.call("GET", "/v1/jwks.json")
+        claims = verify(session["ticket"], jwks)
+        flow.screens.show("Connected", f"session {session['id'][:12]}… on {claims['ws']} via "
+                                       f"{session['gateway']['host']}:"
+                                       f"{session['gateway']['port']} ({claims['proto']})")
+        click.echo(f"    ticket verified with the broker's JWKS: sub={claims['sub']}, "
+                   f"smart_card_redirection={claims['scr']}, expires {session['expires_at']}")
+        click.echo(f"    heartbeat (card present): {flow.heartbeat(session, True)}")
+        flow.screens.show("PCoIP WorkSpace", "connecting to ws-demo-pcoip with the smart-card "
+                                             "login …")
+        try:
+            api.call("POST", "/v1/workspaces/ws-demo-pcoip/connect", {})
+            fail("the PCoIP WorkSpace was not refused")
+        except ApiError as exc:
+            click.echo(f"    refused as it should be: {exc.status} {exc.code}: {exc.message}")
+        click.secho("\ndemo finished: one full smart-card login, PCoIP refused.", bold=True)
+    except BrokerError as exc:
+        fail(f"{exc.code}: {exc.message} (broker log: {workdir / 'broker.log'})")
+    finally:
+        if link is not None:
+            link.stop()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if started_pcscd is not None:
+            started_pcscd.terminate()
+            started_pcscd.wait(10)

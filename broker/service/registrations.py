@@ -1,0 +1,139 @@
+"""Registration: a code names a directory; the answer says which login methods it offers.
+
+"Insert your smart card" (login method ``smart_card``) is offered only when the pure policy
+allows pre-session smart-card login for this region, directory and client, so no later step
+refuses it for a reason already known here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from broker import policy, registration
+from broker.errors import BrokerError
+from broker.service import audit
+from broker.service.context import BrokerContext
+from broker.service.errors import ServiceError
+from broker.store.models import Directory, RegistrationCode, utcnow
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    platform: str
+    arch: str
+    version: str
+
+    def info(self) -> policy.ClientInfo:
+        return policy.ClientInfo(platform=self.platform, arch=self.arch, version=self.version)
+
+
+def directory_settings(d: Directory) -> policy.DirectorySettings:
+    return policy.DirectorySettings(pre_session=d.sc_pre_session, in_session=d.sc_in_session,
+                                    password_login=d.password_login)
+
+
+def resolve_code(ctx: BrokerContext, session: Session, text: str,
+                 now: datetime) -> tuple[RegistrationCode, Directory]:
+    """The usable registration code row and its directory.
+
+    Raises registration_code_malformed (typo: bad shape or check character),
+    registration_code_unknown (well-formed, never issued) or registration_code_revoked
+    (revoked, or rotated and past the grace period).
+    """
+    parsed = registration.parse(text, ctx.catalogue)
+    row = session.scalar(select(RegistrationCode).where(RegistrationCode.code ==
+                                                        parsed.lookup_key))
+    if row is None:
+        raise ServiceError("registration_code_unknown",
+                           "This registration code is not known. Check it with your "
+                           "WorkSpaces administrator.")
+    grace = timedelta(seconds=ctx.settings.registration.rotation_grace_s)
+    status = registration.is_usable(row.state, row.revoked_at, row.rotated_at, grace, now)
+    if status != "ok":
+        raise ServiceError("registration_code_revoked",
+                           "This registration code is no longer valid. Ask your WorkSpaces "
+                           "administrator for a new one.")
+    directory = session.get(Directory, row.directory_id)
+    assert directory is not None  # foreign key
+    return row, directory
+
+
+def register(ctx: BrokerContext, code: str, client: ClientSpec,
+             client_address: str | None = None) -> dict[str, Any]:
+    """The answer to POST /v1/registrations."""
+
+    def work(session: Session) -> dict[str, Any]:
+        _row, d = resolve_code(ctx, session, code, ctx.now())
+        region = ctx.catalogue.get(d.region)
+        offer = policy.login_methods(region, directory_settings(d), client.info())
+        audit.record(session, "registration", "success", directory_id=d.id,
+                     client_address=client_address, methods=list(offer.methods),
+                     platform=client.platform[:32], version=client.version[:32])
+        return {
+            "directory": {"id": d.id, "name": d.name},
+            "region": d.region,
+            "login_methods": list(offer.methods),
+            "smart_card": {
+                "pre_session": offer.pre_session.allowed,
+                "in_session": offer.in_session.allowed,
+                "reasons": [str(r.value) for r in offer.pre_session.reasons],
+                "in_session_reasons": [str(r.value) for r in offer.in_session.reasons],
+            },
+        }
+
+    try:
+        return ctx.db.transaction(work)
+    except BrokerError as exc:
+        # The refusal is audited in its own transaction: the failed one was rolled back.
+        reason = exc.code
+        ctx.db.transaction(lambda s: audit.record(s, "registration", "refused", reason=reason,
+                                                  client_address=client_address))
+        raise
+
+
+# --------------------------------------------------------------------------- admin operations
+
+def issue_code(ctx: BrokerContext, session: Session, directory_id: str, actor: str) -> str:
+    d = session.get(Directory, directory_id)
+    if d is None:
+        raise ServiceError("directory_unknown", f"no directory {directory_id!r}")
+    code = str(registration.generate(ctx.catalogue.get(d.region).prefix)).upper()
+    session.add(RegistrationCode(code=code, directory_id=d.id, state="active",
+                                 created_at=utcnow()))
+    audit.record(session, "registration_code.issue", "change", directory_id=d.id, actor=actor,
+                 code_suffix=code[-4:])
+    return code
+
+
+def _code_row(ctx: BrokerContext, session: Session, text: str) -> RegistrationCode:
+    parsed = registration.parse(text, ctx.catalogue)
+    row = session.scalar(select(RegistrationCode).where(RegistrationCode.code ==
+                                                        parsed.lookup_key))
+    if row is None:
+        raise ServiceError("resource_not_found", "no such registration code")
+    return row
+
+
+def rotate_code(ctx: BrokerContext, session: Session, text: str, actor: str) -> str:
+    """Issue a successor; the old code keeps working for registration.rotation_grace_s."""
+    row = _code_row(ctx, session, text)
+    if row.state != "active":
+        raise ServiceError("conflict", f"the code is {row.state}, not active")
+    row.state, row.rotated_at = "rotated", ctx.now()
+    new = issue_code(ctx, session, row.directory_id, actor)
+    audit.record(session, "registration_code.rotate", "change", directory_id=row.directory_id,
+                 actor=actor, code_suffix=row.code[-4:], successor_suffix=new[-4:])
+    return new
+
+
+def revoke_code(ctx: BrokerContext, session: Session, text: str, actor: str) -> None:
+    row = _code_row(ctx, session, text)
+    if row.state != "revoked":
+        row.state, row.revoked_at = "revoked", ctx.now()
+        audit.record(session, "registration_code.revoke", "change",
+                     directory_id=row.directory_id, actor=actor, code_suffix=row.code[-4:])

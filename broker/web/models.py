@@ -1,0 +1,68 @@
+"""Request bodies of the client API as strict pydantic models (unknown fields are refused).
+
+The same models feed the OpenAPI document, so the code and the document cannot disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Short = Annotated[str, Field(min_length=1, max_length=64)]
+B64 = Annotated[str, Field(min_length=1, max_length=32768)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ClientModel(Strict):
+    platform: Short
+    arch: Short
+    version: Annotated[str, Field(max_length=64)]
+
+
+class RegistrationRequest(Strict):
+    registration_code: Short
+    client: ClientModel
+
+
+class ChallengeRequest(Strict):
+    registration_code: Short
+    client: ClientModel
+    card_count: Annotated[int, Field(ge=0, le=64)]
+    purpose: Literal["pre_session"] = "pre_session"
+
+
+class ChallengeResponse(Strict):
+    certificate: B64
+    chain: Annotated[list[B64], Field(max_length=10)] = []
+    signature: Annotated[str, Field(min_length=1, max_length=2048)]
+    algorithm: Short
+
+
+class PasswordLogin(Strict):
+    registration_code: Short
+    username: Annotated[str, Field(min_length=1, max_length=200)]
+    password: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class LogonRequest(Strict):
+    challenge_id: Short
+    signature: Annotated[str, Field(min_length=1, max_length=2048)]
+    algorithm: Short | None = None
+
+
+class HeartbeatRequest(Strict):
+    card_present: bool
+
+
+class InSessionChallengeRequest(Strict):
+    purpose: Literal["sudo", "browser", "other"]
+
+
+class InSessionResponse(Strict):
+    signature: Annotated[str, Field(min_length=1, max_length=2048)]
+    algorithm: Short | None = None
+    certificate: B64 | None = None

@@ -1,0 +1,200 @@
+"""A realistic test world: a PIV-style PKI and directories applied through `broker admin apply`.
+
+* ``corp`` — us-gov-west-1, smart cards pre- and in-session, password login on, CRL checking.
+  Users: alice (WSP AUTO_STOP STOPPED + PCoIP), bob (WSP ALWAYS_ON AVAILABLE), carol (PCoIP
+  only), dave (password only, PCoIP).
+* ``east`` — us-east-1, smart cards in-session only; user erin (WSP AVAILABLE).
+* ``other`` — us-gov-west-1 with its own, unrelated CA; user olga.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from tests.support.softcard import SoftCard
+
+
+@dataclass
+class World:
+    codes: dict[str, str]
+    cards: dict[str, SoftCard]
+    path: Path
+    pki: dict[str, Any] = field(default_factory=dict)
+
+
+DIRECTORY_FILE = """
+[[directory]]
+id = "corp"
+name = "Corp GovCloud"
+region = "us-gov-west-1"
+password_login = true
+smart_card = {{ pre_session = true, in_session = true, removal_action = "{removal}" }}
+revocation = {{ crl = true, ocsp = false, fail_mode = "soft" }}
+trust_anchors = ["pki/root.pem"]
+intermediates = ["pki/issuing.pem"]
+crls = ["pki/issuing.crl.pem"]
+certmap = ["upn", "email"]
+registration_codes = 1
+
+[[directory.user]]
+username = "alice"
+upn = "alice@corp.example"
+email = "alice@corp.example"
+
+[[directory.user]]
+username = "bob"
+upn = "bob@corp.example"
+
+[[directory.user]]
+username = "carol"
+upn = "carol@corp.example"
+
+[[directory.user]]
+username = "dave"
+password = "correct horse battery staple"
+
+[[directory.user]]
+username = "rita"
+upn = "rita@corp.example"
+
+[[directory.workspace]]
+id = "ws-alice"
+user = "alice"
+protocol = "WSP"
+running_mode = "AUTO_STOP"
+state = "STOPPED"
+
+[[directory.workspace]]
+id = "ws-alice-pcoip"
+user = "alice"
+protocol = "PCoIP"
+running_mode = "ALWAYS_ON"
+state = "AVAILABLE"
+
+[[directory.workspace]]
+id = "ws-bob"
+user = "bob"
+protocol = "WSP"
+running_mode = "ALWAYS_ON"
+state = "AVAILABLE"
+
+[[directory.workspace]]
+id = "ws-carol"
+user = "carol"
+protocol = "PCoIP"
+running_mode = "ALWAYS_ON"
+state = "AVAILABLE"
+
+[[directory.workspace]]
+id = "ws-dave"
+user = "dave"
+protocol = "PCoIP"
+running_mode = "ALWAYS_ON"
+state = "AVAILABLE"
+
+[[directory.workspace]]
+id = "ws-rita"
+user = "rita"
+protocol = "WSP"
+running_mode = "ALWAYS_ON"
+state = "AVAILABLE"
+
+[[directory]]
+id = "east"
+name = "Corp East"
+region = "us-east-1"
+password_login = true
+smart_card = {{ pre_session = true, in_session = true }}
+revocation = {{ crl = false }}
+trust_anchors = ["pki/root.pem"]
+intermediates = ["pki/issuing.pem"]
+registration_codes = 1
+
+[[directory.user]]
+username = "erin"
+upn = "erin@corp.example"
+password = "erin password"
+
+[[directory.workspace]]
+id = "ws-erin"
+user = "erin"
+protocol = "WSP"
+running_mode = "ALWAYS_ON"
+state = "AVAILABLE"
+
+[[directory]]
+id = "other"
+name = "Other Agency"
+region = "us-gov-west-1"
+smart_card = {{ pre_session = true, in_session = true }}
+revocation = {{ crl = false }}
+trust_anchors = ["pki/other-root.pem"]
+registration_codes = 1
+
+[[directory.user]]
+username = "olga"
+upn = "olga@other.example"
+
+[[directory.workspace]]
+id = "ws-olga"
+user = "olga"
+protocol = "WSP"
+running_mode = "ALWAYS_ON"
+state = "AVAILABLE"
+"""
+
+
+def card(issued: Any, *chain: Any) -> SoftCard:
+    return SoftCard(issued.key, issued.cert, [c.cert for c in chain])
+
+
+def build_world(base: Path, broker: Any, removal: str = "lock") -> World:
+    """Make the PKI under ``base``, write and apply the directory file through the CLI."""
+    from broker.pki import issue
+
+    pki = base / "pki"
+    pki.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+    root = issue.make_root("Corp Root CA")
+    inter = issue.make_intermediate(root, "Corp Issuing CA")
+    other_root = issue.make_root("Other Root CA")
+    other_inter = issue.make_intermediate(other_root, "Other Issuing CA")
+    cards = {
+        "alice": card(issue.make_user_cert(inter, "Alice", upn="alice@corp.example",
+                                           email="alice@corp.example",
+                                           fasc_n=bytes(range(25))), inter),
+        "alice_rsa": card(issue.make_user_cert(inter, "Alice RSA", "rsa-2048",
+                                               upn="alice@corp.example"), inter),
+        "bob": card(issue.make_user_cert(inter, "Bob", upn="bob@corp.example"), inter),
+        "carol": card(issue.make_user_cert(inter, "Carol", upn="carol@corp.example"), inter),
+        "erin": card(issue.make_user_cert(inter, "Erin", upn="erin@corp.example"), inter),
+        "olga": card(issue.make_user_cert(other_inter, "Olga", upn="olga@other.example"),
+                     other_inter),
+        "expired": card(issue.make_user_cert(inter, "Alice old", upn="alice@corp.example",
+                                             not_before=now - timedelta(days=400),
+                                             not_after=now - timedelta(days=1)), inter),
+        "wrong_eku": card(issue.make_user_cert(inter, "Alice email", upn="alice@corp.example",
+                                               eku=("email-protection",)), inter),
+        "revoked": card(issue.make_user_cert(inter, "Rita", upn="rita@corp.example"), inter),
+        "stranger": card(issue.make_user_cert(inter, "Nobody", upn="nobody@corp.example"),
+                         inter),
+        "olga_in_corp": card(issue.make_user_cert(other_inter, "Alice?",
+                                                  upn="alice@corp.example"), other_inter),
+    }
+    crl = issue.make_crl(inter, [cards["revoked"].cert.serial_number])
+    (pki / "root.pem").write_bytes(root.cert_pem())
+    (pki / "issuing.pem").write_bytes(inter.cert_pem())
+    (pki / "issuing.crl.pem").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    (pki / "other-root.pem").write_bytes(other_root.cert_pem())
+    path = base / "directories.toml"
+    path.write_text(DIRECTORY_FILE.format(removal=removal))
+    out = broker.run_cli("admin", "apply", str(path), "--json")
+    result = json.loads(out.stdout)
+    codes = {d["id"]: d["registration_codes"][0] for d in result["directories"]}
+    return World(codes, cards, path, {"root": root, "issuing": inter, "other_root": other_root})
