@@ -1,1 +1,15 @@
+"""PKI verification for smart-card logins: chains, revocation, identity, signatures (pure)."""
 
+from broker.pki.chain import (
+    TrustStore,
+    VerificationResult,
+    load_pem_certificates,
+    parse_certificate,
+    verify_certificate,
+)
+from broker.pki.errors import PkiError
+from broker.pki.revocation import RevocationCache, RevocationSettings
+
+__all__ = ["PkiError", "RevocationCache", "RevocationSettings", "TrustStore",
+           "VerificationResult", "load_pem_certificates", "parse_certificate",
+           "verify_certificate"]

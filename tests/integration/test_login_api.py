@@ -57,7 +57,7 @@ def test_challenge_describes_what_to_sign(broker, world) -> None:  # type: ignor
     tbs = base64.b64decode(r.body["to_be_signed"])
     assert tbs.startswith(b"smartcard-broker/challenge/v1\n")
     assert r.body["challenge_id"].encode() in tbs and b'"directory":"corp"' in tbs
-    assert "CN=Corp Root CA" in r.body["accepted_issuers"]
+    assert "CN=Corp Root CA,O=Example Agency,C=US" in r.body["accepted_issuers"]
     assert "ecdsa-sha256" in r.body["signature_algorithms"]
 
 
@@ -202,8 +202,8 @@ def test_password_login_refuses_bad_credentials(broker, world, username, passwor
 
 
 def test_password_login_disabled(broker, world) -> None:  # type: ignore[no-untyped-def]
-    r = broker.client().post("/v1/auth/password", {"registration_code": world.codes["east"],
-                                                  "username": "erin", "password": "x"})
+    r = broker.client().post("/v1/auth/password", {"registration_code": world.codes["other"],
+                                                  "username": "olga", "password": "x"})
     assert r.status == 403 and r.code == "password_login_disabled"
 
 

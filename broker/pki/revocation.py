@@ -1,0 +1,263 @@
+"""Revocation: CRLs (uploaded or fetched from distribution points) and OCSP, with caching.
+
+Pure apart from the injectable ``fetch`` (the broker calls verification from a worker thread,
+so the default blocking urllib fetch never runs on the reactor). Every answer is checked before
+it counts: a CRL must be signed by the certificate's issuer and current at the validation time;
+an OCSP response must be signed by the issuer or by a responder certificate the issuer gave
+id-kp-OCSPSigning, must be about this certificate, and current. Cached answers live until their
+nextUpdate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509 import ocsp
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
+
+from broker.pki.errors import PkiError
+
+Fetch = Callable[[str, bytes | None, str | None, float], bytes]
+MAX_FETCH_BYTES = 4 * 1024 * 1024
+CLOCK_SKEW = dt.timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class RevocationSettings:
+    crl: bool = True
+    ocsp: bool = False
+    fail_mode: str = "soft"  # "soft": unreachable sources allow (and are reported); "hard"
+    timeout_s: float = 5.0
+
+
+class FetchError(Exception):
+    """A revocation source could not be reached or answered nonsense."""
+
+
+def urllib_fetch(url: str, body: bytes | None, content_type: str | None,
+                 timeout: float) -> bytes:
+    """HTTP GET (body None) or POST; bounded size; FetchError on any failure."""
+    if not url.lower().startswith(("http://", "https://")):
+        raise FetchError(f"unsupported URL scheme: {url[:60]}")
+    req = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
+    if content_type:
+        req.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (scheme checked)
+            data = resp.read(MAX_FETCH_BYTES + 1)
+    except (OSError, ValueError) as exc:
+        raise FetchError(f"{url}: {exc}") from None
+    if len(data) > MAX_FETCH_BYTES:
+        raise FetchError(f"{url}: answer larger than {MAX_FETCH_BYTES} bytes")
+    return data
+
+
+@dataclass
+class RevocationCache:
+    """Fetched CRLs by URL and OCSP answers by (issuer key hash, serial), until nextUpdate."""
+
+    crls: dict[str, x509.CertificateRevocationList] = field(default_factory=dict)
+    ocsp: dict[tuple[bytes, int], tuple[str, dt.datetime]] = field(default_factory=dict)
+    fetches: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _signed_by(issuer: x509.Certificate, tbs: bytes, signature: bytes,
+               hash_alg: hashes.HashAlgorithm | None) -> bool:
+    key = issuer.public_key()
+    try:
+        if isinstance(key, ec.EllipticCurvePublicKey):
+            assert hash_alg is not None
+            key.verify(signature, tbs, ec.ECDSA(hash_alg))
+        elif isinstance(key, rsa.RSAPublicKey):
+            assert hash_alg is not None
+            key.verify(signature, tbs, padding.PKCS1v15(), hash_alg)
+        else:
+            return False
+    except (InvalidSignature, ValueError, TypeError, AssertionError):
+        return False
+    return True
+
+
+def crl_applies(crl: x509.CertificateRevocationList, issuer: x509.Certificate,
+                at: dt.datetime) -> bool:
+    """``crl`` is the issuer's, signed by it, and current at ``at``."""
+    if crl.issuer != issuer.subject:
+        return False
+    try:
+        if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+            return False
+    except (TypeError, ValueError):
+        return False
+    if crl.last_update_utc - CLOCK_SKEW > at:
+        return False
+    nu = crl.next_update_utc
+    return nu is None or at <= nu + CLOCK_SKEW
+
+
+def crl_urls(cert: x509.Certificate) -> list[str]:
+    try:
+        cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except (x509.ExtensionNotFound, ValueError):
+        return []
+    return [n.value for dp in cdp for n in (dp.full_name or [])
+            if isinstance(n, x509.UniformResourceIdentifier)]
+
+
+def ocsp_urls(cert: x509.Certificate) -> list[str]:
+    try:
+        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+    except (x509.ExtensionNotFound, ValueError):
+        return []
+    return [d.access_location.value for d in aia
+            if d.access_method == AuthorityInformationAccessOID.OCSP
+            and isinstance(d.access_location, x509.UniformResourceIdentifier)]
+
+
+@dataclass(frozen=True)
+class Status:
+    state: str  # "good" | "revoked" | "unknown"
+    why: str = ""
+
+
+def _crl_status(cert: x509.Certificate, issuer: x509.Certificate,
+                local: list[x509.CertificateRevocationList], at: dt.datetime,
+                fetch: Fetch, cache: RevocationCache, timeout: float) -> Status:
+    candidates = [c for c in local if crl_applies(c, issuer, at)]
+    if not candidates:
+        for url in crl_urls(cert):
+            with cache.lock:
+                cached = cache.crls.get(url)
+            if cached is not None and crl_applies(cached, issuer, at):
+                candidates.append(cached)
+                break
+            try:
+                data = fetch(url, None, None, timeout)
+                cache.fetches += 1
+                crl = (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----")
+                       else x509.load_der_x509_crl(data))
+            except (FetchError, ValueError):
+                continue
+            if crl_applies(crl, issuer, at):
+                with cache.lock:
+                    cache.crls[url] = crl
+                candidates.append(crl)
+                break
+    if not candidates:
+        return Status("unknown", f"no current CRL for {issuer.subject.rfc4514_string()}")
+    for crl in candidates:
+        entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
+        if entry is not None and entry.revocation_date_utc <= at + CLOCK_SKEW:
+            return Status("revoked", f"listed on the CRL of {crl.issuer.rfc4514_string()}")
+    return Status("good")
+
+
+def _responder_ok(resp: ocsp.OCSPResponse, issuer: x509.Certificate,
+                  at: dt.datetime) -> bool:
+    """The response is signed by the issuer or by a delegated responder the issuer authorised."""
+    tbs, sig, alg = resp.tbs_response_bytes, resp.signature, resp.signature_hash_algorithm
+    if _signed_by(issuer, tbs, sig, alg):
+        return True
+    for responder in resp.certificates:
+        if responder.issuer != issuer.subject:
+            continue
+        if not _signed_by(issuer, responder.tbs_certificate_bytes, responder.signature,
+                          responder.signature_hash_algorithm):
+            continue
+        try:
+            eku = responder.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            continue
+        if ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
+            continue
+        if not (responder.not_valid_before_utc - CLOCK_SKEW <= at
+                <= responder.not_valid_after_utc + CLOCK_SKEW):
+            continue
+        if _signed_by(responder, tbs, sig, alg):
+            return True
+    return False
+
+
+def _ocsp_status(cert: x509.Certificate, issuer: x509.Certificate, at: dt.datetime,
+                 fetch: Fetch, cache: RevocationCache, timeout: float) -> Status:
+    key_hash = hashes.Hash(hashes.SHA1())  # noqa: S303 (OCSP CertID hashing, not a signature)
+    key_hash.update(issuer.public_key().public_bytes(serialization.Encoding.DER,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    ck = (key_hash.finalize(), cert.serial_number)
+    with cache.lock:
+        hit = cache.ocsp.get(ck)
+    if hit is not None and at <= hit[1]:
+        return Status(hit[0], "cached OCSP answer")
+    urls = ocsp_urls(cert)
+    if not urls:
+        return Status("unknown", "no OCSP responder named in the certificate")
+    request = (ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA1())
+               .build().public_bytes(serialization.Encoding.DER))
+    last_why = "OCSP responder unreachable"
+    for url in urls:
+        try:
+            data = fetch(url, request, "application/ocsp-request", timeout)
+            cache.fetches += 1
+            resp = ocsp.load_der_ocsp_response(data)
+        except (FetchError, ValueError) as exc:
+            last_why = f"OCSP: {exc}"
+            continue
+        if resp.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
+            last_why = f"OCSP responder said {resp.response_status.name}"
+            continue
+        if resp.serial_number != cert.serial_number or not _responder_ok(resp, issuer, at):
+            last_why = "OCSP response not signed by an authorised responder"
+            continue
+        if resp.this_update_utc - CLOCK_SKEW > at or (
+                resp.next_update_utc is not None and at > resp.next_update_utc + CLOCK_SKEW):
+            last_why = "OCSP response is not current"
+            continue
+        state = {ocsp.OCSPCertStatus.GOOD: "good", ocsp.OCSPCertStatus.REVOKED: "revoked",
+                 ocsp.OCSPCertStatus.UNKNOWN: "unknown"}[resp.certificate_status]
+        until = resp.next_update_utc or (at + dt.timedelta(minutes=5))
+        if state != "unknown":
+            with cache.lock:
+                cache.ocsp[ck] = (state, until)
+        return Status(state, "OCSP responder does not know the certificate"
+                      if state == "unknown" else "OCSP")
+    return Status("unknown", last_why)
+
+
+def check_chain(chain: list[x509.Certificate], settings: RevocationSettings,
+                crls: list[x509.CertificateRevocationList], at: dt.datetime,
+                fetch: Fetch | None, cache: RevocationCache | None) -> tuple[str, list[str]]:
+    """Check every certificate but the trust anchor. Returns ("good" | "not_checked" |
+    "soft_fail", reasons); raises PkiError certificate_revoked, or
+    certificate_revocation_unknown in hard-fail mode."""
+    if not (settings.crl or settings.ocsp):
+        return "not_checked", []
+    fetch = fetch or urllib_fetch
+    cache = cache if cache is not None else RevocationCache()
+    soft: list[str] = []
+    for cert, issuer in zip(chain, chain[1:], strict=False):
+        statuses = []
+        if settings.ocsp:
+            statuses.append(_ocsp_status(cert, issuer, at, fetch, cache, settings.timeout_s))
+        if settings.crl and not any(s.state != "unknown" for s in statuses):
+            statuses.append(_crl_status(cert, issuer, crls, at, fetch, cache,
+                                        settings.timeout_s))
+        who = cert.subject.rfc4514_string()
+        if any(s.state == "revoked" for s in statuses):
+            raise PkiError("certificate_revoked", f"The certificate {who!r} is revoked.",
+                           {"subject": who})
+        if not any(s.state == "good" for s in statuses):
+            why = "; ".join(s.why for s in statuses)
+            if settings.fail_mode == "hard":
+                raise PkiError("certificate_revocation_unknown",
+                               f"The revocation status of {who!r} cannot be established "
+                               f"({why}).", {"subject": who})
+            soft.append(f"{who}: {why}")
+    return ("soft_fail" if soft else "good"), soft
