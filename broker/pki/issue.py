@@ -162,8 +162,10 @@ def make_user_cert(issuer: Issued, cn: str, key_kind: str = "ec-p256", *,
                  not_before or now - dt.timedelta(days=1),
                  not_after or now + dt.timedelta(days=365))
     b = b.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-    b = b.add_extension(x509.KeyUsage(key_usage_digital_signature, False, False, False, False,
-                                      False, False, False, False), critical=True)
+    # Without digitalSignature the key is for key management only (keyEncipherment).
+    b = b.add_extension(x509.KeyUsage(key_usage_digital_signature, False,
+                                      not key_usage_digital_signature, False, False, False,
+                                      False, False, False), critical=True)
     if eku:
         b = b.add_extension(x509.ExtendedKeyUsage([EKUS[e] for e in eku]), critical=False)
     b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(

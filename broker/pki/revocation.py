@@ -6,6 +6,9 @@ it counts: a CRL must be signed by the certificate's issuer and current at the v
 an OCSP response must be signed by the issuer or by a responder certificate the issuer gave
 id-kp-OCSPSigning, must be about this certificate, and current. Cached answers live until their
 nextUpdate.
+
+With OCSP on, a certificate that names no OCSP responder (usually an issuing CA) is checked
+against CRLs instead, so "OCSP for users, CRLs for CAs" works with OCSP alone switched on.
 """
 
 from __future__ import annotations
@@ -246,7 +249,9 @@ def check_chain(chain: list[x509.Certificate], settings: RevocationSettings,
         statuses = []
         if settings.ocsp:
             statuses.append(_ocsp_status(cert, issuer, at, fetch, cache, settings.timeout_s))
-        if settings.crl and not any(s.state != "unknown" for s in statuses):
+        # A certificate that names no OCSP responder (typically a CA) falls back to CRLs.
+        use_crl = settings.crl or (settings.ocsp and not ocsp_urls(cert))
+        if use_crl and not any(s.state != "unknown" for s in statuses):
             statuses.append(_crl_status(cert, issuer, crls, at, fetch, cache,
                                         settings.timeout_s))
         who = cert.subject.rfc4514_string()

@@ -1,0 +1,115 @@
+"""`broker pki verify`: verify a certificate with exactly the verifier the login path uses.
+
+Exit status: 0 valid, 1 invalid (reason printed, or ``{"valid": false, "reason": …}`` with
+--json), 2 usage error or unreadable input. Never a traceback, whatever the input.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from broker.pki.chain import TrustStore, load_crl, load_pem_certificates, verify_certificate
+from broker.pki.errors import PkiError
+from broker.pki.revocation import RevocationSettings
+
+MAX_INPUT = 4 * 1024 * 1024
+
+
+def _exit(code: int, as_json: bool, payload: dict[str, Any], text: str) -> NoReturn:
+    if as_json:
+        click.echo(json.dumps(payload, indent=2))
+    else:
+        click.echo(text, err=code != 0)
+    sys.exit(code)
+
+
+def _read(path: str, as_json: bool) -> bytes:
+    try:
+        p = Path(path)
+        if p.stat().st_size > MAX_INPUT:
+            raise OSError(f"larger than {MAX_INPUT} bytes")
+        return p.read_bytes()
+    except OSError as exc:
+        why = f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
+        _exit(2, as_json, {"valid": False, "reason": "unreadable_input", "message": why},
+              f"error: {why}")
+
+
+def _no_fetch(url: str, body: bytes | None, content_type: str | None, timeout: float) -> bytes:
+    """The CLI checks only the CRLs it is given: no network."""
+    from broker.pki.revocation import FetchError
+
+    raise FetchError(f"not fetched: {url}")
+
+
+@click.group()
+def pki() -> None:
+    """Certificate tools."""
+
+
+@pki.command("verify")
+@click.argument("leaf")
+@click.option("--trust", "trust_paths", multiple=True, required=True,
+              help="PEM file of trust anchors (repeatable).")
+@click.option("--untrusted", "untrusted_paths", multiple=True,
+              help="PEM file of intermediate certificates (repeatable).")
+@click.option("--crl", "crl_paths", multiple=True, help="CRL file, PEM or DER (repeatable).")
+@click.option("--at", "at_text", help="Validation time, ISO 8601 (default: now).")
+@click.option("--purpose", type=click.Choice(["client-auth", "any"]), default="client-auth",
+              show_default=True)
+@click.option("--max-depth", type=click.IntRange(0, 32), default=6, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def verify(leaf: str, trust_paths: tuple[str, ...], untrusted_paths: tuple[str, ...],
+           crl_paths: tuple[str, ...], at_text: str | None, purpose: str, max_depth: int,
+           as_json: bool) -> None:
+    """Verify LEAF (PEM or DER) against --trust anchors."""
+    at = None
+    if at_text:
+        try:
+            at = dt.datetime.fromisoformat(at_text.replace("Z", "+00:00"))
+        except ValueError:
+            _exit(2, as_json, {"valid": False, "reason": "usage",
+                               "message": f"--at is not an ISO 8601 time: {at_text!r}"},
+                  f"error: --at is not an ISO 8601 time: {at_text!r}")
+        if at.tzinfo is None:
+            at = at.replace(tzinfo=dt.UTC)
+    try:
+        leaf_data = _read(leaf, as_json)
+        leaf_certs = load_pem_certificates(leaf_data)
+        anchors = [c for p in trust_paths for c in load_pem_certificates(_read(p, as_json))]
+        untrusted = [c for p in untrusted_paths
+                     for c in load_pem_certificates(_read(p, as_json))]
+        crls = [load_crl(_read(p, as_json)) for p in crl_paths]
+    except PkiError as exc:
+        _exit(2, as_json, {"valid": False, "reason": exc.code, "message": exc.message},
+              f"error: {exc.message}")
+    # A leaf file holding a bundle: the first certificate is the leaf, the rest intermediates.
+    leaf_cert, extra = leaf_certs[0], leaf_certs[1:]
+    store = TrustStore(anchors, [], crls)
+    try:
+        result = verify_certificate(leaf_cert, extra + untrusted, store, at=at, purpose=purpose,
+                                    max_depth=max_depth,
+                                    # Certificates without a given CRL are reported, not failed.
+                                    revocation=RevocationSettings(crl=bool(crls), ocsp=False,
+                                                                  fail_mode="soft"),
+                                    fetch=_no_fetch)
+    except PkiError as exc:
+        _exit(1, as_json, {"valid": False, "reason": exc.code, "message": exc.message},
+              f"invalid: {exc.code}: {exc.message}")
+    except (ValueError, TypeError) as exc:  # e.g. a key type OpenSSL cannot load
+        _exit(1, as_json, {"valid": False, "reason": "certificate_malformed",
+                           "message": str(exc)[:200]},
+              f"invalid: certificate_malformed: {str(exc)[:200]}")
+    payload = {"valid": True, "subject": result.identity.subject,
+               "chain": [c.subject.rfc4514_string() for c in result.chain],
+               "revocation": result.revocation_status,
+               "revocation_not_established": result.soft_fail_reasons,
+               "identity": result.identity.as_dict()}
+    _exit(0, as_json, payload,
+          "valid: " + " → ".join(c.subject.rfc4514_string() for c in result.chain))

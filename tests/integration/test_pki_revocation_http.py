@@ -1,0 +1,197 @@
+"""Revocation over real HTTP on loopback: an OCSP responder and a CRL distribution point."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+
+from broker.pki import (
+    PkiError,
+    RevocationCache,
+    RevocationSettings,
+    TrustStore,
+    issue,
+    verify_certificate,
+)
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+@dataclass
+class Responder:
+    """What the loopback servers answer; tests change it between calls."""
+
+    issuer: issue.Issued
+    signer: issue.Issued | None = None  # None: the issuer signs itself
+    status: dict[int, str] = field(default_factory=dict)  # serial → good|revoked|unknown
+    crl: bytes = b""
+    hits: dict[str, int] = field(default_factory=lambda: {"ocsp": 0, "crl": 0})
+    broken: bool = False
+
+    def ocsp_answer(self, body: bytes) -> bytes:
+        req = ocsp.load_der_ocsp_request(body)
+        state = self.status.get(req.serial_number, "good")
+        cert_status = {"good": ocsp.OCSPCertStatus.GOOD, "revoked": ocsp.OCSPCertStatus.REVOKED,
+                       "unknown": ocsp.OCSPCertStatus.UNKNOWN}[state]
+        signer = self.signer or self.issuer
+        subject = self.leaves[req.serial_number]
+        b = ocsp.OCSPResponseBuilder().add_response(
+            cert=subject, issuer=self.issuer.cert, algorithm=hashes.SHA1(),
+            cert_status=cert_status, this_update=NOW - dt.timedelta(minutes=1),
+            next_update=NOW + dt.timedelta(hours=1),
+            revocation_time=NOW - dt.timedelta(hours=1) if state == "revoked" else None,
+            revocation_reason=None).responder_id(ocsp.OCSPResponderEncoding.HASH, signer.cert)
+        if self.signer is not None:
+            b = b.certificates([self.signer.cert])
+        return b.sign(signer.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+    leaves: dict[int, object] = field(default_factory=dict)
+
+
+def serve(responder: Responder) -> tuple[ThreadingHTTPServer, int]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            responder.hits["crl"] += 1
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(responder.crl)
+
+        def do_POST(self) -> None:  # noqa: N802
+            responder.hits["ocsp"] += 1
+            body = self.rfile.read(int(self.headers.get("content-length", 0)))
+            if responder.broken:
+                self.send_response(500)
+                self.end_headers()
+                return
+            data = responder.ocsp_answer(body)
+            self.send_response(200)
+            self.send_header("content-type", "application/ocsp-response")
+            self.end_headers()
+            self.wfile.write(data)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, httpd.server_address[1]
+
+
+@pytest.fixture
+def pki() -> Iterator[tuple[issue.Issued, issue.Issued, Responder, int]]:
+    root = issue.make_root("Root")
+    responder = Responder(issuer=root)  # placeholder until the intermediate exists
+    httpd, port = serve(responder)
+    base = f"http://127.0.0.1:{port}"
+    inter = issue.make_intermediate(root, "Issuing", crl_url=f"{base}/root.crl")
+    responder.issuer = inter
+    responder.crl = issue.make_crl(inter, []).public_bytes(serialization.Encoding.DER)
+    yield root, inter, responder, port
+    httpd.shutdown()
+
+
+def user(inter: issue.Issued, responder: Responder, port: int, **kw: object) -> issue.Issued:
+    u = issue.make_user_cert(inter, "Alice", ocsp_url=f"http://127.0.0.1:{port}/ocsp",
+                             crl_url=f"http://127.0.0.1:{port}/issuing.crl", **kw)
+    responder.leaves[u.cert.serial_number] = u.cert
+    return u
+
+
+def verify(root, inter, u, **kw):  # type: ignore[no-untyped-def]
+    # The root's CRL is uploaded (a good one) so only the leaf's status is in question.
+    store = TrustStore([root.cert], [inter.cert], [issue.make_crl(root, [])])
+    return verify_certificate(u.cert_der(), [], store, **kw)
+
+
+OCSP_HARD = RevocationSettings(crl=False, ocsp=True, fail_mode="hard")
+
+
+def test_ocsp_good(pki) -> None:  # type: ignore[no-untyped-def]
+    root, inter, responder, port = pki
+    r = verify(root, inter, user(inter, responder, port), revocation=OCSP_HARD)
+    assert r.revocation_status == "good"
+
+
+@pytest.mark.parametrize("state,code", [("revoked", "certificate_revoked"),
+                                        ("unknown", "certificate_revocation_unknown")])
+def test_ocsp_revoked_and_unknown(pki, state, code) -> None:  # type: ignore[no-untyped-def]
+    root, inter, responder, port = pki
+    u = user(inter, responder, port)
+    responder.status[u.cert.serial_number] = state
+    with pytest.raises(PkiError) as err:
+        verify(root, inter, u, revocation=OCSP_HARD)
+    assert err.value.code == code
+
+
+def test_delegated_responder_is_accepted(pki) -> None:  # type: ignore[no-untyped-def]
+    root, inter, responder, port = pki
+    responder.signer = issue.make_ocsp_signer(inter)
+    assert verify(root, inter, user(inter, responder, port),
+                  revocation=OCSP_HARD).revocation_status == "good"
+
+
+def test_unauthorised_responder_is_refused(pki) -> None:  # type: ignore[no-untyped-def]
+    root, inter, responder, port = pki
+    stranger_ca = issue.make_root("Stranger")
+    responder.signer = issue.make_ocsp_signer(stranger_ca)
+    with pytest.raises(PkiError) as err:
+        verify(root, inter, user(inter, responder, port), revocation=OCSP_HARD)
+    assert err.value.code == "certificate_revocation_unknown"
+
+
+def test_responder_answer_is_cached_until_next_update(pki) -> None:  # type: ignore[no-untyped-def]
+    root, inter, responder, port = pki
+    u = user(inter, responder, port)
+    cache = RevocationCache()
+    verify(root, inter, u, revocation=OCSP_HARD, cache=cache)
+    verify(root, inter, u, revocation=OCSP_HARD, cache=cache)
+    assert responder.hits["ocsp"] == 1
+
+
+def test_unreachable_ocsp_soft_allows_and_reports_hard_refuses(pki) -> None:  # type: ignore[no-untyped-def]
+    root, inter, responder, port = pki
+    u = user(inter, responder, port)
+    responder.broken = True
+    soft = verify(root, inter, u, revocation=RevocationSettings(crl=False, ocsp=True,
+                                                                fail_mode="soft"))
+    assert soft.revocation_status == "soft_fail" and soft.soft_fail_reasons
+    with pytest.raises(PkiError) as err:
+        verify(root, inter, u, revocation=OCSP_HARD)
+    assert err.value.code == "certificate_revocation_unknown"
+
+
+def test_closed_port_is_unreachable(pki) -> None:  # type: ignore[no-untyped-def]
+    from tests.support.server import free_port
+
+    root, inter, responder, _ = pki
+    u = user(inter, responder, free_port())
+    with pytest.raises(PkiError) as err:
+        verify(root, inter, u, revocation=OCSP_HARD)
+    assert err.value.code == "certificate_revocation_unknown"
+
+
+def test_crl_is_fetched_from_the_distribution_point_and_cached(pki) -> None:  # type: ignore[no-untyped-def]
+    root, inter, responder, port = pki
+    u = user(inter, responder, port)
+    cache = RevocationCache()
+    hard_crl = RevocationSettings(crl=True, ocsp=False, fail_mode="hard")
+    assert verify(root, inter, u, revocation=hard_crl, cache=cache).revocation_status == "good"
+    verify(root, inter, u, revocation=hard_crl, cache=cache)
+    assert responder.hits["crl"] == 1, "the CRL is reused until its nextUpdate"
+
+
+def test_crl_from_distribution_point_revokes(pki) -> None:  # type: ignore[no-untyped-def]
+    root, inter, responder, port = pki
+    u = user(inter, responder, port)
+    responder.crl = issue.make_crl(inter, [u.cert.serial_number]).public_bytes(
+        serialization.Encoding.DER)
+    with pytest.raises(PkiError) as err:
+        verify(root, inter, u, revocation=RevocationSettings(crl=True, fail_mode="hard"))
+    assert err.value.code == "certificate_revoked"
