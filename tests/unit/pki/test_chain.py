@@ -199,8 +199,8 @@ def test_revoked_leaf_and_revoked_intermediate_by_crl() -> None:
     with pytest.raises(PkiError) as err:
         verify_certificate(user.cert_der(), [], store)
     assert err.value.code == "certificate_revoked"
-    store = TrustStore([root.cert], [inter.cert],
-                       [issue.make_crl(inter, []), issue.make_crl(root, [inter.cert.serial_number])])
+    revoked_inter = issue.make_crl(root, [inter.cert.serial_number])
+    store = TrustStore([root.cert], [inter.cert], [issue.make_crl(inter, []), revoked_inter])
     with pytest.raises(PkiError) as err:
         verify_certificate(user.cert_der(), [], store)
     assert err.value.code == "certificate_revoked" and "Issuing" in err.value.message
