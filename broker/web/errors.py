@@ -68,6 +68,8 @@ STATUS: dict[str, int] = {
     "conflict": 409,
     "validation_failed": 400,
     "certificate_not_ca": 400,
+    "certificate_unreadable": 400,
+    "crl_unreadable": 400,
 }
 
 

@@ -220,6 +220,7 @@ def build_sites(ctx: BrokerContext) -> tuple[BrokerSite, BrokerSite]:
     for app, api in ((client_app, "client"), (admin_app, "admin")):
         add_operational_routes(app, ctx, api)
         install_json_errors(app, api)
+        __import__("broker.web.openapi").web.openapi.add_openapi_route(app, ctx, api)
     return BrokerSite(client_app.resource()), BrokerSite(admin_app.resource())
 
 

@@ -1,0 +1,146 @@
+"""Request bodies of the admin API as strict pydantic models (unknown fields are refused).
+
+Create models carry every required field; patch models make every field optional and the use
+case changes only the fields the request named (``model_fields_set``). The same models feed the
+OpenAPI document.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+Name = Annotated[str, Field(min_length=1, max_length=200)]
+Fingerprint = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")]
+CertmapRule = Literal["upn", "email", "subject", "fingerprint"]
+RemovalAction = Literal["none", "lock", "disconnect"]
+FailMode = Literal["soft", "hard"]
+Protocol = Literal["WSP", "PCoIP"]
+RunningMode = Literal["ALWAYS_ON", "AUTO_STOP"]
+WorkSpaceState = Literal["PENDING", "AVAILABLE", "STARTING", "STOPPING", "STOPPED", "ERROR",
+                         "UNHEALTHY"]
+Pem = Annotated[str, Field(min_length=1, max_length=60000)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _unique(rules: list[str] | None) -> list[str] | None:
+    if rules is not None and len(set(rules)) != len(rules):
+        raise ValueError("certmap rules must not repeat")
+    return rules
+
+
+class SmartCardSettings(Strict):
+    pre_session: bool = False
+    in_session: bool = False
+    removal_action: RemovalAction = "lock"
+
+
+class SmartCardPatch(Strict):
+    pre_session: bool | None = None
+    in_session: bool | None = None
+    removal_action: RemovalAction | None = None
+
+
+class RevocationSettings(Strict):
+    crl: bool = True
+    ocsp: bool = False
+    fail_mode: FailMode = "soft"
+
+
+class RevocationPatch(Strict):
+    crl: bool | None = None
+    ocsp: bool | None = None
+    fail_mode: FailMode | None = None
+
+
+class DirectoryCreate(Strict):
+    id: Id
+    name: Name
+    region: Annotated[str, Field(min_length=1, max_length=32)]
+    password_login: bool = False
+    smart_card: SmartCardSettings = SmartCardSettings()
+    revocation: RevocationSettings = RevocationSettings()
+    certmap: Annotated[list[CertmapRule], Field(min_length=1, max_length=4)] = ["upn", "email"]
+
+    _certmap = field_validator("certmap")(_unique)
+
+
+class DirectoryPatch(Strict):
+    name: Name | None = None
+    region: Annotated[str, Field(min_length=1, max_length=32)] | None = None
+    password_login: bool | None = None
+    smart_card: SmartCardPatch | None = None
+    revocation: RevocationPatch | None = None
+    certmap: Annotated[list[CertmapRule], Field(min_length=1, max_length=4)] | None = None
+
+    _certmap = field_validator("certmap")(_unique)
+
+
+class TrustUpload(Strict):
+    #: One or more PEM certificates (or one base64 DER certificate).
+    pem: Pem
+    #: anchor or intermediate; by default a self-issued certificate is an anchor.
+    kind: Literal["anchor", "intermediate"] | None = None
+
+
+class CrlUpload(Strict):
+    #: A PEM CRL, or a DER CRL in base64.
+    crl: Pem
+
+
+class UserCreate(Strict):
+    username: Name
+    upn: Annotated[str, Field(max_length=320)] | None = None
+    email: Annotated[str, Field(max_length=320)] | None = None
+    subject: Annotated[str, Field(max_length=2000)] | None = None
+    cert_fingerprint: Fingerprint | None = None
+    password: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    disabled: bool = False
+
+
+class UserPatch(Strict):
+    upn: Annotated[str, Field(max_length=320)] | None = None
+    email: Annotated[str, Field(max_length=320)] | None = None
+    subject: Annotated[str, Field(max_length=2000)] | None = None
+    cert_fingerprint: Fingerprint | None = None
+    password: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
+    disabled: bool | None = None
+
+
+class WorkSpaceCreate(Strict):
+    id: Id
+    directory: Id
+    user: Name
+    name: Annotated[str, Field(max_length=200)] | None = None
+    bundle: Annotated[str, Field(min_length=1, max_length=100)] = "standard"
+    protocol: Protocol
+    running_mode: RunningMode = "AUTO_STOP"
+    state: WorkSpaceState = "STOPPED"
+
+
+class WorkSpacePatch(Strict):
+    user: Name | None = None
+    name: Annotated[str, Field(max_length=200)] | None = None
+    bundle: Annotated[str, Field(min_length=1, max_length=100)] | None = None
+    protocol: Protocol | None = None
+    running_mode: RunningMode | None = None
+    #: Set a state directly (e.g. recover from ERROR); start/stop are the usual way.
+    state: WorkSpaceState | None = None
+
+
+class CodeIssue(Strict):
+    count: Annotated[int, Field(ge=1, le=100)] = 1
+
+
+class CodeRef(Strict):
+    code: Annotated[str, Field(min_length=1, max_length=64)]
+
+
+#: Patch fields that may be set to null (cleared); any other null is refused.
+NULLABLE_PATCH_FIELDS = {"upn", "email", "subject", "cert_fingerprint", "name", "password"}

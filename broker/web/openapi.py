@@ -1,0 +1,402 @@
+"""OpenAPI 3.1 documents for the client API (/v1) and the admin API (/admin/v1).
+
+The paths and methods come from the Klein apps' url maps, the request schemas from the same
+strict pydantic models the routes validate with, and the error codes from the table below (each
+code's status from ``broker.web.errors.STATUS``). A route missing from :data:`OPERATIONS` is
+still listed, marked ``x-undocumented``, and :func:`disagreements` reports it — the tests fail
+on any disagreement, so the code and the document cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from klein import Klein
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from broker.service.context import BrokerContext
+from broker.web import admin_models as am
+from broker.web import models as cm
+from broker.web.errors import STATUS
+
+IGNORED_METHODS = {"HEAD", "OPTIONS"}
+_RULE_ARG = re.compile(r"<(?:[a-zA-Z_]+(?:\([^)]*\))?:)?([a-zA-Z_][a-zA-Z0-9_]*)>")
+
+#: Every operation may answer these.
+COMMON_ERRORS = ("internal_error", "not_found", "method_not_allowed")
+#: Operations with a JSON body may also answer these.
+BODY_ERRORS = ("malformed_request", "request_too_large", "unsupported_media_type")
+ADMIN_READ_ERRORS = ("admin_token_invalid",)
+ADMIN_WRITE_ERRORS = ("admin_token_invalid", "admin_scope_insufficient")
+LIST_ERRORS = ("malformed_request",)
+CODE_ERRORS = ("registration_code_malformed", "registration_code_unknown",
+               "registration_code_revoked")
+CHALLENGE_ERRORS = ("challenge_unknown", "challenge_expired", "challenge_used",
+                    "signature_invalid")
+CERT_ERRORS = ("certificate_untrusted", "certificate_expired", "certificate_not_yet_valid",
+               "certificate_revoked", "certificate_revocation_unknown",
+               "certificate_not_for_client_auth", "certificate_weak_algorithm",
+               "certificate_malformed", "certificate_mismatch", "chain_too_long")
+USER_ERRORS = ("user_not_found", "user_ambiguous", "user_disabled")
+AUTH_ERRORS = ("auth_required", "auth_token_invalid", "auth_token_expired")
+
+
+@dataclass(frozen=True)
+class Operation:
+    summary: str
+    status: int = 200
+    body: type[BaseModel] | None = None
+    errors: tuple[str, ...] = ()
+    query: tuple[str, ...] = ()
+    auth: str | None = None  # "admin" | "client" | None
+    tags: tuple[str, ...] = ()
+    response: str = "application/json"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _ops_common() -> dict[tuple[str, str], Operation]:
+    return {
+        ("GET", "/healthz"): Operation("The process is up.", tags=("operations",)),
+        ("GET", "/readyz"): Operation("The database is reachable.", errors=(
+            "service_unavailable",), tags=("operations",)),
+        ("GET", "/metrics"): Operation("Prometheus metrics.", tags=("operations",),
+                                       response="text/plain"),
+    }
+
+
+PAGE = ("limit", "cursor", "offset")
+
+
+def _admin(summary: str, *, write: bool = False, status: int | None = None,
+           body: type[BaseModel] | None = None, errors: tuple[str, ...] = (),
+           query: tuple[str, ...] | None = None, tag: str = "") -> Operation:
+    base = ADMIN_WRITE_ERRORS if write else ADMIN_READ_ERRORS
+    if query is not None:
+        base += LIST_ERRORS
+    return Operation(summary, status or (200 if not write else 200), body, base + errors,
+                     PAGE + query if query is not None else (), "admin", (tag,) if tag else ())
+
+
+def _admin_operations() -> dict[tuple[str, str], Operation]:
+    p = "/admin/v1"
+    d = f"{p}/directories/{{directory_id}}"
+    dir_404 = ("directory_unknown",)
+    return {
+        **_ops_common(),
+        ("GET", f"{p}/openapi.json"): Operation("This OpenAPI document (no token needed).",
+                                                tags=("meta",)),
+        ("GET", f"{p}/directories"): _admin("List directories.", query=("region",),
+                                            tag="directories"),
+        ("POST", f"{p}/directories"): _admin(
+            "Create a directory.", write=True, status=201, body=am.DirectoryCreate,
+            errors=("conflict", "validation_failed"), tag="directories"),
+        ("GET", d): _admin("Get a directory.", errors=dir_404, tag="directories"),
+        ("PATCH", d): _admin("Change a directory (only the fields given).", write=True,
+                             body=am.DirectoryPatch, errors=dir_404 + ("validation_failed",),
+                             tag="directories"),
+        ("DELETE", d): _admin("Delete a directory and everything in it.", write=True,
+                              status=204, errors=dir_404, tag="directories"),
+        ("GET", f"{d}/trust"): _admin("List trust anchors and intermediates.", query=("kind",),
+                                      errors=dir_404, tag="trust"),
+        ("POST", f"{d}/trust"): _admin(
+            "Add CA certificates (PEM) as trust anchors or intermediates.", write=True,
+            status=201, body=am.TrustUpload,
+            errors=dir_404 + ("certificate_unreadable", "certificate_not_ca", "conflict"),
+            tag="trust"),
+        ("DELETE", f"{d}/trust/{{fingerprint}}"): _admin(
+            "Remove a trusted certificate by SHA-256 fingerprint.", write=True, status=204,
+            errors=dir_404 + ("resource_not_found",), tag="trust"),
+        ("GET", f"{d}/crls"): _admin("List CRLs with this_update and next_update.", query=(),
+                                     errors=dir_404, tag="trust"),
+        ("POST", f"{d}/crls"): _admin("Upload a CRL (PEM, or base64 DER).", write=True,
+                                      status=201, body=am.CrlUpload,
+                                      errors=dir_404 + ("crl_unreadable", "conflict"),
+                                      tag="trust"),
+        ("DELETE", f"{d}/crls/{{fingerprint}}"): _admin(
+            "Remove a CRL by SHA-256 fingerprint.", write=True, status=204,
+            errors=dir_404 + ("resource_not_found",), tag="trust"),
+        ("GET", f"{d}/users"): _admin("List users.", query=("disabled",), errors=dir_404,
+                                      tag="users"),
+        ("POST", f"{d}/users"): _admin("Create a user.", write=True, status=201,
+                                       body=am.UserCreate,
+                                       errors=dir_404 + ("conflict", "validation_failed"),
+                                       tag="users"),
+        ("GET", f"{d}/users/{{username}}"): _admin(
+            "Get a user.", errors=dir_404 + ("resource_not_found",), tag="users"),
+        ("PATCH", f"{d}/users/{{username}}"): _admin(
+            "Change a user (null clears upn, email, subject, cert_fingerprint, password).",
+            write=True, body=am.UserPatch,
+            errors=dir_404 + ("resource_not_found", "validation_failed"), tag="users"),
+        ("DELETE", f"{d}/users/{{username}}"): _admin(
+            "Delete a user and their WorkSpaces.", write=True, status=204,
+            errors=dir_404 + ("resource_not_found",), tag="users"),
+        ("GET", f"{p}/workspaces"): _admin("List WorkSpaces.",
+                                           query=("directory", "user", "state", "protocol"),
+                                           tag="workspaces"),
+        ("POST", f"{p}/workspaces"): _admin(
+            "Create a WorkSpace.", write=True, status=201, body=am.WorkSpaceCreate,
+            errors=dir_404 + ("resource_not_found", "conflict"), tag="workspaces"),
+        ("GET", f"{p}/workspaces/{{workspace_id}}"): _admin(
+            "Get a WorkSpace.", errors=("workspace_unknown",), tag="workspaces"),
+        ("PATCH", f"{p}/workspaces/{{workspace_id}}"): _admin(
+            "Change a WorkSpace. Switching to PCoIP ends its smart-card sessions at once "
+            "(their next heartbeat answers disconnect).", write=True, body=am.WorkSpacePatch,
+            errors=("workspace_unknown", "resource_not_found"), tag="workspaces"),
+        ("DELETE", f"{p}/workspaces/{{workspace_id}}"): _admin(
+            "Delete a WorkSpace.", write=True, status=204, errors=("workspace_unknown",),
+            tag="workspaces"),
+        ("POST", f"{p}/workspaces/{{workspace_id}}/start"): _admin(
+            "Start a stopped WorkSpace.", write=True, status=202,
+            errors=("workspace_unknown", "workspace_unavailable"), tag="workspaces"),
+        ("POST", f"{p}/workspaces/{{workspace_id}}/stop"): _admin(
+            "Stop an available WorkSpace.", write=True, status=202,
+            errors=("workspace_unknown", "workspace_unavailable"), tag="workspaces"),
+        ("GET", f"{p}/registration-codes"): _admin(
+            "List registration codes with their state.", query=("directory", "state"),
+            errors=dir_404, tag="registration codes"),
+        ("POST", f"{d}/registration-codes"): _admin(
+            "Issue registration codes.", write=True, status=201, body=am.CodeIssue,
+            errors=dir_404, tag="registration codes"),
+        ("POST", f"{p}/registration-codes/rotate"): _admin(
+            "Rotate a code: a successor is issued; the old one works for the grace period.",
+            write=True, status=201, body=am.CodeRef,
+            errors=("validation_failed", "resource_not_found", "conflict"),
+            tag="registration codes"),
+        ("POST", f"{p}/registration-codes/revoke"): _admin(
+            "Revoke a code at once.", write=True, body=am.CodeRef,
+            errors=("validation_failed", "resource_not_found"), tag="registration codes"),
+        ("GET", f"{p}/sessions"): _admin(
+            "List sessions (state may be live = active or locked).",
+            query=("directory", "workspace", "user", "state", "auth_method"), tag="sessions"),
+        ("GET", f"{p}/sessions/{{session_id}}"): _admin(
+            "Get a session.", errors=("session_unknown",), tag="sessions"),
+        ("POST", f"{p}/sessions/{{session_id}}/terminate"): _admin(
+            "End a session now; its next heartbeat answers disconnect.", write=True,
+            errors=("session_unknown", "session_ended"), tag="sessions"),
+        ("GET", f"{p}/audit-events"): _admin(
+            "Audit events, newest first (kind may end in * for a prefix; since/until are "
+            "ISO 8601 times).",
+            query=("directory", "username", "kind", "outcome", "actor", "since", "until"),
+            tag="audit"),
+    }
+
+
+def _client_operations() -> dict[tuple[str, str], Operation]:
+    v = "/v1"
+    return {
+        **_ops_common(),
+        ("GET", f"{v}/openapi.json"): Operation("This OpenAPI document.", tags=("meta",)),
+        ("GET", f"{v}/jwks.json"): Operation("Public keys that verify session tickets.",
+                                             tags=("tickets",)),
+        ("POST", f"{v}/registrations"): Operation(
+            "Register a client with a registration code.", body=cm.RegistrationRequest,
+            errors=CODE_ERRORS, tags=("login",)),
+        ("POST", f"{v}/auth/challenges"): Operation(
+            "Ask for a pre-session smart-card challenge.", 201, cm.ChallengeRequest,
+            CODE_ERRORS + ("smart_card_not_allowed", "rate_limited"), tags=("login",)),
+        ("POST", f"{v}/auth/challenges/{{challenge_id}}/response"): Operation(
+            "Answer a challenge with the card's signature and certificate.", 200,
+            cm.ChallengeResponse, CHALLENGE_ERRORS + CERT_ERRORS + USER_ERRORS
+            + ("smart_card_requires_wsp", "rate_limited", "locked_out"), tags=("login",)),
+        ("POST", f"{v}/auth/password"): Operation(
+            "Log in with a password.", 200, cm.PasswordLogin,
+            CODE_ERRORS + ("invalid_credentials", "password_login_disabled", "locked_out",
+                           "rate_limited", "user_disabled"), tags=("login",)),
+        ("POST", f"{v}/workspaces/{{workspace_id}}/connect"): Operation(
+            "Connect to a WorkSpace (201 session, or 202 STARTING with a logon challenge).",
+            201, None, AUTH_ERRORS + ("smart_card_requires_wsp", "workspace_not_yours",
+                                      "workspace_unknown", "workspace_unavailable"),
+            auth="client", tags=("workspaces",), extra={"x-also": [202]}),
+        ("POST", f"{v}/workspaces/{{workspace_id}}/logon"): Operation(
+            "Sign the logon challenge of a starting WorkSpace.", 201, cm.LogonRequest,
+            AUTH_ERRORS + CHALLENGE_ERRORS + CERT_ERRORS + (
+                "workspace_not_ready", "workspace_unknown", "workspace_not_yours",
+                "smart_card_requires_wsp"), auth="client", tags=("workspaces",)),
+        ("POST", f"{v}/sessions/{{session_id}}/heartbeat"): Operation(
+            "Report card presence; the answer says none, lock or disconnect.", 200,
+            cm.HeartbeatRequest, ("session_unknown", "session_ended"), tags=("sessions",)),
+        ("DELETE", f"{v}/sessions/{{session_id}}"): Operation(
+            "End a session.", 204, None, ("session_unknown",), tags=("sessions",)),
+        ("POST", f"{v}/sessions/{{session_id}}/in-session/challenges"): Operation(
+            "Ask for an in-session (sudo, browser) challenge.", 201,
+            cm.InSessionChallengeRequest, ("session_unknown", "session_ended",
+                                           "in_session_not_allowed", "rate_limited"),
+            tags=("sessions",)),
+        ("POST", f"{v}/sessions/{{session_id}}/in-session/challenges/{{challenge_id}}/response"):
+            Operation("Answer an in-session challenge; returns a signed assertion.", 200,
+                      cm.InSessionResponse, ("session_unknown", "session_ended",
+                                             "in_session_not_allowed") + CHALLENGE_ERRORS
+                      + CERT_ERRORS, tags=("sessions",)),
+    }
+
+
+OPERATIONS: dict[str, dict[tuple[str, str], Operation]] = {
+    "admin": _admin_operations(),
+    "client": _client_operations(),
+}
+
+TITLES = {"admin": ("smartcard-broker admin API", "/admin/v1"),
+          "client": ("smartcard-broker client API", "/v1")}
+
+
+def openapi_path(rule: str) -> str:
+    """``/v1/sessions/<session_id>`` → ``/v1/sessions/{session_id}``."""
+    return _RULE_ARG.sub(r"{\1}", rule)
+
+
+def routes(app: Klein) -> set[tuple[str, str]]:
+    """Every (METHOD, OpenAPI path) the app answers, HEAD and OPTIONS aside."""
+    out: set[tuple[str, str]] = set()
+    for rule in app.url_map.iter_rules():
+        for method in rule.methods or ():
+            if method not in IGNORED_METHODS:
+                out.add((method, openapi_path(rule.rule)))
+    return out
+
+
+def all_models(api: str) -> list[type[BaseModel]]:
+    seen: dict[str, type[BaseModel]] = {}
+    for op in OPERATIONS[api].values():
+        if op.body is not None:
+            seen[op.body.__name__] = op.body
+    return list(seen.values())
+
+
+def _error_schema() -> dict[str, Any]:
+    return {
+        "type": "object", "required": ["error"], "additionalProperties": False,
+        "properties": {"error": {
+            "type": "object", "required": ["code", "message", "details"],
+            "properties": {"code": {"type": "string", "enum": sorted(STATUS)},
+                           "message": {"type": "string"},
+                           "details": {"type": "object"}}}},
+    }
+
+
+def _query_parameter(name: str) -> dict[str, Any]:
+    schemas: dict[str, dict[str, Any]] = {
+        "limit": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+        "offset": {"type": "integer", "minimum": 0},
+        "cursor": {"type": "string", "description": "next_cursor of the previous page"},
+        "disabled": {"type": "boolean"},
+        "since": {"type": "string", "format": "date-time"},
+        "until": {"type": "string", "format": "date-time"},
+    }
+    return {"name": name, "in": "query", "required": False,
+            "schema": schemas.get(name, {"type": "string"})}
+
+
+def operation_errors(op: Operation) -> tuple[str, ...]:
+    codes = list(op.errors) + list(COMMON_ERRORS)
+    if op.body is not None:
+        codes += BODY_ERRORS
+    return tuple(dict.fromkeys(codes))
+
+
+def _operation(method: str, path: str, op: Operation | None) -> dict[str, Any]:
+    params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+              for name in re.findall(r"{([^}]+)}", path)]
+    if op is None:
+        return {"summary": "Undocumented route.", "x-undocumented": True,
+                "parameters": params, "responses": {"default": {"description": "?"}}}
+    params += [_query_parameter(q) for q in op.query]
+    out: dict[str, Any] = {
+        "operationId": f"{method.lower()}_{re.sub(r'[^a-zA-Z0-9]+', '_', path).strip('_')}",
+        "summary": op.summary, "tags": list(op.tags), "parameters": params,
+    }
+    if op.body is not None:
+        out["requestBody"] = {"required": True, "content": {"application/json": {
+            "schema": {"$ref": f"#/components/schemas/{op.body.__name__}"}}}}
+    success: dict[str, Any] = {"description": "Success."}
+    if op.status != 204:
+        schema: dict[str, Any] = ({"type": "string"} if op.response == "text/plain"
+                                  else {"type": "object"})
+        success["content"] = {op.response: {"schema": schema}}
+    responses: dict[str, Any] = {str(op.status): success}
+    for extra_status in op.extra.get("x-also", []):
+        responses[str(extra_status)] = {"description": "Success (see summary).",
+                                        "content": {"application/json": {
+                                            "schema": {"type": "object"}}}}
+    by_status: dict[int, list[str]] = {}
+    for code in operation_errors(op):
+        by_status.setdefault(STATUS[code], []).append(code)
+    for status, codes in sorted(by_status.items()):
+        responses[str(status)] = {
+            "description": "Error codes: " + ", ".join(codes) + ".",
+            "x-error-codes": codes,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+    out["responses"] = responses
+    if op.auth == "admin":
+        out["security"] = [{"adminToken": []}]
+    elif op.auth == "client":
+        out["security"] = [{"authToken": []}]
+    else:
+        out["security"] = []
+    return out
+
+
+def build_document(app: Klein, api: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``app`` (``api`` is "client" or "admin")."""
+    table = OPERATIONS[api]
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path in sorted(routes(app), key=lambda mp: (mp[1], mp[0])):
+        paths.setdefault(path, {})[method.lower()] = _operation(method, path,
+                                                                table.get((method, path)))
+    models = all_models(api)
+    _, defs = models_json_schema([(m, "validation") for m in models],
+                                 ref_template="#/components/schemas/{model}")
+    schemas: dict[str, Any] = dict(defs.get("$defs", {}))
+    schemas["Error"] = _error_schema()
+    title, prefix = TITLES[api]
+    from broker import __version__
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": __version__,
+                 "description": f"Every path is under {prefix} except the operational ones. "
+                                "Errors are {\"error\": {code, message, details}}; "
+                                "x-error-codes lists the stable codes per status."},
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "adminToken": {"type": "http", "scheme": "bearer",
+                               "description": "Admin token from `broker admin token create`."},
+                "authToken": {"type": "http", "scheme": "bearer",
+                              "description": "auth_token from a login response."},
+            },
+        },
+        "x-error-statuses": dict(sorted(STATUS.items())),
+    }
+
+
+def disagreements(app: Klein, api: str) -> list[str]:
+    """What the document table and the app's routes disagree on (empty when in step)."""
+    live = routes(app)
+    table = set(OPERATIONS[api])
+    problems = [f"route {m} {p} is not described in broker.web.openapi.OPERATIONS"
+                for m, p in sorted(live - table)]
+    problems += [f"OPERATIONS describes {m} {p} but no route answers it"
+                 for m, p in sorted(table - live)]
+    return problems
+
+
+def add_openapi_route(app: Klein, ctx: BrokerContext, api: str) -> None:
+    """Serve the document at ``/v1/openapi.json`` or ``/admin/v1/openapi.json`` (no auth).
+
+    The document is built on first request, after every route has been registered."""
+    from broker.web.http import json_route
+
+    path = f"{TITLES[api][1]}/openapi.json"
+    cache: dict[str, Any] = {}
+
+    @app.route(path, methods=["GET"])
+    @json_route(api, path)
+    async def openapi_document(request: Any) -> tuple[int, Any]:
+        if "doc" not in cache:
+            cache["doc"] = build_document(app, api)
+        return 200, cache["doc"]
