@@ -4,14 +4,16 @@
 Each login is registration + challenge + signed response (software keys, real TLS). Prints
 logins/s, p50 and p99 latency and errors. By default it starts its own broker (``broker serve
 --dev`` on free ports, a demo directory with one user per client), so a peer can be measured in
-the same run by pointing --target at it instead:
+the same run by pointing --target at it instead (ECDSA P-256 credentials):
 
     python bench/login_storm.py                          # SQLite, 1 worker
     python bench/login_storm.py --workers 2 --database-url postgresql+psycopg://postgres@127.0.0.1/test
     python bench/login_storm.py --compare-workers 1,2 --database-url postgresql+psycopg://…
 
+    python bench/login_storm.py --target HOST:PORT --cafile CA.pem --code CODE --credentials DIR
+
 The numbers are only comparable within one run on one machine (shared, noisy machines): use
---compare-workers to get a ratio.
+--compare-workers (or run a peer with --target right after) to get a ratio.
 """
 
 from __future__ import annotations
@@ -229,6 +231,27 @@ def run_once(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     return result
 
 
+def run_target(args: argparse.Namespace) -> dict[str, Any]:
+    """Storm an already running broker (e.g. a peer implementation) with given credentials."""
+    if not (args.cafile and args.code and args.credentials):
+        raise SystemExit("--target needs --cafile, --code and --credentials")
+    host, _, port = args.target.rpartition(":")
+    users = []
+    for key_path in sorted(Path(args.credentials).glob("*.key.pem")):
+        cert_path = key_path.with_name(key_path.name.replace(".key.pem", ".cert.pem"))
+        key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+        from cryptography import x509
+
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        users.append((key, cert.public_bytes(serialization.Encoding.DER)))
+    if not users:
+        raise SystemExit(f"no *.key.pem in {args.credentials}")
+    target = Target(host, int(port), args.cafile, args.code, users)
+    result = storm(target, args.clients, args.count)
+    result.update(target=args.target, clients=args.clients)
+    return result
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -239,7 +262,14 @@ def main() -> None:
     p.add_argument("--compare-workers", help="e.g. 1,2: run each and print the ratio")
     p.add_argument("--database-url", help="PostgreSQL URL (default: a temporary SQLite file)")
     p.add_argument("--json", action="store_true", help="print results as JSON")
+    p.add_argument("--target", help="HOST:PORT of a running broker (or peer) to storm instead")
+    p.add_argument("--cafile", help="with --target: CA file for its TLS certificate")
+    p.add_argument("--code", help="with --target: the registration code to use")
+    p.add_argument("--credentials", help="with --target: folder of user*.key.pem/user*.cert.pem")
     args = p.parse_args()
+    if args.target:
+        print(json.dumps(run_target(args), indent=2) if args.json else run_target(args))
+        return
     runs = [int(w) for w in args.compare_workers.split(",")] if args.compare_workers \
         else [args.workers]
     results = [run_once(args, w) for w in runs]
