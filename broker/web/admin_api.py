@@ -149,19 +149,23 @@ def build_admin_app(ctx: BrokerContext) -> Klein:
 
         try:
             return await ctx.call(ctx.db.transaction, work)
-        except IntegrityError:
+        except IntegrityError as exc:
+            text = str(exc.orig).lower()
+            if "unique" not in text and "duplicate" not in text:
+                raise
             # A concurrent request created the same thing first.
             raise ServiceError("conflict", "That conflicts with an existing resource.") from None
 
     def fields(body: BaseModel) -> dict[str, Any]:
         """The fields the request named; null only where clearing makes sense."""
+        nullable = NULLABLE_PATCH_FIELDS.get(type(body).__name__, set())
         given = body.model_dump(exclude_unset=True)
 
         def check(values: dict[str, Any], where: str) -> None:
             for key, value in values.items():
                 if isinstance(value, dict):
                     check(value, f"{where}{key}.")
-                elif value is None and (where or key not in NULLABLE_PATCH_FIELDS):
+                elif value is None and (where or key not in nullable):
                     raise BadRequest(message=f"{where}{key} cannot be null.",
                                      details={"fields": [f"{where}{key}"]})
 

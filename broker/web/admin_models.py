@@ -142,5 +142,8 @@ class CodeRef(Strict):
     code: Annotated[str, Field(min_length=1, max_length=64)]
 
 
-#: Patch fields that may be set to null (cleared); any other null is refused.
-NULLABLE_PATCH_FIELDS = {"upn", "email", "subject", "cert_fingerprint", "name", "password"}
+#: Patch fields that may be set to null (cleared), per model; any other null is refused.
+NULLABLE_PATCH_FIELDS: dict[str, set[str]] = {
+    "UserPatch": {"upn", "email", "subject", "cert_fingerprint", "password"},
+    "WorkSpacePatch": {"name"},
+}
