@@ -73,10 +73,10 @@ PAGE = ("limit", "cursor", "offset")
 def _admin(summary: str, *, write: bool = False, status: int | None = None,
            body: type[BaseModel] | None = None, errors: tuple[str, ...] = (),
            query: tuple[str, ...] | None = None, tag: str = "") -> Operation:
-    base = ADMIN_WRITE_ERRORS if write else ADMIN_READ_ERRORS
+    base: tuple[str, ...] = ADMIN_WRITE_ERRORS if write else ADMIN_READ_ERRORS
     if query is not None:
         base += LIST_ERRORS
-    return Operation(summary, status or (200 if not write else 200), body, base + errors,
+    return Operation(summary, status or 200, body, base + errors,
                      PAGE + query if query is not None else (), "admin", (tag,) if tag else ())
 
 
