@@ -16,9 +16,16 @@ The rules (shared/reference, shared/DESIGN.md §1):
   64-bit means x86-64 (x86_64, amd64, x64) or ARM64; 32-bit x86 is refused. A version that is
   not a dotted number is ``client_version_unsupported``, never an exception.
 * In-session use (sudo, browsers) wherever the region has WSP and the catalogue and the
-  directory allow it (``in_session_not_allowed`` for all three, as the API contract says).
+  directory allow it (``in_session_not_allowed`` for all three — PCoIP, region, directory
+  toggle — as DESIGN §5 says; a PCoIP session also carries ``smart_card_requires_wsp``).
+  Client platform/arch/version rules are for pre-session only: in-session the card is
+  redirected by whichever client already logged in.
 * One card at a time, pre- and in-session: 0 cards → ``no_card``, 2+ → ``multiple_cards``;
-  ``None`` means "not known yet" (registration) and adds no reason.
+  ``None`` means "not known yet" (registration) and adds no reason. A negative count is junk
+  from the client and is read as "no usable card" (``no_card``), never an exception.
+
+Platform, arch and version are arbitrary client text: aliases are normalised case-insensitively
+and nothing a client sends makes this module raise.
 """
 
 from __future__ import annotations
@@ -32,13 +39,22 @@ from broker.regions import RegionEntry
 MIN_CLIENT_VERSION = (3, 1, 1)
 _ARCH_64 = {"x86_64", "amd64", "x64", "x86-64", "arm64", "aarch64", "win64"}
 _ARCH_32 = {"x86", "i386", "i486", "i586", "i686", "win32", "ia32", "arm", "armv7"}
-_VERSION_RE = re.compile(r"^\d{1,6}(\.\d{1,6}){0,5}$")
+_VERSION_RE = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,6}){0,5}")  # ASCII only, bounded
 _WINDOWS = {"windows", "win", "win32", "win64", "microsoft windows"}
 
 
 class Protocol(enum.StrEnum):
     WSP = "WSP"
     PCOIP = "PCoIP"
+
+    @classmethod
+    def _missing_(cls, value: object) -> Protocol | None:
+        # "wsp", "pcoip": protocol names are case-insensitive in the admin API and TOML files
+        if isinstance(value, str):
+            for member in cls:
+                if member.value.lower() == value.strip().lower():
+                    return member
+        return None
 
 
 class Purpose(enum.StrEnum):
@@ -91,7 +107,7 @@ def parse_version(text: str) -> tuple[int, ...] | None:
     t = text.strip()
     if t[:1] in ("v", "V"):
         t = t[1:]
-    if not _VERSION_RE.match(t):
+    if not _VERSION_RE.fullmatch(t):
         return None
     return tuple(int(p) for p in t.split("."))
 
@@ -100,13 +116,31 @@ def _pad(v: tuple[int, ...]) -> tuple[int, ...]:
     return v + (0,) * (3 - len(v)) if len(v) < 3 else v
 
 
+def _norm(text: object) -> str:
+    return text.strip().lower() if isinstance(text, str) else ""
+
+
+def normalise_arch(arch: str) -> str | None:
+    """"x86_64" for the x86-64 aliases, "arm64" for ARM64, "x86" for 32-bit x86, else None."""
+    a = _norm(arch)
+    if a in _ARCH_64:
+        return "arm64" if a in ("arm64", "aarch64") else "x86_64"
+    if a in _ARCH_32:
+        return "x86"
+    return None
+
+
 def client_reasons(client: ClientInfo) -> list[Reason]:
-    """Why this client may not log in with a card (empty when it may)."""
+    """Why this client may not log in with a card (empty when it may).
+
+    64-bit Windows is x86-64 (x86_64, amd64, x64, …) or ARM64: the reference says only
+    "64-bit version of Windows", and Windows on ARM64 is 64-bit Windows. 32-bit x86 and
+    anything unrecognised are refused.
+    """
     reasons = []
-    if client.platform.strip().lower() not in _WINDOWS:
+    if _norm(client.platform) not in _WINDOWS:
         reasons.append(Reason.CLIENT_PLATFORM_UNSUPPORTED)
-    arch = client.arch.strip().lower()
-    if arch not in _ARCH_64:
+    if normalise_arch(client.arch) not in ("x86_64", "arm64"):
         reasons.append(Reason.CLIENT_ARCH_UNSUPPORTED)
     version = parse_version(client.version)
     if version is None or _pad(version) < MIN_CLIENT_VERSION:
@@ -115,6 +149,7 @@ def client_reasons(client: ClientInfo) -> list[Reason]:
 
 
 def card_reasons(card_count: int | None) -> list[Reason]:
+    """One card at a time: none known → no reason; 0 or negative → no_card; 2+ → multiple."""
     if card_count is None:
         return []
     if card_count <= 0:  # negative counts are junk: treated as no card
@@ -127,7 +162,12 @@ def card_reasons(card_count: int | None) -> list[Reason]:
 def decide_smart_card(region: RegionEntry, directory: DirectorySettings, purpose: Purpose, *,
                       client: ClientInfo | None = None, card_count: int | None = None,
                       protocol: Protocol | None = None) -> Decision:
-    """May a smart card be used for ``purpose`` here? Every applicable reason when not."""
+    """May a smart card be used for ``purpose`` here? Every applicable reason when not.
+
+    ``client`` and ``card_count`` None mean "not known yet" and add no reason; ``protocol``
+    None means no WorkSpace is chosen yet. Raises ValueError only for a ``purpose`` or
+    ``protocol`` that is not one of the enums' values (a programming error, not client input).
+    """
     reasons: list[Reason] = []
     if protocol is not None and Protocol(protocol) != Protocol.WSP:
         reasons.append(Reason.SMART_CARD_REQUIRES_WSP)
@@ -139,7 +179,8 @@ def decide_smart_card(region: RegionEntry, directory: DirectorySettings, purpose
         if client is not None:
             reasons += client_reasons(client)
     else:
-        if not (region.wsp and region.smart_card_in_session and directory.in_session):
+        if not (region.wsp and region.smart_card_in_session and directory.in_session) \
+                or Reason.SMART_CARD_REQUIRES_WSP in reasons:
             reasons.append(Reason.IN_SESSION_NOT_ALLOWED)
     reasons += card_reasons(card_count)
     return Decision.of(reasons)

@@ -127,10 +127,15 @@ def parse(text: str, catalogue: Any = None) -> RegistrationCode:
 
 def is_usable(state: str, revoked_at: datetime | None, rotated_at: datetime | None,
               grace: timedelta, now: datetime) -> str:
-    """"ok", "revoked", or "rotated_expired" (a rotated code works until the grace ends)."""
+    """"ok", "revoked", or "rotated_expired" (a rotated code works until the grace ends).
+
+    ``state`` is the stored state (active|rotated|revoked). Revocation wins over rotation; a
+    rotated code with no rotation time is treated as past its grace. Both "revoked" and
+    "rotated_expired" mean ``registration_code_revoked`` to the caller.
+    """
     if state == "revoked" or revoked_at is not None:
         return "revoked"
-    if state == "rotated":
+    if state == "rotated" or rotated_at is not None:
         if rotated_at is None or now >= rotated_at + grace:
             return "rotated_expired"
     return "ok"

@@ -171,3 +171,122 @@ def test_policy_imports_nothing_from_twisted_sqlalchemy_or_http() -> None:
             "bad = [m for m in sys.modules if m.split('.')[0] in "
             "('twisted', 'sqlalchemy', 'klein', 'http')]; print(bad); sys.exit(bool(bad))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("arch", ["x86_64", "AMD64", "x64", " X86-64 ", "arm64", "AArch64"])
+def test_64_bit_windows_arch_aliases_are_accepted(arch: str) -> None:
+    """x86-64 aliases and ARM64 are "64-bit Windows" (the reference names no CPU)."""
+    assert reasons(client=ClientInfo("Windows", arch, "3.1.1"), card_count=1) == set()
+
+
+@pytest.mark.parametrize("arch", ["x86", "i386", "I686", "win32", "", "sparc", "x86_65"])
+def test_32_bit_or_unknown_arch_is_refused(arch: str) -> None:
+    assert reasons(client=ClientInfo("windows", arch, "3.1.1"), card_count=1) == {
+        "client_arch_unsupported"}
+
+
+@pytest.mark.parametrize("platform", ["macos", "linux", "web", "ios", "android", "", "windowsx"])
+def test_non_windows_client_is_refused_pre_session(platform: str) -> None:
+    assert reasons(client=ClientInfo(platform, "x86_64", "3.1.1"), card_count=1) == {
+        "client_platform_unsupported"}
+
+
+@pytest.mark.parametrize("version", ["3.1.1", "3.1.1.123", "3.1.10", "3.2", "4", "v3.1.1",
+                                     " 3.1.1 ", "5.0.0"])
+def test_windows_client_3_1_1_or_later_is_accepted(version: str) -> None:
+    assert reasons(client=ClientInfo("windows", "x86_64", version), card_count=1) == set()
+
+
+@pytest.mark.parametrize("version", ["3.1.0", "3.1", "3", "3.0.99", "2.9.9", "", "abc", "3..1",
+                                     "-1", "3.1.1-beta", "3.1.1.", ".3.1.1", "9" * 10_000,
+                                     "1." * 5_000, "３.１.１", "3.1.1\n4"])
+def test_old_or_junk_client_version_is_unsupported(version: str) -> None:
+    assert reasons(client=ClientInfo("windows", "x86_64", version), card_count=1) == {
+        "client_version_unsupported"}
+
+
+def test_versions_compare_numerically_not_as_text() -> None:
+    assert parse_version("3.1.10") > parse_version("3.1.9")  # type: ignore[operator]
+    assert parse_version("3.1.1.123") == (3, 1, 1, 123)
+
+
+@pytest.mark.parametrize("count,expected", [(None, set()), (1, set()), (0, {"no_card"}),
+                                            (-1, {"no_card"}), (2, {"multiple_cards"}),
+                                            (7, {"multiple_cards"})])
+def test_one_card_at_a_time_pre_session(count: int | None, expected: set[str]) -> None:
+    assert reasons(client=WIN, card_count=count) == expected
+
+
+@pytest.mark.parametrize("count,expected", [(1, set()), (0, {"no_card"}),
+                                            (2, {"multiple_cards"})])
+def test_one_card_at_a_time_in_session(count: int, expected: set[str]) -> None:
+    assert reasons(EAST, purpose=Purpose.IN_SESSION, card_count=count,
+                   protocol=Protocol.WSP) == expected
+
+
+def test_in_session_ignores_the_client_platform() -> None:
+    assert reasons(EAST, purpose=Purpose.IN_SESSION, client=ClientInfo("linux", "x86", "1"),
+                   card_count=1, protocol=Protocol.WSP) == set()
+
+
+def test_pcoip_in_session_is_in_session_not_allowed_and_requires_wsp() -> None:
+    assert reasons(EAST, purpose=Purpose.IN_SESSION, protocol=Protocol.PCOIP) == {
+        "smart_card_requires_wsp", "in_session_not_allowed"}
+
+
+def test_in_session_region_without_wsp_is_not_allowed() -> None:
+    assert reasons(NO_WSP, purpose=Purpose.IN_SESSION) == {"in_session_not_allowed"}
+
+
+def test_in_session_directory_toggle_off_is_not_allowed() -> None:
+    assert reasons(EAST, OFF, Purpose.IN_SESSION) == {"in_session_not_allowed"}
+
+
+def test_commercial_region_refuses_pre_session_and_logon() -> None:
+    for purpose in (Purpose.PRE_SESSION, Purpose.LOGON):
+        assert reasons(EAST, purpose=purpose, client=WIN, card_count=1) == {
+            "region_pre_session_unavailable"}
+
+
+def test_directory_without_pre_session_is_smart_card_disabled() -> None:
+    assert reasons(GOV_WEST, OFF, client=WIN, card_count=1) == {"smart_card_disabled"}
+
+
+def test_reasons_come_in_a_stable_order_without_duplicates() -> None:
+    d = decide_smart_card(NO_WSP, OFF, Purpose.LOGON, client=ClientInfo("web", "", ""),
+                          card_count=3, protocol=Protocol.PCOIP)
+    assert list(d.reasons) == [r for r in Reason if r in d.reasons]
+    assert len(set(d.reasons)) == len(d.reasons)
+
+
+def test_protocol_names_are_case_insensitive() -> None:
+    assert Protocol("pcoip") is Protocol.PCOIP and Protocol("wsp") is Protocol.WSP
+
+
+def test_reason_values_are_the_api_codes() -> None:
+    assert {r.value for r in Reason} == {
+        "region_pre_session_unavailable", "client_platform_unsupported",
+        "client_arch_unsupported", "client_version_unsupported", "multiple_cards", "no_card",
+        "smart_card_disabled", "smart_card_requires_wsp", "in_session_not_allowed"}
+
+
+def test_login_methods_ignore_card_count_for_in_session() -> None:
+    offer = login_methods(GOV_WEST, ON, WIN, card_count=2)
+    assert offer.in_session.allowed and not offer.pre_session.allowed
+    assert offer.methods == ("password",)
+
+
+def test_login_methods_refuse_smart_card_for_an_old_mac_client_with_reasons() -> None:
+    offer = login_methods(GOV_WEST, ON, ClientInfo("macos", "arm64", "3.0.0"))
+    assert offer.methods == ("password",)
+    assert set(offer.pre_session.reasons) == {Reason.CLIENT_PLATFORM_UNSUPPORTED,
+                                              Reason.CLIENT_VERSION_UNSUPPORTED}
+
+
+@given(platform=text, arch=text, version=text, junk=st.text(max_size=200))
+def test_arbitrary_client_text_never_raises(platform, arch, version, junk) -> None:  # type: ignore[no-untyped-def]
+    parse_version(junk)
+    for region in (GOV_WEST, EAST, NO_WSP):
+        for purpose in Purpose:
+            decide_smart_card(region, ON, purpose, client=ClientInfo(platform, arch, version))
+        login_methods(region, ON, ClientInfo(platform, arch, version))
