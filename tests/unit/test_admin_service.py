@@ -144,3 +144,23 @@ def test_terminate_tells_the_next_heartbeat_to_disconnect(corp: BrokerContext) -
     with pytest.raises(ServiceError) as err:
         corp.db.transaction(lambda s: admin.terminate_session(s, corp, "pw", ACTOR))
     assert err.value.code == "session_ended"
+
+
+@pytest.mark.xfail(strict=True, reason="directories.apply_loaded changes a WorkSpace's protocol "
+                   "without ending its smart-card sessions (admin.end_smart_card_sessions)")
+def test_apply_switching_a_workspace_to_pcoip_ends_its_smart_card_sessions(
+        corp: BrokerContext, tmp_path: Path) -> None:
+    from broker.service import directories
+
+    add_session(corp, "card", "ws-a", "smart_card")
+    path = tmp_path / "d.toml"
+    path.write_text('[[directory]]\nid = "corp"\nname = "Corp"\nregion = "us-gov-west-1"\n'
+                    'password_login = true\nregistration_codes = 0\n'
+                    '[[directory.user]]\nusername = "alice"\n'
+                    '[[directory.workspace]]\nid = "ws-a"\nuser = "alice"\nprotocol = "PCoIP"\n'
+                    'state = "AVAILABLE"\n')
+    loaded = directories.load_file(path, set(corp.catalogue.region_ids()))
+    corp.db.transaction(lambda s: directories.apply_loaded(s, loaded, catalogue=corp.catalogue,
+                                                           actor=ACTOR))
+    assert corp.db.transaction(lambda s: s.get(WorkSpace, "ws-a").protocol) == "PCoIP"
+    assert session_row(corp, "card").state == "ended"
