@@ -270,8 +270,16 @@ def update_directory(session: Session, ctx: BrokerContext, directory_id: str,
                      fields: Mapping[str, Any], actor: str) -> dict[str, Any]:
     d = get_directory_row(session, directory_id)
     values = _directory_values(fields)
-    if "region" in values:
+    if "region" in values and values["region"] != d.region:
         _check_region(ctx, values["region"])
+        # A code's prefix names its region: live codes would point at the wrong one.
+        live = session.scalar(select(RegistrationCode.id).where(
+            RegistrationCode.directory_id == d.id, RegistrationCode.state == "active").limit(1))
+        if live is not None:
+            raise ServiceError("validation_failed",
+                               "Revoke the directory's active registration codes before moving "
+                               "it to another region (a code's prefix names its region).",
+                               {"field": "region"})
     changed = [k for k, v in values.items() if getattr(d, k) != v]
     for k in changed:
         setattr(d, k, values[k])

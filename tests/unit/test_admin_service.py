@@ -164,3 +164,15 @@ def test_apply_switching_a_workspace_to_pcoip_ends_its_smart_card_sessions(
                                                            actor=ACTOR))
     assert corp.db.transaction(lambda s: s.get(WorkSpace, "ws-a").protocol) == "PCoIP"
     assert session_row(corp, "card").state == "ended"
+
+
+def test_region_change_needs_the_codes_revoked_first(corp: BrokerContext) -> None:
+    [code] = corp.db.transaction(lambda s: admin.issue_codes(s, corp, "corp", 1, ACTOR))
+    with pytest.raises(ServiceError) as err:
+        corp.db.transaction(lambda s: admin.update_directory(s, corp, "corp",
+                                                             {"region": "us-east-1"}, ACTOR))
+    assert err.value.code == "validation_failed"
+    corp.db.transaction(lambda s: admin.revoke_code(s, corp, code["code"], ACTOR))
+    view = corp.db.transaction(lambda s: admin.update_directory(s, corp, "corp",
+                                                                {"region": "us-east-1"}, ACTOR))
+    assert view["region"] == "us-east-1"
