@@ -169,6 +169,8 @@ def demo(settings: Settings, pin: str, card_mode: str, key_kind: str,
         fail(exc.message)
     ctx.db.dispose()
     code = result.directories[0]["registration_codes"][0]
+    prefix, _, body = code.partition("+")
+    code = f"{ctx.catalogue.by_prefix(prefix).prefix}+{body}"  # as an admin would hand it out
     click.echo(f"  directory 'demo' in us-gov-west-1, registration code {code}")
 
     proc, port, cafile = start_broker(workdir, db_url, start_delay)
@@ -193,10 +195,12 @@ def demo(settings: Settings, pin: str, card_mode: str, key_kind: str,
 
             link = VpcdLink(card, port=VPCD_PORT)
             link.start()
-            reader = link.wait_connected(10.0) if hasattr(link, "wait_connected") else None
+            if not link.wait_connected(10.0):
+                fail(f"the virtual card could not reach vpcd on port {VPCD_PORT}; is pcscd "
+                     "running? (or use --card in-process)")
             cards = PcscCards()
-            click.echo("  card: virtual PIV card in pcscd's reader "
-                       f"{reader or 'Virtual PCD 00 00'} (via vpcd)")
+            click.echo("  card: virtual PIV card in pcscd's reader 'Virtual PCD 00 00' "
+                       "(the simulator feeds vpcd over TCP; pyscard talks PC/SC)")
         api = BrokerApi(BrokerEndpoint("127.0.0.1", port, cafile=str(cafile)))
         flow = LoginFlow(api, code, cards, DemoScreens(pin), poll_interval=0.5)
         login = flow.login(card_wait=15)

@@ -1,0 +1,267 @@
+"""`broker-client`: register, log in with the smart card, inspect the card, run a virtual card.
+
+Every expected failure prints one line ``error: …`` and exits non-zero; the PIN is read without
+echo (or from stdin with --pin-stdin) and is never printed or logged.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from broker.errors import BrokerError
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+class TerminalScreens:
+    """The WorkSpaces client's screens on a terminal."""
+
+    def __init__(self, pin_stdin: bool, cert_slot: str | None) -> None:
+        self.pin_stdin = pin_stdin
+        self.cert_slot = cert_slot
+        self._stdin_pins: list[str] | None = None
+
+    def show(self, title: str, text: str = "") -> None:
+        click.secho(f"== {title}", bold=True, err=True)
+        if text:
+            click.echo(f"   {text}", err=True)
+
+    def choose_certificate(self, options: Sequence[Any]) -> Any:
+        self.show("Certificates")
+        for i, o in enumerate(options, 1):
+            click.echo(f"   {i}. [{o.slot_id}] {o.label}: {o.certificate.subject.rfc4514_string()}",
+                       err=True)
+        if self.cert_slot:
+            for o in options:
+                if o.slot_id == self.cert_slot.lower():
+                    return o
+            fail(f"no accepted certificate in slot {self.cert_slot}")
+        if len(options) == 1:
+            return options[0]
+        n = click.prompt("Select your certificate", type=click.IntRange(1, len(options)),
+                         err=True)
+        return options[n - 1]
+
+    def ask_pin(self, prompt: str) -> str:
+        if self.pin_stdin:
+            if self._stdin_pins is None:
+                self._stdin_pins = [line.strip() for line in sys.stdin.read().splitlines()
+                                    if line.strip()]
+            if not self._stdin_pins:
+                fail("no PIN on standard input")
+            # The same PIN serves both prompts unless a second line gives another.
+            return self._stdin_pins.pop(0) if len(self._stdin_pins) > 1 else self._stdin_pins[0]
+        return str(click.prompt(prompt, hide_input=True, err=True))
+
+    def choose_workspace(self, workspaces: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        self.show("WorkSpaces")
+        for i, w in enumerate(workspaces, 1):
+            click.echo(f"   {i}. {w['id']} ({w['protocol']}, {w['running_mode']}, {w['state']})",
+                       err=True)
+        n = click.prompt("Connect to", type=click.IntRange(1, len(workspaces)), default=1,
+                         err=True)
+        return workspaces[n - 1]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Thin client for smartcard-broker: smart-card login to WorkSpaces."""
+
+
+@main.command()
+@click.argument("code")
+@click.option("--broker", "broker_addr", required=True, help="Broker address HOST:PORT.")
+@click.option("--cafile", type=click.Path(exists=True, dir_okay=False),
+              help="Verify the broker against this CA instead of pinning its certificate.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to keep the registration (default ~/.config/smartcard-broker).")
+def register(code: str, broker_addr: str, cafile: str | None, config_path: Path | None) -> None:
+    """Register with a registration CODE: stores the code and the broker's TLS pin."""
+    from broker.client.flow import (
+        BrokerApi,
+        BrokerEndpoint,
+        LoginFlow,
+        fetch_certificate_pin,
+        save_registration,
+    )
+
+    try:
+        ep = BrokerEndpoint.parse(broker_addr, cafile=cafile)
+        if not cafile:
+            ep.pin_sha256 = fetch_certificate_pin(ep.host, ep.port)
+        reg = LoginFlow(BrokerApi(ep), code, cards=None, screens=None).register()  # type: ignore[arg-type]
+        path = save_registration(broker_addr, code, ep.pin_sha256, cafile, config_path)
+    except BrokerError as exc:
+        fail(exc.message)
+    click.echo(f"registered with {reg['directory']['name']} ({reg['region']}); "
+               f"login methods: {', '.join(reg['login_methods']) or 'none'}")
+    if "smart_card" not in reg["login_methods"]:
+        reasons = ", ".join(reg["smart_card"].get("reasons", []))
+        click.echo(f"smart-card login is not offered here: {reasons}")
+    if ep.pin_sha256:
+        click.echo(f"broker certificate pinned: sha256 {ep.pin_sha256}")
+    click.echo(f"saved to {path}")
+
+
+@main.command()
+@click.option("--reader", help="Use this PC/SC reader.")
+@click.option("--pin-stdin", is_flag=True, help="Read the PIN(s) from standard input.")
+@click.option("--cert", "cert_slot", help="Certificate slot to use, e.g. 9a.")
+@click.option("--workspace", "workspace_id", help="WorkSpace to connect to.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the session as JSON.")
+def login(reader: str | None, pin_stdin: bool, cert_slot: str | None,
+          workspace_id: str | None, config_path: Path | None, as_json: bool) -> None:
+    """Log in with the smart card and connect to a WorkSpace."""
+    from broker.client.access import PcscCards
+    from broker.client.flow import BrokerApi, BrokerEndpoint, LoginFlow, load_registration
+
+    try:
+        saved = load_registration(config_path)
+        ep = BrokerEndpoint.parse(saved["broker"], cafile=saved.get("cafile"),
+                                  pin_sha256=saved.get("tls_pin_sha256"))
+        flow = LoginFlow(BrokerApi(ep), saved["registration_code"], PcscCards(reader),
+                         TerminalScreens(pin_stdin, cert_slot))
+        result = flow.login()
+        session = flow.connect(result, workspace_id)
+    except BrokerError as exc:
+        fail(exc.message)
+    if as_json:
+        click.echo(json.dumps(session, indent=2))
+    else:
+        click.echo(f"session {session['id']} on {session['workspace_id']} via "
+                   f"{session['gateway']['host']}:{session['gateway']['port']} "
+                   f"({session['gateway']['protocol']}), expires {session['expires_at']}")
+
+
+@main.group()
+def card() -> None:
+    """The smart card in the reader."""
+
+
+@card.command("info")
+@click.option("--reader", help="Use this PC/SC reader.")
+@click.option("--json", "as_json", is_flag=True)
+def card_info(reader: str | None, as_json: bool) -> None:
+    """Reader, ATR, card kind, CHUID and certificates, PIN tries left."""
+    from broker.client import transport
+    from broker.client.card import open_card
+
+    try:
+        conn = transport.connect(reader)
+        sc = open_card(conn)
+        chuid = sc.piv.read_chuid()
+        certs = sc.certificates()
+        tries = sc.pin_attempts_remaining()
+    except BrokerError as exc:
+        fail(exc.message)
+    info = {"reader": conn.reader, "atr": sc.atr.hex(), "kind": sc.kind,
+            "fasc_n": chuid.fasc_n.hex() if chuid and chuid.fasc_n else None,
+            "card_uuid": chuid.guid.hex() if chuid and chuid.guid else None,
+            "pin_tries_left": tries,
+            "certificates": [{"slot": c.slot_id, "label": c.label,
+                              "subject": c.certificate.subject.rfc4514_string(),
+                              "issuer": c.certificate.issuer.rfc4514_string(),
+                              "not_after": c.certificate.not_valid_after_utc.isoformat()}
+                             for c in certs]}
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    for key in ("reader", "atr", "kind", "fasc_n", "card_uuid", "pin_tries_left"):
+        click.echo(f"{key}: {info[key]}")
+    for c in info["certificates"]:
+        click.echo(f"[{c['slot']}] {c['label']}: {c['subject']} (issuer {c['issuer']}, "
+                   f"until {c['not_after']})")
+
+
+@main.command("card-sim")
+@click.argument("kind", type=click.Choice(["piv"]))
+@click.option("--pin", default="123456", show_default=True)
+@click.option("--puk", default="12345678", show_default=True)
+@click.option("--key", "key_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--cert", "cert_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--key-kind", type=click.Choice(["ec-p256", "ec-p384", "rsa-2048"]),
+              default="ec-p256", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write the demo certificate and CA (default: a temp folder).")
+@click.option("--vpcd", default="127.0.0.1:35963", show_default=True,
+              help="vpcd address (HOST:PORT) of the virtual reader.")
+def card_sim(kind: str, pin: str, puk: str, key_path: str | None, cert_path: str | None,
+             key_kind: str, out_dir: Path | None, vpcd: str) -> None:
+    """Run a virtual card in pcscd's vpcd reader until stopped (Ctrl-C)."""
+    import signal
+    import tempfile
+    import time
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from broker.cardsim import PivCard
+    from broker.cardsim.vpcd import VpcdLink
+    from broker.pki import issue
+
+    if bool(key_path) != bool(cert_path):
+        fail("give --key and --cert together, or neither", 2)
+    if key_path and cert_path:
+        key = serialization.load_pem_private_key(Path(key_path).read_bytes(), None)
+        cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
+    else:
+        out = out_dir or Path(tempfile.mkdtemp(prefix="card-sim-"))
+        out.mkdir(parents=True, exist_ok=True)
+        pki = issue.make_demo_pki(key_kind)
+        key, cert = pki.user.key, pki.user.cert
+        (out / "card-cert.pem").write_bytes(pki.user.cert_pem())
+        (out / "ca.pem").write_bytes(pki.intermediate.cert_pem())
+        (out / "root.pem").write_bytes(pki.root.cert_pem())
+        click.echo(f"demo certificate and CA written to {out}")
+    host, _, port = vpcd.rpartition(":")
+    link = VpcdLink(PivCard(key=key, certificate=cert, pin=pin, puk=puk), host, int(port))
+    link.start()
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    try:
+        if link.wait_connected(10):
+            click.echo(f"virtual {kind.upper()} card inserted in the vpcd reader at {vpcd}")
+        else:
+            click.echo(f"waiting for vpcd at {vpcd} (is pcscd running?)")
+        while not stop:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        link.stop()
+    click.echo("card removed")
+
+
+@main.command("nss-setup")
+@click.option("--dbdir", type=click.Path(file_okay=False, path_type=Path),
+              help="NSS database folder (default ~/.pki/nssdb).")
+@click.option("--module", "module_path", help="Path of opensc-pkcs11.so (default: found).")
+@click.option("--firefox-policy", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write a Firefox enterprise policy (SecurityDevices) to this file.")
+def nss_setup(dbdir: Path | None, module_path: str | None,
+              firefox_policy: Path | None) -> None:
+    """Register OpenSC's PKCS#11 module in the NSS database (Chrome, Firefox in-session)."""
+    from broker.client import nss
+
+    try:
+        result = nss.register_opensc(dbdir, module_path)
+        click.echo(result)
+        if firefox_policy:
+            nss.write_firefox_policy(firefox_policy, module_path or nss.find_opensc_module())
+            click.echo(f"Firefox policy written to {firefox_policy}")
+    except BrokerError as exc:
+        fail(exc.message)
+
+
+if __name__ == "__main__":
+    main()
