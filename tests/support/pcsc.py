@@ -1,0 +1,85 @@
+"""The real PC/SC stack for tests: pcscd (started when absent), vpcd readers, virtual cards.
+
+vpcd's ports are machine-wide, so every test that uses them holds an exclusive file lock for its
+whole duration; tests skip with the reason when pcscd, vpcd or pyscard is missing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+LOCK = Path("/tmp/smartcard-broker-vpcd.lock")
+PORTS = (35963, 35964)
+
+
+def stack_problem() -> str | None:
+    if shutil.which("pcscd") is None:
+        return "pcscd is not installed (apt-get install pcscd)"
+    if not Path("/usr/lib/pcsc/drivers/serial/libifdvpcd.so").exists():
+        return "vsmartcard-vpcd is not installed (apt-get install vsmartcard-vpcd)"
+    try:
+        import smartcard  # noqa: F401
+    except ImportError:
+        return "pyscard is not installed (pip install pyscard)"
+    return None
+
+
+def ensure_pcscd() -> None:
+    if subprocess.run(["pgrep", "-x", "pcscd"], capture_output=True).returncode == 0:
+        return
+    subprocess.Popen(["pcscd", "-f"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True)
+    from broker.client import transport
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if len(transport.readers()) >= 1:
+                return
+        except Exception:  # pcscd still starting
+            pass
+        time.sleep(0.2)
+    pytest.skip("pcscd did not come up")
+
+
+def wait_present(count: int, timeout: float = 10.0) -> None:
+    from broker.client import transport
+
+    deadline = time.monotonic() + timeout
+    while transport.card_count() != count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pcscd does not see {count} card(s)")
+        time.sleep(0.1)
+
+
+@contextmanager
+def vpcd_cards(*cards: Any) -> Iterator[list[Any]]:
+    """Put ``cards`` into the vpcd readers (first in 'Virtual PCD 00 00', …) under the lock."""
+    problem = stack_problem()
+    if problem:
+        pytest.skip(problem)
+    from broker.cardsim.vpcd import VpcdLink
+
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ensure_pcscd()
+        links = [VpcdLink(card, port=port).start() for card, port in zip(cards, PORTS,
+                                                                          strict=False)]
+        try:
+            for link in links:
+                assert link.wait_connected(10), "vpcd did not accept the virtual card"
+            wait_present(len(links))
+            yield links
+        finally:
+            for link in links:
+                link.stop()
+            wait_present(0)
