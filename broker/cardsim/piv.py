@@ -1,21 +1,31 @@
 """A virtual PIV card (NIST SP 800-73-4) that OpenSC, pyscard and our client accept.
 
-It answers SELECT of the PIV AID with an Application Property Template, GET DATA for the
-Discovery object, the CHUID and the four key-slot certificates, VERIFY (PIN padded with FF to 8
-bytes; 63Cx retries left; 6983 blocked), RESET RETRY COUNTER with the PUK, and GENERAL
-AUTHENTICATE signatures in slots 9A/9C/9D/9E (raw RSA on a client-padded block; ECDSA on a
-hash, answered DER-encoded). Long answers go out in pieces with 61xx + GET RESPONSE; long
-commands may come chained (CLA bit 0x10). Removal or power-off forgets the verified PIN.
-The card counts APDUs and bytes so benchmarks can compare clients.
+What it answers (all on top of :class:`~broker.cardsim.card.VirtualCard`: chaining, 61xx):
+
+- SELECT ``A0 00 00 03 08 00 00 10 00 [01 00]`` (a prefix is enough) → Application Property
+  Template ``61 { 4F PIX, 79 { 4F A0 00 00 03 08 }, 50 label, AC { 80 alg… 06 00 } }``.
+- GET DATA ``00 CB 3F FF 5C <tag>``: Discovery ``7E``, CHUID ``5FC102`` (FASC-N, GUID = card
+  UUID, expiry, empty signature), CCC ``5FC107``, certificates ``5FC105`` (9A), ``5FC10A`` (9C),
+  ``5FC10B`` (9D), ``5FC101`` (9E) as ``53 { 70 cert, 71 00|01 (gzip), FE 00 }``; 6A82 absent.
+- VERIFY ``00 20 00 80`` (PIN block: digits padded with FF to 8 bytes): 63Cx wrong, 6983 blocked,
+  empty data → 9000 if verified else 63Cx; ``00 20 FF 80`` logs out.
+- CHANGE REFERENCE DATA ``00 24 00 80|81`` and RESET RETRY COUNTER ``00 2C 00 80`` (PUK + new PIN),
+  both counting down the reference they check.
+- GENERAL AUTHENTICATE ``00 87 <alg> <slot> 7C { 82 00, 81 <data> }`` → ``7C { 82 <sig> }``:
+  RSA (06 1024, 07 2048, 05 3072, 16 4096) is the raw private operation on the client-padded
+  block; ECC (11 P-256, 14 P-384) signs the given hash, answered DER-encoded. 9A/9D need the
+  PIN, 9C needs a VERIFY right before each signature (PIN always), 9E needs none → 6982.
+- Anything else (OpenSC's vendor probes such as the YubiKey version) → 6D00.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 import gzip
-import threading
 import uuid
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
@@ -23,19 +33,66 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
+from broker.cardsim.card import (
+    SW,
+    CardStatus,
+    Command,
+    PinCounter,
+    SecurityState,
+    VirtualCard,
+    pin_from_block,
+    retries_sw,
+)
+from broker.cardsim.tlv import ber, parse_ber
+
 PIV_AID = bytes.fromhex("a000000308000010000100")
-PIV_AID_SHORT = bytes.fromhex("a00000030800001000")
-ATR = bytes.fromhex("3bf81300008131fe15597562696b657934d4")  # a PIV card ATR shape
+PIV_AID_SHORT = PIV_AID[:9]
+# A plausible contact PIV ATR that no OpenSC driver claims by ATR, so OpenSC probes by AID.
+PIV_ATR = bytes.fromhex("3bf81300008131fe15597562696b657934d4")
+DEMO_FASC_N = bytes.fromhex("d4e739da739ced39ce739d836858210842108421c84210c3eb")
 
 
-class Ins(enum.IntEnum):
-    SELECT = 0xA4
-    GET_DATA = 0xCB
+class PivIns(enum.IntEnum):
     VERIFY = 0x20
     CHANGE_REFERENCE = 0x24
     RESET_RETRY = 0x2C
     GENERAL_AUTHENTICATE = 0x87
-    GET_RESPONSE = 0xC0
+    GET_DATA = 0xCB
+
+
+class KeyRef(enum.IntEnum):
+    PIN = 0x80
+    PUK = 0x81
+
+
+class Algorithm(enum.IntEnum):
+    """SP 800-78 cryptographic mechanism identifiers."""
+
+    RSA_1024 = 0x06
+    RSA_2048 = 0x07
+    RSA_3072 = 0x05
+    RSA_4096 = 0x16
+    ECC_P256 = 0x11
+    ECC_P384 = 0x14
+
+    @classmethod
+    def of(cls, key: Any) -> Algorithm:
+        if isinstance(key, ec.EllipticCurvePrivateKey):
+            return {256: cls.ECC_P256, 384: cls.ECC_P384}[key.curve.key_size]
+        if isinstance(key, rsa.RSAPrivateKey):
+            return {1024: cls.RSA_1024, 2048: cls.RSA_2048, 3072: cls.RSA_3072,
+                    4096: cls.RSA_4096}[key.key_size]
+        raise ValueError(f"unsupported key type {type(key).__name__}")
+
+
+class ObjectId(enum.IntEnum):
+    DISCOVERY = 0x7E
+    CHUID = 0x5FC102
+    CCC = 0x5FC107
+    CERT_CARD_AUTH = 0x5FC101
+    CERT_AUTHENTICATION = 0x5FC105
+    CERT_SIGNATURE = 0x5FC10A
+    CERT_KEY_MANAGEMENT = 0x5FC10B
 
 
 class Slot(enum.IntEnum):
@@ -45,287 +102,251 @@ class Slot(enum.IntEnum):
     CARD_AUTH = 0x9E
 
     @property
-    def object_id(self) -> bytes:
-        return {0x9A: b"\x5f\xc1\x05", 0x9C: b"\x5f\xc1\x0a", 0x9D: b"\x5f\xc1\x0b",
-                0x9E: b"\x5f\xc1\x01"}[self.value]
+    def object_id(self) -> ObjectId:
+        return {Slot.AUTHENTICATION: ObjectId.CERT_AUTHENTICATION,
+                Slot.SIGNATURE: ObjectId.CERT_SIGNATURE,
+                Slot.KEY_MANAGEMENT: ObjectId.CERT_KEY_MANAGEMENT,
+                Slot.CARD_AUTH: ObjectId.CERT_CARD_AUTH}[self]
+
+    @property
+    def needs_pin(self) -> bool:
+        return self is not Slot.CARD_AUTH
+
+    @property
+    def pin_always(self) -> bool:
+        return self is Slot.SIGNATURE
 
 
-CHUID_ID = b"\x5f\xc1\x02"
-DISCOVERY_ID = b"\x7e"
-SW_OK = b"\x90\x00"
-
-
-def sw(code: int) -> bytes:
-    return code.to_bytes(2, "big")
-
-
-def tlv(tag: bytes, value: bytes) -> bytes:
-    n = len(value)
-    if n < 0x80:
-        length = bytes([n])
-    elif n < 0x100:
-        length = b"\x81" + bytes([n])
-    else:
-        length = b"\x82" + n.to_bytes(2, "big")
-    return tag + length + value
-
-
-def parse_tlvs(data: bytes) -> dict[int, bytes]:
-    """One level of simple BER-TLV (one- or two-byte tags); ValueError on malformed input."""
-    out: dict[int, bytes] = {}
-    i = 0
-    while i < len(data):
-        tag = data[i]
-        i += 1
-        if tag & 0x1F == 0x1F:
-            if i >= len(data):
-                raise ValueError("truncated tag")
-            tag = (tag << 8) | data[i]
-            i += 1
-        if i >= len(data):
-            raise ValueError("truncated length")
-        n = data[i]
-        i += 1
-        if n & 0x80:
-            k = n & 0x7F
-            if k not in (1, 2, 3) or i + k > len(data):
-                raise ValueError("bad length")
-            n = int.from_bytes(data[i:i + k], "big")
-            i += k
-        if i + n > len(data):
-            raise ValueError("value overruns the data")
-        out[tag] = data[i:i + n]
-        i += n
-    return out
-
-
-@dataclass
-class CardStats:
-    apdus: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-
-
-@dataclass
+@dataclass(frozen=True)
 class KeySlot:
-    key: Any
-    certificate: x509.Certificate
-    compress: bool = False
-
-
-def _alg_of(key: Any) -> int:
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return {256: 0x11, 384: 0x14}[key.curve.key_size]
-    if isinstance(key, rsa.RSAPrivateKey):
-        return {1024: 0x06, 2048: 0x07, 3072: 0x05}.get(key.key_size, 0x07)
-    raise ValueError("unsupported key type")
-
-
-@dataclass
-class PivCard:
-    """A PIV applet with keys and certificates it is given; PIN/PUK with real counters."""
+    """A private key and its certificate; ``compress`` stores the certificate gzip-compressed."""
 
     key: Any = None
     certificate: x509.Certificate | None = None
-    pin: str = "123456"
-    puk: str = "12345678"
-    pin_tries: int = 3
-    puk_tries: int = 3
-    slots: dict[int, KeySlot] = field(default_factory=dict)
-    card_uuid: bytes = field(default_factory=lambda: uuid.uuid4().bytes)
-    fasc_n: bytes = bytes.fromhex("d4e739da739ced39ce739d836858210842108421c84210c3eb")
-    atr: bytes = ATR
-    stats: CardStats = field(default_factory=CardStats)
+    compress: bool = False
 
     def __post_init__(self) -> None:
-        if self.key is not None and self.certificate is not None:
-            self.slots.setdefault(Slot.AUTHENTICATION, KeySlot(self.key, self.certificate))
-        self.pin_left = self.pin_tries
-        self.puk_left = self.puk_tries
-        self._lock = threading.Lock()
-        self.reset()
+        if self.key is None or self.certificate is None:
+            raise ValueError("a key slot needs both a key and a certificate")
+        Algorithm.of(self.key)
 
-    # ------------------------------------------------------------------ power
+    @property
+    def algorithm(self) -> Algorithm:
+        return Algorithm.of(self.key)
+
+    def cert_der(self) -> bytes:
+        assert self.certificate is not None
+        return self.certificate.public_bytes(serialization.Encoding.DER)
+
+
+def private_operation(key: Any, data: bytes) -> bytes:
+    """The card's signing primitive: raw RSA on a padded block, or ECDSA (DER) on a hash.
+
+    CardStatus(6A80) when the block has the wrong size or is not below the modulus.
+    """
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        size = (key.curve.key_size + 7) // 8
+        if not data or len(data) > 64:
+            raise CardStatus(SW.INCORRECT_DATA)
+        # a longer hash is truncated to the field size, as ECDSA does; shorter is zero-padded
+        digest = data[:size].rjust(size, b"\0")
+        algo: hashes.HashAlgorithm = hashes.SHA256() if size == 32 else hashes.SHA384()
+        return key.sign(digest, ec.ECDSA(Prehashed(algo)))
+    numbers = key.private_numbers()
+    n = numbers.public_numbers.n
+    width = (key.key_size + 7) // 8
+    if len(data) != width:
+        raise CardStatus(SW.INCORRECT_DATA)
+    m = int.from_bytes(data, "big")
+    if m >= n:
+        raise CardStatus(SW.INCORRECT_DATA)
+    return pow(m, numbers.d, n).to_bytes(width, "big")
+
+
+def cert_object(slot: KeySlot) -> bytes:
+    """The PIV certificate container ``53 { 70 cert, 71 info, FE 00 }``."""
+    der, info = slot.cert_der(), b"\x00"
+    if slot.compress:
+        der, info = gzip.compress(der, mtime=0), b"\x01"
+    return ber(0x53, ber(0x70, der) + ber(0x71, info) + ber(0xFE, b""))
+
+
+class PivApplet:
+    """The PIV application; ``pin``/``puk``/``security`` may be shared with a CAC (dual card)."""
+
+    aid = PIV_AID
+
+    def __init__(self, slots: Mapping[int, KeySlot], pin: PinCounter, puk: PinCounter,
+                 security: SecurityState, *, card_uuid: bytes, fasc_n: bytes,
+                 expiry: dt.date, label: str = "smartcard-broker virtual PIV") -> None:
+        self.slots = {Slot(s): ks for s, ks in slots.items()}
+        self.pin, self.puk, self.security = pin, puk, security
+        self.card_uuid, self.fasc_n, self.expiry, self.label = card_uuid, fasc_n, expiry, label
+
     def reset(self) -> None:
-        """Power-on / reset / removal: applet deselected, PIN not verified."""
-        self.selected = False
-        self.verified = False
-        self._pending = b""
-        self._chain = b""
+        pass
 
-    # ------------------------------------------------------------------ APDU
-    def process_apdu(self, apdu: bytes) -> bytes:
-        with self._lock:
-            self.stats.apdus += 1
-            self.stats.bytes_in += len(apdu)
-            out = self._process(apdu)
-            self.stats.bytes_out += len(out)
-            return out
+    def select(self, cmd: Command) -> bytes:
+        algs = sorted({ks.algorithm for ks in self.slots.values()} or {Algorithm.ECC_P256})
+        ac = b"".join(ber(0x80, bytes([a])) for a in algs) + ber(0x06, b"\x00")
+        return ber(0x61, ber(0x4F, PIV_AID[5:]) + ber(0x79, ber(0x4F, PIV_AID[:5]))
+                   + ber(0x50, self.label.encode()) + ber(0xAC, ac))
 
-    def _process(self, apdu: bytes) -> bytes:
-        if len(apdu) < 4:
-            return sw(0x6700)
-        cla, ins, p1, p2 = apdu[:4]
-        data = b""
-        if len(apdu) > 5:
-            lc = apdu[4]
-            if lc == 0 and len(apdu) >= 7:  # extended length
-                lc = int.from_bytes(apdu[5:7], "big")
-                data = apdu[7:7 + lc]
-            else:
-                data = apdu[5:5 + lc]
-            if len(data) != lc:
-                return sw(0x6700)
-        if ins == Ins.GET_RESPONSE:
-            return self._next_piece()
-        self._pending = b""
-        if cla & 0x10:  # command chaining: keep collecting
-            self._chain += data
-            return SW_OK
-        if self._chain:
-            data, self._chain = self._chain + data, b""
-        if cla & 0xEC:
-            return sw(0x6E00)
-        handler = {Ins.SELECT: self._select, Ins.GET_DATA: self._get_data,
-                   Ins.VERIFY: self._verify, Ins.RESET_RETRY: self._reset_retry,
-                   Ins.CHANGE_REFERENCE: self._change_reference,
-                   Ins.GENERAL_AUTHENTICATE: self._general_authenticate}.get(ins)
-        if handler is None:
-            return sw(0x6D00)
-        if ins != Ins.SELECT and not self.selected:
-            return sw(0x6985)
+    def handle(self, cmd: Command) -> bytes:
         try:
-            return handler(p1, p2, data)
+            ins = PivIns(cmd.ins)
         except ValueError:
-            return sw(0x6A80)
+            raise CardStatus(SW.INS_NOT_SUPPORTED) from None
+        if cmd.cla & ~0x10:
+            raise CardStatus(SW.CLA_NOT_SUPPORTED)
+        try:
+            return {PivIns.GET_DATA: self._get_data, PivIns.VERIFY: self._verify,
+                    PivIns.CHANGE_REFERENCE: self._change_reference,
+                    PivIns.RESET_RETRY: self._reset_retry,
+                    PivIns.GENERAL_AUTHENTICATE: self._general_authenticate}[ins](cmd)
+        except ValueError:  # malformed TLV in the command
+            raise CardStatus(SW.INCORRECT_DATA) from None
 
-    def _respond(self, body: bytes) -> bytes:
-        if len(body) <= 256:
-            return body + SW_OK
-        self._pending = body[256:]
-        rest = min(len(self._pending), 256)
-        return body[:256] + bytes([0x61, rest & 0xFF])
-
-    def _next_piece(self) -> bytes:
-        if not self._pending:
-            return sw(0x6985)
-        body, self._pending = self._pending[:256], self._pending[256:]
-        if self._pending:
-            return body + bytes([0x61, min(len(self._pending), 256) & 0xFF])
-        return body + SW_OK
-
-    # ------------------------------------------------------------------ commands
-    def _select(self, p1: int, p2: int, data: bytes) -> bytes:
-        if p1 != 0x04 or not data or not PIV_AID.startswith(data) or len(data) < 5:
-            self.selected = False
-            return sw(0x6A82)
-        self.selected = True
-        apt = tlv(b"\x61", tlv(b"\x4f", bytes.fromhex("0000100001 00".replace(" ", "")))
-                  + tlv(b"\x79", tlv(b"\x4f", bytes.fromhex("a000000308")))
-                  + tlv(b"\x50", b"smartcard-broker virtual PIV")
-                  + tlv(b"\xac", b"\x80\x01\x11\x80\x01\x14\x80\x01\x07\x06\x01\x00"))
-        return self._respond(apt)
-
-    def _object(self, oid: bytes) -> bytes | None:
-        if oid == DISCOVERY_ID:
-            return tlv(b"\x7e", tlv(b"\x4f", PIV_AID) + tlv(b"\x5f\x2f", b"\x40\x00"))
-        if oid == CHUID_ID:
-            body = (tlv(b"\x30", self.fasc_n) + tlv(b"\x34", self.card_uuid)
-                    + tlv(b"\x35", b"20301231") + tlv(b"\x3e", b"") + tlv(b"\xfe", b""))
-            return tlv(b"\x53", body)
+    # ------------------------------------------------------------------ data objects
+    def data_object(self, oid: int) -> bytes | None:
+        if oid == ObjectId.DISCOVERY:
+            return ber(0x7E, ber(0x4F, PIV_AID) + ber(0x5F2F, b"\x40\x00"))
+        if oid == ObjectId.CHUID:
+            body = (ber(0x30, self.fasc_n) + ber(0x34, self.card_uuid)
+                    + ber(0x35, self.expiry.strftime("%Y%m%d").encode())
+                    + ber(0x3E, b"") + ber(0xFE, b""))
+            return ber(0x53, body)
+        if oid == ObjectId.CCC:
+            body = (ber(0xF0, b"\xa0\x00\x00\x01\x16\xff\x02" + self.card_uuid[:14])
+                    + ber(0xF1, b"\x21") + ber(0xF2, b"\x21") + ber(0xF3, b"")
+                    + ber(0xF4, b"\x00") + ber(0xF5, b"\x10") + ber(0xF6, b"")
+                    + ber(0xF7, b"") + ber(0xFA, b"") + ber(0xFB, b"") + ber(0xFC, b"")
+                    + ber(0xFD, b"") + ber(0xFE, b""))
+            return ber(0x53, body)
         for slot, ks in self.slots.items():
-            if Slot(slot).object_id == oid:
-                der = ks.certificate.public_bytes(serialization.Encoding.DER)
-                info = b"\x00"
-                if ks.compress:
-                    der, info = gzip.compress(der), b"\x01"
-                return tlv(b"\x53", tlv(b"\x70", der) + tlv(b"\x71", info) + tlv(b"\xfe", b""))
+            if slot.object_id == oid:
+                return cert_object(ks)
         return None
 
-    def _get_data(self, p1: int, p2: int, data: bytes) -> bytes:
-        if (p1, p2) != (0x3F, 0xFF):
-            return sw(0x6A86)
-        tags = parse_tlvs(data)
-        oid = tags.get(0x5C)
-        if oid is None:
-            return sw(0x6A80)
-        obj = self._object(oid)
-        return sw(0x6A82) if obj is None else self._respond(obj)
+    def _get_data(self, cmd: Command) -> bytes:
+        if (cmd.p1, cmd.p2) != (0x3F, 0xFF):
+            raise CardStatus(SW.INCORRECT_P1P2)
+        tag = parse_ber(cmd.data).get(0x5C)
+        if tag is None or not 1 <= len(tag) <= 3:
+            raise CardStatus(SW.INCORRECT_DATA)
+        obj = self.data_object(int.from_bytes(tag, "big"))
+        if obj is None:
+            raise CardStatus(SW.NOT_FOUND)
+        return obj
 
-    def _verify(self, p1: int, p2: int, data: bytes) -> bytes:
-        if p2 != 0x80:
-            return sw(0x6A88)
-        if p1 == 0xFF:  # reset the security status
-            self.verified = False
-            return SW_OK
-        if not data:
-            if self.pin_left == 0:
-                return sw(0x6983)
-            return SW_OK if self.verified else sw(0x63C0 | self.pin_left)
-        if self.pin_left == 0:
-            return sw(0x6983)
-        if len(data) != 8:
-            return sw(0x6A80)
-        given = data.rstrip(b"\xff")
-        if given == self.pin.encode():
-            self.pin_left = self.pin_tries
-            self.verified = True
-            return SW_OK
-        self.verified = False
-        self.pin_left -= 1
-        return sw(0x6983) if self.pin_left == 0 else sw(0x63C0 | self.pin_left)
+    # ------------------------------------------------------------------ PIN and PUK
+    def _verify(self, cmd: Command) -> bytes:
+        if cmd.p2 != KeyRef.PIN:
+            raise CardStatus(SW.REFERENCE_NOT_FOUND)
+        if cmd.p1 == 0xFF:  # reset the PIN's security status
+            if cmd.data:
+                raise CardStatus(SW.WRONG_LENGTH)
+            self.security.clear()
+            return b""
+        if cmd.p1 != 0x00:
+            raise CardStatus(SW.INCORRECT_P1P2)
+        if not cmd.data:
+            if self.pin.blocked:
+                raise CardStatus(SW.AUTH_BLOCKED)
+            if self.security.pin_verified:
+                return b""
+            raise CardStatus(self.pin.status_sw())
+        candidate = pin_from_block(cmd.data)
+        if self.pin.check(candidate):
+            self.security.pin_verified = True
+            return b""
+        self.security.clear()
+        raise CardStatus(self.pin.status_sw())
 
-    def _change_reference(self, p1: int, p2: int, data: bytes) -> bytes:
-        if p2 != 0x80 or len(data) != 16:
-            return sw(0x6A80)
-        if self.pin_left == 0:
-            return sw(0x6983)
-        if data[:8].rstrip(b"\xff") != self.pin.encode():
-            self.pin_left -= 1
-            return sw(0x6983) if self.pin_left == 0 else sw(0x63C0 | self.pin_left)
-        self.pin = data[8:].rstrip(b"\xff").decode("ascii", "replace")
-        self.pin_left = self.pin_tries
-        return SW_OK
+    def _two_blocks(self, cmd: Command) -> tuple[bytes, bytes]:
+        if cmd.p1 != 0x00 or len(cmd.data) != 16:
+            raise CardStatus(SW.INCORRECT_DATA if cmd.p1 == 0 else SW.INCORRECT_P1P2)
+        old, new = pin_from_block(cmd.data[:8]), pin_from_block(cmd.data[8:])
+        return old, new
 
-    def _reset_retry(self, p1: int, p2: int, data: bytes) -> bytes:
-        if p2 != 0x80 or len(data) != 16:
-            return sw(0x6A80)
-        if self.puk_left == 0:
-            return sw(0x6983)
-        if data[:8].rstrip(b"\xff") != self.puk.encode():
-            self.puk_left -= 1
-            return sw(0x6983) if self.puk_left == 0 else sw(0x63C0 | self.puk_left)
-        self.puk_left = self.puk_tries
-        self.pin = data[8:].rstrip(b"\xff").decode("ascii", "replace")
-        self.pin_left = self.pin_tries
-        return SW_OK
+    def _change_reference(self, cmd: Command) -> bytes:
+        ref = {KeyRef.PIN: self.pin, KeyRef.PUK: self.puk}.get(cmd.p2)
+        if ref is None:
+            raise CardStatus(SW.REFERENCE_NOT_FOUND)
+        old, new = self._two_blocks(cmd)
+        if not ref.check(old):
+            raise CardStatus(ref.status_sw())
+        if cmd.p2 == KeyRef.PIN and not (6 <= len(new) <= 8 and new.isdigit()):
+            raise CardStatus(SW.INCORRECT_DATA)
+        ref.replace(new.decode())
+        return b""
 
-    def _general_authenticate(self, alg: int, slot: int, data: bytes) -> bytes:
+    def _reset_retry(self, cmd: Command) -> bytes:
+        if cmd.p2 != KeyRef.PIN:
+            raise CardStatus(SW.REFERENCE_NOT_FOUND)
+        puk, new = self._two_blocks(cmd)
+        if not self.puk.check(puk):
+            raise CardStatus(retries_sw(self.puk.remaining))
+        if not (6 <= len(new) <= 8 and new.isdigit()):
+            raise CardStatus(SW.INCORRECT_DATA)
+        self.pin.replace(new.decode())
+        return b""
+
+    # ------------------------------------------------------------------ signing
+    def _general_authenticate(self, cmd: Command) -> bytes:
+        try:
+            slot = Slot(cmd.p2)
+        except ValueError:
+            raise CardStatus(SW.REFERENCE_NOT_FOUND) from None
         ks = self.slots.get(slot)
         if ks is None:
-            return sw(0x6A88)
-        if _alg_of(ks.key) != alg:
-            return sw(0x6A80)
-        if slot != Slot.CARD_AUTH and not self.verified:
-            return sw(0x6982)
-        outer = parse_tlvs(data)
-        inner = parse_tlvs(outer.get(0x7C, b""))
-        challenge = inner.get(0x81)
-        if challenge is None or 0x82 not in inner:
-            return sw(0x6A80)
-        if isinstance(ks.key, ec.EllipticCurvePrivateKey):
-            size = 32 if alg == 0x11 else 48
-            digest = challenge[-size:].rjust(size, b"\0")
-            algo = hashes.SHA256() if size == 32 else hashes.SHA384()
-            signature = ks.key.sign(digest, ec.ECDSA(Prehashed(algo)))
-        else:
-            n = ks.key.private_numbers()
-            if len(challenge) != (ks.key.key_size + 7) // 8:
-                return sw(0x6A80)
-            m = int.from_bytes(challenge, "big")
-            if m >= n.public_numbers.n:
-                return sw(0x6A80)
-            signature = pow(m, n.d, n.public_numbers.n).to_bytes(len(challenge), "big")
-        if slot == Slot.SIGNATURE:
-            self.verified = False  # PIN always: each signature needs a fresh VERIFY
-        return self._respond(tlv(b"\x7c", tlv(b"\x82", signature)))
+            raise CardStatus(SW.REFERENCE_NOT_FOUND)
+        if cmd.p1 != ks.algorithm:
+            raise CardStatus(SW.INCORRECT_P1P2)
+        template = parse_ber(cmd.data).get(0x7C)
+        if template is None:
+            raise CardStatus(SW.INCORRECT_DATA)
+        inner = parse_ber(template)
+        if 0x81 not in inner or inner.get(0x82) != b"":
+            raise CardStatus(SW.INCORRECT_DATA)
+        if slot.needs_pin and not self.security.pin_verified:
+            raise CardStatus(SW.SECURITY_NOT_SATISFIED)
+        signature = private_operation(ks.key, inner[0x81])
+        if slot.pin_always:
+            self.security.clear()  # PIN always: the next signature needs a fresh VERIFY
+        return ber(0x7C, ber(0x82, signature))
+
+
+class PivCard(VirtualCard):
+    """A PIV card with the keys and certificates it is given.
+
+    ``PivCard(key, certificate)`` puts one key in 9A (PIV Authentication); ``slots`` adds or
+    overrides any of 9A/9C/9D/9E with :class:`KeySlot`. PIN and PUK have real counters.
+    """
+
+    def __init__(self, key: Any = None, certificate: x509.Certificate | None = None, *,
+                 slots: Mapping[int, KeySlot] | None = None, pin: str = "123456",
+                 puk: str = "12345678", pin_tries: int = 3, puk_tries: int = 3,
+                 card_uuid: bytes | None = None, fasc_n: bytes = DEMO_FASC_N,
+                 expiry: dt.date = dt.date(2030, 12, 31), atr: bytes = PIV_ATR) -> None:
+        all_slots: dict[int, KeySlot] = {}
+        if (key is None) != (certificate is None):
+            raise ValueError("give both key and certificate, or neither")
+        if key is not None:
+            all_slots[Slot.AUTHENTICATION] = KeySlot(key, certificate)
+        all_slots.update(slots or {})
+        security = SecurityState()
+        self.pin = PinCounter(pin, pin_tries)
+        self.puk = PinCounter(puk, puk_tries)
+        self.piv = PivApplet(all_slots, self.pin, self.puk, security,
+                             card_uuid=card_uuid or uuid.uuid4().bytes, fasc_n=fasc_n,
+                             expiry=expiry)
+        super().__init__([self.piv], atr, security)
+
+    @property
+    def slots(self) -> dict[Slot, KeySlot]:
+        return self.piv.slots
+
+    @property
+    def verified(self) -> bool:
+        return self.security.pin_verified
