@@ -122,7 +122,9 @@ def serve(settings: Settings, listen: str | None, admin_listen: str | None,
 def run_server(settings: Settings, *, dev: bool, inherited: dict[str, int] | None) -> None:
     import logging
 
-    from twisted.internet import reactor
+    from twisted.internet import reactor as _reactor
+
+    reactor: Any = _reactor
 
     from broker.service.context import BrokerContext
     from broker.web import server
@@ -154,7 +156,7 @@ def run_server(settings: Settings, *, dev: bool, inherited: dict[str, int] | Non
         msg = f.value.message if isinstance(f.value, BrokerError) else f.getErrorMessage()
         click.echo(f"error: cannot listen: {msg}", err=True)
         exit_code[0] = 1
-        reactor.stop()  # type: ignore[attr-defined]
+        reactor.stop()
 
     def start() -> None:
         d = server.listen(ctx, listen_on=settings.server.listen,
@@ -162,8 +164,8 @@ def run_server(settings: Settings, *, dev: bool, inherited: dict[str, int] | Non
                           inherited=inherited)
         d.addCallbacks(started, failed)
 
-    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callWhenRunning(start)
+    reactor.run()
     ctx.db.dispose()
     if exit_code[0]:
         sys.exit(exit_code[0])

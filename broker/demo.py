@@ -170,7 +170,8 @@ def demo(settings: Settings, pin: str, card_mode: str, key_kind: str,
     ctx.db.dispose()
     code = result.directories[0]["registration_codes"][0]
     prefix, _, body = code.partition("+")
-    code = f"{ctx.catalogue.by_prefix(prefix).prefix}+{body}"  # as an admin would hand it out
+    entry = ctx.catalogue.by_prefix(prefix)
+    code = f"{entry.prefix if entry else prefix}+{body}"  # as an admin would hand it out
     click.echo(f"  directory 'demo' in us-gov-west-1, registration code {code}")
 
     proc, port, cafile = start_broker(workdir, db_url, start_delay)

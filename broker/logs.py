@@ -44,5 +44,5 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | N
     logging.getLogger("alembic").setLevel(logging.WARNING)
     from twisted.logger import STDLibLogObserver, globalLogBeginner
 
-    globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")],
+    globalLogBeginner.beginLoggingTo([STDLibLogObserver(name="twisted")],  # type: ignore[list-item]
                                      redirectStandardIO=False, discardBuffer=True)

@@ -262,6 +262,8 @@ class LoginFlow:
         if challenge is None:
             raise FlowError("client_error", "the broker asked for no logon challenge")
         card = login.card
+        if login.certificate_slot is None:
+            raise FlowError("client_error", "log in with the card before connecting")
         cert = next(c.certificate for c in card.certificates()
                     if c.slot_id == login.certificate_slot)
         card.verify_pin(self.screens.ask_pin("Enter your PIN again"))

@@ -48,7 +48,9 @@ class BrokerContext:
 
     def start_threadpool(self) -> None:
         """Create the pool blocking work runs in; stopped with the reactor."""
-        from twisted.internet import reactor
+        from twisted.internet import reactor as _reactor
+
+        reactor: Any = _reactor
         from twisted.python.threadpool import ThreadPool
 
         if self.threadpool is not None:
@@ -56,13 +58,16 @@ class BrokerContext:
         pool = ThreadPool(minthreads=1, maxthreads=self.settings.server.threadpool_size,
                           name="broker-blocking")
         pool.start()
-        reactor.addSystemEventTrigger("during", "shutdown", pool.stop)  # type: ignore[attr-defined]
+        reactor.addSystemEventTrigger("during", "shutdown", pool.stop)
         self.threadpool = pool
         self.db.threadpool = pool
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Any:
         """Run blocking ``fn`` in the thread pool; returns a Deferred with its result."""
-        from twisted.internet import reactor, threads
+        from twisted.internet import reactor as _reactor
+        from twisted.internet import threads
+
+        reactor: Any = _reactor
 
         if self.threadpool is None:
             return threads.deferToThread(fn, *args, **kwargs)

@@ -268,7 +268,7 @@ def consume_challenge(session: Session, challenge_id: str, now: datetime) -> Non
                Challenge.expires_at > now)
         .values(used_at=now)
         .execution_options(synchronize_session=False))
-    if result.rowcount != 1:
+    if result.rowcount != 1:  # type: ignore[attr-defined]
         ch = session.get(Challenge, challenge_id)
         if ch is not None and ch.used_at is None:
             raise ServiceError("challenge_expired", "This challenge has expired.")

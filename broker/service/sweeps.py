@@ -15,12 +15,12 @@ from broker.store.models import AuthToken, Challenge
 def sweepers(ctx: BrokerContext) -> list[Callable[[], object]]:
     def expire_challenges() -> int:
         def work(s: Session) -> int:
-            return s.execute(delete(Challenge).where(Challenge.expires_at < ctx.now())).rowcount
+            return s.execute(delete(Challenge).where(Challenge.expires_at < ctx.now())).rowcount  # type: ignore[attr-defined]
         return ctx.db.transaction(work)
 
     def expire_auth_tokens() -> int:
         def work(s: Session) -> int:
-            return s.execute(delete(AuthToken).where(AuthToken.expires_at < ctx.now())).rowcount
+            return s.execute(delete(AuthToken).where(AuthToken.expires_at < ctx.now())).rowcount  # type: ignore[attr-defined]
         return ctx.db.transaction(work)
 
     def workspaces() -> int:

@@ -86,6 +86,7 @@ def verify(token: str, jwks_doc: dict[str, Any]) -> dict[str, Any]:
     """
     from joserfc.jwt import JWTClaimsRegistry
 
-    decoded = jwt.decode(token, KeySet.import_key_set(jwks_doc), algorithms=[ALG])
+    decoded = jwt.decode(token, KeySet.import_key_set(jwks_doc),  # type: ignore[arg-type]
+                         algorithms=[ALG])
     JWTClaimsRegistry(exp={"essential": True}).validate(decoded.claims)
     return decoded.claims

@@ -85,8 +85,11 @@ def read_json(request: Request) -> Any:
     if getattr(request, "too_large", False):
         raise BrokerError("request_too_large",
                           f"The request body is larger than {BrokerRequest.max_body_bytes} bytes.")
-    request.content.seek(0)
-    raw = request.content.read()
+    content = request.content
+    if content is None:
+        raise BadRequest(message="The request needs a JSON body.")
+    content.seek(0)
+    raw = content.read()
     if not raw:
         raise BadRequest(message="The request needs a JSON body.")
     try:

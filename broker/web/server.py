@@ -23,7 +23,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from klein import Klein
 from prometheus_client import REGISTRY, generate_latest
-from twisted.internet import defer, reactor, task
+from twisted.internet import defer, task
+from twisted.internet import reactor as _reactor
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.ssl import CertificateOptions, PrivateCertificate, TLSVersion
@@ -36,6 +37,7 @@ from broker.service.context import BrokerContext
 from broker.web.http import BrokerRequest, json_route, write_json
 
 log = logging.getLogger("broker.server")
+reactor: Any = _reactor  # the global reactor; its interfaces confuse type checkers
 
 
 class ServerError(BrokerError):
@@ -233,7 +235,7 @@ class Running:
 
 
 def _tls_factory(site: BrokerSite, options: CertificateOptions) -> TLSMemoryBIOFactory:
-    return TLSMemoryBIOFactory(options, False, site)
+    return TLSMemoryBIOFactory(options, False, site)  # type: ignore[arg-type]
 
 
 @defer.inlineCallbacks
@@ -245,13 +247,13 @@ def listen(ctx: BrokerContext, *, listen_on: str, admin_listen_on: str, tls: Tls
     ports: list[IListeningPort] = []
     for name, site, endpoint in (("client", client_site, listen_on),
                                  ("admin", admin_site, admin_listen_on)):
-        factory = _tls_factory(site, options)
+        factory = _tls_factory(site, options)  # type: ignore[arg-type]
         if inherited and name in inherited:
             fd = inherited[name]
             sock = socket.socket(fileno=fd)  # only to read the family; detached, not closed
             family = sock.family
             sock.detach()
-            port = reactor.adoptStreamPort(fd, family, factory)  # type: ignore[attr-defined]
+            port = reactor.adoptStreamPort(fd, family, factory)
         else:
             try:
                 ep = serverFromString(reactor, endpoint)
@@ -270,7 +272,8 @@ def listen(ctx: BrokerContext, *, listen_on: str, admin_listen_on: str, tls: Tls
     def graceful() -> Any:
         log.info("shutting down: no new connections, waiting for in-flight requests",
                  extra={"in_flight": sum(s.in_flight for s in running.sites)})
-        yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in running.ports])
+        ports: list[Any] = list(running.ports)
+        yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
         done: defer.Deferred[bool] = defer.Deferred()
 
         def finish(all_idle: bool) -> None:
@@ -279,7 +282,7 @@ def listen(ctx: BrokerContext, *, listen_on: str, admin_listen_on: str, tls: Tls
 
         idle = defer.gatherResults([s.wait_idle() for s in running.sites])
         idle.addBoth(lambda _: finish(True))
-        timer = reactor.callLater(grace, finish, False)  # type: ignore[attr-defined]
+        timer = reactor.callLater(grace, finish, False)
         all_idle = yield done
         if timer.active():
             timer.cancel()
@@ -289,13 +292,13 @@ def listen(ctx: BrokerContext, *, listen_on: str, admin_listen_on: str, tls: Tls
         for site in running.sites:
             site.close_connections()
         # Let TLS flush the last responses and close_notify before the reactor stops.
-        deadline = reactor.seconds() + 2.0  # type: ignore[attr-defined]
+        deadline = reactor.seconds() + 2.0
         while any(site.channels for site in running.sites) and \
-                reactor.seconds() < deadline:  # type: ignore[attr-defined]
+                reactor.seconds() < deadline:
             yield task.deferLater(reactor, 0.05, lambda: None)
         log.info("stopped")
 
-    reactor.addSystemEventTrigger("before", "shutdown", graceful)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", graceful)
     return running
 
 
@@ -317,6 +320,6 @@ def start_sweeper(ctx: BrokerContext) -> task.LoopingCall:
     loop = task.LoopingCall(tick)
     d = loop.start(ctx.settings.sessions.sweep_interval_s, now=True)
     d.addErrback(lambda f: log.error("sweeper stopped: %s", f.getErrorMessage()))
-    reactor.addSystemEventTrigger("before", "shutdown",  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown",
                                   lambda: loop.stop() if loop.running else None)
     return loop
