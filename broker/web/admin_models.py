@@ -7,9 +7,9 @@ OpenAPI document.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
@@ -147,3 +147,136 @@ NULLABLE_PATCH_FIELDS: dict[str, set[str]] = {
     "UserPatch": {"upn", "email", "subject", "cert_fingerprint", "password"},
     "WorkSpacePatch": {"name"},
 }
+
+
+# --------------------------------------------------------------------------- responses
+# What the admin API answers, for the OpenAPI document; the tests validate real responses
+# against these, so the views in broker.service.admin and the document cannot drift apart.
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+Time = str | None
+
+
+class DirectoryOut(Out):
+    id: str
+    name: str
+    region: str
+    password_login: bool
+    smart_card: SmartCardSettings
+    revocation: RevocationSettings
+    certmap: list[CertmapRule]
+    created_at: Time
+    updated_at: Time
+
+
+class TrustOut(Out):
+    directory: str
+    kind: Literal["anchor", "intermediate"]
+    subject: str
+    fingerprint: str
+    not_after: Time
+    created_at: Time
+
+
+class CrlOut(Out):
+    directory: str
+    issuer: str
+    fingerprint: str
+    this_update: Time
+    next_update: Time
+    created_at: Time
+
+
+class UserOut(Out):
+    directory: str
+    username: str
+    upn: str | None
+    email: str | None
+    subject: str | None
+    cert_fingerprint: str | None
+    has_password: bool
+    disabled: bool
+    created_at: Time
+
+
+class WorkSpaceOut(Out):
+    id: str
+    directory: str
+    user: str | None
+    name: str
+    bundle: str
+    protocol: Protocol
+    running_mode: RunningMode
+    state: WorkSpaceState
+    state_changed_at: Time
+    transition_due_at: Time
+    created_at: Time
+
+
+class CodeOut(Out):
+    code: str
+    directory: str
+    state: Literal["active", "rotated", "revoked"]
+    created_at: Time
+    rotated_at: Time
+    revoked_at: Time
+
+
+class SessionOut(Out):
+    id: str
+    directory: str
+    workspace: str
+    user_id: int
+    auth_method: str
+    protocol: str
+    state: Literal["active", "locked", "ended"]
+    pending_action: str | None
+    end_reason: str | None
+    cert_fingerprint: str | None
+    smart_card_redirection: bool
+    last_heartbeat_at: Time
+    expires_at: Time
+    created_at: Time
+    ended_at: Time
+
+
+class AuditEventOut(Out):
+    id: int
+    at: Time
+    kind: str
+    outcome: str
+    reason: str | None
+    directory: str | None
+    username: str | None
+    actor: str | None
+    client_address: str | None
+    cert_fingerprint: str | None
+    details: dict[str, Any] | None
+
+
+def _items(model: type[Out]) -> type[Out]:
+    cls = create_model(f"{model.__name__[:-3]}Items", __base__=Out,
+                       items=(list[model], ...))  # type: ignore[valid-type]
+    return cls
+
+
+def _page(model: type[Out]) -> type[Out]:
+    cls = create_model(f"{model.__name__[:-3]}Page", __base__=Out,
+                       items=(list[model], ...),  # type: ignore[valid-type]
+                       next_cursor=(str | None, ...))
+    return cls
+
+
+DirectoryPage = _page(DirectoryOut)
+TrustPage = _page(TrustOut)
+TrustItems = _items(TrustOut)
+CrlPage = _page(CrlOut)
+UserPage = _page(UserOut)
+WorkSpacePage = _page(WorkSpaceOut)
+CodePage = _page(CodeOut)
+CodeItems = _items(CodeOut)
+SessionPage = _page(SessionOut)
+AuditEventPage = _page(AuditEventOut)

@@ -55,6 +55,8 @@ class Operation:
     tags: tuple[str, ...] = ()
     response: str = "application/json"
     extra: dict[str, Any] = field(default_factory=dict)
+    #: The success body's model (admin API), else a generic object.
+    out: type[BaseModel] | None = None
 
 
 def _ops_common() -> dict[tuple[str, str], Operation]:
@@ -72,12 +74,14 @@ PAGE = ("limit", "cursor", "offset")
 
 def _admin(summary: str, *, write: bool = False, status: int | None = None,
            body: type[BaseModel] | None = None, errors: tuple[str, ...] = (),
-           query: tuple[str, ...] | None = None, tag: str = "") -> Operation:
+           query: tuple[str, ...] | None = None, tag: str = "",
+           out: type[BaseModel] | None = None) -> Operation:
     base: tuple[str, ...] = ADMIN_WRITE_ERRORS if write else ADMIN_READ_ERRORS
     if query is not None:
         base += LIST_ERRORS
     return Operation(summary, status or 200, body, base + errors,
-                     PAGE + query if query is not None else (), "admin", (tag,) if tag else ())
+                     PAGE + query if query is not None else (), "admin", (tag,) if tag else (),
+                     out=out)
 
 
 def _admin_operations() -> dict[tuple[str, str], Operation]:
@@ -233,8 +237,52 @@ def _client_operations() -> dict[tuple[str, str], Operation]:
     }
 
 
+def _admin_outputs() -> dict[tuple[str, str], type[BaseModel]]:
+    p = "/admin/v1"
+    d = f"{p}/directories/{{directory_id}}"
+    return {
+        ("GET", f"{p}/directories"): am.DirectoryPage,
+        ("POST", f"{p}/directories"): am.DirectoryOut,
+        ("GET", d): am.DirectoryOut,
+        ("PATCH", d): am.DirectoryOut,
+        ("GET", f"{d}/trust"): am.TrustPage,
+        ("POST", f"{d}/trust"): am.TrustItems,
+        ("GET", f"{d}/crls"): am.CrlPage,
+        ("POST", f"{d}/crls"): am.CrlOut,
+        ("GET", f"{d}/users"): am.UserPage,
+        ("POST", f"{d}/users"): am.UserOut,
+        ("GET", f"{d}/users/{{username}}"): am.UserOut,
+        ("PATCH", f"{d}/users/{{username}}"): am.UserOut,
+        ("GET", f"{p}/workspaces"): am.WorkSpacePage,
+        ("POST", f"{p}/workspaces"): am.WorkSpaceOut,
+        ("GET", f"{p}/workspaces/{{workspace_id}}"): am.WorkSpaceOut,
+        ("PATCH", f"{p}/workspaces/{{workspace_id}}"): am.WorkSpaceOut,
+        ("POST", f"{p}/workspaces/{{workspace_id}}/start"): am.WorkSpaceOut,
+        ("POST", f"{p}/workspaces/{{workspace_id}}/stop"): am.WorkSpaceOut,
+        ("GET", f"{p}/registration-codes"): am.CodePage,
+        ("POST", f"{d}/registration-codes"): am.CodeItems,
+        ("POST", f"{p}/registration-codes/rotate"): am.CodeOut,
+        ("POST", f"{p}/registration-codes/revoke"): am.CodeOut,
+        ("GET", f"{p}/sessions"): am.SessionPage,
+        ("GET", f"{p}/sessions/{{session_id}}"): am.SessionOut,
+        ("POST", f"{p}/sessions/{{session_id}}/terminate"): am.SessionOut,
+        ("GET", f"{p}/audit-events"): am.AuditEventPage,
+    }
+
+
+def _with_outputs(table: dict[tuple[str, str], Operation],
+                  outputs: dict[tuple[str, str], type[BaseModel]]
+                  ) -> dict[tuple[str, str], Operation]:
+    from dataclasses import replace
+
+    unknown = set(outputs) - set(table)
+    if unknown:
+        raise AssertionError(f"response models for undescribed operations: {sorted(unknown)}")
+    return {key: replace(op, out=outputs.get(key, op.out)) for key, op in table.items()}
+
+
 OPERATIONS: dict[str, dict[tuple[str, str], Operation]] = {
-    "admin": _admin_operations(),
+    "admin": _with_outputs(_admin_operations(), _admin_outputs()),
     "client": _client_operations(),
 }
 
@@ -257,11 +305,14 @@ def routes(app: Klein) -> set[tuple[str, str]]:
     return out
 
 
-def all_models(api: str) -> list[type[BaseModel]]:
-    seen: dict[str, type[BaseModel]] = {}
+def all_models(api: str) -> list[tuple[type[BaseModel], str]]:
+    """(model, "validation" | "serialization") for every request and response model."""
+    seen: dict[str, tuple[type[BaseModel], str]] = {}
     for op in OPERATIONS[api].values():
         if op.body is not None:
-            seen[op.body.__name__] = op.body
+            seen[op.body.__name__] = (op.body, "validation")
+        if op.out is not None:
+            seen[op.out.__name__] = (op.out, "serialization")
     return list(seen.values())
 
 
@@ -313,7 +364,8 @@ def _operation(method: str, path: str, op: Operation | None) -> dict[str, Any]:
     success: dict[str, Any] = {"description": "Success."}
     if op.status != 204:
         schema: dict[str, Any] = ({"type": "string"} if op.response == "text/plain"
-                                  else {"type": "object"})
+                                  else {"$ref": f"#/components/schemas/{op.out.__name__}"}
+                                  if op.out is not None else {"type": "object"})
         success["content"] = {op.response: {"schema": schema}}
     responses: dict[str, Any] = {str(op.status): success}
     for extra_status in op.extra.get("x-also", []):
@@ -347,7 +399,7 @@ def build_document(app: Klein, api: str) -> dict[str, Any]:
         paths.setdefault(path, {})[method.lower()] = _operation(method, path,
                                                                 table.get((method, path)))
     models = all_models(api)
-    _, defs = models_json_schema([(m, "validation") for m in models],
+    _, defs = models_json_schema(models,  # type: ignore[arg-type]
                                  ref_template="#/components/schemas/{model}")
     schemas: dict[str, Any] = dict(defs.get("$defs", {}))
     schemas["Error"] = _error_schema()

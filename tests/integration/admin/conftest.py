@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,23 +18,45 @@ def make_token(bp: BrokerProcess, name: str, scope: str = "write") -> str:
     return json.loads(out.stdout)["token"]
 
 
+def _documented_operation(method: str, path: str) -> Any:
+    from broker.web.openapi import OPERATIONS
+
+    for (m, template), op in OPERATIONS["admin"].items():
+        pattern = re.sub(r"\\{[^}]+\\}", "[^/]+", re.escape(template))
+        if m == method and re.fullmatch(pattern, path):
+            return op
+    raise AssertionError(f"{method} {path} is not in the OpenAPI document")
+
+
 @dataclass
 class Admin:
+    """An admin API client that checks every success against the OpenAPI document: the
+    documented status and the documented response model (which forbids unknown fields)."""
+
     broker: BrokerProcess
     api: ApiClient
     token_name: str
 
+    def request(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
+        r = self.api.request(method, f"/admin/v1{path}", body, **kw)
+        if r.status < 300:
+            op = _documented_operation(method, f"/admin/v1{path.split('?')[0]}")
+            assert r.status == op.status, (method, path, r.status, op.status)
+            if op.out is not None:
+                op.out.model_validate(r.body)
+        return r
+
     def get(self, path: str, **kw: Any) -> Any:
-        return self.api.get(f"/admin/v1{path}", **kw)
+        return self.request("GET", path, **kw)
 
     def post(self, path: str, body: Any = None, **kw: Any) -> Any:
-        return self.api.post(f"/admin/v1{path}", body, **kw)
+        return self.request("POST", path, body, **kw)
 
     def patch(self, path: str, body: Any = None, **kw: Any) -> Any:
-        return self.api.request("PATCH", f"/admin/v1{path}", body, **kw)
+        return self.request("PATCH", path, body, **kw)
 
     def delete(self, path: str, **kw: Any) -> Any:
-        return self.api.delete(f"/admin/v1{path}", **kw)
+        return self.request("DELETE", path, **kw)
 
 
 @pytest.fixture
