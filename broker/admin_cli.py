@@ -186,18 +186,22 @@ def json_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 def emit_page(page: dict[str, Any], as_json: bool, columns: list[str],
               flatten: Callable[[dict[str, Any]], dict[str, Any]] = lambda r: r) -> None:
     def human() -> None:
-        print_table([flatten(r) for r in page["items"]], columns)
+        print_table([_blank_nones(flatten(r)) for r in page["items"]], columns)
         if page.get("next_cursor"):
             click.echo(f"(more: --cursor {page['next_cursor']})", err=True)
 
     emit(page, as_json, human)
 
 
+def _blank_nones(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: "-" if v is None else v for k, v in row.items()}
+
+
 def emit_record(record: dict[str, Any] | None, as_json: bool, message: str) -> None:
     def human() -> None:
         click.echo(message)
         for key, value in (record or {}).items():
-            click.echo(f"  {key}: {value}")
+            click.echo(f"  {key}: {'-' if value is None else value}")
 
     emit(record, as_json, human)
 
