@@ -58,6 +58,7 @@ class VpcdLink:
         self._inserted.set()
         self._connected = threading.Event()
         self._sock_lock = threading.Lock()
+        self._state_lock = threading.Lock()
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
 
@@ -85,6 +86,7 @@ class VpcdLink:
         """Take the card out of the reader (closes the link; no reconnect until insert())."""
         self._inserted.clear()
         self._close()
+        self._set_state(False)
 
     def insert(self) -> None:
         self._inserted.set()
@@ -116,12 +118,13 @@ class VpcdLink:
             sock.close()
 
     def _set_state(self, connected: bool) -> None:
-        if connected == self._connected.is_set():
-            return
-        if connected:
-            self._connected.set()
-        else:
-            self._connected.clear()
+        with self._state_lock:
+            if connected == self._connected.is_set():
+                return
+            if connected:
+                self._connected.set()
+            else:
+                self._connected.clear()
         if self.on_state is not None:
             try:
                 self.on_state(connected)
