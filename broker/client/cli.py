@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -72,9 +73,28 @@ class TerminalScreens:
         return workspaces[n - 1]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Main(click.Group):
+    """Turns any stray exception into one ``error:`` line, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokerError as exc:
+            fail(exc.message)
+        except OSError as exc:
+            fail(f"{exc.strerror or exc} {exc.filename or ''}".strip())
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the CLI contract: one line, no traceback
+            fail(f"unexpected {type(exc).__name__}: {exc}")
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Thin client for smartcard-broker: smart-card login to WorkSpaces."""
+
+
+# ---- broker flow commands (register, login): owned by flow.py's author ------------------------
 
 
 @main.command()
@@ -143,103 +163,52 @@ def login(reader: str | None, pin_stdin: bool, cert_slot: str | None,
                    f"({session['gateway']['protocol']}), expires {session['expires_at']}")
 
 
+# ---- card-side commands ---------------------------------------------------------------------
+
+
 @main.group()
 def card() -> None:
     """The smart card in the reader."""
 
 
+def card_info_dict(reader_name: str | None, sc: Any) -> dict[str, Any]:
+    """What ``card info`` shows, as plain values (no PIN, nothing secret)."""
+    chuid = sc.read_chuid()
+    certs = sc.certificates()
+    return {"reader": reader_name, "atr": sc.atr.hex(), "kind": sc.kind,
+            "fasc_n": chuid.fasc_n.hex() if chuid and chuid.fasc_n else None,
+            "card_uuid": str(uuid.UUID(bytes=chuid.guid))
+            if chuid and chuid.guid and len(chuid.guid) == 16 else None,
+            "pin_tries_left": sc.pin_attempts_remaining(),
+            "certificates": [{"slot": c.slot_id, "label": c.label,
+                              "subject": c.certificate.subject.rfc4514_string(),
+                              "issuer": c.certificate.issuer.rfc4514_string(),
+                              "not_after": c.certificate.not_valid_after_utc.isoformat(),
+                              "algorithm": sc.default_algorithm(c.certificate)}
+                             for c in certs]}
+
+
 @card.command("info")
 @click.option("--reader", help="Use this PC/SC reader.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def card_info(reader: str | None, as_json: bool) -> None:
     """Reader, ATR, card kind, CHUID and certificates, PIN tries left."""
     from broker.client import transport
     from broker.client.card import open_card
 
+    conn = transport.connect(reader)
     try:
-        conn = transport.connect(reader)
-        sc = open_card(conn)
-        chuid = sc.piv.read_chuid()
-        certs = sc.certificates()
-        tries = sc.pin_attempts_remaining()
-    except BrokerError as exc:
-        fail(exc.message)
-    info = {"reader": conn.reader, "atr": sc.atr.hex(), "kind": sc.kind,
-            "fasc_n": chuid.fasc_n.hex() if chuid and chuid.fasc_n else None,
-            "card_uuid": chuid.guid.hex() if chuid and chuid.guid else None,
-            "pin_tries_left": tries,
-            "certificates": [{"slot": c.slot_id, "label": c.label,
-                              "subject": c.certificate.subject.rfc4514_string(),
-                              "issuer": c.certificate.issuer.rfc4514_string(),
-                              "not_after": c.certificate.not_valid_after_utc.isoformat()}
-                             for c in certs]}
+        info = card_info_dict(conn.reader, open_card(conn))
+    finally:
+        conn.disconnect()
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
     for key in ("reader", "atr", "kind", "fasc_n", "card_uuid", "pin_tries_left"):
-        click.echo(f"{key}: {info[key]}")
+        click.echo(f"{key}: {info[key] if info[key] is not None else '-'}")
     for c in info["certificates"]:
         click.echo(f"[{c['slot']}] {c['label']}: {c['subject']} (issuer {c['issuer']}, "
                    f"until {c['not_after']})")
-
-
-@main.command("card-sim")
-@click.argument("kind", type=click.Choice(["piv"]))
-@click.option("--pin", default="123456", show_default=True)
-@click.option("--puk", default="12345678", show_default=True)
-@click.option("--key", "key_path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--cert", "cert_path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--key-kind", type=click.Choice(["ec-p256", "ec-p384", "rsa-2048"]),
-              default="ec-p256", show_default=True)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Where to write the demo certificate and CA (default: a temp folder).")
-@click.option("--vpcd", default="127.0.0.1:35963", show_default=True,
-              help="vpcd address (HOST:PORT) of the virtual reader.")
-def card_sim(kind: str, pin: str, puk: str, key_path: str | None, cert_path: str | None,
-             key_kind: str, out_dir: Path | None, vpcd: str) -> None:
-    """Run a virtual card in pcscd's vpcd reader until stopped (Ctrl-C)."""
-    import signal
-    import tempfile
-    import time
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    from broker.cardsim import PivCard
-    from broker.cardsim.vpcd import VpcdLink
-    from broker.pki import issue
-
-    if bool(key_path) != bool(cert_path):
-        fail("give --key and --cert together, or neither", 2)
-    if key_path and cert_path:
-        key = serialization.load_pem_private_key(Path(key_path).read_bytes(), None)
-        cert = x509.load_pem_x509_certificate(Path(cert_path).read_bytes())
-    else:
-        out = out_dir or Path(tempfile.mkdtemp(prefix="card-sim-"))
-        out.mkdir(parents=True, exist_ok=True)
-        pki = issue.make_demo_pki(key_kind)
-        key, cert = pki.user.key, pki.user.cert
-        (out / "card-cert.pem").write_bytes(pki.user.cert_pem())
-        (out / "ca.pem").write_bytes(pki.intermediate.cert_pem())
-        (out / "root.pem").write_bytes(pki.root.cert_pem())
-        click.echo(f"demo certificate and CA written to {out}")
-    host, _, port = vpcd.rpartition(":")
-    link = VpcdLink(PivCard(key=key, certificate=cert, pin=pin, puk=puk), host, int(port))
-    link.start()
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    try:
-        if link.wait_connected(10):
-            click.echo(f"virtual {kind.upper()} card inserted in the vpcd reader at {vpcd}")
-        else:
-            click.echo(f"waiting for vpcd at {vpcd} (is pcscd running?)")
-        while not stop:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        link.stop()
-    click.echo("card removed")
 
 
 @main.command("nss-setup")
@@ -247,20 +216,29 @@ def card_sim(kind: str, pin: str, puk: str, key_path: str | None, cert_path: str
               help="NSS database folder (default ~/.pki/nssdb).")
 @click.option("--module", "module_path", help="Path of opensc-pkcs11.so (default: found).")
 @click.option("--firefox-policy", type=click.Path(dir_okay=False, path_type=Path),
-              help="Also write a Firefox enterprise policy (SecurityDevices) to this file.")
+              help="Also merge a Firefox enterprise policy (SecurityDevices) into this file.")
 def nss_setup(dbdir: Path | None, module_path: str | None,
               firefox_policy: Path | None) -> None:
     """Register OpenSC's PKCS#11 module in the NSS database (Chrome, Firefox in-session)."""
     from broker.client import nss
 
+    module = module_path or nss.find_opensc_module()
+    click.echo(nss.register_opensc(dbdir, module))
+    if firefox_policy:
+        nss.write_firefox_policy(firefox_policy, module)
+        click.echo(f"Firefox policy written to {firefox_policy}")
+
+
+def _mount_card_sim() -> None:
+    """``card-sim`` comes from the simulator package when it is installed alongside."""
     try:
-        result = nss.register_opensc(dbdir, module_path)
-        click.echo(result)
-        if firefox_policy:
-            nss.write_firefox_policy(firefox_policy, module_path or nss.find_opensc_module())
-            click.echo(f"Firefox policy written to {firefox_policy}")
-    except BrokerError as exc:
-        fail(exc.message)
+        from broker.cardsim.cli import card_sim
+    except ImportError:
+        return
+    main.add_command(card_sim, "card-sim")
+
+
+_mount_card_sim()
 
 
 if __name__ == "__main__":

@@ -137,7 +137,7 @@ _RSA_BYTES = {KeyType.RSA1024: 128, KeyType.RSA2048: 256, KeyType.RSA3072: 384,
 
 
 class Algorithm(enum.StrEnum):
-    """Signature algorithm names: a contract with the broker (challenge ``signature_algorithms``)."""
+    """Signature algorithm names: a contract with the broker (``signature_algorithms``)."""
 
     RSA_PKCS1_SHA256 = "rsa-pkcs1-sha256"
     RSA_PKCS1_SHA384 = "rsa-pkcs1-sha384"

@@ -1,49 +1,103 @@
-"""PC/SC through pyscard — the only module that imports pyscard.
+"""PC/SC through pyscard — the only module that imports pyscard (lazily, so the rest of the
+client imports without it).
 
-Readers, card presence, connections, and PC/SC failures mapped to CardError subclasses:
-no reader, no card, card removed mid-operation, reader busy (sharing violation).
+Readers, card presence, connections, and PC/SC failures mapped to CardError subclasses: no
+reader / no service, no card, card removed or reset mid-operation, reader busy (sharing
+violation).
 """
 
 from __future__ import annotations
 
+import enum
 import time
 from typing import Any
 
 from broker.client.errors import (
     CardError,
     CardRemovedError,
+    CardStackMissingError,
+    MultipleCardsError,
     NoCardError,
     NoReaderError,
     SharingViolationError,
 )
 
+POLL_INTERVAL_S = 0.25
+
+
+class PcscCode(enum.IntEnum):
+    """The PC/SC return codes the client tells apart (winscard / pcsc-lite)."""
+
+    E_READER_UNAVAILABLE = 0x80100017
+    E_SHARING_VIOLATION = 0x8010000B
+    E_NO_SMARTCARD = 0x8010000C
+    E_NO_SERVICE = 0x8010001D
+    E_SERVICE_STOPPED = 0x8010001E
+    E_NO_READERS_AVAILABLE = 0x8010002E
+    W_UNRESPONSIVE_CARD = 0x80100066
+    W_UNPOWERED_CARD = 0x80100067
+    W_RESET_CARD = 0x80100068
+    W_REMOVED_CARD = 0x80100069
+
+
+_REMOVED = {PcscCode.W_REMOVED_CARD, PcscCode.W_RESET_CARD, PcscCode.W_UNPOWERED_CARD,
+            PcscCode.E_NO_SMARTCARD, PcscCode.E_READER_UNAVAILABLE}
+
 
 def _pyscard() -> Any:
     try:
-        import smartcard.System  # noqa: F401
-        from smartcard import Exceptions, System
-        from smartcard.CardConnection import CardConnection
+        from smartcard import CardConnection, Exceptions, System
     except ImportError:
-        raise CardError("card_stack_missing", "pyscard is not installed: pip install "
-                                              "'smartcard-broker[card]'") from None
-    return System, Exceptions, CardConnection
+        raise CardStackMissingError(message="pyscard is not installed: pip install "
+                                            "'smartcard-broker[card]'") from None
+    return System, Exceptions, CardConnection.CardConnection
+
+
+def _hresult(exc: BaseException) -> int | None:
+    code = getattr(exc, "hresult", None)
+    if isinstance(code, int) and code not in (0, -1):
+        return code & 0xFFFFFFFF
+    return None
+
+
+def map_pcsc_error(exc: BaseException, reader: str | None = None,
+                   during_transmit: bool = False) -> CardError:
+    """The CardError for a pyscard exception (by PC/SC code, else by its text)."""
+    code = _hresult(exc)
+    text = str(exc)
+    where = f" in {reader}" if reader else ""
+    if code == PcscCode.E_SHARING_VIOLATION or "sharing violation" in text.lower():
+        return SharingViolationError(message=f"The reader{where} is in use by another program.")
+    if code in (PcscCode.E_NO_SERVICE, PcscCode.E_SERVICE_STOPPED):
+        return NoReaderError(message="The PC/SC service (pcscd) is not running.")
+    if code == PcscCode.E_NO_READERS_AVAILABLE:
+        return NoReaderError(message="No smart-card reader is connected.")
+    if during_transmit or code in _REMOVED or "removed" in text.lower():
+        return CardRemovedError(message=f"The smart card{where} was removed or reset.")
+    if code == PcscCode.W_UNRESPONSIVE_CARD or "unresponsive" in text.lower():
+        return NoCardError(message=f"The card{where} does not answer.")
+    return NoCardError(message=f"No usable smart card{where}.")
+
+
+def _system_readers() -> list[Any]:
+    system, exceptions, _ = _pyscard()
+    try:
+        return list(system.readers())
+    except exceptions.EstablishContextException:
+        raise NoReaderError(message="The PC/SC service (pcscd) is not running.") from None
+    except exceptions.ListReadersException as exc:
+        if _hresult(exc) == PcscCode.E_NO_READERS_AVAILABLE:
+            return []
+        raise map_pcsc_error(exc) from None
 
 
 def readers() -> list[str]:
-    system, exceptions, _ = _pyscard()
-    try:
-        return [str(r) for r in system.readers()]
-    except exceptions.EstablishContextException:
-        raise NoReaderError(message="The PC/SC service (pcscd) is not running.") from None
-    except Exception as exc:  # pyscard raises assorted errors when no reader is attached
-        if "SCARD_E_NO_READERS_AVAILABLE" in str(exc) or "No readers" in str(exc):
-            return []
-        raise CardError("card_pcsc_error", f"PC/SC: {exc}") from None
+    """Names of the PC/SC readers (empty when none); NoReaderError when pcscd is not running."""
+    return [str(r) for r in _system_readers()]
 
 
 def _reader_objects(name: str | None) -> list[Any]:
-    system, _, _ = _pyscard()
-    objs = [r for r in system.readers() if name is None or str(r) == name]
+    objs = [r for r in _system_readers() if name is None or str(r) == name]
     if not objs:
         raise NoReaderError(message=f"No smart-card reader{' named ' + name if name else ''} "
                                     "is connected.")
@@ -51,48 +105,69 @@ def _reader_objects(name: str | None) -> list[Any]:
 
 
 def _present(reader: Any) -> bool:
+    """Whether a card sits in ``reader`` (a shared connect that fails means no card)."""
     _, exceptions, _ = _pyscard()
     conn = reader.createConnection()
     try:
         conn.connect()
-        return True
-    except (exceptions.NoCardException, exceptions.CardConnectionException):
+    except exceptions.CardConnectionException as exc:
+        # a card another program holds exclusively is still a card in the reader
+        return isinstance(map_pcsc_error(exc), SharingViolationError)
+    except exceptions.NoCardException:
         return False
-    finally:
-        try:
-            conn.disconnect()
-        except Exception:  # nothing to release when the connect failed
-            pass
+    try:
+        conn.disconnect()
+    except exceptions.CardConnectionException:
+        pass  # already released: nothing more to do
+    return True
 
 
 def card_count(reader: str | None = None) -> int:
-    """How many readers hold a card (the broker refuses two or more)."""
+    """How many readers (or the named one) hold a card; 0 when there is no reader.
+    The broker refuses two or more."""
     try:
         objs = _reader_objects(reader)
     except NoReaderError:
-        return 0
+        if reader is None and not _service_down():
+            return 0
+        raise
     return sum(1 for r in objs if _present(r))
 
 
-def wait_for_card(reader: str | None = None, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if card_count(reader) > 0:
-            return
-        time.sleep(0.25)
-    raise NoCardError(message="No smart card was inserted in time.")
-
-
-def wait_for_removal(reader: str | None = None, timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if card_count(reader) == 0:
-            return True
-        time.sleep(0.25)
+def _service_down() -> bool:
+    try:
+        _system_readers()
+    except NoReaderError:
+        return True
     return False
 
 
+def wait_for_card(reader: str | None = None, timeout: float = 60.0) -> None:
+    """Block until a card is present; NoCardError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if card_count(reader) > 0:
+            return
+        if time.monotonic() >= deadline:
+            raise NoCardError(message="No smart card was inserted in time.")
+        time.sleep(POLL_INTERVAL_S)
+
+
+def wait_for_removal(reader: str | None = None, timeout: float = 60.0) -> bool:
+    """Block until no card is present; True if that happened within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if card_count(reader) == 0:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL_INTERVAL_S)
+
+
 class PcscConnection:
+    """A connection to the card in one reader: ``atr``, ``transmit``, ``disconnect``,
+    ``reader``. NoCardError / SharingViolationError on connect, CardRemovedError on transmit."""
+
     def __init__(self, reader: Any) -> None:
         _, exceptions, card_connection = _pyscard()
         self._exceptions = exceptions
@@ -103,32 +178,29 @@ class PcscConnection:
         except exceptions.NoCardException:
             raise NoCardError(message=f"No card in {self.reader}.") from None
         except exceptions.CardConnectionException as exc:
-            if "sharing" in str(exc).lower():
-                raise SharingViolationError(message=f"{self.reader} is in use by another "
-                                                    "program.") from None
-            raise NoCardError(message=f"Cannot connect to the card in {self.reader}: {exc}") \
-                from None
+            raise map_pcsc_error(exc, self.reader) from None
         self.atr = bytes(self._conn.getATR())
 
     def transmit(self, apdu: bytes) -> bytes:
         try:
             data, sw1, sw2 = self._conn.transmit(list(apdu))
         except self._exceptions.CardConnectionException as exc:
-            raise CardRemovedError(message=f"The card was removed or reset ({exc}).") from None
+            raise map_pcsc_error(exc, self.reader, during_transmit=True) from None
         return bytes(data) + bytes([sw1, sw2])
 
     def disconnect(self) -> None:
         try:
             self._conn.disconnect()
-        except Exception:  # already gone
-            pass
+        except self._exceptions.CardConnectionException:
+            pass  # the card or reader is already gone: nothing to release
 
 
 def connect(reader: str | None = None) -> PcscConnection:
-    """Connect to the card in ``reader`` (or the only reader holding a card)."""
+    """Connect to the card in ``reader``, or to the only reader holding a card.
+    NoReaderError, NoCardError, MultipleCardsError, SharingViolationError."""
     objs = [r for r in _reader_objects(reader) if _present(r)]
     if not objs:
         raise NoCardError(message="Insert your smart card.")
     if len(objs) > 1:
-        raise CardError("card_multiple", "Only one smart card at a time: remove the others.")
+        raise MultipleCardsError()
     return PcscConnection(objs[0])
