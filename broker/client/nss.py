@@ -1,76 +1,138 @@
 """In-session browsers: register OpenSC's PKCS#11 module in the user's NSS database.
 
 Does exactly what the WorkSpaces guide tells Linux users to run,
-``modutil -dbdir sql:$HOME/.pki/nssdb/ -add "OpenSC" -libfile <opensc-pkcs11.so>``, idempotently,
-and writes the Firefox enterprise policy (``SecurityDevices``) admins use to pre-enable it.
+``modutil -dbdir sql:$HOME/.pki/nssdb/ -add "OpenSC" -libfile <opensc-pkcs11.so>`` (with
+``-force`` so no prompt waits for Enter), idempotently, creating the database with
+``certutil -N --empty-password`` when it is absent; and merges the Firefox enterprise policy
+(``SecurityDevices``) admins use to pre-enable the module.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from broker.client.errors import CardError
 
 MODULE_NAME = "OpenSC"
+TOOL_TIMEOUT_S = 60
+# Debian/Ubuntu multiarch first, then the Fedora/RHEL and generic locations
 CANDIDATES = ("/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so",
-              "/usr/lib/aarch64-linux-gnu/opensc-pkcs11.so", "/usr/lib64/opensc-pkcs11.so",
+              "/usr/lib/aarch64-linux-gnu/opensc-pkcs11.so",
+              "/usr/lib/x86_64-linux-gnu/pkcs11/opensc-pkcs11.so",
+              "/usr/lib64/opensc-pkcs11.so", "/usr/lib64/pkcs11/opensc-pkcs11.so",
               "/lib64/opensc-pkcs11.so", "/usr/lib/opensc-pkcs11.so",
-              "/usr/lib/pkcs11/opensc-pkcs11.so")
+              "/usr/lib/pkcs11/opensc-pkcs11.so", "/usr/local/lib/opensc-pkcs11.so")
 
 
-def find_opensc_module() -> str:
-    for path in CANDIDATES:
-        if Path(path).exists():
+class NssSetupError(CardError):
+    code = "nss_setup_failed"
+
+
+@dataclass(frozen=True)
+class NssResult:
+    dbdir: Path
+    module_path: str
+    added: bool  # False: it was already registered
+
+    def __str__(self) -> str:
+        if self.added:
+            return f'Module "{MODULE_NAME}" ({self.module_path}) added to database {self.dbdir}.'
+        return f'Module "{MODULE_NAME}" is already registered in database {self.dbdir}.'
+
+
+def default_dbdir() -> Path:
+    return Path.home() / ".pki" / "nssdb"
+
+
+def find_opensc_module(candidates: tuple[str, ...] = CANDIDATES) -> str:
+    """The first opensc-pkcs11.so found; CardError(opensc_missing) otherwise."""
+    for path in candidates:
+        if Path(path).is_file():
             return path
     raise CardError("opensc_missing", "opensc-pkcs11.so not found: install OpenSC "
                                       "(apt-get install opensc / dnf install opensc)")
 
 
-def _modutil() -> str:
-    tool = shutil.which("modutil")
+def _tool(name: str) -> str:
+    tool = shutil.which(name)
     if tool is None:
-        raise CardError("nss_tools_missing", "modutil not found: install the NSS tools "
-                                             "(apt-get install libnss3-tools / nss-tools)")
+        raise CardError("nss_tools_missing",
+                        f"{name} not found: install the NSS tools "
+                        "(apt-get install libnss3-tools / dnf install nss-tools)")
     return tool
 
 
-def register_opensc(dbdir: Path | None = None, module_path: str | None = None) -> str:
-    """Add the OpenSC module to ``dbdir`` (default ~/.pki/nssdb); a second run changes nothing."""
-    db = (dbdir or Path.home() / ".pki" / "nssdb").expanduser()
-    module = module_path or find_opensc_module()
-    modutil = _modutil()
-    db.mkdir(parents=True, exist_ok=True)
-    if not (db / "cert9.db").exists():
-        certutil = shutil.which("certutil")
-        if certutil is None:
-            raise CardError("nss_tools_missing", "certutil not found: install the NSS tools")
-        subprocess.run([certutil, "-N", "-d", f"sql:{db}", "--empty-password"], check=True,
-                       capture_output=True, timeout=60)
-    listing = subprocess.run([modutil, "-dbdir", f"sql:{db}", "-list"], capture_output=True,
-                             text=True, timeout=60)
-    if f"Name: {MODULE_NAME}" in listing.stdout or f". {MODULE_NAME}" in listing.stdout:
-        return f'Module "{MODULE_NAME}" is already in {db}.'
-    proc = subprocess.run([modutil, "-dbdir", f"sql:{db}", "-add", MODULE_NAME, "-libfile",
-                           module, "-force"], capture_output=True, text=True, timeout=60)
+def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    # NSS tools read nothing from stdin with -force, but never let one wait on a terminal
+    env = dict(os.environ, NSS_DEFAULT_DB_TYPE="sql")
+    try:
+        return subprocess.run(args, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S,
+                              stdin=subprocess.DEVNULL, env=env, check=False)
+    except subprocess.TimeoutExpired:
+        raise NssSetupError(message=f"{Path(args[0]).name} did not finish in "
+                                    f"{TOOL_TIMEOUT_S} s.") from None
+
+
+def ensure_database(dbdir: Path) -> None:
+    """Create an NSS sql: database (empty password) in ``dbdir`` unless one is there."""
+    dbdir.mkdir(parents=True, exist_ok=True)
+    if (dbdir / "cert9.db").exists():
+        return
+    proc = _run([_tool("certutil"), "-N", "-d", f"sql:{dbdir}", "--empty-password"])
     if proc.returncode != 0:
-        raise CardError("nss_setup_failed", f"modutil failed: {proc.stderr.strip()[:200]}")
-    return f'Module "{MODULE_NAME}" added to database {db}.'
+        raise NssSetupError(message=f"certutil could not create {dbdir}: "
+                                    f"{proc.stderr.strip()[:200]}")
+
+
+def registered_modules(dbdir: Path) -> list[str]:
+    """Names of the PKCS#11 modules in the database (``modutil -list``)."""
+    proc = _run([_tool("modutil"), "-dbdir", f"sql:{dbdir}", "-list"])
+    if proc.returncode != 0:
+        raise NssSetupError(message=f"modutil -list failed: {proc.stderr.strip()[:200]}")
+    return re.findall(r"^\s*\d+\.\s+(.+?)\s*$", proc.stdout, flags=re.MULTILINE)
+
+
+def register_opensc(dbdir: Path | None = None, module_path: str | None = None) -> NssResult:
+    """Add OpenSC to ``dbdir`` (default ~/.pki/nssdb); a second run changes nothing."""
+    db = (dbdir or default_dbdir()).expanduser().resolve()
+    module = module_path or find_opensc_module()
+    if not Path(module).is_file():
+        raise CardError("opensc_missing", f"{module} does not exist.")
+    ensure_database(db)
+    if MODULE_NAME in registered_modules(db):
+        return NssResult(db, module, added=False)
+    proc = _run([_tool("modutil"), "-dbdir", f"sql:{db}", "-add", MODULE_NAME, "-libfile",
+                 module, "-force"])
+    if proc.returncode != 0:
+        raise NssSetupError(message=f"modutil -add failed: "
+                                    f"{(proc.stderr or proc.stdout).strip()[:200]}")
+    return NssResult(db, module, added=True)
 
 
 def write_firefox_policy(path: Path, module_path: str) -> None:
-    """Merge SecurityDevices.Add.OpenSC into a Firefox policies.json without clobbering it."""
-    data: dict = {}
+    """Merge ``policies.SecurityDevices.Add.OpenSC`` into a Firefox policies.json, keeping
+    every other policy; CardError(policy_invalid) when the file is not a JSON object."""
+    data: dict[str, Any] = {}
     if path.exists():
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except ValueError:
-            raise CardError("policy_invalid", f"{path} is not valid JSON; fix or move it") \
+            raise CardError("policy_invalid", f"{path} is not valid JSON; fix or move it.") \
                 from None
-    policies = data.setdefault("policies", {})
-    devices = policies.setdefault("SecurityDevices", {})
-    devices.setdefault("Add", {})[MODULE_NAME] = module_path
+    policies = data.setdefault("policies", {}) if isinstance(data, dict) else None
+    devices = policies.setdefault("SecurityDevices", {}) if isinstance(policies, dict) else None
+    add = devices.setdefault("Add", {}) if isinstance(devices, dict) else None
+    if not isinstance(add, dict):
+        raise CardError("policy_invalid", f"{path} does not have the policies.json shape.")
+    add[MODULE_NAME] = module_path
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
