@@ -114,10 +114,10 @@ def card_sim(kind: str, pin: str, puk: str, key_path: Path | None, cert_path: Pa
                        card_uuid=card_uuid.bytes)
     else:
         card = CacCard(*slots[:3], pin=pin, puk=puk, dual=dual, card_uuid=card_uuid.bytes)
-    cert = slots[0].certificate
-    assert cert is not None
-    click.echo(f"{kind.upper()} card: {cert.subject.rfc4514_string()} "
-               f"(SHA-256 {cert.fingerprint(hashes.SHA256()).hex()[:16]}…)")
+    shown = slots[0].certificate
+    assert shown is not None
+    click.echo(f"{kind.upper()} card: {shown.subject.rfc4514_string()} "
+               f"(SHA-256 {shown.fingerprint(hashes.SHA256()).hex()[:16]}…)")
 
     def on_state(connected: bool) -> None:
         if connected:

@@ -270,7 +270,7 @@ class PivApplet:
         return old, new
 
     def _change_reference(self, cmd: Command) -> bytes:
-        ref = {KeyRef.PIN: self.pin, KeyRef.PUK: self.puk}.get(cmd.p2)
+        ref = {int(KeyRef.PIN): self.pin, int(KeyRef.PUK): self.puk}.get(cmd.p2)
         if ref is None:
             raise CardStatus(SW.REFERENCE_NOT_FOUND)
         old, new = self._two_blocks(cmd)

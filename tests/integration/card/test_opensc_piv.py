@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 
 from broker.cardsim import KeySlot, PivCard, Slot
@@ -28,7 +28,8 @@ def run(*args: str) -> str:
 def full_piv() -> PivCard:
     return PivCard(key("ec-p256"), cert("ec-p256"),
                    slots={Slot.SIGNATURE: KeySlot(key("ec-p384"), cert("ec-p384")),
-                          Slot.KEY_MANAGEMENT: KeySlot(key("rsa-2048"), cert("rsa-2048")),
+                          Slot.KEY_MANAGEMENT: KeySlot(key("rsa-2048"), cert("rsa-2048"),
+                                                      compress=True),
                           Slot.CARD_AUTH: KeySlot(key("ec-p256", 1), cert("ec-p256", 1))})
 
 
@@ -52,6 +53,13 @@ def test_pkcs15_tool_lists_pin_puk_keys_and_certificates(
                      "X.509 Certificate [Certificate for Key Management]",
                      "X.509 Certificate [Certificate for Card Authentication]"):
         assert expected in out, expected
+
+
+def test_opensc_reads_a_gzip_compressed_certificate(vpcd_card: Callable[..., VpcdLink]) -> None:
+    vpcd_card(full_piv())
+    out = run("pkcs15-tool", "--read-certificate", "03")  # OpenSC's id for the 9D certificate
+    pem = cert("rsa-2048").public_bytes(serialization.Encoding.PEM).decode()
+    assert pem.strip() in out, out
 
 
 def test_pkcs11_tool_lists_the_token_and_objects(vpcd_card: Callable[..., VpcdLink],
