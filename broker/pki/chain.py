@@ -43,7 +43,7 @@ STRONG_CURVES = {"secp256r1", "secp384r1", "secp521r1"}
 _OPENSSL_REASONS = {
     9: "certificate_not_yet_valid", 10: "certificate_expired",
     13: "certificate_malformed", 14: "certificate_malformed",
-    23: "certificate_revoked", 22: "chain_too_long",
+    23: "certificate_revoked", 22: "chain_too_long", 43: "certificate_untrusted",
     66: "certificate_weak_algorithm", 67: "certificate_weak_algorithm",
     68: "certificate_weak_algorithm",
     26: "certificate_not_for_client_auth",  # X509_V_ERR_INVALID_PURPOSE
@@ -123,11 +123,19 @@ def _who(cert: x509.Certificate) -> str:
 
 
 def _openssl_path(leaf: x509.Certificate, untrusted: list[x509.Certificate], trust: TrustStore,
-                  at: dt.datetime) -> list[x509.Certificate]:
+                  at: dt.datetime,
+                  crls: list[x509.CertificateRevocationList] | None = None
+                  ) -> list[x509.Certificate]:
+    """OpenSSL's verdict; with ``crls`` it also checks every certificate against them."""
     store = crypto.X509Store()
     for anchor in trust.anchors:
         store.add_cert(crypto.X509.from_cryptography(anchor))
-    store.set_flags(crypto.X509StoreFlags.X509_STRICT)
+    flags = crypto.X509StoreFlags.X509_STRICT | crypto.X509StoreFlags.POLICY_CHECK
+    if crls is not None:
+        for crl in crls:
+            store.add_crl(crl)
+        flags |= crypto.X509StoreFlags.CRL_CHECK | crypto.X509StoreFlags.CRL_CHECK_ALL
+    store.set_flags(flags)
     store.set_time(at.astimezone(dt.UTC).replace(tzinfo=None))
     chain = [crypto.X509.from_cryptography(c) for c in untrusted]
     ctx = crypto.X509StoreContext(store, crypto.X509.from_cryptography(leaf), chain)
@@ -135,13 +143,23 @@ def _openssl_path(leaf: x509.Certificate, untrusted: list[x509.Certificate], tru
         verified = ctx.get_verified_chain()
     except crypto.X509StoreContextError as exc:
         code = exc.errors[0] if exc.errors else -1
-        bad = exc.certificate.to_cryptography() if exc.certificate is not None else leaf
+        try:
+            bad = exc.certificate.to_cryptography() if exc.certificate is not None else leaf
+        except (crypto.Error, ValueError):  # a certificate cryptography cannot represent
+            bad = leaf
         reason = _OPENSSL_REASONS.get(code, "certificate_untrusted")
         text = exc.errors[2] if len(exc.errors) > 2 else str(exc)
         raise PkiError(reason, f"The certificate path does not validate: {text} "
                                f"(at {_who(bad)!r}).",
                        {"openssl_error": code, "subject": _who(bad)}) from None
-    return [c.to_cryptography() for c in verified]
+    except crypto.Error as exc:
+        raise PkiError("certificate_malformed", f"OpenSSL cannot process the path: "
+                                                f"{str(exc)[:120]}") from None
+    try:
+        return [c.to_cryptography() for c in verified]
+    except (crypto.Error, ValueError) as exc:
+        raise PkiError("certificate_malformed", f"A certificate of the path cannot be read: "
+                                                f"{str(exc)[:120]}") from None
 
 
 def _weakness(cert: x509.Certificate, check_signature: bool) -> str | None:
@@ -241,5 +259,16 @@ def verify_certificate(leaf_der: bytes | x509.Certificate,
         raise PkiError("certificate_untrusted", "This directory has no trust anchors.")
     path = _openssl_path(leaf, untrusted, trust, at)
     _policy_checks(path, purpose, max_depth)
-    status, soft = check_chain(path, revocation, trust.crls, at, fetch, cache)
+
+    def crl_verdict(crls: list[x509.CertificateRevocationList]) -> tuple[str, str]:
+        """OpenSSL decides CRL status (indirect CRLs, IDPs, key rollover, scope, cRLSign)."""
+        try:
+            _openssl_path(leaf, untrusted, trust, at, crls)
+        except PkiError as exc:
+            if exc.code == "certificate_revoked":
+                return "revoked", exc.message
+            return "unknown", exc.message
+        return "good", ""
+
+    status, soft = check_chain(path, revocation, trust.crls, at, fetch, cache, crl_verdict)
     return VerificationResult(path, identity_of(leaf), status, soft)

@@ -234,35 +234,99 @@ def _ocsp_status(cert: x509.Certificate, issuer: x509.Certificate, at: dt.dateti
     return Status("unknown", last_why)
 
 
+def _fetch_missing_crls(chain: list[x509.Certificate],
+                        local: list[x509.CertificateRevocationList], at: dt.datetime,
+                        fetch: Fetch, cache: RevocationCache,
+                        timeout: float) -> list[x509.CertificateRevocationList]:
+    """CRLs from distribution points for certificates whose issuer has no current local CRL."""
+    fetched: list[x509.CertificateRevocationList] = []
+    for cert, issuer in zip(chain, chain[1:], strict=False):
+        if any(crl_applies(c, issuer, at) for c in local + fetched):
+            continue
+        for url in crl_urls(cert):
+            with cache.lock:
+                cached = cache.crls.get(url)
+            if cached is not None and crl_applies(cached, issuer, at):
+                fetched.append(cached)
+                break
+            try:
+                data = fetch(url, None, None, timeout)
+                cache.fetches += 1
+                crl = (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----")
+                       else x509.load_der_x509_crl(data))
+            except (FetchError, ValueError, OSError):
+                continue
+            if crl_applies(crl, issuer, at):
+                with cache.lock:
+                    cache.crls[url] = crl
+                fetched.append(crl)
+                break
+    return fetched
+
+
+CrlVerdict = Callable[[list[x509.CertificateRevocationList]], tuple[str, str]]
+
+
 def check_chain(chain: list[x509.Certificate], settings: RevocationSettings,
                 crls: list[x509.CertificateRevocationList], at: dt.datetime,
-                fetch: Fetch | None, cache: RevocationCache | None) -> tuple[str, list[str]]:
+                fetch: Fetch | None, cache: RevocationCache | None,
+                crl_verdict: CrlVerdict | None = None) -> tuple[str, list[str]]:
     """Check every certificate but the trust anchor. Returns ("good" | "not_checked" |
     "soft_fail", reasons); raises PkiError certificate_revoked, or
-    certificate_revocation_unknown in hard-fail mode."""
+    certificate_revocation_unknown in hard-fail mode.
+
+    OCSP answers per certificate. CRL status is decided by ``crl_verdict`` (OpenSSL over the
+    whole path, with the uploaded and fetched CRLs) when given, else per certificate here.
+    """
     if not (settings.crl or settings.ocsp):
         return "not_checked", []
     fetch = fetch or urllib_fetch
     cache = cache if cache is not None else RevocationCache()
-    soft: list[str] = []
-    for cert, issuer in zip(chain, chain[1:], strict=False):
-        statuses = []
-        if settings.ocsp:
-            statuses.append(_ocsp_status(cert, issuer, at, fetch, cache, settings.timeout_s))
-        # A certificate that names no OCSP responder (typically a CA) falls back to CRLs.
-        use_crl = settings.crl or (settings.ocsp and not ocsp_urls(cert))
-        if use_crl and not any(s.state != "unknown" for s in statuses):
-            statuses.append(_crl_status(cert, issuer, crls, at, fetch, cache,
-                                        settings.timeout_s))
-        who = cert.subject.rfc4514_string()
-        if any(s.state == "revoked" for s in statuses):
-            raise PkiError("certificate_revoked", f"The certificate {who!r} is revoked.",
-                           {"subject": who})
-        if not any(s.state == "good" for s in statuses):
-            why = "; ".join(s.why for s in statuses)
-            if settings.fail_mode == "hard":
-                raise PkiError("certificate_revocation_unknown",
-                               f"The revocation status of {who!r} cannot be established "
-                               f"({why}).", {"subject": who})
-            soft.append(f"{who}: {why}")
-    return ("soft_fail" if soft else "good"), soft
+    subjects = [c.subject.rfc4514_string() for c in chain[:-1]]
+    ocsp_status: list[Status | None] = [None] * len(subjects)
+    if settings.ocsp:
+        for i, (cert, issuer) in enumerate(zip(chain, chain[1:], strict=False)):
+            ocsp_status[i] = _ocsp_status(cert, issuer, at, fetch, cache, settings.timeout_s)
+            if ocsp_status[i].state == "revoked":  # type: ignore[union-attr]
+                raise PkiError("certificate_revoked", f"The certificate {subjects[i]!r} is "
+                                                      "revoked (OCSP).", {"subject": subjects[i]})
+    # Certificates OCSP did not vouch for need CRLs (with OCSP on, those naming no responder).
+    need_crl = [i for i, st in enumerate(ocsp_status)
+                if st is None or st.state != "good"]
+    problems: list[str] = []
+    if not settings.crl:
+        # CRLs only stand in for certificates that name no OCSP responder.
+        for i in [i for i in need_crl if ocsp_urls(chain[i])]:
+            st = ocsp_status[i]
+            problems.append(f"{subjects[i]}: {st.why if st else 'not checked'}")
+        need_crl = [i for i in need_crl if not ocsp_urls(chain[i])]
+    use_crl = settings.crl or settings.ocsp
+    if need_crl and use_crl:
+        all_crls = list(crls) + _fetch_missing_crls(chain, list(crls), at, fetch, cache,
+                                                    settings.timeout_s)
+        if crl_verdict is not None:
+            state, why = crl_verdict(all_crls)
+            if state == "revoked":
+                raise PkiError("certificate_revoked", why)
+            if state != "good":
+                problems.append(why)
+        else:
+            for i in need_crl:
+                st = _crl_status(chain[i], chain[i + 1], all_crls, at, fetch, cache,
+                                 settings.timeout_s)
+                if st.state == "revoked":
+                    raise PkiError("certificate_revoked", f"The certificate {subjects[i]!r} "
+                                                          "is revoked.", {"subject": subjects[i]})
+                if st.state != "good":
+                    problems.append(f"{subjects[i]}: {st.why}")
+    elif need_crl:
+        for i in need_crl:
+            st = ocsp_status[i]
+            problems.append(f"{subjects[i]}: {st.why if st else 'not checked'}")
+    if problems:
+        if settings.fail_mode == "hard":
+            raise PkiError("certificate_revocation_unknown",
+                           "The revocation status cannot be established: "
+                           + "; ".join(problems)[:400])
+        return "soft_fail", problems
+    return "good", []
