@@ -325,6 +325,13 @@ def apply_loaded(session: Session, loaded: LoadedFile, *, catalogue: Any, actor:
             session.add(row)
             changes.append("directory created")
         else:
+            if row.region != d.region and session.scalar(select(RegistrationCode.id).where(
+                    RegistrationCode.directory_id == d.id,
+                    RegistrationCode.state == "active").limit(1)) is not None:
+                # A code's prefix names its region: moving would strand every issued code.
+                raise _fail(loaded.path, loaded.text, ("directory", di, "region"),
+                            f"directory {d.id!r} has active registration codes for "
+                            f"{row.region}; revoke them before moving it to {d.region}")
             for k, v in values.items():
                 if getattr(row, k) != v:
                     setattr(row, k, v)
@@ -398,10 +405,16 @@ def apply_loaded(session: Session, loaded: LoadedFile, *, catalogue: Any, actor:
                                       state_changed_at=now, last_activity_at=now, **fields))
                 changes.append(f"workspace {w.id} created")
             else:
+                to_pcoip = wrow.protocol != "PCoIP" and w.protocol == "PCoIP"
                 for k, v in fields.items():
                     if getattr(wrow, k) != v:
                         setattr(wrow, k, v)
                         changes.append(f"workspace {w.id}.{k}")
+                if to_pcoip:
+                    from broker.service.admin import end_smart_card_sessions
+
+                    # Smart cards never for PCoIP: live card sessions end now (DESIGN §1).
+                    end_smart_card_sessions(session, wrow, now, "protocol_changed")
 
         codes = list(session.scalars(select(RegistrationCode).where(
             RegistrationCode.directory_id == d.id, RegistrationCode.state == "active")
@@ -502,7 +515,10 @@ def export_directory(session: Session, directory_id: str, pki_dir: Path,
     doc["user"] = []
     for u in users:
         entry: dict[str, Any] = {"username": u.username}
-        for k in ("upn", "email", "subject", "cert_fingerprint", "password_hash"):
+        keys = ["upn", "email", "subject", "cert_fingerprint"]
+        if d.password_login:  # the file format allows passwords only where login uses them
+            keys.append("password_hash")
+        for k in keys:
             if getattr(u, k):
                 entry[k] = getattr(u, k)
         if u.disabled:

@@ -146,8 +146,6 @@ def test_terminate_tells_the_next_heartbeat_to_disconnect(corp: BrokerContext) -
     assert err.value.code == "session_ended"
 
 
-@pytest.mark.xfail(strict=True, reason="directories.apply_loaded changes a WorkSpace's protocol "
-                   "without ending its smart-card sessions (admin.end_smart_card_sessions)")
 def test_apply_switching_a_workspace_to_pcoip_ends_its_smart_card_sessions(
         corp: BrokerContext, tmp_path: Path) -> None:
     from broker.service import directories

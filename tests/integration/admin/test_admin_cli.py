@@ -220,8 +220,6 @@ def test_cli_mirrors_the_admin_api(cli: BrokerProcess, pki: Pki, tmp_path: Path)
     assert run_json(cli, "directories", "list")["items"] == []
 
 
-@pytest.mark.xfail(strict=True, reason="directories.export_directory writes password_hash even "
-                   "when password_login is off, and load_file then refuses the exported file")
 def test_export_of_a_directory_with_password_login_turned_off_applies_again(
         cli: BrokerProcess, tmp_path: Path) -> None:
     cli.run_cli("admin", "directories", "create", "corp", "--name", "Corp", "--region",
