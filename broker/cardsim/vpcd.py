@@ -16,6 +16,7 @@ import logging
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable
 
 from broker.cardsim.card import SW, VirtualCard
@@ -25,6 +26,11 @@ log = logging.getLogger("broker.cardsim.vpcd")
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 35963
 MAX_FRAME = 65536 + 16  # an extended APDU plus header; anything longer is malformed
+# vpcd notices a closed card socket only at its next presence poll (~0.44 s); a card that
+# connects again sooner is never seen by pcscd, so a re-insertion on a port waits this long.
+REINSERT_GAP = 1.0
+_last_close: dict[tuple[str, int], float] = {}
+_last_close_lock = threading.Lock()
 
 
 class Control(enum.IntEnum):
@@ -48,11 +54,12 @@ class VpcdLink:
 
     def __init__(self, card: VirtualCard, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                  *, on_state: Callable[[bool], None] | None = None,
-                 max_backoff: float = 2.0) -> None:
+                 max_backoff: float = 2.0, reinsert_gap: float = REINSERT_GAP) -> None:
         self.card = card
         self.host, self.port = host, port
         self.on_state = on_state
         self.max_backoff = max_backoff
+        self.reinsert_gap = reinsert_gap
         self._stop = threading.Event()
         self._inserted = threading.Event()
         self._inserted.set()
@@ -111,6 +118,8 @@ class VpcdLink:
         with self._sock_lock:
             sock, self._sock = self._sock, None
         if sock is not None:
+            with _last_close_lock:
+                _last_close[(self.host, self.port)] = time.monotonic()
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
@@ -137,6 +146,12 @@ class VpcdLink:
             self._inserted.wait()
             if self._stop.is_set():
                 break
+            with _last_close_lock:
+                closed_at = _last_close.get((self.host, self.port))
+            if closed_at is not None:
+                gap = closed_at + self.reinsert_gap - time.monotonic()
+                if gap > 0 and self._stop.wait(gap):
+                    break
             try:
                 sock = socket.create_connection((self.host, self.port), timeout=3)
             except OSError as exc:

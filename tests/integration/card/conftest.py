@@ -94,8 +94,6 @@ def wait_for_card(reader: str, present: bool = True, timeout: float = 10.0) -> b
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if card_present(reader) is present:
-            if not present:
-                time.sleep(0.5)  # let vpcd's 0.44 s presence poll drop the old connection
             return True
         time.sleep(0.1)
     return False

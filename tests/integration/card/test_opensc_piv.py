@@ -126,5 +126,6 @@ def test_pyscard_sees_the_card_and_its_removal(vpcd_card: Callable[..., VpcdLink
     conn.disconnect()
     link.remove()
     assert wait_for_card(link.reader, present=False)
-    link.insert()
+    link.insert()  # right away: the link itself waits out vpcd's presence poll
     assert wait_for_card(link.reader, present=True)
+    assert not card.verified

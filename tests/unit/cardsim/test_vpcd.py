@@ -151,3 +151,19 @@ def test_link_keeps_retrying_while_nothing_listens(card: PivCard) -> None:
 def test_reader_names_follow_the_port() -> None:
     assert reader_name(35963) == "Virtual PCD 00 00"
     assert reader_name(35964) == "Virtual PCD 00 01"
+
+
+def test_reinsertion_waits_out_vpcds_presence_poll(card: PivCard, vpcd: FakeVpcd) -> None:
+    import time
+
+    lk = VpcdLink(card, port=vpcd.port, reinsert_gap=0.4).start()
+    try:
+        vpcd.accept()
+        assert lk.wait_connected(5)
+        lk.remove()
+        removed = time.monotonic()
+        lk.insert()
+        vpcd.accept()
+        assert time.monotonic() - removed >= 0.35
+    finally:
+        lk.stop()
