@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -154,8 +155,6 @@ def test_reader_names_follow_the_port() -> None:
 
 
 def test_reinsertion_waits_out_vpcds_presence_poll(card: PivCard, vpcd: FakeVpcd) -> None:
-    import time
-
     lk = VpcdLink(card, port=vpcd.port, reinsert_gap=0.4).start()
     try:
         vpcd.accept()
