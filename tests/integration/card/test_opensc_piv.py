@@ -129,3 +129,13 @@ def test_pyscard_sees_the_card_and_its_removal(vpcd_card: Callable[..., VpcdLink
     link.insert()  # right away: the link itself waits out vpcd's presence poll
     assert wait_for_card(link.reader, present=True)
     assert not card.verified
+
+
+def test_pkcs11_p384_signature_verifies(vpcd_card: Callable[..., VpcdLink], pkcs11_module: str,
+                                        tmp_path: Path) -> None:
+    vpcd_card(PivCard(key("ec-p384"), cert("ec-p384")))
+    signature, out = sign(pkcs11_module, tmp_path, "ECDSA-SHA384", "--signature-format",
+                          "openssl")
+    assert signature, out
+    cert("ec-p384").public_key().verify(signature, MESSAGE,  # type: ignore[call-arg]
+                                        ec.ECDSA(hashes.SHA384()))
