@@ -136,24 +136,8 @@ def _crl_status(cert: x509.Certificate, issuer: x509.Certificate,
                 fetch: Fetch, cache: RevocationCache, timeout: float) -> Status:
     candidates = [c for c in local if crl_applies(c, issuer, at)]
     if not candidates:
-        for url in crl_urls(cert):
-            with cache.lock:
-                cached = cache.crls.get(url)
-            if cached is not None and crl_applies(cached, issuer, at):
-                candidates.append(cached)
-                break
-            try:
-                data = fetch(url, None, None, timeout)
-                cache.fetches += 1
-                crl = (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----")
-                       else x509.load_der_x509_crl(data))
-            except (FetchError, ValueError):
-                continue
-            if crl_applies(crl, issuer, at):
-                with cache.lock:
-                    cache.crls[url] = crl
-                candidates.append(crl)
-                break
+        fetched = _fetch_crl(cert, issuer, at, fetch, cache, timeout)
+        candidates = [fetched] if fetched is not None else []
     if not candidates:
         return Status("unknown", f"no current CRL for {issuer.subject.rfc4514_string()}")
     for crl in candidates:
@@ -243,25 +227,33 @@ def _fetch_missing_crls(chain: list[x509.Certificate],
     for cert, issuer in zip(chain, chain[1:], strict=False):
         if any(crl_applies(c, issuer, at) for c in local + fetched):
             continue
-        for url in crl_urls(cert):
-            with cache.lock:
-                cached = cache.crls.get(url)
-            if cached is not None and crl_applies(cached, issuer, at):
-                fetched.append(cached)
-                break
-            try:
-                data = fetch(url, None, None, timeout)
-                cache.fetches += 1
-                crl = (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----")
-                       else x509.load_der_x509_crl(data))
-            except (FetchError, ValueError, OSError):
-                continue
-            if crl_applies(crl, issuer, at):
-                with cache.lock:
-                    cache.crls[url] = crl
-                fetched.append(crl)
-                break
+        crl = _fetch_crl(cert, issuer, at, fetch, cache, timeout)
+        if crl is not None:
+            fetched.append(crl)
     return fetched
+
+
+def _fetch_crl(cert: x509.Certificate, issuer: x509.Certificate, at: dt.datetime,
+               fetch: Fetch, cache: RevocationCache,
+               timeout: float) -> x509.CertificateRevocationList | None:
+    """The issuer's current CRL from ``cert``'s distribution points (cached until nextUpdate)."""
+    for url in crl_urls(cert):
+        with cache.lock:
+            cached = cache.crls.get(url)
+        if cached is not None and crl_applies(cached, issuer, at):
+            return cached
+        try:
+            data = fetch(url, None, None, timeout)
+            cache.fetches += 1
+            crl = (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----")
+                   else x509.load_der_x509_crl(data))
+        except (FetchError, ValueError, OSError):
+            continue
+        if crl_applies(crl, issuer, at):
+            with cache.lock:
+                cache.crls[url] = crl
+            return crl
+    return None
 
 
 CrlVerdict = Callable[[list[x509.CertificateRevocationList]], tuple[str, str]]
