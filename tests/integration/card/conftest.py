@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from broker.cardsim.card import VirtualCard
-from broker.cardsim.vpcd import DEFAULT_PORT, VpcdLink, reader_name
+from broker.cardsim.vpcd import DEFAULT_PORT, REINSERT_GAP, VpcdLink, reader_name
 
 LOCK_PATH = "/tmp/smartcard-broker-vpcd.lock"
 VPCD_DRIVER = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
@@ -145,13 +145,22 @@ def vpcd_lock() -> Iterator[None]:
 def vpcd_card(pcsc_stack: str, vpcd_lock: None) -> Iterator[Callable[..., VpcdLink]]:
     """Factory: ``vpcd_card(card, port=35963)`` → a running link with the card present."""
     links: list[VpcdLink] = []
+    # another process may have pulled its card a moment ago: vpcd only notices at its next
+    # presence poll, and a card connecting before that stays invisible to pcscd
+    time.sleep(REINSERT_GAP)
 
     def insert(card: VirtualCard, port: int = DEFAULT_PORT) -> VpcdLink:
         link = VpcdLink(card, port=port).start()
         links.append(link)
-        if link.wait_connected(10) is None:
-            pytest.fail(f"the card did not connect to vpcd on port {port}")
-        if not wait_for_card(link.reader):
+        for attempt in range(2):
+            if link.wait_connected(10) is None:
+                pytest.fail(f"the card did not connect to vpcd on port {port}")
+            if wait_for_card(link.reader, timeout=5):
+                break
+            if attempt == 0:  # vpcd still held a stale connection: pull and re-insert once
+                link.remove()
+                link.insert()
+        else:
             pytest.fail(f"pcscd does not see the card in '{link.reader}'")
         card.stats.clear()
         return link

@@ -5,11 +5,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from cryptography import x509
 
+from broker.cardsim.vpcd import REINSERT_GAP
 from tests.integration.card.conftest import wait_for_card
 
 pytestmark = pytest.mark.pcsc
@@ -21,6 +23,7 @@ RUN = "from broker.cardsim.cli import card_sim; card_sim()"
                                             ("cac", "Common Access Card (CAC)")])
 def test_card_sim_puts_a_demo_card_in_the_reader_until_sigterm(
         pcsc_stack: str, vpcd_lock: None, tmp_path: Path, kind: str, name: str) -> None:
+    time.sleep(REINSERT_GAP)  # a card pulled by another process must be gone from vpcd first
     proc = subprocess.Popen([sys.executable, "-c", RUN, kind, "--out", str(tmp_path)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
