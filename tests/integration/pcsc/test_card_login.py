@@ -67,6 +67,22 @@ def test_full_login_with_both_pins_through_pcsc(pcsc_broker, card_name) -> None:
         assert f.heartbeat(session, card_present=transport.card_count() == 1) == "none"
 
 
+@pytest.mark.parametrize("dual", [False, True])
+def test_full_login_with_a_cac_card_through_pcsc(pcsc_broker, dual) -> None:  # type: ignore[no-untyped-def]
+    """A CAC (PKI applets; with dual=True also a PIV applet) logs in with both PINs."""
+    from broker.cardsim.cac import CacCard
+    from broker.cardsim.piv import KeySlot
+
+    bp, w = pcsc_broker
+    soft = w.cards["alice"]
+    with vpcd_cards(CacCard(KeySlot(soft.key, soft.cert), dual=dual)):
+        f = flow(bp, w, Scripted(["123456"]))
+        login = f.login(card_wait=5)
+        assert login.user["username"] == "alice"
+        session = f.connect(login, "ws-alice")
+        assert session["smart_card_redirection"] is True
+
+
 def test_card_removal_is_reported_and_locks(pcsc_broker) -> None:  # type: ignore[no-untyped-def]
     bp, w = pcsc_broker
     soft = w.cards["bob"]
