@@ -10,7 +10,6 @@ from broker.service.tickets import KeyRing, jwks, verify
 from broker.store.db import Database
 
 
-
 def now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
