@@ -173,3 +173,22 @@ def test_key_type_is_named_from_the_certificate() -> None:
     assert KeyType.of(cert("ec-p256").public_key()) is KeyType.ECCP256
     assert KeyType.of(cert("ec-p384").public_key()) is KeyType.ECCP384
     assert Slot.AUTHENTICATION.slot_id == "9a" and Slot.CARD_AUTH.object_id == 0x5FC101
+
+
+def test_an_rsa_2048_signature_goes_out_as_a_chained_general_authenticate(
+        piv_conn: InProcessConnection) -> None:
+    sent: list[bytes] = []
+    transmit = piv_conn.transmit
+
+    def spy(apdu: bytes) -> bytes:
+        sent.append(apdu)
+        return transmit(apdu)
+
+    piv_conn.transmit = spy  # type: ignore[method-assign]
+    piv = PivSession(piv_conn)
+    piv.verify_pin("123456")
+    sent.clear()
+    piv.sign(Slot.KEY_MANAGEMENT, b"m", "rsa-pkcs1-sha256", KeyType.RSA2048)
+    general_auth = [a for a in sent if a[1] == 0x87]
+    assert [a[0] for a in general_auth] == [0x10, 0x00]
+    assert general_auth[0][2:4] == bytes([KeyType.RSA2048, Slot.KEY_MANAGEMENT])
