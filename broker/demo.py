@@ -188,6 +188,11 @@ def demo(settings: Settings, pin: str, card_mode: str, key_kind: str,
             click.echo(f"  card: in-process virtual PIV card ({missing})")
             cards = InProcessCards(card)
         else:
+            import fcntl
+
+            # The vpcd ports are machine-wide: wait for any test run using them to finish.
+            vpcd_lock = open("/tmp/smartcard-broker-vpcd.lock", "w")  # noqa: SIM115
+            fcntl.flock(vpcd_lock, fcntl.LOCK_EX)
             if not pcscd_running():
                 started_pcscd = subprocess.Popen(["pcscd", "-f"], stdout=subprocess.DEVNULL,
                                                  stderr=subprocess.DEVNULL)
