@@ -139,8 +139,14 @@ def register(code: str, broker_addr: str, cafile: str | None, config_path: Path 
 @click.option("--workspace", "workspace_id", help="WorkSpace to connect to.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the session as JSON.")
+@click.option("--hold", is_flag=True,
+              help="Stay connected: send heartbeats reporting whether the card is still in "
+                   "the reader, and follow the broker's lock/disconnect answers.")
+@click.option("--heartbeat-interval", type=click.FloatRange(0.2, 300), default=15.0,
+              show_default=True, help="Seconds between heartbeats with --hold.")
 def login(reader: str | None, pin_stdin: bool, cert_slot: str | None,
-          workspace_id: str | None, config_path: Path | None, as_json: bool) -> None:
+          workspace_id: str | None, config_path: Path | None, as_json: bool, hold: bool,
+          heartbeat_interval: float) -> None:
     """Log in with the smart card and connect to a WorkSpace."""
     from broker.client.access import PcscCards
     from broker.client.flow import BrokerApi, BrokerEndpoint, LoginFlow, load_registration
@@ -161,6 +167,39 @@ def login(reader: str | None, pin_stdin: bool, cert_slot: str | None,
         click.echo(f"session {session['id']} on {session['workspace_id']} via "
                    f"{session['gateway']['host']}:{session['gateway']['port']} "
                    f"({session['gateway']['protocol']}), expires {session['expires_at']}")
+    if hold:
+        hold_session(flow, session, reader, heartbeat_interval)
+
+
+def hold_session(flow: Any, session: dict[str, Any], reader: str | None,
+                 interval: float) -> None:
+    """Heartbeat until the broker says disconnect (or Ctrl-C, which ends the session)."""
+    import time
+
+    from broker.client import transport
+
+    last = "none"
+    try:
+        while True:
+            try:
+                present = transport.card_count(reader) > 0
+            except BrokerError:
+                present = False
+            try:
+                action = flow.heartbeat(session, present)
+            except BrokerError as exc:
+                fail(f"session ended: {exc.message}")
+            if action != last:
+                click.echo(f"heartbeat: card {'present' if present else 'removed'} → {action}",
+                           err=True)
+                last = action
+            if action == "disconnect":
+                click.echo("disconnected", err=True)
+                return
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        flow.api.call("DELETE", f"/v1/sessions/{session['id']}")
+        click.echo("session ended", err=True)
 
 
 # ---- card-side commands ---------------------------------------------------------------------

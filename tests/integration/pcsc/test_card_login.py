@@ -146,3 +146,42 @@ def test_broker_client_card_info_reads_the_card() -> None:
         assert info["kind"] == "piv" and info["pin_tries_left"] == 3
         assert info["certificates"][0]["slot"] == "9a"
         assert "demo.user" in info["certificates"][0]["subject"]
+
+
+def test_broker_client_register_login_hold_reports_card_removal(broker_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The CLI end to end: register, log in with the PIN on stdin, hold the session; pulling
+    the card is reported by the next heartbeat and the broker's disconnect ends the client."""
+    import time
+
+    from tests.support.databases import database_url
+    from tests.support.world import build_world
+
+    with database_url("sqlite", tmp_path) as url:
+        bp = broker_factory(url)
+        w = build_world(tmp_path / "w", bp, removal="disconnect")
+        soft = w.cards["bob"]
+        cfg = tmp_path / "client.json"
+        cli = [sys.executable, "-m", "broker.client.cli"]
+        reg = subprocess.run(cli + ["register", w.codes["corp"], "--broker",
+                                    f"127.0.0.1:{bp.port}", "--cafile", str(bp.cafile),
+                                    "--config", str(cfg)], capture_output=True, text=True,
+                             timeout=60)
+        assert reg.returncode == 0 and "smart_card" in reg.stdout, reg.stderr
+        with vpcd_cards(PivCard(key=soft.key, certificate=soft.cert)) as links:
+            proc = subprocess.Popen(cli + ["login", "--config", str(cfg), "--pin-stdin",
+                                           "--workspace", "ws-bob", "--hold",
+                                           "--heartbeat-interval", "0.3"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write("123456\n")
+            proc.stdin.close()
+            line = proc.stdout.readline()
+            assert line.startswith("session "), (line, proc.stderr.read() if proc.stderr
+                                                  else "")
+            time.sleep(0.5)
+            links[0].remove()
+            proc.wait(60)
+            err = proc.stderr.read() if proc.stderr else ""
+            assert proc.returncode == 0, err
+            assert "card removed → disconnect" in err and "123456" not in err
