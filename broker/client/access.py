@@ -19,17 +19,17 @@ class PcscCards:
         self.reader = reader
 
     def count(self) -> int:
-        from broker.client import transport
+        import broker.client.transport as transport
 
         return transport.card_count(self.reader)
 
     def wait_for_card(self, timeout: float) -> None:
-        from broker.client import transport
+        import broker.client.transport as transport
 
         transport.wait_for_card(self.reader, timeout)
 
     def open(self) -> Any:
-        from broker.client import transport
+        import broker.client.transport as transport
         from broker.client.card import open_card
 
         count = self.count()

@@ -68,7 +68,7 @@ def _name(cn: str, org: str = "Example Agency") -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def _hash_for(key: PrivateKey, hash_alg: hashes.HashAlgorithm | None) -> hashes.HashAlgorithm:
+def _hash_for(key: PrivateKey, hash_alg: Any) -> Any:
     if hash_alg is not None:
         return hash_alg
     if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.key_size >= 384:

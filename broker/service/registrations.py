@@ -14,7 +14,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from broker import policy, registration
+import broker.policy as policy
+import broker.registration as registration
 from broker.errors import BrokerError
 from broker.service import audit
 from broker.service.context import BrokerContext
