@@ -215,6 +215,7 @@ def install_json_errors(app: Klein, api: str) -> None:
 def build_sites(ctx: BrokerContext) -> tuple[BrokerSite, BrokerSite]:
     from broker.web.admin_api import build_admin_app
     from broker.web.client_api import build_client_app
+    from broker.web.openapi import add_openapi_route
 
     BrokerRequest.max_body_bytes = ctx.settings.server.max_body_bytes
     client_app = build_client_app(ctx)
@@ -222,7 +223,7 @@ def build_sites(ctx: BrokerContext) -> tuple[BrokerSite, BrokerSite]:
     for app, api in ((client_app, "client"), (admin_app, "admin")):
         add_operational_routes(app, ctx, api)
         install_json_errors(app, api)
-        __import__("broker.web.openapi").web.openapi.add_openapi_route(app, ctx, api)
+        add_openapi_route(app, ctx, api)
     return BrokerSite(client_app.resource()), BrokerSite(admin_app.resource())
 
 
