@@ -296,7 +296,9 @@ def check_chain(chain: list[x509.Certificate], settings: RevocationSettings,
     if need_crl and use_crl:
         all_crls = list(crls) + _fetch_missing_crls(chain, list(crls), at, fetch, cache,
                                                     settings.timeout_s)
-        if crl_verdict is not None:
+        # OpenSSL's verdict covers the whole path, so use it only when no certificate is
+        # already vouched for by OCSP (else a leaf with no CRL would fail the path).
+        if crl_verdict is not None and len(need_crl) == len(subjects):
             state, why = crl_verdict(all_crls)
             if state == "revoked":
                 raise PkiError("certificate_revoked", why)
