@@ -195,3 +195,13 @@ def test_crl_from_distribution_point_revokes(pki) -> None:  # type: ignore[no-un
     with pytest.raises(PkiError) as err:
         verify(root, inter, u, revocation=RevocationSettings(crl=True, fail_mode="hard"))
     assert err.value.code == "certificate_revoked"
+
+
+def test_ocsp_cleared_leaf_needs_no_crl_when_only_its_ca_falls_back_to_crls(pki) -> None:  # type: ignore[no-untyped-def]
+    """OCSP on, CRLs off: the issuing CA names no responder and is checked against the root's
+    CRL; the user certificate, cleared by OCSP and carrying no CRL distribution point, must not
+    be failed for lacking a CRL."""
+    root, inter, responder, port = pki
+    u = issue.make_user_cert(inter, "Alice", ocsp_url=f"http://127.0.0.1:{port}/ocsp")
+    responder.leaves[u.cert.serial_number] = u.cert
+    assert verify(root, inter, u, revocation=OCSP_HARD).revocation_status == "good"
