@@ -39,6 +39,8 @@ class ServerSettings:
     max_body_bytes: int = 65536
     shutdown_grace_s: float = 10.0
     threadpool_size: int = 10
+    request_head_timeout_s: float = 10.0
+    request_body_timeout_s: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,11 @@ class LoginSettings:
     auth_token_ttl_s: int = 900
     challenges_per_code_per_minute: int = 30
     challenges_per_address_per_minute: int = 60
+    challenges_per_directory_per_minute: int = 6000
     max_failures: int = 5
     lockout_s: int = 300
+    failures_per_address: int = 20
+    failures_per_challenge: int = 3
 
 
 @dataclass(frozen=True)
@@ -179,7 +184,13 @@ def _check_values(settings: Settings) -> None:
         ("login.auth_token_ttl_s", s.login.auth_token_ttl_s),
         ("login.challenges_per_code_per_minute", s.login.challenges_per_code_per_minute),
         ("login.challenges_per_address_per_minute", s.login.challenges_per_address_per_minute),
+        ("login.challenges_per_directory_per_minute",
+         s.login.challenges_per_directory_per_minute),
         ("login.max_failures", s.login.max_failures),
+        ("login.failures_per_address", s.login.failures_per_address),
+        ("login.failures_per_challenge", s.login.failures_per_challenge),
+        ("server.request_head_timeout_s", s.server.request_head_timeout_s),
+        ("server.request_body_timeout_s", s.server.request_body_timeout_s),
         ("sessions.heartbeat_timeout_s", s.sessions.heartbeat_timeout_s),
         ("sessions.sweep_interval_s", s.sessions.sweep_interval_s),
         ("database.pool_size", s.database.pool_size),

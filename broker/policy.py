@@ -104,7 +104,7 @@ def parse_version(text: str) -> tuple[int, ...] | None:
     """``"3.1.10"`` → ``(3, 1, 10)``; anything that is not a dotted number → None."""
     if not isinstance(text, str):
         return None
-    t = text.strip()
+    t = text  # no stripping: "3.1.1\n" is not a version a real client sends
     if t[:1] in ("v", "V"):
         t = t[1:]
     if not _VERSION_RE.fullmatch(t):

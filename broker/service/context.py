@@ -8,7 +8,7 @@ or a big certificate chain.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -16,7 +16,10 @@ from broker.config import Settings
 from broker.store.db import Database
 
 if TYPE_CHECKING:
+    from broker.pki.revocation import RevocationCache
     from broker.regions import RegionCatalogue
+    from broker.service.tickets import KeyRing
+    from broker.service.trust import TrustStoreCache
 
 T = TypeVar("T")
 
@@ -42,6 +45,30 @@ class BrokerContext:
         from broker.regions import RegionCatalogue
 
         return RegionCatalogue.load(self.settings.path(self.settings.regions.catalogue))
+
+    # Per-process services, built on first use and kept for the life of the process.
+    @cached_property
+    def trust_stores(self) -> TrustStoreCache:
+        """Parsed trust stores per directory, rebuilt when the trust material changes."""
+        from broker.service.trust import TrustStoreCache
+
+        return TrustStoreCache()
+
+    @cached_property
+    def revocation_cache(self) -> RevocationCache:
+        """CRLs fetched from distribution points and OCSP answers, kept to nextUpdate."""
+        from broker.pki.revocation import RevocationCache
+
+        return RevocationCache()
+
+    @cached_property
+    def keyring(self) -> KeyRing:
+        """The ticket and assertion signing key (one current key shared by all processes)."""
+        from broker.service.tickets import KeyRing
+
+        s = self.settings
+        return KeyRing(timedelta(days=s.sessions.signing_key_rotation_days),
+                       timedelta(seconds=max(s.login.ticket_ttl_s, 600)))
 
     def now(self) -> datetime:
         return self.clock()

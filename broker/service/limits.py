@@ -27,7 +27,9 @@ def _row(session: Session, key: str, now: datetime) -> RateCounter:
         return row
     except IntegrityError:  # another process created it first: use theirs
         row = session.scalar(select(RateCounter).where(RateCounter.key == key).with_for_update())
-        assert row is not None
+        if row is None:
+            raise ServiceError("service_unavailable",
+                               "A rate counter vanished; try again.") from None
         return row
 
 
@@ -43,12 +45,13 @@ def hit(session: Session, key: str, limit: int, window_s: int, now: datetime) ->
                            {"retry_after_s": retry})
 
 
-def check_lockout(session: Session, key: str, now: datetime) -> None:
-    """locked_out (with retry_after_s) while a lockout is in force for ``key``."""
+def check_lockout(session: Session, key: str, now: datetime, *,
+                  code: str = "locked_out") -> None:
+    """``code`` (locked_out, or rate_limited for throttles) while ``key`` is locked."""
     row = session.scalar(select(RateCounter).where(RateCounter.key == key))
     if row is not None and row.locked_until is not None and row.locked_until > now:
         retry = max(1, int((row.locked_until - now).total_seconds()) + 1)
-        raise ServiceError("locked_out", "Too many failed attempts; try again later.",
+        raise ServiceError(code, "Too many failed attempts; try again later.",
                            {"retry_after_s": retry})
 
 

@@ -17,8 +17,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from broker.errors import BrokerError
-from broker.service import admin, admin_tokens
+from broker.service import admin, auth
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
 from broker.web.admin_models import (
@@ -34,7 +33,7 @@ from broker.web.admin_models import (
     WorkSpaceCreate,
     WorkSpacePatch,
 )
-from broker.web.http import BadRequest, json_route, parse_model, read_json
+from broker.web.http import Access, BadRequest, JsonApi, int_param, read_model
 
 PREFIX = "/admin/v1"
 PAGE_PARAMS = ("limit", "cursor", "offset")
@@ -52,13 +51,6 @@ LIST_FILTERS: dict[str, tuple[str, ...]] = {
     "/admin/v1/audit-events": ("directory", "username", "kind", "outcome", "actor", "since",
                                "until"),
 }
-
-
-def bearer(request: Any) -> str | None:
-    header = request.getHeader(b"authorization")
-    if header and header[:7].lower() == b"bearer ":
-        return header[7:].strip().decode("ascii", "replace")
-    return None
 
 
 def query_args(request: Any, allowed: tuple[str, ...]) -> dict[str, str]:
@@ -79,11 +71,7 @@ def query_args(request: Any, allowed: tuple[str, ...]) -> dict[str, str]:
 def _int(args: dict[str, str], key: str) -> int | None:
     if key not in args:
         return None
-    try:
-        return int(args[key])
-    except ValueError:
-        raise BadRequest(message=f"Query parameter {key!r} must be an integer.",
-                         details={"parameter": key}) from None
+    return int_param(args[key], key, low=0, high=1_000_000_000)
 
 
 def page_of(args: dict[str, str]) -> admin.Page:
@@ -116,35 +104,24 @@ def parse_bool(args: dict[str, str], key: str) -> bool | None:
     return value == "true"
 
 
-def build_admin_app(ctx: BrokerContext) -> Klein:
-    app = Klein()
+def build_admin_api(ctx: BrokerContext) -> JsonApi:
 
-    async def call(request: Any, fn: Callable[[Session, str, Any, dict[str, str]], Any], *,
-                   write: bool, model: type[BaseModel] | None = None,
-                   query: tuple[str, ...] = ()) -> Any:
-        """Authenticate, validate and run ``fn(session, actor, body, query)`` in one
-        transaction."""
-        token = bearer(request)
-        data: Any = None
-        body_error: BrokerError | None = None
-        if model is not None:
-            try:
-                data = read_json(request)
-            except BrokerError as exc:
-                body_error = exc
+    async def authenticate(presented: str | None, access: Access) -> Any:
+        return await ctx.call(auth.admin_principal, ctx, presented,
+                              access is Access.ADMIN_WRITE)
+
+    api = JsonApi("admin", Klein(), authenticate)
+    route = api.route
+
+    async def call(request: Any, identity: Any,
+                   fn: Callable[[Session, str, Any, dict[str, str]], Any], *,
+                   model: type[BaseModel] | None = None, query: tuple[str, ...] = ()) -> Any:
+        """Validate and run ``fn(session, actor, body, query)`` in one transaction (the token
+        was checked by the route's declaration, before the body was read)."""
+        args = query_args(request, query)
+        body = read_model(request, model) if model is not None else None
 
         def work(session: Session) -> Any:
-            identity = admin_tokens.authenticate(session, token, ctx.now())
-            if write and not identity.can_write:
-                raise ServiceError("admin_scope_insufficient",
-                                   "This admin token may only read; changes need a write token.",
-                                   {"scope": identity.scope})
-            args = query_args(request, query)
-            body = None
-            if model is not None:
-                if body_error is not None:
-                    raise body_error
-                body = parse_model(model, data)
             return fn(session, f"token:{identity.name}", body, args)
 
         try:
@@ -174,221 +151,204 @@ def build_admin_app(ctx: BrokerContext) -> Klein:
 
     # ------------------------------------------------------------------ directories
 
-    @app.route(f"{PREFIX}/directories", methods=["GET"])
-    @json_route("admin", f"{PREFIX}/directories")
-    async def directories_list(request: Any) -> tuple[int, Any]:
-        return 200, await call(request, lambda s, a, b, q: admin.list_directories(
-            s, page_of(q), region=q.get("region")), write=False,
+    @route(f"{PREFIX}/directories", "GET", access=Access.ADMIN_READ)
+    async def directories_list(request: Any, principal: Any) -> tuple[int, Any]:
+        return 200, await call(request, principal, lambda s, a, b, q: admin.list_directories(
+            s, page_of(q), region=q.get("region")),
             query=PAGE_PARAMS + LIST_FILTERS[f"{PREFIX}/directories"])
 
-    @app.route(f"{PREFIX}/directories", methods=["POST"])
-    @json_route("admin", f"{PREFIX}/directories")
-    async def directories_create(request: Any) -> tuple[int, Any]:
-        return 201, await call(request, lambda s, a, b, q: admin.create_directory(
-            s, ctx, b.model_dump(), a), write=True, model=DirectoryCreate)
+    @route(f"{PREFIX}/directories", "POST", access=Access.ADMIN_WRITE)
+    async def directories_create(request: Any, principal: Any) -> tuple[int, Any]:
+        return 201, await call(request, principal, lambda s, a, b, q: admin.create_directory(
+            s, ctx, b.model_dump(), a), model=DirectoryCreate)
 
-    @app.route(f"{PREFIX}/directories/<directory_id>", methods=["GET"])
-    @json_route("admin", f"{PREFIX}/directories/{{directory_id}}")
-    async def directories_get(request: Any, directory_id: str) -> tuple[int, Any]:
-        return 200, await call(request, lambda s, a, b, q: admin.get_directory(s, directory_id),
-                               write=False)
+    @route(f"{PREFIX}/directories/{{directory_id}}", "GET", access=Access.ADMIN_READ)
+    async def directories_get(request: Any, directory_id: str, principal: Any) -> tuple[int, Any]:
+        return 200, await call(request, principal,
+            lambda s, a, b, q: admin.get_directory(s, directory_id))
 
-    @app.route(f"{PREFIX}/directories/<directory_id>", methods=["PATCH"])
-    @json_route("admin", f"{PREFIX}/directories/{{directory_id}}")
-    async def directories_update(request: Any, directory_id: str) -> tuple[int, Any]:
-        return 200, await call(request, lambda s, a, b, q: admin.update_directory(
-            s, ctx, directory_id, fields(b), a), write=True, model=DirectoryPatch)
+    @route(f"{PREFIX}/directories/{{directory_id}}", "PATCH", access=Access.ADMIN_WRITE)
+    async def directories_update(request: Any, directory_id: str,
+                                 principal: Any) -> tuple[int, Any]:
+        return 200, await call(request, principal, lambda s, a, b, q: admin.update_directory(
+            s, ctx, directory_id, fields(b), a), model=DirectoryPatch)
 
-    @app.route(f"{PREFIX}/directories/<directory_id>", methods=["DELETE"])
-    @json_route("admin", f"{PREFIX}/directories/{{directory_id}}")
-    async def directories_delete(request: Any, directory_id: str) -> tuple[int, Any]:
-        await call(request, lambda s, a, b, q: admin.delete_directory(s, directory_id, a),
-                   write=True)
+    @route(f"{PREFIX}/directories/{{directory_id}}", "DELETE", access=Access.ADMIN_WRITE)
+    async def directories_delete(request: Any, directory_id: str,
+                                 principal: Any) -> tuple[int, Any]:
+        await call(request, principal,
+            lambda s, a, b, q: admin.delete_directory(s, directory_id, a))
         return 204, None
 
     # ------------------------------------------------------------------ trust and CRLs
 
-    @app.route(f"{PREFIX}/directories/<directory_id>/trust", methods=["GET"])
-    @json_route("admin", f"{PREFIX}/directories/{{directory_id}}/trust")
-    async def trust_list(request: Any, directory_id: str) -> tuple[int, Any]:
-        return 200, await call(request, lambda s, a, b, q: admin.list_trust(
-            s, directory_id, page_of(q), kind=q.get("kind")), write=False,
+    @route(f"{PREFIX}/directories/{{directory_id}}/trust", "GET", access=Access.ADMIN_READ)
+    async def trust_list(request: Any, directory_id: str, principal: Any) -> tuple[int, Any]:
+        return 200, await call(request, principal, lambda s, a, b, q: admin.list_trust(
+            s, directory_id, page_of(q), kind=q.get("kind")),
             query=PAGE_PARAMS + ("kind",))
 
-    @app.route(f"{PREFIX}/directories/<directory_id>/trust", methods=["POST"])
-    @json_route("admin", f"{PREFIX}/directories/{{directory_id}}/trust")
-    async def trust_add(request: Any, directory_id: str) -> tuple[int, Any]:
-        added = await call(request, lambda s, a, b, q: admin.add_trust(
-            s, directory_id, b.pem, b.kind, a), write=True, model=TrustUpload)
+    @route(f"{PREFIX}/directories/{{directory_id}}/trust", "POST", access=Access.ADMIN_WRITE)
+    async def trust_add(request: Any, directory_id: str, principal: Any) -> tuple[int, Any]:
+        added = await call(request, principal, lambda s, a, b, q: admin.add_trust(
+            s, directory_id, b.pem, b.kind, a), model=TrustUpload)
         return 201, {"items": added}
 
-    @app.route(f"{PREFIX}/directories/<directory_id>/trust/<fingerprint>", methods=["DELETE"])
-    @json_route("admin", f"{PREFIX}/directories/{{directory_id}}/trust/{{fingerprint}}")
-    async def trust_remove(request: Any, directory_id: str, fingerprint: str) -> tuple[int, Any]:
-        await call(request, lambda s, a, b, q: admin.remove_trust(s, directory_id, fingerprint,
-                                                                  a), write=True)
+    @route(f"{PREFIX}/directories/{{directory_id}}/trust/{{fingerprint}}", "DELETE",
+           access=Access.ADMIN_WRITE)
+    async def trust_remove(request: Any, directory_id: str, fingerprint: str,
+                           principal: Any) -> tuple[int, Any]:
+        await call(request, principal,
+            lambda s, a, b, q: admin.remove_trust(s, directory_id, fingerprint,
+                                                                  a))
         return 204, None
 
-    @app.route(f"{PREFIX}/directories/<directory_id>/crls", methods=["GET"])
-    @json_route("admin", f"{PREFIX}/directories/{{directory_id}}/crls")
-    async def crls_list(request: Any, directory_id: str) -> tuple[int, Any]:
-        return 200, await call(request, lambda s, a, b, q: admin.list_crls(
-            s, directory_id, page_of(q)), write=False, query=PAGE_PARAMS)
+    @route(f"{PREFIX}/directories/{{directory_id}}/crls", "GET", access=Access.ADMIN_READ)
+    async def crls_list(request: Any, directory_id: str, principal: Any) -> tuple[int, Any]:
+        return 200, await call(request, principal, lambda s, a, b, q: admin.list_crls(
+            s, directory_id, page_of(q)), query=PAGE_PARAMS)
 
-    @app.route(f"{PREFIX}/directories/<directory_id>/crls", methods=["POST"])
-    @json_route("admin", f"{PREFIX}/directories/{{directory_id}}/crls")
-    async def crls_add(request: Any, directory_id: str) -> tuple[int, Any]:
-        return 201, await call(request, lambda s, a, b, q: admin.add_crl(
-            s, directory_id, b.crl, a), write=True, model=CrlUpload)
+    @route(f"{PREFIX}/directories/{{directory_id}}/crls", "POST", access=Access.ADMIN_WRITE)
+    async def crls_add(request: Any, directory_id: str, principal: Any) -> tuple[int, Any]:
+        return 201, await call(request, principal, lambda s, a, b, q: admin.add_crl(
+            s, directory_id, b.crl, a), model=CrlUpload)
 
-    @app.route(f"{PREFIX}/directories/<directory_id>/crls/<fingerprint>", methods=["DELETE"])
-    @json_route("admin", f"{PREFIX}/directories/{{directory_id}}/crls/{{fingerprint}}")
-    async def crls_remove(request: Any, directory_id: str, fingerprint: str) -> tuple[int, Any]:
-        await call(request, lambda s, a, b, q: admin.remove_crl(s, directory_id, fingerprint, a),
-                   write=True)
+    @route(f"{PREFIX}/directories/{{directory_id}}/crls/{{fingerprint}}", "DELETE",
+           access=Access.ADMIN_WRITE)
+    async def crls_remove(request: Any, directory_id: str, fingerprint: str,
+                          principal: Any) -> tuple[int, Any]:
+        await call(request, principal,
+            lambda s, a, b, q: admin.remove_crl(s, directory_id, fingerprint, a))
         return 204, None
 
     # ------------------------------------------------------------------ users
 
-    @app.route(f"{PREFIX}/directories/<directory_id>/users", methods=["GET"])
-    @json_route("admin", f"{PREFIX}/directories/{{directory_id}}/users")
-    async def users_list(request: Any, directory_id: str) -> tuple[int, Any]:
-        return 200, await call(request, lambda s, a, b, q: admin.list_users(
-            s, directory_id, page_of(q), disabled=parse_bool(q, "disabled")), write=False,
+    @route(f"{PREFIX}/directories/{{directory_id}}/users", "GET", access=Access.ADMIN_READ)
+    async def users_list(request: Any, directory_id: str, principal: Any) -> tuple[int, Any]:
+        return 200, await call(request, principal, lambda s, a, b, q: admin.list_users(
+            s, directory_id, page_of(q), disabled=parse_bool(q, "disabled")),
             query=PAGE_PARAMS + ("disabled",))
 
-    @app.route(f"{PREFIX}/directories/<directory_id>/users", methods=["POST"])
-    @json_route("admin", f"{PREFIX}/directories/{{directory_id}}/users")
-    async def users_create(request: Any, directory_id: str) -> tuple[int, Any]:
-        return 201, await call(request, lambda s, a, b, q: admin.create_user(
-            s, directory_id, b.model_dump(), a), write=True, model=UserCreate)
+    @route(f"{PREFIX}/directories/{{directory_id}}/users", "POST", access=Access.ADMIN_WRITE)
+    async def users_create(request: Any, directory_id: str, principal: Any) -> tuple[int, Any]:
+        return 201, await call(request, principal, lambda s, a, b, q: admin.create_user(
+            s, directory_id, b.model_dump(), a), model=UserCreate)
 
-    @app.route(f"{PREFIX}/directories/<directory_id>/users/<username>", methods=["GET"])
-    @json_route("admin", f"{PREFIX}/directories/{{directory_id}}/users/{{username}}")
-    async def users_get(request: Any, directory_id: str, username: str) -> tuple[int, Any]:
-        return 200, await call(request, lambda s, a, b, q: admin.get_user(
-            s, directory_id, username), write=False)
+    @route(f"{PREFIX}/directories/{{directory_id}}/users/{{username}}", "GET",
+           access=Access.ADMIN_READ)
+    async def users_get(request: Any, directory_id: str, username: str,
+                        principal: Any) -> tuple[int, Any]:
+        return 200, await call(request, principal, lambda s, a, b, q: admin.get_user(
+            s, directory_id, username))
 
-    @app.route(f"{PREFIX}/directories/<directory_id>/users/<username>", methods=["PATCH"])
-    @json_route("admin", f"{PREFIX}/directories/{{directory_id}}/users/{{username}}")
-    async def users_update(request: Any, directory_id: str, username: str) -> tuple[int, Any]:
-        return 200, await call(request, lambda s, a, b, q: admin.update_user(
-            s, directory_id, username, fields(b), a), write=True, model=UserPatch)
+    @route(f"{PREFIX}/directories/{{directory_id}}/users/{{username}}", "PATCH",
+           access=Access.ADMIN_WRITE)
+    async def users_update(request: Any, directory_id: str, username: str,
+                           principal: Any) -> tuple[int, Any]:
+        return 200, await call(request, principal, lambda s, a, b, q: admin.update_user(
+            s, directory_id, username, fields(b), a), model=UserPatch)
 
-    @app.route(f"{PREFIX}/directories/<directory_id>/users/<username>", methods=["DELETE"])
-    @json_route("admin", f"{PREFIX}/directories/{{directory_id}}/users/{{username}}")
-    async def users_delete(request: Any, directory_id: str, username: str) -> tuple[int, Any]:
-        await call(request, lambda s, a, b, q: admin.delete_user(s, directory_id, username, a),
-                   write=True)
+    @route(f"{PREFIX}/directories/{{directory_id}}/users/{{username}}", "DELETE",
+           access=Access.ADMIN_WRITE)
+    async def users_delete(request: Any, directory_id: str, username: str,
+                           principal: Any) -> tuple[int, Any]:
+        await call(request, principal,
+            lambda s, a, b, q: admin.delete_user(s, directory_id, username, a))
         return 204, None
 
     # ------------------------------------------------------------------ WorkSpaces
 
-    @app.route(f"{PREFIX}/workspaces", methods=["GET"])
-    @json_route("admin", f"{PREFIX}/workspaces")
-    async def workspaces_list(request: Any) -> tuple[int, Any]:
-        return 200, await call(request, lambda s, a, b, q: admin.list_workspaces(
+    @route(f"{PREFIX}/workspaces", "GET", access=Access.ADMIN_READ)
+    async def workspaces_list(request: Any, principal: Any) -> tuple[int, Any]:
+        return 200, await call(request, principal, lambda s, a, b, q: admin.list_workspaces(
             s, page_of(q), directory=q.get("directory"), user=q.get("user"),
-            state=q.get("state"), protocol=q.get("protocol")), write=False,
+            state=q.get("state"), protocol=q.get("protocol")),
             query=PAGE_PARAMS + LIST_FILTERS[f"{PREFIX}/workspaces"])
 
-    @app.route(f"{PREFIX}/workspaces", methods=["POST"])
-    @json_route("admin", f"{PREFIX}/workspaces")
-    async def workspaces_create(request: Any) -> tuple[int, Any]:
-        return 201, await call(request, lambda s, a, b, q: admin.create_workspace(
-            s, ctx, b.model_dump(), a), write=True, model=WorkSpaceCreate)
+    @route(f"{PREFIX}/workspaces", "POST", access=Access.ADMIN_WRITE)
+    async def workspaces_create(request: Any, principal: Any) -> tuple[int, Any]:
+        return 201, await call(request, principal, lambda s, a, b, q: admin.create_workspace(
+            s, ctx, b.model_dump(), a), model=WorkSpaceCreate)
 
-    @app.route(f"{PREFIX}/workspaces/<workspace_id>", methods=["GET"])
-    @json_route("admin", f"{PREFIX}/workspaces/{{workspace_id}}")
-    async def workspaces_get(request: Any, workspace_id: str) -> tuple[int, Any]:
-        return 200, await call(request, lambda s, a, b, q: admin.get_workspace(s, workspace_id),
-                               write=False)
+    @route(f"{PREFIX}/workspaces/{{workspace_id}}", "GET", access=Access.ADMIN_READ)
+    async def workspaces_get(request: Any, workspace_id: str, principal: Any) -> tuple[int, Any]:
+        return 200, await call(request, principal,
+            lambda s, a, b, q: admin.get_workspace(s, workspace_id))
 
-    @app.route(f"{PREFIX}/workspaces/<workspace_id>", methods=["PATCH"])
-    @json_route("admin", f"{PREFIX}/workspaces/{{workspace_id}}")
-    async def workspaces_update(request: Any, workspace_id: str) -> tuple[int, Any]:
-        return 200, await call(request, lambda s, a, b, q: admin.update_workspace(
-            s, ctx, workspace_id, fields(b), a), write=True, model=WorkSpacePatch)
+    @route(f"{PREFIX}/workspaces/{{workspace_id}}", "PATCH", access=Access.ADMIN_WRITE)
+    async def workspaces_update(request: Any, workspace_id: str, principal: Any) -> tuple[int, Any]:
+        return 200, await call(request, principal, lambda s, a, b, q: admin.update_workspace(
+            s, ctx, workspace_id, fields(b), a), model=WorkSpacePatch)
 
-    @app.route(f"{PREFIX}/workspaces/<workspace_id>", methods=["DELETE"])
-    @json_route("admin", f"{PREFIX}/workspaces/{{workspace_id}}")
-    async def workspaces_delete(request: Any, workspace_id: str) -> tuple[int, Any]:
-        await call(request, lambda s, a, b, q: admin.delete_workspace(s, workspace_id, a),
-                   write=True)
+    @route(f"{PREFIX}/workspaces/{{workspace_id}}", "DELETE", access=Access.ADMIN_WRITE)
+    async def workspaces_delete(request: Any, workspace_id: str, principal: Any) -> tuple[int, Any]:
+        await call(request, principal,
+            lambda s, a, b, q: admin.delete_workspace(s, workspace_id, a))
         return 204, None
 
-    @app.route(f"{PREFIX}/workspaces/<workspace_id>/start", methods=["POST"])
-    @json_route("admin", f"{PREFIX}/workspaces/{{workspace_id}}/start")
-    async def workspaces_start(request: Any, workspace_id: str) -> tuple[int, Any]:
-        return 202, await call(request, lambda s, a, b, q: admin.start_workspace(
-            s, ctx, workspace_id, a), write=True)
+    @route(f"{PREFIX}/workspaces/{{workspace_id}}/start", "POST", access=Access.ADMIN_WRITE)
+    async def workspaces_start(request: Any, workspace_id: str, principal: Any) -> tuple[int, Any]:
+        return 202, await call(request, principal, lambda s, a, b, q: admin.start_workspace(
+            s, ctx, workspace_id, a))
 
-    @app.route(f"{PREFIX}/workspaces/<workspace_id>/stop", methods=["POST"])
-    @json_route("admin", f"{PREFIX}/workspaces/{{workspace_id}}/stop")
-    async def workspaces_stop(request: Any, workspace_id: str) -> tuple[int, Any]:
-        return 202, await call(request, lambda s, a, b, q: admin.stop_workspace(
-            s, ctx, workspace_id, a), write=True)
+    @route(f"{PREFIX}/workspaces/{{workspace_id}}/stop", "POST", access=Access.ADMIN_WRITE)
+    async def workspaces_stop(request: Any, workspace_id: str, principal: Any) -> tuple[int, Any]:
+        return 202, await call(request, principal, lambda s, a, b, q: admin.stop_workspace(
+            s, ctx, workspace_id, a))
 
     # ------------------------------------------------------------------ registration codes
 
-    @app.route(f"{PREFIX}/registration-codes", methods=["GET"])
-    @json_route("admin", f"{PREFIX}/registration-codes")
-    async def codes_list(request: Any) -> tuple[int, Any]:
-        return 200, await call(request, lambda s, a, b, q: admin.list_codes(
-            s, page_of(q), directory=q.get("directory"), state=q.get("state")), write=False,
+    @route(f"{PREFIX}/registration-codes", "GET", access=Access.ADMIN_READ)
+    async def codes_list(request: Any, principal: Any) -> tuple[int, Any]:
+        return 200, await call(request, principal, lambda s, a, b, q: admin.list_codes(
+            s, page_of(q), directory=q.get("directory"), state=q.get("state")),
             query=PAGE_PARAMS + LIST_FILTERS[f"{PREFIX}/registration-codes"])
 
-    @app.route(f"{PREFIX}/directories/<directory_id>/registration-codes", methods=["POST"])
-    @json_route("admin", f"{PREFIX}/directories/{{directory_id}}/registration-codes")
-    async def codes_issue(request: Any, directory_id: str) -> tuple[int, Any]:
-        issued = await call(request, lambda s, a, b, q: admin.issue_codes(
-            s, ctx, directory_id, b.count, a), write=True, model=CodeIssue)
+    @route(f"{PREFIX}/directories/{{directory_id}}/registration-codes", "POST",
+           access=Access.ADMIN_WRITE)
+    async def codes_issue(request: Any, directory_id: str, principal: Any) -> tuple[int, Any]:
+        issued = await call(request, principal, lambda s, a, b, q: admin.issue_codes(
+            s, ctx, directory_id, b.count, a), model=CodeIssue)
         return 201, {"items": issued}
 
-    @app.route(f"{PREFIX}/registration-codes/rotate", methods=["POST"])
-    @json_route("admin", f"{PREFIX}/registration-codes/rotate")
-    async def codes_rotate(request: Any) -> tuple[int, Any]:
-        return 201, await call(request, lambda s, a, b, q: admin.rotate_code(
-            s, ctx, b.code, a), write=True, model=CodeRef)
+    @route(f"{PREFIX}/registration-codes/rotate", "POST", access=Access.ADMIN_WRITE)
+    async def codes_rotate(request: Any, principal: Any) -> tuple[int, Any]:
+        return 201, await call(request, principal, lambda s, a, b, q: admin.rotate_code(
+            s, ctx, b.code, a), model=CodeRef)
 
-    @app.route(f"{PREFIX}/registration-codes/revoke", methods=["POST"])
-    @json_route("admin", f"{PREFIX}/registration-codes/revoke")
-    async def codes_revoke(request: Any) -> tuple[int, Any]:
-        return 200, await call(request, lambda s, a, b, q: admin.revoke_code(
-            s, ctx, b.code, a), write=True, model=CodeRef)
+    @route(f"{PREFIX}/registration-codes/revoke", "POST", access=Access.ADMIN_WRITE)
+    async def codes_revoke(request: Any, principal: Any) -> tuple[int, Any]:
+        return 200, await call(request, principal, lambda s, a, b, q: admin.revoke_code(
+            s, ctx, b.code, a), model=CodeRef)
 
     # ------------------------------------------------------------------ sessions
 
-    @app.route(f"{PREFIX}/sessions", methods=["GET"])
-    @json_route("admin", f"{PREFIX}/sessions")
-    async def sessions_list(request: Any) -> tuple[int, Any]:
-        return 200, await call(request, lambda s, a, b, q: admin.list_sessions(
+    @route(f"{PREFIX}/sessions", "GET", access=Access.ADMIN_READ)
+    async def sessions_list(request: Any, principal: Any) -> tuple[int, Any]:
+        return 200, await call(request, principal, lambda s, a, b, q: admin.list_sessions(
             s, page_of(q), directory=q.get("directory"), workspace=q.get("workspace"),
             user=q.get("user"), state=q.get("state"), auth_method=q.get("auth_method")),
-            write=False, query=PAGE_PARAMS + LIST_FILTERS[f"{PREFIX}/sessions"])
+            query=PAGE_PARAMS + LIST_FILTERS[f"{PREFIX}/sessions"])
 
-    @app.route(f"{PREFIX}/sessions/<session_id>", methods=["GET"])
-    @json_route("admin", f"{PREFIX}/sessions/{{session_id}}")
-    async def sessions_get(request: Any, session_id: str) -> tuple[int, Any]:
-        return 200, await call(request, lambda s, a, b, q: admin.get_session(s, session_id),
-                               write=False)
+    @route(f"{PREFIX}/sessions/{{session_id}}", "GET", access=Access.ADMIN_READ)
+    async def sessions_get(request: Any, session_id: str, principal: Any) -> tuple[int, Any]:
+        return 200, await call(request, principal,
+            lambda s, a, b, q: admin.get_session(s, session_id))
 
-    @app.route(f"{PREFIX}/sessions/<session_id>/terminate", methods=["POST"])
-    @json_route("admin", f"{PREFIX}/sessions/{{session_id}}/terminate")
-    async def sessions_terminate(request: Any, session_id: str) -> tuple[int, Any]:
-        return 200, await call(request, lambda s, a, b, q: admin.terminate_session(
-            s, ctx, session_id, a), write=True)
+    @route(f"{PREFIX}/sessions/{{session_id}}/terminate", "POST", access=Access.ADMIN_WRITE)
+    async def sessions_terminate(request: Any, session_id: str, principal: Any) -> tuple[int, Any]:
+        return 200, await call(request, principal, lambda s, a, b, q: admin.terminate_session(
+            s, ctx, session_id, a))
 
     # ------------------------------------------------------------------ audit
 
-    @app.route(f"{PREFIX}/audit-events", methods=["GET"])
-    @json_route("admin", f"{PREFIX}/audit-events")
-    async def audit_list(request: Any) -> tuple[int, Any]:
-        return 200, await call(request, lambda s, a, b, q: admin.list_audit(
+    @route(f"{PREFIX}/audit-events", "GET", access=Access.ADMIN_READ)
+    async def audit_list(request: Any, principal: Any) -> tuple[int, Any]:
+        return 200, await call(request, principal, lambda s, a, b, q: admin.list_audit(
             s, page_of(q), directory=q.get("directory"), username=q.get("username"),
             kind=q.get("kind"), outcome=q.get("outcome"), actor=q.get("actor"),
-            since=parse_time(q, "since"), until=parse_time(q, "until")), write=False,
+            since=parse_time(q, "since"), until=parse_time(q, "until")),
             query=PAGE_PARAMS + LIST_FILTERS[f"{PREFIX}/audit-events"])
 
     # GET /admin/v1/openapi.json is added by broker.web.server (openapi.add_openapi_route).
-    return app
+    return api

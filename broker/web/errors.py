@@ -17,6 +17,8 @@ STATUS: dict[str, int] = {
     "not_found": 404,
     "method_not_allowed": 405,
     "unsupported_media_type": 415,
+    "request_timeout": 408,
+    "headers_too_large": 431,
     "rate_limited": 429,
     "internal_error": 500,
     "service_unavailable": 503,

@@ -1,26 +1,45 @@
-"""How bytes arrive: the request class (body limit, request id), JSON bodies and responses.
+"""How bytes arrive: the HTTP channel (deadlines and size limits), declared routes, strict JSON.
 
-Route functions are wrapped by :func:`json_route`: it answers 413 for oversized bodies before any
-parsing, parses and validates the body against a pydantic model that forbids unknown fields,
-turns every :class:`~broker.errors.BrokerError` into the JSON error body with its status from
-``broker.web.errors``, logs one access line with the request id, and records metrics. An
-unexpected exception is logged with its traceback and answered 500 ``internal_error`` — the
-client never sees a traceback.
+Every route is declared through :meth:`JsonApi.route` with the method, the path template exactly
+as the OpenAPI document writes it (``/v1/sessions/{session_id}/heartbeat``) and who may call it
+(:class:`Access`). The wrapper, in this order:
+
+1. refuses an oversized body (413) before anything is parsed;
+2. authenticates the caller as the route declares (a client auth token, or an admin token with
+   read or write scope) **before the body is read** — a route cannot forget it, and a test fails
+   on any route without a declaration;
+3. runs the handler, which parses its body with :func:`read_model` (``application/json`` only,
+   nesting depth, number size, duplicate keys and non-finite numbers refused, unknown fields
+   refused);
+4. turns every :class:`~broker.errors.BrokerError` into the JSON error body with its status from
+   ``broker.web.errors``; an unexpected exception is logged with its traceback and answered 500
+   ``internal_error`` — the client never sees a traceback.
+
+Access-log lines carry the route *template* and never the raw path, which holds session and
+challenge ids.
+
+:class:`BrokerChannel` says no early, before a request reaches a route: a deadline for the
+request head and one for the body, 431 for oversized headers, 413 for a ``Content-Length`` over
+the limit without reading the body.
 """
 
 from __future__ import annotations
 
+import enum
 import functools
 import json
 import logging
+import math
 import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
+from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.server import Request
 
 from broker.errors import BrokerError
@@ -36,9 +55,162 @@ HTTP_LATENCY = Histogram("broker_http_request_duration_seconds", "HTTP request l
 
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
+#: Deepest JSON nesting a request body may have (the API's bodies need 3).
+MAX_JSON_DEPTH = 16
+#: Longest number literal (characters) a request body may hold.
+MAX_NUMBER_CHARS = 32
+
+
+class Access(enum.StrEnum):
+    """Who may call a route; every route declares one."""
+
+    #: No credentials: registration, login, public keys, health, documents.
+    ANONYMOUS = "anonymous"
+    #: A client auth token from login; the use case then checks that the token's user owns the
+    #: session, WorkSpace or challenge the path names (404 when not).
+    AUTH_TOKEN = "auth_token"
+    #: An admin token of either scope.
+    ADMIN_READ = "admin_read"
+    #: An admin token of write scope.
+    ADMIN_WRITE = "admin_write"
+
+
+#: ``authenticate(bearer, access)`` → the principal the handler receives, or a BrokerError.
+Authenticator = Callable[[str | None, Access], Awaitable[Any]]
+
+
+class BadRequest(BrokerError):
+    code = "malformed_request"
+
+
+# --------------------------------------------------------------------------- the channel
+
+def _raw_error(status: int, reason: str, code: str, message: str) -> bytes:
+    body = json.dumps(error_body(code, message), separators=(",", ":")).encode()
+    return (f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
+
+
+def _reactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+class BrokerChannel(HTTPChannel):
+    """An HTTP/1.1 channel that refuses slow or oversized requests at once.
+
+    * the request head (line + headers) must arrive within ``head_timeout_s`` of its first
+      byte, the body within ``body_timeout_s`` of the end of the head (408, then closed);
+    * a header line or a head over ``totalHeadersSize`` bytes → 431;
+    * a ``Content-Length`` over ``max_body_bytes`` → 413 before any of the body is read.
+    """
+
+    head_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_body_bytes: int = 65536
+    totalHeadersSize = 16384  # noqa: N815 (twisted API)
+    MAX_LENGTH = 16384
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._deadline: Any = None
+        self._awaiting_head = True
+        self._refused = False
+
+    # -- deadlines
+    def _arm(self, seconds: float, what: str) -> None:
+        self._disarm()
+        self._deadline = _reactor().callLater(seconds, self._too_slow, what)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self, what: str) -> None:
+        self._deadline = None
+        self._refuse(408, "Request Timeout", "request_timeout",
+                     f"The request {what} did not arrive in time.")
+
+    def _refuse(self, status: int, reason: str, code: str, message: str) -> None:
+        if self._refused or self.transport is None:
+            return
+        self._refused = True
+        self._disarm()
+        transport: Any = self.transport
+        transport.write(_raw_error(status, reason, code, message))
+        transport.loseConnection()
+        # A peer that does not read its answer must not keep the connection either.
+        _reactor().callLater(2.0, self._abort)
+
+    def _abort(self) -> None:
+        transport: Any = self.transport
+        if transport is not None and getattr(transport, "connected", False):
+            transport.abortConnection()
+
+    # -- HTTPChannel hooks
+    def dataReceived(self, data: bytes) -> None:  # noqa: N802 (twisted API)
+        if self._refused:
+            return
+        if self._awaiting_head and self._deadline is None and data:
+            self._arm(self.head_timeout_s, "head")
+        super().dataReceived(data)
+
+    def lineReceived(self, line: bytes) -> None:  # noqa: N802 (twisted API)
+        if self._refused:
+            return
+        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+            self._refuse(431, "Request Header Fields Too Large", "headers_too_large",
+                         f"The request head is larger than {self.totalHeadersSize} bytes.")
+            return
+        super().lineReceived(line)
+
+    def _respondToBadRequestAndDisconnect(self) -> None:  # noqa: N802 (twisted API)
+        self._refuse(400, "Bad Request", "malformed_request",
+                     "The request line or headers are not valid HTTP/1.1.")
+
+    def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802 (twisted API)
+        self._refuse(431, "Request Header Fields Too Large", "headers_too_large",
+                     f"A request header line is longer than {self.MAX_LENGTH} bytes.")
+
+    def headerReceived(self, line: bytes) -> bool:  # noqa: N802 (twisted API)
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            value = value.strip()
+            if value.isdigit() and int(value) > self.max_body_bytes:
+                self._refuse(413, "Content Too Large", "request_too_large",
+                             f"The request body is larger than {self.max_body_bytes} bytes.")
+                return False
+        return bool(super().headerReceived(line))
+
+    def allHeadersReceived(self) -> None:  # noqa: N802 (twisted API)
+        self._awaiting_head = False
+        self._disarm()
+        if self.length:
+            self._arm(self.body_timeout_s, "body")
+        super().allHeadersReceived()
+
+    def allContentReceived(self) -> None:  # noqa: N802 (twisted API)
+        self._disarm()
+        super().allContentReceived()
+
+    def requestDone(self, request: Any) -> None:  # noqa: N802 (twisted API)
+        self._awaiting_head = True
+        super().requestDone(request)
+
+    def connectionLost(self, reason: Any = None) -> None:  # noqa: N802 (twisted API)
+        self._disarm()
+        super().connectionLost(reason)
+
+
+def channel_factory(factory: Any) -> Any:
+    """``Site.protocol`` replacement: every connection gets a :class:`BrokerChannel`."""
+    return _GenericHTTPChannelProtocol(BrokerChannel())
+
 
 class BrokerRequest(Request):
-    """A request that stops buffering its body past ``max_body_bytes``."""
+    """A request that stops buffering its body past ``max_body_bytes`` (chunked bodies)."""
 
     max_body_bytes = 65536
 
@@ -62,13 +234,18 @@ class BrokerRequest(Request):
         super().handleContentChunk(data)
 
 
-class BadRequest(BrokerError):
-    code = "malformed_request"
-
-
 def client_address(request: Request) -> str:
     peer = request.getClientAddress()
     return getattr(peer, "host", None) or str(peer)
+
+
+def bearer(request: Request) -> str | None:
+    """The Bearer credential of the Authorization header, if any."""
+    header = request.getHeader(b"authorization")
+    if header and header[:7].lower() == b"bearer ":
+        token = header[7:].strip()
+        return token.decode("ascii", "replace") if token else None
+    return None
 
 
 def write_json(request: Request, status: int, body: Any) -> bytes:
@@ -80,22 +257,83 @@ def write_json(request: Request, status: int, body: Any) -> bytes:
     return json.dumps(body, separators=(",", ":"), default=str).encode()
 
 
+# --------------------------------------------------------------------------- strict JSON
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise BadRequest(message=f"The request body repeats the key {key!r}.",
+                             details={"fields": [key]})
+        out[key] = value
+    return out
+
+
+def _int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise BadRequest(message=f"A number in the request body has more than "
+                                 f"{MAX_NUMBER_CHARS} characters.")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise BadRequest(message=f"A number in the request body has more than "
+                                 f"{MAX_NUMBER_CHARS} characters.")
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadRequest(message="The request body holds a number out of range.")
+    return value
+
+
+def _constant(name: str) -> Any:
+    raise BadRequest(message=f"{name} is not a JSON number.")
+
+
+_STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKETS = re.compile(r"[\[\]{}]")
+
+
+def loads_strict(raw: bytes) -> Any:
+    """Parse a request body: UTF-8 JSON, nesting at most MAX_JSON_DEPTH, numbers of at most
+    MAX_NUMBER_CHARS characters, no NaN/Infinity, no repeated keys; else BadRequest."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(message="The request body is not UTF-8.") from None
+    depth = 0
+    for bracket in _BRACKETS.findall(_STRINGS.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            raise BadRequest(message=f"The request body nests deeper than {MAX_JSON_DEPTH} "
+                                     "levels.")
+    try:
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_int=_int,
+                          parse_float=_float, parse_constant=_constant)
+    except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+        if isinstance(exc, BrokerError):
+            raise
+        raise BadRequest(message=f"The request body is not valid JSON: {exc}.") from None
+
+
 def read_json(request: Request) -> Any:
-    """The request body as JSON, or BadRequest."""
+    """The request body as JSON: 413 too large, 415 not application/json, 400 malformed."""
     if getattr(request, "too_large", False):
         raise BrokerError("request_too_large",
                           f"The request body is larger than {BrokerRequest.max_body_bytes} bytes.")
     content = request.content
-    if content is None:
-        raise BadRequest(message="The request needs a JSON body.")
-    content.seek(0)
-    raw = content.read()
+    raw = b""
+    if content is not None:
+        content.seek(0)
+        raw = content.read()
     if not raw:
         raise BadRequest(message="The request needs a JSON body.")
-    try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadRequest(message=f"The request body is not valid JSON: {exc}.") from None
+    ctype = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+    if ctype != b"application/json":
+        raise BrokerError("unsupported_media_type",
+                          "The request body must be sent as Content-Type: application/json.",
+                          {"content_type": ctype.decode("latin-1")[:100]})
+    return loads_strict(raw)
 
 
 def parse_model(model: type[M], data: Any) -> M:
@@ -119,16 +357,82 @@ def read_model(request: Request, model: type[M]) -> M:
     return parse_model(model, read_json(request))
 
 
+def read_optional_model(request: Request, model: type[M]) -> M:
+    """Like :func:`read_model`, but an empty body means the model's defaults."""
+    content = request.content
+    if content is not None:
+        content.seek(0)
+        if content.read(1):
+            return read_model(request, model)
+    return parse_model(model, {})
+
+
+def int_param(value: str, name: str, *, low: int = 0, high: int = 2**31 - 1) -> int:
+    """A decimal query parameter within [low, high], else malformed_request."""
+    text = value.strip()
+    if not re.fullmatch(r"-?\d{1,12}", text) or not low <= int(text) <= high:
+        raise BadRequest(message=f"Query parameter {name!r} must be an integer from {low} to "
+                                 f"{high}.", details={"parameter": name})
+    return int(text)
+
+
+# --------------------------------------------------------------------------- declared routes
+
 Handler = Callable[..., Awaitable[tuple[int, Any]]]
 
 
-def json_route(api: str, route: str) -> Callable[[Handler], Callable[..., Any]]:
-    """Wrap an ``async def handler(request, **kw) -> (status, body)`` as a Klein route."""
+@dataclass(frozen=True)
+class RouteSpec:
+    api: str
+    method: str
+    template: str
+    access: Access
 
-    def wrap(handler: Handler) -> Callable[..., Any]:
+
+@dataclass
+class JsonApi:
+    """One API (client or admin): a Klein app whose every route declares its access."""
+
+    name: str
+    app: Any
+    authenticate: Authenticator | None = None
+    routes: list[RouteSpec] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.app.declared_routes = self.routes  # lets tests enumerate from the Klein app
+
+    def route(self, template: str, method: str, *,
+              access: Access) -> Callable[[Handler], Callable[..., Any]]:
+        """Declare ``method template`` answered by ``handler(request, **path, principal=…)``."""
+        if not isinstance(access, Access):
+            raise TypeError(f"route {method} {template}: access must be an Access member")
+        rule = re.sub(r"\{(\w+)\}", r"<\1>", template)
+
+        def register(handler: Handler) -> Callable[..., Any]:
+            wrapped = self._wrap(handler, template, access)
+            self.app.route(rule, methods=[method])(wrapped)
+            self.routes.append(RouteSpec(self.name, method, template, access))
+            return wrapped
+
+        return register
+
+    def raw_route(self, template: str, method: str, *,
+                  access: Access) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """A route whose handler writes its own non-JSON body (e.g. /metrics)."""
+        rule = re.sub(r"\{(\w+)\}", r"<\1>", template)
+
+        def register(handler: Callable[..., Any]) -> Callable[..., Any]:
+            self.app.route(rule, methods=[method])(handler)
+            self.routes.append(RouteSpec(self.name, method, template, access))
+            return handler
+
+        return register
+
+    def _wrap(self, handler: Handler, template: str, access: Access) -> Callable[..., Any]:
+        api = self.name
+
         @functools.wraps(handler)
-        async def wrapper(*args: Any, **kwargs: Any) -> bytes:
-            request = next(a for a in args if isinstance(a, Request))
+        async def wrapper(request: Request, **kwargs: Any) -> bytes:
             rid_in = request.getHeader(b"x-request-id")
             if rid_in and _REQUEST_ID_OK.match(rid_in.decode("ascii", "replace")):
                 request.request_id = rid_in.decode()  # type: ignore[attr-defined]
@@ -141,7 +445,11 @@ def json_route(api: str, route: str) -> Callable[[Handler], Callable[..., Any]]:
                     raise BrokerError(
                         "request_too_large",
                         f"The request body is larger than {BrokerRequest.max_body_bytes} bytes.")
-                status, body = await handler(*args, **kwargs)
+                if access is not Access.ANONYMOUS:
+                    if self.authenticate is None:
+                        raise RuntimeError(f"{api} API has no authenticator for {template}")
+                    kwargs["principal"] = await self.authenticate(bearer(request), access)
+                status, body = await handler(request, **kwargs)
                 out = write_json(request, status, body)
                 for header, value in getattr(request, "extra_headers", {}).items():
                     request.setHeader(header, value)
@@ -150,26 +458,26 @@ def json_route(api: str, route: str) -> Callable[[Handler], Callable[..., Any]]:
                 code = exc.code
                 if status == 500:
                     log.error("unmapped error code", extra={"code": exc.code, "request_id": rid})
+                if status == 401:
+                    request.setHeader(b"www-authenticate", b'Bearer realm="smartcard-broker"')
                 retry_after = exc.details.get("retry_after_s")
                 if retry_after is not None:
                     request.setHeader(b"retry-after", str(int(retry_after)).encode())
                 out = write_json(request, status, body_for(exc))
             except Exception:
-                log.exception("unhandled error", extra={"request_id": rid, "route": route})
+                log.exception("unhandled error", extra={"request_id": rid, "route": template})
                 status, code = 500, "internal_error"
                 out = write_json(request, 500, error_body(
                     "internal_error", "The broker hit an unexpected error; it has been logged.",
                     {"request_id": rid}))
             elapsed = time.monotonic() - started
             method = request.method.decode("ascii", "replace")
-            HTTP_REQUESTS.labels(api, route, method, str(status)).inc()
-            HTTP_LATENCY.labels(api, route).observe(elapsed)
+            HTTP_REQUESTS.labels(api, template, method, str(status)).inc()
+            HTTP_LATENCY.labels(api, template).observe(elapsed)
             log.info("request", extra={
-                "request_id": rid, "api": api, "method": method, "route": route,
+                "request_id": rid, "api": api, "method": method, "route": template,
                 "status": status, "code": code, "duration_ms": round(elapsed * 1000, 2),
                 "client": client_address(request)})
             return out
 
         return wrapper
-
-    return wrap

@@ -48,6 +48,10 @@ class PasswordLogin(Strict):
     password: Annotated[str, Field(min_length=1, max_length=1024)]
 
 
+class ConnectRequest(Strict):
+    """POST /v1/workspaces/{id}/connect takes no fields (an empty body or {})."""
+
+
 class LogonRequest(Strict):
     challenge_id: Short
     signature: Annotated[str, Field(min_length=1, max_length=2048)]
@@ -63,6 +67,9 @@ class InSessionChallengeRequest(Strict):
 
 
 class InSessionResponse(Strict):
+    """The pre-session response body; certificate and algorithm default to the login's."""
+
+    certificate: B64 | None = None
+    chain: Annotated[list[B64], Field(max_length=10)] = []
     signature: Annotated[str, Field(min_length=1, max_length=2048)]
     algorithm: Short | None = None
-    certificate: B64 | None = None

@@ -21,6 +21,7 @@ from broker.service.context import BrokerContext
 from broker.web import admin_models as am
 from broker.web import models as cm
 from broker.web.errors import STATUS
+from broker.web.http import Access, JsonApi
 
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
 _RULE_ARG = re.compile(r"<(?:[a-zA-Z_]+(?:\([^)]*\))?:)?([a-zA-Z_][a-zA-Z0-9_]*)>")
@@ -347,7 +348,8 @@ def operation_errors(op: Operation) -> tuple[str, ...]:
     return tuple(dict.fromkeys(codes))
 
 
-def _operation(method: str, path: str, op: Operation | None) -> dict[str, Any]:
+def _operation(method: str, path: str, op: Operation | None,
+               access: Access | None = None) -> dict[str, Any]:
     params = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
               for name in re.findall(r"{([^}]+)}", path)]
     if op is None:
@@ -373,7 +375,15 @@ def _operation(method: str, path: str, op: Operation | None) -> dict[str, Any]:
                                         "content": {"application/json": {
                                             "schema": {"type": "object"}}}}
     by_status: dict[int, list[str]] = {}
-    for code in operation_errors(op):
+    auth_kind = {Access.AUTH_TOKEN: "client", Access.ADMIN_READ: "admin",
+                 Access.ADMIN_WRITE: "admin"}.get(access, op.auth) if access else op.auth
+    implied: tuple[str, ...] = ()
+    if auth_kind == "client":
+        implied = AUTH_ERRORS
+    elif auth_kind == "admin":
+        implied = ("admin_token_invalid",) + (
+            ("admin_scope_insufficient",) if access is Access.ADMIN_WRITE else ())
+    for code in dict.fromkeys(operation_errors(op) + implied):
         by_status.setdefault(STATUS[code], []).append(code)
     for status, codes in sorted(by_status.items()):
         responses[str(status)] = {
@@ -382,9 +392,9 @@ def _operation(method: str, path: str, op: Operation | None) -> dict[str, Any]:
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
         }
     out["responses"] = responses
-    if op.auth == "admin":
+    if auth_kind == "admin":
         out["security"] = [{"adminToken": []}]
-    elif op.auth == "client":
+    elif auth_kind == "client":
         out["security"] = [{"authToken": []}]
     else:
         out["security"] = []
@@ -394,10 +404,11 @@ def _operation(method: str, path: str, op: Operation | None) -> dict[str, Any]:
 def build_document(app: Klein, api: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document of ``app`` (``api`` is "client" or "admin")."""
     table = OPERATIONS[api]
+    declared = {(r.method, r.template): r.access for r in getattr(app, "declared_routes", [])}
     paths: dict[str, dict[str, Any]] = {}
     for method, path in sorted(routes(app), key=lambda mp: (mp[1], mp[0])):
-        paths.setdefault(path, {})[method.lower()] = _operation(method, path,
-                                                                table.get((method, path)))
+        paths.setdefault(path, {})[method.lower()] = _operation(
+            method, path, table.get((method, path)), declared.get((method, path)))
     models = all_models(api)
     _, defs = models_json_schema(models,  # type: ignore[arg-type]
                                  ref_template="#/components/schemas/{model}")
@@ -437,18 +448,15 @@ def disagreements(app: Klein, api: str) -> list[str]:
     return problems
 
 
-def add_openapi_route(app: Klein, ctx: BrokerContext, api: str) -> None:
+def add_openapi_route(api: JsonApi, ctx: BrokerContext) -> None:
     """Serve the document at ``/v1/openapi.json`` or ``/admin/v1/openapi.json`` (no auth).
 
     The document is built on first request, after every route has been registered."""
-    from broker.web.http import json_route
-
-    path = f"{TITLES[api][1]}/openapi.json"
+    path = f"{TITLES[api.name][1]}/openapi.json"
     cache: dict[str, Any] = {}
 
-    @app.route(path, methods=["GET"])
-    @json_route(api, path)
+    @api.route(path, "GET", access=Access.ANONYMOUS)
     async def openapi_document(request: Any) -> tuple[int, Any]:
         if "doc" not in cache:
-            cache["doc"] = build_document(app, api)
+            cache["doc"] = build_document(api.app, api.name)
         return 200, cache["doc"]

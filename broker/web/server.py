@@ -34,7 +34,14 @@ from twisted.web.server import Site
 
 from broker.errors import BrokerError
 from broker.service.context import BrokerContext
-from broker.web.http import BrokerRequest, json_route, write_json
+from broker.web.http import (
+    Access,
+    BrokerChannel,
+    BrokerRequest,
+    JsonApi,
+    channel_factory,
+    write_json,
+)
 
 log = logging.getLogger("broker.server")
 reactor: Any = _reactor  # the global reactor; its interfaces confuse type checkers
@@ -124,6 +131,7 @@ class BrokerSite(Site):
     """A Site that counts in-flight requests so shutdown can wait for them."""
 
     requestFactory = BrokerRequest  # noqa: N815 (twisted API)
+    protocol = channel_factory
 
     def __init__(self, resource: Resource, **kw: Any) -> None:
         super().__init__(resource, **kw)
@@ -131,6 +139,10 @@ class BrokerSite(Site):
         self._idle: list[defer.Deferred[None]] = []
         self.noisy = False
         self.channels: set[Any] = set()
+
+    def log(self, request: Any) -> None:
+        """No Twisted access log: it records raw paths, which carry session and challenge
+        ids. Each request is logged once, by route template, in broker.web.http."""
 
     def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 (twisted API)
         channel = super().buildProtocol(addr)
@@ -172,16 +184,14 @@ class BrokerSite(Site):
         return d
 
 
-def add_operational_routes(app: Klein, ctx: BrokerContext, api: str) -> None:
+def add_operational_routes(api: JsonApi, ctx: BrokerContext) -> None:
     """/healthz (process up), /readyz (database reachable), /metrics (Prometheus text)."""
 
-    @app.route("/healthz", methods=["GET"])
-    @json_route(api, "/healthz")
+    @api.route("/healthz", "GET", access=Access.ANONYMOUS)
     async def healthz(request: Any) -> tuple[int, Any]:
         return 200, {"status": "ok", "pid": os.getpid()}
 
-    @app.route("/readyz", methods=["GET"])
-    @json_route(api, "/readyz")
+    @api.route("/readyz", "GET", access=Access.ANONYMOUS)
     async def readyz(request: Any) -> tuple[int, Any]:
         try:
             await ctx.call(ctx.db.ping)
@@ -190,7 +200,7 @@ def add_operational_routes(app: Klein, ctx: BrokerContext, api: str) -> None:
             return 503, {"status": "unavailable", "database": "unreachable"}
         return 200, {"status": "ok", "database": "ok"}
 
-    @app.route("/metrics", methods=["GET"])
+    @api.raw_route("/metrics", "GET", access=Access.ANONYMOUS)
     def metrics(request: Any) -> bytes:
         request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
         return generate_latest(REGISTRY)
@@ -212,19 +222,27 @@ def install_json_errors(app: Klein, api: str) -> None:
                                                   "details": {}}})
 
 
-def build_sites(ctx: BrokerContext) -> tuple[BrokerSite, BrokerSite]:
-    from broker.web.admin_api import build_admin_app
-    from broker.web.client_api import build_client_app
+def build_apis(ctx: BrokerContext) -> tuple[JsonApi, JsonApi]:
+    """The client and admin APIs with every route declared (operational routes included)."""
+    from broker.web.admin_api import build_admin_api
+    from broker.web.client_api import build_client_api
     from broker.web.openapi import add_openapi_route
 
-    BrokerRequest.max_body_bytes = ctx.settings.server.max_body_bytes
-    client_app = build_client_app(ctx)
-    admin_app = build_admin_app(ctx)
-    for app, api in ((client_app, "client"), (admin_app, "admin")):
-        add_operational_routes(app, ctx, api)
-        install_json_errors(app, api)
-        add_openapi_route(app, ctx, api)
-    return BrokerSite(client_app.resource()), BrokerSite(admin_app.resource())
+    apis = build_client_api(ctx), build_admin_api(ctx)
+    for api in apis:
+        add_operational_routes(api, ctx)
+        install_json_errors(api.app, api.name)
+        add_openapi_route(api, ctx)
+    return apis
+
+
+def build_sites(ctx: BrokerContext) -> tuple[BrokerSite, BrokerSite]:
+    s = ctx.settings.server
+    BrokerRequest.max_body_bytes = BrokerChannel.max_body_bytes = s.max_body_bytes
+    BrokerChannel.head_timeout_s = s.request_head_timeout_s
+    BrokerChannel.body_timeout_s = s.request_body_timeout_s
+    client_api, admin_api = build_apis(ctx)
+    return BrokerSite(client_api.app.resource()), BrokerSite(admin_api.app.resource())
 
 
 # --------------------------------------------------------------------------- running

@@ -147,19 +147,31 @@ def test_challenges_are_rate_limited_per_code(broker_factory, migrated_url, tmp_
     assert 1 <= int(r.headers["retry-after"]) <= 61
 
 
-def test_failures_per_certificate_lock_it_out(broker_factory, migrated_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_failures_by_the_key_holder_lock_the_certificate_out(broker_factory, migrated_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from tests.support.world import build_world
 
     bp = broker_factory(migrated_url, BROKER_LOGIN_MAX_FAILURES="2")
     w = build_world(tmp_path / "w", bp)
     client = SoftClient(bp.client(), w.codes["corp"])
-    for _ in range(2):
+    # The stranger's signatures verify (the key is proven) but no user matches: evidence.
+    assert [client.login(w.cards["stranger"]).code for _ in range(2)] == ["user_not_found"] * 2
+    r = client.login(w.cards["stranger"])
+    assert r.status == 429 and r.code == "locked_out"
+    assert 1 <= int(r.headers["retry-after"]) <= 301
+    assert client.login(w.cards["bob"]).status == 200, "other certificates are not locked"
+
+
+def test_bad_signatures_never_lock_the_certificate_owner_out(broker_factory, migrated_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.support.world import build_world
+
+    bp = broker_factory(migrated_url, BROKER_LOGIN_MAX_FAILURES="2")
+    w = build_world(tmp_path / "w", bp)
+    client = SoftClient(bp.client(), w.codes["corp"])
+    for _ in range(4):  # anyone may hold alice's public certificate
         ch = client.challenge().body
         bad = client.respond(ch, w.cards["alice"], signature=b"\x30\x00")
         assert bad.code == "signature_invalid"
-    r = client.login(w.cards["alice"])
-    assert r.status == 429 and r.code == "locked_out"
-    assert client.login(w.cards["bob"]).status == 200, "other certificates are not locked"
+    assert client.login(w.cards["alice"]).status == 200
 
 
 def test_audit_records_decisions_without_secrets(broker, world) -> None:  # type: ignore[no-untyped-def]

@@ -91,8 +91,9 @@ def test_password_user_connects_to_pcoip(fast) -> None:  # type: ignore[no-untyp
     assert s.status == 201 and s.body["session"]["smart_card_redirection"] is False
 
 
-def heartbeat(bp, sid: str, present: bool):  # type: ignore[no-untyped-def]
-    return bp.client().post(f"/v1/sessions/{sid}/heartbeat", {"card_present": present})
+def heartbeat(bp, sid: str, present: bool, token: str):  # type: ignore[no-untyped-def]
+    return bp.client().post(f"/v1/sessions/{sid}/heartbeat", {"card_present": present},
+                            token=token)
 
 
 @pytest.mark.parametrize("removal,action", [("lock", "lock"), ("disconnect", "disconnect"),
@@ -103,9 +104,9 @@ def test_card_removal_applies_the_directory_action(broker_factory, migrated_url,
     w = build_world(tmp_path / "w", bp, removal=removal)
     client, token = login(bp, w, "bob")
     sid = client.connect(token, "ws-bob").body["session"]["id"]
-    assert heartbeat(bp, sid, True).body["action"] == "none"
-    assert heartbeat(bp, sid, False).body["action"] == action
-    after = heartbeat(bp, sid, True)
+    assert heartbeat(bp, sid, True, token).body["action"] == "none"
+    assert heartbeat(bp, sid, False, token).body["action"] == action
+    after = heartbeat(bp, sid, True, token)
     if action == "disconnect":
         assert after.status == 410 and after.code == "session_ended"
     else:
@@ -117,9 +118,9 @@ def test_second_connect_takes_over_and_first_is_told_to_disconnect(fast) -> None
     client, token = login(bp, w, "bob")
     first = client.connect(token, "ws-bob").body["session"]["id"]
     second = client.connect(token, "ws-bob").body["session"]["id"]
-    assert heartbeat(bp, first, True).body["action"] == "disconnect"
-    assert heartbeat(bp, first, True).status == 410
-    assert heartbeat(bp, second, True).body["action"] == "none"
+    assert heartbeat(bp, first, True, token).body["action"] == "disconnect"
+    assert heartbeat(bp, first, True, token).status == 410
+    assert heartbeat(bp, second, True, token).body["action"] == "none"
 
 
 def test_missing_heartbeats_end_the_session(broker_factory, migrated_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -128,7 +129,7 @@ def test_missing_heartbeats_end_the_session(broker_factory, migrated_url, tmp_pa
     client, token = login(bp, w, "bob")
     sid = client.connect(token, "ws-bob").body["session"]["id"]
     time.sleep(3)
-    r = heartbeat(bp, sid, True)
+    r = heartbeat(bp, sid, True, token)
     assert r.status == 410 and r.body["error"]["details"]["reason"] == "heartbeat_timeout"
 
 
@@ -136,16 +137,17 @@ def test_delete_ends_the_session(fast) -> None:  # type: ignore[no-untyped-def]
     bp, w = fast
     client, token = login(bp, w, "bob")
     sid = client.connect(token, "ws-bob").body["session"]["id"]
-    assert bp.client().delete(f"/v1/sessions/{sid}").status == 204
-    assert heartbeat(bp, sid, True).status == 410
-    assert bp.client().delete("/v1/sessions/nope").status == 404
+    assert bp.client().delete(f"/v1/sessions/{sid}", token=token).status == 204
+    assert heartbeat(bp, sid, True, token).status == 410
+    assert bp.client().delete("/v1/sessions/nope", token=token).status == 404
 
 
 def in_session(bp, w, sid: str, card: str, purpose: str = "sudo",  # type: ignore[no-untyped-def]
-               with_certificate: bool = False):
+               with_certificate: bool = False, *, token: str):
     import base64
 
     api = bp.client()
+    api.token = token
     ch = api.post(f"/v1/sessions/{sid}/in-session/challenges", {"purpose": purpose})
     if ch.status != 201:
         return ch
@@ -168,7 +170,7 @@ def test_in_session_sudo_works_in_a_us_east_1_wsp_session(fast) -> None:  # type
     s = SoftClient(bp.client(), w.codes["east"]).connect(r.body["auth_token"], "ws-erin")
     assert s.status == 201, s.body
     sid = s.body["session"]["id"]
-    r = in_session(bp, w, sid, "erin", with_certificate=True)
+    r = in_session(bp, w, sid, "erin", with_certificate=True, token=r.body["auth_token"])
     assert r.status == 200, r.body
     claims = verify(r.body["assertion"], bp.client().get("/v1/jwks.json").body)
     assert claims["sub"] == "erin" and claims["purpose"] == "sudo"
@@ -182,7 +184,7 @@ def test_in_session_card_of_another_user_is_refused(fast) -> None:  # type: igno
                                                "password": "erin password"})
     sid = SoftClient(bp.client(), w.codes["east"]).connect(
         r.body["auth_token"], "ws-erin").body["session"]["id"]
-    r = in_session(bp, w, sid, "alice", with_certificate=True)
+    r = in_session(bp, w, sid, "alice", with_certificate=True, token=r.body["auth_token"])
     assert r.status == 401 and r.code in ("certificate_mismatch", "user_not_found")
 
 
@@ -193,7 +195,8 @@ def test_in_session_is_refused_in_a_pcoip_session(fast) -> None:  # type: ignore
                                                "password": "correct horse battery staple"})
     sid = SoftClient(bp.client(), w.codes["corp"]).connect(
         r.body["auth_token"], "ws-dave").body["session"]["id"]
-    ch = bp.client().post(f"/v1/sessions/{sid}/in-session/challenges", {"purpose": "sudo"})
+    ch = bp.client().post(f"/v1/sessions/{sid}/in-session/challenges", {"purpose": "sudo"},
+                          token=r.body["auth_token"])
     assert ch.status == 403 and ch.code == "in_session_not_allowed"
 
 
@@ -201,8 +204,8 @@ def test_in_session_with_another_card_is_refused(fast) -> None:  # type: ignore[
     bp, w = fast
     client, token = login(bp, w, "bob")
     sid = client.connect(token, "ws-bob").body["session"]["id"]
-    assert in_session(bp, w, sid, "bob", "browser").status == 200
-    r = in_session(bp, w, sid, "alice")
+    assert in_session(bp, w, sid, "bob", "browser", token=token).status == 200
+    r = in_session(bp, w, sid, "alice", token=token)
     assert r.status == 401 and r.code == "signature_invalid"
 
 

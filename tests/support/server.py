@@ -48,6 +48,8 @@ class ApiClient:
     cafile: Path
     token: str | None = None
     timeout: float = 30.0
+    #: Source address to connect from (any 127.x.y.z: tests that need distinct clients).
+    source: str | None = None
     _ctx: ssl.SSLContext | None = field(default=None, repr=False)
 
     def context(self) -> ssl.SSLContext:
@@ -57,8 +59,9 @@ class ApiClient:
 
     def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
                 headers: dict[str, str] | None = None, token: str | None = None) -> Response:
-        conn = http.client.HTTPSConnection(self.host, self.port, context=self.context(),
-                                           timeout=self.timeout)
+        conn = http.client.HTTPSConnection(
+            self.host, self.port, context=self.context(), timeout=self.timeout,
+            source_address=(self.source, 0) if self.source else None)
         hdrs = {"content-type": "application/json"}
         bearer = token or self.token
         if bearer:
@@ -101,8 +104,8 @@ class BrokerProcess:
     def cafile(self) -> Path:
         return self.base / "var" / "dev-tls" / "dev-cert.pem"
 
-    def client(self, token: str | None = None) -> ApiClient:
-        return ApiClient("127.0.0.1", self.port, self.cafile, token)
+    def client(self, token: str | None = None, source: str | None = None) -> ApiClient:
+        return ApiClient("127.0.0.1", self.port, self.cafile, token, source=source)
 
     def admin(self, token: str | None = None) -> ApiClient:
         return ApiClient("127.0.0.1", self.admin_port, self.cafile, token)

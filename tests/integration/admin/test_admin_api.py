@@ -397,13 +397,20 @@ def _card_session(admin: Admin, world: Any, who: str, ws: str) -> str:
     client = SoftClient(admin.broker.client(), world.codes["corp"])
     r = client.login(world.cards[who])
     assert r.status == 200, r.body
-    r = client.connect(r.body["auth_token"], ws)
+    token = r.body["auth_token"]
+    r = client.connect(token, ws)
     assert r.status == 201, r.body
+    SESSION_TOKENS[r.body["session"]["id"]] = token
     return r.body["session"]["id"]
 
 
+#: The auth token of each session a test opened (session calls need the owner's token).
+SESSION_TOKENS: dict[str, str] = {}
+
+
 def heartbeat(admin: Admin, sid: str) -> Any:
-    return admin.broker.client().post(f"/v1/sessions/{sid}/heartbeat", {"card_present": True})
+    return admin.broker.client(SESSION_TOKENS[sid]).post(f"/v1/sessions/{sid}/heartbeat",
+                                                         {"card_present": True})
 
 
 def test_switching_a_workspace_to_pcoip_disconnects_its_smart_card_sessions(
@@ -418,6 +425,7 @@ def test_switching_a_workspace_to_pcoip_disconnects_its_smart_card_sessions(
     r2 = admin.broker.client(r.body["auth_token"]).post("/v1/workspaces/ws-erin/connect")
     assert r2.status == 201, r2.body
     password_sid = r2.body["session"]["id"]
+    SESSION_TOKENS[password_sid] = r.body["auth_token"]
     assert heartbeat(admin, sid).body["action"] == "none"
 
     r = admin.patch("/workspaces/ws-bob", {"protocol": "PCoIP"})

@@ -1,0 +1,114 @@
+"""One audited attempt: what a refusal's audit event needs, and what it counts against.
+
+Login-like calls (smart-card response, logon, in-session response, password login, challenge
+requests) fill an :class:`Attempt` as they learn things (directory, certificate, whether the
+presenter proved possession of the key) and run inside :func:`audited`. A refusal rolls back the
+attempt's own transactions; ``audited`` then writes its audit event and its failure counts in
+one transaction of their own, and re-raises.
+
+What a failure counts against (shared by every process, in the database):
+
+* the **source address** (``fail:addr:<ip>``): any failed answer or password; at
+  ``login.failures_per_address`` within ``login.lockout_s`` that address gets 429 rate_limited;
+* the **challenge** (``fail:chal:<id>``): at ``login.failures_per_challenge`` wrong answers
+  the challenge is spent;
+* the **certificate** (``fail:cert:<sha256>``): only failures *after* the signature verified,
+  i.e. by someone holding the card's key — a stranger with a copy of a public certificate can
+  never lock its owner out;
+* the **user name** of a password login (``fail:user:<dir>:<name>``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
+
+from broker.errors import BrokerError
+from broker.service import audit, limits
+from broker.service.challenges import burn_challenge
+from broker.service.context import BrokerContext
+
+T = TypeVar("T")
+
+#: Refusals that say something about the presented credential (not replays or expiries).
+GUESSY = frozenset({"signature_invalid", "user_not_found", "user_ambiguous",
+                    "invalid_credentials", "certificate_mismatch"})
+
+
+def is_guessy(code: str) -> bool:
+    return code in GUESSY or code.startswith("certificate_")
+
+
+@dataclass
+class Attempt:
+    """What the audit of one attempt needs, filled in as the attempt goes."""
+
+    kind: str
+    address: str | None
+    challenge_id: str | None = None
+    directory_id: str | None = None
+    fingerprint: str | None = None
+    #: The signature verified: whoever sent this holds the certificate's private key.
+    key_proven: bool = False
+    username: str | None = None
+    user_key: str | None = None  # password login: the fail:user key
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def prove_key(self) -> None:
+        self.key_proven = True
+
+
+def address_key(address: str | None) -> str | None:
+    return f"fail:addr:{address}" if address else None
+
+
+def check_address(session: Session, attempt: Attempt, now: Any) -> None:
+    """rate_limited while the attempt's source address is throttled for failures."""
+    key = address_key(attempt.address)
+    if key:
+        limits.check_lockout(session, key, now, code="rate_limited")
+
+
+def audited(ctx: BrokerContext, attempt: Attempt, fn: Callable[[], T],
+            *, quiet: frozenset[str] = frozenset()) -> T:
+    """Run ``fn``; on a BrokerError (other than ``quiet`` codes) audit and count, re-raise."""
+    try:
+        return fn()
+    except BrokerError as exc:
+        if exc.code not in quiet:
+            record_refusal(ctx, attempt, exc)
+        raise
+
+
+def record_refusal(ctx: BrokerContext, attempt: Attempt, exc: BrokerError) -> None:
+    lim = ctx.settings.login
+    counted = is_guessy(exc.code)
+    reasons = exc.details.get("reasons")
+
+    def work(session: Session) -> None:
+        now = ctx.now()
+        audit.record(session, attempt.kind, "refused", reason=exc.code,
+                     directory_id=attempt.directory_id, client_address=attempt.address,
+                     cert_fingerprint=attempt.fingerprint, username=attempt.username,
+                     challenge_id=attempt.challenge_id[:64] if attempt.challenge_id else None,
+                     **({"reasons": reasons} if reasons else {}), **attempt.details)
+        if not counted:
+            return
+        key = address_key(attempt.address)
+        if key:
+            limits.record_failure(session, key, lim.failures_per_address, lim.lockout_s, now)
+        if attempt.challenge_id and len(attempt.challenge_id) <= 64:
+            if limits.record_failure(session, f"fail:chal:{attempt.challenge_id}",
+                                     lim.failures_per_challenge, lim.challenge_ttl_s, now):
+                burn_challenge(session, attempt.challenge_id, now)
+        if attempt.fingerprint and attempt.key_proven:
+            limits.record_failure(session, f"fail:cert:{attempt.fingerprint}", lim.max_failures,
+                                  lim.lockout_s, now)
+        if attempt.user_key:
+            limits.record_failure(session, attempt.user_key, lim.max_failures, lim.lockout_s,
+                                  now)
+
+    ctx.db.transaction(work)

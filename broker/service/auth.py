@@ -1,0 +1,70 @@
+"""Who is calling: client auth tokens and admin tokens, resolved before a route's body is read.
+
+The web layer declares per route which credential it needs and calls one of these in the thread
+pool; the use case then receives the principal and checks ownership of whatever the path names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from broker.service import admin_tokens
+from broker.service.context import BrokerContext
+from broker.service.errors import ServiceError
+from broker.service.tokens import hashes_match, token_hash
+from broker.store.models import AuthToken
+
+
+@dataclass(frozen=True)
+class ClientPrincipal:
+    """The login behind a client auth token."""
+
+    token_id: int
+    user_id: int
+    directory_id: str
+    method: str
+    cert_fingerprint: str | None
+    cert_der: bytes | None
+
+
+def load_auth_token(session: Session, presented: str | None, now: datetime) -> AuthToken:
+    """The live auth-token row, or auth_required / auth_token_invalid / auth_token_expired."""
+    if not presented:
+        raise ServiceError("auth_required", "This call needs the auth token from login "
+                                            "(Authorization: Bearer …).")
+    row = session.scalar(select(AuthToken).where(AuthToken.token_hash == token_hash(presented)))
+    if row is None or not hashes_match(presented, row.token_hash) or row.revoked_at is not None:
+        raise ServiceError("auth_token_invalid", "The auth token is not valid; log in again.")
+    if row.expires_at <= now:
+        raise ServiceError("auth_token_expired", "The auth token has expired; log in again.")
+    return row
+
+
+def client_principal(ctx: BrokerContext, presented: str | None) -> ClientPrincipal:
+    """Resolve a client Bearer token (its own read-only transaction)."""
+
+    def work(session: Session) -> ClientPrincipal:
+        row = load_auth_token(session, presented, ctx.now())
+        return ClientPrincipal(row.id, row.user_id, row.directory_id, row.method,
+                               row.cert_fingerprint, row.cert_der)
+
+    return ctx.db.transaction(work)
+
+
+def admin_principal(ctx: BrokerContext, presented: str | None,
+                    write: bool) -> admin_tokens.AdminIdentity:
+    """Resolve an admin Bearer token; admin_scope_insufficient when ``write`` needs more."""
+
+    def work(session: Session) -> admin_tokens.AdminIdentity:
+        identity = admin_tokens.authenticate(session, presented, ctx.now())
+        if write and not identity.can_write:
+            raise ServiceError("admin_scope_insufficient",
+                               "This admin token may only read; changes need a write token.",
+                               {"scope": identity.scope})
+        return identity
+
+    return ctx.db.transaction(work)

@@ -1,0 +1,115 @@
+"""Single-use PKI challenges: what the card signs, how a challenge is stored and consumed.
+
+What the card signs (``to_be_signed``) is canonical bytes, version 1::
+
+    b"smartcard-broker/challenge/v1\\n" + JSON
+
+where JSON is the UTF-8 encoding of an object with exactly these keys, sorted, no whitespace
+(``json.dumps(obj, sort_keys=True, separators=(",", ":"))``):
+
+    broker      the broker_id of this deployment          "smartcard-broker"
+    challenge   the challenge id                          "q3V…" (url-safe base64)
+    directory   the directory id                          "corp"
+    expires     expiry, UTC, RFC 3339 with "Z"            "2026-11-25T05:30:00Z"
+    nonce       32 random bytes, url-safe base64, no pad  "Zm9v…"
+    purpose     pre_session | logon | in_session:<kind>   "pre_session"
+
+Binding all of them means a signature is good for exactly one challenge of one broker, one
+directory and one purpose, until one instant. The challenge row stores these bytes; the client
+signs them as given and never has to rebuild them.
+
+A challenge is single-use across every broker process: the response is accepted only by the one
+``UPDATE challenges SET used_at = now WHERE id = … AND used_at IS NULL AND expires_at > now``
+that changes a row.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from broker.service.context import BrokerContext
+from broker.service.errors import ServiceError
+from broker.service.trust import accepted_issuers
+from broker.service.wire import b64u, rfc3339
+from broker.store.models import Challenge
+
+TBS_PREFIX = b"smartcard-broker/challenge/v1\n"
+#: Longest challenge id looked up (ids are 24 characters; longer input is never a challenge).
+MAX_ID = 64
+
+
+def to_be_signed(broker_id: str, challenge_id: str, directory_id: str, expires: datetime,
+                 nonce: bytes, purpose: str) -> bytes:
+    body = {"broker": broker_id, "challenge": challenge_id, "directory": directory_id,
+            "expires": rfc3339(expires), "nonce": b64u(nonce), "purpose": purpose}
+    return TBS_PREFIX + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def create_challenge(ctx: BrokerContext, session: Session, directory_id: str, purpose: str,
+                     detail: str | None = None, *, now: datetime, address: str | None = None,
+                     registration_code_id: int | None = None,
+                     cert_fingerprint: str | None = None, workspace_id: str | None = None,
+                     session_id: str | None = None,
+                     auth_token_id: int | None = None) -> dict[str, Any]:
+    """Store a new single-use challenge and return its public description.
+
+    ``purpose`` is pre_session, logon or in_session; ``detail`` the in-session kind (sudo…)."""
+    from broker.pki.signatures import SUPPORTED_SIGNATURE_ALGORITHMS
+
+    cid = secrets.token_urlsafe(18)
+    expires = (now + timedelta(seconds=ctx.settings.login.challenge_ttl_s)).replace(
+        microsecond=0)
+    signed_purpose = f"{purpose}:{detail}" if detail else purpose
+    tbs = to_be_signed(ctx.settings.server.broker_id, cid, directory_id, expires,
+                       secrets.token_bytes(32), signed_purpose)
+    session.add(Challenge(id=cid, directory_id=directory_id, purpose=purpose, detail=detail,
+                          to_be_signed=tbs, expires_at=expires, client_address=address,
+                          registration_code_id=registration_code_id,
+                          cert_fingerprint=cert_fingerprint, workspace_id=workspace_id,
+                          session_id=session_id, auth_token_id=auth_token_id, created_at=now))
+    return {"challenge_id": cid, "to_be_signed": base64.b64encode(tbs).decode(),
+            "expires_at": rfc3339(expires), "purpose": signed_purpose,
+            "accepted_issuers": accepted_issuers(session, directory_id),
+            "signature_algorithms": list(SUPPORTED_SIGNATURE_ALGORITHMS)}
+
+
+def check_challenge(session: Session, challenge_id: str, now: datetime) -> Challenge:
+    """The challenge row if it can still be answered (else challenge_unknown/expired/used)."""
+    ch = session.get(Challenge, challenge_id) if len(challenge_id) <= MAX_ID else None
+    if ch is None:
+        raise ServiceError("challenge_unknown", "There is no such challenge.")
+    if ch.used_at is not None:
+        raise ServiceError("challenge_used", "This challenge has already been answered.")
+    if ch.expires_at <= now:
+        raise ServiceError("challenge_expired", "This challenge has expired; ask for a new one.")
+    return ch
+
+
+def consume_challenge(session: Session, challenge_id: str, now: datetime) -> None:
+    """Mark the challenge used; exactly one caller across all processes succeeds."""
+    result = session.execute(
+        update(Challenge)
+        .where(Challenge.id == challenge_id, Challenge.used_at.is_(None),
+               Challenge.expires_at > now)
+        .values(used_at=now)
+        .execution_options(synchronize_session=False))
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        ch = session.get(Challenge, challenge_id)
+        if ch is not None and ch.used_at is None:
+            raise ServiceError("challenge_expired", "This challenge has expired.")
+        raise ServiceError("challenge_used", "This challenge has already been answered.")
+
+
+def burn_challenge(session: Session, challenge_id: str, now: datetime) -> None:
+    """Spend a challenge without a login (too many wrong answers to it)."""
+    session.execute(update(Challenge)
+                    .where(Challenge.id == challenge_id, Challenge.used_at.is_(None))
+                    .values(used_at=now)
+                    .execution_options(synchronize_session=False))
