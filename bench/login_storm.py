@@ -22,12 +22,9 @@ import argparse
 import base64
 import http.client
 import json
-import os
 import secrets
-import socket
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -40,13 +37,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from broker.harness import BrokerProcess, HarnessError  # noqa: E402
+
 CLIENT = {"platform": "windows", "arch": "x86_64", "version": "3.1.1"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -133,7 +127,7 @@ def storm(t: Target, clients: int, per_client: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- own broker
 
 def start_broker(workdir: Path, database_url: str, workers: int, users: int,
-                 rate_limit: int) -> tuple[subprocess.Popen[bytes], Target]:
+                 rate_limit: int) -> tuple[BrokerProcess, Target]:
     from broker.pki import issue
 
     pki_dir = workdir / "pki"
@@ -157,45 +151,17 @@ def start_broker(workdir: Path, database_url: str, workers: int, users: int,
         'revocation = { crl = false, ocsp = false }\n'
         'trust_anchors = ["pki/root.pem"]\nintermediates = ["pki/issuing.pem"]\n'
         'certmap = ["upn"]\nregistration_codes = 1\n\n' + "\n".join(user_lines))
-    port, admin_port = free_port(), free_port()
-    cfg = workdir / "config" / "broker.toml"
-    cfg.parent.mkdir()
-    cfg.write_text(
-        f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\n'
-        f'admin_listen = "tcp:{admin_port}:interface=127.0.0.1"\nworkers = {workers}\n'
-        f'[database]\nurl = "{database_url}"\n'
-        f'[login]\nchallenges_per_code_per_minute = {rate_limit}\n'
-        f'challenges_per_address_per_minute = {rate_limit}\n'
-        f'[regions]\ncatalogue = "{REPO / "config" / "regions.toml"}"\n'
-        f'[log]\nlevel = "warn"\n')
-    broker = [sys.executable, "-m", "broker.cli"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
-    subprocess.run(broker + ["migrate", "--config", str(cfg)], check=True, env=env,
-                   cwd=workdir, capture_output=True)
-    out = subprocess.run(broker + ["admin", "apply", str(directory), "--json", "--config",
-                                   str(cfg)], check=True, env=env, cwd=workdir,
-                         capture_output=True, text=True)
+    bp = BrokerProcess(workdir, database_url, workers=workers, log_level="warn")
+    bp.write_config(f"[login]\nchallenges_per_code_per_minute = {rate_limit}\n"
+                    f"challenges_per_address_per_minute = {rate_limit}\n")
+    bp.run_cli("migrate")
+    out = bp.run_cli("admin", "apply", str(directory), "--json")
     code = json.loads(out.stdout)["directories"][0]["registration_codes"][0]
-    proc = subprocess.Popen(broker + ["serve", "--dev", "--config", str(cfg)], env=env,
-                            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    cafile = workdir / "var" / "dev-tls" / "dev-cert.pem"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if cafile.exists():
-                c = http.client.HTTPSConnection("127.0.0.1", port, timeout=2,
-                                                context=ssl.create_default_context(
-                                                    cafile=str(cafile)))
-                c.request("GET", "/healthz")
-                if c.getresponse().status == 200:
-                    break
-        except OSError:
-            pass
-        time.sleep(0.2)
-    else:
-        proc.kill()
-        raise SystemExit("bench: broker did not start")
-    return proc, Target("127.0.0.1", port, str(cafile), code, creds)
+    try:
+        bp.start()
+    except HarnessError as exc:
+        raise SystemExit(f"bench: broker did not start: {exc}") from None
+    return bp, Target("127.0.0.1", bp.port, str(bp.cafile), code, creds)
 
 
 def reset_postgres_schema(url: str) -> str:
@@ -218,14 +184,12 @@ def run_once(args: argparse.Namespace, workers: int) -> dict[str, Any]:
         url = args.database_url or f"sqlite:///{tmp}/bench.db"
         if url.startswith("postgresql"):
             url = reset_postgres_schema(url)
-        proc, target = start_broker(Path(tmp), url, workers, args.users,
-                                    rate_limit=10 ** 9)
+        bp, target = start_broker(Path(tmp), url, workers, args.users, rate_limit=10 ** 9)
         try:
             storm(target, min(args.clients, 4), 2)  # warm-up: pools, keys, caches
             result = storm(target, args.clients, args.count)
         finally:
-            proc.terminate()
-            proc.wait(30)
+            bp.stop(timeout=30)
     result.update(workers=workers, database="postgresql" if url.startswith("postgresql")
                   else "sqlite", clients=args.clients)
     return result

@@ -245,26 +245,18 @@ def supervise(settings: Settings, dev: bool) -> None:
         time.sleep(0.2)
 
 
-def _attach_optional_groups() -> None:
-    """Subcommand groups that live beside their layer."""
-    try:
-        from broker.pki.cli import pki
-    except ImportError:
-        pass
-    else:
-        main.add_command(pki)
+def _attach_groups() -> None:
+    """Subcommand groups that live beside their layer (a broken import is an error, never a
+    silently missing command)."""
     from broker.admin_cli import admin
+    from broker.demo import demo
+    from broker.pki.cli import pki
 
-    main.add_command(admin)
-    try:
-        from broker.demo import demo
-    except ImportError:
-        pass
-    else:
-        main.add_command(demo)
+    for group in (pki, admin, demo):
+        main.add_command(group)
 
 
-_attach_optional_groups()
+_attach_groups()
 
 if __name__ == "__main__":
     main()

@@ -10,14 +10,8 @@ finishes by showing the PCoIP WorkSpace refused for smart cards, and exits 0.
 
 from __future__ import annotations
 
-import http.client
-import os
 import shutil
-import signal
-import socket
-import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,15 +21,10 @@ import click
 
 from broker.cli_common import common_options, fail
 from broker.config import Settings
+from broker.harness import BrokerProcess, HarnessError
 
 VPCD_PORT = 35963
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class DemoScreens:
@@ -86,35 +75,15 @@ def pcscd_running() -> bool:
     return subprocess.run(["pgrep", "-x", "pcscd"], capture_output=True).returncode == 0
 
 
-def start_broker(workdir: Path, db_url: str, start_delay: float) -> tuple[subprocess.Popen[bytes],
-                                                                            int, Path]:
-    port, admin_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
-    env.update(BROKER_DATABASE_URL=db_url, BROKER_SERVER_LISTEN=f"tcp:{port}:interface=127.0.0.1",
-               BROKER_SERVER_ADMIN_LISTEN=f"tcp:{admin_port}:interface=127.0.0.1",
-               BROKER_WORKSPACES_START_DELAY_S=str(start_delay), BROKER_LOG_LEVEL="warn",
-               BROKER_REGIONS_CATALOGUE=str(REPO / "config" / "regions.toml"))
-    log = open(workdir / "broker.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "broker.cli", "serve", "--dev"], env=env,
-                            cwd=workdir, stdout=log, stderr=subprocess.STDOUT)
-    cafile = workdir / "var" / "dev-tls" / "dev-cert.pem"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            fail(f"the broker exited at start-up; see {workdir / 'broker.log'}")
-        try:
-            if cafile.exists():
-                conn = http.client.HTTPSConnection(
-                    "127.0.0.1", port, timeout=2,
-                    context=ssl.create_default_context(cafile=str(cafile)))
-                conn.request("GET", "/healthz")
-                if conn.getresponse().status == 200:
-                    return proc, port, cafile
-        except OSError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    fail(f"the broker did not become healthy; see {workdir / 'broker.log'}")
+def start_broker(workdir: Path, db_url: str, start_delay: float) -> BrokerProcess:
+    """The demo's broker, started by the same harness the tests and benchmarks use."""
+    bp = BrokerProcess(workdir, db_url, log_level="warn")
+    bp.write_config(f"[workspaces]\nstart_delay_s = {start_delay}\n")
+    try:
+        bp.start()
+    except HarnessError:
+        fail(f"the broker did not start; see {bp.log_path}")
+    return bp
 
 
 @click.command()
@@ -174,8 +143,8 @@ def demo(settings: Settings, pin: str, card_mode: str, key_kind: str,
     code = f"{entry.prefix if entry else prefix}+{body}"  # as an admin would hand it out
     click.echo(f"  directory 'demo' in us-gov-west-1, registration code {code}")
 
-    proc, port, cafile = start_broker(workdir, db_url, start_delay)
-    click.echo(f"  broker listening on https://127.0.0.1:{port} (TLS, self-signed dev cert)")
+    bp = start_broker(workdir, db_url, start_delay)
+    click.echo(f"  broker listening on https://127.0.0.1:{bp.port} (TLS, self-signed dev cert)")
     card = PivCard(key=pki.user.key, certificate=pki.user.cert, pin=pin)
     link = None
     started_pcscd: subprocess.Popen[bytes] | None = None
@@ -207,7 +176,7 @@ def demo(settings: Settings, pin: str, card_mode: str, key_kind: str,
             cards = PcscCards()
             click.echo("  card: virtual PIV card in pcscd's reader 'Virtual PCD 00 00' "
                        "(the simulator feeds vpcd over TCP; pyscard talks PC/SC)")
-        api = BrokerApi(BrokerEndpoint("127.0.0.1", port, cafile=str(cafile)))
+        api = BrokerApi(BrokerEndpoint("127.0.0.1", bp.port, cafile=str(bp.cafile)))
         flow = LoginFlow(api, code, cards, DemoScreens(pin), poll_interval=0.5)
         login = flow.login(card_wait=15)
         for ws in login.workspaces:
@@ -231,15 +200,11 @@ def demo(settings: Settings, pin: str, card_mode: str, key_kind: str,
             click.echo(f"    refused as it should be: {exc.status} {exc.code}: {exc.message}")
         click.secho("\ndemo finished: one full smart-card login, PCoIP refused.", bold=True)
     except BrokerError as exc:
-        fail(f"{exc.code}: {exc.message} (broker log: {workdir / 'broker.log'})")
+        fail(f"{exc.code}: {exc.message} (broker log: {bp.log_path})")
     finally:
         if link is not None:
             link.stop()
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        bp.stop(timeout=15)
         if started_pcscd is not None:
             started_pcscd.terminate()
             started_pcscd.wait(10)

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from broker.codes import Code
+
 
 class BrokerError(Exception):
     """An expected failure with a stable machine-readable ``code`` and a human ``message``."""
 
-    code: str = "internal_error"
+    code: str = Code.INTERNAL_ERROR
 
     def __init__(self, code: str | None = None, message: str | None = None,
                  details: dict[str, Any] | None = None) -> None:
         if code is not None:
             self.code = code
-        self.message = message or self.code.replace("_", " ").capitalize() + "."
+        default = getattr(self.code, "message", None) or \
+            self.code.replace("_", " ").capitalize() + "."
+        self.message = message or default
         self.details: dict[str, Any] = dict(details or {})
         super().__init__(f"{self.code}: {self.message}")
 

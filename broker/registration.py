@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from broker.codes import Code
 from broker.errors import BrokerError
 
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
@@ -37,7 +38,7 @@ _PREFIX_RE = re.compile(r"^[A-Za-z]{2,12}$")
 
 
 class RegistrationCodeError(BrokerError):
-    code = "registration_code_malformed"
+    code = Code.REGISTRATION_CODE_MALFORMED
 
 
 def _gf_mul(a: int, b: int) -> int:

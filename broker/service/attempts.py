@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
+from broker.codes import Code
 from broker.errors import BrokerError
 from broker.service import audit, limits
 from broker.service.challenges import burn_challenge
@@ -34,8 +35,8 @@ from broker.service.context import BrokerContext
 T = TypeVar("T")
 
 #: Refusals that say something about the presented credential (not replays or expiries).
-GUESSY = frozenset({"signature_invalid", "user_not_found", "user_ambiguous",
-                    "invalid_credentials", "certificate_mismatch"})
+GUESSY = frozenset({Code.SIGNATURE_INVALID, Code.USER_NOT_FOUND, Code.USER_AMBIGUOUS,
+                    Code.INVALID_CREDENTIALS, Code.CERTIFICATE_MISMATCH})
 
 
 def is_guessy(code: str) -> bool:

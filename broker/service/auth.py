@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from broker.codes import Code
 from broker.service import admin_tokens
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
@@ -34,13 +35,13 @@ class ClientPrincipal:
 def load_auth_token(session: Session, presented: str | None, now: datetime) -> AuthToken:
     """The live auth-token row, or auth_required / auth_token_invalid / auth_token_expired."""
     if not presented:
-        raise ServiceError("auth_required", "This call needs the auth token from login "
+        raise ServiceError(Code.AUTH_REQUIRED, "This call needs the auth token from login "
                                             "(Authorization: Bearer …).")
     row = session.scalar(select(AuthToken).where(AuthToken.token_hash == token_hash(presented)))
     if row is None or not hashes_match(presented, row.token_hash) or row.revoked_at is not None:
-        raise ServiceError("auth_token_invalid", "The auth token is not valid; log in again.")
+        raise ServiceError(Code.AUTH_TOKEN_INVALID, "The auth token is not valid; log in again.")
     if row.expires_at <= now:
-        raise ServiceError("auth_token_expired", "The auth token has expired; log in again.")
+        raise ServiceError(Code.AUTH_TOKEN_EXPIRED, "The auth token has expired; log in again.")
     return row
 
 
@@ -52,7 +53,7 @@ def client_principal(ctx: BrokerContext, presented: str | None) -> ClientPrincip
         return ClientPrincipal(row.id, row.user_id, row.directory_id, row.method,
                                row.cert_fingerprint, row.cert_der)
 
-    return ctx.db.transaction(work)
+    return ctx.db.read(work)
 
 
 def admin_principal(ctx: BrokerContext, presented: str | None,
@@ -62,7 +63,7 @@ def admin_principal(ctx: BrokerContext, presented: str | None,
     def work(session: Session) -> admin_tokens.AdminIdentity:
         identity = admin_tokens.authenticate(session, presented, ctx.now())
         if write and not identity.can_write:
-            raise ServiceError("admin_scope_insufficient",
+            raise ServiceError(Code.ADMIN_SCOPE_INSUFFICIENT,
                                "This admin token may only read; changes need a write token.",
                                {"scope": identity.scope})
         return identity

@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from broker.codes import Code
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
 from broker.service.trust import accepted_issuers
@@ -84,11 +85,11 @@ def check_challenge(session: Session, challenge_id: str, now: datetime) -> Chall
     """The challenge row if it can still be answered (else challenge_unknown/expired/used)."""
     ch = session.get(Challenge, challenge_id) if len(challenge_id) <= MAX_ID else None
     if ch is None:
-        raise ServiceError("challenge_unknown", "There is no such challenge.")
+        raise ServiceError(Code.CHALLENGE_UNKNOWN, "There is no such challenge.")
     if ch.used_at is not None:
-        raise ServiceError("challenge_used", "This challenge has already been answered.")
+        raise ServiceError(Code.CHALLENGE_USED, "This challenge has already been answered.")
     if ch.expires_at <= now:
-        raise ServiceError("challenge_expired", "This challenge has expired; ask for a new one.")
+        raise ServiceError(Code.CHALLENGE_EXPIRED, "This challenge has expired; ask for a new one.")
     return ch
 
 
@@ -103,8 +104,8 @@ def consume_challenge(session: Session, challenge_id: str, now: datetime) -> Non
     if result.rowcount != 1:  # type: ignore[attr-defined]
         ch = session.get(Challenge, challenge_id)
         if ch is not None and ch.used_at is None:
-            raise ServiceError("challenge_expired", "This challenge has expired.")
-        raise ServiceError("challenge_used", "This challenge has already been answered.")
+            raise ServiceError(Code.CHALLENGE_EXPIRED, "This challenge has expired.")
+        raise ServiceError(Code.CHALLENGE_USED, "This challenge has already been answered.")
 
 
 def burn_challenge(session: Session, challenge_id: str, now: datetime) -> None:

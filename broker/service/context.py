@@ -87,7 +87,6 @@ class BrokerContext:
         pool.start()
         reactor.addSystemEventTrigger("during", "shutdown", pool.stop)
         self.threadpool = pool
-        self.db.threadpool = pool
 
     def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Any:
         """Run blocking ``fn`` in the thread pool; returns a Deferred with its result."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from broker.codes import Code
 from broker.errors import BrokerError
 
 
 class ServiceError(BrokerError):
-    code = "internal_error"
+    code = Code.INTERNAL_ERROR

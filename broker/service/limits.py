@@ -12,6 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from broker.codes import Code
 from broker.service.errors import ServiceError
 from broker.store.models import RateCounter
 
@@ -28,7 +29,7 @@ def _row(session: Session, key: str, now: datetime) -> RateCounter:
     except IntegrityError:  # another process created it first: use theirs
         row = session.scalar(select(RateCounter).where(RateCounter.key == key).with_for_update())
         if row is None:
-            raise ServiceError("service_unavailable",
+            raise ServiceError(Code.SERVICE_UNAVAILABLE,
                                "A rate counter vanished; try again.") from None
         return row
 
@@ -41,7 +42,7 @@ def hit(session: Session, key: str, limit: int, window_s: int, now: datetime) ->
     row.count += 1
     if row.count > limit:
         retry = max(1, int(window_s - (now - row.window_start).total_seconds()) + 1)
-        raise ServiceError("rate_limited", "Too many requests; try again later.",
+        raise ServiceError(Code.RATE_LIMITED, "Too many requests; try again later.",
                            {"retry_after_s": retry})
 
 

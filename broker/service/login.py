@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from broker import policy
+from broker.codes import Code
 from broker.service import audit, limits
 from broker.service.attempts import Attempt, audited, check_address
 from broker.service.challenges import check_challenge, consume_challenge, create_challenge
@@ -24,7 +25,13 @@ from broker.service.errors import ServiceError
 from broker.service.passwords import verify_password
 from broker.service.registrations import ClientSpec, directory_settings, resolve_code
 from broker.service.tokens import new_token, token_hash
-from broker.service.trust import TrustSnapshot, Verified, load_trust, verify_card_response
+from broker.service.trust import (
+    TrustSnapshot,
+    Verified,
+    find_user,
+    load_trust,
+    verify_card_response,
+)
 from broker.service.wire import cert_fingerprint, decode_b64, der_certificate, rfc3339
 from broker.store.models import AuthToken, Directory, User, WorkSpace
 
@@ -43,7 +50,7 @@ def issue_login_challenge(ctx: BrokerContext, code: str, client: ClientSpec, car
             client=client.info(), card_count=card_count)
         if not decision.allowed:
             reasons = [r.value for r in decision.reasons]
-            raise ServiceError("smart_card_not_allowed",
+            raise ServiceError(Code.SMART_CARD_NOT_ALLOWED,
                                "Smart-card login is not allowed here: " + ", ".join(reasons),
                                {"reasons": reasons})
         check_address(session, attempt, now)
@@ -102,24 +109,21 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
         check_address(session, attempt, now)
         ch = check_challenge(session, challenge_id, now)
         if ch.purpose != "pre_session":
-            raise ServiceError("challenge_unknown", "This is not a login challenge.")
+            raise ServiceError(Code.CHALLENGE_UNKNOWN, "This is not a login challenge.")
         d = session.get(Directory, ch.directory_id)
         if d is None:
-            raise ServiceError("challenge_unknown", "There is no such challenge.")
+            raise ServiceError(Code.CHALLENGE_UNKNOWN, "There is no such challenge.")
         attempt.directory_id = d.id
         limits.check_lockout(session, f"fail:cert:{attempt.fingerprint}", now)
         return ch.to_be_signed, load_trust(session, d)
 
-    def grant(session: Session, verified: Verified) -> dict[str, Any]:
+    def grant(session: Session, verified: Verified, snap: TrustSnapshot) -> dict[str, Any]:
         now = ctx.now()
         consume_challenge(session, challenge_id, now)
-        user = session.scalar(select(User).where(User.directory_id == attempt.directory_id,
-                                                 User.username == verified.username))
-        if user is None or user.disabled:
-            raise ServiceError("user_not_found", "No enabled user matches this certificate.")
+        user = find_user(session, snap.directory_id, verified.identity, snap.certmap)
         wss = workspaces_of(session, user.id)
         if not any(w["protocol"] == "WSP" for w in wss):
-            raise ServiceError("smart_card_requires_wsp",
+            raise ServiceError(Code.SMART_CARD_REQUIRES_WSP,
                                "Smart cards work only with WorkSpaces streamed over WSP, and "
                                "this user has none.")
         token, expires = _issue_auth_token(ctx, session, user, "smart_card", now,
@@ -136,10 +140,10 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
         attempt.fingerprint = cert_fingerprint(cert_der)
         chain = [der_certificate(c, "chain certificate") for c in chain_b64]
         signature = decode_b64(signature_b64, "signature_invalid", "signature")
-        tbs, snap = ctx.db.transaction(read_challenge)
+        tbs, snap = ctx.db.read(read_challenge)
         verified = verify_card_response(ctx, snap, tbs, cert_der, chain, signature, algorithm,
                                         on_key_proven=attempt.prove_key)
-        return ctx.db.transaction(lambda s: grant(s, verified))
+        return ctx.db.transaction(lambda s: grant(s, verified, snap))
 
     return audited(ctx, attempt, run)
 
@@ -154,7 +158,7 @@ def password_login(ctx: BrokerContext, code: str, username: str, password: str,
         _row, d = resolve_code(ctx, session, code, now)
         attempt.directory_id = d.id
         if not d.password_login:
-            raise ServiceError("password_login_disabled",
+            raise ServiceError(Code.PASSWORD_LOGIN_DISABLED,
                                "This directory does not allow password login.")
         check_address(session, attempt, now)
         attempt.user_key = f"fail:user:{d.id}:{username.lower()[:200]}"
@@ -163,7 +167,7 @@ def password_login(ctx: BrokerContext, code: str, username: str, password: str,
                                                  User.username == username))
         ok = verify_password(password, user.password_hash if user else None)
         if not ok or user is None or user.disabled:
-            raise ServiceError("invalid_credentials", "The user name or password is wrong.")
+            raise ServiceError(Code.INVALID_CREDENTIALS, "The user name or password is wrong.")
         token, expires = _issue_auth_token(ctx, session, user, "password", now)
         limits.clear(session, attempt.user_key)
         audit.record(session, "login.password", "success", directory_id=d.id,

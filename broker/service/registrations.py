@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 import broker.policy as policy
 import broker.registration as registration
+from broker.codes import Code
 from broker.errors import BrokerError
 from broker.service import audit
 from broker.service.context import BrokerContext
@@ -50,17 +51,18 @@ def resolve_code(ctx: BrokerContext, session: Session, text: str,
     row = session.scalar(select(RegistrationCode).where(RegistrationCode.code ==
                                                         parsed.lookup_key))
     if row is None:
-        raise ServiceError("registration_code_unknown",
+        raise ServiceError(Code.REGISTRATION_CODE_UNKNOWN,
                            "This registration code is not known. Check it with your "
                            "WorkSpaces administrator.")
     grace = timedelta(seconds=ctx.settings.registration.rotation_grace_s)
     status = registration.is_usable(row.state, row.revoked_at, row.rotated_at, grace, now)
     if status != "ok":
-        raise ServiceError("registration_code_revoked",
+        raise ServiceError(Code.REGISTRATION_CODE_REVOKED,
                            "This registration code is no longer valid. Ask your WorkSpaces "
                            "administrator for a new one.")
     directory = session.get(Directory, row.directory_id)
-    assert directory is not None  # foreign key
+    if directory is None:  # deleted while this call ran (the foreign key cascades)
+        raise ServiceError(Code.REGISTRATION_CODE_UNKNOWN, "This registration code is not known.")
     return row, directory
 
 
@@ -102,7 +104,7 @@ def register(ctx: BrokerContext, code: str, client: ClientSpec,
 def issue_code(ctx: BrokerContext, session: Session, directory_id: str, actor: str) -> str:
     d = session.get(Directory, directory_id)
     if d is None:
-        raise ServiceError("directory_unknown", f"no directory {directory_id!r}")
+        raise ServiceError(Code.DIRECTORY_UNKNOWN, f"no directory {directory_id!r}")
     code = str(registration.generate(ctx.catalogue.get(d.region).prefix)).upper()
     session.add(RegistrationCode(code=code, directory_id=d.id, state="active",
                                  created_at=utcnow()))
@@ -116,7 +118,7 @@ def _code_row(ctx: BrokerContext, session: Session, text: str) -> RegistrationCo
     row = session.scalar(select(RegistrationCode).where(RegistrationCode.code ==
                                                         parsed.lookup_key))
     if row is None:
-        raise ServiceError("resource_not_found", "no such registration code")
+        raise ServiceError(Code.RESOURCE_NOT_FOUND, "no such registration code")
     return row
 
 
@@ -124,7 +126,7 @@ def rotate_code(ctx: BrokerContext, session: Session, text: str, actor: str) -> 
     """Issue a successor; the old code keeps working for registration.rotation_grace_s."""
     row = _code_row(ctx, session, text)
     if row.state != "active":
-        raise ServiceError("conflict", f"the code is {row.state}, not active")
+        raise ServiceError(Code.CONFLICT, f"the code is {row.state}, not active")
     row.state, row.rotated_at = "rotated", ctx.now()
     new = issue_code(ctx, session, row.directory_id, actor)
     audit.record(session, "registration_code.rotate", "change", directory_id=row.directory_id,

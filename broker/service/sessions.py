@@ -30,6 +30,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session as DbSession
 
 from broker import policy
+from broker.codes import Code
 from broker.service import audit
 from broker.service.attempts import Attempt, audited
 from broker.service.auth import ClientPrincipal
@@ -42,6 +43,7 @@ from broker.service.trust import (
     TrustSnapshot,
     Verified,
     default_algorithm,
+    find_user,
     load_trust,
     verify_card_response,
 )
@@ -57,11 +59,11 @@ def _owned_workspace(session: DbSession, principal: ClientPrincipal,
                      workspace_id: str) -> WorkSpace:
     ws = session.get(WorkSpace, workspace_id) if len(workspace_id) <= MAX_ID else None
     if ws is None or ws.directory_id != principal.directory_id:
-        raise ServiceError("workspace_unknown", "There is no such WorkSpace.")
+        raise ServiceError(Code.WORKSPACE_UNKNOWN, "There is no such WorkSpace.")
     if ws.user_id != principal.user_id:
-        raise ServiceError("workspace_not_yours", "This WorkSpace belongs to another user.")
+        raise ServiceError(Code.WORKSPACE_NOT_YOURS, "This WorkSpace belongs to another user.")
     if principal.method == "smart_card" and ws.protocol != "WSP":
-        raise ServiceError("smart_card_requires_wsp",
+        raise ServiceError(Code.SMART_CARD_REQUIRES_WSP,
                            "Smart cards work only with WorkSpaces streamed over WSP; this "
                            "WorkSpace uses PCoIP.")
     return ws
@@ -72,14 +74,15 @@ def _owned_session(session: DbSession, principal: ClientPrincipal, session_id: s
     row = session.get(Session, session_id) if len(session_id) <= MAX_ID else None
     if row is None or row.user_id != principal.user_id \
             or row.directory_id != principal.directory_id:
-        raise ServiceError("session_unknown", "There is no such session.")
+        raise ServiceError(Code.SESSION_UNKNOWN, "There is no such session.")
     return row
 
 
 def _active_session(session: DbSession, principal: ClientPrincipal, session_id: str) -> Session:
     row = _owned_session(session, principal, session_id)
     if row.state == "ended":
-        raise ServiceError("session_ended", "This session has ended.", {"reason": row.end_reason})
+        raise ServiceError(Code.SESSION_ENDED, "This session has ended.",
+                           {"reason": row.end_reason})
     return row
 
 
@@ -93,7 +96,7 @@ def _redirection_allowed(ctx: BrokerContext, d: Directory, protocol: str) -> boo
 def _directory(session: DbSession, directory_id: str) -> Directory:
     d = session.get(Directory, directory_id)
     if d is None:  # deleted while the call ran
-        raise ServiceError("directory_unknown", "The directory no longer exists.")
+        raise ServiceError(Code.DIRECTORY_UNKNOWN, "The directory no longer exists.")
     return d
 
 
@@ -102,7 +105,7 @@ def _open_session(ctx: BrokerContext, session: DbSession, principal: ClientPrinc
     d = _directory(session, ws.directory_id)
     user = session.get(User, principal.user_id)
     if user is None:
-        raise ServiceError("user_not_found", "The user of this login no longer exists.")
+        raise ServiceError(Code.USER_NOT_FOUND, "The user of this login no longer exists.")
     # One active session per WorkSpace: earlier ones are told to disconnect.
     session.execute(update(Session).where(Session.workspace_id == ws.id,
                                           Session.state.in_(("active", "locked")))
@@ -146,7 +149,7 @@ def connect(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str,
         if state == WorkSpaceState.AVAILABLE:
             return 201, {"session": _open_session(ctx, session, principal, ws, now, address)}
         if state not in (WorkSpaceState.STOPPED, WorkSpaceState.STARTING):
-            raise ServiceError("workspace_unavailable",
+            raise ServiceError(Code.WORKSPACE_UNAVAILABLE,
                                f"The WorkSpace is {state.value}; it cannot be connected to now.",
                                {"state": state.value})
         if state == WorkSpaceState.STOPPED:
@@ -188,10 +191,9 @@ def logon(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str, cha
         ch = check_challenge(session, challenge_id, now)
         if ch.purpose != "logon" or ch.workspace_id != ws.id \
                 or ch.auth_token_id != principal.token_id:
-            raise ServiceError("challenge_unknown", "This is not a logon challenge for this "
+            raise ServiceError(Code.CHALLENGE_UNKNOWN, "This is not a logon challenge for this "
                                                     "WorkSpace and login.")
-        return ch.to_be_signed, load_trust(session, _directory(session, ws.directory_id),
-                                           with_users=False)
+        return ch.to_be_signed, load_trust(session, _directory(session, ws.directory_id))
 
     def open_session(session: DbSession) -> dict[str, Any]:
         now = ctx.now()
@@ -199,9 +201,9 @@ def logon(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str, cha
         backend.refresh(ws, now)
         if ws.state != WorkSpaceState.AVAILABLE:
             if ws.state in (WorkSpaceState.STARTING, WorkSpaceState.PENDING):
-                raise ServiceError("workspace_not_ready", "The WorkSpace is still starting; "
+                raise ServiceError(Code.WORKSPACE_NOT_READY, "The WorkSpace is still starting; "
                                    "try again in a moment.", {"state": ws.state})
-            raise ServiceError("workspace_unavailable", f"The WorkSpace is {ws.state}.",
+            raise ServiceError(Code.WORKSPACE_UNAVAILABLE, f"The WorkSpace is {ws.state}.",
                                {"state": ws.state})
         consume_challenge(session, challenge_id, now)
         audit.record(session, "logon.smart_card", "success", directory_id=ws.directory_id,
@@ -212,15 +214,15 @@ def logon(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str, cha
     def run() -> dict[str, Any]:
         cert_der = principal.cert_der
         if cert_der is None:
-            raise ServiceError("challenge_unknown", "This login did not use a smart card.")
+            raise ServiceError(Code.CHALLENGE_UNKNOWN, "This login did not use a smart card.")
         signature = decode_b64(signature_b64, "signature_invalid", "signature")
-        tbs, snap = ctx.db.transaction(read_challenge)
+        tbs, snap = ctx.db.read(read_challenge)
         verify_card_response(ctx, snap, tbs, cert_der, [], signature,
-                             algorithm or default_algorithm(cert_der), map_user=False,
+                             algorithm or default_algorithm(cert_der),
                              on_key_proven=attempt.prove_key)
         return ctx.db.transaction(open_session)
 
-    return audited(ctx, attempt, run, quiet=frozenset({"workspace_not_ready"}))
+    return audited(ctx, attempt, run, quiet=frozenset({Code.WORKSPACE_NOT_READY}))
 
 
 def heartbeat(ctx: BrokerContext, principal: ClientPrincipal, session_id: str,
@@ -236,7 +238,7 @@ def heartbeat(ctx: BrokerContext, principal: ClientPrincipal, session_id: str,
                 row.state, row.ended_at, row.end_reason = "ended", now, "disconnected"
             return {"action": action, "reason": row.end_reason}
         if row.state == "ended":
-            raise ServiceError("session_ended", "This session has ended.",
+            raise ServiceError(Code.SESSION_ENDED, "This session has ended.",
                                {"reason": row.end_reason})
         row.last_heartbeat_at = now
         ws = session.get(WorkSpace, row.workspace_id)
@@ -293,7 +295,7 @@ def in_session_challenge(ctx: BrokerContext, principal: ClientPrincipal, session
             protocol=policy.Protocol.WSP if row.protocol == "WSP" else policy.Protocol.PCOIP)
         if not decision.allowed:
             reasons = [r.value for r in decision.reasons]
-            raise ServiceError("in_session_not_allowed",
+            raise ServiceError(Code.IN_SESSION_NOT_ALLOWED,
                                "In-session smart-card use is not allowed for this session: "
                                + ", ".join(reasons), {"reasons": reasons})
         body = create_challenge(ctx, session, d.id, "in_session", purpose, now=now,
@@ -320,28 +322,30 @@ def in_session_response(ctx: BrokerContext, principal: ClientPrincipal, session_
         row = _active_session(session, principal, session_id)
         ch = check_challenge(session, challenge_id, now)
         if ch.purpose != "in_session" or ch.session_id != row.id:
-            raise ServiceError("challenge_unknown", "This is not a challenge of this session.")
+            raise ServiceError(Code.CHALLENGE_UNKNOWN, "This is not a challenge of this session.")
         if ch.detail:
             attempt.details["purpose"] = ch.detail
         if cert_der is None:
             cert_der = principal.cert_der if principal.cert_fingerprint == row.cert_fingerprint \
                 else None
         if cert_der is None:
-            raise ServiceError("certificate_malformed", "Send the certificate to verify with.")
+            raise ServiceError(Code.CERTIFICATE_MALFORMED, "Send the certificate to verify with.")
         if row.cert_fingerprint and cert_fingerprint(cert_der) != row.cert_fingerprint:
-            raise ServiceError("certificate_mismatch", "Sign with the certificate of the login.")
+            raise ServiceError(Code.CERTIFICATE_MISMATCH, "Sign with the certificate of the login.")
         return ch.to_be_signed, cert_der, load_trust(session, _directory(session,
                                                                           row.directory_id)), \
             ch.detail
 
-    def assert_user(session: DbSession, verified: Verified, detail: str | None) -> dict[str, Any]:
+    def assert_user(session: DbSession, verified: Verified, certmap: tuple[str, ...],
+                    detail: str | None) -> dict[str, Any]:
         now = ctx.now()
         row = _active_session(session, principal, session_id)
         user = session.get(User, row.user_id)
         if user is None:
-            raise ServiceError("user_not_found", "The user of this session no longer exists.")
-        if verified.username and verified.username != user.username:
-            raise ServiceError("certificate_mismatch", "This certificate belongs to another "
+            raise ServiceError(Code.USER_NOT_FOUND, "The user of this session no longer exists.")
+        mapped = find_user(session, row.directory_id, verified.identity, certmap)
+        if mapped.id != user.id:
+            raise ServiceError(Code.CERTIFICATE_MISMATCH, "This certificate belongs to another "
                                                        "user.")
         consume_challenge(session, challenge_id, now)
         claims = {"iss": ctx.settings.server.broker_id, "aud": f"in-session:{detail}",
@@ -362,12 +366,12 @@ def in_session_response(ctx: BrokerContext, principal: ClientPrincipal, session_
         given = der_certificate(certificate_b64) if certificate_b64 else None
         chain = [der_certificate(c, "chain certificate") for c in chain_b64]
         signature = decode_b64(signature_b64, "signature_invalid", "signature")
-        tbs, cert_der, snap, detail = ctx.db.transaction(lambda s: read_challenge(s, given))
+        tbs, cert_der, snap, detail = ctx.db.read(lambda s: read_challenge(s, given))
         attempt.fingerprint = cert_fingerprint(cert_der)
         verified = verify_card_response(ctx, snap, tbs, cert_der, chain, signature,
                                         algorithm or default_algorithm(cert_der),
                                         on_key_proven=attempt.prove_key)
-        return ctx.db.transaction(lambda s: assert_user(s, verified, detail))
+        return ctx.db.transaction(lambda s: assert_user(s, verified, snap.certmap, detail))
 
     return audited(ctx, attempt, run)
 

@@ -7,15 +7,19 @@ any transaction because OCSP and CRL fetches may block.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from broker.codes import Code
+from broker.pki.identity import CertIdentity
 from broker.service.context import BrokerContext
+from broker.service.errors import ServiceError
 from broker.service.wire import cert_fingerprint
 from broker.store.models import Crl, Directory, TrustCertificate, User
 
@@ -33,32 +37,23 @@ class TrustSnapshot:
     fail_mode: str
     required_eku: str
     certmap: tuple[str, ...]
-    users: tuple[Any, ...] = field(default=())
 
     @property
     def key(self) -> tuple[Any, ...]:
         return (self.directory_id, self.anchors, self.intermediates, self.crls)
 
 
-def load_trust(session: Session, d: Directory, with_users: bool = True) -> TrustSnapshot:
-    from broker.pki.identity import UserRecord
-
+def load_trust(session: Session, d: Directory) -> TrustSnapshot:
     certs = list(session.scalars(select(TrustCertificate).where(
         TrustCertificate.directory_id == d.id).order_by(TrustCertificate.id)))
     crls = list(session.scalars(select(Crl).where(Crl.directory_id == d.id).order_by(Crl.id)))
-    users: tuple[Any, ...] = ()
-    if with_users:
-        users = tuple(UserRecord(username=u.username, upn=u.upn, email=u.email,
-                                 subject=u.subject, fingerprint=u.cert_fingerprint)
-                      for u in session.scalars(select(User).where(
-                          User.directory_id == d.id, User.disabled.is_(False))))
     return TrustSnapshot(
         directory_id=d.id,
         anchors=tuple(c.der for c in certs if c.kind == "anchor"),
         intermediates=tuple(c.der for c in certs if c.kind == "intermediate"),
         crls=tuple(c.der for c in crls), crl_on=d.revocation_crl, ocsp_on=d.revocation_ocsp,
         fail_mode=d.revocation_fail_mode, required_eku=d.required_eku,
-        certmap=tuple(d.certmap or ["upn", "email"]), users=users)
+        certmap=tuple(d.certmap or ["upn", "email"]))
 
 
 def accepted_issuers(session: Session, directory_id: str) -> list[str]:
@@ -93,15 +88,58 @@ class TrustStoreCache:
 class Verified:
     fingerprint: str
     cert_der: bytes
-    username: str
+    identity: CertIdentity
     soft_fail: list[str]
+
+
+def _rule_condition(rule: str, ident: CertIdentity) -> Any:
+    """The indexed lookup for one certmap rule (None when the certificate has no such name)."""
+    if rule == "upn":
+        return func.lower(User.upn) == ident.upn.lower() if ident.upn else None
+    if rule == "email":
+        emails = sorted({e.lower() for e in ident.emails})
+        return func.lower(User.email).in_(emails) if emails else None
+    if rule == "subject":
+        return User.subject == ident.subject
+    if rule == "fingerprint":
+        return func.lower(User.cert_fingerprint) == ident.fingerprint.lower()
+    raise ValueError(f"unknown certmap rule {rule!r}")
+
+
+def find_user(session: Session, directory_id: str, ident: CertIdentity,
+              rules: Sequence[str]) -> User:
+    """The one enabled user the certificate maps to, rule by rule in certmap order.
+
+    Each rule is one indexed lookup (never a load of the directory's users); the decision on
+    what it finds is :func:`broker.pki.identity.map_certificate`'s, so the rules and the errors
+    (user_not_found, user_ambiguous) are exactly the same as mapping in memory."""
+    from broker.pki.errors import PkiError
+    from broker.pki.identity import UserRecord, map_certificate
+
+    for rule in rules:
+        condition = _rule_condition(rule, ident)
+        if condition is None:
+            continue
+        rows = list(session.scalars(select(User).where(
+            User.directory_id == directory_id, User.disabled.is_(False), condition).limit(2)))
+        records = [UserRecord(username=u.username, upn=u.upn, email=u.email, subject=u.subject,
+                              fingerprint=u.cert_fingerprint) for u in rows]
+        try:
+            found = map_certificate(ident, [rule], records)
+        except PkiError as exc:
+            if exc.code == Code.USER_NOT_FOUND:
+                continue
+            raise
+        return next(u for u in rows if u.username == found.username)
+    raise ServiceError(Code.USER_NOT_FOUND, "No user of this directory matches the certificate.",
+                       {"rules": list(rules)})
 
 
 def verify_card_response(ctx: BrokerContext, snap: TrustSnapshot, tbs: bytes, cert_der: bytes,
                          chain_der: list[bytes], signature: bytes, algorithm: str,
-                         *, map_user: bool = True,
-                         on_key_proven: Any = None) -> Verified:
-    """Signature, chain, revocation and certmap; raises BrokerError with the stable code.
+                         *, on_key_proven: Any = None) -> Verified:
+    """Signature, chain and revocation; raises BrokerError with the stable code. The user the
+    certificate maps to is found afterwards, by :func:`find_user`, in the deciding transaction.
 
     ``cert_der`` is canonical DER (:func:`broker.service.wire.der_certificate`). Once the
     signature verifies, the presenter holds the certificate's key and ``on_key_proven()`` is
@@ -109,7 +147,6 @@ def verify_card_response(ctx: BrokerContext, snap: TrustSnapshot, tbs: bytes, ce
     transaction (OCSP and CRL fetches may block; this is a worker thread).
     """
     from broker.pki import RevocationSettings, parse_certificate, verify_certificate
-    from broker.pki.identity import map_certificate
     from broker.pki.signatures import verify_signature
 
     leaf = parse_certificate(cert_der)
@@ -122,10 +159,7 @@ def verify_card_response(ctx: BrokerContext, snap: TrustSnapshot, tbs: bytes, ce
         revocation=RevocationSettings(crl=snap.crl_on, ocsp=snap.ocsp_on,
                                       fail_mode=snap.fail_mode),
         cache=ctx.revocation_cache)
-    username = ""
-    if map_user:
-        username = map_certificate(result.identity, list(snap.certmap), snap.users).username
-    return Verified(cert_fingerprint(cert_der), cert_der, username,
+    return Verified(cert_fingerprint(cert_der), cert_der, result.identity,
                     list(result.soft_fail_reasons))
 
 

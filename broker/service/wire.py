@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from broker.codes import Code
 from broker.service.errors import ServiceError
 
 #: Largest certificate accepted from a client (a PIV certificate is 1–2 KiB).
@@ -50,13 +51,13 @@ def der_certificate(value: str, what: str = "certificate") -> bytes:
     """The DER of a base64 certificate field; certificate_malformed for PEM, junk or oversize."""
     raw = decode_b64(value, "certificate_malformed", what)
     if len(raw) > MAX_CERT_BYTES:
-        raise ServiceError("certificate_malformed", f"The {what} is too large.")
+        raise ServiceError(Code.CERTIFICATE_MALFORMED, f"The {what} is too large.")
     if raw.lstrip().startswith(b"-----BEGIN"):
-        raise ServiceError("certificate_malformed",
+        raise ServiceError(Code.CERTIFICATE_MALFORMED,
                            f"The {what} must be base64 of its DER encoding, not PEM text.")
     try:
         cert = x509.load_der_x509_certificate(raw)
         return cert.public_bytes(serialization.Encoding.DER)
     except ValueError:
-        raise ServiceError("certificate_malformed", f"The {what} is not a DER X.509 "
+        raise ServiceError(Code.CERTIFICATE_MALFORMED, f"The {what} is not a DER X.509 "
                                                     "certificate.") from None

@@ -1,9 +1,9 @@
-"""Engine, sessions and transactions with retries; an async face for the reactor.
+"""Engine, sessions and transactions with retries (no Twisted here).
 
 Every unit of database work is a function ``fn(session) -> T`` run inside one transaction by
-:meth:`Database.transaction` (blocking, for the CLI and worker threads) or :meth:`Database.run`
-(returns a Deferred; the work runs in a thread pool so the reactor thread never waits on the
-database). Serialization failures, deadlocks and SQLite's "database is locked" are retried with
+:meth:`Database.transaction` (blocking: the CLI calls it directly, the server through
+``BrokerContext.call`` in its thread pool, so the reactor thread never waits on the database).
+Serialization failures, deadlocks and SQLite's "database is locked" are retried with
 jittered backoff, like Synapse's storage layer.
 """
 
@@ -25,6 +25,8 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+#: Execution option marking the connections of read-only transactions.
+READ_ONLY = "broker_read_only"
 
 
 def create_broker_engine(url: str, *, pool_size: int = 10) -> Engine:
@@ -49,7 +51,12 @@ def create_broker_engine(url: str, *, pool_size: int = 10) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
             # One writer at a time, taken up front: no lock upgrades, no SQLITE_BUSY mid-way.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Read-only transactions (Database.read) never take the write lock: with WAL they
+            # read a snapshot while a writer works.
+            if conn.get_execution_options().get(READ_ONLY):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
@@ -69,15 +76,15 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 class Database:
-    """The broker's handle on its store: engine, session factory, thread pool."""
+    """The broker's handle on its store: engine, session factory, retries."""
 
-    def __init__(self, url: str, *, pool_size: int = 10, retries: int = 5,
-                 threadpool: Any = None) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, retries: int = 5) -> None:
         self.url = url
         self.engine = create_broker_engine(url, pool_size=pool_size)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessionmaker = sessionmaker(
+            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
         self.retries = retries
-        self.threadpool = threadpool
 
     @property
     def dialect(self) -> str:
@@ -85,10 +92,17 @@ class Database:
 
     def transaction(self, fn: Callable[[Session], T]) -> T:
         """Run ``fn`` in one transaction, committing on success; retry transient failures."""
+        return self._run(self.sessionmaker, fn)
+
+    def read(self, fn: Callable[[Session], T]) -> T:
+        """Run ``fn`` in a transaction that only reads (on SQLite it takes no write lock)."""
+        return self._run(self.read_sessionmaker, fn)
+
+    def _run(self, factory: Any, fn: Callable[[Session], T]) -> T:
         attempt = 0
         while True:
             try:
-                with self.sessionmaker() as session, session.begin():
+                with factory() as session, session.begin():
                     return fn(session)
             except DBAPIError as exc:
                 if attempt >= self.retries or not is_retryable(exc):
@@ -98,14 +112,6 @@ class Database:
                 log.info("retrying transaction after transient failure",
                          extra={"attempt": attempt})
                 time.sleep(delay)
-
-    def run(self, fn: Callable[[Session], T]) -> Any:
-        """Run ``fn`` in a transaction in the thread pool; a Deferred firing with its result."""
-        from twisted.internet import reactor, threads
-
-        if self.threadpool is None:
-            return threads.deferToThread(self.transaction, fn)
-        return threads.deferToThreadPool(reactor, self.threadpool, self.transaction, fn)
 
     def ping(self) -> None:
         """Raise if the database cannot be reached (used by /readyz)."""

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -135,6 +136,14 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     directory: Mapped[Directory] = relationship(back_populates="users")
+
+
+# Certificate-to-user mapping looks a user up by what the certificate carries, never by loading
+# the directory's users: one index per certmap rule (case-insensitive where the rule is).
+Index("ix_users_certmap_upn", User.directory_id, func.lower(User.upn))
+Index("ix_users_certmap_email", User.directory_id, func.lower(User.email))
+Index("ix_users_certmap_subject", User.directory_id, User.subject)
+Index("ix_users_certmap_fingerprint", User.directory_id, func.lower(User.cert_fingerprint))
 
 
 class WorkSpace(Base):

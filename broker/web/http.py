@@ -42,6 +42,7 @@ from pydantic import BaseModel, ValidationError
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.server import Request
 
+from broker.codes import Code
 from broker.errors import BrokerError
 from broker.web.errors import body_for, error_body, status_for
 
@@ -80,7 +81,7 @@ Authenticator = Callable[[str | None, Access], Awaitable[Any]]
 
 
 class BadRequest(BrokerError):
-    code = "malformed_request"
+    code = Code.MALFORMED_REQUEST
 
 
 # --------------------------------------------------------------------------- the channel
@@ -319,7 +320,7 @@ def loads_strict(raw: bytes) -> Any:
 def read_json(request: Request) -> Any:
     """The request body as JSON: 413 too large, 415 not application/json, 400 malformed."""
     if getattr(request, "too_large", False):
-        raise BrokerError("request_too_large",
+        raise BrokerError(Code.REQUEST_TOO_LARGE,
                           f"The request body is larger than {BrokerRequest.max_body_bytes} bytes.")
     content = request.content
     raw = b""
@@ -330,7 +331,7 @@ def read_json(request: Request) -> Any:
         raise BadRequest(message="The request needs a JSON body.")
     ctype = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
     if ctype != b"application/json":
-        raise BrokerError("unsupported_media_type",
+        raise BrokerError(Code.UNSUPPORTED_MEDIA_TYPE,
                           "The request body must be sent as Content-Type: application/json.",
                           {"content_type": ctype.decode("latin-1")[:100]})
     return loads_strict(raw)
@@ -370,7 +371,7 @@ def read_optional_model(request: Request, model: type[M]) -> M:
 def int_param(value: str, name: str, *, low: int = 0, high: int = 2**31 - 1) -> int:
     """A decimal query parameter within [low, high], else malformed_request."""
     text = value.strip()
-    if not re.fullmatch(r"-?\d{1,12}", text) or not low <= int(text) <= high:
+    if not re.fullmatch(r"-?[0-9]{1,12}", text) or not low <= int(text) <= high:
         raise BadRequest(message=f"Query parameter {name!r} must be an integer from {low} to "
                                  f"{high}.", details={"parameter": name})
     return int(text)
@@ -443,7 +444,7 @@ class JsonApi:
             try:
                 if getattr(request, "too_large", False):
                     raise BrokerError(
-                        "request_too_large",
+                        Code.REQUEST_TOO_LARGE,
                         f"The request body is larger than {BrokerRequest.max_body_bytes} bytes.")
                 if access is not Access.ANONYMOUS:
                     if self.authenticate is None:

@@ -14,8 +14,13 @@ import enum
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from broker.service.errors import ServiceError
+from broker.codes import Code
+from broker.errors import BrokerError
 from broker.store.models import WorkSpace
+
+
+class WorkSpaceError(BrokerError):
+    """A WorkSpace backend refusal (stable code, e.g. workspace_unavailable)."""
 
 
 class WorkSpaceState(enum.StrEnum):
@@ -87,7 +92,7 @@ class SimulatedBackend:
             self._set(ws, WorkSpaceState.STARTING, now, now + self.start_delay)
             self.refresh(ws, now)  # a zero delay starts at once
             return
-        raise ServiceError("workspace_unavailable",
+        raise WorkSpaceError(Code.WORKSPACE_UNAVAILABLE,
                            f"The WorkSpace is {state.value} and cannot be started now.",
                            {"state": state.value})
 
@@ -100,7 +105,7 @@ class SimulatedBackend:
             self._set(ws, WorkSpaceState.STOPPING, now, now + self.stop_delay)
             self.refresh(ws, now)
             return
-        raise ServiceError("workspace_unavailable",
+        raise WorkSpaceError(Code.WORKSPACE_UNAVAILABLE,
                            f"The WorkSpace is {state.value} and cannot be stopped now.",
                            {"state": state.value})
 

@@ -147,7 +147,7 @@ def test_challenges_are_rate_limited_per_code(broker_factory, migrated_url, tmp_
     assert 1 <= int(r.headers["retry-after"]) <= 61
 
 
-def test_failures_by_the_key_holder_lock_the_certificate_out(broker_factory, migrated_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_key_holders_failures_lock_the_cert(broker_factory, migrated_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from tests.support.world import build_world
 
     bp = broker_factory(migrated_url, BROKER_LOGIN_MAX_FAILURES="2")
@@ -161,7 +161,7 @@ def test_failures_by_the_key_holder_lock_the_certificate_out(broker_factory, mig
     assert client.login(w.cards["bob"]).status == 200, "other certificates are not locked"
 
 
-def test_bad_signatures_never_lock_the_certificate_owner_out(broker_factory, migrated_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_signatures_never_lock_the_owner(broker_factory, migrated_url, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from tests.support.world import build_world
 
     bp = broker_factory(migrated_url, BROKER_LOGIN_MAX_FAILURES="2")

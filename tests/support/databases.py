@@ -14,8 +14,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import quote
 
-import pytest
 from sqlalchemy import create_engine, text
+
+from tests.support.require import unavailable
 
 POSTGRES_URL = os.environ.get("BROKER_TEST_POSTGRES_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -41,7 +42,7 @@ def postgres_problem() -> str | None:
 def require_postgres() -> None:
     problem = postgres_problem()
     if problem:
-        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL} ({problem}); "
+        unavailable("postgres", f"PostgreSQL not reachable at {POSTGRES_URL} ({problem}); "
                     "set BROKER_TEST_POSTGRES_URL to run these tests")
 
 

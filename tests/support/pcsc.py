@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import pytest
+from tests.support.require import unavailable
 
 LOCK = Path("/tmp/smartcard-broker-vpcd.lock")
 PORTS = (35963, 35964)
@@ -48,7 +48,7 @@ def ensure_pcscd() -> None:
         except Exception:  # pcscd still starting
             pass
         time.sleep(0.2)
-    pytest.skip("pcscd did not come up")
+    unavailable("pcsc", "pcscd did not come up")
 
 
 def wait_present(count: int, timeout: float = 10.0) -> bool:
@@ -67,7 +67,7 @@ def vpcd_cards(*cards: Any) -> Iterator[list[Any]]:
     """Put ``cards`` into the vpcd readers (first in 'Virtual PCD 00 00', …) under the lock."""
     problem = stack_problem()
     if problem:
-        pytest.skip(problem)
+        unavailable("pcsc", problem)
     from broker.cardsim.vpcd import VpcdLink
 
     with open(LOCK, "w") as lock:

@@ -48,6 +48,14 @@ def add_session(ctx: BrokerContext, sid: str, ws: str, method: str, state: str =
     ctx.db.transaction(work)
 
 
+def owner(ctx: BrokerContext, sid: str) -> Any:
+    """The principal of the session's user, as the web layer would resolve it."""
+    from broker.service.auth import ClientPrincipal
+
+    row = session_row(ctx, sid)
+    return ClientPrincipal(0, row.user_id, row.directory_id, row.auth_method, None, None)
+
+
 def session_row(ctx: BrokerContext, sid: str) -> Session:
     return ctx.db.transaction(lambda s: s.get(Session, sid))
 
@@ -73,7 +81,7 @@ def test_next_heartbeat_after_the_switch_says_disconnect(corp: BrokerContext) ->
     add_session(corp, "card", "ws-a", "smart_card")
     corp.db.transaction(lambda s: admin.update_workspace(s, corp, "ws-a", {"protocol": "PCoIP"},
                                                          ACTOR))
-    answer = sessions.heartbeat(corp, "card", True)
+    answer = sessions.heartbeat(corp, owner(corp, "card"), "card", True)
     assert answer["action"] == "disconnect"
 
 
@@ -140,7 +148,7 @@ def test_terminate_tells_the_next_heartbeat_to_disconnect(corp: BrokerContext) -
     view = corp.db.transaction(lambda s: admin.terminate_session(s, corp, "pw", ACTOR))
     assert (view["state"], view["end_reason"], view["pending_action"]) == ("ended", "admin",
                                                                            "disconnect")
-    assert sessions.heartbeat(corp, "pw", True)["action"] == "disconnect"
+    assert sessions.heartbeat(corp, owner(corp, "pw"), "pw", True)["action"] == "disconnect"
     with pytest.raises(ServiceError) as err:
         corp.db.transaction(lambda s: admin.terminate_session(s, corp, "pw", ACTOR))
     assert err.value.code == "session_ended"

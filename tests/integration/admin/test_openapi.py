@@ -19,17 +19,10 @@ def apps(tmp_path: Path) -> dict[str, Klein]:
     from broker.config import load_settings
     from broker.service.context import BrokerContext
     from broker.web import server
-    from broker.web.admin_api import build_admin_app
-    from broker.web.client_api import build_client_app
 
     ctx = BrokerContext(load_settings(None).replace(
         "database", url=f"sqlite:///{tmp_path / 'b.db'}"))
-    out = {"client": build_client_app(ctx), "admin": build_admin_app(ctx)}
-    for api, app in out.items():
-        server.add_operational_routes(app, ctx, api)
-        server.install_json_errors(app, api)
-        openapi.add_openapi_route(app, ctx, api)
-    return out
+    return {api.name: api.app for api in server.build_apis(ctx)}
 
 
 @pytest.mark.parametrize("api", ["client", "admin"])

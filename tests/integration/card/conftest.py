@@ -23,6 +23,7 @@ import pytest
 
 from broker.cardsim.card import VirtualCard
 from broker.cardsim.vpcd import DEFAULT_PORT, REINSERT_GAP, VpcdLink, reader_name
+from tests.support.require import unavailable
 
 LOCK_PATH = "/tmp/smartcard-broker-vpcd.lock"
 VPCD_DRIVER = "/usr/lib/pcsc/drivers/serial/libifdvpcd.so"
@@ -104,21 +105,21 @@ def pcsc_stack() -> Iterator[str]:
     """pcscd up with the vpcd readers; yields the OpenSC PKCS#11 module path."""
     missing = pcsc_missing()
     if missing:
-        pytest.skip(f"PC/SC card stack unavailable: {missing}")
+        unavailable("pcsc", f"PC/SC card stack unavailable: {missing}")
     started: subprocess.Popen[bytes] | None = None
     if not pcscd_running():
         try:
             started = subprocess.Popen(["pcscd", "-f"], stdout=subprocess.DEVNULL,
                                        stderr=subprocess.DEVNULL)
         except OSError as exc:
-            pytest.skip(f"cannot start pcscd: {exc}")
+            unavailable("pcsc", f"cannot start pcscd: {exc}")
     deadline = time.monotonic() + 10
     while reader_name(DEFAULT_PORT) not in readers():
         if time.monotonic() > deadline:
             if started is not None:
                 started.terminate()
                 started.wait(5)
-            pytest.skip("pcscd does not show the vpcd reader 'Virtual PCD 00 00' "
+            unavailable("pcsc", "pcscd does not show the vpcd reader 'Virtual PCD 00 00' "
                         "(needs root or a writable /run/pcscd)")
         time.sleep(0.2)
     module = opensc_pkcs11_module()

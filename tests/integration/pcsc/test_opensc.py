@@ -14,6 +14,7 @@ from broker.cardsim import PivCard
 from broker.client.nss import find_opensc_module
 from broker.pki import issue
 from tests.support.pcsc import vpcd_cards
+from tests.support.require import unavailable
 
 pytestmark = pytest.mark.pcsc
 
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.pcsc
 @pytest.fixture(autouse=True)
 def need_opensc() -> None:
     if shutil.which("pkcs15-tool") is None or shutil.which("pkcs11-tool") is None:
-        pytest.skip("OpenSC tools are not installed (apt-get install opensc)")
+        unavailable("opensc", "OpenSC tools are not installed (apt-get install opensc)")
 
 
 def run(*cmd: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -62,7 +63,7 @@ def test_nss_setup_registers_opensc_in_a_real_nss_database(tmp_path: Path) -> No
     import sys
 
     if shutil.which("modutil") is None:
-        pytest.skip("NSS tools are not installed (apt-get install libnss3-tools)")
+        unavailable("nss", "NSS tools are not installed (apt-get install libnss3-tools)")
     db = tmp_path / "nssdb"
     policy = tmp_path / "policies.json"
     policy.write_text('{"policies": {"DisableTelemetry": true}}')

@@ -11,8 +11,16 @@ from click.testing import CliRunner
 from broker.client import nss
 from broker.client.cli import main
 from broker.client.errors import CardError
+from tests.support.require import unavailable
 
-needs_nss = pytest.mark.skipif(shutil.which("modutil") is None, reason="NSS tools not installed")
+
+@pytest.fixture
+def nss_tools() -> None:
+    if shutil.which("modutil") is None:
+        unavailable("nss", "NSS tools not installed (apt-get install libnss3-tools)")
+
+
+needs_nss = pytest.mark.usefixtures("nss_tools")
 
 
 @pytest.fixture
@@ -20,7 +28,7 @@ def module(tmp_path: Path) -> str:
     try:
         return nss.find_opensc_module()
     except CardError:
-        pytest.skip("OpenSC not installed")
+        unavailable("opensc", "OpenSC not installed")
 
 
 def modutil_list(db: Path) -> str:

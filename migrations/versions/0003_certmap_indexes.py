@@ -1,0 +1,36 @@
+"""certificate-to-user mapping by index
+
+Revision ID: 0003
+Revises: 0001
+Create Date: 2026-11-25 13:30:00
+
+One index per certmap rule (UPN, e-mail, subject, fingerprint), case-insensitive where the rule
+is, so a login looks its user up instead of loading the directory's users.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0003'
+down_revision = '0001'
+branch_labels = None
+depends_on = None
+
+INDEXES = (
+    ("ix_users_certmap_upn", "lower(upn)"),
+    ("ix_users_certmap_email", "lower(email)"),
+    ("ix_users_certmap_subject", "subject"),
+    ("ix_users_certmap_fingerprint", "lower(cert_fingerprint)"),
+)
+
+
+def upgrade() -> None:
+    for name, expression in INDEXES:
+        op.create_index(name, "users", [sa.text("directory_id"), sa.text(expression)])
+
+
+def downgrade() -> None:
+    for name, _ in INDEXES:
+        op.drop_index(name, table_name="users")

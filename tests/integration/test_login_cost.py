@@ -1,0 +1,116 @@
+"""A smart-card login's database work does not grow with the directory (SQLite and PostgreSQL).
+
+The use cases run in process against a real database; an SQLAlchemy event hook counts the SQL
+statements of each call (as Synapse counts transactions per request). A directory of 2 users
+and one of 3 000 must cost the same number of statements, and mapping the certificate to its
+user must be an indexed lookup.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from sqlalchemy import event, insert
+
+from broker.config import Settings
+from broker.pki import issue
+from broker.service import login, registrations
+from broker.service.context import BrokerContext
+from broker.store.models import Directory, TrustCertificate, User, WorkSpace
+from tests.support.softcard import WINDOWS, SoftCard
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@contextmanager
+def statements(ctx: BrokerContext) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    event.listen(ctx.db.engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(ctx.db.engine, "before_cursor_execute", count)
+
+
+def seed(ctx: BrokerContext, extra_users: int) -> tuple[str, SoftCard]:
+    root = issue.make_root("Cost Root")
+    inter = issue.make_intermediate(root, "Cost Issuing")
+    alice = issue.make_user_cert(inter, "Alice", upn="alice@corp.example")
+    card = SoftCard(alice.key, alice.cert, [inter.cert])
+
+    def work(s: Any) -> str:
+        s.add(Directory(id="corp", name="Corp", region="us-gov-west-1", sc_pre_session=True,
+                        sc_in_session=True, revocation_crl=False, certmap=["upn", "email"]))
+        s.flush()
+        for kind, issued in (("anchor", root), ("intermediate", inter)):
+            s.add(TrustCertificate(directory_id="corp", kind=kind,
+                                   subject=issued.cert.subject.rfc4514_string(),
+                                   fingerprint=issued.cert.fingerprint(
+                                       hashes.SHA256()).hex(),
+                                   not_after=issued.cert.not_valid_after_utc,
+                                   der=issued.cert.public_bytes(serialization.Encoding.DER)))
+        if extra_users:
+            s.execute(insert(User), [{"directory_id": "corp", "username": f"u{i}",
+                                      "upn": f"u{i}@corp.example", "email": f"u{i}@corp.example",
+                                      "disabled": False} for i in range(extra_users)])
+        user = User(directory_id="corp", username="alice", upn="alice@corp.example")
+        s.add(user)
+        s.flush()
+        s.add(WorkSpace(id="ws-alice", directory_id="corp", user_id=user.id, protocol="WSP",
+                        running_mode="ALWAYS_ON", state="AVAILABLE"))
+        return registrations.issue_code(ctx, s, "corp", "test")
+
+    return ctx.db.transaction(work), card
+
+
+def one_login(ctx: BrokerContext, code: str, card: SoftCard) -> tuple[int, int]:
+    client = registrations.ClientSpec(**WINDOWS)
+    with statements(ctx) as issued:
+        ch = login.issue_login_challenge(ctx, code, client, 1, "127.0.0.1")
+    tbs = base64.b64decode(ch["to_be_signed"])
+    with statements(ctx) as answered:
+        out = login.respond_to_challenge(ctx, ch["challenge_id"], card.cert_b64(),
+                                         card.chain_b64(), base64.b64encode(card.sign(tbs))
+                                         .decode(), card.algorithm, "127.0.0.1")
+    assert out["user"]["username"] == "alice"
+    return len(issued), len(answered)
+
+
+@pytest.mark.parametrize("extra_users", [0, 3000])
+def test_login_statements_do_not_grow_with_the_directory(database: Any,
+                                                         extra_users: int) -> None:
+    ctx = BrokerContext(Settings(base_dir=REPO), database=database)
+    code, card = seed(ctx, extra_users)
+    one_login(ctx, code, card)  # warm the per-process caches (signing key, trust store)
+    issued, answered = one_login(ctx, code, card)
+    # Fixed budgets: a call that starts loading collections blows through them.
+    assert issued <= 14, issued
+    assert answered <= 20, answered
+
+
+def test_mapping_does_not_read_the_directorys_users(database: Any) -> None:
+    ctx = BrokerContext(Settings(base_dir=REPO), database=database)
+    code, card = seed(ctx, 50)
+    one_login(ctx, code, card)
+    client = registrations.ClientSpec(**WINDOWS)
+    ch = login.issue_login_challenge(ctx, code, client, 1, "127.0.0.1")
+    tbs = base64.b64decode(ch["to_be_signed"])
+    with statements(ctx) as seen:
+        login.respond_to_challenge(ctx, ch["challenge_id"], card.cert_b64(), card.chain_b64(),
+                                   base64.b64encode(card.sign(tbs)).decode(), card.algorithm,
+                                   "127.0.0.1")
+    user_reads = [s for s in seen if "FROM users" in s]
+    assert user_reads, "the user is looked up"
+    assert all("lower(users.upn)" in s or "lower(users.email)" in s or "users.subject" in s
+               or "lower(users.cert_fingerprint)" in s or "users.id =" in s
+               for s in user_reads), user_reads
