@@ -97,8 +97,14 @@ def test_unknown_challenge_is_refused(broker, world) -> None:  # type: ignore[no
 
 
 def test_challenge_from_another_directory_is_refused(broker, world) -> None:  # type: ignore[no-untyped-def]
-    """Olga's card answers a challenge of the corp directory: corp does not trust her CA."""
-    refused(broker, world, "olga", "certificate_untrusted")
+    """Trust and users are per directory: a certificate that the "other" directory trusts and
+    whose UPN is corp's alice maps to nobody there, and corp's alice is not trusted there."""
+    other = SoftClient(broker.client(), world.codes["other"])
+    assert other.login(world.cards["olga"]).status == 200, "positive control"
+    r = other.login(world.cards["olga_in_corp"])
+    assert r.status == 401 and r.code == "user_not_found"
+    r = other.login(world.cards["alice"])
+    assert r.status == 401 and r.code == "certificate_untrusted"
 
 
 def test_response_after_expiry_is_refused(broker_factory, migrated_url, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -205,3 +205,74 @@ def test_ocsp_cleared_leaf_needs_no_crl_when_only_its_ca_falls_back_to_crls(pki)
     u = issue.make_user_cert(inter, "Alice", ocsp_url=f"http://127.0.0.1:{port}/ocsp")
     responder.leaves[u.cert.serial_number] = u.cert
     assert verify(root, inter, u, revocation=OCSP_HARD).revocation_status == "good"
+
+
+OCSP_DIRECTORY = """
+[[directory]]
+id = "ocsp"
+name = "OCSP checked"
+region = "us-gov-west-1"
+smart_card = { pre_session = true, in_session = true }
+revocation = { crl = false, ocsp = true, fail_mode = "hard" }
+trust_anchors = ["root.pem"]
+intermediates = ["issuing.pem"]
+crls = ["root.crl.pem"]
+certmap = ["upn"]
+registration_codes = 1
+
+[[directory.user]]
+username = "alice"
+upn = "alice@corp.example"
+
+[[directory.user]]
+username = "rita"
+upn = "rita@corp.example"
+
+[[directory.workspace]]
+id = "ws-alice"
+user = "alice"
+protocol = "WSP"
+running_mode = "ALWAYS_ON"
+state = "AVAILABLE"
+
+[[directory.workspace]]
+id = "ws-rita"
+user = "rita"
+protocol = "WSP"
+running_mode = "ALWAYS_ON"
+state = "AVAILABLE"
+"""
+
+
+def test_ocsp_decides_logins_through_a_running_broker(pki, broker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The loopback OCSP responder is asked by the broker itself: good logs in, revoked is
+    refused, and a dead responder under hard-fail is revocation_unknown."""
+    import json
+
+    from tests.support.softcard import SoftCard, SoftClient
+
+    root, inter, responder, port = pki
+    alice = user(inter, responder, port, upn="alice@corp.example")
+    rita = issue.make_user_cert(inter, "Rita", upn="rita@corp.example",
+                                ocsp_url=f"http://127.0.0.1:{port}/ocsp")
+    responder.leaves[rita.cert.serial_number] = rita.cert
+    responder.status[rita.cert.serial_number] = "revoked"
+    (tmp_path / "root.pem").write_bytes(root.cert_pem())
+    (tmp_path / "issuing.pem").write_bytes(inter.cert_pem())
+    (tmp_path / "root.crl.pem").write_bytes(
+        issue.make_crl(root, []).public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "ocsp.toml").write_text(OCSP_DIRECTORY)
+    out = broker.run_cli("admin", "apply", str(tmp_path / "ocsp.toml"), "--json")
+    code = json.loads(out.stdout)["directories"][0]["registration_codes"][0]
+    client = SoftClient(broker.client(), code)
+
+    before = responder.hits["ocsp"]
+    r = client.login(SoftCard(alice.key, alice.cert, [inter.cert]))
+    assert r.status == 200, r.body
+    assert responder.hits["ocsp"] > before, "the broker asked the responder"
+    r = client.login(SoftCard(rita.key, rita.cert, [inter.cert]))
+    assert r.status == 401 and r.code == "certificate_revoked", r.body
+    responder.broken = True
+    fresh = user(inter, responder, port, upn="alice@corp.example")  # not in any cache
+    r = client.login(SoftCard(fresh.key, fresh.cert, [inter.cert]))
+    assert r.status == 401 and r.code == "certificate_revocation_unknown", r.body

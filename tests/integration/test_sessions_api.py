@@ -8,6 +8,7 @@ import time
 import pytest
 
 from broker.service.tickets import verify
+from tests.support.jws import verify_es256
 from tests.support.softcard import SoftClient
 from tests.support.world import build_world
 
@@ -45,7 +46,9 @@ def test_stopped_workspace_starts_and_asks_for_the_pin_again(fast) -> None:  # t
         time.sleep(0.3)
     assert r.status == 201, r.body
     session = r.body["session"]
-    claims = verify(session["ticket"], bp.client().get("/v1/jwks.json").body)
+    jwks = bp.client().get("/v1/jwks.json").body
+    claims = verify(session["ticket"], jwks)
+    assert verify_es256(session["ticket"], jwks) == claims, "an independent ES256 check agrees"
     assert claims["sid"] == session["id"] and claims["ws"] == "ws-alice"
     assert claims["proto"] == "WSP" and claims["sub"] == "alice" and claims["scr"] is True
     assert session["smart_card_redirection"] is True
@@ -172,7 +175,9 @@ def test_in_session_sudo_works_in_a_us_east_1_wsp_session(fast) -> None:  # type
     sid = s.body["session"]["id"]
     r = in_session(bp, w, sid, "erin", with_certificate=True, token=r.body["auth_token"])
     assert r.status == 200, r.body
-    claims = verify(r.body["assertion"], bp.client().get("/v1/jwks.json").body)
+    jwks = bp.client().get("/v1/jwks.json").body
+    claims = verify(r.body["assertion"], jwks)
+    assert verify_es256(r.body["assertion"], jwks) == claims
     assert claims["sub"] == "erin" and claims["purpose"] == "sudo"
     assert claims["aud"] == "in-session:sudo"
 

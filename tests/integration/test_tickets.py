@@ -8,6 +8,7 @@ import pytest
 
 from broker.service.tickets import KeyRing, jwks, verify
 from broker.store.db import Database
+from tests.support.jws import verify_es256
 
 
 def now() -> datetime:
@@ -22,6 +23,11 @@ def test_ticket_verifies_with_only_the_jwks(database: Database) -> None:
     doc = database.transaction(lambda s: jwks(s, NOW))
     assert all("d" not in k for k in doc["keys"]), "private key material must not be published"
     assert verify(token, doc)["sub"] == "alice"
+    assert verify_es256(token, doc)["sub"] == "alice", "an independent ES256 check agrees"
+    head, body, sig = token.split(".")
+    forged = f"{head}.{body[:-2]}{'A' if body[-2] != 'A' else 'B'}{body[-1]}.{sig}"
+    with pytest.raises(ValueError):
+        verify_es256(forged, doc)
 
 
 def test_expired_ticket_is_refused(database: Database) -> None:
@@ -43,6 +49,7 @@ def test_rotation_keeps_the_old_key_published(database: Database) -> None:
     doc = database.transaction(lambda s: jwks(s, later))
     assert len(doc["keys"]) == 2
     assert verify(old, doc)["sub"] == "a" and verify(new, doc)["sub"] == "b"
+    assert verify_es256(old, doc)["sub"] == "a" and verify_es256(new, doc)["sub"] == "b"
 
 
 def test_a_second_process_signs_with_the_same_key(database: Database) -> None:

@@ -483,6 +483,15 @@ def test_start_delay_completes(admin: Admin) -> None:
     _workspace_setup(admin)
     admin.post("/workspaces", {"id": "ws-1", "directory": "corp", "user": "alice",
                                "protocol": "WSP"})
-    due = admin.post("/workspaces/ws-1/start").body["transition_due_at"]
-    assert datetime.fromisoformat(due) > datetime.now(UTC) - timedelta(seconds=1)
-    time.sleep(0)
+    started = admin.post("/workspaces/ws-1/start").body
+    assert started["state"] == "STARTING", started
+    due = datetime.fromisoformat(started["transition_due_at"])
+    assert due > datetime.now(UTC) - timedelta(seconds=1)
+    deadline = time.monotonic() + (due - datetime.now(UTC)).total_seconds() + 15
+    while True:
+        state = admin.get("/workspaces/ws-1").body["state"]
+        if state == "AVAILABLE":
+            break
+        assert state == "STARTING", state
+        assert time.monotonic() < deadline, "the start never completed"
+        time.sleep(0.3)

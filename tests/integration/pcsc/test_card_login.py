@@ -37,12 +37,12 @@ class Scripted:
         return workspaces[0]
 
 
-@pytest.fixture
-def pcsc_broker(broker_factory, tmp_path):  # type: ignore[no-untyped-def]
+@pytest.fixture(params=["sqlite"])
+def pcsc_broker(request, broker_factory, tmp_path):  # type: ignore[no-untyped-def]
     from tests.support.databases import database_url
     from tests.support.world import build_world
 
-    with database_url("sqlite", tmp_path) as url:
+    with database_url(request.param, tmp_path) as url:
         bp = broker_factory(url, BROKER_WORKSPACES_START_DELAY_S="1")
         yield bp, build_world(tmp_path / "w", bp)
 
@@ -52,6 +52,9 @@ def flow(bp, w, screens, directory="corp"):  # type: ignore[no-untyped-def]
     return LoginFlow(api, w.codes[directory], PcscCards(), screens, poll_interval=0.3)
 
 
+@pytest.mark.parametrize("pcsc_broker", ["sqlite", pytest.param("postgresql",
+                                                                  marks=pytest.mark.postgres)],
+                         indirect=True)
 @pytest.mark.parametrize("card_name", ["alice", "alice_rsa"])
 def test_full_login_with_both_pins_through_pcsc(pcsc_broker, card_name) -> None:  # type: ignore[no-untyped-def]
     bp, w = pcsc_broker

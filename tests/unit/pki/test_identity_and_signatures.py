@@ -94,14 +94,37 @@ def test_every_supported_algorithm_verifies(kind: str, alg: str) -> None:
     assert err.value.code == "signature_invalid"
 
 
-@pytest.mark.parametrize("kind,alg", [("ec-p256", "rsa-pkcs1-sha256"),
-                                      ("rsa-2048", "ecdsa-sha256"),
-                                      ("ec-p256", "ecdsa-sha1"), ("ec-p256", "none")])
-def test_algorithm_must_fit_the_key(kind: str, alg: str) -> None:
+@pytest.mark.parametrize("kind,signed_as,claimed", [
+    ("ec-p256", "ecdsa-sha256", "rsa-pkcs1-sha256"),
+    ("rsa-2048", "rsa-pkcs1-sha256", "ecdsa-sha256"),
+    ("rsa-2048", "rsa-pkcs1-sha256", "rsa-pss-sha256"),
+    ("ec-p256", "ecdsa-sha1", "ecdsa-sha1"),
+    ("ec-p256", "ecdsa-sha256", "none"),
+])
+def test_algorithm_must_fit_the_key(kind: str, signed_as: str, claimed: str) -> None:
+    """A signature that is genuinely valid, presented under the wrong (or a weak) algorithm
+    name, is refused: the check is on the name, not only on the bytes."""
     key = issue.new_key(kind)
+    data = b"to be signed"
+    digest = hashes.SHA1() if signed_as.endswith("sha1") else hashes.SHA256()
+    if signed_as.startswith("ecdsa"):
+        sig = key.sign(data, ec.ECDSA(digest))
+    else:
+        sig = key.sign(data, padding.PKCS1v15(), digest)
+    if claimed == signed_as and not claimed.endswith("sha1"):
+        raise AssertionError("each case must be refusable")
     with pytest.raises(PkiError) as err:
-        verify_signature(key.public_key(), b"x", b"\x30\x06\x02\x01\x01\x02\x01\x01", alg)
+        verify_signature(key.public_key(), data, sig, claimed)
     assert err.value.code == "signature_invalid"
+
+
+def test_the_same_signatures_verify_under_their_right_names() -> None:
+    """Positive control for the test above."""
+    for kind, alg in (("ec-p256", "ecdsa-sha256"), ("rsa-2048", "rsa-pkcs1-sha256")):
+        key = issue.new_key(kind)
+        sig = (key.sign(b"to be signed", ec.ECDSA(hashes.SHA256())) if alg.startswith("ecdsa")
+               else key.sign(b"to be signed", padding.PKCS1v15(), hashes.SHA256()))
+        verify_signature(key.public_key(), b"to be signed", sig, alg)
 
 
 @given(st.binary(max_size=600), st.sampled_from(SUPPORTED_SIGNATURE_ALGORITHMS))
