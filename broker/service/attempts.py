@@ -66,11 +66,15 @@ def address_key(address: str | None) -> str | None:
     return f"fail:addr:{address}" if address else None
 
 
+def address_throttle(attempt: Attempt) -> dict[str, Code]:
+    """The lock to check for the attempt's source address (as limits.check_locks takes it)."""
+    key = address_key(attempt.address)
+    return {key: Code.RATE_LIMITED} if key else {}
+
+
 def check_address(session: Session, attempt: Attempt, now: Any) -> None:
     """rate_limited while the attempt's source address is throttled for failures."""
-    key = address_key(attempt.address)
-    if key:
-        limits.check_lockout(session, key, now, code="rate_limited")
+    limits.check_locks(session, address_throttle(attempt), now)
 
 
 def audited(ctx: BrokerContext, attempt: Attempt, fn: Callable[[], T],

@@ -37,9 +37,8 @@ from sqlalchemy.orm import Session
 from broker.codes import Code
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
-from broker.service.trust import accepted_issuers
 from broker.service.wire import b64u, rfc3339
-from broker.store.models import Challenge
+from broker.store.models import Challenge, Directory
 
 TBS_PREFIX = b"smartcard-broker/challenge/v1\n"
 #: Longest challenge id looked up (ids are 24 characters; longer input is never a challenge).
@@ -77,8 +76,13 @@ def create_challenge(ctx: BrokerContext, session: Session, directory_id: str, pu
                           session_id=session_id, auth_token_id=auth_token_id, created_at=now))
     return {"challenge_id": cid, "to_be_signed": base64.b64encode(tbs).decode(),
             "expires_at": rfc3339(expires), "purpose": signed_purpose,
-            "accepted_issuers": accepted_issuers(session, directory_id),
+            "accepted_issuers": _issuers(ctx, session, directory_id),
             "signature_algorithms": list(SUPPORTED_SIGNATURE_ALGORITHMS)}
+
+
+def _issuers(ctx: BrokerContext, session: Session, directory_id: str) -> list[str]:
+    d = session.get(Directory, directory_id)  # already in the session's identity map
+    return ctx.trust.issuers(session, d) if d is not None else []
 
 
 def check_challenge(session: Session, challenge_id: str, now: datetime) -> Challenge:

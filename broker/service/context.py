@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from broker.pki.revocation import RevocationCache
     from broker.regions import RegionCatalogue
     from broker.service.tickets import KeyRing
-    from broker.service.trust import TrustStoreCache
+    from broker.service.trust import TrustCache
 
 T = TypeVar("T")
 
@@ -48,11 +48,11 @@ class BrokerContext:
 
     # Per-process services, built on first use and kept for the life of the process.
     @cached_property
-    def trust_stores(self) -> TrustStoreCache:
-        """Parsed trust stores per directory, rebuilt when the trust material changes."""
-        from broker.service.trust import TrustStoreCache
+    def trust(self) -> TrustCache:
+        """Per-directory trust snapshots, issuers and stores, invalidated by version."""
+        from broker.service.trust import TrustCache
 
-        return TrustStoreCache()
+        return TrustCache()
 
     @cached_property
     def revocation_cache(self) -> RevocationCache:

@@ -6,9 +6,10 @@ for update while it is read and bumped, so N processes on one PostgreSQL count t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import case, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -35,13 +36,26 @@ def _row(session: Session, key: str, now: datetime) -> RateCounter:
 
 
 def hit(session: Session, key: str, limit: int, window_s: int, now: datetime) -> None:
-    """Count one event for ``key``; rate_limited (with retry_after_s) past ``limit``/window."""
-    row = _row(session, key, now)
-    if now - row.window_start >= timedelta(seconds=window_s):
-        row.window_start, row.count = now, 0
-    row.count += 1
-    if row.count > limit:
-        retry = max(1, int(window_s - (now - row.window_start).total_seconds()) + 1)
+    """Count one event for ``key``; rate_limited (with retry_after_s) past ``limit``/window.
+
+    One statement, no read-modify-write: ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` (both
+    PostgreSQL and SQLite ≥ 3.35), so concurrent processes count together without a lock."""
+    cutoff = now - timedelta(seconds=window_s)
+    stale = RateCounter.window_start <= cutoff
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
+    stmt = upsert(RateCounter).values(key=key, window_start=now, count=1)
+    counted = stmt.on_conflict_do_update(index_elements=[RateCounter.key], set_={
+        "count": case((stale, 1), else_=RateCounter.count + 1),
+        "window_start": case((stale, now), else_=RateCounter.window_start)},
+    ).returning(RateCounter.count, RateCounter.window_start)
+    count, started = session.execute(counted).one()
+    if count > limit:
+        if started.tzinfo is None:  # SQLite hands back what it stored
+            started = started.replace(tzinfo=now.tzinfo)
+        retry = max(1, int(window_s - (now - started).total_seconds()) + 1)
         raise ServiceError(Code.RATE_LIMITED, "Too many requests; try again later.",
                            {"retry_after_s": retry})
 
@@ -53,6 +67,18 @@ def check_lockout(session: Session, key: str, now: datetime, *,
     if row is not None and row.locked_until is not None and row.locked_until > now:
         retry = max(1, int((row.locked_until - now).total_seconds()) + 1)
         raise ServiceError(code, "Too many failed attempts; try again later.",
+                           {"retry_after_s": retry})
+
+
+def check_locks(session: Session, locks: Mapping[str, str], now: datetime) -> None:
+    """Like :func:`check_lockout` for several keys at once (one query): ``{key: code}``."""
+    if not locks:
+        return
+    rows = session.scalars(select(RateCounter).where(RateCounter.key.in_(list(locks)),
+                                                     RateCounter.locked_until > now))
+    for row in rows:
+        retry = max(1, int((row.locked_until - now).total_seconds()) + 1)  # type: ignore[operator]
+        raise ServiceError(locks[row.key], "Too many failed attempts; try again later.",
                            {"retry_after_s": retry})
 
 
@@ -71,6 +97,5 @@ def record_failure(session: Session, key: str, max_failures: int, window_s: int,
 
 
 def clear(session: Session, key: str) -> None:
-    row = session.get(RateCounter, key)
-    if row is not None:
-        session.delete(row)
+    session.execute(delete(RateCounter).where(RateCounter.key == key)
+                    .execution_options(synchronize_session=False))

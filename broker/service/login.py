@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from broker import policy
 from broker.codes import Code
 from broker.service import audit, limits
-from broker.service.attempts import Attempt, audited, check_address
+from broker.service.attempts import Attempt, address_throttle, audited, check_address
 from broker.service.challenges import check_challenge, consume_challenge, create_challenge
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
@@ -29,7 +29,6 @@ from broker.service.trust import (
     TrustSnapshot,
     Verified,
     find_user,
-    load_trust,
     verify_card_response,
 )
 from broker.service.wire import cert_fingerprint, decode_b64, der_certificate, rfc3339
@@ -90,12 +89,12 @@ def _issue_auth_token(ctx: BrokerContext, session: Session, user: User, method: 
     return token, expires
 
 
-def _login_body(session: Session, user: User, token: str, expires: datetime,
-                method: str) -> dict[str, Any]:
+def _login_body(user: User, token: str, expires: datetime, method: str,
+                workspaces: list[dict[str, Any]]) -> dict[str, Any]:
     return {"auth_token": token, "expires_at": rfc3339(expires), "method": method,
             "user": {"username": user.username, "upn": user.upn, "email": user.email,
                      "directory_id": user.directory_id},
-            "workspaces": workspaces_of(session, user.id)}
+            "workspaces": workspaces}
 
 
 def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64: str,
@@ -106,7 +105,9 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
 
     def read_challenge(session: Session) -> tuple[bytes, TrustSnapshot]:
         now = ctx.now()
-        check_address(session, attempt, now)
+        # One read for both throttles that apply before any verification work.
+        limits.check_locks(session, {f"fail:cert:{attempt.fingerprint}": Code.LOCKED_OUT,
+                                     **address_throttle(attempt)}, now)
         ch = check_challenge(session, challenge_id, now)
         if ch.purpose != "pre_session":
             raise ServiceError(Code.CHALLENGE_UNKNOWN, "This is not a login challenge.")
@@ -114,8 +115,7 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
         if d is None:
             raise ServiceError(Code.CHALLENGE_UNKNOWN, "There is no such challenge.")
         attempt.directory_id = d.id
-        limits.check_lockout(session, f"fail:cert:{attempt.fingerprint}", now)
-        return ch.to_be_signed, load_trust(session, d)
+        return ch.to_be_signed, ctx.trust.snapshot(session, d)
 
     def grant(session: Session, verified: Verified, snap: TrustSnapshot) -> dict[str, Any]:
         now = ctx.now()
@@ -133,7 +133,7 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
                      username=user.username, client_address=address,
                      cert_fingerprint=verified.fingerprint, challenge_id=challenge_id,
                      revocation_soft_fail=verified.soft_fail or None)
-        return _login_body(session, user, token, expires, "smart_card")
+        return _login_body(user, token, expires, "smart_card", wss)
 
     def run() -> dict[str, Any]:
         cert_der = der_certificate(certificate_b64)
@@ -172,6 +172,6 @@ def password_login(ctx: BrokerContext, code: str, username: str, password: str,
         limits.clear(session, attempt.user_key)
         audit.record(session, "login.password", "success", directory_id=d.id,
                      username=user.username, client_address=address)
-        return _login_body(session, user, token, expires, "password")
+        return _login_body(user, token, expires, "password", workspaces_of(session, user.id))
 
     return audited(ctx, attempt, lambda: ctx.db.transaction(check))

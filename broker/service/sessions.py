@@ -44,7 +44,6 @@ from broker.service.trust import (
     Verified,
     default_algorithm,
     find_user,
-    load_trust,
     verify_card_response,
 )
 from broker.service.wire import cert_fingerprint, decode_b64, der_certificate, rfc3339
@@ -193,7 +192,7 @@ def logon(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str, cha
                 or ch.auth_token_id != principal.token_id:
             raise ServiceError(Code.CHALLENGE_UNKNOWN, "This is not a logon challenge for this "
                                                     "WorkSpace and login.")
-        return ch.to_be_signed, load_trust(session, _directory(session, ws.directory_id))
+        return ch.to_be_signed, ctx.trust.snapshot(session, _directory(session, ws.directory_id))
 
     def open_session(session: DbSession) -> dict[str, Any]:
         now = ctx.now()
@@ -332,8 +331,8 @@ def in_session_response(ctx: BrokerContext, principal: ClientPrincipal, session_
             raise ServiceError(Code.CERTIFICATE_MALFORMED, "Send the certificate to verify with.")
         if row.cert_fingerprint and cert_fingerprint(cert_der) != row.cert_fingerprint:
             raise ServiceError(Code.CERTIFICATE_MISMATCH, "Sign with the certificate of the login.")
-        return ch.to_be_signed, cert_der, load_trust(session, _directory(session,
-                                                                          row.directory_id)), \
+        return ch.to_be_signed, cert_der, ctx.trust.snapshot(
+            session, _directory(session, row.directory_id)), \
             ch.detail
 
     def assert_user(session: DbSession, verified: Verified, certmap: tuple[str, ...],

@@ -7,6 +7,8 @@ any transaction because OCSP and CRL fetches may block.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,18 +63,57 @@ def accepted_issuers(session: Session, directory_id: str) -> list[str]:
         TrustCertificate.directory_id == directory_id).order_by(TrustCertificate.id))]
 
 
-class TrustStoreCache:
-    """Parsed trust stores per directory, rebuilt only when the trust material changes."""
+@dataclass
+class _Entry:
+    version: int
+    snapshot: TrustSnapshot
+    issuers: list[str]
+    store: Any = None
 
-    def __init__(self) -> None:
-        self._stores: dict[str, tuple[tuple[Any, ...], Any]] = {}
 
-    def get(self, snap: TrustSnapshot) -> Any:
+class TrustCache:
+    """Per directory, what a login needs that only an admin change alters: the trust snapshot,
+    the accepted issuers and the parsed trust store.
+
+    Keyed by the directory's ``version`` (bumped in the same transaction as every change to
+    the directory or its trust material), so each process notices a change on the next request
+    that reads the directory row — which every login does anyway. Bounded (least recently used
+    directories are dropped). Thread-safe: the thread pool shares one instance.
+    """
+
+    def __init__(self, max_directories: int = 1024) -> None:
+        self.max_directories = max_directories
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _entry(self, session: Session, d: Directory) -> _Entry:
+        with self._lock:
+            entry = self._entries.get(d.id)
+            if entry is not None and entry.version == d.version:
+                self._entries.move_to_end(d.id)
+                return entry
+        entry = _Entry(d.version, load_trust(session, d), accepted_issuers(session, d.id))
+        with self._lock:
+            self._entries[d.id] = entry
+            self._entries.move_to_end(d.id)
+            while len(self._entries) > self.max_directories:
+                self._entries.popitem(last=False)
+        return entry
+
+    def snapshot(self, session: Session, d: Directory) -> TrustSnapshot:
+        return self._entry(session, d).snapshot
+
+    def issuers(self, session: Session, d: Directory) -> list[str]:
+        return list(self._entry(session, d).issuers)
+
+    def store(self, snap: TrustSnapshot) -> Any:
+        """The parsed TrustStore of a snapshot this cache handed out (built once)."""
         from broker.pki import TrustStore
 
-        hit = self._stores.get(snap.directory_id)
-        if hit is not None and hit[0] == snap.key:
-            return hit[1]
+        with self._lock:
+            entry = self._entries.get(snap.directory_id)
+            if entry is not None and entry.snapshot is snap and entry.store is not None:
+                return entry.store
         pem = [x509.load_der_x509_certificate(d).public_bytes(serialization.Encoding.PEM)
                for d in snap.anchors]
         inter = [x509.load_der_x509_certificate(d).public_bytes(serialization.Encoding.PEM)
@@ -80,7 +121,10 @@ class TrustStoreCache:
         crls = [x509.load_der_x509_crl(d).public_bytes(serialization.Encoding.PEM)
                 for d in snap.crls]
         store = TrustStore.from_pem(pem, intermediates=inter, crls=crls)
-        self._stores[snap.directory_id] = (snap.key, store)
+        with self._lock:
+            entry = self._entries.get(snap.directory_id)
+            if entry is not None and entry.snapshot is snap:
+                entry.store = store
         return store
 
 
@@ -154,7 +198,7 @@ def verify_card_response(ctx: BrokerContext, snap: TrustSnapshot, tbs: bytes, ce
     if on_key_proven is not None:
         on_key_proven()
     result = verify_certificate(
-        cert_der, chain_der, ctx.trust_stores.get(snap), at=ctx.now(),
+        cert_der, chain_der, ctx.trust.store(snap), at=ctx.now(),
         purpose=snap.required_eku,
         revocation=RevocationSettings(crl=snap.crl_on, ocsp=snap.ocsp_on,
                                       fail_mode=snap.fail_mode),

@@ -22,9 +22,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.types import TypeDecorator
 
 NAMING = {
@@ -82,6 +84,10 @@ class Directory(Base):
     required_eku: Mapped[str] = mapped_column(String(32), default="client-auth")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    #: Bumped in the same transaction as any change to the directory's settings, trust anchors,
+    #: intermediates or CRLs (see _bump_directory_versions): per-process caches of what a login
+    #: needs compare it and reload on a change, in every process, within one request.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     users: Mapped[list[User]] = relationship(back_populates="directory",
                                              cascade="all, delete-orphan")
@@ -299,3 +305,19 @@ class RateCounter(Base):
     count: Mapped[int] = mapped_column(Integer, default=0)
     #: Set when a lockout is in force (failure counters).
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+@event.listens_for(OrmSession, "before_flush")
+def _bump_directory_versions(session: OrmSession, _context: Any, _instances: Any) -> None:
+    """Every ORM change to a directory or its trust material bumps the directory's version."""
+    touched: set[str] = set()
+    for obj in (*session.new, *session.dirty, *session.deleted):
+        if isinstance(obj, TrustCertificate | Crl):
+            touched.add(obj.directory_id)
+        elif isinstance(obj, Directory) and obj not in session.new \
+                and session.is_modified(obj, include_collections=False):
+            obj.version = (obj.version or 0) + 1
+    for directory_id in touched:
+        d = session.get(Directory, directory_id)
+        if d is not None and d not in session.new and d not in session.deleted:
+            d.version = (d.version or 0) + 1
