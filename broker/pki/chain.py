@@ -17,25 +17,46 @@ Every rejection is a PkiError with a stable reason code and names the certificat
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from asn1crypto import core as asn1_core
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 from OpenSSL import crypto
 
+from broker.pki import profile
 from broker.pki.errors import PkiError
 from broker.pki.identity import CertIdentity, identity_of
-from broker.pki.revocation import Fetch, RevocationCache, RevocationSettings, check_chain
+from broker.pki.paths import Candidate, PathIndex, candidate_paths, signed_by
+from broker.pki.policies import PolicyInputs
+from broker.pki.policies import check_path as check_policies
+from broker.pki.policies import crl_verdict as rfc5280_crl_verdict
+from broker.pki.revocation import (
+    Fetch,
+    RevocationCache,
+    RevocationSettings,
+    check_chain,
+    crl_applies,
+)
 
 SMART_CARD_LOGON = ObjectIdentifier("1.3.6.1.4.1.311.20.2.2")
 ANY_EKU = ObjectIdentifier("2.5.29.37.0")
 CLIENT_EKUS = {ExtendedKeyUsageOID.CLIENT_AUTH, SMART_CARD_LOGON, ANY_EKU}
 MAX_CERT_BYTES = 64 * 1024
 MAX_CHAIN = 10
+# Extensions some check on the path processes; any other one marked critical is refused.
+KNOWN_EXTENSIONS = {
+    "2.5.29.14", "2.5.29.35", "2.5.29.15", "2.5.29.37", "2.5.29.17", "2.5.29.18",
+    "2.5.29.19", "2.5.29.30", "2.5.29.32", "2.5.29.33", "2.5.29.36", "2.5.29.54",
+    "2.5.29.31", "2.5.29.46", "1.3.6.1.5.5.7.1.1", "1.3.6.1.5.5.7.1.11", "2.5.29.9",
+}
 WEAK_HASHES = {"md5", "sha1", "md2", "md4"}
 STRONG_CURVES = {"secp256r1", "secp384r1", "secp521r1"}
 
@@ -48,6 +69,26 @@ _OPENSSL_REASONS = {
     68: "certificate_weak_algorithm",
     26: "certificate_not_for_client_auth",  # X509_V_ERR_INVALID_PURPOSE
 }
+
+
+def _signed_structure(data: bytes) -> bool:
+    """``data`` (PEM or DER) frames an ASN.1 SIGNED{...} sequence: tbs, algorithm, signature.
+
+    Tells a well-formed object the parser refuses (an invalid certificate: exit 1, a refusal)
+    from bytes that are no certificate or CRL at all (unusable input).
+    """
+    der = bytes(data)
+    if der.lstrip().startswith(b"-----BEGIN"):
+        m = re.search(rb"-----BEGIN [A-Z0-9 ]+-----(.*?)-----END", der, re.S)
+        try:
+            der = base64.b64decode(b"".join(m.group(1).split()), validate=True) if m else b""
+        except binascii.Error:
+            return False
+    try:
+        seq = asn1_core.Sequence.load(der, strict=True)
+        return len(seq) == 3 and all(seq[i].contents is not None for i in range(3))
+    except (ValueError, TypeError, IndexError):
+        return False
 
 
 def parse_certificate(data: bytes | x509.Certificate) -> x509.Certificate:
@@ -64,7 +105,8 @@ def parse_certificate(data: bytes | x509.Certificate) -> x509.Certificate:
         return x509.load_der_x509_certificate(bytes(data))
     except ValueError as exc:
         raise PkiError("certificate_malformed", f"The certificate cannot be parsed: "
-                                                f"{str(exc)[:120]}") from None
+                                                f"{str(exc)[:120]}",
+                       {"well_formed": _signed_structure(bytes(data))}) from None
 
 
 def load_pem_certificates(data: bytes) -> list[x509.Certificate]:
@@ -87,7 +129,8 @@ def load_crl(data: bytes | x509.CertificateRevocationList) -> x509.CertificateRe
         return x509.load_der_x509_crl(bytes(data))
     except ValueError as exc:
         raise PkiError("certificate_malformed", f"The CRL cannot be parsed: "
-                                                f"{str(exc)[:120]}") from None
+                                                f"{str(exc)[:120]}",
+                       {"well_formed": _signed_structure(bytes(data))}) from None
 
 
 @dataclass
@@ -116,6 +159,16 @@ class VerificationResult:
     identity: CertIdentity
     revocation_status: str
     soft_fail_reasons: list[str]
+    policies: list[str] = field(default_factory=list)
+    """The user-constrained policy set (RFC 5280 §6.1.6), dotted OIDs."""
+    revocation_evidence: dict[str, Any] = field(default_factory=dict)
+    """Plain JSON: status, and per certificate the CRL (issuer, number, thisUpdate,
+    nextUpdate) or OCSP answer (responder, producedAt, status) the verdict rests on."""
+
+    def evidence(self) -> dict[str, Any]:
+        """What the decision rests on, as JSON-able data for the login's audit event."""
+        return {"chain": [_who(c) for c in self.chain], "policies": list(self.policies),
+                "revocation": dict(self.revocation_evidence)}
 
 
 def _who(cert: x509.Certificate) -> str:
@@ -130,7 +183,9 @@ def _openssl_path(leaf: x509.Certificate, untrusted: list[x509.Certificate], tru
     store = crypto.X509Store()
     for anchor in trust.anchors:
         store.add_cert(crypto.X509.from_cryptography(anchor))
-    flags = crypto.X509StoreFlags.X509_STRICT | crypto.X509StoreFlags.POLICY_CHECK
+    # Policies are processed by the RFC 5280 engine (broker.pki.policies) with the directory's
+    # inputs, which OpenSSL's flags cannot carry.
+    flags = crypto.X509StoreFlags.X509_STRICT
     if crls is not None:
         for crl in crls:
             store.add_crl(crl)
@@ -197,9 +252,14 @@ def _ext(cert: x509.Certificate, cls: type) -> Any:
 
 
 def _policy_checks(path: list[x509.Certificate], purpose: str, max_depth: int) -> None:
-    if len(path) - 1 > max_depth:
-        raise PkiError("chain_too_long", f"The path has {len(path) - 1} certificates below "
-                                         f"the trust anchor; at most {max_depth} are allowed.")
+    # Depth counts the intermediate CAs between leaf and anchor (cryptography's
+    # max_chain_depth), never the leaf or the anchor themselves.
+    intermediates = max(0, len(path) - 2)
+    if intermediates > max_depth:
+        raise PkiError("chain_too_long", f"The path has {intermediates} intermediate CAs "
+                                         f"between the certificate and the trust anchor; at "
+                                         f"most {max_depth} are allowed.",
+                       {"intermediates": intermediates, "max_depth": max_depth})
     for i, cert in enumerate(path):
         is_anchor = i == len(path) - 1
         weak = _weakness(cert, check_signature=not is_anchor)
@@ -234,18 +294,113 @@ def _policy_checks(path: list[x509.Certificate], purpose: str, max_depth: int) -
                        "usage has neither clientAuth nor smart-card logon).")
 
 
+# OpenSSL could not assemble the exact candidate path (it builds its own and does not
+# backtrack, e.g. across self-issued key-rollover certificates): the RFC 5280 engine, which is
+# handed exactly that path, judges it alone.
+_OPENSSL_BUILD_FAILURES = {2, 20}
+# Refusal codes, most telling first: the reason reported when every candidate path fails.
+_SPECIFICITY = ("certificate_revoked", "certificate_malformed", "certificate_expired",
+                "certificate_not_yet_valid", "certificate_policy_mismatch",
+                "certificate_not_for_client_auth", "certificate_weak_algorithm",
+                "certificate_revocation_unknown", "chain_too_long", "certificate_untrusted")
+
+
+def _best_failure(failures: list[PkiError]) -> PkiError:
+    """The refusal to report: from a path whose signatures chain if there is one, the most
+    specific code, from the best-ranked path with it."""
+    rank = {code: i for i, code in enumerate(_SPECIFICITY)}
+    best = min(failures, key=lambda e: (bool(e.details.get("broken_signature")),
+                                        rank.get(e.code, len(rank))))
+    best.details.setdefault("paths_tried", len(failures))
+    return best
+
+
+def _unknown_critical(path: list[x509.Certificate]) -> None:
+    """A critical extension nobody on the path processes makes the certificate unusable."""
+    for cert in path:
+        try:
+            exts = list(cert.extensions)
+        except ValueError as exc:
+            raise PkiError("certificate_malformed", f"Malformed extension in {_who(cert)!r}: "
+                                                    f"{str(exc)[:100]}",
+                           {"check": "malformed_extension", "subject": _who(cert)}) from None
+        for ext in exts:
+            if ext.critical and ext.oid.dotted_string not in KNOWN_EXTENSIONS:
+                raise PkiError("certificate_untrusted",
+                               f"{_who(cert)!r} has an unknown critical extension "
+                               f"{ext.oid.dotted_string}.",
+                               {"subject": _who(cert), "extension": ext.oid.dotted_string})
+
+
+def _crl_profile(path: list[x509.Certificate], crls: list[x509.CertificateRevocationList],
+                 at: dt.datetime) -> None:
+    """RFC 5280 §5 checks on every CRL that speaks for a certificate of the path."""
+    for issuer in path[1:]:
+        for crl in crls:
+            if crl_applies(crl, issuer, at):
+                found = profile.crl_violations(crl, issuer)
+                if found:
+                    raise found[0].as_error()
+
+
+def _judge(leaf: x509.Certificate, cand: Candidate, pool: list[x509.Certificate],
+           trust: TrustStore, at: dt.datetime,
+           purpose: str, max_depth: int, policy: PolicyInputs, revocation: RevocationSettings,
+           fetch: Fetch | None, cache: RevocationCache | None) -> VerificationResult:
+    """Every check on one candidate path; raises the first PkiError."""
+    path = list(cand.certs)
+    anchor_only = TrustStore([cand.anchor])
+    for cert, issuer in zip(path, path[1:], strict=False):
+        if not signed_by(cert, issuer):
+            raise PkiError("certificate_untrusted",
+                           f"The signature on {_who(cert)!r} was not made by the key of "
+                           f"{_who(issuer)!r}.", {"subject": _who(cert),
+                                                  "broken_signature": True})
+    try:
+        _openssl_path(leaf, cand.intermediates, anchor_only, at)
+    except PkiError as exc:
+        if exc.details.get("openssl_error") not in _OPENSSL_BUILD_FAILURES:
+            raise
+    profile.check_path_profile(path)
+    _unknown_critical(path)
+    _policy_checks(path, purpose, max_depth)
+    policies = check_policies(path, policy, at)
+
+    def crl_verdict(crls: list[x509.CertificateRevocationList]) -> tuple[str, str]:
+        """The RFC 5280 engine decides CRL status over the whole path (delta and indirect CRLs,
+        separate CRL keys, reason partitions, key rollover)."""
+        _crl_profile(path, crls, at)
+        return rfc5280_crl_verdict(path, crls, pool, at)
+
+    evidence: list[dict[str, object]] = []
+    if revocation.crl:
+        _crl_profile(path, list(trust.crls), at)
+    status, soft = check_chain(path, revocation, trust.crls, at, fetch, cache, crl_verdict,
+                               evidence)
+    return VerificationResult(path, identity_of(leaf), status, soft, policies,
+                              {"status": status, "checked": evidence,
+                               "not_established": list(soft)})
+
+
 def verify_certificate(leaf_der: bytes | x509.Certificate,
                        chain_der: Sequence[bytes | x509.Certificate], trust: TrustStore, *,
                        at: dt.datetime | None = None, purpose: str = "client-auth",
                        max_depth: int = 6,
                        revocation: RevocationSettings = RevocationSettings(),
                        fetch: Fetch | None = None,
-                       cache: RevocationCache | None = None) -> VerificationResult:
+                       cache: RevocationCache | None = None,
+                       policy: PolicyInputs = PolicyInputs()) -> VerificationResult:
     """Validate ``leaf_der`` for ``purpose`` ("client-auth" or "any") at time ``at``.
 
-    Raises PkiError with one of: certificate_malformed, chain_too_long, certificate_untrusted,
-    certificate_expired, certificate_not_yet_valid, certificate_weak_algorithm,
-    certificate_not_for_client_auth, certificate_revoked, certificate_revocation_unknown.
+    Every candidate path to an anchor (broker.pki.paths) is judged in turn until one passes:
+    OpenSSL and the RFC 5280 engine (with the ``policy`` inputs) on that exact path, the RFC 5280
+    profile checks (broker.pki.profile), depth (``max_depth`` intermediates), algorithms, usage
+    and revocation. When all fail, the most specific refusal is raised.
+
+    Raises PkiError with one of: certificate_malformed (details.check names the RFC 5280 rule),
+    chain_too_long, certificate_untrusted, certificate_expired, certificate_not_yet_valid,
+    certificate_weak_algorithm, certificate_not_for_client_auth, certificate_policy_mismatch,
+    certificate_revoked, certificate_revocation_unknown.
     """
     if purpose not in ("client-auth", "any"):
         raise ValueError(f"purpose must be client-auth or any, not {purpose!r}")
@@ -257,18 +412,18 @@ def verify_certificate(leaf_der: bytes | x509.Certificate,
     at = at or dt.datetime.now(dt.UTC)
     if not trust.anchors:
         raise PkiError("certificate_untrusted", "This directory has no trust anchors.")
-    path = _openssl_path(leaf, untrusted, trust, at)
-    _policy_checks(path, purpose, max_depth)
-
-    def crl_verdict(crls: list[x509.CertificateRevocationList]) -> tuple[str, str]:
-        """OpenSSL decides CRL status (indirect CRLs, IDPs, key rollover, scope, cRLSign)."""
+    index = PathIndex(trust.anchors, untrusted)
+    failures: list[PkiError] = []
+    for cand in candidate_paths(leaf, index):
         try:
-            _openssl_path(leaf, untrusted, trust, at, crls)
+            return _judge(leaf, cand, untrusted, trust, at, purpose, max_depth, policy,
+                          revocation, fetch, cache)
         except PkiError as exc:
-            if exc.code == "certificate_revoked":
-                return "revoked", exc.message
-            return "unknown", exc.message
-        return "good", ""
-
-    status, soft = check_chain(path, revocation, trust.crls, at, fetch, cache, crl_verdict)
-    return VerificationResult(path, identity_of(leaf), status, soft)
+            exc.details.setdefault("path", [_who(c) for c in cand.certs])
+            failures.append(exc)
+    if not failures:
+        raise PkiError("certificate_untrusted",
+                       f"No chain of issuers leads from {_who(leaf)!r} to a trust anchor of "
+                       "this directory (missing intermediate or untrusted root).",
+                       {"subject": _who(leaf), "issuer": leaf.issuer.rfc4514_string()})
+    raise _best_failure(failures)

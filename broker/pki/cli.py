@@ -19,6 +19,7 @@ from broker.pki.errors import PkiError
 from broker.pki.revocation import RevocationSettings
 
 MAX_INPUT = 4 * 1024 * 1024
+MAX_DEPTH = 255
 
 
 def _exit(code: int, as_json: bool, payload: dict[str, Any], text: str) -> NoReturn:
@@ -63,7 +64,10 @@ def pki() -> None:
 @click.option("--at", "at_text", help="Validation time, ISO 8601 (default: now).")
 @click.option("--purpose", type=click.Choice(["client-auth", "any"]), default="client-auth",
               show_default=True)
-@click.option("--max-depth", type=click.IntRange(0, 32), default=6, show_default=True)
+@click.option("--max-depth", type=click.IntRange(0, MAX_DEPTH), default=6, show_default=True,
+              help="How many intermediate CAs may stand between LEAF and the trust anchor "
+                   "(0-255; the leaf and the anchor are not counted, as in cryptography's "
+                   "max_chain_depth).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify(leaf: str, trust_paths: tuple[str, ...], untrusted_paths: tuple[str, ...],
            crl_paths: tuple[str, ...], at_text: str | None, purpose: str, max_depth: int,
@@ -87,6 +91,11 @@ def verify(leaf: str, trust_paths: tuple[str, ...], untrusted_paths: tuple[str, 
                      for c in load_pem_certificates(_read(p, as_json))]
         crls = [load_crl(_read(p, as_json)) for p in crl_paths]
     except PkiError as exc:
+        # Well-formed DER that the parser refuses is an invalid certificate (exit 1);
+        # only input that is not a certificate or CRL at all is unusable (exit 2).
+        if exc.details.get("well_formed"):
+            _exit(1, as_json, {"valid": False, "reason": exc.code, "message": exc.message},
+                  f"invalid: {exc.code}: {exc.message}")
         _exit(2, as_json, {"valid": False, "reason": exc.code, "message": exc.message},
               f"error: {exc.message}")
     # A leaf file holding a bundle: the first certificate is the leaf, the rest intermediates.

@@ -68,7 +68,8 @@ class RevocationCache:
     """Fetched CRLs by URL and OCSP answers by (issuer key hash, serial), until nextUpdate."""
 
     crls: dict[str, x509.CertificateRevocationList] = field(default_factory=dict)
-    ocsp: dict[tuple[bytes, int], tuple[str, dt.datetime]] = field(default_factory=dict)
+    ocsp: dict[tuple[bytes, int], tuple[str, dt.datetime, dict[str, object]]] = field(
+        default_factory=dict)
     fetches: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -129,6 +130,29 @@ def ocsp_urls(cert: x509.Certificate) -> list[str]:
 class Status:
     state: str  # "good" | "revoked" | "unknown"
     why: str = ""
+    evidence: dict[str, object] | None = None
+
+
+def _iso(t: dt.datetime | None) -> str | None:
+    return t.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if t is not None else None
+
+
+def crl_evidence(cert: x509.Certificate,
+                 crl: x509.CertificateRevocationList) -> dict[str, object]:
+    """What a CRL verdict rests on, as plain JSON (for the login's audit event)."""
+    try:
+        number: int | None = crl.extensions.get_extension_for_class(x509.CRLNumber).value \
+            .crl_number
+    except (x509.ExtensionNotFound, ValueError):
+        number = None
+    try:
+        delta = crl.extensions.get_extension_for_class(x509.DeltaCRLIndicator) is not None
+    except (x509.ExtensionNotFound, ValueError):
+        delta = False
+    return {"certificate": cert.subject.rfc4514_string(), "serial": hex(cert.serial_number),
+            "method": "crl", "crl_issuer": crl.issuer.rfc4514_string(), "crl_number": number,
+            "delta": delta, "this_update": _iso(crl.last_update_utc),
+            "next_update": _iso(crl.next_update_utc)}
 
 
 def _crl_status(cert: x509.Certificate, issuer: x509.Certificate,
@@ -182,7 +206,7 @@ def _ocsp_status(cert: x509.Certificate, issuer: x509.Certificate, at: dt.dateti
     with cache.lock:
         hit = cache.ocsp.get(ck)
     if hit is not None and at <= hit[1]:
-        return Status(hit[0], "cached OCSP answer")
+        return Status(hit[0], "cached OCSP answer", {**hit[2], "cached": True})
     urls = ocsp_urls(cert)
     if not urls:
         return Status("unknown", "no OCSP responder named in the certificate")
@@ -210,11 +234,16 @@ def _ocsp_status(cert: x509.Certificate, issuer: x509.Certificate, at: dt.dateti
         state = {ocsp.OCSPCertStatus.GOOD: "good", ocsp.OCSPCertStatus.REVOKED: "revoked",
                  ocsp.OCSPCertStatus.UNKNOWN: "unknown"}[resp.certificate_status]
         until = resp.next_update_utc or (at + dt.timedelta(minutes=5))
+        evidence: dict[str, object] = {
+            "certificate": cert.subject.rfc4514_string(), "serial": hex(cert.serial_number),
+            "method": "ocsp", "responder": url, "produced_at": _iso(resp.produced_at_utc),
+            "this_update": _iso(resp.this_update_utc),
+            "next_update": _iso(resp.next_update_utc), "status": state}
         if state != "unknown":
             with cache.lock:
-                cache.ocsp[ck] = (state, until)
+                cache.ocsp[ck] = (state, until, evidence)
         return Status(state, "OCSP responder does not know the certificate"
-                      if state == "unknown" else "OCSP")
+                      if state == "unknown" else "OCSP", evidence)
     return Status("unknown", last_why)
 
 
@@ -262,14 +291,18 @@ CrlVerdict = Callable[[list[x509.CertificateRevocationList]], tuple[str, str]]
 def check_chain(chain: list[x509.Certificate], settings: RevocationSettings,
                 crls: list[x509.CertificateRevocationList], at: dt.datetime,
                 fetch: Fetch | None, cache: RevocationCache | None,
-                crl_verdict: CrlVerdict | None = None) -> tuple[str, list[str]]:
+                crl_verdict: CrlVerdict | None = None,
+                evidence: list[dict[str, object]] | None = None) -> tuple[str, list[str]]:
     """Check every certificate but the trust anchor. Returns ("good" | "not_checked" |
     "soft_fail", reasons); raises PkiError certificate_revoked, or
     certificate_revocation_unknown in hard-fail mode.
 
     OCSP answers per certificate. CRL status is decided by ``crl_verdict`` (OpenSSL over the
     whole path, with the uploaded and fetched CRLs) when given, else per certificate here.
+    ``evidence``, when given, receives one plain dict per certificate and source the verdict
+    rests on (CRL issuer, number, thisUpdate/nextUpdate; or OCSP responder, producedAt, status).
     """
+    evidence = evidence if evidence is not None else []
     if not (settings.crl or settings.ocsp):
         return "not_checked", []
     fetch = fetch or urllib_fetch
@@ -279,6 +312,8 @@ def check_chain(chain: list[x509.Certificate], settings: RevocationSettings,
     if settings.ocsp:
         for i, (cert, issuer) in enumerate(zip(chain, chain[1:], strict=False)):
             ocsp_status[i] = _ocsp_status(cert, issuer, at, fetch, cache, settings.timeout_s)
+            if ocsp_status[i].evidence:  # type: ignore[union-attr]
+                evidence.append(ocsp_status[i].evidence)  # type: ignore[union-attr,arg-type]
             if ocsp_status[i].state == "revoked":  # type: ignore[union-attr]
                 raise PkiError("certificate_revoked", f"The certificate {subjects[i]!r} is "
                                                       "revoked (OCSP).", {"subject": subjects[i]})
@@ -296,6 +331,9 @@ def check_chain(chain: list[x509.Certificate], settings: RevocationSettings,
     if need_crl and use_crl:
         all_crls = list(crls) + _fetch_missing_crls(chain, list(crls), at, fetch, cache,
                                                     settings.timeout_s)
+        for i in need_crl:
+            evidence.extend(crl_evidence(chain[i], c) for c in all_crls
+                            if crl_applies(c, chain[i + 1], at))
         # OpenSSL's verdict covers the whole path, so use it only when no certificate is
         # already vouched for by OCSP (else a leaf with no CRL would fail the path).
         if crl_verdict is not None and len(need_crl) == len(subjects):
@@ -303,6 +341,15 @@ def check_chain(chain: list[x509.Certificate], settings: RevocationSettings,
             if state == "revoked":
                 raise PkiError("certificate_revoked", why)
             if state != "good":
+                # The whole-path verdict stopped at the first certificate without a CRL; a
+                # listing on another certificate's own CRL still revokes it.
+                for i in need_crl:
+                    st = _crl_status(chain[i], chain[i + 1], all_crls, at, fetch, cache,
+                                     settings.timeout_s)
+                    if st.state == "revoked":
+                        raise PkiError("certificate_revoked", f"The certificate "
+                                                              f"{subjects[i]!r} is revoked.",
+                                       {"subject": subjects[i]})
                 problems.append(why)
         else:
             for i in need_crl:

@@ -172,8 +172,15 @@ def test_max_depth_is_enforced() -> None:
     b = issue.make_intermediate(a, "B", path_length=2)
     c = issue.make_intermediate(b, "C", path_length=1)
     user = issue.make_user_cert(c, "U")
-    assert check(user, [c, b, a], [root], max_depth=4).chain
-    assert reason(user, [c, b, a], [root], max_depth=3) == "chain_too_long"
+    # Three intermediates between leaf and anchor: the leaf and anchor are not counted.
+    assert check(user, [c, b, a], [root], max_depth=3).chain
+    assert reason(user, [c, b, a], [root], max_depth=2) == "chain_too_long"
+
+
+def test_max_depth_zero_allows_a_leaf_issued_by_the_anchor() -> None:
+    root = issue.make_root("Root")
+    user = issue.make_user_cert(root, "U")
+    assert check(user, [], [root], max_depth=0).chain
 
 
 def test_too_many_chain_certificates() -> None:

@@ -18,7 +18,11 @@ except ImportError:
 
 from bench.pkits_agreement import agreement, known_reason  # noqa: E402
 
-RECORDED_RATE = 0.842  # measured: 171 of 203 applicable PKITS path-validation tests
+# Measured: 217 of 252 (203 default-settings tests + 49 runs with PKITS's initial policy inputs).
+# 32 of the 35 misses are deliberate RFC 5280 profile refusals (non-critical policyConstraints or
+# basicConstraints in PKITS CAs), 3 are DSA.
+RECORDED_RATE = 0.861
+RECORDED_RATE_WITHOUT_DELIBERATE = 0.98
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +41,28 @@ def test_every_disagreement_is_explained(result) -> None:  # type: ignore[no-unt
     assert unexplained == []
 
 
-def test_only_delta_crl_cases_accept_what_pkits_rejects(result) -> None:  # type: ignore[no-untyped-def]
+def test_no_invalid_path_is_accepted(result) -> None:  # type: ignore[no-untyped-def]
     _, wrong = result
-    accepted_wrongly = [o.name for o in wrong if o.valid]
-    assert all(name.startswith("InvaliddeltaCRL") for name in accepted_wrongly)
+    assert [o.name for o in wrong if o.valid] == []
+
+
+def test_nothing_crashes(result) -> None:  # type: ignore[no-untyped-def]
+    _, wrong = result
+    assert [o.name for o in wrong if o.crashed] == []
+
+
+def test_settings_dependent_tests_are_run(result) -> None:  # type: ignore[no-untyped-def]
+    from bench.pkits_agreement import SETTINGS_CASES, run
+
+    names = {name for _, name, *_ in SETTINGS_CASES}
+    assert len([n for n in names if not n.startswith(("Valid", "Invalid"))]) == 20
+    assert len(run()) == 203 + len(SETTINGS_CASES)
+
+
+def test_agreement_without_deliberate_refusals_is_at_least_98_percent(result) -> None:  # type: ignore[no-untyped-def]
+    from bench.pkits_agreement import is_deliberate, run
+
+    outcomes = run()
+    counted = [o for o in outcomes if not is_deliberate(o)]
+    rate = sum(o.agrees for o in counted) / len(counted)
+    assert rate >= RECORDED_RATE_WITHOUT_DELIBERATE
