@@ -177,15 +177,15 @@ def _who(cert: x509.Certificate) -> str:
 
 def _openssl_path(leaf: x509.Certificate, untrusted: list[x509.Certificate], trust: TrustStore,
                   at: dt.datetime,
-                  crls: list[x509.CertificateRevocationList] | None = None
-                  ) -> list[x509.Certificate]:
+                  crls: list[x509.CertificateRevocationList] | None = None,
+                  strict: bool = True) -> list[x509.Certificate]:
     """OpenSSL's verdict; with ``crls`` it also checks every certificate against them."""
     store = crypto.X509Store()
     for anchor in trust.anchors:
         store.add_cert(crypto.X509.from_cryptography(anchor))
     # Policies are processed by the RFC 5280 engine (broker.pki.policies) with the directory's
     # inputs, which OpenSSL's flags cannot carry.
-    flags = crypto.X509StoreFlags.X509_STRICT
+    flags = crypto.X509StoreFlags.X509_STRICT if strict else 0
     if crls is not None:
         for crl in crls:
             store.add_crl(crl)
@@ -298,6 +298,10 @@ def _policy_checks(path: list[x509.Certificate], purpose: str, max_depth: int) -
 # backtrack, e.g. across self-issued key-rollover certificates): the RFC 5280 engine, which is
 # handed exactly that path, judges it alone.
 _OPENSSL_BUILD_FAILURES = {2, 20}
+# X509_STRICT checks RFC 5280 does not make: a CA without keyUsage (allowed: "if present",
+# §4.2.1.9 and §6.3.3 (f)) and pathLenConstraint beside an absent keyUsage. The exact path is
+# checked again without X509_STRICT when OpenSSL refuses for one of these alone.
+_STRICTER_THAN_RFC5280 = {81, 92}
 # Refusal codes, most telling first: the reason reported when every candidate path fails.
 _SPECIFICITY = ("certificate_revoked", "certificate_malformed", "certificate_expired",
                 "certificate_not_yet_valid", "certificate_policy_mismatch",
@@ -356,12 +360,19 @@ def _judge(leaf: x509.Certificate, cand: Candidate, pool: list[x509.Certificate]
                            f"The signature on {_who(cert)!r} was not made by the key of "
                            f"{_who(issuer)!r}.", {"subject": _who(cert),
                                                   "broken_signature": True})
+    # The profile first: a non-conforming certificate is refused as malformed, whatever
+    # OpenSSL would have made of it.
+    profile.check_path_profile(path)
     try:
-        _openssl_path(leaf, cand.intermediates, anchor_only, at)
+        try:
+            _openssl_path(leaf, cand.intermediates, anchor_only, at)
+        except PkiError as exc:
+            if exc.details.get("openssl_error") not in _STRICTER_THAN_RFC5280:
+                raise
+            _openssl_path(leaf, cand.intermediates, anchor_only, at, strict=False)
     except PkiError as exc:
         if exc.details.get("openssl_error") not in _OPENSSL_BUILD_FAILURES:
             raise
-    profile.check_path_profile(path)
     _unknown_critical(path)
     _policy_checks(path, purpose, max_depth)
     policies = check_policies(path, policy, at)

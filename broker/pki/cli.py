@@ -16,6 +16,7 @@ import click
 
 from broker.pki.chain import TrustStore, load_crl, load_pem_certificates, verify_certificate
 from broker.pki.errors import PkiError
+from broker.pki.policies import PolicyInputs
 from broker.pki.revocation import RevocationSettings
 
 MAX_INPUT = 4 * 1024 * 1024
@@ -40,6 +41,11 @@ def _read(path: str, as_json: bool) -> bytes:
         why = f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}"
         _exit(2, as_json, {"valid": False, "reason": "unreadable_input", "message": why},
               f"error: {why}")
+
+
+def _plain(details: dict[str, Any]) -> dict[str, Any]:
+    """Details as JSON: anything unusual becomes its string form."""
+    return json.loads(json.dumps(details, default=str))
 
 
 def _no_fetch(url: str, body: bytes | None, content_type: str | None, timeout: float) -> bytes:
@@ -68,11 +74,31 @@ def pki() -> None:
               help="How many intermediate CAs may stand between LEAF and the trust anchor "
                    "(0-255; the leaf and the anchor are not counted, as in cryptography's "
                    "max_chain_depth).")
+@click.option("--policy", "policies", multiple=True, metavar="OID",
+              help="Initial policy set: a certificate policy the path must end in (repeatable; "
+                   "e.g. 2.16.840.1.101.3.2.1.3.13). Implies --explicit-policy.")
+@click.option("--explicit-policy", is_flag=True,
+              help="initial-explicit-policy: the path must end with a valid policy.")
+@click.option("--inhibit-policy-mapping", is_flag=True,
+              help="initial-policy-mapping-inhibit: no policy mapping (bridge CAs) allowed.")
+@click.option("--inhibit-any-policy", is_flag=True,
+              help="initial-any-policy-inhibit: anyPolicy in CA certificates is not honoured.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify(leaf: str, trust_paths: tuple[str, ...], untrusted_paths: tuple[str, ...],
            crl_paths: tuple[str, ...], at_text: str | None, purpose: str, max_depth: int,
-           as_json: bool) -> None:
-    """Verify LEAF (PEM or DER) against --trust anchors."""
+           policies: tuple[str, ...], explicit_policy: bool, inhibit_policy_mapping: bool,
+           inhibit_any_policy: bool, as_json: bool) -> None:
+    """Verify LEAF (PEM or DER) against --trust anchors.
+
+    Exit 0 valid, 1 invalid (the reason code is printed), 2 unusable input or usage.
+    """
+    try:
+        policy = PolicyInputs.of(policies, explicit=explicit_policy,
+                                 mapping_inhibit=inhibit_policy_mapping,
+                                 any_policy_inhibit=inhibit_any_policy)
+    except PkiError as exc:
+        _exit(2, as_json, {"valid": False, "reason": "usage", "message": exc.message},
+              f"error: --policy: {exc.message}")
     at = None
     if at_text:
         try:
@@ -107,9 +133,10 @@ def verify(leaf: str, trust_paths: tuple[str, ...], untrusted_paths: tuple[str, 
                                     # Certificates without a given CRL are reported, not failed.
                                     revocation=RevocationSettings(crl=bool(crls), ocsp=False,
                                                                   fail_mode="soft"),
-                                    fetch=_no_fetch)
+                                    fetch=_no_fetch, policy=policy)
     except PkiError as exc:
-        _exit(1, as_json, {"valid": False, "reason": exc.code, "message": exc.message},
+        _exit(1, as_json, {"valid": False, "reason": exc.code, "message": exc.message,
+                           "details": _plain(exc.details)},
               f"invalid: {exc.code}: {exc.message}")
     except (ValueError, TypeError) as exc:  # e.g. a key type OpenSSL cannot load
         _exit(1, as_json, {"valid": False, "reason": "certificate_malformed",
@@ -119,6 +146,18 @@ def verify(leaf: str, trust_paths: tuple[str, ...], untrusted_paths: tuple[str, 
                "chain": [c.subject.rfc4514_string() for c in result.chain],
                "revocation": result.revocation_status,
                "revocation_not_established": result.soft_fail_reasons,
+               "policies": result.policies,
+               "evidence": result.evidence(),
                "identity": result.identity.as_dict()}
-    _exit(0, as_json, payload,
-          "valid: " + " → ".join(c.subject.rfc4514_string() for c in result.chain))
+    text = "valid: " + " → ".join(c.subject.rfc4514_string() for c in result.chain)
+    if result.revocation_status == "soft_fail":
+        # Soft-fail accepts, but the reader must see that revocation was not established.
+        text += ("\nwarning: revocation status NOT established (soft-fail, accepted anyway): "
+                 + "; ".join(result.soft_fail_reasons))
+    elif result.revocation_status == "not_checked":
+        text += "\nrevocation: not checked (no CRL given)"
+    else:
+        text += f"\nrevocation: {result.revocation_status}"
+    if result.policies:
+        text += "\npolicies: " + ", ".join(result.policies)
+    _exit(0, as_json, payload, text)

@@ -68,7 +68,8 @@ class Violation:
     def sentence(self) -> str:
         where = f" in {self.subject!r}" if self.subject else ""
         extra = f" ({self.detail})" if self.detail else ""
-        return f"{CHECKS.get(self.check, self.check).capitalize()}{where}{extra}."
+        text = CHECKS.get(self.check, self.check)
+        return f"{text[:1].upper()}{text[1:]}{where}{extra}."
 
     def as_error(self) -> PkiError:
         return PkiError("certificate_malformed", self.sentence,
