@@ -170,7 +170,7 @@ def check_path(path: Sequence[x509.Certificate], inputs: PolicyInputs,
                             revocation_mode="soft-fail", weak_hash_algos=set(),
                             time_tolerance=dt.timedelta(minutes=5))
     try:
-        result = asyncio.run(async_validate_path(ctx, vpath, inputs.pkix_params()))
+        asyncio.run(async_validate_path(ctx, vpath, inputs.pkix_params()))
     except (ValidationError, PathError) as exc:
         text = str(exc)
         text = _named(text, path)
@@ -180,8 +180,6 @@ def check_path(path: Sequence[x509.Certificate], inputs: PolicyInputs,
                            f"{text[:200]}", {"policy_inputs": inputs.as_dict()}) from None
         raise PkiError("certificate_untrusted", f"The path does not validate: {text[:200]}",
                        {"engine": "rfc5280"}) from None
-    try:
-        qualified = result.qualified_policies()
-    except (AttributeError, TypeError):
-        return []
-    return sorted({q.user_domain_policy_id for q in (qualified or ())})
+    # The engine records the user-constrained policy set on the path it was handed.
+    qualified = vpath.qualified_policies() or frozenset()
+    return sorted({q.user_domain_policy_id for q in qualified} - {"any_policy"})
