@@ -22,7 +22,7 @@ import binascii
 import datetime as dt
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from asn1crypto import core as asn1_core
@@ -32,9 +32,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 from OpenSSL import crypto
 
 from broker.pki import profile
+from broker.pki.aia import DEFAULT_FETCHER, MAX_FETCHES_PER_VERIFICATION, AiaFetcher
 from broker.pki.errors import PkiError
 from broker.pki.identity import CertIdentity, identity_of
-from broker.pki.paths import Candidate, PathIndex, candidate_paths, signed_by
+from broker.pki.paths import Candidate, PathIndex, candidate_paths, fingerprint, signed_by
 from broker.pki.policies import PolicyInputs
 from broker.pki.policies import check_path as check_policies
 from broker.pki.policies import crl_verdict as rfc5280_crl_verdict
@@ -165,10 +166,17 @@ class VerificationResult:
     """Plain JSON: status, and per certificate the CRL (issuer, number, thisUpdate,
     nextUpdate) or OCSP answer (responder, producedAt, status) the verdict rests on."""
 
+    aia_fetches: list[dict[str, Any]] = field(default_factory=list)
+    """caIssuers URLs fetched for missing intermediates (url, cached, certificates/error)."""
+
     def evidence(self) -> dict[str, Any]:
         """What the decision rests on, as JSON-able data for the login's audit event."""
-        return {"chain": [_who(c) for c in self.chain], "policies": list(self.policies),
-                "revocation": dict(self.revocation_evidence)}
+        out: dict[str, Any] = {"chain": [_who(c) for c in self.chain],
+                               "policies": list(self.policies),
+                               "revocation": dict(self.revocation_evidence)}
+        if self.aia_fetches:
+            out["aia_fetches"] = list(self.aia_fetches)
+        return out
 
 
 def _who(cert: x509.Certificate) -> str:
@@ -393,6 +401,29 @@ def _judge(leaf: x509.Certificate, cand: Candidate, pool: list[x509.Certificate]
                                "not_established": list(soft)})
 
 
+def _complete_with_aia(leaf: x509.Certificate, untrusted: list[x509.Certificate],
+                       trust: TrustStore, index: PathIndex, aia: AiaFetcher,
+                       log: list[dict[str, Any]]) -> PathIndex:
+    """Fetch caIssuers certificates while no path reaches an anchor (bounded); adds them to
+    ``untrusted`` and returns the index over the larger pool."""
+    for _ in range(MAX_FETCHES_PER_VERIFICATION):
+        if next(candidate_paths(leaf, index, max_paths=1), None) is not None:
+            break
+        top, seen = leaf, {fingerprint(leaf)}
+        while True:  # climb to the highest certificate whose issuer we have
+            issuers = [i for i, _ in index.issuers(top) if fingerprint(i) not in seen]
+            if not issuers:
+                break
+            top = issuers[0]
+            seen.add(fingerprint(top))
+        fetched = [c for c in aia.issuers_of(top, log) if fingerprint(c) not in seen]
+        if not fetched:
+            break
+        untrusted.extend(fetched)
+        index = PathIndex(trust.anchors, untrusted)
+    return index
+
+
 def verify_certificate(leaf_der: bytes | x509.Certificate,
                        chain_der: Sequence[bytes | x509.Certificate], trust: TrustStore, *,
                        at: dt.datetime | None = None, purpose: str = "client-auth",
@@ -400,13 +431,17 @@ def verify_certificate(leaf_der: bytes | x509.Certificate,
                        revocation: RevocationSettings = RevocationSettings(),
                        fetch: Fetch | None = None,
                        cache: RevocationCache | None = None,
-                       policy: PolicyInputs = PolicyInputs()) -> VerificationResult:
+                       policy: PolicyInputs = PolicyInputs(),
+                       aia_fetch: bool = False,
+                       aia: AiaFetcher | None = None) -> VerificationResult:
     """Validate ``leaf_der`` for ``purpose`` ("client-auth" or "any") at time ``at``.
 
     Every candidate path to an anchor (broker.pki.paths) is judged in turn until one passes:
     OpenSSL and the RFC 5280 engine (with the ``policy`` inputs) on that exact path, the RFC 5280
     profile checks (broker.pki.profile), depth (``max_depth`` intermediates), algorithms, usage
-    and revocation. When all fail, the most specific refusal is raised.
+    and revocation. When all fail, the most specific refusal is raised. With ``aia_fetch``,
+    intermediates missing from the pool are fetched from caIssuers URLs first (``aia``, default
+    the process-wide cached fetcher) and recorded in the result's evidence.
 
     Raises PkiError with one of: certificate_malformed (details.check names the RFC 5280 rule),
     chain_too_long, certificate_untrusted, certificate_expired, certificate_not_yet_valid,
@@ -424,11 +459,16 @@ def verify_certificate(leaf_der: bytes | x509.Certificate,
     if not trust.anchors:
         raise PkiError("certificate_untrusted", "This directory has no trust anchors.")
     index = PathIndex(trust.anchors, untrusted)
+    aia_log: list[dict[str, Any]] = []
+    if aia_fetch:
+        index = _complete_with_aia(leaf, untrusted, trust, index, aia or DEFAULT_FETCHER,
+                                   aia_log)
     failures: list[PkiError] = []
     for cand in candidate_paths(leaf, index):
         try:
-            return _judge(leaf, cand, untrusted, trust, at, purpose, max_depth, policy,
-                          revocation, fetch, cache)
+            result = _judge(leaf, cand, untrusted, trust, at, purpose, max_depth, policy,
+                            revocation, fetch, cache)
+            return replace(result, aia_fetches=aia_log) if aia_log else result
         except PkiError as exc:
             exc.details.setdefault("path", [_who(c) for c in cand.certs])
             failures.append(exc)
@@ -436,5 +476,6 @@ def verify_certificate(leaf_der: bytes | x509.Certificate,
         raise PkiError("certificate_untrusted",
                        f"No chain of issuers leads from {_who(leaf)!r} to a trust anchor of "
                        "this directory (missing intermediate or untrusted root).",
-                       {"subject": _who(leaf), "issuer": leaf.issuer.rfc4514_string()})
+                       {"subject": _who(leaf), "issuer": leaf.issuer.rfc4514_string(),
+                        **({"aia_fetches": aia_log} if aia_log else {})})
     raise _best_failure(failures)

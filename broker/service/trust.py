@@ -22,6 +22,7 @@ from broker.codes import Code
 from broker.pki.identity import CertIdentity
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
+from broker.service.pki_settings import pki_settings
 from broker.service.wire import cert_fingerprint
 from broker.store.models import Crl, Directory, TrustCertificate, User
 
@@ -39,6 +40,7 @@ class TrustSnapshot:
     fail_mode: str
     required_eku: str
     certmap: tuple[str, ...]
+    pki: tuple[Any, ...] = ()  # verify_certificate keyword arguments (pairs)
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -55,7 +57,7 @@ def load_trust(session: Session, d: Directory) -> TrustSnapshot:
         intermediates=tuple(c.der for c in certs if c.kind == "intermediate"),
         crls=tuple(c.der for c in crls), crl_on=d.revocation_crl, ocsp_on=d.revocation_ocsp,
         fail_mode=d.revocation_fail_mode, required_eku=d.required_eku,
-        certmap=tuple(d.certmap or ["upn", "email"]))
+        certmap=tuple(d.certmap or ["upn", "email"]), pki=pki_settings(d))
 
 
 def accepted_issuers(session: Session, directory_id: str) -> list[str]:
@@ -202,7 +204,7 @@ def verify_card_response(ctx: BrokerContext, snap: TrustSnapshot, tbs: bytes, ce
         purpose=snap.required_eku,
         revocation=RevocationSettings(crl=snap.crl_on, ocsp=snap.ocsp_on,
                                       fail_mode=snap.fail_mode),
-        cache=ctx.revocation_cache)
+        cache=ctx.revocation_cache, **dict(snap.pki))
     return Verified(cert_fingerprint(cert_der), cert_der, result.identity,
                     list(result.soft_fail_reasons))
 

@@ -82,6 +82,16 @@ class Directory(Base):
     certmap: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["upn", "email"])
     #: EKU the login certificate must carry: "client-auth" (clientAuth or smart-card logon).
     required_eku: Mapped[str] = mapped_column(String(32), default="client-auth")
+    #: Path validation inputs (RFC 5280 §6.1.1): the initial policy set (policy OIDs; empty =
+    #: any), initial-explicit-policy, -policy-mapping-inhibit, -any-policy-inhibit.
+    required_policies: Mapped[list[str]] = mapped_column(JSON, default=list)
+    explicit_policy: Mapped[bool] = mapped_column(Boolean, default=False)
+    policy_mapping_inhibit: Mapped[bool] = mapped_column(Boolean, default=False)
+    any_policy_inhibit: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Intermediate CAs allowed between the login certificate and the anchor (0-255).
+    max_chain_depth: Mapped[int] = mapped_column(Integer, default=6)
+    #: Fetch missing intermediates from the certificate's AIA caIssuers URL (HTTP only).
+    aia_fetch: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     #: Bumped in the same transaction as any change to the directory's settings, trust anchors,

@@ -1,0 +1,115 @@
+"""AIA caIssuers: a missing intermediate is fetched over HTTP from a loopback server (bounded,
+cached, recorded), only when switched on, and still has to chain to a trust anchor."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import AuthorityInformationAccessOID
+
+from broker.pki import PkiError, RevocationSettings, TrustStore, issue, verify_certificate
+from broker.pki.aia import AiaFetcher, http_get
+
+NO_REV = RevocationSettings(crl=False)
+
+
+class Served:
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.hits: list[str] = []
+
+
+@pytest.fixture
+def server() -> Iterator[tuple[str, Served]]:
+    served = Served()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            served.hits.append(self.path)
+            body = served.files.get(self.path)
+            self.send_response(200 if body is not None else 404)
+            self.send_header("Content-Length", str(len(body or b"")))
+            self.end_headers()
+            self.wfile.write(body or b"")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", served
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def _with_aia(url: str) -> tuple[issue.Issued, issue.Issued, issue.Issued]:
+    root = issue.make_root("AIA Root")
+    inter = issue.make_intermediate(root, "AIA Issuing")
+    aia = x509.AuthorityInformationAccess([x509.AccessDescription(
+        AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(url))])
+    user = issue.make_user_cert(inter, "AIA User", extra_extensions=[(aia, False)])
+    return root, inter, user
+
+
+def test_missing_intermediate_is_fetched_when_switched_on(server) -> None:  # type: ignore[no-untyped-def]
+    base, served = server
+    root, inter, user = _with_aia(f"{base}/issuing.cer")
+    served.files["/issuing.cer"] = inter.cert.public_bytes(serialization.Encoding.DER)
+    fetcher = AiaFetcher()
+    r = verify_certificate(user.cert_der(), [], TrustStore([root.cert]), revocation=NO_REV,
+                           aia_fetch=True, aia=fetcher)
+    assert len(r.chain) == 3
+    assert r.evidence()["aia_fetches"][0]["url"] == f"{base}/issuing.cer"
+    # A second login is answered from the cache.
+    verify_certificate(user.cert_der(), [], TrustStore([root.cert]), revocation=NO_REV,
+                       aia_fetch=True, aia=fetcher)
+    assert served.hits == ["/issuing.cer"] and fetcher.fetches == 1
+
+
+def test_off_by_default(server) -> None:  # type: ignore[no-untyped-def]
+    base, served = server
+    root, inter, user = _with_aia(f"{base}/issuing.cer")
+    served.files["/issuing.cer"] = inter.cert.public_bytes(serialization.Encoding.DER)
+    with pytest.raises(PkiError) as err:
+        verify_certificate(user.cert_der(), [], TrustStore([root.cert]), revocation=NO_REV)
+    assert err.value.code == "certificate_untrusted" and served.hits == []
+
+
+def test_fetched_certificate_must_still_chain_to_an_anchor(server) -> None:  # type: ignore[no-untyped-def]
+    base, served = server
+    root, _, user = _with_aia(f"{base}/issuing.cer")
+    impostor_root = issue.make_root("Impostor")
+    impostor = issue.make_intermediate(impostor_root, "AIA Issuing")
+    served.files["/issuing.cer"] = impostor.cert.public_bytes(serialization.Encoding.DER)
+    with pytest.raises(PkiError) as err:
+        verify_certificate(user.cert_der(), [], TrustStore([root.cert]), revocation=NO_REV,
+                           aia_fetch=True, aia=AiaFetcher())
+    assert err.value.code == "certificate_untrusted"
+
+
+def test_answers_are_bounded_in_size(server) -> None:  # type: ignore[no-untyped-def]
+    base, served = server
+    root, _, user = _with_aia(f"{base}/big.cer")
+    served.files["/big.cer"] = b"0" * 4096
+    fetcher = AiaFetcher(max_bytes=1024)
+    with pytest.raises(PkiError) as err:
+        verify_certificate(user.cert_der(), [], TrustStore([root.cert]), revocation=NO_REV,
+                           aia_fetch=True, aia=fetcher)
+    assert "larger than 1024" in err.value.details["aia_fetches"][0]["error"]
+
+
+def test_only_plain_http_is_fetched() -> None:
+    from broker.pki.aia import AiaFetchError
+
+    with pytest.raises(AiaFetchError):
+        http_get("ldap://dir.example.gov/cn=CA?cACertificate", 1.0, 1024)
+    with pytest.raises(AiaFetchError):
+        http_get("file:///etc/passwd", 1.0, 1024)
