@@ -132,7 +132,8 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
         audit.record(session, "login.smart_card", "success", directory_id=user.directory_id,
                      username=user.username, client_address=address,
                      cert_fingerprint=verified.fingerprint, challenge_id=challenge_id,
-                     revocation_soft_fail=verified.soft_fail or None)
+                     revocation_soft_fail=verified.soft_fail or None,
+                     verification=verified.evidence or None)
         return _login_body(user, token, expires, "smart_card", wss)
 
     def run() -> dict[str, Any]:

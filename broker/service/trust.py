@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
@@ -136,6 +136,7 @@ class Verified:
     cert_der: bytes
     identity: CertIdentity
     soft_fail: list[str]
+    evidence: dict[str, Any] = field(default_factory=dict)  # what the verdict rests on
 
 
 def _rule_condition(rule: str, ident: CertIdentity) -> Any:
@@ -206,7 +207,7 @@ def verify_card_response(ctx: BrokerContext, snap: TrustSnapshot, tbs: bytes, ce
                                       fail_mode=snap.fail_mode),
         cache=ctx.revocation_cache, **dict(snap.pki))
     return Verified(cert_fingerprint(cert_der), cert_der, result.identity,
-                    list(result.soft_fail_reasons))
+                    list(result.soft_fail_reasons), result.evidence())
 
 
 def default_algorithm(cert_der: bytes) -> str:
