@@ -2,6 +2,7 @@
 
 from broker.pki.chain import (
     TrustStore,
+    VerificationCache,
     VerificationResult,
     load_pem_certificates,
     parse_certificate,
@@ -11,5 +12,5 @@ from broker.pki.errors import PkiError
 from broker.pki.revocation import RevocationCache, RevocationSettings
 
 __all__ = ["PkiError", "RevocationCache", "RevocationSettings", "TrustStore",
-           "VerificationResult", "load_pem_certificates", "parse_certificate",
+           "VerificationCache", "VerificationResult", "load_pem_certificates", "parse_certificate",
            "verify_certificate"]

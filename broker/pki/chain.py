@@ -21,12 +21,14 @@ import base64
 import binascii
 import datetime as dt
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from asn1crypto import core as asn1_core
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 from OpenSSL import crypto
@@ -141,6 +143,9 @@ class TrustStore:
     anchors: list[x509.Certificate]
     intermediates: list[x509.Certificate] = field(default_factory=list)
     crls: list[x509.CertificateRevocationList] = field(default_factory=list)
+    #: Accepted verdicts for this trust material (None: no caching).
+    verdicts: VerificationCache | None = field(default_factory=lambda: VerificationCache(),
+                                               compare=False, repr=False)
 
     @classmethod
     def from_pem(cls, anchors: Sequence[bytes], intermediates: Sequence[bytes] = (),
@@ -401,6 +406,67 @@ def _judge(leaf: x509.Certificate, cand: Candidate, pool: list[x509.Certificate]
                                "not_established": list(soft)})
 
 
+@dataclass
+class VerificationCache:
+    """Accepted verdicts per (leaf fingerprint, candidate path, inputs, CRL set), so a card
+    that logs in again is not re-validated. An entry lives until the first notAfter on the
+    path, the first nextUpdate of the CRLs it rests on, or ``ttl`` (five minutes), whichever
+    comes first; only verdicts whose revocation status was established ("good": uploaded CRLs,
+    or OCSP answers until their nextUpdate) or not asked for ("not_checked") are kept, so a
+    soft-failed check is retried every time."""
+
+    ttl: dt.timedelta = dt.timedelta(minutes=5)
+    max_entries: int = 10_000
+    entries: dict[tuple[Any, ...], tuple[dt.datetime, dt.datetime, VerificationResult]] = field(
+        default_factory=dict)
+    hits: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self, key: tuple[Any, ...], at: dt.datetime) -> VerificationResult | None:
+        with self.lock:
+            hit = self.entries.get(key)
+        if hit is None or not (hit[0] <= at <= hit[1]):
+            return None
+        with self.lock:
+            self.hits += 1
+        return hit[2]
+
+    def put(self, key: tuple[Any, ...], at: dt.datetime, result: VerificationResult,
+            crls: list[x509.CertificateRevocationList]) -> None:
+        if result.revocation_status not in ("good", "not_checked"):
+            return
+        uploaded = {(c.issuer.rfc4514_string(), c.last_update_utc.isoformat()
+                     .replace("+00:00", "Z")) for c in crls}
+        ocsp_until: list[dt.datetime] = []
+        for e in result.revocation_evidence.get("checked", []):
+            # Verdicts resting on uploaded CRLs, or on OCSP "good" answers (kept no longer than
+            # the answer's nextUpdate, as the OCSP cache does). Fetched CRLs change without the
+            # trust material changing: such verdicts are not kept.
+            if e.get("method") == "ocsp" and e.get("status") == "good" and e.get("next_update"):
+                ocsp_until.append(dt.datetime.fromisoformat(
+                    str(e["next_update"]).replace("Z", "+00:00")))
+                continue
+            if e.get("method") != "crl" or (e.get("crl_issuer"), e.get("this_update")) \
+                    not in uploaded:
+                return
+        if result.revocation_status == "good" and not result.revocation_evidence.get("checked"):
+            return
+        until = min([at + self.ttl] + ocsp_until + [c.not_valid_after_utc for c in result.chain]
+                    + [c.next_update_utc for c in crls if c.next_update_utc is not None])
+        start = max([at - self.ttl] + [c.not_valid_before_utc for c in result.chain])
+        with self.lock:
+            if len(self.entries) >= self.max_entries:
+                self.entries.clear()  # crude but bounded; a full cache is rebuilt by logins
+            self.entries[key] = (start, until, result)
+
+
+def _cache_key(cand: Candidate, trust: TrustStore, purpose: str, max_depth: int,
+               policy: PolicyInputs, revocation: RevocationSettings) -> tuple[Any, ...]:
+    return (tuple(fingerprint(c) for c in cand.certs),
+            tuple(sorted(c.fingerprint(hashes.SHA256()) for c in trust.crls)),
+            purpose, max_depth, policy, revocation)
+
+
 def _complete_with_aia(leaf: x509.Certificate, untrusted: list[x509.Certificate],
                        trust: TrustStore, index: PathIndex, aia: AiaFetcher,
                        log: list[dict[str, Any]]) -> PathIndex:
@@ -433,7 +499,8 @@ def verify_certificate(leaf_der: bytes | x509.Certificate,
                        cache: RevocationCache | None = None,
                        policy: PolicyInputs = PolicyInputs(),
                        aia_fetch: bool = False,
-                       aia: AiaFetcher | None = None) -> VerificationResult:
+                       aia: AiaFetcher | None = None,
+                       verdicts: VerificationCache | None = None) -> VerificationResult:
     """Validate ``leaf_der`` for ``purpose`` ("client-auth" or "any") at time ``at``.
 
     Every candidate path to an anchor (broker.pki.paths) is judged in turn until one passes:
@@ -441,7 +508,8 @@ def verify_certificate(leaf_der: bytes | x509.Certificate,
     profile checks (broker.pki.profile), depth (``max_depth`` intermediates), algorithms, usage
     and revocation. When all fail, the most specific refusal is raised. With ``aia_fetch``,
     intermediates missing from the pool are fetched from caIssuers URLs first (``aia``, default
-    the process-wide cached fetcher) and recorded in the result's evidence.
+    the process-wide cached fetcher) and recorded in the result's evidence. With
+    ``verdicts``, an accepted path is remembered (VerificationCache) and not re-validated.
 
     Raises PkiError with one of: certificate_malformed (details.check names the RFC 5280 rule),
     chain_too_long, certificate_untrusted, certificate_expired, certificate_not_yet_valid,
@@ -465,9 +533,15 @@ def verify_certificate(leaf_der: bytes | x509.Certificate,
                                    aia_log)
     failures: list[PkiError] = []
     for cand in candidate_paths(leaf, index):
+        verdicts = verdicts if verdicts is not None else trust.verdicts
+        key = _cache_key(cand, trust, purpose, max_depth, policy, revocation)
+        if verdicts is not None and (hit := verdicts.get(key, at)) is not None:
+            return hit
         try:
             result = _judge(leaf, cand, untrusted, trust, at, purpose, max_depth, policy,
                             revocation, fetch, cache)
+            if verdicts is not None:
+                verdicts.put(key, at, result, list(trust.crls))
             return replace(result, aia_fetches=aia_log) if aia_log else result
         except PkiError as exc:
             exc.details.setdefault("path", [_who(c) for c in cand.certs])

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from asn1crypto import crl as asn1_crl
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -77,7 +79,15 @@ class PolicyInputs:
                 "any_policy_inhibit": self.any_policy_inhibit}
 
 
+@functools.lru_cache(maxsize=1024)
+def _asn1_crl_from_der(der: bytes) -> asn1_crl.CertificateList:
+    # Parsed once per CRL: the engine reads every entry of every CRL on each run.
+    return asn1_crl.CertificateList.load(der)
+
+
 def _asn1(cert: x509.Certificate) -> asn1_x509.Certificate:
+    # A fresh object per run: reusing parsed certificate objects across engine runs made a
+    # valid PKITS path (4.3.6, UIDs) fail its CRL-issuer signature check.
     return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
 
 
@@ -90,7 +100,8 @@ def _vpath(path: Sequence[x509.Certificate]) -> tuple[ValidationPath, asn1_x509.
 
 
 def _crl_scope(path: Sequence[x509.Certificate], crls: Sequence[x509.CertificateRevocationList],
-               pool: Sequence[x509.Certificate]) -> tuple[list[bytes], list[asn1_x509.Certificate]]:
+               pool: Sequence[x509.Certificate]
+               ) -> tuple[list[asn1_crl.CertificateList], list[asn1_x509.Certificate]]:
     """The CRLs that can speak for the path (issued by one of its CAs, indirect, or named as
     cRLIssuer by one of its certificates) and the certificates of their issuers. Keeping the
     scope to these bounds the CRL-issuer searches of the engine."""
@@ -116,7 +127,7 @@ def _crl_scope(path: Sequence[x509.Certificate], crls: Sequence[x509.Certificate
             chosen.append(crl)
     crl_issuers = {name_key(c.issuer) for c in chosen} | issuers
     certs = [_asn1(c) for c in pool if name_key(c.subject) in crl_issuers]
-    return [c.public_bytes(serialization.Encoding.DER) for c in chosen], certs
+    return [_asn1_crl_from_der(c.public_bytes(serialization.Encoding.DER)) for c in chosen], certs
 
 
 def crl_verdict(path: Sequence[x509.Certificate], crls: Sequence[x509.CertificateRevocationList],

@@ -259,3 +259,48 @@ def test_truncated_der_is_malformed(cut: int) -> None:
     with pytest.raises(PkiError) as err:
         verify_certificate(der[:cut], [inter.cert_der()], TrustStore([root.cert]))
     assert err.value.code == "certificate_malformed"
+
+
+def test_accepted_verdicts_are_cached_per_path_and_crl_set() -> None:
+    root = issue.make_root("Root")
+    inter = issue.make_intermediate(root, "Issuing")
+    user = issue.make_user_cert(inter, "A")
+    store = TrustStore([root.cert], [inter.cert],
+                       [issue.make_crl(inter, []), issue.make_crl(root, [])])
+    first = verify_certificate(user.cert_der(), [], store)
+    again = verify_certificate(user.cert_der(), [], store)
+    assert first is again and store.verdicts is not None and store.verdicts.hits == 1
+    # New CRLs are new trust material: the revoked certificate is refused at once.
+    store.crls[0] = issue.make_crl(inter, [user.cert.serial_number])
+    with pytest.raises(PkiError) as err:
+        verify_certificate(user.cert_der(), [], store)
+    assert err.value.code == "certificate_revoked"
+
+
+def test_evidence_names_the_crls_the_verdict_rests_on() -> None:
+    import json
+
+    root = issue.make_root("Root")
+    inter = issue.make_intermediate(root, "Issuing")
+    user = issue.make_user_cert(inter, "A")
+    store = TrustStore([root.cert], [inter.cert],
+                       [issue.make_crl(inter, []), issue.make_crl(root, [])])
+    evidence = verify_certificate(user.cert_der(), [], store).evidence()
+    json.dumps(evidence)  # plain JSON for the audit event
+    checked = evidence["revocation"]["checked"]
+    assert {c["crl_issuer"] for c in checked} == {inter.cert.subject.rfc4514_string(),
+                                                 root.cert.subject.rfc4514_string()}
+    assert all(c["crl_number"] == 1 and c["this_update"] and c["next_update"] for c in checked)
+
+
+def test_a_revoked_cross_certificate_falls_back_to_another_path() -> None:
+    """Two issuers for the same CA key: the first ranked is revoked, the second is not."""
+    root = issue.make_root("Root")
+    key = issue.new_key()
+    old = issue.make_intermediate(root, "Issuing", key=key)
+    new = issue.make_intermediate(root, "Issuing", key=key)
+    user = issue.make_user_cert(old, "A")
+    store = TrustStore([root.cert], [old.cert, new.cert],
+                       [issue.make_crl(old, []), issue.make_crl(root, [old.cert.serial_number])])
+    r = verify_certificate(user.cert_der(), [], store)
+    assert r.chain[1].serial_number == new.cert.serial_number
