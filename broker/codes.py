@@ -68,6 +68,9 @@ class Code(enum.StrEnum):
     CERTIFICATE_WEAK_ALGORITHM = ("certificate_weak_algorithm", 401,
                                   "The certificate uses a weak algorithm or key.")
     CERTIFICATE_MALFORMED = "certificate_malformed", 401, "The certificate is malformed."
+    CERTIFICATE_POLICY_MISMATCH = ("certificate_policy_mismatch", 401,
+                                   "The certificate path does not carry a policy this "
+                                   "directory requires.")
     CERTIFICATE_MISMATCH = ("certificate_mismatch", 401,
                             "Sign with the certificate of the login.")
     CHAIN_TOO_LONG = "chain_too_long", 401, "The certificate chain is too long."

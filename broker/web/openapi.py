@@ -40,7 +40,8 @@ CHALLENGE_ERRORS = ("challenge_unknown", "challenge_expired", "challenge_used",
 CERT_ERRORS = ("certificate_untrusted", "certificate_expired", "certificate_not_yet_valid",
                "certificate_revoked", "certificate_revocation_unknown",
                "certificate_not_for_client_auth", "certificate_weak_algorithm",
-               "certificate_malformed", "certificate_mismatch", "chain_too_long")
+               "certificate_malformed", "certificate_policy_mismatch", "certificate_mismatch",
+               "chain_too_long")
 USER_ERRORS = ("user_not_found", "user_ambiguous", "user_disabled")
 AUTH_ERRORS = ("auth_required", "auth_token_invalid", "auth_token_expired")
 

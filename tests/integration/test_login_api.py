@@ -68,6 +68,8 @@ def test_challenge_describes_what_to_sign(broker, world) -> None:  # type: ignor
     ("wrong_eku", "certificate_not_for_client_auth"),
     ("stranger", "user_not_found"),
     ("carol", "smart_card_requires_wsp"),
+    ("ee_name_constraints", "certificate_malformed"),
+    ("bad_dns_san", "certificate_malformed"),
 ])
 def test_bad_certificates_are_refused_with_their_code(broker, world, card, code) -> None:  # type: ignore[no-untyped-def]
     refused(broker, world, card, code)
@@ -194,6 +196,12 @@ def test_audit_records_decisions_without_secrets(broker, world) -> None:  # type
     assert ("login.smart_card", "success", None) in kinds
     assert ("login.smart_card", "refused", "certificate_expired") in kinds
     assert ("challenge.issue", "success", None) in kinds
+    login = next(r for r in rows if r.kind == "login.smart_card" and r.outcome == "success")
+    evidence = login.details["verification"]  # what the decision rested on (issue 13)
+    assert evidence["chain"][-1] == "CN=Corp Root CA,O=Example Agency,C=US"
+    checked = evidence["revocation"]["checked"]
+    assert any(c["method"] == "crl" and c["crl_issuer"].startswith("CN=Corp Issuing CA")
+               and c["crl_number"] == 1 and c["next_update"] for c in checked)
     ok = [r for r in rows if r.kind == "login.smart_card" and r.outcome == "success"][0]
     assert ok.cert_fingerprint and len(ok.cert_fingerprint) == 64
     assert ok.client_address == "127.0.0.1"

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tests.support.softcard import SoftCard
@@ -186,6 +187,13 @@ def build_world(base: Path, broker: Any, removal: str = "lock") -> World:
                          inter),
         "olga_in_corp": card(issue.make_user_cert(other_inter, "Alice?",
                                                   upn="alice@corp.example"), other_inter),
+        # RFC 5280 profile violations (issue 13): refused as certificate_malformed.
+        "ee_name_constraints": card(issue.make_user_cert(
+            inter, "Alice NC", upn="alice@corp.example", extra_extensions=[(
+                x509.NameConstraints([x509.DNSName("corp.example")], None), True)]), inter),
+        "bad_dns_san": card(issue.make_user_cert(
+            inter, "Alice DNS", extra_extensions=[(x509.SubjectAlternativeName(
+                [x509.DNSName("under_score.corp.example")]), False)]), inter),
     }
     crl = issue.make_crl(inter, [cards["revoked"].cert.serial_number])
     (pki / "root.pem").write_bytes(root.cert_pem())

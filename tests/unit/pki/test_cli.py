@@ -92,3 +92,47 @@ def test_broker_pki_verify_is_the_installed_command(files) -> None:  # type: ign
                            str(files["leaf"]), "--trust", str(files["root"]), "--untrusted",
                            str(files["inter"])], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.startswith("valid:")
+
+
+def test_max_depth_255_is_accepted(files) -> None:  # type: ignore[no-untyped-def]
+    code, _ = run(files["leaf"], "--trust", files["root"], "--untrusted", files["inter"],
+                  "--max-depth", "255")
+    assert code == 0
+    assert run(files["leaf"], "--trust", files["root"], "--max-depth", "256")[0] == 2
+
+
+def test_max_depth_counts_intermediates_only(files) -> None:  # type: ignore[no-untyped-def]
+    args = (files["leaf"], "--trust", files["root"], "--untrusted", files["inter"], "--json")
+    assert run(*args, "--max-depth", "1")[0] == 0
+    code, out = run(*args, "--max-depth", "0")
+    assert code == 1 and json.loads(out)["details"]["intermediates"] == 1
+
+
+def test_soft_fail_is_said_in_words(files, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # A CRL for the issuing CA only: the issuing CA's own status (the root's CRL) is unknown.
+    p = issue.make_demo_pki()
+    good = tmp_path / "good.crl"
+    good.write_bytes(issue.make_crl(p.intermediate, []).public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "l.pem").write_bytes(p.user.cert_pem())
+    (tmp_path / "r.pem").write_bytes(p.root.cert_pem())
+    (tmp_path / "i.pem").write_bytes(p.intermediate.cert_pem())
+    base = (tmp_path / "l.pem", "--trust", tmp_path / "r.pem", "--untrusted", tmp_path / "i.pem",
+            "--crl", good)
+    code, out = run(*base)
+    assert code == 0 and "revocation status NOT established" in out
+    code, out = run(*base, "--json")
+    assert json.loads(out)["revocation"] == "soft_fail"
+
+
+def test_well_formed_but_unparseable_certificate_exits_1(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from asn1crypto.core import Integer, Sequence
+
+    # SEQUENCE { INTEGER, INTEGER, INTEGER }: the SIGNED{} shape, but no certificate inside.
+    class Three(Sequence):  # type: ignore[misc]
+        _fields = [("a", Integer), ("b", Integer), ("c", Integer)]
+
+    (tmp_path / "odd.der").write_bytes(Three({"a": 1, "b": 2, "c": 3}).dump())
+    root = issue.make_root("R")
+    (tmp_path / "root.pem").write_bytes(root.cert_pem())
+    code, out = run(tmp_path / "odd.der", "--trust", tmp_path / "root.pem", "--json")
+    assert code == 1 and json.loads(out)["reason"] == "certificate_malformed"
