@@ -32,6 +32,9 @@ from broker.pki.errors import PkiError
 from broker.pki.paths import name_key
 
 ANY_POLICY = "2.5.29.32.0"
+# What the engine raises on input it does not support (unusual algorithms or encodings).
+_ENGINE_FAULTS = (ValueError, TypeError, KeyError, IndexError, NotImplementedError,
+                  AttributeError)
 # The engine logs every candidate CRL-issuer path it rejects, with a traceback, at WARNING; the
 # verdict we act on is its result, so only its errors are worth a log line.
 logging.getLogger("pyhanko_certvalidator").setLevel(logging.ERROR)
@@ -153,6 +156,10 @@ def crl_verdict(path: Sequence[x509.Certificate], crls: Sequence[x509.Certificat
         except (ValidationError, PathError) as exc:
             unknown = unknown or _named(str(exc), path)[:300]
             continue
+        except _ENGINE_FAULTS as exc:
+            # Input the engine cannot process is no verdict: unknown, never "good".
+            unknown = unknown or f"the RFC 5280 engine cannot process the CRLs: {exc!r}"[:300]
+            continue
         if not unknown:
             return "good", ""
     return "unknown", unknown
@@ -191,6 +198,11 @@ def check_path(path: Sequence[x509.Certificate], inputs: PolicyInputs,
                            f"{text[:200]}", {"policy_inputs": inputs.as_dict()}) from None
         raise PkiError("certificate_untrusted", f"The path does not validate: {text[:200]}",
                        {"engine": "rfc5280"}) from None
+    except _ENGINE_FAULTS as exc:
+        # A certificate the engine cannot process is refused, with a sentence, not a traceback.
+        raise PkiError("certificate_malformed", "A certificate of the path cannot be "
+                                                f"processed: {exc!r}"[:240],
+                       {"engine": "rfc5280", "check": "unprocessable"}) from None
     # The engine records the user-constrained policy set on the path it was handed.
     qualified = vpath.qualified_policies() or frozenset()
     return sorted({q.user_domain_policy_id for q in qualified} - {"any_policy"})

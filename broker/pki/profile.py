@@ -51,6 +51,7 @@ CHECKS = {
     "malformed_email": "a malformed e-mail address (RFC 5280 §4.2.1.6)",
     "malformed_ip_address": "a malformed IP address entry (RFC 5280 §4.2.1.6, §4.2.1.10)",
     "malformed_extension": "an extension that cannot be decoded",
+    "unprocessable": "a certificate the RFC 5280 engine cannot process",
     "crl_number_missing": "the CRL has no cRLNumber extension (RFC 5280 §5.2.3)",
     "crl_number_critical": "the CRL's cRLNumber extension is critical (RFC 5280 §5.2.3)",
     "crl_issuer_without_crl_sign":
