@@ -304,3 +304,32 @@ def test_a_revoked_cross_certificate_falls_back_to_another_path() -> None:
                        [issue.make_crl(old, []), issue.make_crl(root, [old.cert.serial_number])])
     r = verify_certificate(user.cert_der(), [], store)
     assert r.chain[1].serial_number == new.cert.serial_number
+
+
+def test_name_constraints_are_judged_on_each_candidate_path() -> None:
+    """The same CA key certified twice: once with a constraint excluding the user, once not.
+    The constrained path is refused and the other one is found."""
+    root = issue.make_root("Root")
+    key = issue.new_key()
+    excluded = x509.NameConstraints(None, [x509.DirectoryName(
+        x509.Name([x509.NameAttribute(x509.oid.NameOID.COUNTRY_NAME, "US")]))])
+    constrained = issue.make_intermediate(root, "Issuing", key=key, name_constraints=excluded)
+    plain = issue.make_intermediate(root, "Issuing", key=key)
+    user = issue.make_user_cert(constrained, "A")
+    r = verify_certificate(user.cert_der(), [constrained.cert_der(), plain.cert_der()],
+                           TrustStore([root.cert]), revocation=NO_REV)
+    assert r.chain[1].serial_number == plain.cert.serial_number
+    with pytest.raises(PkiError) as err:
+        verify_certificate(user.cert_der(), [constrained.cert_der()], TrustStore([root.cert]),
+                           revocation=NO_REV)
+    assert err.value.code == "certificate_untrusted"
+
+
+def test_chain_in_any_order_with_the_root_inside() -> None:
+    root = issue.make_root("Root")
+    a = issue.make_intermediate(root, "A", path_length=1)
+    b = issue.make_intermediate(a, "B")
+    user = issue.make_user_cert(b, "U")
+    r = verify_certificate(user.cert_der(), [root.cert_der(), a.cert_der(), b.cert_der()],
+                           TrustStore([root.cert]), revocation=NO_REV)
+    assert len(r.chain) == 4
