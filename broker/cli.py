@@ -33,14 +33,31 @@ def main() -> None:
 @main.command()
 @common_options
 @click.option("--revision", default="head", show_default=True, help="Target revision.")
-@click.option("--downgrade", is_flag=True, help="Downgrade to --revision (e.g. base).")
-def migrate(settings: Settings, revision: str, downgrade: bool) -> None:
+@click.option("--downgrade", is_flag=True,
+              help="Downgrade to --revision (e.g. base); asks for confirmation.")
+@click.option("--yes", "-y", "assume_yes", is_flag=True,
+              help="Do not ask before a downgrade (it drops tables and their data).")
+def migrate(settings: Settings, revision: str, downgrade: bool, assume_yes: bool) -> None:
     """Upgrade (or downgrade) the database schema."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from broker.cli_common import require_existing_database
     from broker.store import migrate as mig
 
     url = settings.database_url
+    if downgrade:
+        require_existing_database(settings)
+        if not assume_yes:
+            try:
+                ok = click.confirm(f"Downgrade database {redact(url)} to revision {revision}? "
+                                   "This drops tables and the data in them", default=False,
+                                   err=True)
+            except click.Abort:
+                ok = False
+            if not ok:
+                fail("downgrade not confirmed: nothing changed (pass --yes to skip the question)")
+    else:
+        prepare_sqlite_folder(settings)
     try:
         if downgrade:
             mig.downgrade(url, revision)
@@ -52,6 +69,23 @@ def migrate(settings: Settings, revision: str, downgrade: bool) -> None:
         fail(f"migration failed: {first_line(exc)}")
     click.echo(f"database {redact(url)} is at revision {revision if downgrade else 'head'} "
                f"({mig.head_revision() if not downgrade else revision})")
+
+
+def prepare_sqlite_folder(settings: Settings) -> None:
+    """Before creating a SQLite database: make the state folder if the file goes there, and
+    refuse (one line) a file whose folder does not exist anywhere else — never create it."""
+    path = settings.sqlite_file
+    if path is None or path.parent.is_dir():
+        return
+    if path.parent == settings.state_path:
+        try:
+            path.parent.mkdir(parents=True, mode=0o750)
+        except OSError as exc:
+            fail(f"cannot create the state folder {path.parent}: {exc.strerror} (set "
+                 "server.state_dir or database.url)")
+        return
+    fail(f"database folder {path.parent} does not exist (database.url "
+         f"{redact(settings.database_url)})")
 
 
 # --------------------------------------------------------------------------- serve
@@ -131,15 +165,7 @@ def run_server(settings: Settings, *, dev: bool, inherited: dict[str, int] | Non
 
     log = logging.getLogger("broker.serve")
     ctx = BrokerContext(settings)
-    try:
-        tls = server.resolve_tls(ctx, dev)
-        server.tls_options(tls)  # fail early on unreadable files
-    except BrokerError as exc:
-        fail(exc.message)
-    if tls.generated and inherited is None:
-        click.echo(f"serve: using a self-signed DEVELOPMENT certificate {tls.cert} "
-                   "(not for production)", err=True)
-    prepare_schema(ctx, dev, log)
+    tls = startup_checks(ctx, dev, log, announce=inherited is None)
     from broker.service.wiring import install
 
     install(ctx)
@@ -148,13 +174,10 @@ def run_server(settings: Settings, *, dev: bool, inherited: dict[str, int] | Non
 
     def started(_: object) -> None:
         server.start_sweeper(ctx)
-        if inherited is None:
-            click.echo(f"serve: client API on {settings.server.listen}, admin API on "
-                       f"{settings.server.admin_listen}", err=True)
 
     def failed(f: Any) -> None:
         msg = f.value.message if isinstance(f.value, BrokerError) else f.getErrorMessage()
-        click.echo(f"error: cannot listen: {msg}", err=True)
+        log.error("cannot listen", extra={"error": msg})
         exit_code[0] = 1
         reactor.stop()
 
@@ -171,40 +194,65 @@ def run_server(settings: Settings, *, dev: bool, inherited: dict[str, int] | Non
         sys.exit(exit_code[0])
 
 
-def prepare_schema(ctx: Any, dev: bool, log: Any) -> None:
-    """With --dev bring the schema to head; otherwise warn when it is behind."""
+def startup_checks(ctx: Any, dev: bool, log: Any, *, announce: bool = True) -> Any:
+    """Everything `serve` needs, checked before listening: the region catalogue, the TLS files,
+    the database (reachable, schema at head; --dev migrates). One line and exit 1 on failure.
+    Returns the TLS files."""
     from sqlalchemy.exc import SQLAlchemyError
 
+    from broker.cli_common import require_existing_database
     from broker.store import migrate as mig
+    from broker.web import server
 
+    try:
+        ctx.catalogue  # noqa: B018 (load now: a bad catalogue refuses the start)
+        tls = server.resolve_tls(ctx, dev)
+        server.tls_options(tls)  # unreadable or mismatched files fail here, not per connection
+    except BrokerError as exc:
+        fail(exc.message)
+    if tls.generated and announce:
+        log.warning("using a self-signed development certificate (not for production)",
+                    extra={"cert": str(tls.cert)})
+    if dev:
+        prepare_sqlite_folder(ctx.settings)
+    else:
+        require_existing_database(ctx.settings)
+    url = redact(ctx.settings.database_url)
     try:
         current = mig.current_revision(ctx.db.engine)
         head = mig.head_revision()
         if current != head:
-            if dev:
-                mig.upgrade(ctx.settings.database_url)
-                log.info("dev: database migrated to head", extra={"revision": head})
-            else:
-                fail(f"database schema is at {current or 'nothing'}, not {head}: run "
+            if not dev:
+                fail(f"database {url} schema is at {current or 'nothing'}, not {head}: run "
                      "`broker migrate` first")
+            mig.upgrade(ctx.settings.database_url)
+            log.info("dev: database migrated to head", extra={"revision": head})
     except SQLAlchemyError as exc:
-        # Serve anyway: /readyz reports the database until it comes back.
-        log.warning("database unreachable at start-up", extra={"error": first_line(exc)})
+        fail(f"database {url} unreachable: {first_line(exc)}")
+    except BrokerError as exc:
+        fail(exc.message)
+    return tls
 
 
 def supervise(settings: Settings, dev: bool) -> None:
     """Bind the sockets once, run N worker processes that adopt them, restart any that die."""
     if settings.database_url.startswith("sqlite"):
         fail("--workers > 1 needs PostgreSQL: SQLite is for one process", EXIT_USAGE)
-    from broker.service.context import BrokerContext
-    from broker.web import server
+    import logging
 
+    from broker.service.context import BrokerContext
+
+    log = logging.getLogger("broker.serve")
+    startup_checks(BrokerContext(settings), dev, log)  # once, before forking (makes the dev cert)
     try:
-        server.resolve_tls(BrokerContext(settings), dev)  # make the dev cert once, before forking
         socks = {"client": bind_socket(settings.server.listen),
                  "admin": bind_socket(settings.server.admin_listen)}
     except (BrokerError, OSError) as exc:
         fail(getattr(exc, "message", None) or str(exc))
+    from broker import metrics
+
+    # Workers write their metrics here and any of them answers a scrape with the sum.
+    metrics.prepare_multiprocess_dir(str(settings.state_path / "metrics"))
     fds = ",".join(f"{k}={s.fileno()}" for k, s in socks.items())
     args = [sys.executable, "-m", "broker.cli", "serve", "--worker-fds", fds]
     if settings.source != "<defaults>":
@@ -229,8 +277,9 @@ def supervise(settings: Settings, dev: bool) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     children.extend(spawn() for _ in range(settings.server.workers))
-    click.echo(f"serve: {settings.server.workers} workers on {settings.server.listen} "
-               f"(admin {settings.server.admin_listen})", err=True)
+    log.info("workers started", extra={"workers": settings.server.workers,
+                                       "listen": settings.server.listen,
+                                       "admin_listen": settings.server.admin_listen})
     while True:
         alive = [c for c in children if c.poll() is None]
         if stopping and not alive:
@@ -238,8 +287,9 @@ def supervise(settings: Settings, dev: bool) -> None:
         if not stopping:
             for i, c in enumerate(children):
                 if c.poll() is not None:
-                    click.echo(f"serve: worker {c.pid} exited ({c.returncode}); restarting",
-                               err=True)
+                    metrics.worker_exited(c.pid)
+                    log.warning("worker exited; restarting",
+                                extra={"pid": c.pid, "returncode": c.returncode})
                     time.sleep(1)
                     children[i] = spawn()
         time.sleep(0.2)

@@ -25,7 +25,9 @@ def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """--config and --database-url, resolved into a Settings passed as ``settings``."""
 
     @click.option("--config", "config_path", type=click.Path(dir_okay=False),
-                  envvar="BROKER_CONFIG", help="Config file (default: ./config/broker.toml).")
+                  envvar="BROKER_CONFIG",
+                  help="Config file (default: $BROKER_CONFIG, else ./config/broker.toml, else "
+                       "/etc/smartcard-broker/broker.toml, else built-in defaults).")
     @click.option("--database-url", help="Database URL (overrides database.url).")
     @functools.wraps(fn)
     def wrapper(config_path: str | None, database_url: str | None, **kw: Any) -> Any:
@@ -55,6 +57,15 @@ def redact(url: str) -> str:
         return "<database>"
 
 
+def require_existing_database(settings: Settings) -> None:
+    """Fail with one line when the SQLite file does not exist: opening it would create an empty
+    database (and a command that only reads must never create files)."""
+    path = settings.sqlite_file
+    if path is not None and not path.is_file():
+        fail(f"database {path} does not exist; run `broker migrate` first (or check "
+             "database.url / --config)")
+
+
 def open_context(settings: Settings) -> Any:
     """A BrokerContext on a database whose schema is at head (else one clear error)."""
     from sqlalchemy.exc import SQLAlchemyError
@@ -62,6 +73,7 @@ def open_context(settings: Settings) -> Any:
     from broker.service.context import BrokerContext
     from broker.store import migrate
 
+    require_existing_database(settings)
     try:
         ctx = BrokerContext(settings)
         current = migrate.current_revision(ctx.db.engine)

@@ -21,7 +21,13 @@ from sqlalchemy.exc import ArgumentError
 from broker.errors import BrokerError
 
 ENV_PREFIX = "BROKER_"
-DEFAULT_CONFIG = Path("config/broker.toml")
+#: Looked for, in this order, when neither --config nor $BROKER_CONFIG names a file.
+LOCAL_CONFIG = Path("config/broker.toml")
+SYSTEM_CONFIG = Path("/etc/smartcard-broker/broker.toml")
+#: The state folder when no config file is found (systemd's StateDirectory=smartcard-broker).
+SYSTEM_STATE_DIR = Path("/var/lib/smartcard-broker")
+LOG_LEVELS = {"debug": "DEBUG", "info": "INFO", "warn": "WARNING", "warning": "WARNING",
+              "error": "ERROR"}
 
 
 class ConfigError(BrokerError):
@@ -41,11 +47,17 @@ class ServerSettings:
     threadpool_size: int = 10
     request_head_timeout_s: float = 10.0
     request_body_timeout_s: float = 30.0
+    #: Folder for the default SQLite database and the --dev TLS pair; "" = var/ beside the
+    #: config file (or /var/lib/smartcard-broker on built-in defaults).
+    state_dir: str = ""
+    #: Also serve /metrics on the client listener (it is always on the admin listener).
+    metrics_on_client: bool = False
 
 
 @dataclass(frozen=True)
 class DatabaseSettings:
-    url: str = "sqlite:///var/broker.db"
+    #: "" = SQLite file broker.db in the state folder.
+    url: str = ""
     pool_size: int = 10
     retries: int = 5
 
@@ -87,7 +99,8 @@ class WorkSpaceSettings:
 
 @dataclass(frozen=True)
 class RegionSettings:
-    catalogue: str = "config/regions.toml"
+    #: "" = the catalogue shipped with the broker.
+    catalogue: str = ""
 
 
 @dataclass(frozen=True)
@@ -106,7 +119,8 @@ class Settings:
     workspaces: WorkSpaceSettings = field(default_factory=WorkSpaceSettings)
     regions: RegionSettings = field(default_factory=RegionSettings)
     log: LogSettings = field(default_factory=LogSettings)
-    #: Folder that relative paths (SQLite file, catalogue, TLS files) are resolved against.
+    #: Folder that relative paths (SQLite file, catalogue, TLS files) are resolved against:
+    #: the config file's folder (the current folder only on built-in defaults).
     base_dir: Path = field(default_factory=Path.cwd)
     #: Where the settings came from, for messages.
     source: str = "<defaults>"
@@ -117,9 +131,37 @@ class Settings:
         return p if p.is_absolute() else self.base_dir / p
 
     @property
+    def state_path(self) -> Path:
+        """The state folder (default SQLite database, --dev TLS pair, demo files)."""
+        if self.server.state_dir:
+            return self.path(self.server.state_dir)
+        if self.source == "<defaults>":
+            return SYSTEM_STATE_DIR
+        return self.base_dir / "var"
+
+    @property
+    def catalogue_path(self) -> Path:
+        """The region catalogue: the configured file, else the one shipped with the broker."""
+        if self.regions.catalogue:
+            return self.path(self.regions.catalogue)
+        from broker.shipped import default_catalogue
+
+        return default_catalogue()
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database file, or None for PostgreSQL and in-memory SQLite."""
+        parsed = make_url(self.database_url)
+        if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+            return None
+        return Path(parsed.database)
+
+    @property
     def database_url(self) -> str:
         """The database URL with a relative SQLite file made absolute against base_dir."""
         url = self.database.url
+        if not url:
+            return f"sqlite:///{self.state_path / 'broker.db'}"
         prefix = "sqlite:///"
         if url.startswith(prefix) and not url.startswith(prefix + "/"):
             rest = url[len(prefix):]
@@ -208,13 +250,14 @@ def _check_values(settings: Settings) -> None:
         if value < 0:
             raise ConfigError(message=f"{where}{key} must not be negative, not {value!r}",
                               details={"key": key})
-    if s.log.level not in ("debug", "info", "warn", "error"):
-        raise ConfigError(message=f"{where}log.level must be one of debug, info, warn, error",
-                          details={"key": "log.level"})
-    if s.log.format not in ("json", "text"):
+    if s.log.level.lower() not in LOG_LEVELS:
+        raise ConfigError(message=f"{where}log.level must be one of debug, info, warning, "
+                                  f"error, not {s.log.level!r}", details={"key": "log.level"})
+    if s.log.format.lower() not in ("json", "text"):
         raise ConfigError(message=f"{where}log.format must be json or text",
                           details={"key": "log.format"})
-    check_database_url(s.database.url, where)
+    if s.database.url:
+        check_database_url(s.database.url, where)
 
 
 def check_database_url(url: str, where: str = "") -> None:
@@ -231,26 +274,34 @@ def check_database_url(url: str, where: str = "") -> None:
             details={"key": "database.url"})
 
 
-def _base_dir_for(config_path: Path) -> Path:
-    parent = config_path.resolve().parent
-    return parent.parent if parent.name == "config" else parent
+def find_config(path: str | os.PathLike[str] | None,
+                env: Mapping[str, str]) -> tuple[Path | None, bool]:
+    """(config file, named explicitly): --config, else $BROKER_CONFIG, else
+    ./config/broker.toml, else /etc/smartcard-broker/broker.toml, else (None, False)."""
+    if path is not None:
+        return Path(path), True
+    if env.get("BROKER_CONFIG"):
+        return Path(env["BROKER_CONFIG"]), True
+    for candidate in (LOCAL_CONFIG, SYSTEM_CONFIG):
+        if candidate.is_file():
+            return candidate, False
+    return None, False
 
 
 def load_settings(path: str | os.PathLike[str] | None = None,
                   environ: Mapping[str, str] | None = None) -> Settings:
-    """Read settings from ``path`` (default: $BROKER_CONFIG, else ./config/broker.toml if present,
-    else built-in defaults), apply environment overrides, validate.
+    """Read settings from the file :func:`find_config` picks (or built-in defaults), apply
+    environment overrides, validate. Relative paths resolve against the config file's folder.
 
     Raises ConfigError naming the file and key for an unreadable or malformed file, an unknown
     section or key, a wrong type, or an out-of-range value.
     """
     env = os.environ if environ is None else environ
-    explicit = path is not None or "BROKER_CONFIG" in env
-    cfg_path = Path(path if path is not None else env.get("BROKER_CONFIG", DEFAULT_CONFIG))
+    cfg_path, _explicit = find_config(path, env)
     data: dict[str, Any] = {}
     source = "<defaults>"
     base_dir = Path.cwd()
-    if cfg_path.exists() or explicit:
+    if cfg_path is not None:
         source = str(cfg_path)
         try:
             with open(cfg_path, "rb") as fh:
@@ -264,7 +315,7 @@ def load_settings(path: str | os.PathLike[str] | None = None,
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(message=f"{cfg_path}: not valid TOML: {exc}",
                               details={"path": str(cfg_path)}) from None
-        base_dir = _base_dir_for(cfg_path)
+        base_dir = cfg_path.resolve().parent
 
     sections: dict[str, dict[str, Any]] = {}
     for name, section in data.items():
@@ -296,6 +347,10 @@ def load_settings(path: str | os.PathLike[str] | None = None,
                                       f"{section_name}.{key}", details={"key": var})
         sections.setdefault(section_name, {})[key] = _coerce(var, raw, types[key], "")
 
+    log_section = sections.get("log", {})
+    for key in ("level", "format"):
+        if isinstance(log_section.get(key), str):
+            log_section[key] = log_section[key].strip().lower()
     built = {name: cls(**sections.get(name, {})) for name, cls in _SECTIONS.items()}
     settings = Settings(**built, base_dir=base_dir, source=source)
     _check_values(settings)

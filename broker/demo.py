@@ -22,9 +22,9 @@ import click
 from broker.cli_common import common_options, fail
 from broker.config import Settings
 from broker.harness import BrokerProcess, HarnessError
+from broker.shipped import shipped_path
 
 VPCD_PORT = 35963
-REPO = Path(__file__).resolve().parent.parent
 
 
 class DemoScreens:
@@ -111,7 +111,7 @@ def demo(settings: Settings, pin: str, card_mode: str, key_kind: str,
     from broker.service.tickets import verify
     from broker.store import migrate
 
-    workdir = settings.base_dir / "var" / "demo"
+    workdir = settings.state_path / "demo"
     shutil.rmtree(workdir, ignore_errors=True)
     (workdir / "pki").mkdir(parents=True)
     db_url = f"sqlite:///{workdir / 'broker.db'}"
@@ -130,7 +130,7 @@ def demo(settings: Settings, pin: str, card_mode: str, key_kind: str,
 
     ctx = BrokerContext(settings.replace("database", url=db_url))
     try:
-        loaded = directories.load_file(REPO / "config" / "demo.toml",
+        loaded = directories.load_file(shipped_path("config", "demo.toml"),
                                        set(ctx.catalogue.region_ids()))
         result = ctx.db.transaction(lambda s: directories.apply_loaded(
             s, loaded, catalogue=ctx.catalogue, actor="demo"))

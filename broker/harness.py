@@ -62,8 +62,8 @@ class BrokerProcess:
             f'[server]\nlisten = "tcp:{self.port}:interface=127.0.0.1"\n'
             f'admin_listen = "tcp:{self.admin_port}:interface=127.0.0.1"\n'
             f"workers = {self.workers}\nshutdown_grace_s = 5.0\n"
+            f'state_dir = "{self.base / "var"}"\n'
             f'[database]\nurl = "{self.db_url}"\n'
-            f'[regions]\ncatalogue = "{REPO / "config" / "regions.toml"}"\n'
             f'[log]\nformat = "json"\nlevel = "{self.log_level}"\n' + extra)
 
     def command(self, *args: str) -> list[str]:

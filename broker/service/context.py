@@ -44,7 +44,7 @@ class BrokerContext:
     def catalogue(self) -> RegionCatalogue:
         from broker.regions import RegionCatalogue
 
-        return RegionCatalogue.load(self.settings.path(self.settings.regions.catalogue))
+        return RegionCatalogue.load(self.settings.catalogue_path)
 
     # Per-process services, built on first use and kept for the life of the process.
     @cached_property

@@ -13,7 +13,6 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
@@ -33,9 +32,8 @@ def create_broker_engine(url: str, *, pool_size: int = 10) -> Engine:
     """Create an engine for a SQLite or PostgreSQL URL with the settings the broker relies on."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        # No folder is made here: a missing parent is an error the caller reports (a typo in
+        # the URL must not silently create directories; `broker migrate` makes the state folder).
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")

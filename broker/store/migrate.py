@@ -1,4 +1,4 @@
-"""Alembic driven from code: the migrations live in the top-level migrations/ folder.
+"""Alembic driven from code: the migrations ship with the package (see broker.shipped).
 
 There is no alembic.ini: the configuration is built here so `broker migrate` works with the
 database URL from the broker's own settings.
@@ -6,20 +6,18 @@ database URL from the broker's own settings.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent.parent / "migrations"
+from broker.shipped import migrations_dir
 
 
 def alembic_config(url: str) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("script_location", str(migrations_dir()))
     # ConfigParser interpolation: a literal % in a URL (escaped password) must be doubled.
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg

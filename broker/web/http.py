@@ -37,22 +37,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from prometheus_client import Counter, Histogram
 from pydantic import BaseModel, ValidationError
 from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
 from twisted.web.server import Request
 
 from broker.codes import Code
 from broker.errors import BrokerError
+from broker.web.access import record as record_access
 from broker.web.errors import body_for, error_body, status_for
 
 log = logging.getLogger("broker.web")
 M = TypeVar("M", bound=BaseModel)
-
-HTTP_REQUESTS = Counter("broker_http_requests_total", "HTTP requests answered",
-                        ["api", "route", "method", "status"])
-HTTP_LATENCY = Histogram("broker_http_request_duration_seconds", "HTTP request latency",
-                         ["api", "route"])
 
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
@@ -471,14 +466,8 @@ class JsonApi:
                 out = write_json(request, 500, error_body(
                     "internal_error", "The broker hit an unexpected error; it has been logged.",
                     {"request_id": rid}))
-            elapsed = time.monotonic() - started
-            method = request.method.decode("ascii", "replace")
-            HTTP_REQUESTS.labels(api, template, method, str(status)).inc()
-            HTTP_LATENCY.labels(api, template).observe(elapsed)
-            log.info("request", extra={
-                "request_id": rid, "api": api, "method": method, "route": template,
-                "status": status, "code": code, "duration_ms": round(elapsed * 1000, 2),
-                "client": client_address(request)})
+            record_access(request, api, status, code, time.monotonic() - started,
+                          route=template, client=client_address(request))
             return out
 
         return wrapper

@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from klein import Klein
-from prometheus_client import REGISTRY, generate_latest
 from twisted.internet import defer, task
 from twisted.internet import reactor as _reactor
 from twisted.internet.endpoints import serverFromString
@@ -32,14 +31,17 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
+from broker import metrics
 from broker.errors import BrokerError
 from broker.service.context import BrokerContext
+from broker.web.access import record as record_access
 from broker.web.http import (
     Access,
     BrokerChannel,
     BrokerRequest,
     JsonApi,
     channel_factory,
+    client_address,
     write_json,
 )
 
@@ -104,7 +106,7 @@ def resolve_tls(ctx: BrokerContext, dev: bool) -> TlsFiles:
         raise ServerError(message="no TLS certificate configured: set server.tls_cert and "
                                   "server.tls_key, or run `broker serve --dev` for a self-signed "
                                   "development certificate")
-    return dev_certificate(s.path("var/dev-tls"))
+    return dev_certificate(s.state_path / "dev-tls")
 
 
 def tls_options(files: TlsFiles) -> CertificateOptions:
@@ -133,8 +135,9 @@ class BrokerSite(Site):
     requestFactory = BrokerRequest  # noqa: N815 (twisted API)
     protocol = channel_factory
 
-    def __init__(self, resource: Resource, **kw: Any) -> None:
+    def __init__(self, resource: Resource, api: str = "client", **kw: Any) -> None:
         super().__init__(resource, **kw)
+        self.api = api
         self.in_flight = 0
         self._idle: list[defer.Deferred[None]] = []
         self.noisy = False
@@ -164,7 +167,19 @@ class BrokerSite(Site):
             if transport is not None:
                 transport.loseConnection()
 
+    def log(self, request: Any) -> None:
+        """Replaces Twisted's access log: requests no json_route answered (unknown paths,
+        /metrics) get the same one line; the rest were recorded by json_route already."""
+        if not getattr(request, "access_recorded", False):
+            started = getattr(request, "started_at", None)
+            elapsed = (reactor.seconds() - started) if started is not None else 0.0
+            status = int(getattr(request, "code", 0) or 0)
+            record_access(request, self.api, status,
+                          "ok" if status < 400 else getattr(request, "error_code", "error"),
+                          elapsed, client=client_address(request))
+
     def getResourceFor(self, request: Any) -> Any:  # noqa: N802 (twisted API)
+        request.started_at = reactor.seconds()
         self.in_flight += 1
         request.notifyFinish().addBoth(self._finished)
         return super().getResourceFor(request)
@@ -184,8 +199,26 @@ class BrokerSite(Site):
         return d
 
 
+def readiness(ctx: BrokerContext) -> str | None:
+    """Why the broker cannot serve logins right now (None: it can). Blocking: run in the pool."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from broker.store import migrate
+
+    try:
+        current = migrate.current_revision(ctx.db.engine)
+    except SQLAlchemyError as exc:
+        log.warning("database not reachable", extra={"error": type(exc).__name__})
+        return "database_unreachable"
+    if current != migrate.head_revision():
+        return "schema_not_at_head"
+    return None
+
+
 def add_operational_routes(api: JsonApi, ctx: BrokerContext) -> None:
-    """/healthz (process up), /readyz (database reachable), /metrics (Prometheus text)."""
+    """/healthz (process up), /readyz (database reachable, schema at head), /metrics
+    (Prometheus text: always on the admin listener, on the client one only when
+    server.metrics_on_client is set)."""
 
     @api.route("/healthz", "GET", access=Access.ANONYMOUS)
     async def healthz(request: Any) -> tuple[int, Any]:
@@ -193,17 +226,27 @@ def add_operational_routes(api: JsonApi, ctx: BrokerContext) -> None:
 
     @api.route("/readyz", "GET", access=Access.ANONYMOUS)
     async def readyz(request: Any) -> tuple[int, Any]:
-        try:
-            await ctx.call(ctx.db.ping)
-        except Exception as exc:
-            log.warning("database not reachable", extra={"error": type(exc).__name__})
-            return 503, {"status": "unavailable", "database": "unreachable"}
+        reason = await ctx.call(readiness, ctx)
+        if reason is not None:
+            return 503, {"status": "unavailable", "reason": reason,
+                         "database": "unreachable" if reason == "database_unreachable"
+                         else "ok"}
         return 200, {"status": "ok", "database": "ok"}
 
-    @api.raw_route("/metrics", "GET", access=Access.ANONYMOUS)
-    def metrics(request: Any) -> bytes:
-        request.setHeader(b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
-        return generate_latest(REGISTRY)
+    if api.name == "admin" or ctx.settings.server.metrics_on_client:
+        store = metrics.StoreCollector(
+            lambda: ctx.db.transaction(lambda s: metrics.read_store(s, ctx.now())))
+
+        @api.raw_route("/metrics", "GET", access=Access.ANONYMOUS)
+        async def prometheus(request: Any) -> bytes:
+            try:
+                await ctx.call(store.refresh)
+            except Exception as exc:  # the process metrics are still worth a scrape
+                log.warning("metrics: database gauges unavailable",
+                            extra={"error": type(exc).__name__})
+            body, content_type = metrics.render(store)
+            request.setHeader(b"content-type", content_type.encode())
+            return body
 
 
 def install_json_errors(app: Klein, api: str) -> None:
@@ -242,7 +285,9 @@ def build_sites(ctx: BrokerContext) -> tuple[BrokerSite, BrokerSite]:
     BrokerChannel.head_timeout_s = s.request_head_timeout_s
     BrokerChannel.body_timeout_s = s.request_body_timeout_s
     client_api, admin_api = build_apis(ctx)
-    return BrokerSite(client_api.app.resource()), BrokerSite(admin_api.app.resource())
+    metrics.watch_pool(ctx.db.engine)
+    return (BrokerSite(client_api.app.resource(), api="client"),
+            BrokerSite(admin_api.app.resource(), api="admin"))
 
 
 # --------------------------------------------------------------------------- running

@@ -41,7 +41,7 @@ def test_unknown_path_is_a_json_404(broker) -> None:  # type: ignore[no-untyped-
 
 def test_metrics_are_prometheus_text(broker) -> None:  # type: ignore[no-untyped-def]
     broker.client().get("/healthz")
-    r = broker.client().get("/metrics")
+    r = broker.admin().get("/metrics")
     assert r.status == 200
     assert b'broker_http_requests_total{api="client",method="GET",route="/healthz"' in r.body
 

@@ -37,9 +37,9 @@ def test_env_bool_and_float_are_converted(tmp_path: Path) -> None:
     assert s.workspaces.start_delay_s == 0.5
 
 
-def test_relative_sqlite_path_resolves_against_project_base(tmp_path: Path) -> None:
+def test_relative_sqlite_path_resolves_against_the_config_files_folder(tmp_path: Path) -> None:
     s = load_settings(write(tmp_path, '[database]\nurl = "sqlite:///var/x.db"\n'), environ={})
-    assert s.database_url == f"sqlite:///{tmp_path / 'var' / 'x.db'}"
+    assert s.database_url == f"sqlite:///{tmp_path / 'config' / 'var' / 'x.db'}"
 
 
 @pytest.mark.parametrize("text,key", [

@@ -1,0 +1,215 @@
+"""Prometheus metrics for operators, one process or many.
+
+Counters and histograms are updated where things happen (requests, logins, revocation fetches,
+database pool checkouts). With ``broker serve --workers N`` the supervisor sets
+``PROMETHEUS_MULTIPROC_DIR`` before the workers start, prometheus_client then keeps each
+worker's values in files there, and a scrape of any worker sums them (:func:`render`), so N
+workers report as one broker.
+
+What lives in the database (active sessions, WorkSpace states, CA and CRL expiry) is read at
+scrape time by :class:`StoreCollector`, never counted per process: every worker would report
+the same rows.
+
+Labels are closed sets (route templates as in OpenAPI, error codes, directory ids): never a raw
+path, which carries session and challenge ids.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+HTTP_REQUESTS = Counter("broker_http_requests_total", "HTTP requests answered",
+                        ["api", "route", "method", "status"])
+HTTP_LATENCY = Histogram("broker_http_request_duration_seconds",
+                         "HTTP request latency by route template", ["api", "route", "method"])
+LOGINS = Counter("broker_logins_total", "Login attempts by method and result (ok or refused)",
+                 ["method", "result"])
+REFUSALS = Counter("broker_refusals_total",
+                   "Client API requests refused, by error code", ["code"])
+CHALLENGES_ISSUED = Counter("broker_challenges_issued_total", "PKI challenges handed out",
+                            ["purpose"])
+CHALLENGES_EXPIRED = Counter("broker_challenges_expired_total",
+                             "Challenge responses refused because the challenge had expired")
+REVOCATION_FETCH = Histogram("broker_revocation_fetch_duration_seconds",
+                             "OCSP and CRL fetch latency", ["kind"],
+                             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))
+REVOCATION_FETCH_FAILURES = Counter("broker_revocation_fetch_failures_total",
+                                    "OCSP and CRL fetches that failed", ["kind"])
+DB_POOL_IN_USE = Gauge("broker_db_pool_connections_in_use",
+                       "Database connections checked out of the pool",
+                       multiprocess_mode="livesum")
+
+#: Client API routes whose answer is a login outcome, with the login method.
+LOGIN_ROUTES = {
+    "/v1/auth/challenges/{challenge_id}/response": "smart_card",
+    "/v1/auth/password": "password",
+}
+#: Routes whose success hands out a challenge, with its purpose.
+CHALLENGE_ROUTES = {
+    "/v1/auth/challenges": "pre_session",
+    "/v1/workspaces/{workspace_id}/connect": "logon",
+    "/v1/sessions/{session_id}/in-session/challenges": "in_session",
+}
+
+
+def record_request(api: str, route: str, method: str, status: int, code: str,
+                   elapsed_s: float) -> None:
+    """Count one answered request and what it meant (login outcome, refusal, challenge)."""
+    HTTP_REQUESTS.labels(api, route, method, str(status)).inc()
+    HTTP_LATENCY.labels(api, route, method).observe(elapsed_s)
+    if api != "client":
+        return
+    if route in LOGIN_ROUTES and method == "POST":
+        LOGINS.labels(LOGIN_ROUTES[route], "ok" if status < 400 else "refused").inc()
+    if 400 <= status < 500 and code and code != "ok":
+        REFUSALS.labels(code).inc()
+        if code == "challenge_expired":
+            CHALLENGES_EXPIRED.inc()
+    # connect answers 200 (ticket) or 202 (WorkSpace starting: a logon challenge).
+    purpose = CHALLENGE_ROUTES.get(route)
+    if purpose and method == "POST" and (status == 201 or status == 202
+                                         or (status == 200 and purpose != "logon")):
+        CHALLENGES_ISSUED.labels(purpose).inc()
+
+
+def observed_fetch(fetch: Callable[[str, bytes | None, str | None, float], bytes]
+                   ) -> Callable[[str, bytes | None, str | None, float], bytes]:
+    """Wrap a revocation fetch (see broker.pki.revocation.Fetch) to time it and count failures."""
+
+    def timed(url: str, body: bytes | None, content_type: str | None, timeout: float) -> bytes:
+        kind = "ocsp" if content_type == "application/ocsp-request" else "crl"
+        started = time.monotonic()
+        try:
+            return fetch(url, body, content_type, timeout)
+        except Exception:
+            REVOCATION_FETCH_FAILURES.labels(kind).inc()
+            raise
+        finally:
+            REVOCATION_FETCH.labels(kind).observe(time.monotonic() - started)
+
+    return timed
+
+
+def watch_pool(engine: Any) -> None:
+    """Keep broker_db_pool_connections_in_use current from the engine's pool events."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(*_: Any) -> None:
+        DB_POOL_IN_USE.inc()
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(*_: Any) -> None:
+        DB_POOL_IN_USE.dec()
+
+
+class StoreCollector(Collector):
+    """Gauges read from the database at scrape time (call :meth:`refresh` off the reactor)."""
+
+    def __init__(self, read: Callable[[], dict[str, Any]]) -> None:
+        self._read = read
+        self._snapshot: dict[str, Any] = {}
+
+    def refresh(self) -> None:
+        self._snapshot = self._read()
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        snap = self._snapshot
+        sessions = GaugeMetricFamily("broker_active_sessions",
+                                     "Sessions not ended, by directory", labels=["directory"])
+        for directory, n in sorted(snap.get("sessions", {}).items()):
+            sessions.add_metric([directory], n)
+        yield sessions
+        states = GaugeMetricFamily("broker_workspaces", "WorkSpaces by state",
+                                   labels=["state"])
+        for state, n in sorted(snap.get("workspaces", {}).items()):
+            states.add_metric([state], n)
+        yield states
+        ca = GaugeMetricFamily("broker_ca_expiry_seconds",
+                               "Seconds until the first trust certificate of a directory expires",
+                               labels=["directory"])
+        for directory, s in sorted(snap.get("ca_expiry", {}).items()):
+            ca.add_metric([directory], s)
+        yield ca
+        crl = GaugeMetricFamily("broker_crl_next_update_seconds",
+                                "Seconds until the earliest uploaded CRL of a directory is due "
+                                "for renewal (negative: stale)", labels=["directory"])
+        for directory, s in sorted(snap.get("crl_next_update", {}).items()):
+            crl.add_metric([directory], s)
+        yield crl
+
+
+def read_store(session: Any, now: datetime) -> dict[str, Any]:
+    """The database-backed gauge values: four grouped queries, whatever the data size."""
+    from sqlalchemy import func, select
+
+    from broker.store.models import Crl, Session, TrustCertificate, WorkSpace
+
+    sessions = dict(session.execute(
+        select(Session.directory_id, func.count()).where(Session.state != "ended")
+        .group_by(Session.directory_id)).all())
+    workspaces = dict(session.execute(
+        select(WorkSpace.state, func.count()).group_by(WorkSpace.state)).all())
+    ca = {d: (t - now).total_seconds() for d, t in session.execute(
+        select(TrustCertificate.directory_id, func.min(TrustCertificate.not_after))
+        .group_by(TrustCertificate.directory_id)).all() if t is not None}
+    crl = {d: (t - now).total_seconds() for d, t in session.execute(
+        select(Crl.directory_id, func.min(Crl.next_update))
+        .group_by(Crl.directory_id)).all() if t is not None}
+    return {"sessions": sessions, "workspaces": workspaces, "ca_expiry": ca,
+            "crl_next_update": crl}
+
+
+def render(store: StoreCollector | None = None) -> tuple[bytes, str]:
+    """The exposition text of this broker (all workers in multiprocess mode)."""
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry = REGISTRY
+    body = generate_latest(registry)
+    if store is not None:
+        extra = CollectorRegistry()
+        extra.register(store)
+        body += generate_latest(extra)
+    return body, CONTENT_TYPE_LATEST
+
+
+def prepare_multiprocess_dir(folder: str) -> None:
+    """Empty ``folder`` (stale files of dead workers would be summed) and point the workers at it.
+
+    Must run in the supervisor before any worker imports prometheus_client.
+    """
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+    os.makedirs(folder, mode=0o700)
+    os.environ[MULTIPROC_ENV] = folder
+
+
+def worker_exited(pid: int) -> None:
+    """Drop a dead worker's live gauges (its counters stay in the sum)."""
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
