@@ -86,11 +86,15 @@ def export_cmd(settings: Settings, directory_ids: tuple[str, ...], output: Path 
     base = (output.parent if output else Path.cwd()).resolve()
     stem = output.stem if output else "-".join(directory_ids)
     pki_dir = base / f"{stem}-pki"
-    docs = run_tx(ctx, lambda s: [directories.export_directory(s, d, pki_dir, base)
-                                  for d in directory_ids])
-    text = directories.export_text(docs)
+    try:
+        docs = run_tx(ctx, lambda s: [directories.export_directory(s, d, pki_dir, base)
+                                      for d in directory_ids])
+        text = directories.export_text(docs)
+        if output:
+            output.write_text(text)
+    except OSError as exc:
+        fail(f"cannot write the export to {exc.filename or output}: {exc.strerror or exc}")
     if output:
-        output.write_text(text)
         click.echo(f"wrote {output} (certificates and CRLs in {pki_dir})", err=True)
     else:
         sys.stdout.write(text)

@@ -79,5 +79,6 @@ def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | N
     # (unhandled errors in Deferreds, TLS failures) reach our stream.
     only_warnings = LogLevelFilterPredicate(defaultLogLevel=LogLevel.warn)
     observer = FilteringLogObserver(STDLibLogObserver(name="twisted"),  # type: ignore[arg-type]
-                                    [only_warnings])
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False, discardBuffer=True)
+                                    [only_warnings])  # type: ignore[list-item]
+    globalLogBeginner.beginLoggingTo([observer],  # type: ignore[list-item]
+                                     redirectStandardIO=False, discardBuffer=True)

@@ -83,10 +83,10 @@ def record_request(api: str, route: str, method: str, status: int, code: str,
         REFUSALS.labels(code).inc()
         if code == "challenge_expired":
             CHALLENGES_EXPIRED.inc()
-    # connect answers 200 (ticket) or 202 (WorkSpace starting: a logon challenge).
+    # connect answers 201 (a session) or 202 (WorkSpace starting: a logon challenge).
     purpose = CHALLENGE_ROUTES.get(route)
-    if purpose and method == "POST" and (status == 201 or status == 202
-                                         or (status == 200 and purpose != "logon")):
+    if purpose and method == "POST" and (status == 202 if purpose == "logon"
+                                         else 200 <= status < 300):
         CHALLENGES_ISSUED.labels(purpose).inc()
 
 

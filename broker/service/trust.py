@@ -193,7 +193,9 @@ def verify_card_response(ctx: BrokerContext, snap: TrustSnapshot, tbs: bytes, ce
     called: later refusals are evidence against that key, earlier ones are not. Runs outside any
     transaction (OCSP and CRL fetches may block; this is a worker thread).
     """
+    from broker.metrics import observed_fetch
     from broker.pki import RevocationSettings, parse_certificate, verify_certificate
+    from broker.pki.revocation import urllib_fetch
     from broker.pki.signatures import verify_signature
 
     leaf = parse_certificate(cert_der)
@@ -205,7 +207,7 @@ def verify_card_response(ctx: BrokerContext, snap: TrustSnapshot, tbs: bytes, ce
         purpose=snap.required_eku,
         revocation=RevocationSettings(crl=snap.crl_on, ocsp=snap.ocsp_on,
                                       fail_mode=snap.fail_mode),
-        cache=ctx.revocation_cache, **dict(snap.pki))
+        cache=ctx.revocation_cache, fetch=observed_fetch(urllib_fetch), **dict(snap.pki))
     return Verified(cert_fingerprint(cert_der), cert_der, result.identity,
                     list(result.soft_fail_reasons), result.evidence())
 
