@@ -210,9 +210,6 @@ def startup_checks(ctx: Any, dev: bool, log: Any, *, announce: bool = True) -> A
         server.tls_options(tls)  # unreadable or mismatched files fail here, not per connection
     except BrokerError as exc:
         fail(exc.message)
-    if tls.generated and announce:
-        log.warning("using a self-signed development certificate (not for production)",
-                    extra={"cert": str(tls.cert)})
     if dev:
         prepare_sqlite_folder(ctx.settings)
     else:
@@ -231,6 +228,9 @@ def startup_checks(ctx: Any, dev: bool, log: Any, *, announce: bool = True) -> A
         fail(f"database {url} unreachable: {first_line(exc)}")
     except BrokerError as exc:
         fail(exc.message)
+    if tls.generated and announce:
+        log.warning("using a self-signed development certificate (not for production)",
+                    extra={"cert": str(tls.cert)})
     return tls
 
 

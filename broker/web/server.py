@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,8 @@ from broker.web.http import (
     client_address,
     write_json,
 )
+
+REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 log = logging.getLogger("broker.server")
 reactor: Any = _reactor  # the global reactor; its interfaces confuse type checkers
@@ -180,6 +183,11 @@ class BrokerSite(Site):
 
     def getResourceFor(self, request: Any) -> Any:  # noqa: N802 (twisted API)
         request.started_at = reactor.seconds()
+        # Honour a sane X-Request-Id on every answer, routed or not (json_route does it again).
+        rid_in = request.getHeader(b"x-request-id")
+        if rid_in and REQUEST_ID_OK.match(rid_in.decode("ascii", "replace")):
+            request.request_id = rid_in.decode()
+        request.setHeader(b"x-request-id", request.request_id.encode())
         self.in_flight += 1
         request.notifyFinish().addBoth(self._finished)
         return super().getResourceFor(request)
@@ -255,11 +263,13 @@ def install_json_errors(app: Klein, api: str) -> None:
 
     @app.handle_errors(NotFound)
     def not_found(request: Any, failure: Any) -> bytes:
+        request.error_code = "not_found"
         return write_json(request, 404, {"error": {"code": "not_found", "message":
                                                   "No such API path.", "details": {}}})
 
     @app.handle_errors(MethodNotAllowed)
     def not_allowed(request: Any, failure: Any) -> bytes:
+        request.error_code = "method_not_allowed"
         return write_json(request, 405, {"error": {"code": "method_not_allowed", "message":
                                                   "That method is not allowed on this path.",
                                                   "details": {}}})

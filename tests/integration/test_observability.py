@@ -1,0 +1,119 @@
+"""Logs and metrics an operator can use: one JSON line per request by route template (never the
+raw path), one line per start-up fact, Prometheus metrics on the admin listener that N workers
+report as one."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+
+import pytest
+
+from tests.support.databases import postgres_schema_url
+from tests.support.server import BrokerProcess
+from tests.support.softcard import SoftClient
+
+SECRET_ID = "SeCrEtChallengeId0123456789abcdef"
+RESPONSE_ROUTE = "/v1/auth/challenges/{challenge_id}/response"
+
+
+def json_lines(bp: BrokerProcess) -> list[dict[str, object]]:
+    time.sleep(0.3)  # the broker writes its line after answering
+    text = bp.logs()
+    lines = [line for line in text.splitlines() if line.strip()]
+    bad = [line for line in lines if not line.startswith("{")]
+    assert not bad, f"plain lines inside the JSON stream: {bad}"
+    return [json.loads(line) for line in lines]
+
+
+def refused_response(bp: BrokerProcess, world, rid: str) -> None:  # type: ignore[no-untyped-def]
+    bp.client().request("POST", f"/v1/auth/challenges/{SECRET_ID}/response",
+                     {"certificate": world.cards["alice"].cert_b64(), "chain": [],
+                      "signature": base64.b64encode(b"sig").decode(), "algorithm": "ES256"},
+                     headers={"x-request-id": rid})
+
+
+def test_one_line_per_request_by_route_template_never_the_path(broker, world) -> None:  # type: ignore[no-untyped-def]
+    refused_response(broker, world, "trace-refused-1")
+    broker.client().get(f"/v1/no-such/{SECRET_ID}", headers={"x-request-id": "trace-404-1"})
+    lines = json_lines(broker)
+    mine = [rec for rec in lines if rec.get("request_id") == "trace-refused-1"]
+    assert len(mine) == 1, mine
+    assert mine[0]["route"] == RESPONSE_ROUTE
+    assert mine[0]["status"] >= 400 and mine[0]["code"] not in ("", "ok")  # type: ignore[operator]
+    assert isinstance(mine[0]["duration_ms"], float)
+    unknown = [rec for rec in lines if rec.get("request_id") == "trace-404-1"]
+    assert len(unknown) == 1 and unknown[0]["status"] == 404, unknown
+    assert SECRET_ID not in broker.logs()
+
+
+def test_start_up_facts_are_logged_once(broker) -> None:  # type: ignore[no-untyped-def]
+    lines = json_lines(broker)
+    listening = [rec for rec in lines if rec["msg"] == "listening"]
+    assert sorted(rec["api"] for rec in listening) == ["admin", "client"]  # type: ignore[type-var]
+    assert not [rec for rec in lines if "starting on" in str(rec["msg"])]
+    assert not [rec for rec in lines if rec["logger"] == "twisted"], "Twisted's own access log"
+
+
+def test_text_format_keeps_the_fields(broker_factory, migrated_url: str) -> None:  # type: ignore[no-untyped-def]
+    bp = broker_factory(migrated_url, BROKER_LOG_FORMAT="text", BROKER_LOG_LEVEL="Info")
+    bp.client().get("/healthz", headers={"x-request-id": "trace-text-1"})
+    time.sleep(0.3)
+    line = next(line for line in bp.logs().splitlines() if "trace-text-1" in line)
+    assert "request_id=trace-text-1" in line and "route=/healthz" in line
+    assert "status=200" in line and "duration_ms=" in line
+
+
+def metric(text: str, name: str, **labels: str) -> float | None:
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        got = dict(re.findall(r'(\w+)="([^"]*)"', line.rsplit(" ", 1)[0]))
+        if all(got.get(k) == v for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_metrics_live_on_the_admin_listener_with_openapi_route_labels(broker, world) -> None:  # type: ignore[no-untyped-def]
+    assert broker.client().get("/metrics").status == 404
+    refused_response(broker, world, "trace-m-1")
+    soft = SoftClient(broker.client(), world.codes["corp"])
+    login = soft.login(world.cards["bob"])
+    assert login.status == 200
+    ws = next(w for w in login.body["workspaces"] if w["state"] == "AVAILABLE"
+              and w["protocol"] == "WSP")
+    assert soft.connect(login.body["auth_token"], ws["id"]).status == 201
+    text = broker.admin().get("/metrics").body.decode()
+    assert metric(text, "broker_http_requests_total", route=RESPONSE_ROUTE, status="200")
+    assert "{id}" not in text and SECRET_ID not in text
+    assert metric(text, "broker_logins_total", method="smart_card", result="ok") == 1
+    assert metric(text, "broker_logins_total", method="smart_card", result="refused") == 1
+    assert (metric(text, "broker_refusals_total") or 0) >= 1
+    assert metric(text, "broker_challenges_issued_total", purpose="pre_session") == 1
+    assert metric(text, "broker_active_sessions", directory="corp") == 1
+    assert (metric(text, "broker_workspaces", state="AVAILABLE") or 0) >= 1
+    assert (metric(text, "broker_ca_expiry_seconds", directory="corp") or 0) > 86400
+    assert metric(text, "broker_crl_next_update_seconds", directory="corp") is not None
+    assert metric(text, "broker_db_pool_connections_in_use") is not None
+
+
+def test_client_listener_metrics_when_enabled(broker_factory, migrated_url: str) -> None:  # type: ignore[no-untyped-def]
+    bp = broker_factory(migrated_url, BROKER_SERVER_METRICS_ON_CLIENT="true")
+    assert bp.client().get("/metrics").status == 200
+
+
+@pytest.mark.postgres
+def test_workers_report_as_one(broker_factory) -> None:  # type: ignore[no-untyped-def]
+    with postgres_schema_url() as url:
+        bp = broker_factory(url, workers=2)
+        before = metric(bp.admin().get("/metrics").body.decode(), "broker_http_requests_total",
+                        api="client", route="/healthz", status="200") or 0
+        n = 40
+        for _ in range(n):
+            assert bp.client().get("/healthz").status == 200
+        for _ in range(4):  # whichever worker answers the scrape, it reports both
+            text = bp.admin().get("/metrics").body.decode()
+            assert metric(text, "broker_http_requests_total", api="client", route="/healthz",
+                          status="200") == before + n
