@@ -79,3 +79,48 @@ def test_unknown_env_key_is_an_error(tmp_path: Path) -> None:
 
 def test_unrelated_broker_env_vars_are_ignored(tmp_path: Path) -> None:
     load_settings(write(tmp_path, ""), environ={"BROKER_TEST_POSTGRES_URL": "x"})
+
+
+def test_config_is_found_in_the_documented_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                 ) -> None:
+    import broker.config as config
+
+    system = tmp_path / "etc" / "smartcard-broker" / "broker.toml"
+    system.parent.mkdir(parents=True)
+    system.write_text("[login]\nchallenge_ttl_s = 3\n")
+    monkeypatch.setattr(config, "SYSTEM_CONFIG", system)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    assert load_settings(environ={}).login.challenge_ttl_s == 3  # /etc when nothing else
+    local = write(cwd, "[login]\nchallenge_ttl_s = 2\n")
+    assert load_settings(environ={}).login.challenge_ttl_s == 2  # ./config/broker.toml first
+    (tmp_path / "env").mkdir()
+    env_file = write(tmp_path / "env", "[login]\nchallenge_ttl_s = 1\n")
+    assert load_settings(environ={"BROKER_CONFIG": str(env_file)}).login.challenge_ttl_s == 1
+    assert load_settings(local, environ={"BROKER_CONFIG": str(env_file)}
+                         ).login.challenge_ttl_s == 2  # --config beats the environment
+    system.unlink()
+    local.unlink()
+    defaults = load_settings(environ={})
+    assert defaults.source == "<defaults>"
+    assert defaults.state_path == config.SYSTEM_STATE_DIR  # never ./var of the current folder
+
+
+def test_state_folder_and_catalogue_default_beside_the_config_and_in_the_package(
+        tmp_path: Path) -> None:
+    from broker.shipped import default_catalogue
+
+    s = load_settings(write(tmp_path, ""), environ={})
+    assert s.state_path == tmp_path / "config" / "var"
+    assert s.database_url == f"sqlite:///{tmp_path / 'config' / 'var' / 'broker.db'}"
+    assert s.catalogue_path == default_catalogue() and s.catalogue_path.is_file()
+    moved = load_settings(write(tmp_path, '[server]\nstate_dir = "/srv/state"\n'), environ={})
+    assert moved.database_url == "sqlite:////srv/state/broker.db"
+
+
+@pytest.mark.parametrize("level", ["warning", "WARNING", "Warn", "debug", "ERROR"])
+def test_log_level_accepts_python_names_in_any_case(tmp_path: Path, level: str) -> None:
+    s = load_settings(write(tmp_path, f'[log]\nlevel = "{level}"\n'), environ={})
+    assert s.log.level == level.lower()
+    assert load_settings(write(tmp_path, ""), environ={"BROKER_LOG_LEVEL": level})
