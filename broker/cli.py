@@ -300,9 +300,10 @@ def _attach_groups() -> None:
     silently missing command)."""
     from broker.admin_cli import admin
     from broker.demo import demo
+    from broker.doctor import doctor
     from broker.pki.cli import pki
 
-    for group in (pki, admin, demo):
+    for group in (pki, admin, demo, doctor):
         main.add_command(group)
 
 

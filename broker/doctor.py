@@ -1,0 +1,217 @@
+"""`broker doctor`: is this installation able to serve? One line per check, for people and for
+monitoring (``--json``; exit 0 all good, 1 a check failed, 2 unusable input such as a bad
+config file).
+
+Checks: config, region catalogue, database reachable and at the migration head, TLS certificate
+expiry, per directory the earliest CA expiry and CRL next update, OCSP responders reachable (from
+the AIA of the stored CA certificates), and the clock against the database server's. Like every
+command that only reads, it never creates a file: a missing SQLite database is a failed check.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+
+from broker.cli_common import common_options, first_line, redact
+from broker.config import Settings
+
+OK, FAIL, WARN, SKIP = "ok", "fail", "warn", "skip"
+MAX_CLOCK_SKEW = timedelta(seconds=30)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # ok | warn | fail | skip
+    detail: str
+    subject: str = ""
+
+    def line(self) -> str:
+        what = f"{self.name} {self.subject}".strip()
+        return f"{self.status.upper():<5} {what:<28} {self.detail}"
+
+
+def _days(delta: timedelta) -> str:
+    days = delta.total_seconds() / 86400
+    return f"{days:.0f} days" if abs(days) >= 2 else f"{delta.total_seconds() / 3600:.1f} hours"
+
+
+def expiry_check(name: str, subject: str, until: datetime, now: datetime, warn_days: int,
+                 what: str) -> Check:
+    left = until - now
+    if left <= timedelta(0):
+        return Check(name, FAIL, f"{what} expired {_days(-left)} ago ({until:%Y-%m-%d %H:%M}Z)",
+                     subject)
+    status = WARN if left < timedelta(days=warn_days) else OK
+    return Check(name, status, f"{what} in {_days(left)} ({until:%Y-%m-%d %H:%M}Z)", subject)
+
+
+def check_catalogue(settings: Settings) -> Check:
+    from broker.errors import BrokerError
+    from broker.regions import RegionCatalogue
+
+    try:
+        path = settings.catalogue_path
+        catalogue = RegionCatalogue.load(path)
+    except BrokerError as exc:
+        return Check("catalogue", FAIL, exc.message)
+    return Check("catalogue", OK, f"{len(list(catalogue.region_ids()))} regions from {path}")
+
+
+def check_tls(settings: Settings, now: datetime, warn_days: int) -> Check:
+    from cryptography import x509
+
+    s = settings.server
+    if not (s.tls_cert and s.tls_key):
+        return Check("tls", FAIL, "server.tls_cert and server.tls_key are not set (serve would "
+                                  "refuse to start without --dev)")
+    cert_path, key_path = settings.path(s.tls_cert), settings.path(s.tls_key)
+    try:
+        cert = x509.load_pem_x509_certificates(cert_path.read_bytes())[0]
+        key_path.read_bytes()
+    except OSError as exc:
+        return Check("tls", FAIL, f"cannot read {exc.filename}: {exc.strerror}")
+    except ValueError as exc:
+        return Check("tls", FAIL, f"{cert_path}: not a PEM certificate ({exc})")
+    return expiry_check("tls", "", cert.not_valid_after_utc, now, warn_days,
+                        f"certificate {cert.subject.rfc4514_string()} expires")
+
+
+def check_store(settings: Settings, now: datetime, warn_days: int,
+                timeout: float) -> list[Check]:
+    """Database, schema head, per-directory CA/CRL expiry, OCSP reachability, clock."""
+    from sqlalchemy import func, select, text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from broker.store import migrate
+    from broker.store.db import Database
+    from broker.store.models import Crl, Directory, TrustCertificate
+
+    url = redact(settings.database_url)
+    sqlite_file = settings.sqlite_file
+    if sqlite_file is not None and not sqlite_file.is_file():
+        return [Check("database", FAIL, f"{sqlite_file} does not exist (run `broker migrate`)")]
+    db = Database(settings.database_url, pool_size=1, retries=0)
+    checks: list[Check] = []
+    try:
+        current = migrate.current_revision(db.engine)
+        checks.append(Check("database", OK, f"{url} reachable"))
+        head = migrate.head_revision()
+        if current != head:
+            checks.append(Check("migrations", FAIL, f"schema at {current or 'nothing'}, head is "
+                                                    f"{head}: run `broker migrate`"))
+            return checks
+        checks.append(Check("migrations", OK, f"at head {head}"))
+        with db.sessionmaker() as session:
+            directories = list(session.scalars(select(Directory.id).order_by(Directory.id)))
+            ca = dict(session.execute(
+                select(TrustCertificate.directory_id, func.min(TrustCertificate.not_after))
+                .group_by(TrustCertificate.directory_id)).all())
+            crl = dict(session.execute(
+                select(Crl.directory_id, func.min(Crl.next_update))
+                .group_by(Crl.directory_id)).all())
+            ocsp_dirs = set(session.scalars(select(Directory.id).where(
+                Directory.revocation_ocsp.is_(True))))
+            ders = list(session.execute(select(TrustCertificate.directory_id, TrustCertificate.der)
+                                   .where(TrustCertificate.directory_id.in_(ocsp_dirs))).all())
+            db_now = None
+            if db.dialect == "postgresql":
+                db_now = session.execute(text("SELECT now()")).scalar_one()
+    except SQLAlchemyError as exc:
+        checks.append(Check("database", FAIL, f"{url}: {first_line(exc)}"))
+        return checks
+    finally:
+        db.dispose()
+    for d in directories:
+        if ca.get(d) is not None:
+            checks.append(expiry_check("ca", d, ca[d], now, warn_days, "first CA expires"))
+        else:
+            checks.append(Check("ca", WARN, "no trust anchors: smart-card login impossible", d))
+        next_update = crl.get(d)
+        if next_update is not None:
+            checks.append(expiry_check("crl", d, next_update, now, 1,
+                                       "earliest CRL next update"))
+    checks.extend(check_ocsp(ders, timeout))
+    checks.append(check_clock(now, db_now))
+    return checks
+
+
+def check_ocsp(ders: list[Any], timeout: float) -> list[Check]:
+    from cryptography import x509
+
+    from broker.pki.revocation import ocsp_urls
+
+    urls: dict[str, set[str]] = {}
+    for directory, der in ders:
+        try:
+            cert = x509.load_der_x509_certificate(der)
+        except ValueError:
+            continue
+        for url in ocsp_urls(cert):
+            urls.setdefault(url, set()).add(directory)
+    checks = []
+    for url, dirs in sorted(urls.items()):
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            with socket.create_connection((parts.hostname or "", port), timeout=timeout):
+                pass
+        except OSError as exc:
+            checks.append(Check("ocsp", FAIL, f"{url} unreachable: {exc.strerror or exc}",
+                                ",".join(sorted(dirs))))
+        else:
+            checks.append(Check("ocsp", OK, f"{url} reachable", ",".join(sorted(dirs))))
+    return checks
+
+
+def check_clock(now: datetime, db_now: datetime | None) -> Check:
+    if db_now is None:
+        return Check("clock", SKIP, f"local clock {now:%Y-%m-%d %H:%M:%S}Z (SQLite: no other "
+                                    "clock to compare with)")
+    if db_now.tzinfo is None:
+        db_now = db_now.replace(tzinfo=UTC)
+    skew = abs((now - db_now).total_seconds())
+    status = OK if skew <= MAX_CLOCK_SKEW.total_seconds() else FAIL
+    return Check("clock", status, f"{skew:.1f} s from the database server's clock "
+                                  f"(limit {MAX_CLOCK_SKEW.total_seconds():.0f} s)")
+
+
+def run_checks(settings: Settings, warn_days: int = 14, timeout: float = 3.0) -> list[Check]:
+    now = datetime.now(UTC)
+    source = settings.source
+    checks = [Check("config", OK, str(Path(source).resolve()) if source != "<defaults>"
+                    else "no config file: built-in defaults")]
+    checks.append(check_catalogue(settings))
+    checks.extend(check_store(settings, now, warn_days, timeout))
+    checks.append(check_tls(settings, now, warn_days))
+    return checks
+
+
+@click.command()
+@common_options
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of lines.")
+@click.option("--warn-days", type=click.IntRange(0, 3650), default=14, show_default=True,
+              help="Warn when a certificate expires within this many days.")
+@click.option("--timeout", type=click.FloatRange(0.1, 60), default=3.0, show_default=True,
+              help="Seconds to wait for each OCSP responder.")
+def doctor(settings: Settings, as_json: bool, warn_days: int, timeout: float) -> None:
+    """Check that this installation can serve: one line per check; exit 0 ok, 1 a check
+    failed, 2 unusable input."""
+    checks = run_checks(settings, warn_days, timeout)
+    failed = any(c.status == FAIL for c in checks)
+    if as_json:
+        click.echo(json.dumps({"ok": not failed, "checks": [asdict(c) for c in checks]},
+                              indent=2))
+    else:
+        for c in checks:
+            click.echo(c.line())
+    sys.exit(1 if failed else 0)
