@@ -146,10 +146,6 @@ class BrokerSite(Site):
         self.noisy = False
         self.channels: set[Any] = set()
 
-    def log(self, request: Any) -> None:
-        """No Twisted access log: it records raw paths, which carry session and challenge
-        ids. Each request is logged once, by route template, in broker.web.http."""
-
     def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 (twisted API)
         channel = super().buildProtocol(addr)
         if channel is not None:
@@ -171,8 +167,9 @@ class BrokerSite(Site):
                 transport.loseConnection()
 
     def log(self, request: Any) -> None:
-        """Replaces Twisted's access log: requests no json_route answered (unknown paths,
-        /metrics) get the same one line; the rest were recorded by json_route already."""
+        """Replaces Twisted's access log (it records raw paths, which carry session and
+        challenge ids): requests no JSON route answered (unknown paths, /metrics) get the same
+        one line by route template; the rest were recorded by the route wrapper already."""
         if not getattr(request, "access_recorded", False):
             started = getattr(request, "started_at", None)
             elapsed = (reactor.seconds() - started) if started is not None else 0.0
