@@ -64,8 +64,10 @@ class Operation:
 def _ops_common() -> dict[tuple[str, str], Operation]:
     return {
         ("GET", "/healthz"): Operation("The process is up.", tags=("operations",)),
-        ("GET", "/readyz"): Operation("The database is reachable.", errors=(
-            "service_unavailable",), tags=("operations",)),
+        ("GET", "/readyz"): Operation(
+            "Ready to serve logins: the database is reachable and its schema at the migration "
+            "head (503 names the reason).", errors=("service_unavailable",),
+            tags=("operations",)),
         ("GET", "/metrics"): Operation("Prometheus metrics.", tags=("operations",),
                                        response="text/plain"),
     }
