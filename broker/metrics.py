@@ -124,15 +124,28 @@ def watch_pool(engine: Any) -> None:
 class StoreCollector(Collector):
     """Gauges read from the database at scrape time (call :meth:`refresh` off the reactor)."""
 
-    def __init__(self, read: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, read: Callable[[], dict[str, Any]],
+                 readiness: Callable[[], str | None]) -> None:
         self._read = read
+        self._readiness = readiness
         self._snapshot: dict[str, Any] = {}
 
     def refresh(self) -> None:
-        self._snapshot = self._read()
+        """Read readiness, then (when ready) the database gauges; never raises for a database
+        that is down: that is what broker_ready reports."""
+        reason = self._readiness()
+        snapshot: dict[str, Any] = {"not_ready": reason}
+        if reason is None:
+            snapshot.update(self._read())
+        self._snapshot = snapshot
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         snap = self._snapshot
+        ready = GaugeMetricFamily("broker_ready", "1 when /readyz would answer 200; 0 with the "
+                                  "reason otherwise", labels=["reason"])
+        reason = snap.get("not_ready")
+        ready.add_metric([reason or ""], 0 if reason else 1)
+        yield ready
         sessions = GaugeMetricFamily("broker_active_sessions",
                                      "Sessions not ended, by directory", labels=["directory"])
         for directory, n in sorted(snap.get("sessions", {}).items()):

@@ -240,13 +240,14 @@ def add_operational_routes(api: JsonApi, ctx: BrokerContext) -> None:
 
     if api.name == "admin" or ctx.settings.server.metrics_on_client:
         store = metrics.StoreCollector(
-            lambda: ctx.db.transaction(lambda s: metrics.read_store(s, ctx.now())))
+            lambda: ctx.db.transaction(lambda s: metrics.read_store(s, ctx.now())),
+            lambda: readiness(ctx))
 
         @api.raw_route("/metrics", "GET", access=Access.ANONYMOUS)
         async def prometheus(request: Any) -> bytes:
             try:
                 await ctx.call(store.refresh)
-            except Exception as exc:  # the process metrics are still worth a scrape
+            except Exception as exc:  # e.g. a table gone: the rest is still worth a scrape
                 log.warning("metrics: database gauges unavailable",
                             extra={"error": type(exc).__name__})
             body, content_type = metrics.render(store)

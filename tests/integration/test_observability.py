@@ -97,6 +97,7 @@ def test_metrics_live_on_the_admin_listener_with_openapi_route_labels(broker, wo
     assert (metric(text, "broker_ca_expiry_seconds", directory="corp") or 0) > 86400
     assert metric(text, "broker_crl_next_update_seconds", directory="corp") is not None
     assert metric(text, "broker_db_pool_connections_in_use") is not None
+    assert metric(text, "broker_ready") == 1
 
 
 def test_client_listener_metrics_when_enabled(broker_factory, migrated_url: str) -> None:  # type: ignore[no-untyped-def]

@@ -147,6 +147,8 @@ def test_readyz_says_why_when_the_schema_goes_away(broker) -> None:  # type: ign
     broker.run_cli("migrate", "--downgrade", "--revision", "base", "--yes")
     r = broker.client().get("/readyz")
     assert r.status == 503 and r.body["reason"] == "schema_not_at_head", r.body
+    scraped = broker.admin().get("/metrics").body.decode()
+    assert 'broker_ready{reason="schema_not_at_head"} 0.0' in scraped
 
 
 def test_export_to_a_path_under_a_file_is_one_line(broker, world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
