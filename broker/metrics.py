@@ -29,12 +29,15 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+disable_created_metrics()  # no *_created series: they double the output and nobody alerts on them
 
 HTTP_REQUESTS = Counter("broker_http_requests_total", "HTTP requests answered",
                         ["api", "route", "method", "status"])
