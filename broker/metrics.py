@@ -82,7 +82,8 @@ def record_request(api: str, route: str, method: str, status: int, code: str,
         return
     if route in LOGIN_ROUTES and method == "POST":
         LOGINS.labels(LOGIN_ROUTES[route], "ok" if status < 400 else "refused").inc()
-    if 400 <= status < 500 and code and code != "ok":
+    # Unrouted paths (scanners) are not refusals of anything the broker offers.
+    if 400 <= status < 500 and code and code != "ok" and route != "unmatched":
         REFUSALS.labels(code).inc()
         if code == "challenge_expired":
             CHALLENGES_EXPIRED.inc()

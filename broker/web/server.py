@@ -335,7 +335,7 @@ def listen(ctx: BrokerContext, *, listen_on: str, admin_listen_on: str, tls: Tls
             port = yield ep.listen(factory)
         host = port.getHost()
         log.info("listening", extra={"api": name, "host": getattr(host, "host", ""),
-                                     "port": getattr(host, "port", "")})
+                                     "port": getattr(host, "port", ""), "pid": os.getpid()})
         ports.append(port)
     running = Running(ports, [client_site, admin_site])
     grace = ctx.settings.server.shutdown_grace_s

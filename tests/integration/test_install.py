@@ -2,7 +2,7 @@
 folder migrate → admin apply → serve → one full smart-card login → /readyz.
 
 The wheel is built from a copy of the tracked source files (nothing is written into the
-checkout), installed with ``--no-deps`` into a fresh virtualenv; the third-party dependencies
+checkout) and installed with ``--no-deps`` into a fresh virtualenv; the third-party dependencies
 come from the test virtualenv through a .pth line so the test needs no network and stays within
 a couple of minutes. The test asserts that ``broker`` itself is imported from the fresh
 virtualenv, so the shipped catalogue, config and migrations are the wheel's own.
@@ -49,8 +49,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if (REPO / name).is_file() and not name.startswith(("tests/", "bench/")):
             (src / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, src / name)
-    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(work / "dist"),
-         str(src)], cwd=work)
+    # The build backend comes from the test extra (setuptools, wheel): no index needed here.
+    run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+         "-w", str(work / "dist"), str(src)], cwd=work)
     wheel = next((work / "dist").glob("smartcard_broker-*.whl"))
     venv = work / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=work)
