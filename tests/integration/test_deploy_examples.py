@@ -17,6 +17,7 @@ import pytest
 
 from tests.support.databases import postgres_schema_url
 from tests.support.proxy import TcpProxy
+from tests.support.require import unavailable
 from tests.support.server import REPO, ApiClient, free_port
 
 DEPLOY = REPO / "docs" / "deploy"
@@ -26,7 +27,8 @@ def need(tool: str, package: str) -> str:
     path = shutil.which(tool) or (f"/usr/sbin/{tool}" if Path(f"/usr/sbin/{tool}").exists()
                                   else None)
     if path is None:
-        pytest.skip(f"{tool} not installed (Debian package {package}; .ci/setup installs it)")
+        unavailable("deploy-tools",
+                    f"{tool} not installed (Debian package {package}; .ci/setup installs it)")
     return path
 
 

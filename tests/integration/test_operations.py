@@ -104,9 +104,8 @@ def test_downgrade_asks_before_dropping_the_schema(broker_factory, migrated_url:
 
 
 def test_serve_refuses_a_missing_catalogue_in_one_line(broker_factory, migrated_url: str) -> None:  # type: ignore[no-untyped-def]
-    bp: BrokerProcess = broker_factory(migrated_url, start=False)
-    bp.config_path.write_text(bp.config_path.read_text().replace(
-        str(REPO / "config" / "regions.toml"), str(bp.base / "nope.toml")))
+    bp: BrokerProcess = broker_factory(
+        migrated_url, '[regions]\ncatalogue = "nope.toml"\n', start=False)
     out = subprocess.run(bp.command("serve", "--dev", "--config", str(bp.config_path)),
                          capture_output=True, text=True, env=bp.full_env(), cwd=bp.base,
                          timeout=60)
