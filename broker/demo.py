@@ -130,8 +130,10 @@ def demo(settings: Settings, pin: str, card_mode: str, key_kind: str,
 
     ctx = BrokerContext(settings.replace("database", url=db_url))
     try:
-        loaded = directories.load_file(shipped_path("config", "demo.toml"),
-                                       set(ctx.catalogue.region_ids()))
+        # The shipped file names the PKI relative to itself: a copy beside the PKI made above.
+        directory_file = workdir / "demo.toml"
+        directory_file.write_bytes(shipped_path("config", "demo.toml").read_bytes())
+        loaded = directories.load_file(directory_file, set(ctx.catalogue.region_ids()))
         result = ctx.db.transaction(lambda s: directories.apply_loaded(
             s, loaded, catalogue=ctx.catalogue, actor="demo"))
     except BrokerError as exc:

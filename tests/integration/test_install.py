@@ -163,3 +163,11 @@ def test_installed_wheel_runs_from_another_folder(operator, installed: Path) -> 
         proc.wait(20)
     assert proc.returncode == 0, log.read_text()
     assert list(broker.cwd.iterdir()) == [], "serve wrote into the current folder"
+
+
+def test_installed_demo_runs_from_another_folder(operator) -> None:  # type: ignore[no-untyped-def]
+    broker, *_ = operator
+    out = broker.run_cli("demo", "--card", "in-process", "--start-delay", "1")
+    assert "demo finished" in out.stdout, out.stdout + out.stderr
+    assert list(broker.cwd.iterdir()) == [], "demo wrote into the current folder"
+    assert (broker.config.parent / "state" / "demo" / "demo.toml").is_file()
