@@ -50,7 +50,7 @@ REFUSALS = Counter("broker_refusals_total",
 CHALLENGES_ISSUED = Counter("broker_challenges_issued_total", "PKI challenges handed out",
                             ["purpose"])
 CHALLENGES_EXPIRED = Counter("broker_challenges_expired_total",
-                             "Challenge responses refused because the challenge had expired")
+                             "Challenges that expired unanswered (counted when swept)")
 REVOCATION_FETCH = Histogram("broker_revocation_fetch_duration_seconds",
                              "OCSP and CRL fetch latency", ["kind"],
                              buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))
@@ -85,8 +85,6 @@ def record_request(api: str, route: str, method: str, status: int, code: str,
     # Unrouted paths (scanners) are not refusals of anything the broker offers.
     if 400 <= status < 500 and code and code != "ok" and route != "unmatched":
         REFUSALS.labels(code).inc()
-        if code == "challenge_expired":
-            CHALLENGES_EXPIRED.inc()
     # connect answers 201 (a session) or 202 (WorkSpace starting: a logon challenge).
     purpose = CHALLENGE_ROUTES.get(route)
     if purpose and method == "POST" and (status == 202 if purpose == "logon"

@@ -100,6 +100,30 @@ def test_metrics_live_on_the_admin_listener_with_openapi_route_labels(broker, wo
     assert metric(text, "broker_ready") == 1
 
 
+def test_unanswered_challenges_are_counted_as_expired(broker_factory, migrated_url: str,
+                                                      tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.support.world import build_world
+
+    bp = broker_factory(migrated_url, BROKER_LOGIN_CHALLENGE_TTL_S="3",
+                        BROKER_SESSIONS_SWEEP_INTERVAL_S="0.5")
+    world = build_world(tmp_path / "world", bp)
+    soft = SoftClient(bp.client(), world.codes["corp"])
+    assert soft.challenge().status == 201
+    answered = soft.login(world.cards["bob"])
+    assert answered.status == 200, answered.body
+    deadline = time.monotonic() + 15
+    while True:
+        text = bp.admin().get("/metrics").body.decode()
+        if metric(text, "broker_challenges_expired_total") == 1:
+            break
+        assert time.monotonic() < deadline, "the unanswered challenge was never counted"
+        time.sleep(0.5)
+    time.sleep(4)  # both challenges are swept by now; only the unanswered one counts
+    text = bp.admin().get("/metrics").body.decode()
+    assert metric(text, "broker_challenges_expired_total") == 1
+    assert metric(text, "broker_challenges_issued_total", purpose="pre_session") == 2
+
+
 def test_client_listener_metrics_when_enabled(broker_factory, migrated_url: str) -> None:  # type: ignore[no-untyped-def]
     bp = broker_factory(migrated_url, BROKER_SERVER_METRICS_ON_CLIENT="true")
     assert bp.client().get("/metrics").status == 200
