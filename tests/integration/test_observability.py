@@ -142,3 +142,38 @@ def test_workers_report_as_one(broker_factory) -> None:  # type: ignore[no-untyp
             text = bp.admin().get("/metrics").body.decode()
             assert metric(text, "broker_http_requests_total", api="client", route="/healthz",
                           status="200") == before + n
+
+
+def test_revocation_fetch_failures_and_latency_are_counted(broker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json as jsonlib
+    import socket
+
+    from broker.pki import issue
+    from tests.support.softcard import SoftCard
+
+    with socket.socket() as s:  # a port nobody listens on: the responder is down
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/"
+    root = issue.make_root("Fetch Root")
+    inter = issue.make_intermediate(root, "Fetch Issuing")
+    user = issue.make_user_cert(inter, "Fay", upn="fay@corp.example", ocsp_url=dead)
+    (tmp_path / "root.pem").write_bytes(root.cert_pem())
+    (tmp_path / "issuing.pem").write_bytes(inter.cert_pem())
+    (tmp_path / "d.toml").write_text(
+        '[[directory]]\nid = "fetch"\nname = "F"\nregion = "us-gov-west-1"\n'
+        'smart_card = { pre_session = true }\n'
+        'revocation = { crl = false, ocsp = true, fail_mode = "soft" }\n'
+        'trust_anchors = ["root.pem"]\nintermediates = ["issuing.pem"]\n'
+        'certmap = ["upn"]\nregistration_codes = 1\n'
+        '[[directory.user]]\nusername = "fay"\nupn = "fay@corp.example"\n'
+        '[[directory.workspace]]\nid = "ws-fay"\nuser = "fay"\nprotocol = "WSP"\n'
+        'running_mode = "ALWAYS_ON"\nstate = "AVAILABLE"\n')
+    out = broker.run_cli("admin", "apply", str(tmp_path / "d.toml"), "--json")
+    code = jsonlib.loads(out.stdout)["directories"][0]["registration_codes"][0]
+    card = SoftCard(user.key, user.cert, [inter.cert])
+    r = SoftClient(broker.client(), code).login(card)
+    assert r.status == 200, r.body  # soft fail: allowed, and counted
+    text = broker.admin().get("/metrics").body.decode()
+    assert (metric(text, "broker_revocation_fetch_failures_total", kind="ocsp") or 0) >= 1
+    assert (metric(text, "broker_revocation_fetch_duration_seconds_count", kind="ocsp")
+            or 0) >= 1
