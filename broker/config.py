@@ -48,7 +48,7 @@ class ServerSettings:
     request_head_timeout_s: float = 10.0
     request_body_timeout_s: float = 30.0
     #: Folder for the default SQLite database and the --dev TLS pair; "" = var/ beside the
-    #: config file (or /var/lib/smartcard-broker on built-in defaults).
+    #: config file (/var/lib/smartcard-broker for a config under /etc or built-in defaults).
     state_dir: str = ""
     #: Also serve /metrics on the client listener (it is always on the admin listener).
     metrics_on_client: bool = False
@@ -135,7 +135,9 @@ class Settings:
         """The state folder (default SQLite database, --dev TLS pair, demo files)."""
         if self.server.state_dir:
             return self.path(self.server.state_dir)
-        if self.source == "<defaults>":
+        # Built-in defaults, or a config under /etc (read-only under systemd's
+        # ProtectSystem=strict): the FHS place for state.
+        if self.source == "<defaults>" or self.base_dir.is_relative_to("/etc"):
             return SYSTEM_STATE_DIR
         return self.base_dir / "var"
 

@@ -124,3 +124,10 @@ def test_log_level_accepts_python_names_in_any_case(tmp_path: Path, level: str) 
     s = load_settings(write(tmp_path, f'[log]\nlevel = "{level}"\n'), environ={})
     assert s.log.level == level.lower()
     assert load_settings(write(tmp_path, ""), environ={"BROKER_LOG_LEVEL": level})
+
+
+def test_a_config_under_etc_keeps_its_state_in_var_lib() -> None:
+    import broker.config as config
+
+    s = Settings(base_dir=Path("/etc/smartcard-broker"), source="/etc/smartcard-broker/b.toml")
+    assert s.state_path == config.SYSTEM_STATE_DIR
