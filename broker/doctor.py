@@ -94,7 +94,7 @@ def check_store(settings: Settings, now: datetime, warn_days: int,
 
     from broker.store import migrate
     from broker.store.db import Database
-    from broker.store.models import Crl, Directory, TrustCertificate
+    from broker.store.models import AuditEvent, Crl, Directory, TrustCertificate
 
     url = redact(settings.database_url)
     sqlite_file = settings.sqlite_file
@@ -126,6 +126,8 @@ def check_store(settings: Settings, now: datetime, warn_days: int,
             db_now = None
             if db.dialect == "postgresql":
                 db_now = session.execute(text("SELECT now()")).scalar_one()
+            # The newest audit event (indexed): a clock earlier than it went backwards.
+            last_event = session.scalar(select(func.max(AuditEvent.at)))
     except SQLAlchemyError as exc:
         checks.append(Check("database", FAIL, f"{url}: {first_line(exc)}"))
         return checks
@@ -141,7 +143,7 @@ def check_store(settings: Settings, now: datetime, warn_days: int,
             checks.append(expiry_check("crl", d, next_update, now, 1,
                                        "earliest CRL next update"))
     checks.extend(check_ocsp(ders, timeout))
-    checks.append(check_clock(now, db_now))
+    checks.append(check_clock(now, db_now, last_event))
     return checks
 
 
@@ -173,10 +175,17 @@ def check_ocsp(ders: list[Any], timeout: float) -> list[Check]:
     return checks
 
 
-def check_clock(now: datetime, db_now: datetime | None) -> Check:
+def check_clock(now: datetime, db_now: datetime | None,
+                last_event: datetime | None = None) -> Check:
+    """The clock against the database server's (PostgreSQL) and against the newest audit
+    event: certificate validity, challenge expiry and tickets all depend on it."""
+    if last_event is not None and now < last_event - MAX_CLOCK_SKEW:
+        return Check("clock", FAIL, f"local clock {now:%Y-%m-%d %H:%M:%S}Z is before the newest "
+                                    f"audit event ({last_event:%Y-%m-%d %H:%M:%S}Z): it went "
+                                    "backwards")
     if db_now is None:
-        return Check("clock", SKIP, f"local clock {now:%Y-%m-%d %H:%M:%S}Z (SQLite: no other "
-                                    "clock to compare with)")
+        return Check("clock", OK, f"local clock {now:%Y-%m-%d %H:%M:%S}Z, not before the newest "
+                                  "audit event (SQLite: no server clock to compare with)")
     if db_now.tzinfo is None:
         db_now = db_now.replace(tzinfo=UTC)
     skew = abs((now - db_now).total_seconds())
