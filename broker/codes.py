@@ -104,3 +104,11 @@ class Code(enum.StrEnum):
     CERTIFICATE_UNREADABLE = ("certificate_unreadable", 400,
                               "The certificate cannot be read.")
     CRL_UNREADABLE = "crl_unreadable", 400, "The CRL cannot be read."
+    # the process itself (CLI and start-up; never an API answer)
+    CONFIG_INVALID = "config_invalid", 500, "The broker's configuration is invalid."
+    SERVER_CONFIG_INVALID = ("server_config_invalid", 500,
+                             "The server cannot start with this configuration.")
+
+
+#: Codes of the process itself (configuration, start-up): they never reach an API client.
+PROCESS_CODES = frozenset({Code.CONFIG_INVALID, Code.SERVER_CONFIG_INVALID})

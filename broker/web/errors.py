@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker.codes import Code
+from broker.codes import PROCESS_CODES, Code
 from broker.errors import BrokerError
 
 #: Stable code → HTTP status, from the one closed set in :mod:`broker.codes`.
-STATUS: dict[str, int] = {code.value: code.status for code in Code}
+STATUS: dict[str, int] = {code.value: code.status for code in Code
+                          if code not in PROCESS_CODES}
 
 
 def status_for(code: str) -> int:

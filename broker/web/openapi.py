@@ -27,7 +27,9 @@ IGNORED_METHODS = {"HEAD", "OPTIONS"}
 _RULE_ARG = re.compile(r"<(?:[a-zA-Z_]+(?:\([^)]*\))?:)?([a-zA-Z_][a-zA-Z0-9_]*)>")
 
 #: Every operation may answer these.
-COMMON_ERRORS = ("internal_error", "not_found", "method_not_allowed")
+#: Any request may meet these: the HTTP edge refuses slow or oversized heads before routing.
+COMMON_ERRORS = ("internal_error", "not_found", "method_not_allowed", "request_timeout",
+                 "headers_too_large")
 #: Operations with a JSON body may also answer these.
 BODY_ERRORS = ("malformed_request", "request_too_large", "unsupported_media_type")
 ADMIN_READ_ERRORS = ("admin_token_invalid",)
