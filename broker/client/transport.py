@@ -81,11 +81,15 @@ def map_pcsc_error(exc: BaseException, reader: str | None = None,
 
 def _system_readers() -> list[Any]:
     system, exceptions, _ = _pyscard()
+    # pyscard keeps the context errors in smartcard.pcsc, not in smartcard.Exceptions
+    from smartcard.pcsc.PCSCExceptions import EstablishContextException
+    from smartcard.pcsc.PCSCExceptions import ListReadersException as PcscListReadersException
+
     try:
         return list(system.readers())
-    except exceptions.EstablishContextException:
+    except EstablishContextException:
         raise NoReaderError(message="The PC/SC service (pcscd) is not running.") from None
-    except exceptions.ListReadersException as exc:
+    except (exceptions.ListReadersException, PcscListReadersException) as exc:
         if _hresult(exc) == PcscCode.E_NO_READERS_AVAILABLE:
             return []
         raise map_pcsc_error(exc) from None
