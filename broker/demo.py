@@ -103,7 +103,14 @@ def demo(settings: Settings, pin: str, card_mode: str, key_kind: str,
 
     from broker.cardsim import PivCard
     from broker.client.access import InProcessCards, PcscCards
-    from broker.client.flow import ApiError, BrokerApi, BrokerEndpoint, LoginFlow
+    from broker.client.flow import (
+        WINDOWS_CLIENT,
+        ApiError,
+        BrokerApi,
+        BrokerEndpoint,
+        LoginFlow,
+        describe_client,
+    )
     from broker.errors import BrokerError
     from broker.pki import issue
     from broker.service import directories
@@ -151,6 +158,7 @@ def demo(settings: Settings, pin: str, card_mode: str, key_kind: str,
     link = None
     started_pcscd: subprocess.Popen[bytes] | None = None
     cards: Any
+    login = None
     try:
         missing = pcsc_available() if card_mode != "in-process" else "in-process card chosen"
         if missing and card_mode == "pcsc":
@@ -179,7 +187,10 @@ def demo(settings: Settings, pin: str, card_mode: str, key_kind: str,
             click.echo("  card: virtual PIV card in pcscd's reader 'Virtual PCD 00 00' "
                        "(the simulator feeds vpcd over TCP; pyscard talks PC/SC)")
         api = BrokerApi(BrokerEndpoint("127.0.0.1", bp.port, cafile=str(bp.cafile)))
-        flow = LoginFlow(api, code, cards, DemoScreens(pin), poll_interval=0.5)
+        click.echo(f"  presenting as client {describe_client(WINDOWS_CLIENT)} (--as-client: the "
+                   "WorkSpaces Windows client, the only one allowed pre-session)")
+        flow = LoginFlow(api, code, cards, DemoScreens(pin), client_info=WINDOWS_CLIENT,
+                         poll_interval=0.5)
         login = flow.login(card_wait=15)
         for ws in login.workspaces:
             click.echo(f"    - {ws['id']}: {ws['name']} [{ws['protocol']}, "
@@ -204,6 +215,8 @@ def demo(settings: Settings, pin: str, card_mode: str, key_kind: str,
     except BrokerError as exc:
         fail(f"{exc.code}: {exc.message} (broker log: {bp.log_path})")
     finally:
+        if login is not None:
+            login.close()  # release the card before pcscd goes (else pyscard's __del__ complains)
         if link is not None:
             link.stop()
         bp.stop(timeout=15)

@@ -7,6 +7,7 @@ echo (or from stdin with --pin-stdin) and is never printed or logged.
 from __future__ import annotations
 
 import json
+import re
 import sys
 import uuid
 from collections.abc import Sequence
@@ -90,8 +91,32 @@ class _Main(click.Group):
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="smartcard-broker", prog_name="broker-client",
+                      message="%(prog)s %(version)s")
 def main() -> None:
     """Thin client for smartcard-broker: smart-card login to WorkSpaces."""
+
+
+def as_client_option(f: Any) -> Any:
+    return click.option(
+        "--as-client", "as_client", metavar="PLATFORM/ARCH/VERSION",
+        help="Present this client to the broker as another one, e.g. windows/x86_64/3.1.1 "
+             "(the WorkSpaces Windows client). Default: the real platform, architecture and "
+             "version, so the broker's rules apply honestly (a Linux client gets in-session "
+             "use only).")(f)
+
+
+def client_identity(as_client: str | None, saved: dict[str, Any] | None = None
+                    ) -> tuple[dict[str, str], str]:
+    """The client object to send and a line saying which it is (and why)."""
+    from broker.client.flow import describe_client, parse_client_spec, real_client_info
+
+    spec = as_client or (saved or {}).get("as_client")
+    if spec:
+        info = parse_client_spec(spec)
+        return info, f"presenting as client {describe_client(info)} (--as-client)"
+    info = real_client_info()
+    return info, f"client {describe_client(info)}"
 
 
 # ---- broker flow commands (register, login): owned by flow.py's author ------------------------
@@ -104,8 +129,12 @@ def main() -> None:
               help="Verify the broker against this CA instead of pinning its certificate.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to keep the registration (default ~/.config/smartcard-broker).")
-def register(code: str, broker_addr: str, cafile: str | None, config_path: Path | None) -> None:
-    """Register with a registration CODE: stores the code and the broker's TLS pin."""
+@as_client_option
+def register(code: str, broker_addr: str, cafile: str | None, config_path: Path | None,
+             as_client: str | None) -> None:
+    """Register with a registration CODE: stores the code and the broker's TLS pin.
+
+    Exits 1 when the directory offers this client no login method at all."""
     from broker.client.flow import (
         BrokerApi,
         BrokerEndpoint,
@@ -114,19 +143,27 @@ def register(code: str, broker_addr: str, cafile: str | None, config_path: Path 
         save_registration,
     )
 
+    client, said = client_identity(as_client)
+    click.echo(said)
     try:
         ep = BrokerEndpoint.parse(broker_addr, cafile=cafile)
         if not cafile:
             ep.pin_sha256 = fetch_certificate_pin(ep.host, ep.port)
-        reg = LoginFlow(BrokerApi(ep), code, cards=None, screens=None).register()  # type: ignore[arg-type]
-        path = save_registration(broker_addr, code, ep.pin_sha256, cafile, config_path)
+        reg = LoginFlow(BrokerApi(ep), code, cards=None, screens=None,  # type: ignore[arg-type]
+                        client_info=client).register()
     except BrokerError as exc:
         fail(exc.message)
+    reasons = ", ".join(reg["smart_card"].get("reasons", [])) or "not enabled"
+    if not reg["login_methods"]:
+        fail(f"{reg['directory']['name']} ({reg['region']}) offers this client no login "
+             f"method (smart card: {reasons}); nothing was saved")
+    path = save_registration(broker_addr, code, ep.pin_sha256, cafile, config_path, as_client)
     click.echo(f"registered with {reg['directory']['name']} ({reg['region']}); "
-               f"login methods: {', '.join(reg['login_methods']) or 'none'}")
+               f"login methods: {', '.join(reg['login_methods'])}")
     if "smart_card" not in reg["login_methods"]:
-        reasons = ", ".join(reg["smart_card"].get("reasons", []))
         click.echo(f"smart-card login is not offered here: {reasons}")
+    if reg["smart_card"].get("in_session"):
+        click.echo("in-session smart-card use (sudo, browsers): allowed in WSP sessions")
     if ep.pin_sha256:
         click.echo(f"broker certificate pinned: sha256 {ep.pin_sha256}")
     click.echo(f"saved to {path}")
@@ -136,49 +173,102 @@ def register(code: str, broker_addr: str, cafile: str | None, config_path: Path 
 @click.option("--reader", help="Use this PC/SC reader.")
 @click.option("--pin-stdin", is_flag=True, help="Read the PIN(s) from standard input.")
 @click.option("--cert", "cert_slot", help="Certificate slot to use, e.g. 9a.")
+@click.option("--username", help="Log in with the directory's password login as this user "
+                                 "(where smart-card login is not offered, e.g. outside "
+                                 "GovCloud); the password is asked, or read with "
+                                 "--password-stdin.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @click.option("--workspace", "workspace_id", help="WorkSpace to connect to.")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The registration to use (default ~/.config/smartcard-broker/client.json).")
 @click.option("--json", "as_json", is_flag=True, help="Print the session as JSON.")
 @click.option("--hold", is_flag=True,
               help="Stay connected: send heartbeats reporting whether the card is still in "
                    "the reader, and follow the broker's lock/disconnect answers.")
 @click.option("--heartbeat-interval", type=click.FloatRange(0.2, 300), default=15.0,
               show_default=True, help="Seconds between heartbeats with --hold.")
-def login(reader: str | None, pin_stdin: bool, cert_slot: str | None,
-          workspace_id: str | None, config_path: Path | None, as_json: bool, hold: bool,
-          heartbeat_interval: float) -> None:
-    """Log in with the smart card and connect to a WorkSpace."""
+@click.option("--session-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the session for in-session use (pam-auth) to this file (JSON, mode "
+                   "0600); with --hold it is marked ended when the session ends.")
+@as_client_option
+def login(reader: str | None, pin_stdin: bool, cert_slot: str | None, username: str | None,
+          password_stdin: bool, workspace_id: str | None, config_path: Path | None,
+          as_json: bool, hold: bool, heartbeat_interval: float, session_file: Path | None,
+          as_client: str | None) -> None:
+    """Log in (smart card, or password with --username) and connect to a WorkSpace."""
     from broker.client.access import PcscCards
     from broker.client.flow import BrokerApi, BrokerEndpoint, LoginFlow, load_registration
 
+    if pin_stdin and password_stdin:
+        raise click.UsageError("--pin-stdin and --password-stdin both read standard input")
+    saved = load_registration(config_path)
+    client, said = client_identity(as_client, saved)
+    click.echo(said, err=True)
+    ep = BrokerEndpoint.parse(saved["broker"], cafile=saved.get("cafile"),
+                              pin_sha256=saved.get("tls_pin_sha256"))
+    flow = LoginFlow(BrokerApi(ep), saved["registration_code"], PcscCards(reader),
+                     TerminalScreens(pin_stdin, cert_slot), client_info=client)
+    result = None
     try:
-        saved = load_registration(config_path)
-        ep = BrokerEndpoint.parse(saved["broker"], cafile=saved.get("cafile"),
-                                  pin_sha256=saved.get("tls_pin_sha256"))
-        flow = LoginFlow(BrokerApi(ep), saved["registration_code"], PcscCards(reader),
-                         TerminalScreens(pin_stdin, cert_slot))
-        result = flow.login()
+        if username:
+            password = (sys.stdin.readline().rstrip("\n") if password_stdin
+                        else str(click.prompt("Password", hide_input=True, err=True)))
+            result = flow.password_login(username, password)
+        else:
+            result = flow.login()
         session = flow.connect(result, workspace_id)
-    except BrokerError as exc:
-        fail(exc.message)
+        if session_file:
+            write_session_file(session_file, flow, saved, result, session)
+    finally:
+        if result is not None:
+            result.close()
     if as_json:
         click.echo(json.dumps(session, indent=2))
     else:
         click.echo(f"session {session['id']} on {session['workspace_id']} via "
                    f"{session['gateway']['host']}:{session['gateway']['port']} "
                    f"({session['gateway']['protocol']}), expires {session['expires_at']}")
+    if session_file:
+        click.echo(f"session file: {session_file}", err=True)
     if hold:
-        hold_session(flow, session, reader, heartbeat_interval)
+        hold_session(flow, session, reader, heartbeat_interval, session_file)
+
+
+def write_session_file(path: Path, flow: Any, saved: dict[str, Any], result: Any,
+                       session: dict[str, Any]) -> None:
+    """The session for pam-auth; the issuer comes from the ticket verified with the JWKS."""
+    from broker.client import session_file
+    from broker.client.pam import ticket_issuer
+
+    _, jwks = flow.api.call("GET", "/v1/jwks.json")
+    issuer = ticket_issuer(session["ticket"], jwks)
+    if issuer is None:
+        fail("the session ticket does not verify with the broker's JWKS; no session file "
+             "written")
+    address = f"https://{flow.api.endpoint.host}:{flow.api.endpoint.port}"
+    session_file.write_active(
+        path, broker=address, ca_file=saved.get("cafile"),
+        pin_sha256=saved.get("tls_pin_sha256"), issuer=issuer, session=session,
+        auth_token=result.auth_token, user=result.user["username"],
+        directory=result.user.get("directory_id"), auth_method=result.method,
+        certificate_sha256=result.certificate_sha256)
 
 
 def hold_session(flow: Any, session: dict[str, Any], reader: str | None,
-                 interval: float) -> None:
-    """Heartbeat until the broker says disconnect (or Ctrl-C, which ends the session)."""
+                 interval: float, session_path: Path | None = None) -> None:
+    """Heartbeat until the broker says disconnect (or Ctrl-C / SIGTERM, which end the
+    session); the session file is then marked ended."""
+    import signal
     import time
 
-    from broker.client import transport
+    from broker.client import session_file, transport
 
+    def stop(*_: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     last = "none"
+    reason = "client_exit"
     try:
         while True:
             try:
@@ -188,18 +278,27 @@ def hold_session(flow: Any, session: dict[str, Any], reader: str | None,
             try:
                 action = flow.heartbeat(session, present)
             except BrokerError as exc:
+                reason = exc.code
                 fail(f"session ended: {exc.message}")
             if action != last:
                 click.echo(f"heartbeat: card {'present' if present else 'removed'} → {action}",
                            err=True)
                 last = action
             if action == "disconnect":
+                reason = "disconnected"
                 click.echo("disconnected", err=True)
                 return
             time.sleep(interval)
     except KeyboardInterrupt:
-        flow.api.call("DELETE", f"/v1/sessions/{session['id']}")
+        reason = "client"
+        try:
+            flow.end_session(session)
+        except BrokerError as exc:
+            click.echo(f"error: ending the session: {exc.message}", err=True)
         click.echo("session ended", err=True)
+    finally:
+        if session_path:
+            session_file.mark_ended(session_path, reason)
 
 
 # ---- card-side commands ---------------------------------------------------------------------
@@ -266,6 +365,154 @@ def nss_setup(dbdir: Path | None, module_path: str | None,
     if firefox_policy:
         nss.write_firefox_policy(firefox_policy, module)
         click.echo(f"Firefox policy written to {firefox_policy}")
+
+
+_SAFE_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@-]{0,63}")
+
+# ---- in-session sudo through PAM --------------------------------------------------------------
+
+
+@main.command("pam-auth")
+@click.option("--session-file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The session file `login --session-file` wrote; %u stands for PAM_USER.")
+@click.option("--purpose", default="sudo", show_default=True,
+              type=click.Choice(["sudo", "browser", "other"]),
+              help="What the assertion is for (audited by the broker).")
+@click.option("--broker", "broker_addr", metavar="HOST:PORT",
+              help="The broker whose assertion decides (pam-setup writes it from the "
+                   "registration); the session file must name the same one.")
+@click.option("--cafile", type=click.Path(dir_okay=False),
+              help="Verify that broker's TLS certificate against this CA.")
+@click.option("--pin-sha256", help="…or pin its TLS certificate by SHA-256.")
+@click.option("--issuer", help="Require this assertion issuer (the broker id).")
+@click.option("--timeout", type=click.FloatRange(0.5, 60), default=5.0, show_default=True,
+              help="Seconds per broker call; an unreachable broker is a refusal after it.")
+@click.option("--reader", help="Use this PC/SC reader.")
+def pam_auth(session_file: Path, purpose: str, broker_addr: str | None, cafile: str | None,
+             pin_sha256: str | None, issuer: str | None, timeout: float,
+             reader: str | None) -> None:
+    """Authenticate PAM_USER with the smart card, as decided by the broker (for
+    pam_exec.so expose_authtok; the PIN comes on standard input).
+
+    \b
+    Set-up, in the order an administrator does it:
+     1. Register the machine's client with the broker, as root:
+          broker-client register CODE --broker HOST:PORT [--cafile CA.pem]
+     2. Write the PAM rule for sudo and sudo -i (backs up what it changes):
+          broker-client pam-setup --session-file /run/smartcard-broker/%u.json --dry-run
+          broker-client pam-setup --session-file …   (then again without --dry-run)
+     3. Each user logs in with the session file, and keeps the session held:
+          broker-client login --username NAME --session-file FILE --hold
+     4. `sudo` now asks for the card's PIN; the broker checks WSP, region, directory
+        and the session, audits the decision with purpose sudo, and signs an assertion
+        this command verifies (JWKS: issuer, audience, user, purpose, expiry).
+     5. Undo with: broker-client pam-setup --remove
+
+    Exit 0 only when the assertion verifies for PAM_USER. Any refusal exits 1 with one
+    line on stderr and in syslog (authpriv), never with the PIN, token or challenge.
+    """
+    import os
+    import syslog
+
+    from broker.client.access import PcscCards
+    from broker.client.pam import PamRequest, Refusal, authenticate, read_authtok, short_id
+
+    pam_user = os.environ.get("PAM_USER", "")
+    pam_type = os.environ.get("PAM_TYPE", "auth")
+    syslog.openlog("broker-client-pam", syslog.LOG_PID, syslog.LOG_AUTHPRIV)
+
+    def say(priority: int, line: str) -> None:
+        syslog.syslog(priority, line)
+        click.echo(line, err=True)
+
+    if pam_type != "auth":
+        say(syslog.LOG_WARNING, f"pam-auth: refused user={pam_user or '-'} purpose={purpose} "
+                                f"reason=unsupported_pam_type: only the auth type is handled")
+        sys.exit(1)
+    pin = read_authtok(sys.stdin.buffer.read(512)) if not sys.stdin.isatty() else ""
+    if "%u" in str(session_file):  # one file per user: %u is PAM_USER, as in sshd_config
+        if not pam_user or not _SAFE_USER.fullmatch(pam_user):
+            say(syslog.LOG_NOTICE, f"pam-auth: refused purpose={purpose} reason=user_mismatch: "
+                                   "PAM_USER cannot name a session file")
+            sys.exit(1)
+        session_file = Path(str(session_file).replace("%u", pam_user))
+    req = PamRequest(session_file, purpose, broker_addr, cafile, pin_sha256, issuer, timeout)
+    try:
+        granted = authenticate(req, pam_user, pin, PcscCards(reader))
+    except Refusal as exc:
+        say(syslog.LOG_NOTICE, f"pam-auth: refused user={pam_user or '-'} purpose={purpose} "
+                               f"reason={exc.code}: {exc.message}")
+        sys.exit(1)
+    finally:
+        del pin
+    say(syslog.LOG_INFO, f"pam-auth: granted user={granted.user} purpose={granted.purpose} "
+                         f"session={short_id(granted.session_id)}")
+
+
+@main.command("pam-setup")
+@click.option("--service", "services", multiple=True, metavar="NAME",
+              help="PAM service to configure (repeatable) [default: sudo and sudo-i].")
+@click.option("--session-file", help="Session file path to embed in the pam-auth line.")
+@click.option("--purpose", default="sudo", show_default=True,
+              type=click.Choice(["sudo", "browser", "other"]))
+@click.option("--broker", "broker_addr", metavar="HOST:PORT",
+              help="The broker pam-auth trusts [default: from the registration].")
+@click.option("--cafile", type=click.Path(exists=True, dir_okay=False),
+              help="CA for that broker's TLS certificate [default: from the registration].")
+@click.option("--pin-sha256", help="Or its certificate's SHA-256 [default: registration].")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="The registration to take the broker from.")
+@click.option("--control", type=click.Choice(["sufficient", "required", "requisite"]),
+              default="sufficient", show_default=True,
+              help="sufficient: a refused card falls back to the password; required: the card "
+                   "is the only way.")
+@click.option("--program", help="Path of broker-client in the PAM line [default: this one].")
+@click.option("--log", "log_file", help="Also append pam-auth's lines to this file (pam_exec "
+                                        "log=; syslog gets them either way).")
+@click.option("--pam-dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("/etc/pam.d"), show_default=True, help="Where the service files are.")
+@click.option("--dry-run", is_flag=True, help="Show the change as a diff; write nothing.")
+@click.option("--remove", is_flag=True, help="Take the pam-auth rule out again.")
+def pam_setup(services: tuple[str, ...], session_file: str | None, purpose: str,
+              broker_addr: str | None, cafile: str | None, pin_sha256: str | None,
+              config_path: Path | None, control: str, program: str | None,
+              log_file: str | None, pam_dir: Path, dry_run: bool, remove: bool) -> None:
+    """Write (or --remove) the pam_exec rule that runs pam-auth for sudo and sudo -i.
+
+    Idempotent; the original file is kept as SERVICE.smartcard-broker.bak before the first
+    change. See `broker-client pam-auth --help` for the whole set-up."""
+    import shutil
+
+    from broker.client import pam_setup as ps
+    from broker.client.flow import load_registration
+
+    line = None
+    if not remove:
+        if broker_addr is None:
+            saved = load_registration(config_path)
+            broker_addr = saved["broker"]
+            cafile = cafile or saved.get("cafile")
+            pin_sha256 = pin_sha256 or (None if cafile else saved.get("tls_pin_sha256"))
+        if not (cafile or pin_sha256):
+            fail("pam-auth must know how to trust the broker: give --cafile or --pin-sha256 "
+                 "(or register with them)")
+        exe = program or shutil.which("broker-client")
+        beside = Path(sys.executable).parent / "broker-client"  # a virtualenv's, off PATH
+        if exe is None and beside.exists():
+            exe = str(beside)
+        if exe is None:
+            fail("cannot find the broker-client program for the PAM line; give --program PATH")
+        line = ps.PamExecLine(str(Path(exe).absolute()), session_file,
+                              purpose, broker_addr,
+                              str(Path(cafile).resolve()) if cafile else None,
+                              None if cafile else pin_sha256, control, log_file)
+    for service in services or ps.DEFAULT_SERVICES:
+        change = ps.plan(pam_dir, service, line)
+        if dry_run:
+            click.echo(ps.diff(change) or f"{change.path}: unchanged")
+            continue
+        ps.apply(change)
+        click.echo(f"{change.path}: {change.action}")
 
 
 def _mount_card_sim() -> None:

@@ -24,9 +24,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from cryptography.hazmat.primitives import serialization
+
 from broker.errors import BrokerError
 
-CLIENT_VERSION = "3.1.1"
+
+def client_version() -> str:
+    """This client's own version (the installed smartcard-broker package)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("smartcard-broker")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+CLIENT_VERSION = client_version()
 
 
 class FlowError(BrokerError):
@@ -166,9 +179,46 @@ class LoginResult:
     steps: list[str] = field(default_factory=list)
     card: Any = None
     certificate_slot: str | None = None
+    certificate_sha256: str | None = None
+    method: str = "smart_card"
+
+    def close(self) -> None:
+        """Release the card connection (before pcscd may go away, so nothing is left for the
+        garbage collector to disconnect at exit)."""
+        card, self.card = self.card, None
+        if card is not None:
+            card.connection.disconnect()
 
 
-CLIENT_INFO = {"platform": "windows", "arch": "x86_64", "version": CLIENT_VERSION}
+_PLATFORMS = {"win32": "windows", "cygwin": "windows", "darwin": "macos"}
+_ARCHES = {"amd64": "x86_64", "x64": "x86_64", "aarch64": "arm64", "i686": "x86", "i386": "x86"}
+# What the WorkSpaces Windows client reports; the demo and tests present themselves as it.
+WINDOWS_CLIENT = {"platform": "windows", "arch": "x86_64", "version": "3.1.1"}
+
+
+def real_client_info() -> dict[str, str]:
+    """The platform, architecture and version this client really runs as (a Linux machine is
+    "linux": the broker then offers it in-session use only, as the rules say)."""
+    import platform
+    import sys
+
+    plat = _PLATFORMS.get(sys.platform, sys.platform.rstrip("0123456789") or "unknown")
+    arch = platform.machine().lower() or "unknown"
+    return {"platform": plat, "arch": _ARCHES.get(arch, arch), "version": CLIENT_VERSION}
+
+
+def parse_client_spec(text: str) -> dict[str, str]:
+    """``PLATFORM/ARCH/VERSION`` (e.g. ``windows/x86_64/3.1.1``) → the client object the
+    broker's API takes; FlowError for anything else."""
+    parts = [p.strip() for p in text.split("/")]
+    if len(parts) != 3 or not all(parts) or any(len(p) > 32 for p in parts):
+        raise FlowError("client_error", f"--as-client must be PLATFORM/ARCH/VERSION, e.g. "
+                                        f"windows/x86_64/3.1.1 (got {text!r})")
+    return {"platform": parts[0], "arch": parts[1], "version": parts[2]}
+
+
+def describe_client(info: dict[str, str]) -> str:
+    return f"{info['platform']}/{info['arch']}/{info['version']}"
 
 
 def b64(data: bytes) -> str:
@@ -197,7 +247,7 @@ class LoginFlow:
         self.code = registration_code
         self.cards = cards
         self.screens = screens
-        self.client = dict(client_info or CLIENT_INFO)
+        self.client = dict(client_info or real_client_info())
         self.poll_interval = poll_interval
         self.max_wait = max_wait
         self.clock = clock
@@ -232,8 +282,6 @@ class LoginFlow:
         card.verify_pin(self.screens.ask_pin("Enter your PIN"))
         signature, algorithm = sign_challenge(card, chosen.slot_id, chosen.certificate,
                                               challenge)
-        from cryptography.hazmat.primitives import serialization
-
         _, result = self.api.call(
             "POST", f"/v1/auth/challenges/{challenge['challenge_id']}/response",
             {"certificate": b64(chosen.certificate.public_bytes(serialization.Encoding.DER)),
@@ -242,7 +290,23 @@ class LoginFlow:
         self.screens.show("Signed in", f"{result['user']['username']}: "
                                        f"{len(result['workspaces'])} WorkSpace(s)")
         return LoginResult(result["user"], result["auth_token"], result["workspaces"],
-                           card=card, certificate_slot=chosen.slot_id)
+                           card=card, certificate_slot=chosen.slot_id,
+                           certificate_sha256=hashlib.sha256(chosen.certificate.public_bytes(
+                               serialization.Encoding.DER)).hexdigest())
+
+    def password_login(self, username: str, password: str) -> LoginResult:
+        """Log in with the directory's password login (where it is offered)."""
+        reg = self.register()
+        if "password" not in reg["login_methods"]:
+            raise FlowError("password_not_offered", f"{reg['directory']['name']}: password "
+                                                    "login is not offered here.")
+        _, result = self.api.call("POST", "/v1/auth/password", {
+            "registration_code": self.code, "username": username, "password": password})
+        self.api.token = result["auth_token"]
+        self.screens.show("Signed in", f"{result['user']['username']}: "
+                                       f"{len(result['workspaces'])} WorkSpace(s)")
+        return LoginResult(result["user"], result["auth_token"], result["workspaces"],
+                           method="password")
 
     def connect(self, login: LoginResult, workspace_id: str | None = None) -> dict[str, Any]:
         """Connect to a WorkSpace; a stopped one starts and asks for the PIN again."""
@@ -259,6 +323,8 @@ class LoginFlow:
             return body["session"]
         self.screens.show("Starting WorkSpace", f"{ws['name']} is starting")
         challenge = body.get("logon_challenge")
+        if challenge is None and login.method == "password":
+            return self._wait_started(login, ws["id"])
         if challenge is None:
             raise FlowError("client_error", "the broker asked for no logon challenge")
         card = login.card
@@ -281,6 +347,21 @@ class LoginFlow:
                     raise
             time.sleep(self.poll_interval)
 
+    def _wait_started(self, login: LoginResult, workspace_id: str) -> dict[str, Any]:
+        """A password login to a starting WorkSpace: connect again until it is available."""
+        deadline = self.clock() + self.max_wait
+        while self.clock() <= deadline:
+            time.sleep(self.poll_interval)
+            status, body = self.api.call("POST", f"/v1/workspaces/{workspace_id}/connect", {})
+            if status == 201:
+                login.session = body["session"]
+                return body["session"]
+        raise FlowError("workspace_not_ready", "the WorkSpace did not start in time")
+
+    def end_session(self, session: dict[str, Any]) -> None:
+        """DELETE the session (Bearer: this login's token)."""
+        self.api.call("DELETE", f"/v1/sessions/{session['id']}")
+
     def heartbeat(self, session: dict[str, Any], card_present: bool) -> str:
         _, body = self.api.call("POST", f"/v1/sessions/{session['id']}/heartbeat",
                                 {"card_present": card_present})
@@ -297,11 +378,12 @@ def settings_path() -> Path:
 
 
 def save_registration(broker: str, code: str, pin_sha256: str | None, cafile: str | None,
-                      path: Path | None = None) -> Path:
+                      path: Path | None = None, as_client: str | None = None) -> Path:
     p = path or settings_path()
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps({"broker": broker, "registration_code": code,
-                             "tls_pin_sha256": pin_sha256, "cafile": cafile}, indent=2))
+                             "tls_pin_sha256": pin_sha256, "cafile": cafile,
+                             "as_client": as_client}, indent=2))
     p.chmod(0o600)
     return p
 

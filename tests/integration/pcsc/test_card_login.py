@@ -13,7 +13,14 @@ from broker.client import transport
 from broker.client.access import PcscCards
 from broker.client.card import open_card
 from broker.client.errors import InvalidPinError, PinBlockedError
-from broker.client.flow import ApiError, BrokerApi, BrokerEndpoint, FlowError, LoginFlow
+from broker.client.flow import (
+    WINDOWS_CLIENT,
+    ApiError,
+    BrokerApi,
+    BrokerEndpoint,
+    FlowError,
+    LoginFlow,
+)
 from tests.support.pcsc import vpcd_cards
 
 pytestmark = pytest.mark.pcsc
@@ -49,7 +56,8 @@ def pcsc_broker(request, broker_factory, tmp_path):  # type: ignore[no-untyped-d
 
 def flow(bp, w, screens, directory="corp"):  # type: ignore[no-untyped-def]
     api = BrokerApi(BrokerEndpoint("127.0.0.1", bp.port, cafile=str(bp.cafile)))
-    return LoginFlow(api, w.codes[directory], PcscCards(), screens, poll_interval=0.3)
+    return LoginFlow(api, w.codes[directory], PcscCards(), screens, client_info=WINDOWS_CLIENT,
+                     poll_interval=0.3)
 
 
 @pytest.mark.parametrize("pcsc_broker", ["sqlite", pytest.param("postgresql",
@@ -167,7 +175,8 @@ def test_broker_client_register_login_hold_reports_card_removal(broker_factory, 
         cli = [sys.executable, "-m", "broker.client.cli"]
         reg = subprocess.run(cli + ["register", w.codes["corp"], "--broker",
                                     f"127.0.0.1:{bp.port}", "--cafile", str(bp.cafile),
-                                    "--config", str(cfg)], capture_output=True, text=True,
+                                    "--config", str(cfg), "--as-client", "windows/x86_64/3.1.1"],
+                             capture_output=True, text=True,
                              timeout=60)
         assert reg.returncode == 0 and "smart_card" in reg.stdout, reg.stderr
         with vpcd_cards(PivCard(key=soft.key, certificate=soft.cert)) as links:

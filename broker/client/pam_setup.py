@@ -1,0 +1,168 @@
+"""``broker-client pam-setup``: put (or take out) the pam-auth line in /etc/pam.d/SERVICE.
+
+The line goes in a marked block before the service's first ``auth`` rule (or ``@include
+common-auth``), so the card is asked first and the usual stack stays as it was::
+
+    # BEGIN smartcard-broker pam-auth (written by broker-client pam-setup; remove with --remove)
+    auth sufficient pam_exec.so seteuid expose_authtok quiet /usr/bin/broker-client pam-auth …
+    # END smartcard-broker pam-auth
+
+``seteuid`` runs pam-auth as root, so the user cannot trace or alter it; ``expose_authtok``
+hands it the typed PIN on stdin; ``sufficient`` lets the usual stack (the password) follow when
+the card says no — use ``--control required`` to make the card the only way.
+
+Idempotent: the same arguments twice change nothing. Before the first change to a file its
+original is kept as ``SERVICE.smartcard-broker.bak``. A service file that does not exist is
+created with Debian's sudo stack after the block, and marked so that ``--remove`` deletes it;
+otherwise ``--remove`` takes the block out and leaves the rest byte for byte.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from broker.errors import BrokerError
+
+BEGIN = "# BEGIN smartcard-broker pam-auth"
+END = "# END smartcard-broker pam-auth"
+CREATED = "# created by broker-client pam-setup"
+BACKUP_SUFFIX = ".smartcard-broker.bak"
+DEFAULT_SERVICES = ("sudo", "sudo-i")
+CONTROLS = ("sufficient", "required", "requisite")
+# Debian's /etc/pam.d/sudo stack, for a service file that is not there yet.
+DEFAULT_STACK = ("@include common-auth\n@include common-account\n"
+                 "@include common-session-noninteractive\n")
+_SERVICE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_FIRST_AUTH = re.compile(r"^\s*(-?auth\s|@include\s+common-auth\b)", re.MULTILINE)
+
+
+class PamSetupError(BrokerError):
+    code = "pam_setup_invalid"
+
+
+@dataclass(frozen=True)
+class PamExecLine:
+    """The pam_exec rule that runs ``broker-client pam-auth`` with its settings."""
+
+    program: str
+    session_file: str | None = None
+    purpose: str = "sudo"
+    broker: str | None = None
+    cafile: str | None = None
+    pin_sha256: str | None = None
+    control: str = "sufficient"
+    log: str | None = None  # pam_exec's log=FILE: pam-auth's refusal lines also go there
+
+    def render(self) -> str:
+        args = [self.program, "pam-auth", "--purpose", self.purpose]
+        for flag, value in (("--session-file", self.session_file), ("--broker", self.broker),
+                            ("--cafile", self.cafile), ("--pin-sha256", self.pin_sha256)):
+            if value:
+                args += [flag, value]
+        options = ["seteuid", "expose_authtok", "quiet"] + ([f"log={self.log}"] if self.log
+                                                             else [])
+        for a in args + options:
+            # PAM splits module arguments on white space; brackets would hide them from pam_exec
+            if not a or any(c.isspace() for c in a) or any(c in a for c in "[]"):
+                raise PamSetupError(message=f"a PAM line cannot hold {a!r} (spaces or brackets)")
+        if self.control not in CONTROLS:
+            raise PamSetupError(message=f"--control must be one of {', '.join(CONTROLS)}")
+        return f"auth {self.control} pam_exec.so {' '.join(options)} {' '.join(args)}"
+
+
+def block(line: PamExecLine) -> str:
+    return (f"{BEGIN} (written by broker-client pam-setup; remove with --remove)\n"
+            f"{line.render()}\n{END}\n")
+
+
+def _without_block(text: str) -> str:
+    start = text.find(BEGIN)
+    if start < 0:
+        return text
+    end = text.find(END, start)
+    if end < 0:
+        raise PamSetupError(message="the file has our BEGIN marker without its END; fix it by "
+                                    "hand")
+    stop = text.find("\n", end)
+    return text[:start] + (text[stop + 1:] if stop >= 0 else "")
+
+
+def configured(existing: str | None, line: PamExecLine) -> str:
+    """The service file's text with our block (replacing an older one)."""
+    if existing is None:
+        return f"#%PAM-1.0\n{CREATED}\n{block(line)}{DEFAULT_STACK}"
+    text = _without_block(existing)
+    m = _FIRST_AUTH.search(text)
+    at = m.start() if m else len(text)
+    if at == len(text) and text and not text.endswith("\n"):
+        text += "\n"
+        at = len(text)
+    return text[:at] + block(line) + text[at:]
+
+
+def removed(existing: str) -> str | None:
+    """The text without our block; None when the file was ours alone (delete it)."""
+    if CREATED in existing:
+        return None
+    return _without_block(existing)
+
+
+def service_path(pam_dir: Path, service: str) -> Path:
+    if not _SERVICE_RE.fullmatch(service):
+        raise PamSetupError(message=f"{service!r} is not a PAM service name")
+    return pam_dir / service
+
+
+@dataclass(frozen=True)
+class Change:
+    path: Path
+    action: str  # "unchanged", "created", "updated", "removed", "deleted"
+    before: str | None
+    after: str | None
+
+
+def plan(pam_dir: Path, service: str, line: PamExecLine | None) -> Change:
+    """What setting up (``line``) or removing (None) would do to one service file."""
+    path = service_path(pam_dir, service)
+    before = path.read_text() if path.exists() else None
+    if line is None:
+        if before is None or BEGIN not in before:
+            return Change(path, "unchanged", before, before)
+        after = removed(before)
+        return Change(path, "deleted" if after is None else "removed", before, after)
+    after = configured(before, line)
+    if after == before:
+        return Change(path, "unchanged", before, after)
+    return Change(path, "created" if before is None else "updated", before, after)
+
+
+def apply(change: Change) -> None:
+    """Write one planned change (backing up the original before the first change)."""
+    path = change.path
+    if change.action == "unchanged":
+        return
+    if change.action == "deleted":
+        path.unlink()
+        return
+    assert change.after is not None
+    backup = path.with_name(path.name + BACKUP_SUFFIX)
+    if change.before is not None and BEGIN not in change.before and not backup.exists():
+        shutil.copy2(path, backup)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
+    tmp = path.with_name(f".{path.name}.pam-setup.tmp")
+    tmp.write_text(change.after)
+    tmp.chmod(mode)
+    tmp.replace(path)
+
+
+def diff(change: Change) -> str:
+    import difflib
+
+    return "".join(difflib.unified_diff(
+        (change.before or "").splitlines(keepends=True),
+        (change.after or "").splitlines(keepends=True),
+        fromfile=str(change.path) if change.before is not None else "/dev/null",
+        tofile=str(change.path) if change.after is not None else "/dev/null"))
