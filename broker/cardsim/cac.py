@@ -29,6 +29,9 @@ In a selected PKI applet (CLA 00 or 80):
         (k bytes) and the result the raw private-key operation. EC keys (not CAC-standard;
         OpenSC's cac driver is RSA-only): the data is the hash, the result DER ECDSA.
         6982 unless the PIN is verified; 6A80 for a wrong block size.
+    CHANGE REFERENCE DATA ``00 24 00 80 <old PIN block> <new PIN block>`` and RESET RETRY
+        COUNTER ``00 2C 00 80 <PUK, 8 digits> <new PIN block>``: 63Cx / 6983 for the
+        reference checked (PIN, resp. PUK), as on PIV.
     GET CHALLENGE ``00 84 00 00 08`` → 8 random bytes. GET ACR (4C) → 6A82; CAC-1 GET
     CERTIFICATE (36) → 6D00, so OpenSC's ``cac1`` driver does not claim the card.
 """
@@ -49,6 +52,7 @@ from broker.cardsim.card import (
     PinCounter,
     SecurityState,
     VirtualCard,
+    pin_from_block,
 )
 from broker.cardsim.piv import DEMO_FASC_N, KeySlot, PivApplet, Slot, private_operation
 from broker.cardsim.tlv import simple, simple_tl
@@ -62,6 +66,8 @@ CHUNK = 240
 
 class CacIns(enum.IntEnum):
     VERIFY = 0x20
+    CHANGE_REFERENCE = 0x24
+    RESET_RETRY = 0x2C
     SIGN_DECRYPT = 0x42
     GET_ACR = 0x4C
     READ_BUFFER = 0x52
@@ -97,8 +103,9 @@ class PkiApplet(enum.IntEnum):
 
 class CacPkiApplet:
     def __init__(self, which: PkiApplet, slot: KeySlot, pin: PinCounter,
-                 security: SecurityState) -> None:
+                 security: SecurityState, puk: PinCounter | None = None) -> None:
         self.which, self.slot, self.pin, self.security = which, slot, pin, security
+        self.puk = puk
         self.aid = which.aid
         self._sign_buffer = b""
         der, info = slot.cert_der(), b"\x00"
@@ -129,6 +136,8 @@ class CacPkiApplet:
             return self._verify(cmd)
         if cmd.ins == CacIns.SIGN_DECRYPT:
             return self._sign(cmd)
+        if cmd.ins in (CacIns.CHANGE_REFERENCE, CacIns.RESET_RETRY):
+            return self._pin_management(cmd)
         if cmd.ins == CacIns.GET_CHALLENGE:
             return secrets.token_bytes(8)
         if cmd.ins == CacIns.GET_ACR:
@@ -178,6 +187,24 @@ class CacPkiApplet:
         self.security.clear()
         raise CardStatus(self.pin.status_sw())
 
+    def _pin_management(self, cmd: Command) -> bytes:
+        """CHANGE REFERENCE DATA (old PIN block + new) and RESET RETRY COUNTER (8-digit PUK +
+        new PIN block), both ``P1 00 P2 80``, each counting down the reference it checks."""
+        if cmd.p1 != 0x00 or cmd.p2 != 0x80:
+            raise CardStatus(SW.INCORRECT_P1P2)
+        if len(cmd.data) != 16:
+            raise CardStatus(SW.INCORRECT_DATA)
+        ref = self.pin if cmd.ins == CacIns.CHANGE_REFERENCE else self.puk
+        if ref is None:
+            raise CardStatus(SW.REFERENCE_NOT_FOUND)
+        old, new = pin_from_block(cmd.data[:8]), pin_from_block(cmd.data[8:])
+        if not ref.check(old):
+            raise CardStatus(ref.status_sw())
+        if not (6 <= len(new) <= 8 and new.isdigit()):
+            raise CardStatus(SW.INCORRECT_DATA)
+        self.pin.replace(new.decode())
+        return b""
+
     def _sign(self, cmd: Command) -> bytes:
         if cmd.p2 != 0x00 or cmd.p1 not in (0x00, 0x80):
             self._sign_buffer = b""
@@ -215,7 +242,7 @@ class CacCard(VirtualCard):
                 PkiApplet.ENCRYPTION: encryption}
         self.keys: dict[PkiApplet, KeySlot] = {
             which: k for which, k in keys.items() if k is not None}
-        applets: list[Applet] = [CacPkiApplet(which, ks, self.pin, security)
+        applets: list[Applet] = [CacPkiApplet(which, ks, self.pin, security, self.puk)
                                  for which, ks in self.keys.items()]
         self.piv: PivApplet | None = None
         if dual:

@@ -31,10 +31,12 @@ from broker.client.errors import (
 from broker.client.piv import (
     CERT_INFO_COMPRESSED,
     KeyType,
+    change_pin,
     check_pin_status,
     decompress_certificate,
     pin_attempts_from_sw,
     signature_input,
+    unblock_pin,
 )
 
 CAC_PKI_AID_PREFIX = bytes.fromhex("a00000007901")
@@ -49,6 +51,8 @@ PIN_REF = 0x80
 
 class CacIns(enum.IntEnum):
     VERIFY = 0x20
+    CHANGE_REFERENCE = 0x24
+    RESET_RETRY = 0x2C
     SIGN_DECRYPT = 0x42
     READ_BUFFER = 0x52
     GET_PROPERTIES = 0x56
@@ -203,6 +207,16 @@ class CacSession:
     def pin_attempts_remaining(self) -> int:
         resp = self.protocol.send(0x00, CacIns.VERIFY, 0x00, PIN_REF, b"", le=None)
         return pin_attempts_from_sw(resp.sw)
+
+    def change_pin(self, old: str, new: str) -> None:
+        """CHANGE REFERENCE DATA in the selected PKI applet (the PIN is the card's one)."""
+        self.select(self.applets[0])
+        change_pin(self.protocol, CacIns.CHANGE_REFERENCE, old, new)
+
+    def unblock_pin(self, puk: str, new: str) -> None:
+        """RESET RETRY COUNTER with the PUK in the selected PKI applet."""
+        self.select(self.applets[0])
+        unblock_pin(self.protocol, CacIns.RESET_RETRY, puk, new)
 
     def sign(self, applet: PkiApplet, message: bytes, algorithm: str,
              key_type: KeyType | None = None) -> bytes:

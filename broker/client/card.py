@@ -79,6 +79,14 @@ class SmartCard:
     def pin_attempts_remaining(self) -> int:
         return self._session.pin_attempts_remaining()
 
+    def change_pin(self, old: str, new: str) -> None:
+        """InvalidPinError(attempts_remaining), PinBlockedError, PinFormatError."""
+        self._session.change_pin(old, new)
+
+    def unblock_pin(self, puk: str, new: str) -> None:
+        """InvalidPukError(attempts_remaining), PukBlockedError, PinFormatError."""
+        self._session.unblock_pin(puk, new)
+
     def sign(self, slot_id: str, data: bytes, algorithm: str) -> bytes:
         """Sign ``data`` with the key behind certificate ``slot_id`` under a broker algorithm
         name; NotSupportedError for an unknown slot or algorithm, PinRequiredError."""

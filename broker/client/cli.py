@@ -349,6 +349,62 @@ def card_info(reader: str | None, as_json: bool) -> None:
                    f"until {c['not_after']})")
 
 
+def _secrets(from_stdin: bool, prompts: Sequence[str]) -> list[str]:
+    """The PIN/PUK values: one line each on stdin, or asked without echo (the new PIN twice)."""
+    if from_stdin:
+        lines = [ln.strip() for ln in sys.stdin.read().splitlines() if ln.strip()]
+        if len(lines) < len(prompts):
+            fail(f"expected {len(prompts)} lines on standard input")
+        return lines[:len(prompts)]
+    values = [str(click.prompt(p, hide_input=True, err=True)) for p in prompts[:-1]]
+    values.append(str(click.prompt(prompts[-1], hide_input=True, confirmation_prompt=True,
+                                   err=True)))
+    return values
+
+
+def _with_card(reader: str | None, action: Any) -> None:
+    from broker.client import transport
+    from broker.client.card import open_card
+
+    conn = transport.connect(reader)
+    try:
+        action(open_card(conn))
+    finally:
+        conn.disconnect()
+
+
+@card.command("change-pin")
+@click.option("--reader", help="Use this PC/SC reader.")
+@click.option("--stdin", "from_stdin", is_flag=True,
+              help="Read the current and the new PIN from standard input, one per line.")
+def card_change_pin(reader: str | None, from_stdin: bool) -> None:
+    """Change the card's PIN (PIV or CAC); a wrong current PIN says how many tries are left."""
+    old, new = _secrets(from_stdin, ["Current PIN", "New PIN"])
+
+    def change(sc: Any) -> None:
+        sc.change_pin(old, new)
+        click.echo(f"PIN changed on the {sc.kind.upper()} card")
+
+    _with_card(reader, change)
+
+
+@card.command("unblock-pin")
+@click.option("--reader", help="Use this PC/SC reader.")
+@click.option("--stdin", "from_stdin", is_flag=True,
+              help="Read the PUK and the new PIN from standard input, one per line.")
+def card_unblock_pin(reader: str | None, from_stdin: bool) -> None:
+    """Unblock the PIN with the PUK and set a new PIN (PIV or CAC); a wrong PUK says how many
+    tries are left before the PUK blocks too."""
+    puk, new = _secrets(from_stdin, ["PUK", "New PIN"])
+
+    def unblock(sc: Any) -> None:
+        sc.unblock_pin(puk, new)
+        click.echo(f"PIN unblocked and set on the {sc.kind.upper()} card "
+                   f"({sc.pin_attempts_remaining()} tries)")
+
+    _with_card(reader, unblock)
+
+
 @main.command("nss-setup")
 @click.option("--dbdir", type=click.Path(file_okay=False, path_type=Path),
               help="NSS database folder (default ~/.pki/nssdb).")

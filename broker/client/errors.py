@@ -41,6 +41,25 @@ class PinBlockedError(CardError):
                                  "security officer.")
 
 
+class InvalidPukError(CardError):
+    """Wrong PUK; ``attempts_remaining`` tries are left before the PUK blocks for good."""
+
+    code = "card_puk_invalid"
+
+    def __init__(self, attempts_remaining: int) -> None:
+        super().__init__(message=f"Wrong PUK: {attempts_remaining} attempt(s) left before the "
+                                 "PUK blocks.", details={"attempts_remaining": attempts_remaining})
+        self.attempts_remaining = attempts_remaining
+
+
+class PukBlockedError(CardError):
+    code = "card_puk_blocked"
+
+    def __init__(self) -> None:
+        super().__init__(message="The PUK is blocked: the card must be re-issued by your "
+                                 "security officer.")
+
+
 class PinRequiredError(CardError):
     """The card wants the PIN verified before this operation."""
 

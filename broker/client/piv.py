@@ -22,11 +22,13 @@ from broker.client.apdu import SW, ApduProtocol, Connection
 from broker.client.errors import (
     ApduError,
     InvalidPinError,
+    InvalidPukError,
     MalformedResponseError,
     NotSupportedError,
     PinBlockedError,
     PinFormatError,
     PinRequiredError,
+    PukBlockedError,
 )
 
 AID = bytes.fromhex("a000000308000010000100")
@@ -51,6 +53,7 @@ TAG_GUID = 0x34
 TAG_EXPIRY = 0x35
 CERT_INFO_COMPRESSED = 0x01
 PIN_REF = 0x80
+PUK_REF = 0x81
 PIN_PAD = 0xFF
 
 
@@ -58,6 +61,8 @@ class Ins(enum.IntEnum):
     SELECT = 0xA4
     GET_DATA = 0xCB
     VERIFY = 0x20
+    CHANGE_REFERENCE = 0x24
+    RESET_RETRY = 0x2C
     GENERAL_AUTHENTICATE = 0x87
 
 
@@ -308,6 +313,15 @@ class PivSession:
         resp = self.protocol.send(0x00, Ins.VERIFY, 0x00, PIN_REF, b"", le=None)
         return pin_attempts_from_sw(resp.sw)
 
+    def change_pin(self, old: str, new: str) -> None:
+        """CHANGE REFERENCE DATA for the PIN; InvalidPinError / PinBlockedError for ``old``,
+        PinFormatError for either."""
+        change_pin(self.protocol, Ins.CHANGE_REFERENCE, old, new)
+
+    def unblock_pin(self, puk: str, new: str) -> None:
+        """RESET RETRY COUNTER: the PUK sets a new PIN; InvalidPukError, PukBlockedError."""
+        unblock_pin(self.protocol, Ins.RESET_RETRY, puk, new)
+
     def sign(self, slot: Slot, message: bytes, algorithm: str,
              key_type: KeyType | None = None) -> bytes:
         """Sign ``message`` with the key in ``slot`` (its type read from the slot's certificate
@@ -344,6 +358,35 @@ def decompress_certificate(data: bytes) -> bytes:
     if d.unconsumed_tail:
         raise MalformedResponseError(message="The card's compressed certificate is too large.")
     return out
+
+
+def pin_block(pin: str, what: str = "PIN") -> bytes:
+    """6–8 ASCII digits padded with FF to 8 bytes; PinFormatError (the PIN in no message)."""
+    if not (6 <= len(pin) <= 8 and pin.isascii() and pin.isdigit()):
+        raise PinFormatError(message=f"A {what} is 6 to 8 digits.")
+    return pin.encode("ascii").ljust(8, bytes([PIN_PAD]))
+
+
+def change_pin(protocol: ApduProtocol, ins: int, old: str, new: str) -> None:
+    """CHANGE REFERENCE DATA ``00 24 00 80`` with old and new PIN blocks (PIV and CAC)."""
+    resp = protocol.send(0x00, ins, 0x00, PIN_REF, pin_block(old) + pin_block(new, "new PIN"),
+                         le=None)
+    check_pin_status(resp.sw)
+
+
+def unblock_pin(protocol: ApduProtocol, ins: int, puk: str, new: str) -> None:
+    """RESET RETRY COUNTER ``00 2C 00 80`` with the PUK and the new PIN (PIV and CAC)."""
+    if not (len(puk) == 8 and puk.isascii() and puk.isdigit()):
+        raise PinFormatError(message="A PUK is 8 digits.")
+    resp = protocol.send(0x00, ins, 0x00, PIN_REF, puk.encode("ascii")
+                         + pin_block(new, "new PIN"), le=None)
+    if resp.sw == SW.OK:
+        return
+    if resp.sw == SW.AUTH_METHOD_BLOCKED or resp.sw == 0x63C0:
+        raise PukBlockedError()
+    if resp.sw >> 4 == 0x63C:
+        raise InvalidPukError(resp.sw & 0x0F)
+    raise ApduError(resp.sw, "PIN unblock")
 
 
 def check_pin_status(sw: int) -> None:
