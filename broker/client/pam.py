@@ -262,8 +262,9 @@ def authenticate(req: PamRequest, pam_user: str, pin: str, cards: CardAccess) ->
             card.connection.disconnect()
     try:
         _, answer = api.call("POST", f"{base}/{challenge['challenge_id']}/response",
-                             {"certificate": b64(cert_der), "chain": [],
-                              "signature": signature, "algorithm": algorithm})
+                             # chain is optional (the broker holds the intermediates)
+                             {"certificate": b64(cert_der), "signature": signature,
+                              "algorithm": algorithm})
         _, jwks = api.call("GET", "/v1/jwks.json")
     except ApiError as exc:
         raise _api_refusal(exc, "signature") from None
