@@ -1,0 +1,198 @@
+"""pam-setup's file edits, the session file, pam-auth's PIN reading and assertion checks."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from joserfc import jwt
+from joserfc.jwk import ECKey
+
+from broker.client import pam_setup as ps
+from broker.client import session_file
+from broker.client.cli import main
+from broker.client.flow import parse_client_spec, real_client_info
+from broker.client.pam import PamRequest, Refusal, read_authtok, trusted_endpoint, verify_assertion
+
+SUDO = ("#%PAM-1.0\nsession required pam_limits.so\n@include common-auth\n"
+        "@include common-account\n")
+
+
+def setup(tmp_path: Path, *extra: str) -> str:
+    out = CliRunner().invoke(main, ["pam-setup", "--pam-dir", str(tmp_path), "--broker",
+                                    "broker.example:8443", "--pin-sha256", "ab" * 32,
+                                    "--program", "/usr/bin/broker-client", *extra])
+    assert out.exit_code == 0, out.output
+    return out.output
+
+
+def test_pam_setup_puts_the_rule_before_the_auth_stack_and_keeps_a_backup(tmp_path: Path) -> None:
+    (tmp_path / "sudo").write_text(SUDO)
+    setup(tmp_path, "--service", "sudo", "--session-file", "/run/sb/%u.json")
+    text = (tmp_path / "sudo").read_text()
+    rule = [ln for ln in text.splitlines() if ln.startswith("auth ")]
+    assert rule == ["auth sufficient pam_exec.so seteuid expose_authtok quiet "
+                    "/usr/bin/broker-client pam-auth --purpose sudo --session-file "
+                    "/run/sb/%u.json --broker broker.example:8443 --pin-sha256 " + "ab" * 32]
+    assert text.index("pam_exec.so") < text.index("@include common-auth")
+    assert (tmp_path / "sudo.smartcard-broker.bak").read_text() == SUDO
+
+
+def test_pam_setup_is_idempotent_and_remove_restores_the_file(tmp_path: Path) -> None:
+    (tmp_path / "sudo").write_text(SUDO)
+    setup(tmp_path, "--service", "sudo")
+    first = (tmp_path / "sudo").read_text()
+    assert "unchanged" in setup(tmp_path, "--service", "sudo")
+    assert (tmp_path / "sudo").read_text() == first
+    out = CliRunner().invoke(main, ["pam-setup", "--pam-dir", str(tmp_path), "--service",
+                                    "sudo", "--remove"])
+    assert out.exit_code == 0 and "removed" in out.output
+    assert (tmp_path / "sudo").read_text() == SUDO
+
+
+def test_pam_setup_creates_missing_services_and_remove_deletes_them(tmp_path: Path) -> None:
+    assert "created" in setup(tmp_path)
+    for service in ("sudo", "sudo-i"):
+        text = (tmp_path / service).read_text()
+        assert "pam_exec.so" in text and "@include common-auth" in text
+    CliRunner().invoke(main, ["pam-setup", "--pam-dir", str(tmp_path), "--remove"])
+    assert not (tmp_path / "sudo").exists() and not (tmp_path / "sudo-i").exists()
+
+
+def test_pam_setup_dry_run_writes_nothing(tmp_path: Path) -> None:
+    out = setup(tmp_path, "--dry-run")
+    assert "+auth sufficient pam_exec.so" in out and not list(tmp_path.iterdir())
+
+
+def test_pam_setup_refuses_paths_pam_cannot_hold() -> None:
+    with pytest.raises(ps.PamSetupError):
+        ps.PamExecLine("/usr/bin/broker-client", "/tmp/my session.json").render()
+
+
+def test_session_file_is_private_and_ending_drops_the_token(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    session_file.write_active(path, broker="https://b:1", ca_file=None, pin_sha256="ab",
+                              issuer="broker-1", session={"id": "sid", "workspace_id": "ws",
+                                                          "gateway": {"protocol": "WSP"}},
+                              auth_token="secret-token", user="erin", directory="east",
+                              auth_method="password", certificate_sha256=None)
+    assert path.stat().st_mode & 0o777 == 0o600
+    sf = session_file.load(path, allowed_owners={path.stat().st_uid})
+    assert sf.user == "erin" and sf.state == "active"
+    session_file.mark_ended(path, "client")
+    ended = json.loads(path.read_text())
+    assert ended["state"] == "ended" and "secret-token" not in path.read_text()
+
+
+def test_session_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"format": 1, "state": "ended"}))
+    path.chmod(0o644)
+    with pytest.raises(session_file.SessionFileError, match="must be 600"):
+        session_file.load(path, allowed_owners={path.stat().st_uid})
+
+
+def test_a_session_file_naming_another_broker_is_refused(tmp_path: Path) -> None:
+    sf = session_file.SessionFile(tmp_path / "s", {"broker": "https://evil:1"}, 1000)
+    with pytest.raises(Refusal) as err:
+        trusted_endpoint(PamRequest(tmp_path / "s", broker="good:8443", pin_sha256="ab"), sf)
+    assert err.value.code == "broker_untrusted"
+
+
+@pytest.mark.parametrize("raw, pin", [(b"123456\0", "123456"), (b"123456\n", "123456"),
+                                      (b"", ""), (b"\0", "")])
+def test_read_authtok(raw: bytes, pin: str) -> None:
+    assert read_authtok(raw) == pin
+
+
+KEY = ECKey.generate_key("P-256", parameters={"kid": "k1"})
+JWKS = {"keys": [KEY.as_dict(private=False)]}
+
+
+def assertion(**claims: object) -> str:
+    now = int(time.time())
+    base = {"iss": "broker-1", "aud": "in-session:sudo", "sub": "erin", "purpose": "sudo",
+            "sid": "sid", "iat": now, "exp": now + 120}
+    base.update(claims)
+    return jwt.encode({"alg": "ES256", "kid": "k1"}, base, KEY)
+
+
+def check(token: str) -> dict[str, object]:
+    return verify_assertion(token, JWKS, issuer="broker-1", user="erin", purpose="sudo",
+                            session_id="sid")
+
+
+def test_a_good_assertion_verifies() -> None:
+    assert check(assertion())["sub"] == "erin"
+
+
+@pytest.mark.parametrize("claims", [{"sub": "bob"}, {"aud": "workspaces-gateway"},
+                                    {"purpose": "browser"}, {"iss": "other"}, {"sid": "x"},
+                                    {"exp": int(time.time()) - 1}])
+def test_a_wrong_claim_is_refused(claims: dict[str, object]) -> None:
+    with pytest.raises(Refusal) as err:
+        check(assertion(**claims))
+    assert err.value.code == "assertion_invalid"
+
+
+def test_an_assertion_signed_by_another_key_is_refused() -> None:
+    other = ECKey.generate_key("P-256", parameters={"kid": "k1"})
+    token = jwt.encode({"alg": "ES256", "kid": "k1"}, {"sub": "erin"}, other)
+    with pytest.raises(Refusal):
+        check(token)
+
+
+def test_pam_auth_refuses_another_pam_user_in_one_line(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "s.json"
+    session_file.write_active(path, broker="https://127.0.0.1:9", ca_file=None, pin_sha256="ab",
+                              issuer="b", session={"id": "sid"}, auth_token="tok-SECRET-1",
+                              user="erin",
+                              directory=None, auth_method="password", certificate_sha256=None)
+    monkeypatch.setenv("PAM_USER", "mallory")
+    out = CliRunner().invoke(main, ["pam-auth", "--session-file", str(path)], input="123456\0")
+    assert out.exit_code == 1
+    assert out.output.strip() == ("pam-auth: refused user=mallory purpose=sudo "
+                                  "reason=user_mismatch: PAM_USER is not the session's user")
+
+
+def test_pam_auth_unreachable_broker_is_a_refusal_in_bounded_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "s.json"
+    session_file.write_active(path, broker="https://127.0.0.1:9", ca_file=None, pin_sha256="ab",
+                              issuer="b", session={"id": "sid"}, auth_token="tok-SECRET-1",
+                              user="erin",
+                              directory=None, auth_method="password", certificate_sha256=None)
+    monkeypatch.setenv("PAM_USER", "erin")
+    started = time.monotonic()
+    out = CliRunner().invoke(main, ["pam-auth", "--session-file", str(path), "--broker",
+                                    "10.255.255.1:9", "--pin-sha256", "ab", "--timeout", "1"],
+                             input="123456\0")
+    assert out.exit_code == 1 and time.monotonic() - started < 5
+    assert "reason=broker_untrusted" in out.output  # the file names another broker
+    session_file.write_active(path, broker="https://10.255.255.1:9", ca_file=None,
+                              pin_sha256="ab", issuer="b", session={"id": "sid"},
+                              auth_token="tok-SECRET-1", user="erin", directory=None,
+                              auth_method="password", certificate_sha256=None)
+    started = time.monotonic()
+    out = CliRunner().invoke(main, ["pam-auth", "--session-file", str(path), "--broker",
+                                    "10.255.255.1:9", "--pin-sha256", "ab", "--timeout", "1"],
+                             input="123456\0")
+    assert out.exit_code == 1 and time.monotonic() - started < 5
+    assert "reason=broker_unreachable" in out.output and "123456" not in out.output
+    assert "tok-SECRET-1" not in out.output
+
+
+def test_client_identity_is_real_unless_told() -> None:
+    info = real_client_info()
+    assert info["platform"] == "linux" and info["version"] != "3.1.1"
+    assert parse_client_spec("windows/x86_64/3.1.1") == {"platform": "windows",
+                                                         "arch": "x86_64", "version": "3.1.1"}
+
+
+def test_version_option() -> None:
+    out = CliRunner().invoke(main, ["--version"])
+    assert out.exit_code == 0 and out.output.startswith("broker-client ")
