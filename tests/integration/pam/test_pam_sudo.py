@@ -1,104 +1,21 @@
 """sudo through real PAM: pamtester → pam_exec → broker-client pam-auth → pcscd + vpcd + the
-virtual PIV card → a running broker, with the PAM service file written by pam-setup.
-
-The service file lives in /etc/pam.d (libpam reads nowhere else) under a name of its own and is
-removed afterwards. pam-setup's ``--log`` makes pam_exec append pam-auth's one-line verdicts to
-a file, which the tests read where syslog would be on a real desktop.
-"""
+virtual PIV card → a running broker, with the PAM service file written by pam-setup."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from broker.cardsim import PivCard
+from tests.support.pam import Desktop, audit, pam_problem, remove_service
 from tests.support.pcsc import vpcd_cards
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.slow]
-
-CLI = [sys.executable, "-m", "broker.client.cli"]
-PAM_DIR = Path("/etc/pam.d")
-
-
-def pam_problem() -> str | None:
-    if shutil.which("pamtester") is None:
-        return "pamtester is not installed (apt-get install pamtester)"
-    if os.geteuid() != 0:
-        return "writing a PAM service to /etc/pam.d needs root"
-    return None
-
-
-@dataclass
-class Desktop:
-    """One user's desktop session: registration, held login, session file, PAM service."""
-
-    broker: Any
-    tmp: Path
-    service: str
-    log: Path
-    session_file: Path
-    login: subprocess.Popen[str] | None = None
-    session_id: str = ""
-
-    def cli(self, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(CLI + list(args), capture_output=True, text=True, input=stdin,
-                              timeout=60)
-
-    def log_in(self, code: str, username: str, password: str, workspace: str,
-               heartbeat_s: float = 1.0) -> None:
-        cfg = self.tmp / f"{username}.client.json"
-        reg = self.cli("register", code, "--broker", f"127.0.0.1:{self.broker.port}",
-                       "--cafile", str(self.broker.cafile), "--config", str(cfg))
-        assert reg.returncode == 0, reg.stderr
-        self.login = subprocess.Popen(
-            CLI + ["login", "--config", str(cfg), "--username", username, "--password-stdin",
-                   "--workspace", workspace, "--session-file", str(self.session_file),
-                   "--hold", "--heartbeat-interval", str(heartbeat_s), "--json"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert self.login.stdin is not None and self.login.stdout is not None
-        self.login.stdin.write(password + "\n")
-        self.login.stdin.close()
-        out = ""
-        while not out.rstrip().endswith("}"):
-            line = self.login.stdout.readline()
-            assert line, self.login.stderr.read() if self.login.stderr else "login died"
-            out += line
-        self.session_id = json.loads(out)["id"]
-        setup = self.cli("pam-setup", "--service", self.service, "--config", str(cfg),
-                         "--session-file", str(self.session_file), "--log", str(self.log))
-        assert setup.returncode == 0, setup.stderr
-
-    def sudo(self, user: str, pin: str) -> tuple[bool, str, float]:
-        """pamtester authenticate: (succeeded, pam-auth's verdict line, seconds taken)."""
-        before = self.log.read_text() if self.log.exists() else ""
-        started = time.monotonic()
-        out = subprocess.run(["pamtester", "-v", self.service, user, "authenticate"],
-                             input=pin + "\n", capture_output=True, text=True, timeout=60)
-        took = time.monotonic() - started
-        after = self.log.read_text() if self.log.exists() else ""
-        verdicts = [ln for ln in after[len(before):].splitlines() if ln.startswith("pam-auth:")]
-        assert len(verdicts) == 1, (verdicts, out.stdout, out.stderr)
-        assert pin not in verdicts[0] and self.session_id not in verdicts[0]
-        return out.returncode == 0, verdicts[0], took
-
-    def end(self) -> str:
-        """Stop the held login (it ends the session); its stderr."""
-        if self.login is None:
-            return ""
-        if self.login.poll() is None:
-            self.login.terminate()
-            self.login.wait(30)
-        return self.login.stderr.read() if self.login.stderr else ""
 
 
 @pytest.fixture
@@ -119,17 +36,7 @@ def desktop(broker_factory: Any, tmp_path: Path) -> Iterator[tuple[Desktop, Any]
             yield d, world
         finally:
             print("held login:", d.end())
-            subprocess.run(CLI + ["pam-setup", "--service", service, "--remove"],
-                           capture_output=True, timeout=60)
-            for leftover in PAM_DIR.glob(f"{service}*"):
-                leftover.unlink()
-
-
-def audit(bp: Any) -> list[dict[str, Any]]:
-    out = bp.run_cli("admin", "audit", "list", "--json", "--kind", "in_session.*",
-                     "--limit", "100")
-    data = json.loads(out.stdout)
-    return data["items"] if isinstance(data, dict) else data
+            remove_service(service)
 
 
 def test_sudo_with_the_card_in_a_us_east_1_wsp_session(desktop: Any) -> None:
