@@ -282,17 +282,13 @@ class LoginFlow:
         card.verify_pin(self.screens.ask_pin("Enter your PIN"))
         signature, algorithm = sign_challenge(card, chosen.slot_id, chosen.certificate,
                                               challenge)
+        cert_der = chosen.certificate.public_bytes(serialization.Encoding.DER)
         _, result = self.api.call(
             "POST", f"/v1/auth/challenges/{challenge['challenge_id']}/response",
-            {"certificate": b64(chosen.certificate.public_bytes(serialization.Encoding.DER)),
+            {"certificate": b64(cert_der),
              "chain": [], "signature": signature, "algorithm": algorithm})
-        self.api.token = result["auth_token"]
-        self.screens.show("Signed in", f"{result['user']['username']}: "
-                                       f"{len(result['workspaces'])} WorkSpace(s)")
-        return LoginResult(result["user"], result["auth_token"], result["workspaces"],
-                           card=card, certificate_slot=chosen.slot_id,
-                           certificate_sha256=hashlib.sha256(chosen.certificate.public_bytes(
-                               serialization.Encoding.DER)).hexdigest())
+        return self._signed_in(result, card=card, certificate_slot=chosen.slot_id,
+                               certificate_sha256=hashlib.sha256(cert_der).hexdigest())
 
     def password_login(self, username: str, password: str) -> LoginResult:
         """Log in with the directory's password login (where it is offered)."""
@@ -302,11 +298,14 @@ class LoginFlow:
                                                     "login is not offered here.")
         _, result = self.api.call("POST", "/v1/auth/password", {
             "registration_code": self.code, "username": username, "password": password})
+        return self._signed_in(result, method="password")
+
+    def _signed_in(self, result: dict[str, Any], **kw: Any) -> LoginResult:
+        """Keep the auth token for later calls and show the "Signed in" screen."""
         self.api.token = result["auth_token"]
         self.screens.show("Signed in", f"{result['user']['username']}: "
                                        f"{len(result['workspaces'])} WorkSpace(s)")
-        return LoginResult(result["user"], result["auth_token"], result["workspaces"],
-                           method="password")
+        return LoginResult(result["user"], result["auth_token"], result["workspaces"], **kw)
 
     def connect(self, login: LoginResult, workspace_id: str | None = None) -> dict[str, Any]:
         """Connect to a WorkSpace; a stopped one starts and asks for the PIN again."""
