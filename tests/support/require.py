@@ -1,9 +1,9 @@
 """Optional test dependencies: a skip on a developer's machine, a failure where required.
 
-``BROKER_TEST_REQUIRE=postgres,pcsc,opensc,nss,deploy-tools`` (set by `.ci/run`; ``all`` for
-everything) turns the skip of a missing PostgreSQL, PC/SC stack, OpenSC, NSS tools or
-deployment-check tools into a failure, so CI can never pass by quietly skipping the tests that
-need them.
+``BROKER_TEST_REQUIRE=postgres,pcsc,opensc,nss,deploy-tools,pam`` (set by `.ci/run`; ``all``
+for everything) turns the skip of a missing PostgreSQL, PC/SC stack, OpenSC, NSS tools,
+deployment-check tools or PAM tools (pamtester, pam_pkcs11, root for /etc/pam.d) into a failure,
+so CI can never pass by quietly skipping the tests that need them.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import NoReturn
 
 import pytest
 
-COMPONENTS = ("postgres", "pcsc", "opensc", "nss", "pkits", "deploy-tools")
+COMPONENTS = ("postgres", "pcsc", "opensc", "nss", "pkits", "deploy-tools", "pam")
 
 
 def required() -> set[str]:

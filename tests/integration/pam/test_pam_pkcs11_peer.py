@@ -20,6 +20,7 @@ from broker.cardsim import PivCard
 from tests.integration.card.conftest import opensc_pkcs11_module
 from tests.support.pam import Desktop, PamPkcs11, audit, pam_pkcs11_problem, remove_service
 from tests.support.pcsc import vpcd_cards
+from tests.support.require import unavailable
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.slow]
 
@@ -121,10 +122,10 @@ EXPECTED = {  # situation -> (pam-auth, pam_pkcs11): what each one decides
 def peer_world(broker_factory: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
     problem = pam_pkcs11_problem()
     if problem:
-        pytest.skip(problem)
+        unavailable("pam", problem)
     module = opensc_pkcs11_module()
     if module is None:
-        pytest.skip("opensc-pkcs11.so was not found")
+        unavailable("opensc", "opensc-pkcs11.so was not found")
     from broker.pki import issue
     from tests.support.databases import database_url
 

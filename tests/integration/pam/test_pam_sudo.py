@@ -14,6 +14,7 @@ import pytest
 from broker.cardsim import PivCard
 from tests.support.pam import Desktop, audit, pam_problem, remove_service
 from tests.support.pcsc import vpcd_cards
+from tests.support.require import unavailable
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.slow]
 
@@ -22,7 +23,7 @@ pytestmark = [pytest.mark.pcsc, pytest.mark.slow]
 def desktop(broker_factory: Any, tmp_path: Path) -> Iterator[tuple[Desktop, Any]]:
     problem = pam_problem()
     if problem:
-        pytest.skip(problem)
+        unavailable("pam", problem)
     from tests.support.databases import database_url
     from tests.support.world import build_world
 
