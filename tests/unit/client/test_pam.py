@@ -145,13 +145,17 @@ def test_an_assertion_signed_by_another_key_is_refused() -> None:
         check(token)
 
 
+def active_session(path: Path, broker: str) -> None:
+    """A password session of erin's at ``broker``, with a recognisable token."""
+    session_file.write_active(path, broker=broker, ca_file=None, pin_sha256="ab", issuer="b",
+                              session={"id": "sid"}, auth_token="tok-SECRET-1", user="erin",
+                              directory=None, auth_method="password", certificate_sha256=None)
+
+
 def test_pam_auth_refuses_another_pam_user_in_one_line(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "s.json"
-    session_file.write_active(path, broker="https://127.0.0.1:9", ca_file=None, pin_sha256="ab",
-                              issuer="b", session={"id": "sid"}, auth_token="tok-SECRET-1",
-                              user="erin",
-                              directory=None, auth_method="password", certificate_sha256=None)
+    active_session(path, "https://127.0.0.1:9")
     monkeypatch.setenv("PAM_USER", "mallory")
     out = CliRunner().invoke(main, ["pam-auth", "--session-file", str(path)], input="123456\0")
     assert out.exit_code == 1
@@ -162,10 +166,7 @@ def test_pam_auth_refuses_another_pam_user_in_one_line(tmp_path: Path,
 def test_pam_auth_unreachable_broker_is_a_refusal_in_bounded_time(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "s.json"
-    session_file.write_active(path, broker="https://127.0.0.1:9", ca_file=None, pin_sha256="ab",
-                              issuer="b", session={"id": "sid"}, auth_token="tok-SECRET-1",
-                              user="erin",
-                              directory=None, auth_method="password", certificate_sha256=None)
+    active_session(path, "https://127.0.0.1:9")
     monkeypatch.setenv("PAM_USER", "erin")
     started = time.monotonic()
     out = CliRunner().invoke(main, ["pam-auth", "--session-file", str(path), "--broker",
@@ -173,10 +174,7 @@ def test_pam_auth_unreachable_broker_is_a_refusal_in_bounded_time(
                              input="123456\0")
     assert out.exit_code == 1 and time.monotonic() - started < 5
     assert "reason=broker_untrusted" in out.output  # the file names another broker
-    session_file.write_active(path, broker="https://10.255.255.1:9", ca_file=None,
-                              pin_sha256="ab", issuer="b", session={"id": "sid"},
-                              auth_token="tok-SECRET-1", user="erin", directory=None,
-                              auth_method="password", certificate_sha256=None)
+    active_session(path, "https://10.255.255.1:9")
     started = time.monotonic()
     out = CliRunner().invoke(main, ["pam-auth", "--session-file", str(path), "--broker",
                                     "10.255.255.1:9", "--pin-sha256", "ab", "--timeout", "1"],
