@@ -471,7 +471,7 @@ def pam_auth(session_file: Path, purpose: str, broker_addr: str | None, cafile: 
     import syslog
 
     from broker.client.access import PcscCards
-    from broker.client.pam import PamRequest, Refusal, authenticate, read_authtok, short_id
+    from broker.client.pam import PamRequest, authenticate, read_authtok, short_id
 
     pam_user = os.environ.get("PAM_USER", "")
     pam_type = os.environ.get("PAM_TYPE", "auth")
@@ -481,26 +481,23 @@ def pam_auth(session_file: Path, purpose: str, broker_addr: str | None, cafile: 
         syslog.syslog(priority, line)
         click.echo(line, err=True)
 
-    if pam_type != "auth":
-        say(syslog.LOG_WARNING, f"pam-auth: refused user={pam_user or '-'} purpose={purpose} "
-                                f"reason=unsupported_pam_type: only the auth type is handled")
+    def refuse(code: str, message: str) -> NoReturn:
+        say(syslog.LOG_NOTICE, f"pam-auth: refused user={pam_user or '-'} purpose={purpose} "
+                               f"reason={code}: {message}")
         sys.exit(1)
+
+    if pam_type != "auth":
+        refuse("unsupported_pam_type", "only the auth type is handled")
     pin = read_authtok(sys.stdin.buffer.read(512)) if not sys.stdin.isatty() else ""
     if "%u" in str(session_file):  # one file per user: %u is PAM_USER, as in sshd_config
         if not pam_user or not _SAFE_USER.fullmatch(pam_user):
-            say(syslog.LOG_NOTICE, f"pam-auth: refused purpose={purpose} reason=user_mismatch: "
-                                   "PAM_USER cannot name a session file")
-            sys.exit(1)
+            refuse("user_mismatch", "PAM_USER cannot name a session file")
         session_file = Path(str(session_file).replace("%u", pam_user))
     req = PamRequest(session_file, purpose, broker_addr, cafile, pin_sha256, issuer, timeout)
     try:
         granted = authenticate(req, pam_user, pin, PcscCards(reader))
-    except Refusal as exc:
-        say(syslog.LOG_NOTICE, f"pam-auth: refused user={pam_user or '-'} purpose={purpose} "
-                               f"reason={exc.code}: {exc.message}")
-        sys.exit(1)
-    finally:
-        del pin
+    except BrokerError as exc:  # a Refusal, or e.g. a malformed broker address: same line
+        refuse(exc.code, exc.message)
     say(syslog.LOG_INFO, f"pam-auth: granted user={granted.user} purpose={granted.purpose} "
                          f"session={short_id(granted.session_id)}")
 
