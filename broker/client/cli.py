@@ -267,7 +267,7 @@ def hold_session(flow: Any, session: dict[str, Any], reader: str | None,
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    last = "none"
+    last: str | None = None  # the first answer is shown too: the session is being held
     reason = "client_exit"
     try:
         while True:

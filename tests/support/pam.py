@@ -66,6 +66,11 @@ class Desktop:
             assert line, self.login.stderr.read() if self.login.stderr else "login died"
             out += line
         self.session_id = json.loads(out)["id"]
+        # the first heartbeat's answer: from here on, the broker's changes reach the held login
+        # only at the next heartbeat, so a test can end the session before the login knows
+        assert self.login.stderr is not None
+        while not (line := self.login.stderr.readline()).startswith("heartbeat:"):
+            assert line, "the held login died before its first heartbeat"
         setup = self.cli("pam-setup", "--service", self.service, "--config", str(cfg),
                          "--session-file", str(self.session_file), "--log", str(self.log))
         assert setup.returncode == 0, setup.stderr
