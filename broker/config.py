@@ -18,6 +18,7 @@ from typing import Any, get_type_hints
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from broker.codes import Code
 from broker.errors import BrokerError
 
 ENV_PREFIX = "BROKER_"
@@ -31,7 +32,7 @@ LOG_LEVELS = {"debug": "DEBUG", "info": "INFO", "warn": "WARNING", "warning": "W
 
 
 class ConfigError(BrokerError):
-    code = "config_invalid"
+    code = Code.CONFIG_INVALID
 
 
 @dataclass(frozen=True)

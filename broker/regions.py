@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from broker.codes import Code
 from broker.errors import BrokerError
 
 PREFIX_RE = re.compile(r"^[A-Za-z]{2,12}$")
@@ -21,7 +22,7 @@ _KEYS = ("name", "prefix", *_BOOL_KEYS)
 
 
 class RegionCatalogueError(BrokerError):
-    code = "config_invalid"
+    code = Code.CONFIG_INVALID
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from broker.codes import Code
 from broker.errors import BrokerError
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -25,7 +26,7 @@ SHIPPED_FOLDERS = ("config", "migrations")
 
 
 class ShippedFileMissing(BrokerError):
-    code = "config_invalid"
+    code = Code.CONFIG_INVALID
 
 
 def shipped_path(folder: str, name: str = "") -> Path:

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 from OpenSSL import crypto
 
+from broker.codes import Code
 from broker.pki import profile
 from broker.pki.aia import DEFAULT_FETCHER, MAX_FETCHES_PER_VERIFICATION, AiaFetcher
 from broker.pki.errors import PkiError
@@ -99,15 +100,15 @@ def parse_certificate(data: bytes | x509.Certificate) -> x509.Certificate:
     if isinstance(data, x509.Certificate):
         return data
     if not isinstance(data, bytes | bytearray) or not data:
-        raise PkiError("certificate_malformed", "No certificate was given.")
+        raise PkiError(Code.CERTIFICATE_MALFORMED, "No certificate was given.")
     if len(data) > MAX_CERT_BYTES:
-        raise PkiError("certificate_malformed", "The certificate is too large.")
+        raise PkiError(Code.CERTIFICATE_MALFORMED, "The certificate is too large.")
     try:
         if bytes(data).lstrip().startswith(b"-----BEGIN"):
             return x509.load_pem_x509_certificate(bytes(data))
         return x509.load_der_x509_certificate(bytes(data))
     except ValueError as exc:
-        raise PkiError("certificate_malformed", f"The certificate cannot be parsed: "
+        raise PkiError(Code.CERTIFICATE_MALFORMED, f"The certificate cannot be parsed: "
                                                 f"{str(exc)[:120]}",
                        {"well_formed": _signed_structure(bytes(data))}) from None
 
@@ -118,7 +119,7 @@ def load_pem_certificates(data: bytes) -> list[x509.Certificate]:
         try:
             return x509.load_pem_x509_certificates(bytes(data))
         except ValueError as exc:
-            raise PkiError("certificate_malformed", f"No readable PEM certificate: "
+            raise PkiError(Code.CERTIFICATE_MALFORMED, f"No readable PEM certificate: "
                                                     f"{str(exc)[:120]}") from None
     return [parse_certificate(data)]
 
@@ -131,7 +132,7 @@ def load_crl(data: bytes | x509.CertificateRevocationList) -> x509.CertificateRe
             return x509.load_pem_x509_crl(bytes(data))
         return x509.load_der_x509_crl(bytes(data))
     except ValueError as exc:
-        raise PkiError("certificate_malformed", f"The CRL cannot be parsed: "
+        raise PkiError(Code.CERTIFICATE_MALFORMED, f"The CRL cannot be parsed: "
                                                 f"{str(exc)[:120]}",
                        {"well_formed": _signed_structure(bytes(data))}) from None
 
@@ -221,12 +222,12 @@ def _openssl_path(leaf: x509.Certificate, untrusted: list[x509.Certificate], tru
                                f"(at {_who(bad)!r}).",
                        {"openssl_error": code, "subject": _who(bad)}) from None
     except crypto.Error as exc:
-        raise PkiError("certificate_malformed", f"OpenSSL cannot process the path: "
+        raise PkiError(Code.CERTIFICATE_MALFORMED, f"OpenSSL cannot process the path: "
                                                 f"{str(exc)[:120]}") from None
     try:
         return [c.to_cryptography() for c in verified]
     except (crypto.Error, ValueError) as exc:
-        raise PkiError("certificate_malformed", f"A certificate of the path cannot be read: "
+        raise PkiError(Code.CERTIFICATE_MALFORMED, f"A certificate of the path cannot be read: "
                                                 f"{str(exc)[:120]}") from None
 
 
@@ -260,7 +261,7 @@ def _ext(cert: x509.Certificate, cls: type) -> Any:
     except x509.ExtensionNotFound:
         return None
     except ValueError as exc:
-        raise PkiError("certificate_malformed", f"Malformed extension in {_who(cert)!r}: "
+        raise PkiError(Code.CERTIFICATE_MALFORMED, f"Malformed extension in {_who(cert)!r}: "
                                                 f"{str(exc)[:100]}") from None
 
 
@@ -269,7 +270,7 @@ def _policy_checks(path: list[x509.Certificate], purpose: str, max_depth: int) -
     # max_chain_depth), never the leaf or the anchor themselves.
     intermediates = max(0, len(path) - 2)
     if intermediates > max_depth:
-        raise PkiError("chain_too_long", f"The path has {intermediates} intermediate CAs "
+        raise PkiError(Code.CHAIN_TOO_LONG, f"The path has {intermediates} intermediate CAs "
                                          f"between the certificate and the trust anchor; at "
                                          f"most {max_depth} are allowed.",
                        {"intermediates": intermediates, "max_depth": max_depth})
@@ -277,32 +278,32 @@ def _policy_checks(path: list[x509.Certificate], purpose: str, max_depth: int) -
         is_anchor = i == len(path) - 1
         weak = _weakness(cert, check_signature=not is_anchor)
         if weak:
-            raise PkiError("certificate_weak_algorithm",
+            raise PkiError(Code.CERTIFICATE_WEAK_ALGORITHM,
                            f"{_who(cert)!r} uses {weak}, which is not accepted.",
                            {"subject": _who(cert)})
         if i > 0:
             bc = _ext(cert, x509.BasicConstraints)
             if bc is None or not bc.ca:
-                raise PkiError("certificate_untrusted", f"{_who(cert)!r} is not a CA.",
+                raise PkiError(Code.CERTIFICATE_UNTRUSTED, f"{_who(cert)!r} is not a CA.",
                                {"subject": _who(cert)})
             ku = _ext(cert, x509.KeyUsage)
             if ku is not None and not ku.key_cert_sign:
-                raise PkiError("certificate_untrusted", f"{_who(cert)!r} may not sign "
+                raise PkiError(Code.CERTIFICATE_UNTRUSTED, f"{_who(cert)!r} may not sign "
                                                         "certificates (key usage).")
     leaf = path[0]
     bc = _ext(leaf, x509.BasicConstraints)
     if purpose == "any":
         return
     if bc is not None and bc.ca:
-        raise PkiError("certificate_not_for_client_auth", "A CA certificate cannot log in.")
+        raise PkiError(Code.CERTIFICATE_NOT_FOR_CLIENT_AUTH, "A CA certificate cannot log in.")
     ku = _ext(leaf, x509.KeyUsage)
     if ku is not None and not ku.digital_signature:
-        raise PkiError("certificate_not_for_client_auth",
+        raise PkiError(Code.CERTIFICATE_NOT_FOR_CLIENT_AUTH,
                        "The certificate's key may not make signatures (key usage lacks "
                        "digitalSignature).")
     eku = _ext(leaf, x509.ExtendedKeyUsage)
     if eku is not None and not (set(eku) & CLIENT_EKUS):
-        raise PkiError("certificate_not_for_client_auth",
+        raise PkiError(Code.CERTIFICATE_NOT_FOR_CLIENT_AUTH,
                        "The certificate is not for client authentication (its extended key "
                        "usage has neither clientAuth nor smart-card logon).")
 
@@ -338,12 +339,12 @@ def _unknown_critical(path: list[x509.Certificate]) -> None:
         try:
             exts = list(cert.extensions)
         except ValueError as exc:
-            raise PkiError("certificate_malformed", f"Malformed extension in {_who(cert)!r}: "
+            raise PkiError(Code.CERTIFICATE_MALFORMED, f"Malformed extension in {_who(cert)!r}: "
                                                     f"{str(exc)[:100]}",
                            {"check": "malformed_extension", "subject": _who(cert)}) from None
         for ext in exts:
             if ext.critical and ext.oid.dotted_string not in KNOWN_EXTENSIONS:
-                raise PkiError("certificate_untrusted",
+                raise PkiError(Code.CERTIFICATE_UNTRUSTED,
                                f"{_who(cert)!r} has an unknown critical extension "
                                f"{ext.oid.dotted_string}.",
                                {"subject": _who(cert), "extension": ext.oid.dotted_string})
@@ -369,7 +370,7 @@ def _judge(leaf: x509.Certificate, cand: Candidate, pool: list[x509.Certificate]
     anchor_only = TrustStore([cand.anchor])
     for cert, issuer in zip(path, path[1:], strict=False):
         if not signed_by(cert, issuer):
-            raise PkiError("certificate_untrusted",
+            raise PkiError(Code.CERTIFICATE_UNTRUSTED,
                            f"The signature on {_who(cert)!r} was not made by the key of "
                            f"{_who(issuer)!r}.", {"subject": _who(cert),
                                                   "broken_signature": True})
@@ -519,13 +520,13 @@ def verify_certificate(leaf_der: bytes | x509.Certificate,
     if purpose not in ("client-auth", "any"):
         raise ValueError(f"purpose must be client-auth or any, not {purpose!r}")
     if len(chain_der) > MAX_CHAIN:
-        raise PkiError("chain_too_long", f"At most {MAX_CHAIN} chain certificates are "
+        raise PkiError(Code.CHAIN_TOO_LONG, f"At most {MAX_CHAIN} chain certificates are "
                                          "accepted.")
     leaf = parse_certificate(leaf_der)
     untrusted = [parse_certificate(c) for c in chain_der] + list(trust.intermediates)
     at = at or dt.datetime.now(dt.UTC)
     if not trust.anchors:
-        raise PkiError("certificate_untrusted", "This directory has no trust anchors.")
+        raise PkiError(Code.CERTIFICATE_UNTRUSTED, "This directory has no trust anchors.")
     index = PathIndex(trust.anchors, untrusted)
     aia_log: list[dict[str, Any]] = []
     if aia_fetch:
@@ -547,7 +548,7 @@ def verify_certificate(leaf_der: bytes | x509.Certificate,
             exc.details.setdefault("path", [_who(c) for c in cand.certs])
             failures.append(exc)
     if not failures:
-        raise PkiError("certificate_untrusted",
+        raise PkiError(Code.CERTIFICATE_UNTRUSTED,
                        f"No chain of issuers leads from {_who(leaf)!r} to a trust anchor of "
                        "this directory (missing intermediate or untrusted root).",
                        {"subject": _who(leaf), "issuer": leaf.issuer.rfc4514_string(),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from broker.codes import Code
 from broker.errors import BrokerError
 
 
 class PkiError(BrokerError):
-    code = "certificate_untrusted"
+    code = Code.CERTIFICATE_UNTRUSTED
 
 
 REASONS = (

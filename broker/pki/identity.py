@@ -18,6 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ObjectIdentifier
 
+from broker.codes import Code
 from broker.pki.errors import PkiError
 
 UPN_OID = ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
@@ -140,8 +141,8 @@ def map_certificate(ident: CertIdentity, rules: Sequence[str],
         if len(found) == 1:
             return found[0]
         if len(found) > 1:
-            raise PkiError("user_ambiguous", f"The certificate matches {len(found)} users by "
+            raise PkiError(Code.USER_AMBIGUOUS, f"The certificate matches {len(found)} users by "
                                              f"{rule}; ask an administrator to fix the mapping.",
                            {"rule": rule})
-    raise PkiError("user_not_found", "No user of this directory matches the certificate.",
+    raise PkiError(Code.USER_NOT_FOUND, "No user of this directory matches the certificate.",
                    {"rules": list(rules)})

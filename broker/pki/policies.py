@@ -28,6 +28,7 @@ from pyhanko_certvalidator.errors import PathError, RevokedError, ValidationErro
 from pyhanko_certvalidator.path import ValidationPath
 from pyhanko_certvalidator.validate import async_validate_path
 
+from broker.codes import Code
 from broker.pki.errors import PkiError
 from broker.pki.paths import name_key
 
@@ -60,7 +61,7 @@ class PolicyInputs:
             try:
                 x509.ObjectIdentifier(oid)
             except ValueError:
-                raise PkiError("certificate_policy_mismatch",
+                raise PkiError(Code.CERTIFICATE_POLICY_MISMATCH,
                                f"{oid!r} is not a policy OID.") from None
         return cls(frozenset(required), explicit, mapping_inhibit, any_policy_inhibit)
 
@@ -193,14 +194,14 @@ def check_path(path: Sequence[x509.Certificate], inputs: PolicyInputs,
         text = str(exc)
         text = _named(text, path)
         if "polic" in text.lower():
-            raise PkiError("certificate_policy_mismatch",
+            raise PkiError(Code.CERTIFICATE_POLICY_MISMATCH,
                            "The path does not satisfy the directory's certificate policies: "
                            f"{text[:200]}", {"policy_inputs": inputs.as_dict()}) from None
-        raise PkiError("certificate_untrusted", f"The path does not validate: {text[:200]}",
+        raise PkiError(Code.CERTIFICATE_UNTRUSTED, f"The path does not validate: {text[:200]}",
                        {"engine": "rfc5280"}) from None
     except _ENGINE_FAULTS as exc:
         # A certificate the engine cannot process is refused, with a sentence, not a traceback.
-        raise PkiError("certificate_malformed", "A certificate of the path cannot be "
+        raise PkiError(Code.CERTIFICATE_MALFORMED, "A certificate of the path cannot be "
                                                 f"processed: {exc!r}"[:240],
                        {"engine": "rfc5280", "check": "unprocessable"}) from None
     # The engine records the user-constrained policy set on the path it was handed.

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 
+from broker.codes import Code
 from broker.pki.errors import PkiError
 
 MAX_SERIAL_OCTETS = 20
@@ -73,7 +74,7 @@ class Violation:
         return f"{text[:1].upper()}{text[1:]}{where}{extra}."
 
     def as_error(self) -> PkiError:
-        return PkiError("certificate_malformed", self.sentence,
+        return PkiError(Code.CERTIFICATE_MALFORMED, self.sentence,
                         {"check": self.check, "subject": self.subject,
                          **({"detail": self.detail} if self.detail else {})})
 

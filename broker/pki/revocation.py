@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
+from broker.codes import Code
 from broker.pki.errors import PkiError
 
 Fetch = Callable[[str, bytes | None, str | None, float], bytes]
@@ -315,7 +316,7 @@ def check_chain(chain: list[x509.Certificate], settings: RevocationSettings,
             if ocsp_status[i].evidence:  # type: ignore[union-attr]
                 evidence.append(ocsp_status[i].evidence)  # type: ignore[union-attr,arg-type]
             if ocsp_status[i].state == "revoked":  # type: ignore[union-attr]
-                raise PkiError("certificate_revoked", f"The certificate {subjects[i]!r} is "
+                raise PkiError(Code.CERTIFICATE_REVOKED, f"The certificate {subjects[i]!r} is "
                                                       "revoked (OCSP).", {"subject": subjects[i]})
     # Certificates OCSP did not vouch for need CRLs (with OCSP on, those naming no responder).
     need_crl = [i for i, st in enumerate(ocsp_status)
@@ -339,7 +340,7 @@ def check_chain(chain: list[x509.Certificate], settings: RevocationSettings,
         if crl_verdict is not None and len(need_crl) == len(subjects):
             state, why = crl_verdict(all_crls)
             if state == "revoked":
-                raise PkiError("certificate_revoked", why)
+                raise PkiError(Code.CERTIFICATE_REVOKED, why)
             if state != "good":
                 # The whole-path verdict stopped at the first certificate without a CRL; a
                 # listing on another certificate's own CRL still revokes it.
@@ -347,7 +348,7 @@ def check_chain(chain: list[x509.Certificate], settings: RevocationSettings,
                     st = _crl_status(chain[i], chain[i + 1], all_crls, at, fetch, cache,
                                      settings.timeout_s)
                     if st.state == "revoked":
-                        raise PkiError("certificate_revoked", f"The certificate "
+                        raise PkiError(Code.CERTIFICATE_REVOKED, f"The certificate "
                                                               f"{subjects[i]!r} is revoked.",
                                        {"subject": subjects[i]})
                 problems.append(why)
@@ -356,7 +357,7 @@ def check_chain(chain: list[x509.Certificate], settings: RevocationSettings,
                 st = _crl_status(chain[i], chain[i + 1], all_crls, at, fetch, cache,
                                  settings.timeout_s)
                 if st.state == "revoked":
-                    raise PkiError("certificate_revoked", f"The certificate {subjects[i]!r} "
+                    raise PkiError(Code.CERTIFICATE_REVOKED, f"The certificate {subjects[i]!r} "
                                                           "is revoked.", {"subject": subjects[i]})
                 if st.state != "good":
                     problems.append(f"{subjects[i]}: {st.why}")
@@ -366,7 +367,7 @@ def check_chain(chain: list[x509.Certificate], settings: RevocationSettings,
             problems.append(f"{subjects[i]}: {st.why if st else 'not checked'}")
     if problems:
         if settings.fail_mode == "hard":
-            raise PkiError("certificate_revocation_unknown",
+            raise PkiError(Code.CERTIFICATE_REVOCATION_UNKNOWN,
                            "The revocation status cannot be established: "
                            + "; ".join(problems)[:400])
         return "soft_fail", problems

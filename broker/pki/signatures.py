@@ -15,6 +15,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
+from broker.codes import Code
 from broker.pki.errors import PkiError
 
 SUPPORTED_SIGNATURE_ALGORITHMS = ("ecdsa-sha256", "ecdsa-sha384", "rsa-pkcs1-sha256",
@@ -24,11 +25,11 @@ MAX_SIGNATURE_BYTES = 1024
 
 
 def _invalid(why: str) -> PkiError:
-    return PkiError("signature_invalid", f"The signature does not verify: {why}.")
+    return PkiError(Code.SIGNATURE_INVALID, f"The signature does not verify: {why}.")
 
 
 def verify_signature(key_or_cert: Any, data: bytes, signature: bytes, algorithm: str) -> None:
-    """Raise PkiError("signature_invalid") unless ``signature`` over ``data`` verifies."""
+    """Raise PkiError(Code.SIGNATURE_INVALID) unless ``signature`` over ``data`` verifies."""
     if algorithm not in SUPPORTED_SIGNATURE_ALGORITHMS:
         raise _invalid(f"unsupported algorithm {str(algorithm)[:40]!r}")
     if not isinstance(signature, bytes | bytearray) or not 0 < len(signature) <= \

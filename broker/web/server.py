@@ -33,6 +33,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from broker import metrics
+from broker.codes import Code
 from broker.errors import BrokerError
 from broker.service.context import BrokerContext
 from broker.web.access import record as record_access
@@ -53,7 +54,7 @@ reactor: Any = _reactor  # the global reactor; its interfaces confuse type check
 
 
 class ServerError(BrokerError):
-    code = "server_config_invalid"
+    code = Code.SERVER_CONFIG_INVALID
 
 
 # --------------------------------------------------------------------------- TLS
