@@ -126,7 +126,7 @@ class CacPkiApplet:
             raise CardStatus(SW.CLA_NOT_SUPPORTED)
         if cmd.ins == CacIns.SELECT and cmd.p1 == 0x02:  # select the object by its 2-byte id
             if cmd.data != self.which.object_id:
-                raise CardStatus(SW.NOT_FOUND)
+                raise CardStatus(SW.FILE_NOT_FOUND)
             return b""
         if cmd.ins == CacIns.GET_PROPERTIES:
             return self._properties(cmd)
@@ -141,7 +141,7 @@ class CacPkiApplet:
         if cmd.ins == CacIns.GET_CHALLENGE:
             return secrets.token_bytes(8)
         if cmd.ins == CacIns.GET_ACR:
-            raise CardStatus(SW.NOT_FOUND)
+            raise CardStatus(SW.FILE_NOT_FOUND)
         raise CardStatus(SW.INS_NOT_SUPPORTED)
 
     def _properties(self, cmd: Command) -> bytes:
@@ -155,14 +155,14 @@ class CacPkiApplet:
 
     def _read_buffer(self, cmd: Command) -> bytes:
         if len(cmd.data) != 2:
-            raise CardStatus(SW.INCORRECT_DATA)
+            raise CardStatus(SW.WRONG_DATA)
         kind, count = cmd.data
         if kind == BufferType.TAG:
             content = self.tl_buffer
         elif kind == BufferType.VALUE:
             content = self.v_buffer
         else:
-            raise CardStatus(SW.INCORRECT_DATA)
+            raise CardStatus(SW.WRONG_DATA)
         buffer = len(content).to_bytes(2, "little") + content
         offset = (cmd.p1 << 8) | cmd.p2
         if offset > len(buffer):
@@ -174,13 +174,13 @@ class CacPkiApplet:
             raise CardStatus(SW.INCORRECT_P1P2)
         if not cmd.data:
             if self.pin.blocked:
-                raise CardStatus(SW.AUTH_BLOCKED)
+                raise CardStatus(SW.AUTH_METHOD_BLOCKED)
             if self.security.pin_verified:
                 return b""
             raise CardStatus(self.pin.status_sw())
         candidate = cmd.data.rstrip(b"\xff")
         if not candidate or len(cmd.data) > 8:
-            raise CardStatus(SW.INCORRECT_DATA)
+            raise CardStatus(SW.WRONG_DATA)
         if self.pin.check(candidate):
             self.security.pin_verified = True
             return b""
@@ -193,7 +193,7 @@ class CacPkiApplet:
         if cmd.p1 != 0x00 or cmd.p2 != 0x80:
             raise CardStatus(SW.INCORRECT_P1P2)
         if len(cmd.data) != 16:
-            raise CardStatus(SW.INCORRECT_DATA)
+            raise CardStatus(SW.WRONG_DATA)
         ref = self.pin if cmd.ins == CacIns.CHANGE_REFERENCE else self.puk
         if ref is None:
             raise CardStatus(SW.REFERENCE_NOT_FOUND)
@@ -201,7 +201,7 @@ class CacPkiApplet:
         if not ref.check(old):
             raise CardStatus(ref.status_sw())
         if not (6 <= len(new) <= 8 and new.isdigit()):
-            raise CardStatus(SW.INCORRECT_DATA)
+            raise CardStatus(SW.WRONG_DATA)
         self.pin.replace(new.decode())
         return b""
 
@@ -211,7 +211,7 @@ class CacPkiApplet:
             raise CardStatus(SW.INCORRECT_P1P2)
         if not self.security.pin_verified:
             self._sign_buffer = b""
-            raise CardStatus(SW.SECURITY_NOT_SATISFIED)
+            raise CardStatus(SW.SECURITY_STATUS_NOT_SATISFIED)
         data = self._sign_buffer + cmd.data
         if cmd.p1 == 0x80:
             if len(data) > 1024:

@@ -16,31 +16,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from broker.iso7816 import SW
+
 log = logging.getLogger("broker.cardsim")
 
 MAX_CHAIN = 8192  # longest command chain the card accepts (RSA-4096 blocks are 512 bytes)
-
-
-class SW(enum.IntEnum):
-    """Status words the simulated cards answer (ISO 7816-4)."""
-
-    OK = 0x9000
-    WRONG_LENGTH = 0x6700
-    SECURITY_NOT_SATISFIED = 0x6982
-    AUTH_BLOCKED = 0x6983
-    CONDITIONS_NOT_SATISFIED = 0x6985
-    INCORRECT_DATA = 0x6A80
-    FUNCTION_NOT_SUPPORTED = 0x6A81
-    NOT_FOUND = 0x6A82
-    INCORRECT_P1P2 = 0x6A86
-    REFERENCE_NOT_FOUND = 0x6A88
-    WRONG_P1P2 = 0x6B00
-    INS_NOT_SUPPORTED = 0x6D00
-    CLA_NOT_SUPPORTED = 0x6E00
-    UNKNOWN = 0x6F00
-
-    def bytes(self) -> bytes:
-        return int(self).to_bytes(2, "big")
 
 
 class Ins(enum.IntEnum):
@@ -60,7 +40,7 @@ class CardStatus(Exception):  # noqa: N818 - a status word, not a failure of the
 
 def retries_sw(left: int) -> int:
     """63Cx for x tries left, 6983 when none are."""
-    return SW.AUTH_BLOCKED if left <= 0 else 0x63C0 | min(left, 15)
+    return SW.AUTH_METHOD_BLOCKED if left <= 0 else 0x63C0 | min(left, 15)
 
 
 @dataclass(frozen=True)
@@ -152,10 +132,10 @@ class PinCounter:
 def pin_from_block(block: bytes) -> bytes:
     """An 8-byte PIV PIN block (digits padded with FF) → the PIN; CardStatus(6A80) if malformed."""
     if len(block) != 8:
-        raise CardStatus(SW.INCORRECT_DATA)
+        raise CardStatus(SW.WRONG_DATA)
     pin = block.rstrip(b"\xff")
     if not pin or b"\xff" in pin:
-        raise CardStatus(SW.INCORRECT_DATA)
+        raise CardStatus(SW.WRONG_DATA)
     return pin
 
 
@@ -267,7 +247,7 @@ class VirtualCard:
             return self._respond(self._select(cmd), cmd)
         if self.selected is None:
             raise CardStatus(SW.CONDITIONS_NOT_SATISFIED if cmd.ins != Ins.SELECT
-                             else SW.NOT_FOUND)
+                             else SW.FILE_NOT_FOUND)
         return self._respond(self.selected.handle(cmd), cmd)
 
     def _select(self, cmd: Command) -> bytes:
@@ -279,7 +259,7 @@ class VirtualCard:
                     if self.selected is not applet:
                         self.selected = applet
                     return body
-        raise CardStatus(SW.NOT_FOUND)  # the current selection stays, as on real cards
+        raise CardStatus(SW.FILE_NOT_FOUND)  # the current selection stays, as on real cards
 
     def _respond(self, body: bytes, cmd: Command) -> bytes:
         limit = 256 if cmd.le is None or cmd.le <= 256 else cmd.le

@@ -65,7 +65,7 @@ class KeyRef(enum.IntEnum):
     PUK = 0x81
 
 
-class Algorithm(enum.IntEnum):
+class KeyType(enum.IntEnum):
     """SP 800-78 cryptographic mechanism identifiers."""
 
     RSA_1024 = 0x06
@@ -76,7 +76,7 @@ class Algorithm(enum.IntEnum):
     ECC_P384 = 0x14
 
     @classmethod
-    def of(cls, key: Any) -> Algorithm:
+    def of(cls, key: Any) -> KeyType:
         if isinstance(key, ec.EllipticCurvePrivateKey):
             return {256: cls.ECC_P256, 384: cls.ECC_P384}[key.curve.key_size]
         if isinstance(key, rsa.RSAPrivateKey):
@@ -128,11 +128,11 @@ class KeySlot:
     def __post_init__(self) -> None:
         if self.key is None or self.certificate is None:
             raise ValueError("a key slot needs both a key and a certificate")
-        Algorithm.of(self.key)
+        KeyType.of(self.key)
 
     @property
-    def algorithm(self) -> Algorithm:
-        return Algorithm.of(self.key)
+    def algorithm(self) -> KeyType:
+        return KeyType.of(self.key)
 
     def cert_der(self) -> bytes:
         assert self.certificate is not None
@@ -147,7 +147,7 @@ def private_operation(key: Any, data: bytes) -> bytes:
     if isinstance(key, ec.EllipticCurvePrivateKey):
         size = (key.curve.key_size + 7) // 8
         if not data or len(data) > 64:
-            raise CardStatus(SW.INCORRECT_DATA)
+            raise CardStatus(SW.WRONG_DATA)
         # a longer hash is truncated to the field size, as ECDSA does; shorter is zero-padded
         digest = data[:size].rjust(size, b"\0")
         algo: hashes.HashAlgorithm = hashes.SHA256() if size == 32 else hashes.SHA384()
@@ -156,10 +156,10 @@ def private_operation(key: Any, data: bytes) -> bytes:
     n = numbers.public_numbers.n
     width = (key.key_size + 7) // 8
     if len(data) != width:
-        raise CardStatus(SW.INCORRECT_DATA)
+        raise CardStatus(SW.WRONG_DATA)
     m = int.from_bytes(data, "big")
     if m >= n:
-        raise CardStatus(SW.INCORRECT_DATA)
+        raise CardStatus(SW.WRONG_DATA)
     return pow(m, numbers.d, n).to_bytes(width, "big")
 
 
@@ -187,7 +187,7 @@ class PivApplet:
         pass
 
     def select(self, cmd: Command) -> bytes:
-        algs = sorted({ks.algorithm for ks in self.slots.values()} or {Algorithm.ECC_P256})
+        algs = sorted({ks.algorithm for ks in self.slots.values()} or {KeyType.ECC_P256})
         ac = b"".join(ber(0x80, bytes([a])) for a in algs) + ber(0x06, b"\x00")
         return ber(0x61, ber(0x4F, PIV_AID[5:]) + ber(0x79, ber(0x4F, PIV_AID[:5]))
                    + ber(0x50, self.label.encode()) + ber(0xAC, ac))
@@ -205,7 +205,7 @@ class PivApplet:
                     PivIns.RESET_RETRY: self._reset_retry,
                     PivIns.GENERAL_AUTHENTICATE: self._general_authenticate}[ins](cmd)
         except ValueError:  # malformed TLV in the command
-            raise CardStatus(SW.INCORRECT_DATA) from None
+            raise CardStatus(SW.WRONG_DATA) from None
 
     # ------------------------------------------------------------------ data objects
     def data_object(self, oid: int) -> bytes | None:
@@ -233,10 +233,10 @@ class PivApplet:
             raise CardStatus(SW.INCORRECT_P1P2)
         tag = parse_ber(cmd.data).get(0x5C)
         if tag is None or not 1 <= len(tag) <= 3:
-            raise CardStatus(SW.INCORRECT_DATA)
+            raise CardStatus(SW.WRONG_DATA)
         obj = self.data_object(int.from_bytes(tag, "big"))
         if obj is None:
-            raise CardStatus(SW.NOT_FOUND)
+            raise CardStatus(SW.FILE_NOT_FOUND)
         return obj
 
     # ------------------------------------------------------------------ PIN and PUK
@@ -252,7 +252,7 @@ class PivApplet:
             raise CardStatus(SW.INCORRECT_P1P2)
         if not cmd.data:
             if self.pin.blocked:
-                raise CardStatus(SW.AUTH_BLOCKED)
+                raise CardStatus(SW.AUTH_METHOD_BLOCKED)
             if self.security.pin_verified:
                 return b""
             raise CardStatus(self.pin.status_sw())
@@ -265,7 +265,7 @@ class PivApplet:
 
     def _two_blocks(self, cmd: Command) -> tuple[bytes, bytes]:
         if cmd.p1 != 0x00 or len(cmd.data) != 16:
-            raise CardStatus(SW.INCORRECT_DATA if cmd.p1 == 0 else SW.INCORRECT_P1P2)
+            raise CardStatus(SW.WRONG_DATA if cmd.p1 == 0 else SW.INCORRECT_P1P2)
         old, new = pin_from_block(cmd.data[:8]), pin_from_block(cmd.data[8:])
         return old, new
 
@@ -277,7 +277,7 @@ class PivApplet:
         if not ref.check(old):
             raise CardStatus(ref.status_sw())
         if cmd.p2 == KeyRef.PIN and not (6 <= len(new) <= 8 and new.isdigit()):
-            raise CardStatus(SW.INCORRECT_DATA)
+            raise CardStatus(SW.WRONG_DATA)
         ref.replace(new.decode())
         return b""
 
@@ -288,7 +288,7 @@ class PivApplet:
         if not self.puk.check(puk):
             raise CardStatus(retries_sw(self.puk.remaining))
         if not (6 <= len(new) <= 8 and new.isdigit()):
-            raise CardStatus(SW.INCORRECT_DATA)
+            raise CardStatus(SW.WRONG_DATA)
         self.pin.replace(new.decode())
         return b""
 
@@ -305,12 +305,12 @@ class PivApplet:
             raise CardStatus(SW.INCORRECT_P1P2)
         template = parse_ber(cmd.data).get(0x7C)
         if template is None:
-            raise CardStatus(SW.INCORRECT_DATA)
+            raise CardStatus(SW.WRONG_DATA)
         inner = parse_ber(template)
         if 0x81 not in inner or inner.get(0x82) != b"":
-            raise CardStatus(SW.INCORRECT_DATA)
+            raise CardStatus(SW.WRONG_DATA)
         if slot.needs_pin and not self.security.pin_verified:
-            raise CardStatus(SW.SECURITY_NOT_SATISFIED)
+            raise CardStatus(SW.SECURITY_STATUS_NOT_SATISFIED)
         signature = private_operation(ks.key, inner[0x81])
         if slot.pin_always:
             self.security.clear()  # PIN always: the next signature needs a fresh VERIFY

@@ -19,7 +19,8 @@ import threading
 import time
 from collections.abc import Callable
 
-from broker.cardsim.card import SW, VirtualCard
+from broker.cardsim.card import VirtualCard
+from broker.iso7816 import SW
 
 log = logging.getLogger("broker.cardsim.vpcd")
 

@@ -4,30 +4,18 @@ answers, 6Cxx re-issue with the length the card names, and traffic counters for 
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import Protocol
 
 from broker.client.errors import ApduError, CardError, CardRemovedError, MalformedResponseError
 from broker.errors import BrokerError
+from broker.iso7816 import SW
 
 INS_GET_RESPONSE = 0xC0
 CLA_CHAINING = 0x10
 SHORT_MAX = 255
 EXTENDED_MAX = 65535
 MAX_RESPONSE = 64 * 1024  # no PIV/CAC object is larger; a card that keeps sending is broken
-
-
-class SW(enum.IntEnum):
-    """Status words the client acts on."""
-
-    OK = 0x9000
-    SECURITY_STATUS_NOT_SATISFIED = 0x6982
-    AUTH_METHOD_BLOCKED = 0x6983
-    WRONG_DATA = 0x6A80
-    FILE_NOT_FOUND = 0x6A82
-    INS_NOT_SUPPORTED = 0x6D00
-    CLA_NOT_SUPPORTED = 0x6E00
 
 
 class Connection(Protocol):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from broker.client.apdu import SW, ApduProtocol, Connection
+from broker.client.apdu import ApduProtocol, Connection
 from broker.client.errors import (
     ApduError,
     MalformedResponseError,
@@ -38,6 +38,7 @@ from broker.client.piv import (
     signature_input,
     unblock_pin,
 )
+from broker.iso7816 import SW
 
 CAC_PKI_AID_PREFIX = bytes.fromhex("a00000007901")
 CHUNK = 240  # CAC cards take and give at most this much per READ BUFFER / SIGN command

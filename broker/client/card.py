@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from broker.client.apdu import ApduProtocol, Connection
 from broker.client.cac import CacSession, PkiApplet
 from broker.client.errors import ApduError, NotSupportedError
-from broker.client.piv import Algorithm, Chuid, KeyType, PivSession, Slot
+from broker.client.piv import Chuid, KeyType, PivSession, SignatureAlgorithm, Slot
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class SmartCard:
     def sign(self, slot_id: str, data: bytes, algorithm: str) -> bytes:
         """Sign ``data`` with the key behind certificate ``slot_id`` under a broker algorithm
         name; NotSupportedError for an unknown slot or algorithm, PinRequiredError."""
-        Algorithm.parse(algorithm)
+        SignatureAlgorithm.parse(algorithm)
         if self.piv is not None:
             try:
                 slot = Slot(int(slot_id, 16))
@@ -122,8 +122,9 @@ class SmartCard:
 def default_algorithm(cert: x509.Certificate) -> str:
     key = cert.public_key()
     if isinstance(key, ec.EllipticCurvePublicKey):
-        return Algorithm.ECDSA_SHA384 if key.curve.key_size >= 384 else Algorithm.ECDSA_SHA256
-    return Algorithm.RSA_PKCS1_SHA256
+        return (SignatureAlgorithm.ECDSA_SHA384 if key.curve.key_size >= 384
+                else SignatureAlgorithm.ECDSA_SHA256)
+    return SignatureAlgorithm.RSA_PKCS1_SHA256
 
 
 def filter_by_issuers(certs: Sequence[CardCertificate],

@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from broker.client import tlv
-from broker.client.apdu import SW, ApduProtocol, Connection
+from broker.client.apdu import ApduProtocol, Connection
 from broker.client.errors import (
     ApduError,
     InvalidPinError,
@@ -30,6 +30,7 @@ from broker.client.errors import (
     PinRequiredError,
     PukBlockedError,
 )
+from broker.iso7816 import SW
 
 AID = bytes.fromhex("a000000308000010000100")
 MAX_CERT = 16 * 1024  # a decompressed certificate larger than this is refused (gzip bomb)
@@ -141,7 +142,7 @@ _RSA_BYTES = {KeyType.RSA1024: 128, KeyType.RSA2048: 256, KeyType.RSA3072: 384,
               KeyType.RSA4096: 512}
 
 
-class Algorithm(enum.StrEnum):
+class SignatureAlgorithm(enum.StrEnum):
     """Signature algorithm names: a contract with the broker (``signature_algorithms``)."""
 
     RSA_PKCS1_SHA256 = "rsa-pkcs1-sha256"
@@ -160,7 +161,7 @@ class Algorithm(enum.StrEnum):
         return self.value.rsplit("-", 1)[0]
 
     @classmethod
-    def parse(cls, name: str) -> Algorithm:
+    def parse(cls, name: str) -> SignatureAlgorithm:
         try:
             return cls(name)
         except ValueError:
@@ -222,7 +223,7 @@ def emsa_pss(message_hash: bytes, hash_name: str, em_bits: int) -> bytes:
 def signature_input(key_type: KeyType, message: bytes, algorithm: str) -> bytes:
     """What the card's raw private-key operation gets for ``message`` under ``algorithm``:
     the padded block for RSA, the (FIPS 186 truncated or left-padded) hash for ECDSA."""
-    alg = Algorithm.parse(algorithm)
+    alg = SignatureAlgorithm.parse(algorithm)
     digest = _digest(alg.hash_name, message)
     if alg.family == "ecdsa":
         if key_type.is_rsa:

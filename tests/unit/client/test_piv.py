@@ -12,11 +12,11 @@ from broker.client.errors import (
     PinFormatError,
     PinRequiredError,
 )
-from broker.client.piv import AID, Algorithm, KeyType, PivSession, Slot, signature_input
+from broker.client.piv import AID, KeyType, PivSession, SignatureAlgorithm, Slot, signature_input
 from tests.unit.client.keys import cert, key
 from tests.unit.client.verify import verify
 
-ALL_ALGORITHMS = [a.value for a in Algorithm]
+ALL_ALGORITHMS = [a.value for a in SignatureAlgorithm]
 RSA_ALGORITHMS = [a for a in ALL_ALGORITHMS if a.startswith("rsa-")]
 EC_ALGORITHMS = [a for a in ALL_ALGORITHMS if a.startswith("ecdsa-")]
 
