@@ -20,6 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
+from broker.pki.errors import NO_USABLE_EXTENSION
+
 MAX_AIA_BYTES = 256 * 1024
 AIA_TIMEOUT_S = 3.0
 MAX_FETCHES_PER_VERIFICATION = 4
@@ -50,7 +52,7 @@ def http_get(url: str, timeout: float, max_bytes: int) -> bytes:
 def ca_issuers_urls(cert: x509.Certificate) -> list[str]:
     try:
         aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
-    except (x509.ExtensionNotFound, ValueError):
+    except NO_USABLE_EXTENSION:
         return []
     return [d.access_location.value for d in aia
             if d.access_method == AuthorityInformationAccessOID.CA_ISSUERS

@@ -36,7 +36,7 @@ from OpenSSL import crypto
 from broker.codes import Code
 from broker.pki import profile
 from broker.pki.aia import DEFAULT_FETCHER, MAX_FETCHES_PER_VERIFICATION, AiaFetcher
-from broker.pki.errors import PkiError
+from broker.pki.errors import MALFORMED_DER, PkiError
 from broker.pki.identity import CertIdentity, identity_of
 from broker.pki.paths import Candidate, PathIndex, candidate_paths, fingerprint, signed_by
 from broker.pki.policies import PolicyInputs
@@ -105,9 +105,14 @@ def parse_certificate(data: bytes | x509.Certificate) -> x509.Certificate:
         raise PkiError(Code.CERTIFICATE_MALFORMED, "The certificate is too large.")
     try:
         if bytes(data).lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_certificate(bytes(data))
-        return x509.load_der_x509_certificate(bytes(data))
-    except ValueError as exc:
+            cert = x509.load_pem_x509_certificate(bytes(data))
+        else:
+            cert = x509.load_der_x509_certificate(bytes(data))
+        # cryptography parses names lazily; read them now so a bad one fails here, once
+        cert.subject.rfc4514_string()
+        cert.issuer.rfc4514_string()
+        return cert
+    except MALFORMED_DER as exc:
         raise PkiError(Code.CERTIFICATE_MALFORMED, f"The certificate cannot be parsed: "
                                                 f"{str(exc)[:120]}",
                        {"well_formed": _signed_structure(bytes(data))}) from None
@@ -118,7 +123,7 @@ def load_pem_certificates(data: bytes) -> list[x509.Certificate]:
     if bytes(data).lstrip().startswith(b"-----BEGIN") or b"-----BEGIN" in data:
         try:
             return x509.load_pem_x509_certificates(bytes(data))
-        except ValueError as exc:
+        except MALFORMED_DER as exc:
             raise PkiError(Code.CERTIFICATE_MALFORMED, f"No readable PEM certificate: "
                                                     f"{str(exc)[:120]}") from None
     return [parse_certificate(data)]
@@ -131,7 +136,7 @@ def load_crl(data: bytes | x509.CertificateRevocationList) -> x509.CertificateRe
         if bytes(data).lstrip().startswith(b"-----BEGIN"):
             return x509.load_pem_x509_crl(bytes(data))
         return x509.load_der_x509_crl(bytes(data))
-    except ValueError as exc:
+    except MALFORMED_DER as exc:
         raise PkiError(Code.CERTIFICATE_MALFORMED, f"The CRL cannot be parsed: "
                                                 f"{str(exc)[:120]}",
                        {"well_formed": _signed_structure(bytes(data))}) from None
@@ -206,9 +211,11 @@ def _openssl_path(leaf: x509.Certificate, untrusted: list[x509.Certificate], tru
         flags |= crypto.X509StoreFlags.CRL_CHECK | crypto.X509StoreFlags.CRL_CHECK_ALL
     store.set_flags(flags)
     store.set_time(at.astimezone(dt.UTC).replace(tzinfo=None))
-    chain = [crypto.X509.from_cryptography(c) for c in untrusted]
-    ctx = crypto.X509StoreContext(store, crypto.X509.from_cryptography(leaf), chain)
     try:
+        # cryptography parses lazily: a bad name or string inside a certificate first shows
+        # when OpenSSL re-reads it here
+        chain = [crypto.X509.from_cryptography(c) for c in untrusted]
+        ctx = crypto.X509StoreContext(store, crypto.X509.from_cryptography(leaf), chain)
         verified = ctx.get_verified_chain()
     except crypto.X509StoreContextError as exc:
         code = exc.errors[0] if exc.errors else -1
@@ -260,7 +267,7 @@ def _ext(cert: x509.Certificate, cls: type) -> Any:
         return cert.extensions.get_extension_for_class(cls).value
     except x509.ExtensionNotFound:
         return None
-    except ValueError as exc:
+    except MALFORMED_DER as exc:
         raise PkiError(Code.CERTIFICATE_MALFORMED, f"Malformed extension in {_who(cert)!r}: "
                                                 f"{str(exc)[:100]}") from None
 
@@ -338,7 +345,7 @@ def _unknown_critical(path: list[x509.Certificate]) -> None:
     for cert in path:
         try:
             exts = list(cert.extensions)
-        except ValueError as exc:
+        except MALFORMED_DER as exc:
             raise PkiError(Code.CERTIFICATE_MALFORMED, f"Malformed extension in {_who(cert)!r}: "
                                                     f"{str(exc)[:100]}",
                            {"check": "malformed_extension", "subject": _who(cert)}) from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from cryptography import x509
+
 from broker.codes import Code
 from broker.errors import BrokerError
 
@@ -17,3 +19,9 @@ REASONS = (
     "certificate_policy_mismatch",
     "user_not_found", "user_ambiguous",
 )
+
+# What cryptography raises for malformed DER, often lazily on first access to a field: not all
+# of it derives from ValueError.
+MALFORMED_DER: tuple[type[Exception], ...] = (
+    ValueError, x509.InvalidVersion, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
+NO_USABLE_EXTENSION: tuple[type[Exception], ...] = (x509.ExtensionNotFound, *MALFORMED_DER)

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ObjectIdentifier
 
 from broker.codes import Code
-from broker.pki.errors import PkiError
+from broker.pki.errors import NO_USABLE_EXTENSION, PkiError
 
 UPN_OID = ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
 FASC_N_OID = ObjectIdentifier("2.16.840.1.101.3.6.6")
@@ -73,7 +73,7 @@ def identity_of(cert: x509.Certificate) -> CertIdentity:
     card_uuid: str | None = None
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except (x509.ExtensionNotFound, ValueError):
+    except NO_USABLE_EXTENSION:
         san = None
     if san is not None:
         for name in san:

@@ -19,6 +19,8 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 
+from broker.pki.errors import NO_USABLE_EXTENSION
+
 MAX_PATHS = 32          # candidate paths judged before giving up
 MAX_BUILD_SECONDS = 2.0  # wall time for building (judging is bounded by MAX_PATHS)
 MAX_LENGTH = 257         # leaf + 255 intermediates + anchor
@@ -59,7 +61,7 @@ def name_key(name: x509.Name) -> tuple[tuple[tuple[str, str], ...], ...]:
 def _ski(cert: x509.Certificate) -> bytes | None:
     try:
         return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-    except (x509.ExtensionNotFound, ValueError):
+    except NO_USABLE_EXTENSION:
         return None
 
 
@@ -67,7 +69,7 @@ def _aki(cert: x509.Certificate) -> bytes | None:
     try:
         return cert.extensions.get_extension_for_class(
             x509.AuthorityKeyIdentifier).value.key_identifier
-    except (x509.ExtensionNotFound, ValueError):
+    except NO_USABLE_EXTENSION:
         return None
 
 

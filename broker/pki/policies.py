@@ -29,7 +29,7 @@ from pyhanko_certvalidator.path import ValidationPath
 from pyhanko_certvalidator.validate import async_validate_path
 
 from broker.codes import Code
-from broker.pki.errors import PkiError
+from broker.pki.errors import NO_USABLE_EXTENSION, PkiError
 from broker.pki.paths import name_key
 
 ANY_POLICY = "2.5.29.32.0"
@@ -113,7 +113,7 @@ def _crl_scope(path: Sequence[x509.Certificate], crls: Sequence[x509.Certificate
     for cert in path:
         try:
             cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-        except (x509.ExtensionNotFound, ValueError):
+        except NO_USABLE_EXTENSION:
             continue
         for dp in cdp:
             for gn in dp.crl_issuer or []:
@@ -125,7 +125,7 @@ def _crl_scope(path: Sequence[x509.Certificate], crls: Sequence[x509.Certificate
         try:
             idp = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
             indirect = idp.indirect_crl
-        except (x509.ExtensionNotFound, ValueError):
+        except NO_USABLE_EXTENSION:
             pass
         if indirect or name_key(crl.issuer) in issuers:
             chosen.append(crl)

@@ -24,7 +24,7 @@ from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 
 from broker.codes import Code
-from broker.pki.errors import PkiError
+from broker.pki.errors import MALFORMED_DER, PkiError
 
 MAX_SERIAL_OCTETS = 20
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", re.I)
@@ -189,7 +189,7 @@ def certificate_violations(cert: x509.Certificate, *, is_ca: bool) -> list[Viola
         out.append(Violation("serial_too_long", who, f"{serial_octets(serial)} octets"))
     try:
         exts = cert.extensions
-    except ValueError as exc:
+    except MALFORMED_DER as exc:
         return out + [Violation("malformed_extension", who, str(exc)[:100])]
     del exts
     bc = _ext(cert, ExtensionOID.BASIC_CONSTRAINTS)
@@ -245,7 +245,7 @@ def crl_violations(crl: x509.CertificateRevocationList,
             out.append(Violation("crl_number_critical", who))
     except x509.ExtensionNotFound:
         out.append(Violation("crl_number_missing", who))
-    except ValueError as exc:
+    except MALFORMED_DER as exc:
         out.append(Violation("malformed_extension", who, f"CRL: {str(exc)[:80]}"))
     if issuer is not None:
         ku = _ext(issuer, ExtensionOID.KEY_USAGE)
@@ -294,7 +294,7 @@ def check_ca_upload(der: bytes) -> tuple[list[str], list[str]]:
     try:
         cert = (x509.load_pem_x509_certificate(der) if der.lstrip().startswith(b"-----")
                 else x509.load_der_x509_certificate(der))
-    except ValueError as exc:
+    except MALFORMED_DER as exc:
         return [f"The certificate cannot be parsed: {str(exc)[:120]}."], []
     errors = [v.sentence for v in certificate_violations(cert, is_ca=True)]
     try:
@@ -307,7 +307,7 @@ def check_ca_upload(der: bytes) -> tuple[list[str], list[str]]:
                           "keyCertSign).")
     except x509.ExtensionNotFound:
         pass
-    except ValueError as exc:
+    except MALFORMED_DER as exc:
         errors.append(f"An extension cannot be decoded: {str(exc)[:120]}.")
     warnings = _ca_warnings(cert) if not errors else []
     return errors, warnings

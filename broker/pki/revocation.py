@@ -27,7 +27,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from broker.codes import Code
-from broker.pki.errors import PkiError
+from broker.pki.errors import MALFORMED_DER, NO_USABLE_EXTENSION, PkiError
 
 Fetch = Callable[[str, bytes | None, str | None, float], bytes]
 MAX_FETCH_BYTES = 4 * 1024 * 1024
@@ -44,6 +44,10 @@ class RevocationSettings:
 
 class FetchError(Exception):
     """A revocation source could not be reached or answered nonsense."""
+
+
+_NO_ANSWER: tuple[type[Exception], ...] = (FetchError, OSError, *MALFORMED_DER)
+_UNREADABLE_CRL: tuple[type[Exception], ...] = (TypeError, *MALFORMED_DER)
 
 
 def urllib_fetch(url: str, body: bytes | None, content_type: str | None,
@@ -95,23 +99,24 @@ def _signed_by(issuer: x509.Certificate, tbs: bytes, signature: bytes,
 def crl_applies(crl: x509.CertificateRevocationList, issuer: x509.Certificate,
                 at: dt.datetime) -> bool:
     """``crl`` is the issuer's, signed by it, and current at ``at``."""
-    if crl.issuer != issuer.subject:
-        return False
     try:
+        # cryptography parses CRL fields lazily: a malformed issuer name raises ValueError here
+        if crl.issuer != issuer.subject:
+            return False
         if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
             return False
-    except (TypeError, ValueError):
+        if crl.last_update_utc - CLOCK_SKEW > at:
+            return False
+        nu = crl.next_update_utc
+    except _UNREADABLE_CRL:
         return False
-    if crl.last_update_utc - CLOCK_SKEW > at:
-        return False
-    nu = crl.next_update_utc
     return nu is None or at <= nu + CLOCK_SKEW
 
 
 def crl_urls(cert: x509.Certificate) -> list[str]:
     try:
         cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-    except (x509.ExtensionNotFound, ValueError):
+    except NO_USABLE_EXTENSION:
         return []
     return [n.value for dp in cdp for n in (dp.full_name or [])
             if isinstance(n, x509.UniformResourceIdentifier)]
@@ -120,7 +125,7 @@ def crl_urls(cert: x509.Certificate) -> list[str]:
 def ocsp_urls(cert: x509.Certificate) -> list[str]:
     try:
         aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
-    except (x509.ExtensionNotFound, ValueError):
+    except NO_USABLE_EXTENSION:
         return []
     return [d.access_location.value for d in aia
             if d.access_method == AuthorityInformationAccessOID.OCSP
@@ -144,11 +149,11 @@ def crl_evidence(cert: x509.Certificate,
     try:
         number: int | None = crl.extensions.get_extension_for_class(x509.CRLNumber).value \
             .crl_number
-    except (x509.ExtensionNotFound, ValueError):
+    except NO_USABLE_EXTENSION:
         number = None
     try:
         delta = crl.extensions.get_extension_for_class(x509.DeltaCRLIndicator) is not None
-    except (x509.ExtensionNotFound, ValueError):
+    except NO_USABLE_EXTENSION:
         delta = False
     return {"certificate": cert.subject.rfc4514_string(), "serial": hex(cert.serial_number),
             "method": "crl", "crl_issuer": crl.issuer.rfc4514_string(), "crl_number": number,
@@ -186,7 +191,7 @@ def _responder_ok(resp: ocsp.OCSPResponse, issuer: x509.Certificate,
             continue
         try:
             eku = responder.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-        except x509.ExtensionNotFound:
+        except NO_USABLE_EXTENSION:
             continue
         if ExtendedKeyUsageOID.OCSP_SIGNING not in eku:
             continue
@@ -219,13 +224,19 @@ def _ocsp_status(cert: x509.Certificate, issuer: x509.Certificate, at: dt.dateti
             data = fetch(url, request, "application/ocsp-request", timeout)
             cache.fetches += 1
             resp = ocsp.load_der_ocsp_response(data)
-        except (FetchError, ValueError) as exc:
+        except _NO_ANSWER as exc:
             last_why = f"OCSP: {exc}"
             continue
         if resp.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
             last_why = f"OCSP responder said {resp.response_status.name}"
             continue
-        if resp.serial_number != cert.serial_number or not _responder_ok(resp, issuer, at):
+        try:  # the response's fields are parsed lazily: nonsense inside raises ValueError
+            authorised = (resp.serial_number == cert.serial_number
+                          and _responder_ok(resp, issuer, at))
+        except MALFORMED_DER as exc:
+            last_why = f"OCSP: {exc}"
+            continue
+        if not authorised:
             last_why = "OCSP response not signed by an authorised responder"
             continue
         if resp.this_update_utc - CLOCK_SKEW > at or (
@@ -277,7 +288,7 @@ def _fetch_crl(cert: x509.Certificate, issuer: x509.Certificate, at: dt.datetime
             cache.fetches += 1
             crl = (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----")
                    else x509.load_der_x509_crl(data))
-        except (FetchError, ValueError, OSError):
+        except _NO_ANSWER:
             continue
         if crl_applies(crl, issuer, at):
             with cache.lock:
