@@ -186,7 +186,7 @@ class CacSession:
             der = decompress_certificate(der)
         try:
             return x509.load_der_x509_certificate(der)
-        except ValueError:
+        except (ValueError, x509.InvalidVersion):  # InvalidVersion is no ValueError
             raise MalformedResponseError(message=f"The {applet.label} is unreadable.") from None
 
     def certificates(self) -> list[CacCertificate]:

@@ -296,7 +296,7 @@ class PivSession:
             der = decompress_certificate(der)
         try:
             return x509.load_der_x509_certificate(der)
-        except ValueError:
+        except (ValueError, x509.InvalidVersion):  # InvalidVersion is no ValueError
             raise MalformedResponseError(message=f"Slot {Slot(slot).slot_id} holds no readable "
                                                  "certificate.") from None
 

@@ -21,7 +21,8 @@ REASONS = (
 )
 
 # What cryptography raises for malformed DER, often lazily on first access to a field: not all
-# of it derives from ValueError.
+# of it derives from ValueError (a name attribute of the wrong ASN.1 type is a TypeError).
 MALFORMED_DER: tuple[type[Exception], ...] = (
-    ValueError, x509.InvalidVersion, x509.DuplicateExtension, x509.UnsupportedGeneralNameType)
+    ValueError, TypeError, x509.InvalidVersion, x509.DuplicateExtension,
+    x509.UnsupportedGeneralNameType)
 NO_USABLE_EXTENSION: tuple[type[Exception], ...] = (x509.ExtensionNotFound, *MALFORMED_DER)
