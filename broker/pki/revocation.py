@@ -14,10 +14,13 @@ against CRLs instead, so "OCSP for users, CRLs for CAs" works with OCSP alone sw
 from __future__ import annotations
 
 import datetime as dt
+import http.client
+import socket
 import threading
-import urllib.request
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -32,6 +35,9 @@ from broker.pki.errors import MALFORMED_DER, NO_USABLE_EXTENSION, PkiError
 Fetch = Callable[[str, bytes | None, str | None, float], bytes]
 MAX_FETCH_BYTES = 4 * 1024 * 1024
 CLOCK_SKEW = dt.timedelta(minutes=5)
+#: A source that failed is not asked again for this long: one dead responder costs one timeout,
+#: not one per login (soft fail stays soft, hard fail refuses at once meanwhile).
+DOWN_FOR_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -52,17 +58,53 @@ _UNREADABLE_CRL: tuple[type[Exception], ...] = (TypeError, *MALFORMED_DER)
 
 def urllib_fetch(url: str, body: bytes | None, content_type: str | None,
                  timeout: float) -> bytes:
-    """HTTP GET (body None) or POST; bounded size; FetchError on any failure."""
-    if not url.lower().startswith(("http://", "https://")):
-        raise FetchError(f"unsupported URL scheme: {url[:60]}")
-    req = urllib.request.Request(url, data=body, method="POST" if body is not None else "GET")
-    if content_type:
-        req.add_header("Content-Type", content_type)
+    """HTTP GET (body None) or POST; FetchError on any failure.
+
+    ``timeout`` bounds the whole exchange, not each socket read: a watchdog cuts the connection
+    when it runs out, so a responder that trickles bytes cannot hold a login longer. Answers
+    over MAX_FETCH_BYTES are refused (by Content-Length before reading, else while reading).
+    Redirects are not followed."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise FetchError(f"unsupported URL: {url[:60]}")
+    cls = http.client.HTTPSConnection if parts.scheme.lower() == "https" \
+        else http.client.HTTPConnection
+    conn = cls(parts.hostname, parts.port, timeout=timeout)
+    timed_out = threading.Event()
+
+    def cut() -> None:
+        timed_out.set()
+        sock = conn.sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    watchdog = threading.Timer(timeout, cut)
+    watchdog.daemon = True
+    watchdog.start()
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 (scheme checked)
-            data = resp.read(MAX_FETCH_BYTES + 1)
-    except (OSError, ValueError) as exc:
+        headers = {"Content-Type": content_type} if content_type else {}
+        conn.request("POST" if body is not None else "GET",
+                     (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
+                     body=body, headers=headers)
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise FetchError(f"{url}: HTTP {resp.status}")
+        length = resp.getheader("content-length")
+        if length and length.isdigit() and int(length) > MAX_FETCH_BYTES:
+            raise FetchError(f"{url}: answer of {length} bytes is over {MAX_FETCH_BYTES}")
+        data = resp.read(MAX_FETCH_BYTES + 1)
+    except (OSError, ValueError, http.client.HTTPException) as exc:
+        if timed_out.is_set():
+            raise FetchError(f"{url}: no complete answer within {timeout:g} s") from None
         raise FetchError(f"{url}: {exc}") from None
+    finally:
+        watchdog.cancel()
+        conn.close()
+    if timed_out.is_set():
+        raise FetchError(f"{url}: no complete answer within {timeout:g} s")
     if len(data) > MAX_FETCH_BYTES:
         raise FetchError(f"{url}: answer larger than {MAX_FETCH_BYTES} bytes")
     return data
@@ -77,6 +119,17 @@ class RevocationCache:
         default_factory=dict)
     fetches: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: URL → time.monotonic() until which it counts as down (it failed or answered nonsense)
+    down: dict[str, float] = field(default_factory=dict)
+
+    def is_down(self, url: str) -> bool:
+        with self.lock:
+            until = self.down.get(url)
+        return until is not None and time.monotonic() < until
+
+    def mark_down(self, url: str) -> None:
+        with self.lock:
+            self.down[url] = time.monotonic() + DOWN_FOR_S
 
 
 def _signed_by(issuer: x509.Certificate, tbs: bytes, signature: bytes,
@@ -220,11 +273,15 @@ def _ocsp_status(cert: x509.Certificate, issuer: x509.Certificate, at: dt.dateti
                .build().public_bytes(serialization.Encoding.DER))
     last_why = "OCSP responder unreachable"
     for url in urls:
+        if cache.is_down(url):
+            last_why = f"OCSP: {url} failed less than {DOWN_FOR_S:g} s ago"
+            continue
         try:
             data = fetch(url, request, "application/ocsp-request", timeout)
             cache.fetches += 1
             resp = ocsp.load_der_ocsp_response(data)
         except _NO_ANSWER as exc:
+            cache.mark_down(url)
             last_why = f"OCSP: {exc}"
             continue
         if resp.response_status != ocsp.OCSPResponseStatus.SUCCESSFUL:
@@ -283,12 +340,15 @@ def _fetch_crl(cert: x509.Certificate, issuer: x509.Certificate, at: dt.datetime
             cached = cache.crls.get(url)
         if cached is not None and crl_applies(cached, issuer, at):
             return cached
+        if cache.is_down(url):
+            continue
         try:
             data = fetch(url, None, None, timeout)
             cache.fetches += 1
             crl = (x509.load_pem_x509_crl(data) if data.lstrip().startswith(b"-----")
                    else x509.load_der_x509_crl(data))
         except _NO_ANSWER:
+            cache.mark_down(url)
             continue
         if crl_applies(crl, issuer, at):
             with cache.lock:

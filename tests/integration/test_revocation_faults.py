@@ -1,0 +1,279 @@
+"""Slow or dead revocation servers on loopback: an OCSP responder or CRL distribution point that
+hangs, trickles, answers garbage or answers too much.
+
+Promises: a verification takes at most the revocation timeout (the whole exchange, not each
+read), reads at most MAX_FETCH_BYTES, honours the directory's soft/hard fail mode, and a source
+that failed is skipped for DOWN_FOR_S so later logins do not each wait again. In a running broker,
+logins of another directory keep their speed while logins wait on a hung responder (measured),
+and the soft-fail reason is in the audit event.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509 import ocsp
+
+from broker.pki import PkiError, RevocationCache, RevocationSettings, TrustStore, issue
+from broker.pki.chain import verify_certificate
+from broker.pki.revocation import MAX_FETCH_BYTES
+
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+TIMEOUT = 1.0
+SLACK = 1.5  # thread start-up and a loaded 2-core machine
+
+
+@dataclass
+class BadServer:
+    """A raw TCP HTTP server on 127.0.0.1 that misbehaves in one chosen way."""
+
+    mode: str  # hang | trickle | garbage | oversized | slow_ok
+    good_answer: bytes = b""
+    port: int = 0
+    hits: int = 0
+
+    def start(self) -> BadServer:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(32)
+        self.port = self._sock.getsockname()[1]
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._sock.close()
+
+    def _accept(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self.hits += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(30)
+            conn.recv(65536)
+            if self.mode == "hang":
+                self._stop.wait(30)
+            elif self.mode == "trickle":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                while not self._stop.wait(0.1):
+                    conn.sendall(b"\x30")
+            elif self.mode == "garbage":
+                body = bytes(range(256)) * 4
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            elif self.mode == "oversized":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+                chunk = b"\x30" * 65536
+                for _ in range(MAX_FETCH_BYTES // len(chunk) + 4):
+                    conn.sendall(chunk)
+            elif self.mode == "slow_ok":
+                self._stop.wait(TIMEOUT / 3)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n"
+                             % len(self.good_answer) + self.good_answer)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+
+@pytest.fixture(scope="module")
+def ca() -> issue.Issued:
+    return issue.make_root("Revocation Faults Root")
+
+
+def ocsp_good(ca: issue.Issued, user: issue.Issued) -> bytes:
+    return (ocsp.OCSPResponseBuilder()
+            .add_response(cert=user.cert, issuer=ca.cert, algorithm=hashes.SHA1(),
+                          cert_status=ocsp.OCSPCertStatus.GOOD,
+                          this_update=NOW - dt.timedelta(minutes=1),
+                          next_update=NOW + dt.timedelta(hours=1),
+                          revocation_time=None, revocation_reason=None)
+            .responder_id(ocsp.OCSPResponderEncoding.HASH, ca.cert)
+            .sign(ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> Iterator[BadServer]:
+    srv = BadServer(request.param).start()
+    yield srv
+    srv.stop()
+
+
+def verify(ca: issue.Issued, user: issue.Issued, settings: RevocationSettings,
+           cache: RevocationCache) -> tuple[float, object]:
+    trust = TrustStore.from_pem([ca.cert_pem()])
+    started = time.monotonic()
+    try:
+        outcome: object = verify_certificate(
+            user.cert.public_bytes(serialization.Encoding.DER), [], trust, at=NOW,
+            revocation=settings, cache=cache)
+    except PkiError as exc:
+        outcome = exc
+    return time.monotonic() - started, outcome
+
+
+BAD = ["hang", "trickle", "garbage", "oversized"]
+
+
+@pytest.mark.parametrize("server", BAD, indirect=True)
+@pytest.mark.parametrize("source", ["ocsp", "crl"])
+def test_a_bad_source_costs_one_timeout_then_is_skipped_and_soft_fail_allows(
+        server: BadServer, source: str, ca: issue.Issued) -> None:
+    url = f"http://127.0.0.1:{server.port}/{source}"
+    user = issue.make_user_cert(ca, "u", **{f"{source}_url": url})  # type: ignore[arg-type]
+    settings = RevocationSettings(crl=source == "crl", ocsp=source == "ocsp",
+                                  fail_mode="soft", timeout_s=TIMEOUT)
+    cache = RevocationCache()
+    took, outcome = verify(ca, user, settings, cache)
+    assert took < TIMEOUT + SLACK, f"{server.mode}: {took:.2f} s"
+    assert getattr(outcome, "revocation_status", None) == "soft_fail", outcome
+    assert outcome.soft_fail_reasons  # type: ignore[attr-defined]
+    hits = server.hits
+    took, outcome = verify(ca, user, settings, cache)
+    assert took < 0.5 and server.hits == hits, "a failed source is not asked again at once"
+    assert getattr(outcome, "revocation_status", None) == "soft_fail"
+
+
+@pytest.mark.parametrize("server", BAD, indirect=True)
+def test_a_bad_responder_in_hard_fail_refuses_within_the_timeout(
+        server: BadServer, ca: issue.Issued) -> None:
+    user = issue.make_user_cert(ca, "u", ocsp_url=f"http://127.0.0.1:{server.port}/ocsp")
+    settings = RevocationSettings(crl=False, ocsp=True, fail_mode="hard", timeout_s=TIMEOUT)
+    cache = RevocationCache()
+    for _ in range(2):  # the second one from the down-cache, at once
+        took, outcome = verify(ca, user, settings, cache)
+        assert isinstance(outcome, PkiError) and \
+            outcome.code == "certificate_revocation_unknown", outcome
+        assert took < TIMEOUT + SLACK
+
+
+@pytest.mark.parametrize("server", ["slow_ok"], indirect=True)
+def test_a_slow_responder_within_the_timeout_is_believed(server: BadServer,
+                                                         ca: issue.Issued) -> None:
+    user = issue.make_user_cert(ca, "u", ocsp_url=f"http://127.0.0.1:{server.port}/ocsp")
+    server.good_answer = ocsp_good(ca, user)
+    took, outcome = verify(ca, user, RevocationSettings(crl=False, ocsp=True, fail_mode="hard",
+                                                        timeout_s=TIMEOUT), RevocationCache())
+    assert getattr(outcome, "revocation_status", None) == "good", outcome
+    assert TIMEOUT / 3 <= took < TIMEOUT + SLACK
+
+
+# --------------------------------------------------------------------------- in a broker
+
+DIRECTORIES = """
+[[directory]]
+id = "{id}"
+name = "{id}"
+region = "us-gov-west-1"
+smart_card = {{ pre_session = true, in_session = true }}
+revocation = {{ crl = false, ocsp = {ocsp}, fail_mode = "{mode}" }}
+trust_anchors = ["root.pem"]
+registration_codes = 1
+{users}
+"""
+USER = """
+[[directory.user]]
+username = "{name}"
+upn = "{name}@corp.example"
+
+[[directory.workspace]]
+id = "ws-{name}"
+user = "{name}"
+protocol = "WSP"
+running_mode = "ALWAYS_ON"
+state = "AVAILABLE"
+"""
+
+
+def test_logins_elsewhere_keep_their_speed_while_a_responder_hangs(
+        broker_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Four logins wait on a hung OCSP responder (hard and soft fail) while another
+    directory's logins run: their latency is measured against a quiet baseline."""
+    from tests.support.softcard import SoftCard, SoftClient
+
+    hung = BadServer("hang").start()
+    try:
+        root = issue.make_root("Broker Faults Root")
+        (tmp_path / "root.pem").write_bytes(root.cert_pem())
+        ocsp_url = f"http://127.0.0.1:{hung.port}/ocsp"
+        slow_users = [issue.make_user_cert(root, f"s{i}", upn=f"s{i}@corp.example",
+                                           ocsp_url=ocsp_url) for i in range(4)]
+        fast_user = issue.make_user_cert(root, "f", upn="f@corp.example")
+        text = "".join([
+            DIRECTORIES.format(id="hard", ocsp="true", mode="hard",
+                               users=USER.format(name="s0") + USER.format(name="s1")),
+            DIRECTORIES.format(id="soft", ocsp="true", mode="soft",
+                               users=USER.format(name="s2") + USER.format(name="s3")),
+            DIRECTORIES.format(id="fast", ocsp="false", mode="soft", users=USER.format(name="f"))])
+        (tmp_path / "dirs.toml").write_text(text)
+        bp = broker_factory(f"sqlite:///{tmp_path}/broker.db")
+        out = bp.run_cli("admin", "apply", str(tmp_path / "dirs.toml"), "--json")
+        codes = {d["id"]: d["registration_codes"][0] for d in json.loads(out.stdout)["directories"]}
+
+        def login(directory: str, who: issue.Issued) -> tuple[float, int, str | None]:
+            client = SoftClient(bp.client(), codes[directory])
+            started = time.monotonic()
+            r = client.login(SoftCard(who.key, who.cert))
+            return time.monotonic() - started, r.status, r.code
+
+        def fast_round(n: int) -> list[float]:
+            return [login("fast", fast_user)[0] for _ in range(n)]
+
+        fast_round(3)  # warm caches and connections
+        baseline = fast_round(12)
+        with ThreadPoolExecutor(4) as pool:
+            slow = [pool.submit(login, d, u) for d, u in
+                    (("hard", slow_users[0]), ("hard", slow_users[1]),
+                     ("soft", slow_users[2]), ("soft", slow_users[3]))]
+            time.sleep(0.3)
+            during = fast_round(12)
+            results = [f.result(timeout=30) for f in slow]
+        print(f"\nfast-directory login p50 {statistics.median(baseline) * 1000:.0f} ms quiet, "
+              f"{statistics.median(during) * 1000:.0f} ms while 4 logins wait on a hung "
+              f"responder; slow logins {[round(r[0], 2) for r in results]} s")
+        for took, status, code in results[:2]:
+            assert (status, code) == (401, "certificate_revocation_unknown")
+            assert took < 5.0 + 3.0  # the broker's revocation timeout, plus slack
+        for took, status, _ in results[2:]:
+            assert status == 200
+            assert took < 5.0 + 3.0
+        assert statistics.median(during) < 3 * statistics.median(baseline) + 0.15, \
+            (baseline, during)
+        # the next hard-fail login does not wait again: the responder is known to be down
+        took, status, code = login("hard", slow_users[0])
+        assert (status, code) == (401, "certificate_revocation_unknown") and took < 1.5
+
+        from sqlalchemy import create_engine
+        from sqlalchemy import text as sql
+
+        engine = create_engine(f"sqlite:///{tmp_path}/broker.db")
+        with engine.connect() as conn:
+            rows = conn.execute(sql("SELECT outcome, reason, directory_id, details FROM "
+                                    "audit_events WHERE kind = 'login.smart_card'")).all()
+        engine.dispose()
+        soft = [r for r in rows if r.directory_id == "soft" and r.outcome == "success"]
+        assert len(soft) == 2
+        for r in soft:
+            details = r.details if isinstance(r.details, dict) else json.loads(r.details)
+            assert any("OCSP" in reason for reason in details["revocation_soft_fail"]), details
+        hard = [r for r in rows if r.directory_id == "hard"]
+        assert {r.reason for r in hard} == {"certificate_revocation_unknown"}
+    finally:
+        hung.stop()
