@@ -17,8 +17,11 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
+
+from broker.errors import BrokerError
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -26,6 +29,20 @@ log = logging.getLogger(__name__)
 _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 #: Execution option marking the connections of read-only transactions.
 READ_ONLY = "broker_read_only"
+# connection exceptions (class 08), admin/crash shutdown, "cannot connect now" (starting up)
+_UNAVAILABLE_SQLSTATES = {"57P01", "57P02", "57P03"}
+RETRY_AFTER_S = 2
+
+
+class DatabaseUnavailable(BrokerError):
+    """The database cannot be reached or dropped the connection: the call changed nothing
+    (its transaction was rolled back) and may be retried. Answered 503 with Retry-After."""
+
+    code = "service_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(message="The broker cannot reach its database right now; try again "
+                                 "shortly.", details={"retry_after_s": RETRY_AFTER_S})
 
 
 def create_broker_engine(url: str, *, pool_size: int = 10) -> Engine:
@@ -59,6 +76,23 @@ def create_broker_engine(url: str, *, pool_size: int = 10) -> Engine:
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
                          pool_recycle=1800, connect_args={"connect_timeout": 5})
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when the database is unreachable or the connection broke (not a bad statement)."""
+    if isinstance(exc, PoolTimeout):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate:
+        return sqlstate.startswith("08") or sqlstate in _UNAVAILABLE_SQLSTATES
+    # psycopg reports refused/failed connections and lost servers without a SQLSTATE
+    return isinstance(exc, OperationalError | InterfaceError) and \
+        type(orig).__module__.startswith("psycopg")
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -102,7 +136,11 @@ class Database:
             try:
                 with factory() as session, session.begin():
                     return fn(session)
-            except DBAPIError as exc:
+            except (DBAPIError, PoolTimeout) as exc:
+                if is_unavailable(exc):
+                    log.warning("database unavailable",
+                                extra={"error": type(getattr(exc, "orig", exc)).__name__})
+                    raise DatabaseUnavailable() from exc
                 if attempt >= self.retries or not is_retryable(exc):
                     raise
                 attempt += 1
