@@ -291,6 +291,8 @@ def supervise(settings: Settings, dev: bool) -> None:
                     log.warning("worker exited; restarting",
                                 extra={"pid": c.pid, "returncode": c.returncode})
                     time.sleep(1)
+                    if stopping:  # SIGTERM came during the pause: a new child would never
+                        break     # get it, and the supervisor would wait for it forever
                     children[i] = spawn()
         time.sleep(0.2)
 
