@@ -269,12 +269,37 @@ def hold_session(flow: Any, session: dict[str, Any], reader: str | None,
     signal.signal(signal.SIGTERM, stop)
     last: str | None = None  # the first answer is shown too: the session is being held
     reason = "client_exit"
+    present = True
+    stack_lost_at: float | None = None
+    # pcscd restarting is not a card removal: keep the last known presence until the card is
+    # seen again or `grace` runs out; each card_count opens a fresh PC/SC context, so a pcscd
+    # that comes back is used again (its readers need a moment to see the card once more).
+    grace = max(10.0, 3 * interval)
     try:
         while True:
             try:
-                present = transport.card_count(reader) > 0
+                count = transport.card_count(reader)
+                if stack_lost_at is None:
+                    present = count > 0
+                elif count > 0 or time.monotonic() - stack_lost_at > grace:
+                    click.echo("heartbeat: the PC/SC service is back", err=True)
+                    stack_lost_at = None
+                    present = count > 0
             except BrokerError:
-                present = False
+                if transport.service_available():
+                    present = False  # the service answers: the reader or card is gone
+                elif stack_lost_at is None:
+                    stack_lost_at = time.monotonic()
+                    click.echo("heartbeat: the PC/SC service (pcscd) is not answering; "
+                               f"waiting up to {grace:g} s for it", err=True)
+                elif time.monotonic() - stack_lost_at > grace:
+                    reason = "pcscd_gone"
+                    try:
+                        flow.end_session(session)
+                    except BrokerError:
+                        pass  # the session ends by missed heartbeats anyway
+                    fail(f"the PC/SC service (pcscd) stopped answering for {grace:g} s: the "
+                         "card cannot be checked, so the session was ended")
             try:
                 action = flow.heartbeat(session, present)
             except BrokerError as exc:

@@ -138,6 +138,17 @@ def card_count(reader: str | None = None) -> int:
     return sum(1 for r in objs if _present(r))
 
 
+def service_available() -> bool:
+    """Whether pcscd answers (it may be restarting)."""
+    try:
+        _system_readers()
+    except NoReaderError:
+        return False
+    except CardError:
+        return True  # it answered, with some other complaint
+    return True
+
+
 def _service_down() -> bool:
     try:
         _system_readers()
