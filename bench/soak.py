@@ -91,7 +91,7 @@ def soak(seconds: float, rate: float, *, sample_every: float = 3.0, rss_slack_mb
     from tests.support.databases import POSTGRES_URL, postgres_schema_url
     from tests.support.server import BrokerProcess, free_port
     from tests.support.softcard import SoftClient
-    from tests.support.storm import StormLog, one_round
+    from tests.support.storm import NO_RATE_LIMITS, StormLog, one_round
     from tests.support.world import build_world
 
     def say(text: str) -> None:
@@ -105,9 +105,7 @@ def soak(seconds: float, rate: float, *, sample_every: float = 3.0, rss_slack_mb
         migrate.upgrade(url)
         db_url = f"{url}&application_name={app}"
         # one code and one address carry the whole load: lift the per-minute challenge limits
-        limits = {"BROKER_LOGIN_CHALLENGES_PER_CODE_PER_MINUTE": "100000",
-                  "BROKER_LOGIN_CHALLENGES_PER_ADDRESS_PER_MINUTE": "100000"}
-        bp = BrokerProcess(Path(tmp), db_url, free_port(), free_port(), env=limits)
+        bp = BrokerProcess(Path(tmp), db_url, free_port(), free_port(), env=NO_RATE_LIMITS)
         bp.write_config()
         bp.start()
         try:

@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, text
 
 from tests.support.databases import postgres_schema_url
 from tests.support.proxy import TcpProxy
-from tests.support.storm import StormLog, run_storm, summary
+from tests.support.storm import NO_RATE_LIMITS, StormLog, run_storm, summary
 from tests.support.world import build_world
 
 pytestmark = pytest.mark.postgres
@@ -44,7 +44,7 @@ def pg_behind_proxy() -> Iterator[tuple[str, str, TcpProxy]]:
 def test_a_database_outage_mid_storm_is_503_then_recovers_with_nothing_lost(
         broker_factory, tmp_path, pg_behind_proxy) -> None:  # type: ignore[no-untyped-def]
     direct, via, proxy = pg_behind_proxy
-    bp = broker_factory(via)
+    bp = broker_factory(via, **NO_RATE_LIMITS)
     w = build_world(tmp_path / "world", bp)
     log = StormLog()
     readyz: list[int] = []

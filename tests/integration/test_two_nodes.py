@@ -24,7 +24,7 @@ from broker.pki import issue
 from tests.support.databases import postgres_schema_url
 from tests.support.server import REPO, ApiClient, free_port
 from tests.support.softcard import SoftCard, SoftClient
-from tests.support.storm import StormLog, run_storm, summary
+from tests.support.storm import NO_RATE_LIMITS, StormLog, run_storm, summary
 from tests.support.world import build_world
 
 pytestmark = pytest.mark.postgres
@@ -71,8 +71,8 @@ def start_haproxy(front: int, node1: int, node2: int, cafile: Path, log: Path
 
 def test_two_nodes_behind_haproxy_survive_losing_one(broker_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     with postgres_schema_url() as url:
-        node1 = broker_factory(url)
-        node2 = broker_factory(url, start=False)
+        node1 = broker_factory(url, **NO_RATE_LIMITS)
+        node2 = broker_factory(url, start=False, **NO_RATE_LIMITS)
         # one TLS identity for the service: node 2 reuses node 1's (dev) certificate
         shutil.copytree(node1.cafile.parent, node2.base / "var" / "dev-tls")
         node2.start()

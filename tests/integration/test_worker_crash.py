@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.support.databases import postgres_schema_url
-from tests.support.storm import StormLog, run_storm, summary
+from tests.support.storm import NO_RATE_LIMITS, StormLog, run_storm, summary
 from tests.support.world import build_world
 
 pytestmark = pytest.mark.postgres
@@ -31,7 +31,7 @@ def worker_pids(bp, want: int = 2, timeout: float = 20.0) -> set[int]:  # type: 
 def test_a_killed_worker_is_restarted_and_the_port_keeps_answering(
         broker_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
     with postgres_schema_url() as url:
-        bp = broker_factory(url, workers=2)
+        bp = broker_factory(url, workers=2, **NO_RATE_LIMITS)
         w = build_world(tmp_path / "world", bp)
         before = worker_pids(bp)
         assert len(before) == 2
