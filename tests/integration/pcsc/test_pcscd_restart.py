@@ -101,7 +101,8 @@ def held_login(broker_factory, tmp_path):  # type: ignore[no-untyped-def]
         cli = [sys.executable, "-m", "broker.client.cli"]
         reg = subprocess.run(cli + ["register", w.codes["corp"], "--broker",
                                     f"127.0.0.1:{bp.port}", "--cafile", str(bp.cafile),
-                                    "--config", str(cfg)], capture_output=True, text=True,
+                                    "--config", str(cfg), "--as-client", "windows/x86_64/3.1.1"],
+                             capture_output=True, text=True,
                              timeout=60)
         assert reg.returncode == 0, reg.stderr
         soft = w.cards["bob"]
