@@ -1,9 +1,16 @@
-"""Admin use cases: directories, trust, CRLs, users, WorkSpaces, codes, sessions, audit.
+"""Admin use cases and the ONE declaration of each admin resource.
 
-Plain blocking functions ``fn(session, ctx, ..., actor)`` run inside the caller's ONE transaction
-(the admin API's request or one `broker admin` command), so a failure changes nothing. They take
-and return plain values (dicts of JSON-ready data); the web layer and the CLI only translate.
-Every change writes an audit event naming ``actor`` (``token:<name>`` or ``cli:<user>``).
+Every resource (directories, trust, CRLs, users, WorkSpaces, registration codes, sessions, audit
+events) is declared once below as a :class:`~broker.service.resources.Resource`: its fields
+(types, limits, labels, help, defaults, where they may be set), list filters and operations
+(method and path, read or write scope, audit event, use case). The admin API, its OpenAPI
+document, the ``broker admin`` commands and apply/export are generated from these
+declarations; adding a per-directory setting is one :class:`Field` in ``DIRECTORIES``.
+
+Use cases are plain blocking functions ``fn(session, ctx, ..., actor)`` run inside the caller's
+ONE transaction (the admin API's request or one `broker admin` command), so a failure changes
+nothing. They take and return plain values; every change writes an audit event naming ``actor``
+(``token:<name>`` or ``cli:<user>``).
 
 Errors (ServiceError codes): directory_unknown, resource_not_found, workspace_unknown,
 session_unknown, session_ended, conflict, validation_failed, certificate_unreadable,
@@ -14,21 +21,37 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Select, delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
+import broker.policy as policy
 from broker.service import audit
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
 from broker.service.passwords import hash_password
+from broker.service.resources import (
+    DEFAULT_LIMIT,
+    FINGERPRINT_PATTERN,
+    ID_PATTERN,
+    MAX_LIMIT,
+    Call,
+    Field,
+    Filter,
+    Operation,
+    Page,
+    Resource,
+    Scope,
+    check_id,
+    filtered,
+    paginate,
+)
 from broker.store.models import (
     AuditEvent,
     Crl,
@@ -40,129 +63,33 @@ from broker.store.models import (
 )
 from broker.store.models import Session as BrokerSession
 
-MAX_LIMIT = 500
-DEFAULT_LIMIT = 50
+__all__ = ["DEFAULT_LIMIT", "ID_PATTERN", "MAX_LIMIT", "Page", "RESOURCES"]
+
 LIVE_SESSION_STATES = ("active", "locked")
+WORKSPACE_STATES = ("PENDING", "AVAILABLE", "STARTING", "STOPPING", "STOPPED", "ERROR",
+                    "UNHEALTHY")
+CERTMAP_RULES = ("upn", "email", "subject", "fingerprint")
+READ, WRITE = Scope.READ, Scope.WRITE
+DIR_404 = ("directory_unknown",)
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+def _time(name: str, label: str, help: str, column: str | None = None) -> Field:
+    """A read-only timestamp (ISO 8601, UTC)."""
+    return Field(name, str, label, help, column=column, nullable=True, create=False,
+                 update=False, in_file=False)
 
 
-# --------------------------------------------------------------------------- pagination
-
-@dataclass(frozen=True)
-class Page:
-    """Which slice of a list: ``limit`` rows after ``cursor`` (opaque) or from ``offset``."""
-
-    limit: int = DEFAULT_LIMIT
-    cursor: str | None = None
-    offset: int | None = None
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.limit <= MAX_LIMIT:
-            raise ServiceError("malformed_request", f"limit must be 1 to {MAX_LIMIT}")
-        if self.offset is not None and self.offset < 0:
-            raise ServiceError("malformed_request", "offset must not be negative")
-        if self.offset is not None and self.cursor is not None:
-            raise ServiceError("malformed_request", "give cursor or offset, not both")
+def _out(name: str, type_: Any, label: str, help: str = "", *, column: str | None = None,
+         nullable: bool = False, list_column: bool = False, read: Any = None) -> Field:
+    """A read-only output field."""
+    return Field(name, type_, label, help or label + ".", column=column, nullable=nullable,
+                 create=False, update=False, in_file=False, list_column=list_column, read=read)
 
 
-def _encode_cursor(key: Any) -> str:
-    return base64.urlsafe_b64encode(json.dumps([key]).encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> Any:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        (key,) = json.loads(raw)
-    except (binascii.Error, ValueError, TypeError):
-        raise ServiceError("malformed_request", "the cursor is not one this API issued") from None
-    if not isinstance(key, int | str):
-        raise ServiceError("malformed_request", "the cursor is not one this API issued")
-    return key
-
-
-def paginate(session: Session, stmt: Select[Any], key: Any, page: Page,
-             view: Callable[[Any], dict[str, Any]], *, descending: bool = False
-             ) -> dict[str, Any]:
-    """``{"items": [...], "next_cursor": str | None}`` ordered by ``key``."""
-    if page.cursor is not None:
-        after = _decode_cursor(page.cursor)
-        stmt = stmt.where(key < after if descending else key > after)
-    stmt = stmt.order_by(key.desc() if descending else key.asc())
-    if page.offset:
-        stmt = stmt.offset(page.offset)
-    rows = list(session.scalars(stmt.limit(page.limit + 1)))
-    more = len(rows) > page.limit
-    rows = rows[:page.limit]
-    next_cursor = None
-    if more and rows:
-        next_cursor = _encode_cursor(getattr(rows[-1], key.key))
-    return {"items": [view(r) for r in rows], "next_cursor": next_cursor}
-
-
-# --------------------------------------------------------------------------- views
-
-def directory_view(d: Directory) -> dict[str, Any]:
-    return {
-        "id": d.id, "name": d.name, "region": d.region, "password_login": d.password_login,
-        "smart_card": {"pre_session": d.sc_pre_session, "in_session": d.sc_in_session,
-                       "removal_action": d.removal_action},
-        "revocation": {"crl": d.revocation_crl, "ocsp": d.revocation_ocsp,
-                       "fail_mode": d.revocation_fail_mode},
-        "certmap": list(d.certmap), "created_at": _iso(d.created_at),
-        "updated_at": _iso(d.updated_at),
-    }
-
-
-def trust_view(t: TrustCertificate) -> dict[str, Any]:
-    return {"directory": t.directory_id, "kind": t.kind, "subject": t.subject,
-            "fingerprint": t.fingerprint, "not_after": _iso(t.not_after),
-            "created_at": _iso(t.created_at)}
-
-
-def crl_view(c: Crl) -> dict[str, Any]:
-    return {"directory": c.directory_id, "issuer": c.issuer, "fingerprint": c.fingerprint,
-            "this_update": _iso(c.this_update), "next_update": _iso(c.next_update),
-            "created_at": _iso(c.created_at)}
-
-
-def user_view(u: User) -> dict[str, Any]:
-    return {"directory": u.directory_id, "username": u.username, "upn": u.upn, "email": u.email,
-            "subject": u.subject, "cert_fingerprint": u.cert_fingerprint,
-            "has_password": u.password_hash is not None, "disabled": u.disabled,
-            "created_at": _iso(u.created_at)}
-
-
-def workspace_view(w: WorkSpace, username: str | None = None) -> dict[str, Any]:
-    return {"id": w.id, "directory": w.directory_id, "user": username, "name": w.name,
-            "bundle": w.bundle, "protocol": w.protocol, "running_mode": w.running_mode,
-            "state": w.state, "state_changed_at": _iso(w.state_changed_at),
-            "transition_due_at": _iso(w.transition_due_at), "created_at": _iso(w.created_at)}
-
-
-def code_view(c: RegistrationCode) -> dict[str, Any]:
-    return {"code": c.code, "directory": c.directory_id, "state": c.state,
-            "created_at": _iso(c.created_at), "rotated_at": _iso(c.rotated_at),
-            "revoked_at": _iso(c.revoked_at)}
-
-
-def session_view(s: BrokerSession) -> dict[str, Any]:
-    return {"id": s.id, "directory": s.directory_id, "workspace": s.workspace_id,
-            "user_id": s.user_id, "auth_method": s.auth_method, "protocol": s.protocol,
-            "state": s.state, "pending_action": s.pending_action, "end_reason": s.end_reason,
-            "cert_fingerprint": s.cert_fingerprint,
-            "smart_card_redirection": s.smart_card_redirection,
-            "last_heartbeat_at": _iso(s.last_heartbeat_at), "expires_at": _iso(s.expires_at),
-            "created_at": _iso(s.created_at), "ended_at": _iso(s.ended_at)}
-
-
-def audit_view(e: AuditEvent) -> dict[str, Any]:
-    return {"id": e.id, "at": _iso(e.at), "kind": e.kind, "outcome": e.outcome,
-            "reason": e.reason, "directory": e.directory_id, "username": e.username,
-            "actor": e.actor, "client_address": e.client_address,
-            "cert_fingerprint": e.cert_fingerprint, "details": e.details}
+def _unique(rules: Any) -> Any:
+    if isinstance(rules, list) and len(set(rules)) != len(rules):
+        raise ValueError("certmap rules must not repeat")
+    return rules
 
 
 # --------------------------------------------------------------------------- lookups
@@ -194,8 +121,8 @@ def get_workspace_row(session: Session, workspace_id: str) -> WorkSpace:
     return w
 
 
-def _username(session: Session, user_id: int) -> str | None:
-    u = session.get(User, user_id)
+def username_of(session: Session | None, user_id: int) -> str | None:
+    u = session.get(User, user_id) if session is not None else None
     return u.username if u is not None else None
 
 
@@ -206,89 +133,115 @@ def _check_region(ctx: BrokerContext, region: str) -> None:
                            {"field": "region", "region": region})
 
 
+# --------------------------------------------------------------------------- policy warnings
+
+class SettingWarning(BaseModel):
+    """A setting that was saved but cannot take effect, with the policy's reason code."""
+
+    model_config = ConfigDict(extra="forbid")
+    code: str
+    field: str
+    message: str
+
+
+def directory_warnings(catalogue: Any, region: str, pre_session: bool, in_session: bool,
+                       password_login: bool) -> list[dict[str, str]]:
+    """Why these directory settings cannot (fully) take effect in ``region``, from the pure
+    policy: ``region_pre_session_unavailable``, ``in_session_not_allowed`` and
+    ``no_login_method`` (no client could log in at all). Empty when everything applies."""
+    if region not in catalogue:
+        return []
+    entry = catalogue.get(region)
+    settings = policy.DirectorySettings(pre_session=pre_session, in_session=in_session,
+                                        password_login=password_login)
+    out: list[dict[str, str]] = []
+    pre = policy.decide_smart_card(entry, settings, policy.Purpose.PRE_SESSION)
+    if pre_session and policy.Reason.REGION_PRE_SESSION_UNAVAILABLE in pre.reasons:
+        out.append({"code": policy.Reason.REGION_PRE_SESSION_UNAVAILABLE.value,
+                    "field": "smart_card.pre_session",
+                    "message": f"pre-session smart-card login is not available in {region}; "
+                               "clients will not be offered \"Insert your smart card\""})
+    inside = policy.decide_smart_card(entry, settings, policy.Purpose.IN_SESSION)
+    if in_session and not inside.allowed:
+        out.append({"code": policy.Reason.IN_SESSION_NOT_ALLOWED.value,
+                    "field": "smart_card.in_session",
+                    "message": f"in-session smart-card use is not available in {region}"})
+    if not password_login and not pre.allowed:
+        out.append({"code": "no_login_method", "field": "password_login",
+                    "message": "with password login off and no pre-session smart-card login, "
+                               "no client can log in to this directory"})
+    return out
+
+
+def _directory_row_warnings(d: Directory, ctx: Any) -> list[dict[str, str]]:
+    if ctx is None:
+        return []
+    return directory_warnings(ctx.catalogue, d.region, d.sc_pre_session, d.sc_in_session,
+                              d.password_login)
+
+
 # --------------------------------------------------------------------------- directories
 
-_DIRECTORY_COLUMNS = {
-    ("smart_card", "pre_session"): "sc_pre_session",
-    ("smart_card", "in_session"): "sc_in_session",
-    ("smart_card", "removal_action"): "removal_action",
-    ("revocation", "crl"): "revocation_crl",
-    ("revocation", "ocsp"): "revocation_ocsp",
-    ("revocation", "fail_mode"): "revocation_fail_mode",
-}
+def list_directories(session: Session, page: Page, *, region: str | None = None,
+                     ctx: Any = None) -> dict[str, Any]:
+    return list_rows(DIRECTORIES, session, ctx, Call("", filters={"region": region}, page=page))
 
 
-def _directory_values(fields: Mapping[str, Any]) -> dict[str, Any]:
-    """Column values from an API-shaped (nested) mapping; absent keys are left out."""
-    values: dict[str, Any] = {}
-    for key in ("name", "region", "password_login"):
-        if key in fields:
-            values[key] = fields[key]
-    if "certmap" in fields:
-        values["certmap"] = list(fields["certmap"])
-    for (group, key), column in _DIRECTORY_COLUMNS.items():
-        sub = fields.get(group)
-        if sub is not None and key in sub:
-            values[column] = sub[key]
-    return values
-
-
-def list_directories(session: Session, page: Page, *, region: str | None = None
-                     ) -> dict[str, Any]:
-    stmt = select(Directory)
-    if region:
-        stmt = stmt.where(Directory.region == region)
-    return paginate(session, stmt, Directory.id, page, directory_view)
-
-
-def get_directory(session: Session, directory_id: str) -> dict[str, Any]:
-    return directory_view(get_directory_row(session, directory_id))
+def get_directory(session: Session, directory_id: str, ctx: Any = None) -> dict[str, Any]:
+    return DIRECTORIES.view(get_directory_row(session, directory_id), ctx)
 
 
 def create_directory(session: Session, ctx: BrokerContext, fields: Mapping[str, Any],
                      actor: str) -> dict[str, Any]:
-    """Create a directory from ``{id, name, region, password_login?, smart_card?, revocation?,
-    certmap?}``; conflict when the id exists, validation_failed for an unknown region."""
-    directory_id = fields["id"]
-    _check_region(ctx, fields["region"])
+    """Create a directory from its declared fields (defaults filled in); conflict when the id
+    exists, validation_failed for an unknown region or an invalid field. The view carries
+    ``warnings`` for settings the region's policy makes ineffective."""
+    data = DIRECTORIES.validate(fields)
+    directory_id = data["id"]
+    _check_region(ctx, data["region"])
     if session.get(Directory, directory_id) is not None:
         raise ServiceError("conflict", f"A directory {directory_id!r} already exists.",
                            {"directory": directory_id})
-    values = {"password_login": False, "sc_pre_session": False, "sc_in_session": False,
-              "removal_action": "lock", "revocation_crl": True, "revocation_ocsp": False,
-              "revocation_fail_mode": "soft", "certmap": ["upn", "email"]}
-    values.update(_directory_values(fields))
+    values = {**DIRECTORIES.defaults(), **DIRECTORIES.values(data)}
+    values.pop("id", None)
     d = Directory(id=directory_id, created_at=ctx.now(), updated_at=ctx.now(), **values)
     session.add(d)
     session.flush()
+    view = DIRECTORIES.view(d, ctx)
     audit.record(session, "directory.create", "change", directory_id=d.id, actor=actor,
-                 region=d.region)
-    return directory_view(d)
+                 region=d.region, warnings=[w["code"] for w in view["warnings"]])
+    return view
+
+
+def check_region_move(session: Session, d: Directory, region: str) -> None:
+    """A code's prefix names its region: a directory with active codes may not move."""
+    if region == d.region:
+        return
+    live = session.scalar(select(RegistrationCode.id).where(
+        RegistrationCode.directory_id == d.id, RegistrationCode.state == "active").limit(1))
+    if live is not None:
+        raise ServiceError("validation_failed",
+                           f"Directory {d.id!r} has active registration codes for {d.region}; "
+                           f"revoke them before moving it to {region} (a code's prefix names "
+                           "its region).", {"field": "region"})
 
 
 def update_directory(session: Session, ctx: BrokerContext, directory_id: str,
                      fields: Mapping[str, Any], actor: str) -> dict[str, Any]:
     d = get_directory_row(session, directory_id)
-    values = _directory_values(fields)
+    values = DIRECTORIES.values(DIRECTORIES.validate(fields, update=True))
     if "region" in values and values["region"] != d.region:
         _check_region(ctx, values["region"])
-        # A code's prefix names its region: live codes would point at the wrong one.
-        live = session.scalar(select(RegistrationCode.id).where(
-            RegistrationCode.directory_id == d.id, RegistrationCode.state == "active").limit(1))
-        if live is not None:
-            raise ServiceError("validation_failed",
-                               "Revoke the directory's active registration codes before moving "
-                               "it to another region (a code's prefix names its region).",
-                               {"field": "region"})
-    changed = [k for k, v in values.items() if getattr(d, k) != v]
-    for k in changed:
-        setattr(d, k, values[k])
+        check_region_move(session, d, values["region"])
+    changed = DIRECTORIES.assign(d, values)
     if changed:
         d.updated_at = ctx.now()
         session.flush()
+    view = DIRECTORIES.view(d, ctx)
+    if changed:
         audit.record(session, "directory.update", "change", directory_id=d.id, actor=actor,
-                     fields=changed)
-    return directory_view(d)
+                     fields=changed, warnings=[w["code"] for w in view["warnings"]])
+    return view
 
 
 def delete_directory(session: Session, directory_id: str, actor: str) -> None:
@@ -302,14 +255,20 @@ def delete_directory(session: Session, directory_id: str, actor: str) -> None:
 
 # --------------------------------------------------------------------------- trust and CRLs
 
-def _parse_certificates(text: str) -> list[x509.Certificate]:
-    data = text.strip().encode()
+def parse_certificates(data: bytes) -> list[x509.Certificate]:
+    """Every certificate in PEM ``data`` (or one DER certificate, raw or base64);
+    certificate_unreadable when there is none."""
+    data = data.strip()
     try:
         if b"-----BEGIN" in data:
             certs = x509.load_pem_x509_certificates(data)
         else:
-            certs = [x509.load_der_x509_certificate(base64.b64decode(data, validate=True))]
-    except (ValueError, binascii.Error):
+            try:
+                data = base64.b64decode(data, validate=True)
+            except binascii.Error:
+                pass  # raw DER
+            certs = [x509.load_der_x509_certificate(data)]
+    except ValueError:
         raise ServiceError("certificate_unreadable",
                            "The upload is not a PEM certificate (or base64 DER).") from None
     if not certs:
@@ -317,12 +276,11 @@ def _parse_certificates(text: str) -> list[x509.Certificate]:
     return certs
 
 
-def _is_ca(cert: x509.Certificate) -> bool:
+def is_ca(cert: x509.Certificate) -> bool:
+    """basicConstraints CA=true (a missing or malformed extension is not a CA)."""
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        return False
-    except ValueError:  # malformed extensions
+    except (x509.ExtensionNotFound, ValueError):
         return False
     return bool(bc.ca)
 
@@ -331,13 +289,52 @@ def cert_fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 
 
-def list_trust(session: Session, directory_id: str, page: Page, *,
-               kind: str | None = None) -> dict[str, Any]:
-    get_directory_row(session, directory_id)
-    stmt = select(TrustCertificate).where(TrustCertificate.directory_id == directory_id)
-    if kind:
-        stmt = stmt.where(TrustCertificate.kind == kind)
-    return paginate(session, stmt, TrustCertificate.id, page, trust_view)
+def parse_crl(data: bytes) -> x509.CertificateRevocationList:
+    """A PEM CRL, or a DER CRL (raw or base64); crl_unreadable otherwise."""
+    data = data.strip()
+    try:
+        if b"-----BEGIN" in data:
+            return x509.load_pem_x509_crl(data)
+        try:
+            data = base64.b64decode(data, validate=True)
+        except binascii.Error:
+            pass  # raw DER
+        return x509.load_der_x509_crl(data)
+    except ValueError:
+        raise ServiceError("crl_unreadable",
+                           "The upload is not a PEM CRL (or base64 DER CRL).") from None
+
+
+def crl_fingerprint(crl: x509.CertificateRevocationList) -> str:
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(crl.public_bytes(serialization.Encoding.DER))
+    return digest.finalize().hex()
+
+
+def check_ca_upload(cert: x509.Certificate) -> list[dict[str, str]]:
+    """Refuse a certificate that is no CA; the PKI profile's warnings when the profile check
+    (broker.pki.profile.check_ca_upload) is available."""
+    fp = cert_fingerprint(cert)
+    if not is_ca(cert):
+        raise ServiceError("certificate_not_ca",
+                           "The certificate is not a CA certificate (basicConstraints "
+                           "CA=true is required for trust anchors and intermediates).",
+                           {"fingerprint": fp, "subject": cert.subject.rfc4514_string()})
+    return []
+
+
+def trust_row(directory_id: str, cert: x509.Certificate, kind: str | None) -> TrustCertificate:
+    return TrustCertificate(
+        directory_id=directory_id,
+        kind=kind or ("anchor" if cert.issuer == cert.subject else "intermediate"),
+        subject=cert.subject.rfc4514_string(), fingerprint=cert_fingerprint(cert),
+        not_after=cert.not_valid_after_utc, der=cert.public_bytes(serialization.Encoding.DER))
+
+
+def crl_row(directory_id: str, crl: x509.CertificateRevocationList) -> Crl:
+    return Crl(directory_id=directory_id, issuer=crl.issuer.rfc4514_string(),
+               fingerprint=crl_fingerprint(crl), this_update=crl.last_update_utc,
+               next_update=crl.next_update_utc, der=crl.public_bytes(serialization.Encoding.DER))
 
 
 def add_trust(session: Session, directory_id: str, pem: str, kind: str | None,
@@ -348,116 +345,71 @@ def add_trust(session: Session, directory_id: str, pem: str, kind: str | None,
     basicConstraints CA=true, conflict when one is already there.
     """
     get_directory_row(session, directory_id)
-    certs = _parse_certificates(pem)
     added: list[TrustCertificate] = []
-    seen: set[str] = set()
-    for cert in certs:
-        fp = cert_fingerprint(cert)
-        if not _is_ca(cert):
-            raise ServiceError("certificate_not_ca",
-                               "The certificate is not a CA certificate (basicConstraints "
-                               "CA=true is required for trust anchors and intermediates).",
-                               {"fingerprint": fp, "subject": cert.subject.rfc4514_string()})
+    for cert in parse_certificates(pem.encode()):
+        check_ca_upload(cert)
+        row = trust_row(directory_id, cert, kind)
         exists = session.scalar(select(TrustCertificate.id).where(
-            TrustCertificate.directory_id == directory_id, TrustCertificate.fingerprint == fp))
-        if exists is not None or fp in seen:
+            TrustCertificate.directory_id == directory_id,
+            TrustCertificate.fingerprint == row.fingerprint))
+        if exists is not None or row.fingerprint in {r.fingerprint for r in added}:
             raise ServiceError("conflict", "This certificate is already trusted by the directory.",
-                               {"fingerprint": fp})
-        seen.add(fp)
-        this_kind = kind or ("anchor" if cert.issuer == cert.subject else "intermediate")
-        row = TrustCertificate(directory_id=directory_id, kind=this_kind,
-                               subject=cert.subject.rfc4514_string(), fingerprint=fp,
-                               not_after=cert.not_valid_after_utc,
-                               der=cert.public_bytes(serialization.Encoding.DER))
+                               {"fingerprint": row.fingerprint})
         session.add(row)
         added.append(row)
     session.flush()
     for row in added:
         audit.record(session, "trust.add", "change", directory_id=directory_id, actor=actor,
                      cert_fingerprint=row.fingerprint, trust_kind=row.kind)
-    return [trust_view(r) for r in added]
-
-
-def remove_trust(session: Session, directory_id: str, fingerprint: str, actor: str) -> None:
-    get_directory_row(session, directory_id)
-    row = session.scalar(select(TrustCertificate).where(
-        TrustCertificate.directory_id == directory_id,
-        TrustCertificate.fingerprint == fingerprint.lower()))
-    if row is None:
-        raise ServiceError("resource_not_found", "The directory trusts no such certificate.",
-                           {"fingerprint": fingerprint})
-    session.delete(row)
-    audit.record(session, "trust.remove", "change", directory_id=directory_id, actor=actor,
-                 cert_fingerprint=row.fingerprint, trust_kind=row.kind)
-
-
-def _parse_crl(text: str) -> x509.CertificateRevocationList:
-    data = text.strip().encode()
-    try:
-        if b"-----BEGIN" in data:
-            return x509.load_pem_x509_crl(data)
-        return x509.load_der_x509_crl(base64.b64decode(data, validate=True))
-    except (ValueError, binascii.Error):
-        raise ServiceError("crl_unreadable",
-                           "The upload is not a PEM CRL (or base64 DER CRL).") from None
-
-
-def list_crls(session: Session, directory_id: str, page: Page) -> dict[str, Any]:
-    get_directory_row(session, directory_id)
-    stmt = select(Crl).where(Crl.directory_id == directory_id)
-    return paginate(session, stmt, Crl.id, page, crl_view)
+    return [TRUST.view(r) for r in added]
 
 
 def add_crl(session: Session, directory_id: str, text: str, actor: str) -> dict[str, Any]:
     get_directory_row(session, directory_id)
-    crl = _parse_crl(text)
-    der = crl.public_bytes(serialization.Encoding.DER)
-    digest = hashes.Hash(hashes.SHA256())
-    digest.update(der)
-    fp = digest.finalize().hex()
+    row = crl_row(directory_id, parse_crl(text.encode()))
     if session.scalar(select(Crl.id).where(Crl.directory_id == directory_id,
-                                           Crl.fingerprint == fp)) is not None:
-        raise ServiceError("conflict", "This CRL is already loaded.", {"fingerprint": fp})
-    row = Crl(directory_id=directory_id, issuer=crl.issuer.rfc4514_string(), fingerprint=fp,
-              this_update=crl.last_update_utc, next_update=crl.next_update_utc, der=der)
+                                           Crl.fingerprint == row.fingerprint)) is not None:
+        raise ServiceError("conflict", "This CRL is already loaded.",
+                           {"fingerprint": row.fingerprint})
     session.add(row)
     session.flush()
     audit.record(session, "crl.add", "change", directory_id=directory_id, actor=actor,
-                 crl_fingerprint=fp, issuer=row.issuer)
-    return crl_view(row)
+                 crl_fingerprint=row.fingerprint, issuer=row.issuer)
+    return CRLS.view(row)
+
+
+def _remove_by_fingerprint(model: Any, what: str, audit_kind: str, audit_key: str
+                           ) -> Any:
+    def run(session: Session, ctx: Any, call: Call) -> None:
+        directory_id, fingerprint = call.path["directory_id"], call.path["fingerprint"]
+        get_directory_row(session, directory_id)
+        row = session.scalar(select(model).where(model.directory_id == directory_id,
+                                                 model.fingerprint == fingerprint.lower()))
+        if row is None:
+            raise ServiceError("resource_not_found", f"The directory has no such {what}.",
+                               {"fingerprint": fingerprint})
+        session.delete(row)
+        details = {audit_key: row.fingerprint}
+        if model is TrustCertificate:
+            details["trust_kind"] = row.kind
+        audit.record(session, audit_kind, "change", directory_id=directory_id,
+                     actor=call.actor, **details)
+    return run
+
+
+def remove_trust(session: Session, directory_id: str, fingerprint: str, actor: str) -> None:
+    TRUST.operation("remove").run(session, None, Call(actor, {"directory_id": directory_id,
+                                                              "fingerprint": fingerprint}))
 
 
 def remove_crl(session: Session, directory_id: str, fingerprint: str, actor: str) -> None:
-    get_directory_row(session, directory_id)
-    row = session.scalar(select(Crl).where(Crl.directory_id == directory_id,
-                                           Crl.fingerprint == fingerprint.lower()))
-    if row is None:
-        raise ServiceError("resource_not_found", "The directory has no such CRL.",
-                           {"fingerprint": fingerprint})
-    session.delete(row)
-    audit.record(session, "crl.remove", "change", directory_id=directory_id, actor=actor,
-                 crl_fingerprint=row.fingerprint)
+    CRLS.operation("remove").run(session, None, Call(actor, {"directory_id": directory_id,
+                                                             "fingerprint": fingerprint}))
 
 
 # --------------------------------------------------------------------------- users
 
-_USER_FIELDS = ("upn", "email", "subject", "cert_fingerprint", "disabled")
-
-
-def list_users(session: Session, directory_id: str, page: Page, *,
-               disabled: bool | None = None) -> dict[str, Any]:
-    get_directory_row(session, directory_id)
-    stmt = select(User).where(User.directory_id == directory_id)
-    if disabled is not None:
-        stmt = stmt.where(User.disabled == disabled)
-    return paginate(session, stmt, User.id, page, user_view)
-
-
-def get_user(session: Session, directory_id: str, username: str) -> dict[str, Any]:
-    return user_view(get_user_row(session, directory_id, username))
-
-
-def _set_password(d: Directory, u: User, password: str | None) -> None:
+def set_password(d: Directory, u: User, password: str | None) -> None:
     if password is None:
         u.password_hash = None
         return
@@ -468,49 +420,57 @@ def _set_password(d: Directory, u: User, password: str | None) -> None:
     u.password_hash = hash_password(password)
 
 
+def user_values(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Column values of a user body or file entry (username and password aside)."""
+    values = USERS.values(data, [f for f in USERS.fields if f.name not in ("username",
+                                                                            "password")])
+    if values.get("cert_fingerprint"):
+        values["cert_fingerprint"] = values["cert_fingerprint"].lower()
+    return values
+
+
+def list_users(session: Session, directory_id: str, page: Page, *,
+               disabled: bool | None = None) -> dict[str, Any]:
+    return list_rows(USERS, session, None, Call("", {"directory_id": directory_id},
+                                                filters={"disabled": disabled}, page=page))
+
+
+def get_user(session: Session, directory_id: str, username: str) -> dict[str, Any]:
+    return USERS.view(get_user_row(session, directory_id, username))
+
+
 def create_user(session: Session, directory_id: str, fields: Mapping[str, Any],
                 actor: str) -> dict[str, Any]:
     d = get_directory_row(session, directory_id)
-    username = fields["username"]
+    data = USERS.validate(fields)
+    username = data["username"]
     if session.scalar(select(User.id).where(User.directory_id == directory_id,
                                             User.username == username)) is not None:
         raise ServiceError("conflict", f"Directory {directory_id!r} already has a user "
                            f"{username!r}.", {"username": username})
-    u = User(directory_id=directory_id, username=username,
-             **{k: fields.get(k) for k in _USER_FIELDS if k != "disabled"},
-             disabled=bool(fields.get("disabled", False)))
-    if u.cert_fingerprint:
-        u.cert_fingerprint = u.cert_fingerprint.lower()
-    if fields.get("password") is not None:
-        _set_password(d, u, fields["password"])
+    u = User(directory_id=directory_id, username=username, **user_values(data))
+    if data.get("password") is not None:
+        set_password(d, u, data["password"])
     session.add(u)
     session.flush()
     audit.record(session, "user.create", "change", directory_id=directory_id, username=username,
                  actor=actor, with_password=u.password_hash is not None)
-    return user_view(u)
+    return USERS.view(u)
 
 
 def update_user(session: Session, directory_id: str, username: str, fields: Mapping[str, Any],
                 actor: str) -> dict[str, Any]:
     u = get_user_row(session, directory_id, username)
-    changed = []
-    for k in _USER_FIELDS:
-        if k not in fields:
-            continue
-        v = fields[k]
-        if k == "cert_fingerprint" and v:
-            v = v.lower()
-        if getattr(u, k) != v:
-            setattr(u, k, v)
-            changed.append(k)
-    if "password" in fields:
-        _set_password(u.directory, u, fields["password"])
+    data = USERS.validate(fields, update=True)
+    changed = USERS.assign(u, user_values(data))
+    if "password" in data:
+        set_password(u.directory, u, data["password"])
         changed.append("password")
     if changed:
         session.flush()
         audit.record(session, "user.update", "change", directory_id=directory_id,
                      username=username, actor=actor, fields=changed)
-    return user_view(u)
+    return USERS.view(u)
 
 
 def delete_user(session: Session, directory_id: str, username: str, actor: str) -> None:
@@ -523,47 +483,42 @@ def delete_user(session: Session, directory_id: str, username: str, actor: str) 
 
 # --------------------------------------------------------------------------- WorkSpaces
 
-def list_workspaces(session: Session, page: Page, *, directory: str | None = None,
-                    user: str | None = None, state: str | None = None,
-                    protocol: str | None = None) -> dict[str, Any]:
-    stmt = select(WorkSpace)
-    if directory:
-        stmt = stmt.where(WorkSpace.directory_id == directory)
-    if user:
-        stmt = stmt.join(User, User.id == WorkSpace.user_id).where(User.username == user)
-    if state:
-        stmt = stmt.where(WorkSpace.state == state)
-    if protocol:
-        stmt = stmt.where(WorkSpace.protocol == protocol)
-    return paginate(session, stmt, WorkSpace.id, page,
-                    lambda w: workspace_view(w, _username(session, w.user_id)))
+def workspace_values(w: WorkSpace | None, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Column values of a WorkSpace body or file entry (owner, directory and state aside)."""
+    values = WORKSPACES.values(data, [f for f in WORKSPACES.fields
+                                      if f.name in ("name", "bundle", "protocol",
+                                                    "running_mode")])
+    if "name" in values and values["name"] is None:
+        values["name"] = w.id if w is not None else data["id"]
+    return values
+
+
+def list_workspaces(session: Session, page: Page, **filters: Any) -> dict[str, Any]:
+    return list_rows(WORKSPACES, session, None, Call("", filters=filters, page=page))
 
 
 def get_workspace(session: Session, workspace_id: str) -> dict[str, Any]:
-    w = get_workspace_row(session, workspace_id)
-    return workspace_view(w, _username(session, w.user_id))
+    return WORKSPACES.view(get_workspace_row(session, workspace_id))
 
 
 def create_workspace(session: Session, ctx: BrokerContext, fields: Mapping[str, Any],
                      actor: str) -> dict[str, Any]:
-    directory_id = fields["directory"]
+    data = WORKSPACES.validate(fields)
+    directory_id = data["directory"]
     get_directory_row(session, directory_id)
-    owner = get_user_row(session, directory_id, fields["user"])
-    if session.get(WorkSpace, fields["id"]) is not None:
-        raise ServiceError("conflict", f"A WorkSpace {fields['id']!r} already exists.",
-                           {"workspace": fields["id"]})
+    owner = get_user_row(session, directory_id, data["user"])
+    if session.get(WorkSpace, data["id"]) is not None:
+        raise ServiceError("conflict", f"A WorkSpace {data['id']!r} already exists.",
+                           {"workspace": data["id"]})
     now = ctx.now()
-    w = WorkSpace(id=fields["id"], directory_id=directory_id, user_id=owner.id,
-                  name=fields.get("name") or fields["id"],
-                  bundle=fields.get("bundle") or "standard", protocol=fields["protocol"],
-                  running_mode=fields.get("running_mode") or "AUTO_STOP",
-                  state=fields.get("state") or "STOPPED", state_changed_at=now,
-                  last_activity_at=now, created_at=now)
+    w = WorkSpace(id=data["id"], directory_id=directory_id, user_id=owner.id,
+                  state=data["state"], state_changed_at=now, last_activity_at=now,
+                  created_at=now, **workspace_values(None, data))
     session.add(w)
     session.flush()
     audit.record(session, "workspace.create", "change", directory_id=directory_id,
                  username=owner.username, actor=actor, workspace=w.id, protocol=w.protocol)
-    return workspace_view(w, owner.username)
+    return WORKSPACES.view(w)
 
 
 def end_smart_card_sessions(session: Session, ws: WorkSpace, now: datetime, reason: str
@@ -584,22 +539,17 @@ def update_workspace(session: Session, ctx: BrokerContext, workspace_id: str,
     transaction (smart cards are only for WSP): state ended, end_reason protocol_changed,
     pending_action disconnect."""
     w = get_workspace_row(session, workspace_id)
+    data = WORKSPACES.validate(fields, update=True)
     now = ctx.now()
     changed: list[str] = []
-    owner_name = _username(session, w.user_id)
-    if "user" in fields and fields["user"] != owner_name:
-        owner = get_user_row(session, w.directory_id, fields["user"])
+    owner_name = username_of(session, w.user_id)
+    if data.get("user") is not None and data["user"] != owner_name:
+        owner = get_user_row(session, w.directory_id, data["user"])
         w.user_id, owner_name = owner.id, owner.username
         changed.append("user")
-    for k in ("name", "bundle", "protocol", "running_mode"):
-        if k not in fields:
-            continue
-        v = fields[k] if fields[k] is not None or k != "name" else w.id
-        if getattr(w, k) != v:
-            setattr(w, k, v)
-            changed.append(k)
-    if fields.get("state") is not None and fields["state"] != w.state:
-        w.state, w.state_changed_at, w.transition_due_at = fields["state"], now, None
+    changed += WORKSPACES.assign(w, workspace_values(w, data))
+    if data.get("state") is not None and data["state"] != w.state:
+        w.state, w.state_changed_at, w.transition_due_at = data["state"], now, None
         changed.append("state")
     ended: list[str] = []
     if "protocol" in changed and w.protocol == "PCoIP":
@@ -609,65 +559,64 @@ def update_workspace(session: Session, ctx: BrokerContext, workspace_id: str,
         audit.record(session, "workspace.update", "change", directory_id=w.directory_id,
                      username=owner_name, actor=actor, workspace=w.id, fields=changed,
                      ended_sessions=ended)
-    return workspace_view(w, owner_name)
+    return WORKSPACES.view(w)
 
 
 def delete_workspace(session: Session, workspace_id: str, actor: str) -> None:
     w = get_workspace_row(session, workspace_id)
-    directory_id, owner = w.directory_id, _username(session, w.user_id)
+    directory_id, owner = w.directory_id, username_of(session, w.user_id)
     session.expunge(w)
     session.execute(delete(WorkSpace).where(WorkSpace.id == workspace_id))
     audit.record(session, "workspace.delete", "change", directory_id=directory_id,
                  username=owner, actor=actor, workspace=workspace_id)
 
 
+def _transition(action: str) -> Any:
+    """Start (STOPPED → STARTING) or stop (AVAILABLE → STOPPING) a WorkSpace; a no-op in the
+    state it is going to, workspace_unavailable where the backend refuses."""
+
+    def run(session: Session, ctx: BrokerContext, call: Call) -> dict[str, Any]:
+        from broker.workspaces import request_start, request_stop
+
+        w = get_workspace_row(session, call.path["workspace_id"])
+        before = w.state
+        (request_start if action == "start" else request_stop)(session, w, ctx.now(),
+                                                                 ctx.settings)
+        session.flush()
+        audit.record(session, f"workspace.{action}", "change", directory_id=w.directory_id,
+                     username=username_of(session, w.user_id), actor=call.actor, workspace=w.id,
+                     before=before, after=w.state)
+        return WORKSPACES.view(w)
+    return run
+
+
 def start_workspace(session: Session, ctx: BrokerContext, workspace_id: str,
                     actor: str) -> dict[str, Any]:
-    """Begin starting a STOPPED WorkSpace (no-op when starting or available);
-    workspace_unavailable in ERROR and other states."""
-    from broker.workspaces import request_start
-
-    w = get_workspace_row(session, workspace_id)
-    before = w.state
-    request_start(session, w, ctx.now(), ctx.settings)
-    session.flush()
-    owner = _username(session, w.user_id)
-    audit.record(session, "workspace.start", "change", directory_id=w.directory_id,
-                 username=owner, actor=actor, workspace=w.id, before=before, after=w.state)
-    return workspace_view(w, owner)
+    result: dict[str, Any] = _transition("start")(session, ctx, Call(
+        actor, {"workspace_id": workspace_id}))
+    return result
 
 
 def stop_workspace(session: Session, ctx: BrokerContext, workspace_id: str,
                    actor: str) -> dict[str, Any]:
-    from broker.workspaces import request_stop
-
-    w = get_workspace_row(session, workspace_id)
-    before = w.state
-    request_stop(session, w, ctx.now(), ctx.settings)
-    session.flush()
-    owner = _username(session, w.user_id)
-    audit.record(session, "workspace.stop", "change", directory_id=w.directory_id,
-                 username=owner, actor=actor, workspace=w.id, before=before, after=w.state)
-    return workspace_view(w, owner)
+    result: dict[str, Any] = _transition("stop")(session, ctx, Call(
+        actor, {"workspace_id": workspace_id}))
+    return result
 
 
 # --------------------------------------------------------------------------- registration codes
 
-def list_codes(session: Session, page: Page, *, directory: str | None = None,
-               state: str | None = None) -> dict[str, Any]:
-    stmt = select(RegistrationCode)
-    if directory:
-        get_directory_row(session, directory)
-        stmt = stmt.where(RegistrationCode.directory_id == directory)
-    if state:
-        stmt = stmt.where(RegistrationCode.state == state)
-    return paginate(session, stmt, RegistrationCode.id, page, code_view)
-
-
 def _code(session: Session, code: str) -> dict[str, Any]:
     row = session.scalar(select(RegistrationCode).where(RegistrationCode.code == code))
-    assert row is not None
-    return code_view(row)
+    if row is None:
+        raise ServiceError("resource_not_found", "no such registration code")
+    return CODES.view(row)
+
+
+def list_codes(session: Session, page: Page, *, directory: str | None = None,
+               state: str | None = None) -> dict[str, Any]:
+    return list_rows(CODES, session, None, Call("", filters={"directory": directory,
+                                                              "state": state}, page=page))
 
 
 def issue_codes(session: Session, ctx: BrokerContext, directory_id: str, count: int,
@@ -716,76 +665,501 @@ def _canonical_code(ctx: BrokerContext, code: str) -> str:
 
 # --------------------------------------------------------------------------- sessions
 
-def list_sessions(session: Session, page: Page, *, directory: str | None = None,
-                  workspace: str | None = None, user: str | None = None,
-                  state: str | None = None, auth_method: str | None = None
-                  ) -> dict[str, Any]:
-    stmt = select(BrokerSession)
-    if directory:
-        stmt = stmt.where(BrokerSession.directory_id == directory)
-    if workspace:
-        stmt = stmt.where(BrokerSession.workspace_id == workspace)
-    if user:
-        stmt = stmt.join(User, User.id == BrokerSession.user_id).where(User.username == user)
-    if state == "live":
-        stmt = stmt.where(BrokerSession.state.in_(LIVE_SESSION_STATES))
-    elif state:
-        stmt = stmt.where(BrokerSession.state == state)
-    if auth_method:
-        stmt = stmt.where(BrokerSession.auth_method == auth_method)
-    return paginate(session, stmt, BrokerSession.id, page, session_view)
-
-
 def get_session(session: Session, session_id: str) -> dict[str, Any]:
+    return SESSIONS.view(_session_row(session, session_id))
+
+
+def _session_row(session: Session, session_id: str) -> BrokerSession:
     s = session.get(BrokerSession, session_id) if len(session_id) <= 64 else None
     if s is None:
         raise ServiceError("session_unknown", "There is no such session.",
                            {"session": session_id})
-    return session_view(s)
+    return s
 
 
 def terminate_session(session: Session, ctx: BrokerContext, session_id: str,
                       actor: str) -> dict[str, Any]:
     """End a session now; its next heartbeat is told to disconnect. session_ended if over."""
-    s = session.get(BrokerSession, session_id) if len(session_id) <= 64 else None
-    if s is None:
-        raise ServiceError("session_unknown", "There is no such session.",
-                           {"session": session_id})
+    s = _session_row(session, session_id)
     if s.state == "ended":
         raise ServiceError("session_ended", "This session has already ended.",
                            {"reason": s.end_reason})
     s.state, s.end_reason, s.ended_at, s.pending_action = "ended", "admin", ctx.now(), "disconnect"
     session.flush()
     audit.record(session, "session.terminate", "change", directory_id=s.directory_id,
-                 username=_username(session, s.user_id), actor=actor, session_id=s.id,
+                 username=username_of(session, s.user_id), actor=actor, session_id=s.id,
                  workspace=s.workspace_id)
-    return session_view(s)
+    return SESSIONS.view(s)
 
 
-# --------------------------------------------------------------------------- audit
+def list_sessions(session: Session, page: Page, **filters: Any) -> dict[str, Any]:
+    return list_rows(SESSIONS, session, None, Call("", filters=filters, page=page))
 
-def list_audit(session: Session, page: Page, *, directory: str | None = None,
-               username: str | None = None, kind: str | None = None,
-               outcome: str | None = None, actor: str | None = None,
-               since: datetime | None = None, until: datetime | None = None
-               ) -> dict[str, Any]:
-    """Audit events, newest first. ``kind`` ending in ``.`` or ``*`` matches a prefix."""
-    stmt = select(AuditEvent)
-    if directory:
-        stmt = stmt.where(AuditEvent.directory_id == directory)
-    if username:
-        stmt = stmt.where(AuditEvent.username == username)
-    if kind:
-        if kind.endswith("*"):
-            stmt = stmt.where(AuditEvent.kind.startswith(kind[:-1], autoescape=True))
-        else:
-            stmt = stmt.where(AuditEvent.kind == kind)
-    if outcome:
-        stmt = stmt.where(AuditEvent.outcome == outcome)
-    if actor:
-        stmt = stmt.where(AuditEvent.actor == actor)
-    if since:
-        stmt = stmt.where(AuditEvent.at >= since)
-    if until:
-        stmt = stmt.where(AuditEvent.at < until)
-    return paginate(session, stmt, AuditEvent.id, page, audit_view, descending=True)
+
+def list_audit(session: Session, page: Page, **filters: Any) -> dict[str, Any]:
+    """Audit events, newest first. ``kind`` ending in ``*`` matches a prefix."""
+    return list_rows(AUDIT_EVENTS, session, None, Call("", filters=filters, page=page))
+
+
+# --------------------------------------------------------------------------- generic operations
+
+def list_rows(resource: Resource, session: Session, ctx: Any, call: Call) -> dict[str, Any]:
+    """One page of ``resource`` narrowed by the call's filters (and parent directory)."""
+    model = resource.model
+    key = getattr(model, resource.order_by)
+    stmt: Select[Any] = select(model)
+    if "directory_id" in call.path:
+        get_directory_row(session, call.path["directory_id"])
+        stmt = stmt.where(model.directory_id == call.path["directory_id"])  # type: ignore[attr-defined]
+    op = resource.operation("list")
+    stmt = filtered(stmt, op.filters, call.filters)
+    return paginate(session, stmt, key, call.page, lambda r: resource.view(r, ctx),
+                    descending=resource.newest_first)
+
+
+def _list(name: str) -> Any:
+    def run(session: Session, ctx: Any, call: Call) -> dict[str, Any]:
+        return list_rows(RESOURCES[name], session, ctx, call)
+    return run
+
+
+def _byusername_of(model: Any) -> Any:
+    def where(stmt: Select[Any], value: Any) -> Select[Any]:
+        return stmt.join(User, User.id == model.user_id).where(User.username == value)
+    return where
+
+
+def _session_state(stmt: Select[Any], value: Any) -> Select[Any]:
+    if value == "live":
+        return stmt.where(BrokerSession.state.in_(LIVE_SESSION_STATES))
+    return stmt.where(BrokerSession.state == value)
+
+
+def _audit_kind(stmt: Select[Any], value: Any) -> Select[Any]:
+    if value.endswith("*"):
+        return stmt.where(AuditEvent.kind.startswith(value[:-1], autoescape=True))
+    return stmt.where(AuditEvent.kind == value)
+
+
+# --------------------------------------------------------------------------- declarations
+
+_ID = dict(validators=(check_id,), limits={"pattern": ID_PATTERN})
+_DIRECTORY_PATH = "/directories/{directory_id}"
+
+DIRECTORIES = Resource(
+    "directories", "directory", "Directories",
+    "Directories: region, smart-card and revocation settings, certmap, password login.",
+    Directory, tag="directories",
+    fields=(
+        Field("id", str, "ID", "Stable, operator-chosen identifier.", update=False,
+              list_column=True, cli_positional=True, **_ID),  # type: ignore[arg-type]
+        Field("name", str, "Name", "Display name shown to users.", list_column=True,
+              limits={"min_length": 1, "max_length": 200}),
+        Field("region", str, "Region", "A region id from the region catalogue (its rules "
+              "decide which smart-card settings can take effect).", list_column=True,
+              limits={"min_length": 1, "max_length": 32}),
+        Field("password_login", bool, "Password login", "Allow password login.",
+              default=False, list_column=True),
+        Field("pre_session", bool, "Pre-session smart-card login",
+              "Log in with a smart card (only where the region allows it).", default=False,
+              group="smart_card", column="sc_pre_session", list_column=True),
+        Field("in_session", bool, "In-session smart cards",
+              "Smart cards inside the session (sudo, browsers).", default=False,
+              group="smart_card", column="sc_in_session", list_column=True),
+        Field("removal_action", str, "On card removal",
+              "What a session does when the card is removed.", default="lock",
+              group="smart_card", choices=("none", "lock", "disconnect"), list_column=True),
+        Field("crl", bool, "Check CRLs", "Check certificates against CRLs.", default=True,
+              group="revocation", column="revocation_crl"),
+        Field("ocsp", bool, "Check OCSP", "Ask the certificate's OCSP responder.",
+              default=False, group="revocation", column="revocation_ocsp"),
+        Field("fail_mode", str, "Revocation fail mode",
+              "soft: allow when revocation status is unknown; hard: refuse.", default="soft",
+              group="revocation", column="revocation_fail_mode", choices=("soft", "hard")),
+        Field("certmap", list, "Certificate mapping",
+              "Rules that find the user from the certificate, tried in order.",
+              default=["upn", "email"], choices=CERTMAP_RULES, list_column=True,
+              limits={"min_length": 1, "max_length": 4}, validators=(_unique,)),
+        Field("required_eku", str, "Required EKU",
+              "Extended key usage the login certificate must carry: client-auth "
+              "(clientAuth or smart-card logon) or any.", default="client-auth",
+              choices=("client-auth", "any")),
+        _out("warnings", list[SettingWarning], "Warnings",
+             "Settings that cannot take effect in this region, with the policy's reason.",
+             read=_directory_row_warnings),
+        _time("created_at", "Created", "When the directory was created."),
+        _time("updated_at", "Updated", "When the directory last changed."),
+    ),
+)
+
+TRUST = Resource(
+    "trust", "trust certificate", "Trust", "Trust anchors and intermediate CA certificates of "
+    "a directory.", TrustCertificate, tag="trust", title="Trust",
+    fields=(
+        Field("pem", str, "Certificates", "One or more PEM certificates (or one base64 DER "
+              "certificate).", update=False, output=False, in_file=False,
+              limits={"min_length": 1, "max_length": 60000}, cli="pem-file",
+              cli_positional=True, cli_input="file"),
+        Field("kind", str, "Kind", "anchor or intermediate; by default a self-issued "
+              "certificate is an anchor, others intermediates.", choices=("anchor",
+                                                                          "intermediate"),
+              nullable=True, default=None, update=False, in_file=False, list_column=True),
+        _out("directory", str, "Directory", column="directory_id"),
+        _out("subject", str, "Subject", "The certificate's subject DN.", list_column=True),
+        _out("fingerprint", str, "Fingerprint", "SHA-256 of the certificate (hex).",
+             list_column=True),
+        _time("not_after", "Expires", "End of the certificate's validity."),
+        _time("created_at", "Added", "When it was added."),
+    ),
+)
+
+CRLS = Resource(
+    "crls", "CRL", "CRLs", "Certificate revocation lists of a directory.", Crl, tag="trust",
+    title="Crl",
+    fields=(
+        Field("crl", str, "CRL", "A PEM CRL, or a DER CRL in base64.", update=False,
+              output=False, in_file=False, limits={"min_length": 1, "max_length": 60000},
+              cli="crl-file", cli_positional=True, cli_input="file_b64"),
+        _out("directory", str, "Directory", column="directory_id"),
+        _out("issuer", str, "Issuer", "The CRL issuer's DN.", list_column=True),
+        _out("fingerprint", str, "Fingerprint", "SHA-256 of the CRL (hex).", list_column=True),
+        _time("this_update", "This update", "When the CRL was issued."),
+        _time("next_update", "Next update", "When the next CRL is due."),
+        _time("created_at", "Added", "When it was loaded."),
+    ),
+)
+
+USERS = Resource(
+    "users", "user", "Users", "Users of a directory.", User, tag="users",
+    fields=(
+        _out("directory", str, "Directory", column="directory_id"),
+        Field("username", str, "Username", "The user's name in the directory.", update=False,
+              list_column=True, cli_positional=True, limits={"min_length": 1, "max_length": 200}),
+        Field("upn", str, "UPN", "User principal name (certmap rule upn).", nullable=True,
+              default=None, list_column=True, limits={"max_length": 320}),
+        Field("email", str, "Email", "Email address (certmap rule email).", nullable=True,
+              default=None, list_column=True, limits={"max_length": 320}),
+        Field("subject", str, "Certificate subject", "Subject DN (certmap rule subject).",
+              nullable=True, default=None, limits={"max_length": 2000}),
+        Field("cert_fingerprint", str, "Certificate fingerprint",
+              "SHA-256 of the user's certificate, hex (certmap rule fingerprint).",
+              nullable=True, default=None, list_column=True,
+              limits={"pattern": FINGERPRINT_PATTERN}),
+        Field("password", str, "Password", "Password (needs password login); stored as a "
+              "scrypt hash.", nullable=True, default=None, output=False,
+              limits={"min_length": 1, "max_length": 1024}, cli="password-stdin",
+              cli_input="stdin"),
+        Field("password_hash", str, "Password hash", "A scrypt hash (files only).",
+              nullable=True, default=None, output=False, in_api=False, update=False,
+              limits={"pattern": r"^scrypt\$"}),
+        _out("has_password", bool, "Has password", list_column=True,
+             read=lambda u, ctx: u.password_hash is not None),
+        Field("disabled", bool, "Disabled", "A disabled user cannot log in.", default=False,
+              list_column=True, cli_off="enabled"),
+        _time("created_at", "Created", "When the user was created."),
+    ),
+)
+
+WORKSPACES = Resource(
+    "workspaces", "WorkSpace", "WorkSpaces",
+    "WorkSpaces: owner, bundle, protocol, running mode, state; start and stop.", WorkSpace,
+    tag="workspaces", title="WorkSpace",
+    fields=(
+        Field("id", str, "ID", "Stable, operator-chosen identifier.", update=False,
+              list_column=True, cli_positional=True, **_ID),  # type: ignore[arg-type]
+        Field("directory", str, "Directory", "The directory the WorkSpace belongs to.",
+              update=False, in_file=False, column="directory_id", list_column=True,
+              **_ID),  # type: ignore[arg-type]
+        Field("user", str, "Owner", "Username of the owner.", list_column=True,
+              limits={"min_length": 1, "max_length": 200},
+              read=lambda w, ctx: username_of(object_session(w), w.user_id)),
+        Field("name", str, "Name", "Display name (default: the id).", nullable=True,
+              default=None, limits={"max_length": 200}),
+        Field("bundle", str, "Bundle", "Hardware/software bundle.", default="standard",
+              list_column=True, limits={"min_length": 1, "max_length": 100}),
+        Field("protocol", str, "Protocol", "Streaming protocol (smart cards only with WSP; "
+              "switching to PCoIP ends its smart-card sessions at once).",
+              choices=("WSP", "PCoIP"), list_column=True),
+        Field("running_mode", str, "Running mode", "ALWAYS_ON or AUTO_STOP.",
+              default="AUTO_STOP", choices=("ALWAYS_ON", "AUTO_STOP"), list_column=True),
+        Field("state", str, "State", "Initial state (set it directly to recover, e.g. from "
+              "ERROR; start and stop are the usual way).", default="STOPPED",
+              choices=WORKSPACE_STATES, list_column=True),
+        _time("state_changed_at", "State changed", "When the state last changed."),
+        _time("transition_due_at", "Transition due", "When STARTING/STOPPING completes."),
+        _time("created_at", "Created", "When the WorkSpace was created."),
+    ),
+)
+
+CODES = Resource(
+    "registration-codes", "registration code", "Registration codes",
+    "Registration codes: issue, rotate, revoke, list.", RegistrationCode,
+    tag="registration codes", title="Code", cli_aliases=("codes",),
+    fields=(
+        _out("code", str, "Code", list_column=True),
+        _out("directory", str, "Directory", column="directory_id", list_column=True),
+        _out("state", str, "State", "active, rotated or revoked.", list_column=True),
+        _time("created_at", "Issued", "When the code was issued."),
+        _time("rotated_at", "Rotated", "When it was rotated."),
+        _time("revoked_at", "Revoked", "When it was revoked."),
+    ),
+)
+
+SESSIONS = Resource(
+    "sessions", "session", "Sessions", "Desktop sessions: list, terminate.", BrokerSession,
+    tag="sessions",
+    fields=(
+        _out("id", str, "ID", list_column=True),
+        _out("directory", str, "Directory", column="directory_id", list_column=True),
+        _out("workspace", str, "WorkSpace", column="workspace_id", list_column=True),
+        _out("user_id", int, "User id"),
+        _out("auth_method", str, "Login method", list_column=True),
+        _out("protocol", str, "Protocol", list_column=True),
+        _out("state", str, "State", "active, locked or ended.", list_column=True),
+        _out("pending_action", str, "Pending action", nullable=True),
+        _out("end_reason", str, "End reason", nullable=True, list_column=True),
+        _out("cert_fingerprint", str, "Certificate fingerprint", nullable=True),
+        _out("smart_card_redirection", bool, "Smart-card redirection"),
+        _time("last_heartbeat_at", "Last heartbeat", "When the client last reported."),
+        _time("expires_at", "Expires", "When the session expires."),
+        _time("created_at", "Started", "When the session started."),
+        _time("ended_at", "Ended", "When the session ended."),
+    ),
+)
+
+AUDIT_EVENTS = Resource(
+    "audit-events", "audit event", "Audit events", "Audit events: every admin change and "
+    "every login decision.", AuditEvent, tag="audit", title="AuditEvent",
+    cli_aliases=("audit",), newest_first=True,
+    fields=(
+        _out("id", int, "ID", list_column=True),
+        _time("at", "At", "When it happened."),
+        _out("kind", str, "Event", list_column=True),
+        _out("outcome", str, "Outcome", "success, refused, error or change.",
+             list_column=True),
+        _out("reason", str, "Reason", nullable=True, list_column=True),
+        _out("directory", str, "Directory", column="directory_id", nullable=True,
+             list_column=True),
+        _out("username", str, "User", nullable=True, list_column=True),
+        _out("actor", str, "Actor", nullable=True, list_column=True),
+        _out("client_address", str, "Client address", nullable=True),
+        _out("cert_fingerprint", str, "Certificate fingerprint", nullable=True),
+        _out("details", dict[str, Any], "Details", nullable=True),
+    ),
+)
+
+
+def _ops(resource: Resource, *ops: Operation) -> None:
+    object.__setattr__(resource, "operations", tuple(ops))
+
+
+_dir_filter = {
+    "workspaces": Filter("directory", "Only this directory's WorkSpaces.",
+                         column=WorkSpace.directory_id),
+    "registration-codes": Filter("directory", "Only this directory's codes.",
+                                 column=RegistrationCode.directory_id),
+    "sessions": Filter("directory", "Only this directory's sessions.",
+                       column=BrokerSession.directory_id),
+    "audit-events": Filter("directory", "Only this directory's events.",
+                           column=AuditEvent.directory_id),
+}
+
+_ops(DIRECTORIES,
+     Operation("list", "GET", "/directories", READ, _list("directories"), "List directories.",
+               out="page", filters=(Filter("region", "Only directories in this region.",
+                                           column=Directory.region),)),
+     Operation("create", "POST", "/directories", WRITE,
+               lambda s, ctx, c: create_directory(s, ctx, c.body, c.actor),
+               "Create a directory (the answer's warnings name settings the region's policy "
+               "makes ineffective).", status=201, body="create",
+               errors=("conflict", "validation_failed"), audit="directory.create",
+               message="directory {id} created"),
+     Operation("get", "GET", _DIRECTORY_PATH, READ,
+               lambda s, ctx, c: get_directory(s, c.path["directory_id"], ctx),
+               "Get a directory.", errors=DIR_404),
+     Operation("update", "PATCH", _DIRECTORY_PATH, WRITE,
+               lambda s, ctx, c: update_directory(s, ctx, c.path["directory_id"], c.body,
+                                                  c.actor),
+               "Change a directory (only the fields given).", body="update",
+               errors=DIR_404 + ("validation_failed",), audit="directory.update",
+               message="directory {id} updated"),
+     Operation("delete", "DELETE", _DIRECTORY_PATH, WRITE,
+               lambda s, ctx, c: delete_directory(s, c.path["directory_id"], c.actor),
+               "Delete a directory and everything in it.", status=204, out=None,
+               errors=DIR_404, audit="directory.delete",
+               confirm="Delete directory {directory_id} and everything in it?",
+               message="directory {directory_id} deleted"))
+
+_ops(TRUST,
+     Operation("list", "GET", f"{_DIRECTORY_PATH}/trust", READ, _list("trust"),
+               "List trust anchors and intermediates.", out="page", errors=DIR_404,
+               filters=(Filter("kind", "anchor or intermediate.",
+                               choices=("anchor", "intermediate"),
+                               column=TrustCertificate.kind),)),
+     Operation("add", "POST", f"{_DIRECTORY_PATH}/trust", WRITE,
+               lambda s, ctx, c: add_trust(s, c.path["directory_id"], c.body["pem"],
+                                           c.body.get("kind"), c.actor),
+               "Add CA certificates (PEM) as trust anchors or intermediates.", status=201,
+               body="create", out="items",
+               errors=DIR_404 + ("certificate_unreadable", "certificate_not_ca", "conflict"),
+               audit="trust.add"),
+     Operation("remove", "DELETE", f"{_DIRECTORY_PATH}/trust/{{fingerprint}}", WRITE,
+               _remove_by_fingerprint(TrustCertificate, "trusted certificate", "trust.remove",
+                                      "cert_fingerprint"),
+               "Remove a trusted certificate by SHA-256 fingerprint.", status=204, out=None,
+               errors=DIR_404 + ("resource_not_found",), audit="trust.remove",
+               message="certificate {fingerprint} removed from {directory_id}"))
+
+_ops(CRLS,
+     Operation("list", "GET", f"{_DIRECTORY_PATH}/crls", READ, _list("crls"),
+               "List CRLs with this_update and next_update.", out="page", errors=DIR_404),
+     Operation("add", "POST", f"{_DIRECTORY_PATH}/crls", WRITE,
+               lambda s, ctx, c: add_crl(s, c.path["directory_id"], c.body["crl"], c.actor),
+               "Upload a CRL (PEM, or base64 DER).", status=201, body="create",
+               errors=DIR_404 + ("crl_unreadable", "conflict"), audit="crl.add",
+               message="CRL {fingerprint} added to {directory_id}"),
+     Operation("remove", "DELETE", f"{_DIRECTORY_PATH}/crls/{{fingerprint}}", WRITE,
+               _remove_by_fingerprint(Crl, "CRL", "crl.remove", "crl_fingerprint"),
+               "Remove a CRL by SHA-256 fingerprint.", status=204, out=None,
+               errors=DIR_404 + ("resource_not_found",), audit="crl.remove",
+               message="CRL {fingerprint} removed from {directory_id}"))
+
+_USER_PATH = f"{_DIRECTORY_PATH}/users/{{username}}"
+_ops(USERS,
+     Operation("list", "GET", f"{_DIRECTORY_PATH}/users", READ, _list("users"), "List users.",
+               out="page", errors=DIR_404,
+               filters=(Filter("disabled", "Only disabled (true) or enabled (false) users.",
+                               type=bool, column=User.disabled),)),
+     Operation("create", "POST", f"{_DIRECTORY_PATH}/users", WRITE,
+               lambda s, ctx, c: create_user(s, c.path["directory_id"], c.body, c.actor),
+               "Create a user.", status=201, body="create",
+               errors=DIR_404 + ("conflict", "validation_failed"), audit="user.create",
+               message="user {username} created in {directory}"),
+     Operation("get", "GET", _USER_PATH, READ,
+               lambda s, ctx, c: get_user(s, c.path["directory_id"], c.path["username"]),
+               "Get a user.", errors=DIR_404 + ("resource_not_found",)),
+     Operation("update", "PATCH", _USER_PATH, WRITE,
+               lambda s, ctx, c: update_user(s, c.path["directory_id"], c.path["username"],
+                                             c.body, c.actor),
+               "Change a user (null clears upn, email, subject, cert_fingerprint, password).",
+               body="update", errors=DIR_404 + ("resource_not_found", "validation_failed"),
+               audit="user.update", message="user {username} updated"),
+     Operation("delete", "DELETE", _USER_PATH, WRITE,
+               lambda s, ctx, c: delete_user(s, c.path["directory_id"], c.path["username"],
+                                             c.actor),
+               "Delete a user and their WorkSpaces.", status=204, out=None,
+               errors=DIR_404 + ("resource_not_found",), audit="user.delete",
+               message="user {username} deleted from {directory_id}"))
+
+_WS_PATH = "/workspaces/{workspace_id}"
+_ops(WORKSPACES,
+     Operation("list", "GET", "/workspaces", READ, _list("workspaces"), "List WorkSpaces.",
+               out="page", filters=(
+                   _dir_filter["workspaces"],
+                   Filter("user", "Only this user's (username).",
+                          where=_byusername_of(WorkSpace)),
+                   Filter("state", "Only WorkSpaces in this state.", choices=WORKSPACE_STATES,
+                          column=WorkSpace.state),
+                   Filter("protocol", "Only WSP or PCoIP.", choices=("WSP", "PCoIP"),
+                          column=WorkSpace.protocol))),
+     Operation("create", "POST", "/workspaces", WRITE,
+               lambda s, ctx, c: create_workspace(s, ctx, c.body, c.actor),
+               "Create a WorkSpace.", status=201, body="create",
+               errors=DIR_404 + ("resource_not_found", "conflict"), audit="workspace.create",
+               message="WorkSpace {id} created"),
+     Operation("get", "GET", _WS_PATH, READ,
+               lambda s, ctx, c: get_workspace(s, c.path["workspace_id"]), "Get a WorkSpace.",
+               errors=("workspace_unknown",)),
+     Operation("update", "PATCH", _WS_PATH, WRITE,
+               lambda s, ctx, c: update_workspace(s, ctx, c.path["workspace_id"], c.body,
+                                                  c.actor),
+               "Change a WorkSpace. Switching to PCoIP ends its smart-card sessions at once "
+               "(their next heartbeat answers disconnect).", body="update",
+               errors=("workspace_unknown", "resource_not_found"), audit="workspace.update",
+               message="WorkSpace {id} updated"),
+     Operation("delete", "DELETE", _WS_PATH, WRITE,
+               lambda s, ctx, c: delete_workspace(s, c.path["workspace_id"], c.actor),
+               "Delete a WorkSpace.", status=204, out=None, errors=("workspace_unknown",),
+               audit="workspace.delete", message="WorkSpace {workspace_id} deleted"),
+     Operation("start", "POST", f"{_WS_PATH}/start", WRITE, _transition("start"),
+               "Start a stopped WorkSpace.", status=202,
+               errors=("workspace_unknown", "workspace_unavailable"), audit="workspace.start",
+               message="WorkSpace {id} is {state}"),
+     Operation("stop", "POST", f"{_WS_PATH}/stop", WRITE, _transition("stop"),
+               "Stop an available WorkSpace.", status=202,
+               errors=("workspace_unknown", "workspace_unavailable"), audit="workspace.stop",
+               message="WorkSpace {id} is {state}"))
+
+_CODE_PARAM = Field("code", str, "Registration code", "The code (any case).",
+                    limits={"min_length": 1, "max_length": 64}, cli_positional=True)
+_ops(CODES,
+     Operation("list", "GET", "/registration-codes", READ, _list("registration-codes"),
+               "List registration codes with their state.", out="page", errors=DIR_404,
+               filters=(_dir_filter["registration-codes"],
+                        Filter("state", "active, rotated or revoked.",
+                               choices=("active", "rotated", "revoked"),
+                               column=RegistrationCode.state))),
+     Operation("issue", "POST", f"{_DIRECTORY_PATH}/registration-codes", WRITE,
+               lambda s, ctx, c: issue_codes(s, ctx, c.path["directory_id"], c.body["count"],
+                                             c.actor),
+               "Issue registration codes.", status=201, body="params", out="items",
+               params=(Field("count", int, "How many", "How many codes to issue.", default=1,
+                             limits={"ge": 1, "le": 100}),), params_model="CodeIssue",
+               errors=DIR_404, audit="registration_code.issue"),
+     Operation("rotate", "POST", "/registration-codes/rotate", WRITE,
+               lambda s, ctx, c: rotate_code(s, ctx, c.body["code"], c.actor),
+               "Rotate a code: a successor is issued; the old one works for the grace period.",
+               status=201, body="params", params=(_CODE_PARAM,), params_model="CodeRef",
+               errors=("validation_failed", "resource_not_found", "conflict"),
+               audit="registration_code.rotate", message="new registration code: {code}"),
+     Operation("revoke", "POST", "/registration-codes/revoke", WRITE,
+               lambda s, ctx, c: revoke_code(s, ctx, c.body["code"], c.actor),
+               "Revoke a code at once.", body="params", params=(_CODE_PARAM,),
+               params_model="CodeRef", errors=("validation_failed", "resource_not_found"),
+               audit="registration_code.revoke", message="registration code {code} revoked"))
+
+_ops(SESSIONS,
+     Operation("list", "GET", "/sessions", READ, _list("sessions"),
+               "List sessions (state may be live = active or locked).", out="page", filters=(
+                   _dir_filter["sessions"],
+                   Filter("workspace", "Only this WorkSpace's sessions.",
+                          column=BrokerSession.workspace_id),
+                   Filter("user", "Only this user's (username).",
+                          where=_byusername_of(BrokerSession)),
+                   Filter("state", "live (active or locked), active, locked or ended.",
+                          choices=("live", "active", "locked", "ended"),
+                          where=_session_state),
+                   Filter("auth_method", "smart_card or password.",
+                          choices=("smart_card", "password"),
+                          column=BrokerSession.auth_method))),
+     Operation("get", "GET", "/sessions/{session_id}", READ,
+               lambda s, ctx, c: get_session(s, c.path["session_id"]), "Get a session.",
+               errors=("session_unknown",)),
+     Operation("terminate", "POST", "/sessions/{session_id}/terminate", WRITE,
+               lambda s, ctx, c: terminate_session(s, ctx, c.path["session_id"], c.actor),
+               "End a session now; its next heartbeat answers disconnect.",
+               errors=("session_unknown", "session_ended"), audit="session.terminate",
+               message="session {id} terminated"))
+
+_ops(AUDIT_EVENTS,
+     Operation("list", "GET", "/audit-events", READ, _list("audit-events"),
+               "Audit events, newest first (kind may end in * for a prefix; since/until are "
+               "ISO 8601 times).", out="page", filters=(
+                   _dir_filter["audit-events"],
+                   Filter("username", "Only events about this user.",
+                          column=AuditEvent.username, cli="user"),
+                   Filter("kind", "An event kind; end with * for a prefix (directory.*).",
+                          where=_audit_kind),
+                   Filter("outcome", "success, refused, error or change.",
+                          choices=("success", "refused", "error", "change"),
+                          column=AuditEvent.outcome),
+                   Filter("actor", "Only changes by this actor (token:NAME, cli:USER).",
+                          column=AuditEvent.actor),
+                   Filter("since", "ISO 8601 time (inclusive).", type=datetime,
+                          where=lambda stmt, v: stmt.where(AuditEvent.at >= v)),
+                   Filter("until", "ISO 8601 time (exclusive).", type=datetime,
+                          where=lambda stmt, v: stmt.where(AuditEvent.at < v)))))
+
+#: Every admin resource, by its API/CLI name, in the order the CLI and console list them.
+RESOURCES: dict[str, Resource] = {r.name: r for r in (
+    DIRECTORIES, TRUST, CRLS, USERS, WORKSPACES, CODES, SESSIONS, AUDIT_EVENTS)}

@@ -17,17 +17,19 @@ import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import select
+from cryptography.hazmat.primitives import serialization
+from pydantic import BaseModel, Field, ValidationError, create_model
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from broker.errors import BrokerError
-from broker.service import audit
+from broker.service import admin, audit
+from broker.service.admin import DIRECTORIES, USERS, WORKSPACES
 from broker.service.passwords import hash_password, verify_password
+from broker.service.resources import Strict
 from broker.store.models import (
     Crl,
     Directory,
@@ -38,78 +40,23 @@ from broker.store.models import (
     utcnow,
 )
 
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-CertmapRule = Literal["upn", "email", "subject", "fingerprint"]
-WorkSpaceState = Literal["PENDING", "AVAILABLE", "STARTING", "STOPPING", "STOPPED", "ERROR",
-                         "UNHEALTHY"]
-
 
 class DirectoryFileError(BrokerError):
     code = "validation_failed"
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class SmartCardSpec(_Strict):
-    pre_session: bool = False
-    in_session: bool = False
-    removal_action: Literal["none", "lock", "disconnect"] = "lock"
-
-
-class RevocationSpec(_Strict):
-    crl: bool = True
-    ocsp: bool = False
-    fail_mode: Literal["soft", "hard"] = "soft"
-
-
-class UserSpec(_Strict):
-    username: Annotated[str, Field(min_length=1, max_length=200)]
-    upn: str | None = None
-    email: str | None = None
-    subject: str | None = None
-    cert_fingerprint: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
-    password: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
-    password_hash: Annotated[str, Field(pattern=r"^scrypt\$")] | None = None
-    disabled: bool = False
-
-
-class WorkSpaceSpec(_Strict):
-    id: Annotated[str, Field(pattern=ID_PATTERN)]
-    user: str
-    name: str | None = None
-    bundle: str = "standard"
-    protocol: Literal["WSP", "PCoIP"]
-    running_mode: Literal["ALWAYS_ON", "AUTO_STOP"] = "AUTO_STOP"
-    state: WorkSpaceState = "STOPPED"
-
-
-class DirectorySpec(_Strict):
-    id: Annotated[str, Field(pattern=ID_PATTERN)]
-    name: Annotated[str, Field(min_length=1, max_length=200)]
-    region: str
-    password_login: bool = False
-    smart_card: SmartCardSpec = SmartCardSpec()
-    revocation: RevocationSpec = RevocationSpec()
-    trust_anchors: list[str] = []
-    intermediates: list[str] = []
-    crls: list[str] = []
-    certmap: list[CertmapRule] = ["upn", "email"]
-    registration_codes: Annotated[int, Field(ge=0, le=100)] | list[str] = 1
-    user: list[UserSpec] = []
-    workspace: list[WorkSpaceSpec] = []
-
-    @field_validator("certmap")
-    @classmethod
-    def _certmap_unique(cls, v: list[str]) -> list[str]:
-        if len(set(v)) != len(v):
-            raise ValueError("certmap rules must not repeat")
-        return v
-
-
-class DirectoryFile(_Strict):
-    directory: list[DirectorySpec]
+#: The file's entries are the resources' declared fields (one declaration: a field added to a
+#: resource is a key of the file, of export, of the API and of the CLI at once), plus what only
+#: a file has: paths of trust material, codes to keep, and the directory's users and WorkSpaces.
+UserSpec = USERS.file_model()
+WorkSpaceSpec = WORKSPACES.file_model()
+DirectorySpec = DIRECTORIES.file_model(
+    trust_anchors=(list[str], []), intermediates=(list[str], []), crls=(list[str], []),
+    registration_codes=(Annotated[int, Field(ge=0, le=100)] | list[str], 1),
+    user=(list[UserSpec], []),  # type: ignore[valid-type]
+    workspace=(list[WorkSpaceSpec], []))  # type: ignore[valid-type]
+DirectoryFile: type[BaseModel] = create_model(
+    "DirectoryFile", __base__=Strict, directory=(list[DirectorySpec], ...))  # type: ignore[valid-type]
 
 
 # --------------------------------------------------------------------------- errors with lines
@@ -167,33 +114,9 @@ class TrustMaterial:
 class LoadedFile:
     path: Path
     text: str
-    spec: DirectoryFile
+    #: The validated ``[[directory]]`` entries as plain data (declared defaults filled in).
+    directories: list[dict[str, Any]]
     trust: dict[str, TrustMaterial]
-
-
-def fingerprint(cert: x509.Certificate) -> str:
-    return cert.fingerprint(hashes.SHA256()).hex()
-
-
-def load_certificates(data: bytes) -> list[x509.Certificate]:
-    """Every certificate in PEM ``data`` (or one DER certificate); ValueError when none."""
-    if b"-----BEGIN" in data:
-        return x509.load_pem_x509_certificates(data)
-    return [x509.load_der_x509_certificate(data)]
-
-
-def is_ca(cert: x509.Certificate) -> bool:
-    try:
-        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except x509.ExtensionNotFound:
-        return False
-    return bool(bc.ca)
-
-
-def load_crl(data: bytes) -> x509.CertificateRevocationList:
-    if b"-----BEGIN" in data:
-        return x509.load_pem_x509_crl(data)
-    return x509.load_der_x509_crl(data)
 
 
 def load_file(path: Path, known_regions: set[str]) -> LoadedFile:
@@ -213,68 +136,64 @@ def load_file(path: Path, known_regions: set[str]) -> LoadedFile:
         raise DirectoryFileError(message=f"{path}: not valid TOML: {exc}",
                                  details={"file": str(path)}) from None
     try:
-        spec = DirectoryFile.model_validate(data)
+        docs: list[dict[str, Any]] = DirectoryFile.model_validate(data).model_dump()["directory"]
     except ValidationError as exc:
         err = exc.errors()[0]
-        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p in
-                                                  ("int", "list[str]", "function-after")))
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and (
+            p in ("int", "str", "list[str]") or p.startswith(("function-", "literal[")))))
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        raise _fail(path, text, loc, msg) from None
+        raise _fail(path, text, loc, msg.removeprefix("Value error, ")) from None
 
     seen_dirs: set[str] = set()
     seen_ws: set[str] = set()
     trust: dict[str, TrustMaterial] = {}
-    for di, d in enumerate(spec.directory):
+    for di, d in enumerate(docs):
         here = ("directory", di)
-        if d.id in seen_dirs:
-            raise _fail(path, text, (*here, "id"), f"directory {d.id!r} appears twice")
-        seen_dirs.add(d.id)
-        if d.region not in known_regions:
+        if d["id"] in seen_dirs:
+            raise _fail(path, text, (*here, "id"), f"directory {d['id']!r} appears twice")
+        seen_dirs.add(d["id"])
+        if d["region"] not in known_regions:
             raise _fail(path, text, (*here, "region"),
-                        f"unknown region {d.region!r} (not in the region catalogue)")
+                        f"unknown region {d['region']!r} (not in the region catalogue)")
         usernames: set[str] = set()
-        for ui, u in enumerate(d.user):
-            if u.username in usernames:
+        for ui, u in enumerate(d["user"]):
+            if u["username"] in usernames:
                 raise _fail(path, text, (*here, "user", ui, "username"),
-                            f"user {u.username!r} appears twice")
-            usernames.add(u.username)
-            if (u.password or u.password_hash) and not d.password_login:
+                            f"user {u['username']!r} appears twice")
+            usernames.add(u["username"])
+            if (u["password"] or u["password_hash"]) and not d["password_login"]:
                 raise _fail(path, text, (*here, "user", ui, "password"),
                             "a password is only allowed where password_login = true")
-            if u.password and u.password_hash:
+            if u["password"] and u["password_hash"]:
                 raise _fail(path, text, (*here, "user", ui, "password"),
                             "give password or password_hash, not both")
-        for wi, w in enumerate(d.workspace):
-            if w.id in seen_ws:
+        for wi, w in enumerate(d["workspace"]):
+            if w["id"] in seen_ws:
                 raise _fail(path, text, (*here, "workspace", wi, "id"),
-                            f"WorkSpace {w.id!r} appears twice")
-            seen_ws.add(w.id)
-            if w.user not in usernames:
+                            f"WorkSpace {w['id']!r} appears twice")
+            seen_ws.add(w["id"])
+            if w["user"] not in usernames:
                 raise _fail(path, text, (*here, "workspace", wi, "user"),
-                            f"no user {w.user!r} in this directory")
+                            f"no user {w['user']!r} in this directory")
         material = TrustMaterial()
         for key, target in (("trust_anchors", material.anchors),
                             ("intermediates", material.intermediates)):
-            for ref in getattr(d, key):
-                certs = _read_certs(path, text, (*here, key), ref)
-                for cert in certs:
-                    if not is_ca(cert):
+            for ref in d[key]:
+                for cert in _read(path, text, (*here, key), ref, admin.parse_certificates,
+                                  "holds no readable certificate"):
+                    try:
+                        admin.check_ca_upload(cert)
+                    except BrokerError as exc:
                         raise DirectoryFileError(
-                            "certificate_not_ca",
-                            f"{path}: {'.'.join(map(str, (*here, key)))}: {ref} holds "
-                            f"{cert.subject.rfc4514_string()!r}, which is not a CA certificate",
-                            {"file": str(path), "key": f"directory.{di}.{key}"})
-                target.extend(certs)
-        for ref in d.crls:
-            try:
-                material.crls.append(load_crl(_resolve(path, ref).read_bytes()))
-            except OSError as exc:
-                raise _fail(path, text, (*here, "crls"),
-                            f"cannot read {ref}: {exc.strerror or exc}") from None
-            except ValueError:
-                raise _fail(path, text, (*here, "crls"), f"{ref} is not a CRL") from None
-        trust[d.id] = material
-    return LoadedFile(path, text, spec, trust)
+                            exc.code, f"{path}: {'.'.join(map(str, (*here, key)))}: {ref} holds "
+                            f"{cert.subject.rfc4514_string()!r}: {exc.message}",
+                            {"file": str(path), "key": f"directory.{di}.{key}"}) from None
+                    target.append(cert)
+        for ref in d["crls"]:
+            material.crls.append(_read(path, text, (*here, "crls"), ref, admin.parse_crl,
+                                       "is not a CRL"))
+        trust[d["id"]] = material
+    return LoadedFile(path, text, docs, trust)
 
 
 def _resolve(path: Path, ref: str) -> Path:
@@ -282,13 +201,13 @@ def _resolve(path: Path, ref: str) -> Path:
     return p if p.is_absolute() else path.parent / p
 
 
-def _read_certs(path: Path, text: str, loc: tuple[Any, ...], ref: str) -> list[x509.Certificate]:
+def _read(path: Path, text: str, loc: tuple[Any, ...], ref: str, parse: Any, what: str) -> Any:
     try:
-        return load_certificates(_resolve(path, ref).read_bytes())
+        return parse(_resolve(path, ref).read_bytes())
     except OSError as exc:
         raise _fail(path, text, loc, f"cannot read {ref}: {exc.strerror or exc}") from None
-    except ValueError:
-        raise _fail(path, text, loc, f"{ref} holds no readable certificate") from None
+    except BrokerError:
+        raise _fail(path, text, loc, f"{ref} {what}") from None
 
 
 # --------------------------------------------------------------------------- applying
@@ -302,171 +221,232 @@ class ApplyResult:
         return {"directories": self.directories}
 
 
-def apply_loaded(session: Session, loaded: LoadedFile, *, catalogue: Any, actor: str,
-                 now: datetime | None = None) -> ApplyResult:
-    """Create or update everything in ``loaded`` inside the caller's transaction."""
-    from broker import registration
+def _show(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value)) or "[]"
+    return str(value)
 
+
+def _diff(prefix: str, changes: list[tuple[str, Any, Any]], *, secret: bool = False
+          ) -> list[str]:
+    return [f"{prefix}.{path}: " + ("changed" if secret else f"{_show(old)} → {_show(new)}")
+            for path, old, new in changes]
+
+
+def apply_loaded(session: Session, loaded: LoadedFile, *, catalogue: Any, actor: str,
+                 now: datetime | None = None, prune: bool = False) -> ApplyResult:
+    """Create or update everything in ``loaded`` inside the caller's transaction.
+
+    With ``prune``, what a directory of the file no longer lists (users, WorkSpaces, trust
+    certificates, CRLs, and active codes where the file lists fixed codes) is removed; other
+    directories are never touched. Each directory's entry says what changed (``changed``) and
+    which settings cannot take effect in its region (``warnings``, policy reason codes)."""
     now = now or utcnow()
     out: list[dict[str, Any]] = []
     total = 0
-    fields: dict[str, Any]
-    for di, d in enumerate(loaded.spec.directory):
-        changes: list[str] = []
-        row = session.get(Directory, d.id)
-        values = dict(name=d.name, region=d.region, password_login=d.password_login,
-                      sc_pre_session=d.smart_card.pre_session,
-                      sc_in_session=d.smart_card.in_session,
-                      removal_action=d.smart_card.removal_action,
-                      revocation_crl=d.revocation.crl, revocation_ocsp=d.revocation.ocsp,
-                      revocation_fail_mode=d.revocation.fail_mode, certmap=list(d.certmap))
-        if row is None:
-            row = Directory(id=d.id, **values)
-            session.add(row)
-            changes.append("directory created")
-        else:
-            if row.region != d.region and session.scalar(select(RegistrationCode.id).where(
-                    RegistrationCode.directory_id == d.id,
-                    RegistrationCode.state == "active").limit(1)) is not None:
-                # A code's prefix names its region: moving would strand every issued code.
-                raise _fail(loaded.path, loaded.text, ("directory", di, "region"),
-                            f"directory {d.id!r} has active registration codes for "
-                            f"{row.region}; revoke them before moving it to {d.region}")
-            for k, v in values.items():
-                if getattr(row, k) != v:
-                    setattr(row, k, v)
-                    changes.append(f"directory.{k}")
-        session.flush()
-
-        material = loaded.trust[d.id]
-        known = {t.fingerprint for t in session.scalars(
-            select(TrustCertificate).where(TrustCertificate.directory_id == d.id))}
-        for kind, certs in (("anchor", material.anchors), ("intermediate", material.intermediates)):
-            for cert in certs:
-                fp = fingerprint(cert)
-                if fp in known:
-                    continue
-                known.add(fp)
-                session.add(TrustCertificate(
-                    directory_id=d.id, kind=kind, subject=cert.subject.rfc4514_string(),
-                    fingerprint=fp, not_after=cert.not_valid_after_utc,
-                    der=cert.public_bytes(serialization.Encoding.DER)))
-                changes.append(f"{kind} {fp[:16]} added")
-        known_crls = {c.fingerprint for c in session.scalars(
-            select(Crl).where(Crl.directory_id == d.id))}
-        for crl in material.crls:
-            der = crl.public_bytes(serialization.Encoding.DER)
-            digest = hashes.Hash(hashes.SHA256())
-            digest.update(der)
-            fph = digest.finalize().hex()
-            if fph in known_crls:
-                continue
-            known_crls.add(fph)
-            session.add(Crl(directory_id=d.id, issuer=crl.issuer.rfc4514_string(),
-                            fingerprint=fph, this_update=crl.last_update_utc,
-                            next_update=crl.next_update_utc, der=der))
-            changes.append(f"crl {fph[:16]} added")
-
-        users = {u.username: u for u in session.scalars(
-            select(User).where(User.directory_id == d.id))}
-        for u in d.user:
-            urow = users.get(u.username)
-            fields = dict(upn=u.upn, email=u.email, subject=u.subject,
-                          cert_fingerprint=u.cert_fingerprint.lower() if u.cert_fingerprint
-                          else None, disabled=u.disabled)
-            if urow is None:
-                urow = User(directory_id=d.id, username=u.username, **fields)
-                session.add(urow)
-                users[u.username] = urow
-                changes.append(f"user {u.username} created")
-            else:
-                for k, v in fields.items():
-                    if getattr(urow, k) != v:
-                        setattr(urow, k, v)
-                        changes.append(f"user {u.username}.{k}")
-            if u.password is not None and not verify_password(u.password, urow.password_hash):
-                urow.password_hash = hash_password(u.password)
-                changes.append(f"user {u.username}.password")
-            elif u.password_hash is not None and urow.password_hash != u.password_hash:
-                urow.password_hash = u.password_hash
-                changes.append(f"user {u.username}.password")
-        session.flush()
-
-        for wi, w in enumerate(d.workspace):
-            wrow = session.get(WorkSpace, w.id)
-            owner = users[w.user]
-            if wrow is not None and wrow.directory_id != d.id:
-                raise _fail(loaded.path, loaded.text, ("directory", di, "workspace", wi, "id"),
-                            f"WorkSpace {w.id!r} belongs to directory {wrow.directory_id!r}")
-            fields = dict(user_id=owner.id, name=w.name or w.id, bundle=w.bundle,
-                          protocol=w.protocol, running_mode=w.running_mode)
-            if wrow is None:
-                session.add(WorkSpace(id=w.id, directory_id=d.id, state=w.state,
-                                      state_changed_at=now, last_activity_at=now, **fields))
-                changes.append(f"workspace {w.id} created")
-            else:
-                to_pcoip = wrow.protocol != "PCoIP" and w.protocol == "PCoIP"
-                for k, v in fields.items():
-                    if getattr(wrow, k) != v:
-                        setattr(wrow, k, v)
-                        changes.append(f"workspace {w.id}.{k}")
-                if to_pcoip:
-                    from broker.service.admin import end_smart_card_sessions
-
-                    # Smart cards never for PCoIP: live card sessions end now (DESIGN §1).
-                    end_smart_card_sessions(session, wrow, now, "protocol_changed")
-
-        codes = list(session.scalars(select(RegistrationCode).where(
-            RegistrationCode.directory_id == d.id, RegistrationCode.state == "active")
-            .order_by(RegistrationCode.id)))
-        entry = catalogue.get(d.region)
-        if isinstance(d.registration_codes, int):
-            while len(codes) < d.registration_codes:
-                code = str(registration.generate(entry.prefix)).upper()
-                rc = RegistrationCode(code=code, directory_id=d.id, state="active",
-                                      created_at=now)
-                session.add(rc)
-                codes.append(rc)
-                changes.append("registration code issued")
-        else:
-            for ci, text in enumerate(d.registration_codes):
-                try:
-                    parsed = registration.parse(text, catalogue)
-                except BrokerError as exc:
-                    raise _fail(loaded.path, loaded.text,
-                                ("directory", di, "registration_codes", ci),
-                                exc.message) from None
-                if parsed.prefix.lower() != entry.prefix.lower():
-                    raise _fail(loaded.path, loaded.text,
-                                ("directory", di, "registration_codes", ci),
-                                f"code {text!r} has the prefix of another region "
-                                f"(expected {entry.prefix})")
-                key = parsed.lookup_key
-                existing = session.scalar(select(RegistrationCode).where(
-                    RegistrationCode.code == key))
-                if existing is None:
-                    rc = RegistrationCode(code=key, directory_id=d.id, state="active",
-                                          created_at=now)
-                    session.add(rc)
-                    codes.append(rc)
-                    changes.append("registration code added")
-                elif existing.directory_id != d.id:
-                    raise _fail(loaded.path, loaded.text,
-                                ("directory", di, "registration_codes", ci),
-                                f"code {text!r} belongs to another directory")
-                elif existing.state != "active":
-                    raise _fail(loaded.path, loaded.text,
-                                ("directory", di, "registration_codes", ci),
-                                f"code {text!r} was {existing.state}; issue a new one")
+    for di, d in enumerate(loaded.directories):
+        changes = _apply_directory(session, loaded, di, d, catalogue, now, prune)
         session.flush()
         if changes:
-            audit.record(session, "directory.apply", "change", directory_id=d.id, actor=actor,
-                         changes=changes[:200], change_count=len(changes))
+            audit.record(session, "directory.apply", "change", directory_id=d["id"],
+                         actor=actor, changes=changes[:200], change_count=len(changes),
+                         pruned=prune)
         total += len(changes)
-        out.append({"id": d.id, "region": d.region,
-                    "registration_codes": [c.code for c in codes if c.state == "active"],
-                    "changes": len(changes)})
+        codes = session.scalars(select(RegistrationCode.code).where(
+            RegistrationCode.directory_id == d["id"], RegistrationCode.state == "active")
+            .order_by(RegistrationCode.id))
+        warnings = admin.directory_warnings(catalogue, d["region"],
+                                            d["smart_card"]["pre_session"],
+                                            d["smart_card"]["in_session"], d["password_login"])
+        out.append({"id": d["id"], "region": d["region"], "registration_codes": list(codes),
+                    "changes": len(changes), "changed": changes, "warnings": warnings})
     return ApplyResult(out, total)
+
+
+def _apply_directory(session: Session, loaded: LoadedFile, di: int, d: dict[str, Any],
+                     catalogue: Any, now: datetime, prune: bool) -> list[str]:
+    def fail(loc: tuple[Any, ...], message: str) -> DirectoryFileError:
+        return _fail(loaded.path, loaded.text, ("directory", di, *loc), message)
+
+    did = d["id"]
+    changes: list[str] = []
+    values = DIRECTORIES.values(d, [f for f in DIRECTORIES.fields
+                                    if f.in_file and f.create and f.name != "id"])
+    row = session.get(Directory, did)
+    if row is None:
+        row = Directory(id=did, created_at=now, updated_at=now, **values)
+        session.add(row)
+        changes.append(f"directory {did} created")
+    else:
+        try:
+            admin.check_region_move(session, row, d["region"])
+        except BrokerError as exc:
+            raise fail(("region",), exc.message) from None
+        diff = DIRECTORIES.changes(row, values)
+        if diff:
+            DIRECTORIES.assign(row, values)
+            row.updated_at = now
+            changes += _diff(f"directory {did}", diff)
+    session.flush()
+
+    material = loaded.trust[did]
+    trusted = {t.fingerprint: t for t in session.scalars(
+        select(TrustCertificate).where(TrustCertificate.directory_id == did))}
+    listed: set[str] = set()
+    for kind, certs in (("anchor", material.anchors), ("intermediate", material.intermediates)):
+        for cert in certs:
+            t = admin.trust_row(did, cert, kind)
+            listed.add(t.fingerprint)
+            if t.fingerprint not in trusted:
+                trusted[t.fingerprint] = t
+                session.add(t)
+                changes.append(f"{kind} {t.fingerprint[:16]} added ({t.subject})")
+    crls = {c.fingerprint: c for c in session.scalars(select(Crl).where(Crl.directory_id == did))}
+    listed_crls: set[str] = set()
+    for crl in material.crls:
+        c = admin.crl_row(did, crl)
+        listed_crls.add(c.fingerprint)
+        if c.fingerprint not in crls:
+            crls[c.fingerprint] = c
+            session.add(c)
+            changes.append(f"crl {c.fingerprint[:16]} added ({c.issuer})")
+    if prune:
+        for fp, t in trusted.items():
+            if fp not in listed and t.id is not None:
+                session.delete(t)
+                changes.append(f"{t.kind} {fp[:16]} removed ({t.subject})")
+        for fp, c in crls.items():
+            if fp not in listed_crls and c.id is not None:
+                session.delete(c)
+                changes.append(f"crl {fp[:16]} removed ({c.issuer})")
+
+    changes += _apply_users(session, did, d["user"], prune)
+    session.flush()
+    changes += _apply_workspaces(session, did, d["workspace"], now, prune, fail)
+    changes += _apply_codes(session, did, d, catalogue, now, prune, fail)
+    return changes
+
+
+def _apply_users(session: Session, did: str, specs: list[dict[str, Any]], prune: bool
+                 ) -> list[str]:
+    changes: list[str] = []
+    users = {u.username: u for u in session.scalars(select(User).where(User.directory_id == did))}
+    for u in specs:
+        name = u["username"]
+        values = admin.user_values(u)
+        values.pop("password_hash", None)
+        urow = users.get(name)
+        if urow is None:
+            urow = User(directory_id=did, username=name, **values)
+            session.add(urow)
+            users[name] = urow
+            changes.append(f"user {name} created")
+        else:
+            changes += _diff(f"user {name}", USERS.changes(urow, values))
+            USERS.assign(urow, values)
+        if u["password"] is not None and not verify_password(u["password"], urow.password_hash):
+            urow.password_hash = hash_password(u["password"])
+            changes.append(f"user {name}.password: changed")
+        elif u["password_hash"] is not None and urow.password_hash != u["password_hash"]:
+            urow.password_hash = u["password_hash"]
+            changes.append(f"user {name}.password: changed")
+    if prune:
+        keep = {u["username"] for u in specs}
+        for name, urow in users.items():
+            if name not in keep:
+                session.execute(delete(User).where(User.id == urow.id))
+                session.expunge(urow)
+                changes.append(f"user {name} removed (with their WorkSpaces)")
+    return changes
+
+
+def _apply_workspaces(session: Session, did: str, specs: list[dict[str, Any]], now: datetime,
+                      prune: bool, fail: Any) -> list[str]:
+    changes: list[str] = []
+    owners = {u.username: u.id for u in session.scalars(
+        select(User).where(User.directory_id == did))}
+    for wi, w in enumerate(specs):
+        wrow = session.get(WorkSpace, w["id"])
+        if wrow is not None and wrow.directory_id != did:
+            raise fail(("workspace", wi, "id"),
+                       f"WorkSpace {w['id']!r} belongs to directory {wrow.directory_id!r}")
+        values = {"user_id": owners[w["user"]], **admin.workspace_values(wrow, w)}
+        if wrow is None:
+            # A WorkSpace's state is its initial state: re-applying never starts or stops one.
+            session.add(WorkSpace(id=w["id"], directory_id=did, state=w["state"],
+                                  state_changed_at=now, last_activity_at=now, created_at=now,
+                                  **values))
+            changes.append(f"workspace {w['id']} created")
+            continue
+        to_pcoip = wrow.protocol != "PCoIP" and w["protocol"] == "PCoIP"
+        diff = WORKSPACES.changes(wrow, values)
+        changes += _diff(f"workspace {w['id']}", [
+            ("user", admin.username_of(session, old), w["user"]) if path == "user_id"
+            else (path, old, new) for path, old, new in diff])
+        WORKSPACES.assign(wrow, values)
+        if to_pcoip:
+            # Smart cards never for PCoIP: live card sessions end now (DESIGN §1).
+            ended = admin.end_smart_card_sessions(session, wrow, now, "protocol_changed")
+            if ended:
+                changes.append(f"workspace {w['id']}: {len(ended)} smart-card session(s) ended")
+    if prune:
+        keep = {w["id"] for w in specs}
+        for wrow in session.scalars(select(WorkSpace).where(WorkSpace.directory_id == did)):
+            if wrow.id not in keep:
+                session.delete(wrow)
+                changes.append(f"workspace {wrow.id} removed")
+    return changes
+
+
+def _apply_codes(session: Session, did: str, d: dict[str, Any], catalogue: Any, now: datetime,
+                 prune: bool, fail: Any) -> list[str]:
+    from broker import registration
+
+    changes: list[str] = []
+    codes = list(session.scalars(select(RegistrationCode).where(
+        RegistrationCode.directory_id == did, RegistrationCode.state == "active")
+        .order_by(RegistrationCode.id)))
+    entry = catalogue.get(d["region"])
+    wanted = d["registration_codes"]
+    if isinstance(wanted, int):
+        while len(codes) < wanted:
+            code = str(registration.generate(entry.prefix)).upper()
+            rc = RegistrationCode(code=code, directory_id=did, state="active", created_at=now)
+            session.add(rc)
+            codes.append(rc)
+            changes.append(f"registration code …{code[-4:]} issued")
+        return changes
+    keys: set[str] = set()
+    for ci, text in enumerate(wanted):
+        try:
+            parsed = registration.parse(text, catalogue)
+        except BrokerError as exc:
+            raise fail(("registration_codes", ci), exc.message) from None
+        if parsed.prefix.lower() != entry.prefix.lower():
+            raise fail(("registration_codes", ci), f"code {text!r} has the prefix of another "
+                       f"region (expected {entry.prefix})")
+        key = parsed.lookup_key
+        keys.add(key)
+        existing = session.scalar(select(RegistrationCode).where(RegistrationCode.code == key))
+        if existing is None:
+            session.add(RegistrationCode(code=key, directory_id=did, state="active",
+                                         created_at=now))
+            changes.append(f"registration code …{key[-4:]} added")
+        elif existing.directory_id != did:
+            raise fail(("registration_codes", ci), f"code {text!r} belongs to another directory")
+        elif existing.state != "active":
+            raise fail(("registration_codes", ci), f"code {text!r} was {existing.state}; "
+                       "issue a new one")
+    if prune:
+        for rc in codes:
+            if rc.code not in keys:
+                rc.state, rc.revoked_at = "revoked", now
+                changes.append(f"registration code …{rc.code[-4:]} revoked")
+    return changes
 
 
 # --------------------------------------------------------------------------- export
@@ -488,14 +468,8 @@ def export_directory(session: Session, directory_id: str, pki_dir: Path,
         except ValueError:
             return str(target)
 
-    doc: dict[str, Any] = {
-        "id": d.id, "name": d.name, "region": d.region, "password_login": d.password_login,
-        "smart_card": {"pre_session": d.sc_pre_session, "in_session": d.sc_in_session,
-                       "removal_action": d.removal_action},
-        "revocation": {"crl": d.revocation_crl, "ocsp": d.revocation_ocsp,
-                       "fail_mode": d.revocation_fail_mode},
-        "certmap": list(d.certmap), "trust_anchors": [], "intermediates": [], "crls": [],
-    }
+    doc: dict[str, Any] = {**DIRECTORIES.file_entry(d), "trust_anchors": [],
+                           "intermediates": [], "crls": []}
     for t in session.scalars(select(TrustCertificate).where(
             TrustCertificate.directory_id == d.id).order_by(TrustCertificate.id)):
         cert = x509.load_der_x509_certificate(t.der)
@@ -506,29 +480,18 @@ def export_directory(session: Session, directory_id: str, pki_dir: Path,
         crl = x509.load_der_x509_crl(c.der)
         doc["crls"].append(write_pem(f"crl-{c.fingerprint[:16]}.pem",
                                      crl.public_bytes(serialization.Encoding.PEM)))
-    doc["registration_codes"] = [c.code for c in session.scalars(select(RegistrationCode).where(
+    doc["registration_codes"] = list(session.scalars(select(RegistrationCode.code).where(
         RegistrationCode.directory_id == d.id, RegistrationCode.state == "active")
-        .order_by(RegistrationCode.id))]
-    users = list(session.scalars(select(User).where(User.directory_id == d.id)
-                                 .order_by(User.id)))
-    by_id = {u.id: u.username for u in users}
+        .order_by(RegistrationCode.id)))
     doc["user"] = []
-    for u in users:
-        entry: dict[str, Any] = {"username": u.username}
-        keys = ["upn", "email", "subject", "cert_fingerprint"]
-        if d.password_login:  # the file format allows passwords only where login uses them
-            keys.append("password_hash")
-        for k in keys:
-            if getattr(u, k):
-                entry[k] = getattr(u, k)
-        if u.disabled:
-            entry["disabled"] = True
+    for u in session.scalars(select(User).where(User.directory_id == d.id).order_by(User.id)):
+        entry = {k: v for k, v in USERS.file_entry(u).items() if v not in (None, False)}
+        if d.password_login and u.password_hash:
+            # The file format allows passwords only where login uses them.
+            entry["password_hash"] = u.password_hash
         doc["user"].append(entry)
-    doc["workspace"] = [
-        {"id": w.id, "user": by_id[w.user_id], "name": w.name, "bundle": w.bundle,
-         "protocol": w.protocol, "running_mode": w.running_mode, "state": w.state}
-        for w in session.scalars(select(WorkSpace).where(WorkSpace.directory_id == d.id)
-                                 .order_by(WorkSpace.id))]
+    doc["workspace"] = [WORKSPACES.file_entry(w) for w in session.scalars(
+        select(WorkSpace).where(WorkSpace.directory_id == d.id).order_by(WorkSpace.id))]
     return doc
 
 

@@ -18,7 +18,6 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from broker.service.context import BrokerContext
-from broker.web import admin_models as am
 from broker.web import models as cm
 from broker.web.errors import STATUS
 from broker.web.http import Access, JsonApi
@@ -83,120 +82,27 @@ OPTIONAL: dict[str, set[tuple[str, str]]] = {"client": {("GET", "/metrics")}, "a
 PAGE = ("limit", "cursor", "offset")
 
 
-def _admin(summary: str, *, write: bool = False, status: int | None = None,
-           body: type[BaseModel] | None = None, errors: tuple[str, ...] = (),
-           query: tuple[str, ...] | None = None, tag: str = "",
-           out: type[BaseModel] | None = None) -> Operation:
-    base: tuple[str, ...] = ADMIN_WRITE_ERRORS if write else ADMIN_READ_ERRORS
-    if query is not None:
-        base += LIST_ERRORS
-    return Operation(summary, status or 200, body, base + errors,
-                     PAGE + query if query is not None else (), "admin", (tag,) if tag else (),
-                     out=out)
-
-
 def _admin_operations() -> dict[tuple[str, str], Operation]:
-    p = "/admin/v1"
-    d = f"{p}/directories/{{directory_id}}"
-    dir_404 = ("directory_unknown",)
-    return {
+    """The admin API's operations, from the resource declarations (broker.service.admin)."""
+    from broker.service.admin import RESOURCES
+    from broker.web.admin_api import PREFIX, query_names
+
+    out: dict[tuple[str, str], Operation] = {
         **_ops_common(),
-        ("GET", f"{p}/openapi.json"): Operation("This OpenAPI document (no token needed).",
-                                                tags=("meta",)),
-        ("GET", f"{p}/directories"): _admin("List directories.", query=("region",),
-                                            tag="directories"),
-        ("POST", f"{p}/directories"): _admin(
-            "Create a directory.", write=True, status=201, body=am.DirectoryCreate,
-            errors=("conflict", "validation_failed"), tag="directories"),
-        ("GET", d): _admin("Get a directory.", errors=dir_404, tag="directories"),
-        ("PATCH", d): _admin("Change a directory (only the fields given).", write=True,
-                             body=am.DirectoryPatch, errors=dir_404 + ("validation_failed",),
-                             tag="directories"),
-        ("DELETE", d): _admin("Delete a directory and everything in it.", write=True,
-                              status=204, errors=dir_404, tag="directories"),
-        ("GET", f"{d}/trust"): _admin("List trust anchors and intermediates.", query=("kind",),
-                                      errors=dir_404, tag="trust"),
-        ("POST", f"{d}/trust"): _admin(
-            "Add CA certificates (PEM) as trust anchors or intermediates.", write=True,
-            status=201, body=am.TrustUpload,
-            errors=dir_404 + ("certificate_unreadable", "certificate_not_ca", "conflict"),
-            tag="trust"),
-        ("DELETE", f"{d}/trust/{{fingerprint}}"): _admin(
-            "Remove a trusted certificate by SHA-256 fingerprint.", write=True, status=204,
-            errors=dir_404 + ("resource_not_found",), tag="trust"),
-        ("GET", f"{d}/crls"): _admin("List CRLs with this_update and next_update.", query=(),
-                                     errors=dir_404, tag="trust"),
-        ("POST", f"{d}/crls"): _admin("Upload a CRL (PEM, or base64 DER).", write=True,
-                                      status=201, body=am.CrlUpload,
-                                      errors=dir_404 + ("crl_unreadable", "conflict"),
-                                      tag="trust"),
-        ("DELETE", f"{d}/crls/{{fingerprint}}"): _admin(
-            "Remove a CRL by SHA-256 fingerprint.", write=True, status=204,
-            errors=dir_404 + ("resource_not_found",), tag="trust"),
-        ("GET", f"{d}/users"): _admin("List users.", query=("disabled",), errors=dir_404,
-                                      tag="users"),
-        ("POST", f"{d}/users"): _admin("Create a user.", write=True, status=201,
-                                       body=am.UserCreate,
-                                       errors=dir_404 + ("conflict", "validation_failed"),
-                                       tag="users"),
-        ("GET", f"{d}/users/{{username}}"): _admin(
-            "Get a user.", errors=dir_404 + ("resource_not_found",), tag="users"),
-        ("PATCH", f"{d}/users/{{username}}"): _admin(
-            "Change a user (null clears upn, email, subject, cert_fingerprint, password).",
-            write=True, body=am.UserPatch,
-            errors=dir_404 + ("resource_not_found", "validation_failed"), tag="users"),
-        ("DELETE", f"{d}/users/{{username}}"): _admin(
-            "Delete a user and their WorkSpaces.", write=True, status=204,
-            errors=dir_404 + ("resource_not_found",), tag="users"),
-        ("GET", f"{p}/workspaces"): _admin("List WorkSpaces.",
-                                           query=("directory", "user", "state", "protocol"),
-                                           tag="workspaces"),
-        ("POST", f"{p}/workspaces"): _admin(
-            "Create a WorkSpace.", write=True, status=201, body=am.WorkSpaceCreate,
-            errors=dir_404 + ("resource_not_found", "conflict"), tag="workspaces"),
-        ("GET", f"{p}/workspaces/{{workspace_id}}"): _admin(
-            "Get a WorkSpace.", errors=("workspace_unknown",), tag="workspaces"),
-        ("PATCH", f"{p}/workspaces/{{workspace_id}}"): _admin(
-            "Change a WorkSpace. Switching to PCoIP ends its smart-card sessions at once "
-            "(their next heartbeat answers disconnect).", write=True, body=am.WorkSpacePatch,
-            errors=("workspace_unknown", "resource_not_found"), tag="workspaces"),
-        ("DELETE", f"{p}/workspaces/{{workspace_id}}"): _admin(
-            "Delete a WorkSpace.", write=True, status=204, errors=("workspace_unknown",),
-            tag="workspaces"),
-        ("POST", f"{p}/workspaces/{{workspace_id}}/start"): _admin(
-            "Start a stopped WorkSpace.", write=True, status=202,
-            errors=("workspace_unknown", "workspace_unavailable"), tag="workspaces"),
-        ("POST", f"{p}/workspaces/{{workspace_id}}/stop"): _admin(
-            "Stop an available WorkSpace.", write=True, status=202,
-            errors=("workspace_unknown", "workspace_unavailable"), tag="workspaces"),
-        ("GET", f"{p}/registration-codes"): _admin(
-            "List registration codes with their state.", query=("directory", "state"),
-            errors=dir_404, tag="registration codes"),
-        ("POST", f"{d}/registration-codes"): _admin(
-            "Issue registration codes.", write=True, status=201, body=am.CodeIssue,
-            errors=dir_404, tag="registration codes"),
-        ("POST", f"{p}/registration-codes/rotate"): _admin(
-            "Rotate a code: a successor is issued; the old one works for the grace period.",
-            write=True, status=201, body=am.CodeRef,
-            errors=("validation_failed", "resource_not_found", "conflict"),
-            tag="registration codes"),
-        ("POST", f"{p}/registration-codes/revoke"): _admin(
-            "Revoke a code at once.", write=True, body=am.CodeRef,
-            errors=("validation_failed", "resource_not_found"), tag="registration codes"),
-        ("GET", f"{p}/sessions"): _admin(
-            "List sessions (state may be live = active or locked).",
-            query=("directory", "workspace", "user", "state", "auth_method"), tag="sessions"),
-        ("GET", f"{p}/sessions/{{session_id}}"): _admin(
-            "Get a session.", errors=("session_unknown",), tag="sessions"),
-        ("POST", f"{p}/sessions/{{session_id}}/terminate"): _admin(
-            "End a session now; its next heartbeat answers disconnect.", write=True,
-            errors=("session_unknown", "session_ended"), tag="sessions"),
-        ("GET", f"{p}/audit-events"): _admin(
-            "Audit events, newest first (kind may end in * for a prefix; since/until are "
-            "ISO 8601 times).",
-            query=("directory", "username", "kind", "outcome", "actor", "since", "until"),
-            tag="audit"),
+        ("GET", f"{PREFIX}/openapi.json"): Operation("This OpenAPI document (no token needed).",
+                                                     tags=("meta",)),
     }
+    for resource in RESOURCES.values():
+        for op in resource.operations:
+            base: tuple[str, ...] = ADMIN_WRITE_ERRORS if op.scope == "write" \
+                else ADMIN_READ_ERRORS
+            if op.out == "page":
+                base += LIST_ERRORS
+            out[(op.method, PREFIX + op.path)] = Operation(
+                op.summary, op.status, resource.body_model(op), base + op.errors,
+                query_names(op), "admin", (resource.tag,) if resource.tag else (),
+                out=resource.response_model(op))
+    return out
 
 
 def _client_operations() -> dict[tuple[str, str], Operation]:
@@ -248,52 +154,8 @@ def _client_operations() -> dict[tuple[str, str], Operation]:
     }
 
 
-def _admin_outputs() -> dict[tuple[str, str], type[BaseModel]]:
-    p = "/admin/v1"
-    d = f"{p}/directories/{{directory_id}}"
-    return {
-        ("GET", f"{p}/directories"): am.DirectoryPage,
-        ("POST", f"{p}/directories"): am.DirectoryOut,
-        ("GET", d): am.DirectoryOut,
-        ("PATCH", d): am.DirectoryOut,
-        ("GET", f"{d}/trust"): am.TrustPage,
-        ("POST", f"{d}/trust"): am.TrustItems,
-        ("GET", f"{d}/crls"): am.CrlPage,
-        ("POST", f"{d}/crls"): am.CrlOut,
-        ("GET", f"{d}/users"): am.UserPage,
-        ("POST", f"{d}/users"): am.UserOut,
-        ("GET", f"{d}/users/{{username}}"): am.UserOut,
-        ("PATCH", f"{d}/users/{{username}}"): am.UserOut,
-        ("GET", f"{p}/workspaces"): am.WorkSpacePage,
-        ("POST", f"{p}/workspaces"): am.WorkSpaceOut,
-        ("GET", f"{p}/workspaces/{{workspace_id}}"): am.WorkSpaceOut,
-        ("PATCH", f"{p}/workspaces/{{workspace_id}}"): am.WorkSpaceOut,
-        ("POST", f"{p}/workspaces/{{workspace_id}}/start"): am.WorkSpaceOut,
-        ("POST", f"{p}/workspaces/{{workspace_id}}/stop"): am.WorkSpaceOut,
-        ("GET", f"{p}/registration-codes"): am.CodePage,
-        ("POST", f"{d}/registration-codes"): am.CodeItems,
-        ("POST", f"{p}/registration-codes/rotate"): am.CodeOut,
-        ("POST", f"{p}/registration-codes/revoke"): am.CodeOut,
-        ("GET", f"{p}/sessions"): am.SessionPage,
-        ("GET", f"{p}/sessions/{{session_id}}"): am.SessionOut,
-        ("POST", f"{p}/sessions/{{session_id}}/terminate"): am.SessionOut,
-        ("GET", f"{p}/audit-events"): am.AuditEventPage,
-    }
-
-
-def _with_outputs(table: dict[tuple[str, str], Operation],
-                  outputs: dict[tuple[str, str], type[BaseModel]]
-                  ) -> dict[tuple[str, str], Operation]:
-    from dataclasses import replace
-
-    unknown = set(outputs) - set(table)
-    if unknown:
-        raise AssertionError(f"response models for undescribed operations: {sorted(unknown)}")
-    return {key: replace(op, out=outputs.get(key, op.out)) for key, op in table.items()}
-
-
 OPERATIONS: dict[str, dict[tuple[str, str], Operation]] = {
-    "admin": _with_outputs(_admin_operations(), _admin_outputs()),
+    "admin": _admin_operations(),
     "client": _client_operations(),
 }
 
