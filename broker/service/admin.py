@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -94,12 +95,19 @@ def _unique(rules: Any) -> Any:
 
 # --------------------------------------------------------------------------- lookups
 
+def _row_by_id(session: Session, model: type[Any], key: str, code: str, what: str) -> Any:
+    """The row of ``model`` with primary key ``key``, or ServiceError ``code`` (an id longer
+    than any stored one is not looked up)."""
+    row = session.get(model, key) if len(key) <= 64 else None
+    if row is None:
+        raise ServiceError(code, f"There is no {what} {key!r}.", {what.lower(): key})
+    return row
+
+
 def get_directory_row(session: Session, directory_id: str) -> Directory:
-    d = session.get(Directory, directory_id) if len(directory_id) <= 64 else None
-    if d is None:
-        raise ServiceError("directory_unknown", f"There is no directory {directory_id!r}.",
-                           {"directory": directory_id})
-    return d
+    row: Directory = _row_by_id(session, Directory, directory_id, "directory_unknown",
+                                "directory")
+    return row
 
 
 def get_user_row(session: Session, directory_id: str, username: str) -> User:
@@ -114,11 +122,9 @@ def get_user_row(session: Session, directory_id: str, username: str) -> User:
 
 
 def get_workspace_row(session: Session, workspace_id: str) -> WorkSpace:
-    w = session.get(WorkSpace, workspace_id) if len(workspace_id) <= 64 else None
-    if w is None:
-        raise ServiceError("workspace_unknown", f"There is no WorkSpace {workspace_id!r}.",
-                           {"workspace": workspace_id})
-    return w
+    row: WorkSpace = _row_by_id(session, WorkSpace, workspace_id, "workspace_unknown",
+                                "WorkSpace")
+    return row
 
 
 def username_of(session: Session | None, user_id: int) -> str | None:
@@ -670,11 +676,9 @@ def get_session(session: Session, session_id: str) -> dict[str, Any]:
 
 
 def _session_row(session: Session, session_id: str) -> BrokerSession:
-    s = session.get(BrokerSession, session_id) if len(session_id) <= 64 else None
-    if s is None:
-        raise ServiceError("session_unknown", "There is no such session.",
-                           {"session": session_id})
-    return s
+    row: BrokerSession = _row_by_id(session, BrokerSession, session_id, "session_unknown",
+                                    "session")
+    return row
 
 
 def terminate_session(session: Session, ctx: BrokerContext, session_id: str,
@@ -949,8 +953,10 @@ AUDIT_EVENTS = Resource(
 )
 
 
-def _ops(resource: Resource, *ops: Operation) -> None:
-    object.__setattr__(resource, "operations", tuple(ops))
+def _ops(resource: Resource, *ops: Operation) -> Resource:
+    """``resource`` with its operations (declared after every resource: they name each other's
+    use cases)."""
+    return dataclasses.replace(resource, operations=ops)
 
 
 _dir_filter = {
@@ -964,7 +970,7 @@ _dir_filter = {
                            column=AuditEvent.directory_id),
 }
 
-_ops(DIRECTORIES,
+DIRECTORIES = _ops(DIRECTORIES,
      Operation("list", "GET", "/directories", READ, _list("directories"), "List directories.",
                out="page", filters=(Filter("region", "Only directories in this region.",
                                            column=Directory.region),)),
@@ -990,7 +996,7 @@ _ops(DIRECTORIES,
                confirm="Delete directory {directory_id} and everything in it?",
                message="directory {directory_id} deleted"))
 
-_ops(TRUST,
+TRUST = _ops(TRUST,
      Operation("list", "GET", f"{_DIRECTORY_PATH}/trust", READ, _list("trust"),
                "List trust anchors and intermediates.", out="page", errors=DIR_404,
                filters=(Filter("kind", "anchor or intermediate.",
@@ -1010,7 +1016,7 @@ _ops(TRUST,
                errors=DIR_404 + ("resource_not_found",), audit="trust.remove",
                message="certificate {fingerprint} removed from {directory_id}"))
 
-_ops(CRLS,
+CRLS = _ops(CRLS,
      Operation("list", "GET", f"{_DIRECTORY_PATH}/crls", READ, _list("crls"),
                "List CRLs with this_update and next_update.", out="page", errors=DIR_404),
      Operation("add", "POST", f"{_DIRECTORY_PATH}/crls", WRITE,
@@ -1025,7 +1031,7 @@ _ops(CRLS,
                message="CRL {fingerprint} removed from {directory_id}"))
 
 _USER_PATH = f"{_DIRECTORY_PATH}/users/{{username}}"
-_ops(USERS,
+USERS = _ops(USERS,
      Operation("list", "GET", f"{_DIRECTORY_PATH}/users", READ, _list("users"), "List users.",
                out="page", errors=DIR_404,
                filters=(Filter("disabled", "Only disabled (true) or enabled (false) users.",
@@ -1052,7 +1058,7 @@ _ops(USERS,
                message="user {username} deleted from {directory_id}"))
 
 _WS_PATH = "/workspaces/{workspace_id}"
-_ops(WORKSPACES,
+WORKSPACES = _ops(WORKSPACES,
      Operation("list", "GET", "/workspaces", READ, _list("workspaces"), "List WorkSpaces.",
                out="page", filters=(
                    _dir_filter["workspaces"],
@@ -1092,7 +1098,7 @@ _ops(WORKSPACES,
 
 _CODE_PARAM = Field("code", str, "Registration code", "The code (any case).",
                     limits={"min_length": 1, "max_length": 64}, cli_positional=True)
-_ops(CODES,
+CODES = _ops(CODES,
      Operation("list", "GET", "/registration-codes", READ, _list("registration-codes"),
                "List registration codes with their state.", out="page", errors=DIR_404,
                filters=(_dir_filter["registration-codes"],
@@ -1118,7 +1124,7 @@ _ops(CODES,
                params_model="CodeRef", errors=("validation_failed", "resource_not_found"),
                audit="registration_code.revoke", message="registration code {code} revoked"))
 
-_ops(SESSIONS,
+SESSIONS = _ops(SESSIONS,
      Operation("list", "GET", "/sessions", READ, _list("sessions"),
                "List sessions (state may be live = active or locked).", out="page", filters=(
                    _dir_filter["sessions"],
@@ -1141,7 +1147,7 @@ _ops(SESSIONS,
                errors=("session_unknown", "session_ended"), audit="session.terminate",
                message="session {id} terminated"))
 
-_ops(AUDIT_EVENTS,
+AUDIT_EVENTS = _ops(AUDIT_EVENTS,
      Operation("list", "GET", "/audit-events", READ, _list("audit-events"),
                "Audit events, newest first (kind may end in * for a prefix; since/until are "
                "ISO 8601 times).", out="page", filters=(

@@ -30,15 +30,7 @@ from broker.service import admin, audit
 from broker.service.admin import DIRECTORIES, USERS, WORKSPACES
 from broker.service.passwords import hash_password, verify_password
 from broker.service.resources import Strict
-from broker.store.models import (
-    Crl,
-    Directory,
-    RegistrationCode,
-    TrustCertificate,
-    User,
-    WorkSpace,
-    utcnow,
-)
+from broker.store import models as db
 
 
 class DirectoryFileError(BrokerError):
@@ -245,7 +237,7 @@ def apply_loaded(session: Session, loaded: LoadedFile, *, catalogue: Any, actor:
     certificates, CRLs, and active codes where the file lists fixed codes) is removed; other
     directories are never touched. Each directory's entry says what changed (``changed``) and
     which settings cannot take effect in its region (``warnings``, policy reason codes)."""
-    now = now or utcnow()
+    now = now or db.utcnow()
     out: list[dict[str, Any]] = []
     total = 0
     for di, d in enumerate(loaded.directories):
@@ -256,15 +248,21 @@ def apply_loaded(session: Session, loaded: LoadedFile, *, catalogue: Any, actor:
                          actor=actor, changes=changes[:200], change_count=len(changes),
                          pruned=prune)
         total += len(changes)
-        codes = session.scalars(select(RegistrationCode.code).where(
-            RegistrationCode.directory_id == d["id"], RegistrationCode.state == "active")
-            .order_by(RegistrationCode.id))
+        codes = session.scalars(select(db.RegistrationCode.code).where(
+            db.RegistrationCode.directory_id == d["id"], db.RegistrationCode.state == "active")
+            .order_by(db.RegistrationCode.id))
         warnings = admin.directory_warnings(catalogue, d["region"],
                                             d["smart_card"]["pre_session"],
                                             d["smart_card"]["in_session"], d["password_login"])
         out.append({"id": d["id"], "region": d["region"], "registration_codes": list(codes),
                     "changes": len(changes), "changed": changes, "warnings": warnings})
     return ApplyResult(out, total)
+
+
+def _rows_of(session: Session, model: Any, did: str) -> list[Any]:
+    """Every row of ``model`` in directory ``did``, oldest first."""
+    return list(session.scalars(select(model).where(model.directory_id == did)
+                                .order_by(model.id)))
 
 
 def _apply_directory(session: Session, loaded: LoadedFile, di: int, d: dict[str, Any],
@@ -276,9 +274,9 @@ def _apply_directory(session: Session, loaded: LoadedFile, di: int, d: dict[str,
     changes: list[str] = []
     values = DIRECTORIES.values(d, [f for f in DIRECTORIES.fields
                                     if f.in_file and f.create and f.name != "id"])
-    row = session.get(Directory, did)
+    row = session.get(db.Directory, did)
     if row is None:
-        row = Directory(id=did, created_at=now, updated_at=now, **values)
+        row = db.Directory(id=did, created_at=now, updated_at=now, **values)
         session.add(row)
         changes.append(f"directory {did} created")
     else:
@@ -295,7 +293,7 @@ def _apply_directory(session: Session, loaded: LoadedFile, di: int, d: dict[str,
 
     material = loaded.trust[did]
     trusted = {t.fingerprint: t for t in session.scalars(
-        select(TrustCertificate).where(TrustCertificate.directory_id == did))}
+        select(db.TrustCertificate).where(db.TrustCertificate.directory_id == did))}
     listed: set[str] = set()
     for kind, certs in (("anchor", material.anchors), ("intermediate", material.intermediates)):
         for cert in certs:
@@ -305,7 +303,7 @@ def _apply_directory(session: Session, loaded: LoadedFile, di: int, d: dict[str,
                 trusted[t.fingerprint] = t
                 session.add(t)
                 changes.append(f"{kind} {t.fingerprint[:16]} added ({t.subject})")
-    crls = {c.fingerprint: c for c in session.scalars(select(Crl).where(Crl.directory_id == did))}
+    crls = {c.fingerprint: c for c in _rows_of(session, db.Crl, did)}
     listed_crls: set[str] = set()
     for crl in material.crls:
         c = admin.crl_row(did, crl)
@@ -334,14 +332,14 @@ def _apply_directory(session: Session, loaded: LoadedFile, di: int, d: dict[str,
 def _apply_users(session: Session, did: str, specs: list[dict[str, Any]], prune: bool
                  ) -> list[str]:
     changes: list[str] = []
-    users = {u.username: u for u in session.scalars(select(User).where(User.directory_id == did))}
+    users = {u.username: u for u in _rows_of(session, db.User, did)}
     for u in specs:
         name = u["username"]
         values = admin.user_values(u)
         values.pop("password_hash", None)
         urow = users.get(name)
         if urow is None:
-            urow = User(directory_id=did, username=name, **values)
+            urow = db.User(directory_id=did, username=name, **values)
             session.add(urow)
             users[name] = urow
             changes.append(f"user {name} created")
@@ -358,7 +356,7 @@ def _apply_users(session: Session, did: str, specs: list[dict[str, Any]], prune:
         keep = {u["username"] for u in specs}
         for name, urow in users.items():
             if name not in keep:
-                session.execute(delete(User).where(User.id == urow.id))
+                session.execute(delete(db.User).where(db.User.id == urow.id))
                 session.expunge(urow)
                 changes.append(f"user {name} removed (with their WorkSpaces)")
     return changes
@@ -368,16 +366,16 @@ def _apply_workspaces(session: Session, did: str, specs: list[dict[str, Any]], n
                       prune: bool, fail: Any) -> list[str]:
     changes: list[str] = []
     owners = {u.username: u.id for u in session.scalars(
-        select(User).where(User.directory_id == did))}
+        select(db.User).where(db.User.directory_id == did))}
     for wi, w in enumerate(specs):
-        wrow = session.get(WorkSpace, w["id"])
+        wrow = session.get(db.WorkSpace, w["id"])
         if wrow is not None and wrow.directory_id != did:
             raise fail(("workspace", wi, "id"),
                        f"WorkSpace {w['id']!r} belongs to directory {wrow.directory_id!r}")
         values = {"user_id": owners[w["user"]], **admin.workspace_values(wrow, w)}
         if wrow is None:
             # A WorkSpace's state is its initial state: re-applying never starts or stops one.
-            session.add(WorkSpace(id=w["id"], directory_id=did, state=w["state"],
+            session.add(db.WorkSpace(id=w["id"], directory_id=did, state=w["state"],
                                   state_changed_at=now, last_activity_at=now, created_at=now,
                                   **values))
             changes.append(f"workspace {w['id']} created")
@@ -395,7 +393,7 @@ def _apply_workspaces(session: Session, did: str, specs: list[dict[str, Any]], n
                 changes.append(f"workspace {w['id']}: {len(ended)} smart-card session(s) ended")
     if prune:
         keep = {w["id"] for w in specs}
-        for wrow in session.scalars(select(WorkSpace).where(WorkSpace.directory_id == did)):
+        for wrow in _rows_of(session, db.WorkSpace, did):
             if wrow.id not in keep:
                 session.delete(wrow)
                 changes.append(f"workspace {wrow.id} removed")
@@ -407,15 +405,15 @@ def _apply_codes(session: Session, did: str, d: dict[str, Any], catalogue: Any, 
     from broker import registration
 
     changes: list[str] = []
-    codes = list(session.scalars(select(RegistrationCode).where(
-        RegistrationCode.directory_id == did, RegistrationCode.state == "active")
-        .order_by(RegistrationCode.id)))
+    codes = list(session.scalars(select(db.RegistrationCode).where(
+        db.RegistrationCode.directory_id == did, db.RegistrationCode.state == "active")
+        .order_by(db.RegistrationCode.id)))
     entry = catalogue.get(d["region"])
     wanted = d["registration_codes"]
     if isinstance(wanted, int):
         while len(codes) < wanted:
             code = str(registration.generate(entry.prefix)).upper()
-            rc = RegistrationCode(code=code, directory_id=did, state="active", created_at=now)
+            rc = db.RegistrationCode(code=code, directory_id=did, state="active", created_at=now)
             session.add(rc)
             codes.append(rc)
             changes.append(f"registration code …{code[-4:]} issued")
@@ -431,9 +429,10 @@ def _apply_codes(session: Session, did: str, d: dict[str, Any], catalogue: Any, 
                        f"region (expected {entry.prefix})")
         key = parsed.lookup_key
         keys.add(key)
-        existing = session.scalar(select(RegistrationCode).where(RegistrationCode.code == key))
+        existing = session.scalar(select(db.RegistrationCode)
+                                  .where(db.RegistrationCode.code == key))
         if existing is None:
-            session.add(RegistrationCode(code=key, directory_id=did, state="active",
+            session.add(db.RegistrationCode(code=key, directory_id=did, state="active",
                                          created_at=now))
             changes.append(f"registration code …{key[-4:]} added")
         elif existing.directory_id != did:
@@ -454,7 +453,7 @@ def _apply_codes(session: Session, did: str, d: dict[str, Any], catalogue: Any, 
 def export_directory(session: Session, directory_id: str, pki_dir: Path,
                      relative_to: Path) -> dict[str, Any]:
     """The directory as a declarative-file document; trust material written as PEM files."""
-    d = session.get(Directory, directory_id)
+    d = session.get(db.Directory, directory_id)
     if d is None:
         raise BrokerError("directory_unknown", f"no directory {directory_id!r}",
                           {"directory_id": directory_id})
@@ -470,28 +469,26 @@ def export_directory(session: Session, directory_id: str, pki_dir: Path,
 
     doc: dict[str, Any] = {**DIRECTORIES.file_entry(d), "trust_anchors": [],
                            "intermediates": [], "crls": []}
-    for t in session.scalars(select(TrustCertificate).where(
-            TrustCertificate.directory_id == d.id).order_by(TrustCertificate.id)):
+    for t in _rows_of(session, db.TrustCertificate, d.id):
         cert = x509.load_der_x509_certificate(t.der)
         key = "trust_anchors" if t.kind == "anchor" else "intermediates"
         doc[key].append(write_pem(f"{t.kind}-{t.fingerprint[:16]}.pem",
                                   cert.public_bytes(serialization.Encoding.PEM)))
-    for c in session.scalars(select(Crl).where(Crl.directory_id == d.id).order_by(Crl.id)):
+    for c in _rows_of(session, db.Crl, d.id):
         crl = x509.load_der_x509_crl(c.der)
         doc["crls"].append(write_pem(f"crl-{c.fingerprint[:16]}.pem",
                                      crl.public_bytes(serialization.Encoding.PEM)))
-    doc["registration_codes"] = list(session.scalars(select(RegistrationCode.code).where(
-        RegistrationCode.directory_id == d.id, RegistrationCode.state == "active")
-        .order_by(RegistrationCode.id)))
+    doc["registration_codes"] = list(session.scalars(select(db.RegistrationCode.code).where(
+        db.RegistrationCode.directory_id == d.id, db.RegistrationCode.state == "active")
+        .order_by(db.RegistrationCode.id)))
     doc["user"] = []
-    for u in session.scalars(select(User).where(User.directory_id == d.id).order_by(User.id)):
+    for u in _rows_of(session, db.User, d.id):
         entry = {k: v for k, v in USERS.file_entry(u).items() if v not in (None, False)}
         if d.password_login and u.password_hash:
             # The file format allows passwords only where login uses them.
             entry["password_hash"] = u.password_hash
         doc["user"].append(entry)
-    doc["workspace"] = [WORKSPACES.file_entry(w) for w in session.scalars(
-        select(WorkSpace).where(WorkSpace.directory_id == d.id).order_by(WorkSpace.id))]
+    doc["workspace"] = [WORKSPACES.file_entry(w) for w in _rows_of(session, db.WorkSpace, d.id)]
     return doc
 
 

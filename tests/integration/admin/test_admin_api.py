@@ -495,3 +495,54 @@ def test_start_delay_completes(admin: Admin) -> None:
         assert state == "STARTING", state
         assert time.monotonic() < deadline, "the start never completed"
         time.sleep(0.3)
+
+
+# --------------------------------------------------------------------------- one declaration
+
+def test_a_bad_id_is_refused_with_the_real_pattern(admin: Admin) -> None:
+    r = admin.post("/directories", {**DIRECTORY, "id": "bad id!"})
+    assert (r.status, r.code) == (400, "malformed_request")
+    assert "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$" in r.body["error"]["message"], r.body
+    assert r.body["error"]["details"]["fields"] == ["id"]
+    create_directory(admin)
+    assert admin.post("/directories/corp/users", {"username": "alice"}).status == 201
+    r = admin.post("/workspaces", {"id": "ws 1", "directory": "corp", "user": "alice",
+                                   "protocol": "WSP"})
+    assert (r.status, r.code) == (400, "malformed_request")
+    assert "{0,63}$" in r.body["error"]["message"]
+    assert admin.get("/workspaces").body["items"] == []
+
+
+def test_required_eku_is_settable_through_the_api(admin: Admin) -> None:
+    assert create_directory(admin)["required_eku"] == "client-auth"
+    r = admin.patch("/directories/corp", {"required_eku": "any"})
+    assert r.status == 200 and r.body["required_eku"] == "any", r.body
+    r = admin.patch("/directories/corp", {"required_eku": "server-auth"})
+    assert (r.status, r.code) == (400, "malformed_request")
+    assert admin.get("/directories/corp").body["required_eku"] == "any"
+
+
+def test_choices_are_case_insensitive_on_the_api_too(admin: Admin) -> None:
+    create_directory(admin, smart_card={"pre_session": True, "removal_action": "Disconnect"})
+    assert admin.get("/directories/corp").body["smart_card"]["removal_action"] == "disconnect"
+    assert admin.post("/directories/corp/users", {"username": "alice"}).status == 201
+    r = admin.post("/workspaces", {"id": "ws-1", "directory": "corp", "user": "alice",
+                                   "protocol": "wsp"})
+    assert r.status == 201 and r.body["protocol"] == "WSP", r.body
+
+
+def test_ineffective_settings_are_answered_with_warnings(admin: Admin) -> None:
+    r = admin.post("/directories", {**DIRECTORY, "id": "east", "region": "us-east-1",
+                                    "password_login": False})
+    assert r.status == 201, r.body
+    assert [(w["code"], w["field"]) for w in r.body["warnings"]] == [
+        ("region_pre_session_unavailable", "smart_card.pre_session"),
+        ("no_login_method", "password_login")]
+    assert "us-east-1" in r.body["warnings"][0]["message"]
+    # The same settings where the region allows them: no warning (a positive control).
+    assert create_directory(admin)["warnings"] == []
+    r = admin.patch("/directories/east", {"smart_card": {"pre_session": False},
+                                          "password_login": True})
+    assert r.status == 200 and r.body["warnings"] == [], r.body
+    [event] = audit(admin, kind="directory.create", directory="east")
+    assert event["details"]["warnings"] == ["region_pre_session_unavailable", "no_login_method"]

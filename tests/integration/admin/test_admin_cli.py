@@ -26,31 +26,14 @@ intermediates = ["pki/issuing.pem"]
 crls = ["pki/issuing.crl.pem"]
 certmap = ["upn", "email", "fingerprint"]
 registration_codes = 2
-
-[[directory.user]]
-username = "alice"
-upn = "alice@corp.example"
-email = "alice@corp.example"
-
-[[directory.user]]
-username = "dave"
-password = "correct horse battery staple"
-disabled = true
-
-[[directory.workspace]]
-id = "ws-alice"
-user = "alice"
-protocol = "WSP"
-running_mode = "AUTO_STOP"
-state = "STOPPED"
-
-[[directory.workspace]]
-id = "ws-dave"
-user = "dave"
-bundle = "performance"
-protocol = "PCoIP"
-running_mode = "ALWAYS_ON"
-state = "AVAILABLE"
+user = [
+  { username = "alice", upn = "alice@corp.example", email = "alice@corp.example" },
+  { username = "dave", password = "correct horse battery staple", disabled = true },
+]
+workspace = [
+  { id = "ws-alice", user = "alice", protocol = "WSP" },
+ { id = "ws-dave", user = "dave", bundle = "performance", protocol = "PCoIP", state = "AVAILABLE" },
+]
 
 [[directory]]
 id = "east"
@@ -228,3 +211,182 @@ def test_export_of_a_directory_with_password_login_turned_off_applies_again(
     cli.run_cli("admin", "directories", "update", "corp", "--no-password-login")
     cli.run_cli("admin", "export", "corp", "-o", str(tmp_path / "corp.toml"))
     assert changes(apply(cli, tmp_path / "corp.toml")) == 0
+
+
+# --------------------------------------------------------------------------- issue 16 / 18 / 19
+
+EAST_PRE_SESSION = """
+[[directory]]
+id = "east"
+name = "Corp East"
+region = "us-east-1"
+smart_card = { pre_session = true }
+registration_codes = 0
+"""
+
+
+def test_the_cli_refuses_an_id_the_api_refuses_and_shows_the_pattern(cli: BrokerProcess) -> None:
+    proc = cli.run_cli("admin", "directories", "create", "bad id!", "--name", "X", "--region",
+                       "us-east-1", check=False)
+    assert proc.returncode != 0
+    assert "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$" in proc.stderr, proc.stderr
+    cli.run_cli("admin", "directories", "create", "corp", "--name", "C", "--region", "us-east-1",
+                "--password-login")
+    cli.run_cli("admin", "users", "create", "corp", "alice")
+    proc = cli.run_cli("admin", "workspaces", "create", "ws 1", "--directory", "corp", "--user",
+                       "alice", "--protocol", "WSP", check=False)
+    assert proc.returncode != 0 and "{0,63}$" in proc.stderr, proc.stderr
+    assert run_json(cli, "directories", "list")["items"][0]["id"] == "corp"
+    assert run_json(cli, "workspaces", "list")["items"] == []
+
+
+def test_names_match_the_api_and_the_old_ones_are_aliases(cli: BrokerProcess) -> None:
+    cli.run_cli("admin", "directories", "create", "corp", "--name", "C", "--region",
+                "us-gov-west-1")
+    issued = run_json(cli, "registration-codes", "issue", "corp")["items"]
+    assert [c["code"] for c in run_json(cli, "codes", "list")["items"]] == [issued[0]["code"]]
+    assert run_json(cli, "registration-codes", "list", "--directory", "corp")["items"] == \
+        run_json(cli, "codes", "list", "--directory", "corp")["items"]
+    new = run_json(cli, "audit-events", "list", "--kind", "registration_code.*")["items"]
+    old = run_json(cli, "audit", "list", "--kind", "registration_code.*")["items"]
+    assert new == old and [e["kind"] for e in new] == ["registration_code.issue"]
+
+
+def test_the_directory_is_selected_the_same_way_everywhere(cli: BrokerProcess) -> None:
+    cli.run_cli("admin", "directories", "create", "corp", "--name", "C", "--region",
+                "us-gov-west-1", "--password-login")
+    run_json(cli, "users", "create", "--directory", "corp", "alice")
+    run_json(cli, "users", "create", "corp", "bob")
+    by_option = run_json(cli, "users", "list", "--directory", "corp")["items"]
+    by_argument = run_json(cli, "users", "list", "corp")["items"]
+    assert [u["username"] for u in by_option] == [u["username"] for u in by_argument] == [
+        "alice", "bob"]
+    assert run_json(cli, "registration-codes", "issue", "--directory", "corp", "--count",
+                    "2")["items"]
+    proc = cli.run_cli("admin", "users", "list", check=False)
+    assert proc.returncode == 2 and "directory" in proc.stderr
+
+
+def test_choices_are_case_insensitive_and_output_is_readable(cli: BrokerProcess) -> None:
+    out = cli.run_cli("admin", "directories", "create", "corp", "--name", "Corp", "--region",
+                      "us-gov-west-1", "--removal-action", "DISCONNECT", "--fail-mode", "Hard",
+                      "--certmap", "UPN,email", "--password-login").stdout
+    assert out.startswith("directory corp created\n"), out
+    assert "smart_card.removal_action: disconnect" in out and "certmap: upn,email" in out
+    assert "{" not in out and "None" not in out, out
+    cli.run_cli("admin", "users", "create", "corp", "alice")
+    ws = run_json(cli, "workspaces", "create", "ws-a", "--directory", "corp", "--user", "alice",
+                  "--protocol", "wsp", "--running-mode", "always_on")
+    assert (ws["protocol"], ws["running_mode"]) == ("WSP", "ALWAYS_ON")
+    table = cli.run_cli("admin", "users", "list", "corp").stdout
+    assert "None" not in table and "  -" in table, table  # one missing marker: -
+    assert "PCoIP" in run_json(cli, "workspaces", "update", "ws-a", "--protocol",
+                               "pcoip")["protocol"]
+
+
+def test_required_eku_is_settable_on_every_path(cli: BrokerProcess, tmp_path: Path) -> None:
+    d = run_json(cli, "directories", "create", "corp", "--name", "C", "--region",
+                 "us-gov-west-1", "--required-eku", "any")
+    assert d["required_eku"] == "any"
+    assert run_json(cli, "directories", "update", "corp", "--required-eku",
+                    "client-auth")["required_eku"] == "client-auth"
+    (tmp_path / "d.toml").write_text(EAST_PRE_SESSION.replace(
+        "registration_codes = 0", 'registration_codes = 0\nrequired_eku = "any"'))
+    assert apply(cli, tmp_path / "d.toml")["directories"][0]["changes"] == 1
+    cli.run_cli("admin", "export", "east", "-o", str(tmp_path / "out.toml"))
+    assert 'required_eku = "any"' in (tmp_path / "out.toml").read_text()
+
+
+def test_settings_that_cannot_take_effect_are_warned_with_the_policy_reason(
+        cli: BrokerProcess, tmp_path: Path) -> None:
+    proc = cli.run_cli("admin", "directories", "create", "east", "--name", "E", "--region",
+                       "us-east-1", "--pre-session")
+    assert "region_pre_session_unavailable" in proc.stderr, proc.stderr
+    assert "no_login_method" in proc.stderr
+    d = run_json(cli, "directories", "get", "east")
+    assert [w["code"] for w in d["warnings"]] == ["region_pre_session_unavailable",
+                                                  "no_login_method"]
+    d = run_json(cli, "directories", "update", "east", "--no-pre-session", "--password-login")
+    assert d["warnings"] == []
+    gov = run_json(cli, "directories", "create", "gov", "--name", "G", "--region",
+                   "us-gov-west-1", "--pre-session")
+    assert gov["warnings"] == []  # a positive control: the same setting where it applies
+    (tmp_path / "d.toml").write_text(EAST_PRE_SESSION)
+    proc = cli.run_cli("admin", "apply", str(tmp_path / "d.toml"))
+    assert "warning: east: smart_card.pre_session" in proc.stderr, proc.stderr
+    result = apply(cli, tmp_path / "d.toml")
+    assert result["directories"][0]["warnings"][0]["code"] == "region_pre_session_unavailable"
+
+
+def test_apply_says_what_changed_and_dry_run_changes_nothing(cli: BrokerProcess, pki: Pki,
+                                                             tmp_path: Path) -> None:
+    base = tmp_path / "ops"
+    write_pki(base, pki)
+    (base / "directories.toml").write_text(FILE)
+    out = cli.run_cli("admin", "apply", str(base / "directories.toml")).stdout
+    assert "directory corp created" in out and "user alice created" in out, out
+    assert "workspace ws-dave created" in out and "anchor " in out
+    changed = FILE.replace('name = "Corp GovCloud"', 'name = "Corp 2"').replace(
+        'fail_mode = "hard"', 'fail_mode = "soft"')
+    (base / "changed.toml").write_text(changed)
+    before = _state(cli)
+    proc = cli.run_cli("admin", "apply", str(base / "changed.toml"), "--dry-run")
+    assert "directory corp.name: Corp GovCloud → Corp 2" in proc.stdout, proc.stdout
+    assert "directory corp.revocation.fail_mode: hard → soft" in proc.stdout
+    assert "dry run: nothing was changed" in proc.stdout
+    assert _state(cli) == before
+    dry = json.loads(cli.run_cli("admin", "apply", str(base / "changed.toml"), "--dry-run",
+                                 "--json").stdout)
+    assert dry["dry_run"] is True and changes(dry) == 2
+    assert _state(cli) == before
+    assert changes(apply(cli, base / "changed.toml")) == 2
+    assert run_json(cli, "directories", "get", "corp")["name"] == "Corp 2"
+
+
+def test_apply_prune_removes_what_the_file_no_longer_lists(cli: BrokerProcess, pki: Pki,
+                                                           tmp_path: Path) -> None:
+    base = tmp_path / "ops"
+    write_pki(base, pki)
+    (base / "directories.toml").write_text(FILE)
+    apply(cli, base / "directories.toml")
+    smaller = FILE.replace('intermediates = ["pki/issuing.pem"]\n', "").replace(
+        '  { username = "dave", password = "correct horse battery staple", disabled = true },\n',
+        "").replace(' { id = "ws-dave", user = "dave", bundle = "performance", protocol = '
+                    '"PCoIP", state = "AVAILABLE" },\n', "")
+    smaller = smaller.split("[[directory]]\nid = \"east\"")[0] + EAST_PRE_SESSION.replace(
+        "registration_codes = 0", "registration_codes = 1")
+    (base / "smaller.toml").write_text(smaller)
+    # Without --prune nothing is removed; refused confirmation removes nothing either.
+    apply(cli, base / "smaller.toml")
+    assert len(run_json(cli, "users", "list", "corp")["items"]) == 2
+    proc = cli.run_cli("admin", "apply", str(base / "smaller.toml"), "--prune", input="n\n",
+                       check=False)
+    assert proc.returncode != 0 and "user dave removed" in proc.stderr, proc.stderr
+    assert len(run_json(cli, "users", "list", "corp")["items"]) == 2
+    out = cli.run_cli("admin", "apply", str(base / "smaller.toml"), "--prune", "--yes").stdout
+    assert "user dave removed" in out and "intermediate " in out, out
+    assert [u["username"] for u in run_json(cli, "users", "list", "corp")["items"]] == ["alice"]
+    assert [w["id"] for w in run_json(cli, "workspaces", "list", "--directory",
+                                      "corp")["items"]] == ["ws-alice"]
+    assert [t["kind"] for t in run_json(cli, "trust", "list", "corp")["items"]] == ["anchor"]
+    assert changes(apply(cli, base / "smaller.toml")) == 0
+
+
+def test_every_admin_option_has_help_text() -> None:
+    import click
+
+    from broker.admin_cli import admin
+
+    missing = []
+
+    def walk(cmd: click.Command, path: str) -> None:
+        if isinstance(cmd, click.Group):
+            for name, sub in cmd.commands.items():
+                walk(sub, f"{path} {name}")
+            return
+        missing.extend(f"{path} {p.opts[0]}" for p in cmd.params
+                       if isinstance(p, click.Option) and not p.help)
+        assert cmd.help, path
+
+    walk(admin, "admin")
+    assert missing == []

@@ -1,0 +1,92 @@
+"""The admin resource declarations: one entry reaches every path (API models, CLI options, the
+declarative file, export, a console's description), and the shared rules hold everywhere."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import click
+import pytest
+
+from broker.service import admin
+from broker.service.errors import ServiceError
+from broker.service.resources import ID_PATTERN, Field
+
+
+def with_extra_setting() -> Any:
+    """DIRECTORIES with one more per-directory setting, declared the way a new one is."""
+    extra = Field("aia_fetch", bool, "Fetch AIA", "Fetch missing intermediates from AIA URLs.",
+                  default=False, group="revocation", column="revocation_aia_fetch")
+    return dataclasses.replace(admin.DIRECTORIES, fields=(*admin.DIRECTORIES.fields, extra))
+
+
+def test_one_field_entry_reaches_the_api_the_file_and_the_cli() -> None:
+    from broker.admin_cli import build_command
+
+    res = with_extra_setting()
+    create = res.create_model.model_json_schema()
+    group = create["$defs"]["DirectoryRevocationCreate"]["properties"]
+    assert group["aia_fetch"] == {"default": False, "description":
+                                  "Fetch missing intermediates from AIA URLs.",
+                                  "title": "Fetch AIA", "type": "boolean"}
+    patch = res.validate({"revocation": {"aia_fetch": True}}, update=True)
+    assert res.values(patch) == {"revocation_aia_fetch": True}
+    assert "aia_fetch" in res.out_model.model_json_schema()["$defs"][
+        "DirectoryRevocationOut"]["properties"]
+    spec = res.file_model().model_validate({"id": "corp", "name": "C", "region": "r",
+                                            "revocation": {"aia_fetch": True}})
+    assert spec.model_dump()["revocation"]["aia_fetch"] is True
+    options = {o for p in build_command(res, res.operation("update")).params
+               if isinstance(p, click.Option) for o in (*p.opts, *p.secondary_opts)}
+    assert {"--aia-fetch", "--no-aia-fetch"} <= options
+    assert "revocation.aia_fetch" in [f["name"] for f in res.describe()["fields"]]
+
+
+BODIES = {"directories": {"name": "n", "region": "r"},
+          "workspaces": {"directory": "corp", "user": "u", "protocol": "WSP"}}
+
+
+@pytest.mark.parametrize("resource", sorted(BODIES))
+def test_ids_follow_one_rule(resource: str) -> None:
+    res = admin.RESOURCES[resource]
+    for bad in ("bad id!", "-leading", "x" * 65, ""):
+        with pytest.raises(ServiceError) as err:
+            res.validate({"id": bad, **BODIES[resource]})
+        assert ID_PATTERN in err.value.message, err.value.message
+    assert res.validate({"id": "a.b_c-1", **BODIES[resource]})["id"] == "a.b_c-1"
+
+
+def test_the_certmap_default_and_rules_are_declared_once() -> None:
+    created = admin.DIRECTORIES.validate({"id": "corp", "name": "C", "region": "r"})
+    assert created["certmap"] == ["upn", "email"]
+    assert admin.DIRECTORIES.defaults()["certmap"] == ["upn", "email"]
+    for bad in (["upn", "upn"], [], ["dns"]):
+        with pytest.raises(ServiceError):
+            admin.DIRECTORIES.validate({"certmap": bad}, update=True)
+
+
+def test_a_console_can_render_every_resource_from_its_description() -> None:
+    for res in admin.RESOURCES.values():
+        desc = res.describe()
+        assert desc["label"] and desc["help"] and desc["list_columns"], res.name
+        for f in desc["fields"]:
+            assert f["label"] and f["help"], (res.name, f["name"])
+        for op in desc["operations"]:
+            assert op["scope"] in ("read", "write")
+            assert (op["scope"] == "read") == (op["method"] == "GET"), (res.name, op)
+    removal = admin.DIRECTORIES.field("smart_card.removal_action").describe()
+    assert removal["choices"] == ["none", "lock", "disconnect"] and removal["default"] == "lock"
+    assert admin.WORKSPACES.field("id").describe()["create_only"] is True
+
+
+def test_policy_warnings_name_the_reason_and_a_positive_control() -> None:
+    from broker.config import Settings
+    from broker.service.context import BrokerContext
+
+    catalogue = BrokerContext(Settings()).catalogue
+    east = admin.directory_warnings(catalogue, "us-east-1", True, True, True)
+    assert [w["code"] for w in east] == ["region_pre_session_unavailable"]
+    assert admin.directory_warnings(catalogue, "us-gov-west-1", True, True, False) == []
+    nothing = admin.directory_warnings(catalogue, "us-east-1", False, False, False)
+    assert [w["code"] for w in nothing] == ["no_login_method"]
