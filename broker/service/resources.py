@@ -231,9 +231,8 @@ class Operation:
     filters: tuple[Filter, ...] = ()
     #: The audit event kind the operation writes (None: it only reads).
     audit: str | None = None
-    #: CLI: ask before running (unless --yes), and the command's aliases.
+    #: CLI: ask before running (unless --yes).
     confirm: str | None = None
-    cli_aliases: tuple[str, ...] = ()
     #: CLI: the line printed on success, formatted with the result and the path parameters.
     message: str = ""
 

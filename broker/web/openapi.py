@@ -1,8 +1,10 @@
 """OpenAPI 3.1 documents for the client API (/v1) and the admin API (/admin/v1).
 
 The paths and methods come from the Klein apps' url maps, the request schemas from the same
-strict pydantic models the routes validate with, and the error codes from the table below (each
-code's status from ``broker.web.errors.STATUS``). A route missing from :data:`OPERATIONS` is
+strict pydantic models the routes validate with, and the error codes from the tables below (each
+code's status from ``broker.web.errors.STATUS``). The admin API's operations, bodies, responses,
+filters and scopes come from the resource declarations in :mod:`broker.service.admin`, the
+same ones its routes are generated from. A route missing from :data:`OPERATIONS` is
 still listed, marked ``x-undocumented``, and :func:`disagreements` reports it — the tests fail
 on any disagreement, so the code and the document cannot drift apart.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from klein import Klein
@@ -101,8 +104,21 @@ def _admin_operations() -> dict[tuple[str, str], Operation]:
             out[(op.method, PREFIX + op.path)] = Operation(
                 op.summary, op.status, resource.body_model(op), base + op.errors,
                 query_names(op), "admin", (resource.tag,) if resource.tag else (),
-                out=resource.response_model(op))
+                out=resource.response_model(op),
+                extra={"query": {f.name: _filter_schema(f) for f in op.filters}})
     return out
+
+
+def _filter_schema(flt: Any) -> dict[str, Any]:
+    """The schema of a declared list filter (its type, choices and help)."""
+    schema: dict[str, Any] = {"type": "string", "description": flt.help}
+    if flt.type is bool:
+        schema["type"] = "boolean"
+    elif flt.type is datetime:
+        schema["format"] = "date-time"
+    if flt.choices:
+        schema["enum"] = list(flt.choices)
+    return schema
 
 
 def _client_operations() -> dict[tuple[str, str], Operation]:
@@ -227,7 +243,9 @@ def _operation(method: str, path: str, op: Operation | None,
     if op is None:
         return {"summary": "Undocumented route.", "x-undocumented": True,
                 "parameters": params, "responses": {"default": {"description": "?"}}}
-    params += [_query_parameter(q) for q in op.query]
+    declared = op.extra.get("query", {})
+    params += [{**_query_parameter(q), "schema": declared[q]} if q in declared
+               else _query_parameter(q) for q in op.query]
     out: dict[str, Any] = {
         "operationId": f"{method.lower()}_{re.sub(r'[^a-zA-Z0-9]+', '_', path).strip('_')}",
         "summary": op.summary, "tags": list(op.tags), "parameters": params,
