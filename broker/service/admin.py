@@ -33,6 +33,7 @@ from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session, object_session
 
 import broker.policy as policy
+from broker.codes import Code
 from broker.service import audit
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
@@ -95,7 +96,7 @@ def _unique(rules: Any) -> Any:
 
 # --------------------------------------------------------------------------- lookups
 
-def _row_by_id(session: Session, model: type[Any], key: str, code: str, what: str) -> Any:
+def _row_by_id(session: Session, model: type[Any], key: str, code: Code, what: str) -> Any:
     """The row of ``model`` with primary key ``key``, or ServiceError ``code`` (an id longer
     than any stored one is not looked up)."""
     row = session.get(model, key) if len(key) <= 64 else None
@@ -105,7 +106,7 @@ def _row_by_id(session: Session, model: type[Any], key: str, code: str, what: st
 
 
 def get_directory_row(session: Session, directory_id: str) -> Directory:
-    row: Directory = _row_by_id(session, Directory, directory_id, "directory_unknown",
+    row: Directory = _row_by_id(session, Directory, directory_id, Code.DIRECTORY_UNKNOWN,
                                 "directory")
     return row
 
@@ -115,14 +116,14 @@ def get_user_row(session: Session, directory_id: str, username: str) -> User:
     u = session.scalar(select(User).where(User.directory_id == directory_id,
                                           User.username == username))
     if u is None:
-        raise ServiceError("resource_not_found",
+        raise ServiceError(Code.RESOURCE_NOT_FOUND,
                            f"Directory {directory_id!r} has no user {username!r}.",
                            {"directory": directory_id, "username": username})
     return u
 
 
 def get_workspace_row(session: Session, workspace_id: str) -> WorkSpace:
-    row: WorkSpace = _row_by_id(session, WorkSpace, workspace_id, "workspace_unknown",
+    row: WorkSpace = _row_by_id(session, WorkSpace, workspace_id, Code.WORKSPACE_UNKNOWN,
                                 "WorkSpace")
     return row
 
@@ -134,7 +135,7 @@ def username_of(session: Session | None, user_id: int) -> str | None:
 
 def _check_region(ctx: BrokerContext, region: str) -> None:
     if region not in ctx.catalogue:
-        raise ServiceError("validation_failed",
+        raise ServiceError(Code.VALIDATION_FAILED,
                            f"Region {region!r} is not in the region catalogue.",
                            {"field": "region", "region": region})
 
@@ -206,7 +207,7 @@ def create_directory(session: Session, ctx: BrokerContext, fields: Mapping[str, 
     directory_id = data["id"]
     _check_region(ctx, data["region"])
     if session.get(Directory, directory_id) is not None:
-        raise ServiceError("conflict", f"A directory {directory_id!r} already exists.",
+        raise ServiceError(Code.CONFLICT, f"A directory {directory_id!r} already exists.",
                            {"directory": directory_id})
     values = {**DIRECTORIES.defaults(), **DIRECTORIES.values(data)}
     values.pop("id", None)
@@ -226,7 +227,7 @@ def check_region_move(session: Session, d: Directory, region: str) -> None:
     live = session.scalar(select(RegistrationCode.id).where(
         RegistrationCode.directory_id == d.id, RegistrationCode.state == "active").limit(1))
     if live is not None:
-        raise ServiceError("validation_failed",
+        raise ServiceError(Code.VALIDATION_FAILED,
                            f"Directory {d.id!r} has active registration codes for {d.region}; "
                            f"revoke them before moving it to {region} (a code's prefix names "
                            "its region).", {"field": "region"})
@@ -275,10 +276,10 @@ def parse_certificates(data: bytes) -> list[x509.Certificate]:
                 pass  # raw DER
             certs = [x509.load_der_x509_certificate(data)]
     except ValueError:
-        raise ServiceError("certificate_unreadable",
+        raise ServiceError(Code.CERTIFICATE_UNREADABLE,
                            "The upload is not a PEM certificate (or base64 DER).") from None
     if not certs:
-        raise ServiceError("certificate_unreadable", "The upload holds no certificate.")
+        raise ServiceError(Code.CERTIFICATE_UNREADABLE, "The upload holds no certificate.")
     return certs
 
 
@@ -307,7 +308,7 @@ def parse_crl(data: bytes) -> x509.CertificateRevocationList:
             pass  # raw DER
         return x509.load_der_x509_crl(data)
     except ValueError:
-        raise ServiceError("crl_unreadable",
+        raise ServiceError(Code.CRL_UNREADABLE,
                            "The upload is not a PEM CRL (or base64 DER CRL).") from None
 
 
@@ -322,7 +323,7 @@ def check_ca_upload(cert: x509.Certificate) -> list[dict[str, str]]:
     (broker.pki.profile.check_ca_upload) is available."""
     fp = cert_fingerprint(cert)
     if not is_ca(cert):
-        raise ServiceError("certificate_not_ca",
+        raise ServiceError(Code.CERTIFICATE_NOT_CA,
                            "The certificate is not a CA certificate (basicConstraints "
                            "CA=true is required for trust anchors and intermediates).",
                            {"fingerprint": fp, "subject": cert.subject.rfc4514_string()})
@@ -359,7 +360,8 @@ def add_trust(session: Session, directory_id: str, pem: str, kind: str | None,
             TrustCertificate.directory_id == directory_id,
             TrustCertificate.fingerprint == row.fingerprint))
         if exists is not None or row.fingerprint in {r.fingerprint for r in added}:
-            raise ServiceError("conflict", "This certificate is already trusted by the directory.",
+            raise ServiceError(Code.CONFLICT,
+                               "This certificate is already trusted by the directory.",
                                {"fingerprint": row.fingerprint})
         session.add(row)
         added.append(row)
@@ -375,7 +377,7 @@ def add_crl(session: Session, directory_id: str, text: str, actor: str) -> dict[
     row = crl_row(directory_id, parse_crl(text.encode()))
     if session.scalar(select(Crl.id).where(Crl.directory_id == directory_id,
                                            Crl.fingerprint == row.fingerprint)) is not None:
-        raise ServiceError("conflict", "This CRL is already loaded.",
+        raise ServiceError(Code.CONFLICT, "This CRL is already loaded.",
                            {"fingerprint": row.fingerprint})
     session.add(row)
     session.flush()
@@ -392,7 +394,7 @@ def _remove_by_fingerprint(model: Any, what: str, audit_kind: str, audit_key: st
         row = session.scalar(select(model).where(model.directory_id == directory_id,
                                                  model.fingerprint == fingerprint.lower()))
         if row is None:
-            raise ServiceError("resource_not_found", f"The directory has no such {what}.",
+            raise ServiceError(Code.RESOURCE_NOT_FOUND, f"The directory has no such {what}.",
                                {"fingerprint": fingerprint})
         session.delete(row)
         details = {audit_key: row.fingerprint}
@@ -420,7 +422,7 @@ def set_password(d: Directory, u: User, password: str | None) -> None:
         u.password_hash = None
         return
     if not d.password_login:
-        raise ServiceError("validation_failed",
+        raise ServiceError(Code.VALIDATION_FAILED,
                            f"Directory {d.id!r} has password login off; a password cannot be set.",
                            {"field": "password"})
     u.password_hash = hash_password(password)
@@ -452,7 +454,7 @@ def create_user(session: Session, directory_id: str, fields: Mapping[str, Any],
     username = data["username"]
     if session.scalar(select(User.id).where(User.directory_id == directory_id,
                                             User.username == username)) is not None:
-        raise ServiceError("conflict", f"Directory {directory_id!r} already has a user "
+        raise ServiceError(Code.CONFLICT, f"Directory {directory_id!r} already has a user "
                            f"{username!r}.", {"username": username})
     u = User(directory_id=directory_id, username=username, **user_values(data))
     if data.get("password") is not None:
@@ -514,7 +516,7 @@ def create_workspace(session: Session, ctx: BrokerContext, fields: Mapping[str, 
     get_directory_row(session, directory_id)
     owner = get_user_row(session, directory_id, data["user"])
     if session.get(WorkSpace, data["id"]) is not None:
-        raise ServiceError("conflict", f"A WorkSpace {data['id']!r} already exists.",
+        raise ServiceError(Code.CONFLICT, f"A WorkSpace {data['id']!r} already exists.",
                            {"workspace": data["id"]})
     now = ctx.now()
     w = WorkSpace(id=data["id"], directory_id=directory_id, user_id=owner.id,
@@ -615,7 +617,7 @@ def stop_workspace(session: Session, ctx: BrokerContext, workspace_id: str,
 def _code(session: Session, code: str) -> dict[str, Any]:
     row = session.scalar(select(RegistrationCode).where(RegistrationCode.code == code))
     if row is None:
-        raise ServiceError("resource_not_found", "no such registration code")
+        raise ServiceError(Code.RESOURCE_NOT_FOUND, "no such registration code")
     return CODES.view(row)
 
 
@@ -665,7 +667,7 @@ def _canonical_code(ctx: BrokerContext, code: str) -> str:
     try:
         registration_key(ctx, code)
     except BrokerError as exc:
-        raise ServiceError("validation_failed", exc.message, {"field": "code"}) from None
+        raise ServiceError(Code.VALIDATION_FAILED, exc.message, {"field": "code"}) from None
     return code
 
 
@@ -676,7 +678,7 @@ def get_session(session: Session, session_id: str) -> dict[str, Any]:
 
 
 def _session_row(session: Session, session_id: str) -> BrokerSession:
-    row: BrokerSession = _row_by_id(session, BrokerSession, session_id, "session_unknown",
+    row: BrokerSession = _row_by_id(session, BrokerSession, session_id, Code.SESSION_UNKNOWN,
                                     "session")
     return row
 
@@ -686,7 +688,7 @@ def terminate_session(session: Session, ctx: BrokerContext, session_id: str,
     """End a session now; its next heartbeat is told to disconnect. session_ended if over."""
     s = _session_row(session, session_id)
     if s.state == "ended":
-        raise ServiceError("session_ended", "This session has already ended.",
+        raise ServiceError(Code.SESSION_ENDED, "This session has already ended.",
                            {"reason": s.end_reason})
     s.state, s.end_reason, s.ended_at, s.pending_action = "ended", "admin", ctx.now(), "disconnect"
     session.flush()

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from broker.codes import Code
 from broker.service import audit
 from broker.service.errors import ServiceError
 from broker.service.tokens import hashes_match, new_token, token_hash
@@ -30,11 +31,11 @@ class AdminIdentity:
 def create(session: Session, name: str, scope: str, actor: str) -> tuple[AdminToken, str]:
     """Create a token; returns the row and the secret (shown once, never stored)."""
     if scope not in SCOPES:
-        raise ServiceError("validation_failed", f"scope must be read or write, not {scope!r}")
+        raise ServiceError(Code.VALIDATION_FAILED, f"scope must be read or write, not {scope!r}")
     if not name or len(name) > 100:
-        raise ServiceError("validation_failed", "token name must be 1 to 100 characters")
+        raise ServiceError(Code.VALIDATION_FAILED, "token name must be 1 to 100 characters")
     if session.scalar(select(AdminToken).where(AdminToken.name == name)) is not None:
-        raise ServiceError("conflict", f"an admin token named {name!r} already exists",
+        raise ServiceError(Code.CONFLICT, f"an admin token named {name!r} already exists",
                            {"name": name})
     secret = new_token("sba")
     row = AdminToken(name=name, token_hash=token_hash(secret), scope=scope, created_at=utcnow())
@@ -48,7 +49,7 @@ def create(session: Session, name: str, scope: str, actor: str) -> tuple[AdminTo
 def revoke(session: Session, name: str, actor: str) -> AdminToken:
     row = session.scalar(select(AdminToken).where(AdminToken.name == name))
     if row is None:
-        raise ServiceError("resource_not_found", f"no admin token named {name!r}")
+        raise ServiceError(Code.RESOURCE_NOT_FOUND, f"no admin token named {name!r}")
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         audit.record(session, "admin_token.revoke", "change", actor=actor, token_name=name)
@@ -62,9 +63,9 @@ def list_tokens(session: Session) -> list[AdminToken]:
 def authenticate(session: Session, presented: str | None, now: datetime) -> AdminIdentity:
     """The identity behind a Bearer admin token, or admin_token_invalid."""
     if not presented:
-        raise ServiceError("admin_token_invalid", "An admin Bearer token is required.")
+        raise ServiceError(Code.ADMIN_TOKEN_INVALID, "An admin Bearer token is required.")
     row = session.scalar(select(AdminToken).where(AdminToken.token_hash == token_hash(presented)))
     if row is None or not hashes_match(presented, row.token_hash) or row.revoked_at is not None:
-        raise ServiceError("admin_token_invalid", "The admin token is unknown or revoked.")
+        raise ServiceError(Code.ADMIN_TOKEN_INVALID, "The admin token is unknown or revoked.")
     row.last_used_at = now
     return AdminIdentity(row.id, row.name, row.scope)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from broker.codes import Code
 from broker.errors import BrokerError
 from broker.service import admin, audit
 from broker.service.admin import DIRECTORIES, USERS, WORKSPACES
@@ -34,7 +35,7 @@ from broker.store import models as db
 
 
 class DirectoryFileError(BrokerError):
-    code = "validation_failed"
+    code = Code.VALIDATION_FAILED
 
 
 #: The file's entries are the resources' declared fields (one declaration: a field added to a
@@ -455,7 +456,7 @@ def export_directory(session: Session, directory_id: str, pki_dir: Path,
     """The directory as a declarative-file document; trust material written as PEM files."""
     d = session.get(db.Directory, directory_id)
     if d is None:
-        raise BrokerError("directory_unknown", f"no directory {directory_id!r}",
+        raise BrokerError(Code.DIRECTORY_UNKNOWN, f"no directory {directory_id!r}",
                           {"directory_id": directory_id})
     pki_dir.mkdir(parents=True, exist_ok=True)
 

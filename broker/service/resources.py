@@ -35,6 +35,7 @@ from pydantic import Field as PydanticField
 from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
+from broker.codes import Code
 from broker.service.errors import ServiceError
 
 MAX_LIMIT = 500
@@ -190,11 +191,11 @@ class Page:
 
     def __post_init__(self) -> None:
         if not 1 <= self.limit <= MAX_LIMIT:
-            raise ServiceError("malformed_request", f"limit must be 1 to {MAX_LIMIT}")
+            raise ServiceError(Code.MALFORMED_REQUEST, f"limit must be 1 to {MAX_LIMIT}")
         if self.offset is not None and self.offset < 0:
-            raise ServiceError("malformed_request", "offset must not be negative")
+            raise ServiceError(Code.MALFORMED_REQUEST, "offset must not be negative")
         if self.offset is not None and self.cursor is not None:
-            raise ServiceError("malformed_request", "give cursor or offset, not both")
+            raise ServiceError(Code.MALFORMED_REQUEST, "give cursor or offset, not both")
 
 
 @dataclass
@@ -370,7 +371,7 @@ class Resource:
     # ------------------------------------------------------------------ values
 
     def validate(self, data: Mapping[str, Any], *, update: bool = False,
-                 code: str = "validation_failed") -> dict[str, Any]:
+                 code: Code = Code.VALIDATION_FAILED) -> dict[str, Any]:
         """``data`` checked against the create (or patch) model: the fields it names (create:
         with the declared defaults), or ServiceError ``code`` naming each problem — the same
         rule for the API, the CLI and files."""
@@ -383,7 +384,7 @@ class Resource:
                 return op
         raise KeyError(body)
 
-    def parse_body(self, op: Operation, data: Any, *, code: str = "validation_failed"
+    def parse_body(self, op: Operation, data: Any, *, code: Code = Code.VALIDATION_FAILED
                    ) -> dict[str, Any]:
         """The body of ``op`` validated by its model: a dict of what it names (a create with
         the declared defaults filled in); ServiceError ``code`` naming every problem."""
@@ -402,7 +403,7 @@ class Resource:
             self.refuse_nulls(given, code)
         return given
 
-    def refuse_nulls(self, given: Mapping[str, Any], code: str = "validation_failed") -> None:
+    def refuse_nulls(self, given: Mapping[str, Any], code: Code = Code.VALIDATION_FAILED) -> None:
         """Null clears only nullable fields; anything else named null is refused."""
         for f in self.api_fields(update=True):
             where = given.get(f.group, {}) if f.group else given
@@ -510,7 +511,7 @@ def validation_error(exc: ValidationError) -> ServiceError:
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
         problems.append(f"{where}: {msg}")
-    return ServiceError("validation_failed", "Invalid: " + "; ".join(problems) + ".",
+    return ServiceError(Code.VALIDATION_FAILED, "Invalid: " + "; ".join(problems) + ".",
                         {"fields": fields, "field": fields[0] if fields else None,
                          "problems": problems})
 
@@ -533,9 +534,10 @@ def _decode_cursor(cursor: str) -> Any:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         (key,) = json.loads(raw)
     except (binascii.Error, ValueError, TypeError):
-        raise ServiceError("malformed_request", "the cursor is not one this API issued") from None
+        raise ServiceError(Code.MALFORMED_REQUEST,
+                           "the cursor is not one this API issued") from None
     if not isinstance(key, int | str):
-        raise ServiceError("malformed_request", "the cursor is not one this API issued")
+        raise ServiceError(Code.MALFORMED_REQUEST, "the cursor is not one this API issued")
     return key
 
 

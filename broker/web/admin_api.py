@@ -19,6 +19,7 @@ from klein import Klein
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from broker.codes import Code
 from broker.service import admin, auth
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
@@ -99,7 +100,7 @@ def read_body(request: Any, resource: Resource, op: Operation) -> dict[str, Any]
         empty = not content.read(1)
     data = {} if empty and op.body == "params" else read_json(request)
     try:
-        return resource.parse_body(op, data, code="malformed_request")
+        return resource.parse_body(op, data, code=Code.MALFORMED_REQUEST)
     except ServiceError as exc:
         raise BadRequest(message=exc.message, details=exc.details) from None
 
@@ -138,7 +139,7 @@ def declare(api: JsonApi, ctx: BrokerContext, resource: Resource, op: Operation)
             if "unique" not in text and "duplicate" not in text:
                 raise
             # A concurrent request created the same thing first.
-            raise ServiceError("conflict", "That conflicts with an existing resource.") from None
+            raise ServiceError(Code.CONFLICT, "That conflicts with an existing resource.") from None
         if op.out is None:
             return op.status, None
         return op.status, {"items": result} if op.out == "items" else result
