@@ -380,8 +380,9 @@ def build_command(resource: Resource, op: Operation) -> click.Command:
     by_directory = params_in_path[:1] == ["directory_id"] and resource.name != "directories"
     if by_directory:
         params_in_path = params_in_path[1:]
-    names = [p.upper() for p in params_in_path] + [(f.cli or f.name).upper().replace("-", "_")
-                                                   for f in positional_fields]
+    names = [p.upper() for p in params_in_path] + [
+        f"{resource.singular}_id".upper() if f.name == "id"
+        else (f.cli or f.name).upper().replace("-", "_") for f in positional_fields]
     params: list[click.Parameter] = []
     if by_directory:
         params.append(click.Argument(["args"], nargs=-1, metavar=" ".join(

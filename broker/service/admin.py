@@ -89,7 +89,10 @@ def _out(name: str, type_: Any, label: str, help: str = "", *, column: str | Non
 
 
 def _unique(rules: Any) -> Any:
-    if isinstance(rules, list) and len(set(rules)) != len(rules):
+    # Runs before the type check: only a list of strings can be judged (the type check refuses
+    # anything else with a clear message).
+    if isinstance(rules, list) and all(isinstance(r, str) for r in rules) \
+            and len(set(rules)) != len(rules):
         raise ValueError("certmap rules must not repeat")
     return rules
 

@@ -61,7 +61,7 @@ def test_the_certmap_default_and_rules_are_declared_once() -> None:
     created = admin.DIRECTORIES.validate({"id": "corp", "name": "C", "region": "r"})
     assert created["certmap"] == ["upn", "email"]
     assert admin.DIRECTORIES.defaults()["certmap"] == ["upn", "email"]
-    for bad in (["upn", "upn"], [], ["dns"]):
+    for bad in (["upn", "upn"], [], ["dns"], [{}], [["upn"]], "upn"):
         with pytest.raises(ServiceError):
             admin.DIRECTORIES.validate({"certmap": bad}, update=True)
 
