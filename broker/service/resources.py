@@ -85,8 +85,10 @@ class Field:
     #: ORM attribute; None: the field's name.
     column: str | None = None
     choices: tuple[str, ...] = ()
-    #: pydantic limits: min_length, max_length, pattern, ge, le.
+    #: pydantic limits: min_length, max_length, pattern, ge, le (of a list: its length).
     limits: Mapping[str, Any] = field(default_factory=dict)
+    #: Limits of each item of a list field (e.g. an OID pattern).
+    item_limits: Mapping[str, Any] = field(default_factory=dict)
     #: Extra validators run before the type check (e.g. :func:`check_id`).
     validators: tuple[Callable[[Any], Any], ...] = ()
     create: bool = True
@@ -128,6 +130,8 @@ class Field:
             item = Annotated[item, BeforeValidator(_canonical_choice(self.choices))]
         else:
             item = str if self.is_list else self.type
+        if self.is_list and self.item_limits:
+            item = Annotated[item, PydanticField(**self.item_limits)]
         if self.is_list:
             ann: Any = Annotated[list[item], PydanticField(**self.limits)]  # type: ignore[valid-type]
         elif self.limits:

@@ -47,6 +47,19 @@ BODIES = {"directories": {"name": "n", "region": "r"},
           "workspaces": {"directory": "corp", "user": "u", "protocol": "WSP"}}
 
 
+def test_a_list_setting_with_an_item_rule_is_one_entry_too() -> None:
+    oids = Field("required_policies", list, "Required policies",
+                 "Certificate-policy OIDs a login certificate must assert.", default=[],
+                 item_limits={"pattern": r"^[0-2](\.[0-9]+)+$"})
+    res = dataclasses.replace(admin.DIRECTORIES, fields=(*admin.DIRECTORIES.fields, oids))
+    assert res.validate({"required_policies": ["2.16.840.1.101.3.2.1.3.13"]},
+                        update=True) == {"required_policies": ["2.16.840.1.101.3.2.1.3.13"]}
+    with pytest.raises(ServiceError) as err:
+        res.validate({"required_policies": ["not-an-oid"]}, update=True)
+    assert "required_policies" in err.value.message
+    assert res.defaults()["required_policies"] == []
+
+
 @pytest.mark.parametrize("resource", sorted(BODIES))
 def test_ids_follow_one_rule(resource: str) -> None:
     res = admin.RESOURCES[resource]
