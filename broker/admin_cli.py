@@ -84,9 +84,14 @@ def print_record(record: dict[str, Any]) -> None:
             click.echo(f"  {key}: {show(value)}")
 
 
-def print_warnings(subject: str, warnings: list[dict[str, Any]]) -> None:
+def print_warnings(subject: str, warnings: list[Any]) -> None:
+    """Policy warnings ({code, field, message}) or plain sentences, one line each."""
     for w in warnings:
-        click.echo(f"warning: {subject}{w['field']}: {w['message']} ({w['code']})", err=True)
+        if isinstance(w, dict):
+            click.echo(f"warning: {subject}{w['field']}: {w['message']} ({w['code']})",
+                       err=True)
+        else:
+            click.echo(f"warning: {subject}{w}", err=True)
 
 
 def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
@@ -452,8 +457,10 @@ def build_command(resource: Resource, op: Operation) -> click.Command:
         call = Call(cli_actor(), path, body, filters, page)
         result = run_tx(ctx, lambda s: op.run(s, ctx, call))
         data = {"items": result} if op.out == "items" else result
-        if isinstance(result, dict) and result.get("warnings"):
-            print_warnings(f"{resource.singular} {result.get('id', '')}: ", result["warnings"])
+        for item in result if isinstance(result, list) else [result]:
+            if isinstance(item, dict) and item.get("warnings"):
+                name = item.get("id") or item.get("fingerprint", "")[:16]
+                print_warnings(f"{resource.singular} {name}: ", item["warnings"])
         if op.out is None:
             click.echo(op.message.format_map(_Safe(path)) if op.message else "done")
             return

@@ -101,6 +101,8 @@ class Code(enum.StrEnum):
     CONFLICT = "conflict", 409, "That conflicts with an existing resource."
     VALIDATION_FAILED = "validation_failed", 400, "The input is not valid."
     CERTIFICATE_NOT_CA = "certificate_not_ca", 400, "The certificate is not a CA certificate."
+    CERTIFICATE_PROFILE_INVALID = ("certificate_profile_invalid", 400,
+                                   "The CA certificate breaks RFC 5280.")
     CERTIFICATE_UNREADABLE = ("certificate_unreadable", 400,
                               "The certificate cannot be read.")
     CRL_UNREADABLE = "crl_unreadable", 400, "The CRL cannot be read."

@@ -321,16 +321,31 @@ def crl_fingerprint(crl: x509.CertificateRevocationList) -> str:
     return digest.finalize().hex()
 
 
-def check_ca_upload(cert: x509.Certificate) -> list[dict[str, str]]:
-    """Refuse a certificate that is no CA; the PKI profile's warnings when the profile check
-    (broker.pki.profile.check_ca_upload) is available."""
+def check_ca_upload(cert: x509.Certificate) -> list[str]:
+    """Judge a CA certificate an admin uploads with the PKI profile
+    (:func:`broker.pki.profile.check_ca_upload`): certificate_not_ca when it is no CA,
+    certificate_profile_invalid naming every RFC 5280 MUST it breaks; else the SHOULDs it
+    misses (accepted, shown as warnings)."""
+    from broker.pki import profile
+
     fp = cert_fingerprint(cert)
+    details = {"fingerprint": fp, "subject": cert.subject.rfc4514_string()}
     if not is_ca(cert):
         raise ServiceError(Code.CERTIFICATE_NOT_CA,
                            "The certificate is not a CA certificate (basicConstraints "
-                           "CA=true is required for trust anchors and intermediates).",
-                           {"fingerprint": fp, "subject": cert.subject.rfc4514_string()})
-    return []
+                           "CA=true is required for trust anchors and intermediates).", details)
+    errors, warnings = profile.check_ca_upload(cert.public_bytes(serialization.Encoding.DER))
+    if errors:
+        raise ServiceError(Code.CERTIFICATE_PROFILE_INVALID,
+                           "The CA certificate breaks RFC 5280: " + " ".join(errors),
+                           {**details, "reasons": errors})
+    return warnings
+
+
+def _ca_warnings(t: TrustCertificate, ctx: Any) -> list[str]:
+    from broker.pki import profile
+
+    return profile.check_ca_upload(t.der)[1]
 
 
 def trust_row(directory_id: str, cert: x509.Certificate, kind: str | None) -> TrustCertificate:
@@ -793,6 +808,24 @@ DIRECTORIES = Resource(
               "Extended key usage the login certificate must carry: client-auth "
               "(clientAuth or smart-card logon) or any.", default="client-auth",
               choices=("client-auth", "any")),
+        # Path validation inputs (RFC 5280 §6.1.1), one entry each: API, CLI, file, export.
+        Field("required_policies", list, "Required policies",
+              "Certificate-policy OIDs of the initial policy set (empty: any policy).",
+              default=[], item_limits={"pattern": r"^[0-2](\.[0-9]{1,20}){1,30}$"},
+              limits={"max_length": 50}),
+        Field("explicit_policy", bool, "Explicit policy",
+              "initial-explicit-policy: the path must be valid for a required policy.",
+              default=False),
+        Field("policy_mapping_inhibit", bool, "Inhibit policy mapping",
+              "initial-policy-mapping-inhibit.", default=False),
+        Field("any_policy_inhibit", bool, "Inhibit anyPolicy",
+              "initial-any-policy-inhibit.", default=False),
+        Field("max_chain_depth", int, "Maximum chain depth",
+              "Intermediate CAs allowed between the login certificate and the anchor.",
+              default=6, limits={"ge": 0, "le": 255}),
+        Field("aia_fetch", bool, "Fetch intermediates (AIA)",
+              "Fetch missing intermediates from the certificate's AIA caIssuers URL (HTTP).",
+              default=False),
         _out("warnings", list[SettingWarning], "Warnings",
              "Settings that cannot take effect in this region, with the policy's reason.",
              read=_directory_row_warnings),
@@ -818,6 +851,8 @@ TRUST = Resource(
         _out("fingerprint", str, "Fingerprint", "SHA-256 of the certificate (hex).",
              list_column=True),
         _time("not_after", "Expires", "End of the certificate's validity."),
+        _out("warnings", list[str], "Warnings", "RFC 5280 recommendations this CA "
+             "certificate does not follow (accepted, shown).", read=_ca_warnings),
         _time("created_at", "Added", "When it was added."),
     ),
 )
@@ -1012,7 +1047,8 @@ TRUST = _ops(TRUST,
                                            c.body.get("kind"), c.actor),
                "Add CA certificates (PEM) as trust anchors or intermediates.", status=201,
                body="create", out="items",
-               errors=DIR_404 + ("certificate_unreadable", "certificate_not_ca", "conflict"),
+               errors=DIR_404 + ("certificate_unreadable", "certificate_not_ca",
+                                 "certificate_profile_invalid", "conflict"),
                audit="trust.add"),
      Operation("remove", "DELETE", f"{_DIRECTORY_PATH}/trust/{{fingerprint}}", WRITE,
                _remove_by_fingerprint(TrustCertificate, "trusted certificate", "trust.remove",

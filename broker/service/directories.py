@@ -101,6 +101,8 @@ class TrustMaterial:
     anchors: list[x509.Certificate] = field(default_factory=list)
     intermediates: list[x509.Certificate] = field(default_factory=list)
     crls: list[x509.CertificateRevocationList] = field(default_factory=list)
+    #: What the CA profile check says the certificates should do better (accepted).
+    warnings: list[dict[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -175,7 +177,10 @@ def load_file(path: Path, known_regions: set[str]) -> LoadedFile:
                 for cert in _read(path, text, (*here, key), ref, admin.parse_certificates,
                                   "holds no readable certificate"):
                     try:
-                        admin.check_ca_upload(cert)
+                        material.warnings += [
+                            {"code": "ca_profile", "field": key,
+                             "message": f"{ref}: {warning}"}
+                            for warning in admin.check_ca_upload(cert)]
                     except BrokerError as exc:
                         raise DirectoryFileError(
                             exc.code, f"{path}: {'.'.join(map(str, (*here, key)))}: {ref} holds "
@@ -255,6 +260,7 @@ def apply_loaded(session: Session, loaded: LoadedFile, *, catalogue: Any, actor:
         warnings = admin.directory_warnings(catalogue, d["region"],
                                             d["smart_card"]["pre_session"],
                                             d["smart_card"]["in_session"], d["password_login"])
+        warnings += loaded.trust[d["id"]].warnings
         out.append({"id": d["id"], "region": d["region"], "registration_codes": list(codes),
                     "changes": len(changes), "changed": changes, "warnings": warnings})
     return ApplyResult(out, total)

@@ -103,3 +103,60 @@ def test_policy_warnings_name_the_reason_and_a_positive_control() -> None:
     assert admin.directory_warnings(catalogue, "us-gov-west-1", True, True, False) == []
     nothing = admin.directory_warnings(catalogue, "us-east-1", False, False, False)
     assert [w["code"] for w in nothing] == ["no_login_method"]
+
+
+# --------------------------------------------------------------------------- against a database
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def ctx(database: Any) -> Any:
+    from broker.config import Settings
+    from broker.service.context import BrokerContext
+
+    context = BrokerContext(Settings(base_dir=REPO), database=database)
+    context.db.transaction(lambda s: admin.create_directory(
+        s, context, {"id": "corp", "name": "Corp", "region": "us-gov-west-1"}, "token:unit"))
+    return context
+
+
+def test_path_validation_settings_are_settable_and_checked(ctx: Any) -> None:
+    view = ctx.db.transaction(lambda s: admin.update_directory(s, ctx, "corp", {
+        "required_policies": ["2.16.840.1.101.3.2.1.3.13"], "explicit_policy": True,
+        "max_chain_depth": 2, "aia_fetch": True}, "token:unit"))
+    assert (view["required_policies"], view["explicit_policy"], view["max_chain_depth"],
+            view["aia_fetch"]) == (["2.16.840.1.101.3.2.1.3.13"], True, 2, True)
+    for bad in ({"required_policies": ["anyPolicy"]}, {"max_chain_depth": 256},
+                {"max_chain_depth": -1}):
+        with pytest.raises(ServiceError) as err:
+            ctx.db.transaction(lambda s, b=bad: admin.update_directory(s, ctx, "corp", b,
+                                                                       "token:unit"))
+        assert err.value.code == "validation_failed", bad
+    from broker.service.pki_settings import pki_settings
+    from broker.store.models import Directory
+
+    settings = dict(ctx.db.transaction(lambda s: pki_settings(s.get(Directory, "corp"))))
+    assert settings["max_depth"] == 2 and settings["aia_fetch"] is True
+
+
+def test_trust_uploads_pass_the_ca_profile(ctx: Any) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from tests.unit.pki.test_profile import Pki
+
+    good = Pki()
+    pem = good.root.public_bytes(serialization.Encoding.PEM).decode()
+    [added] = ctx.db.transaction(lambda s: admin.add_trust(s, "corp", pem, None, "token:unit"))
+    assert any("short serial number" in w for w in added["warnings"]), added
+    listed = ctx.db.transaction(lambda s: admin.list_rows(
+        admin.TRUST, s, ctx, admin.Call("", {"directory_id": "corp"})))["items"]
+    assert listed[0]["warnings"] == added["warnings"]
+
+    bad = Pki(inter_exts=[(x509.BasicConstraints(True, 0), False)])
+    pem = bad.inter.public_bytes(serialization.Encoding.PEM).decode()
+    with pytest.raises(ServiceError) as err:
+        ctx.db.transaction(lambda s: admin.add_trust(s, "corp", pem, None, "token:unit"))
+    assert err.value.code == "certificate_profile_invalid"
+    assert any("basicConstraints is not critical" in r for r in err.value.details["reasons"])
