@@ -21,6 +21,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
+from broker.codes import Code
 from broker.errors import BrokerError
 
 T = TypeVar("T")
@@ -38,7 +39,7 @@ class DatabaseUnavailable(BrokerError):
     """The database cannot be reached or dropped the connection: the call changed nothing
     (its transaction was rolled back) and may be retried. Answered 503 with Retry-After."""
 
-    code = "service_unavailable"
+    code = Code.SERVICE_UNAVAILABLE
 
     def __init__(self) -> None:
         super().__init__(message="The broker cannot reach its database right now; try again "
