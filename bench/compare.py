@@ -54,6 +54,9 @@ from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from broker.harness import BrokerProcess, free_port  # noqa: E402
 from broker.pki import issue  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from login_storm import reset_postgres_schema  # noqa: E402
+
 CLIENT = {"platform": "windows", "arch": "x86_64", "version": "3.1.1"}
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -122,22 +125,11 @@ def make_pki(folder: Path, credentials: int) -> Pki:
 # --------------------------------------------------------------------------- nginx
 
 def server_certificate(folder: Path) -> tuple[Path, Path]:
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
+    """nginx gets the same kind of self-signed P-256 certificate as `broker serve --dev`."""
+    from broker.web.server import dev_certificate
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=2)).sign(key, hashes.SHA256()))
-    c, k = folder / "server.pem", folder / "server.key"
-    c.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    k.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                    serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()))
-    return c, k
+    files = dev_certificate(folder)
+    return files.cert, files.key
 
 
 def run_nginx(pki: Pki, workdir: Path, workers: int, clients: int,
@@ -406,7 +398,7 @@ def run_broker(args: argparse.Namespace, pki: Pki, workdir: Path) -> dict[str, A
     base.mkdir(parents=True, exist_ok=True)
     url = args.database_url or f"sqlite:///{base / 'bench.db'}"
     if url.startswith("postgresql") and not args.keep:
-        url = fresh_schema(url)
+        url = reset_postgres_schema(url)
     bp = BrokerProcess(base, url, workers=args.workers, log_level="warn")
     bp.write_config("[login]\nchallenges_per_code_per_minute = 1000000000\n"
                     "challenges_per_address_per_minute = 1000000000\n"
@@ -424,21 +416,6 @@ def run_broker(args: argparse.Namespace, pki: Pki, workdir: Path) -> dict[str, A
     result.update(statements=counts, plans=plans,
                   database="postgresql" if url.startswith("postgresql") else "sqlite")
     return result
-
-
-def fresh_schema(url: str) -> str:
-    import secrets
-    from urllib.parse import quote
-
-    from sqlalchemy import create_engine, text
-
-    schema = "bench_" + secrets.token_hex(4)
-    engine = create_engine(url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    engine.dispose()
-    sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
 
 
 def main() -> None:
