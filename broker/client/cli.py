@@ -594,11 +594,10 @@ def pam_setup(services: tuple[str, ...], session_file: str | None, purpose: str,
 
 
 def _mount_card_sim() -> None:
-    """``card-sim`` comes from the simulator package when it is installed alongside."""
-    try:
-        from broker.cardsim.cli import card_sim
-    except ImportError:
-        return
+    """``card-sim`` lives beside the simulator (a broken import is an error, not a missing
+    command)."""
+    from broker.cardsim.cli import card_sim
+
     main.add_command(card_sim, "card-sim")
 
 

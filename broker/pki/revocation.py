@@ -135,16 +135,16 @@ class RevocationCache:
 def _signed_by(issuer: x509.Certificate, tbs: bytes, signature: bytes,
                hash_alg: hashes.HashAlgorithm | None) -> bool:
     key = issuer.public_key()
+    if hash_alg is None:  # e.g. Ed25519 or an unknown algorithm: not a signature we accept
+        return False
     try:
         if isinstance(key, ec.EllipticCurvePublicKey):
-            assert hash_alg is not None
             key.verify(signature, tbs, ec.ECDSA(hash_alg))
         elif isinstance(key, rsa.RSAPublicKey):
-            assert hash_alg is not None
             key.verify(signature, tbs, padding.PKCS1v15(), hash_alg)
         else:
             return False
-    except (InvalidSignature, ValueError, TypeError, AssertionError):
+    except (InvalidSignature, ValueError, TypeError):
         return False
     return True
 
