@@ -29,7 +29,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Select, delete, select
+from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.orm import Session, object_session
 
 import broker.policy as policy
@@ -75,17 +75,21 @@ READ, WRITE = Scope.READ, Scope.WRITE
 DIR_404 = ("directory_unknown",)
 
 
-def _time(name: str, label: str, help: str, column: str | None = None) -> Field:
+def _time(name: str, label: str, help: str, column: str | None = None, *,
+          console_column: bool = False, deadline: bool = False) -> Field:
     """A read-only timestamp (ISO 8601, UTC)."""
     return Field(name, str, label, help, column=column, nullable=True, create=False,
-                 update=False, in_file=False)
+                 update=False, in_file=False, console_column=console_column,
+                 deadline=deadline)
 
 
 def _out(name: str, type_: Any, label: str, help: str = "", *, column: str | None = None,
-         nullable: bool = False, list_column: bool = False, read: Any = None) -> Field:
+         nullable: bool = False, list_column: bool = False, read: Any = None,
+         console_column: bool = False) -> Field:
     """A read-only output field."""
     return Field(name, type_, label, help or label + ".", column=column, nullable=nullable,
-                 create=False, update=False, in_file=False, list_column=list_column, read=read)
+                 create=False, update=False, in_file=False, list_column=list_column, read=read,
+                 console_column=console_column)
 
 
 def _unique(rules: Any) -> Any:
@@ -753,6 +757,15 @@ def _byusername_of(model: Any) -> Any:
     return where
 
 
+def _search(*columns: Any) -> Any:
+    """A filter matching rows where any of ``columns`` contains the text (case-insensitive)."""
+    def where(stmt: Select[Any], value: Any) -> Select[Any]:
+        needle = str(value).lower()
+        return stmt.where(or_(*(func.lower(c).contains(needle, autoescape=True)
+                                for c in columns)))
+    return where
+
+
 def _session_state(stmt: Select[Any], value: Any) -> Select[Any]:
     if value == "live":
         return stmt.where(BrokerSession.state.in_(LIVE_SESSION_STATES))
@@ -850,7 +863,8 @@ TRUST = Resource(
         _out("subject", str, "Subject", "The certificate's subject DN.", list_column=True),
         _out("fingerprint", str, "Fingerprint", "SHA-256 of the certificate (hex).",
              list_column=True),
-        _time("not_after", "Expires", "End of the certificate's validity."),
+        _time("not_after", "Expires", "End of the certificate's validity.",
+              console_column=True, deadline=True),
         _out("warnings", list[str], "Warnings", "RFC 5280 recommendations this CA "
              "certificate does not follow (accepted, shown).", read=_ca_warnings),
         _time("created_at", "Added", "When it was added."),
@@ -867,8 +881,9 @@ CRLS = Resource(
         _out("directory", str, "Directory", column="directory_id"),
         _out("issuer", str, "Issuer", "The CRL issuer's DN.", list_column=True),
         _out("fingerprint", str, "Fingerprint", "SHA-256 of the CRL (hex).", list_column=True),
-        _time("this_update", "This update", "When the CRL was issued."),
-        _time("next_update", "Next update", "When the next CRL is due."),
+        _time("this_update", "This update", "When the CRL was issued.", console_column=True),
+        _time("next_update", "Next update", "When the next CRL is due.",
+              console_column=True, deadline=True),
         _time("created_at", "Added", "When it was loaded."),
     ),
 )
@@ -929,7 +944,8 @@ WORKSPACES = Resource(
         Field("state", str, "State", "Initial state (set it directly to recover, e.g. from "
               "ERROR; start and stop are the usual way).", default="STOPPED",
               choices=WORKSPACE_STATES, list_column=True),
-        _time("state_changed_at", "State changed", "When the state last changed."),
+        _time("state_changed_at", "State changed", "When the state last changed.",
+              console_column=True),
         _time("transition_due_at", "Transition due", "When STARTING/STOPPING completes."),
         _time("created_at", "Created", "When the WorkSpace was created."),
     ),
@@ -943,7 +959,7 @@ CODES = Resource(
         _out("code", str, "Code", list_column=True),
         _out("directory", str, "Directory", column="directory_id", list_column=True),
         _out("state", str, "State", "active, rotated or revoked.", list_column=True),
-        _time("created_at", "Issued", "When the code was issued."),
+        _time("created_at", "Issued", "When the code was issued.", console_column=True),
         _time("rotated_at", "Rotated", "When it was rotated."),
         _time("revoked_at", "Revoked", "When it was revoked."),
     ),
@@ -964,7 +980,8 @@ SESSIONS = Resource(
         _out("end_reason", str, "End reason", nullable=True, list_column=True),
         _out("cert_fingerprint", str, "Certificate fingerprint", nullable=True),
         _out("smart_card_redirection", bool, "Smart-card redirection"),
-        _time("last_heartbeat_at", "Last heartbeat", "When the client last reported."),
+        _time("last_heartbeat_at", "Last heartbeat", "When the client last reported.",
+              console_column=True),
         _time("expires_at", "Expires", "When the session expires."),
         _time("created_at", "Started", "When the session started."),
         _time("ended_at", "Ended", "When the session ended."),
@@ -977,7 +994,7 @@ AUDIT_EVENTS = Resource(
     cli_aliases=("audit",), newest_first=True,
     fields=(
         _out("id", int, "ID", list_column=True),
-        _time("at", "At", "When it happened."),
+        _time("at", "At", "When it happened.", console_column=True),
         _out("kind", str, "Event", list_column=True),
         _out("outcome", str, "Outcome", "success, refused, error or change.",
              list_column=True),
@@ -988,7 +1005,8 @@ AUDIT_EVENTS = Resource(
         _out("actor", str, "Actor", nullable=True, list_column=True),
         _out("client_address", str, "Client address", nullable=True),
         _out("cert_fingerprint", str, "Certificate fingerprint", nullable=True),
-        _out("details", dict[str, Any], "Details", nullable=True),
+        _out("details", dict[str, Any], "Details", "What the decision rests on (revocation "
+             "evidence among it).", nullable=True, console_column=True),
     ),
 )
 
@@ -1076,7 +1094,9 @@ USERS = _ops(USERS,
      Operation("list", "GET", f"{_DIRECTORY_PATH}/users", READ, _list("users"), "List users.",
                out="page", errors=DIR_404,
                filters=(Filter("disabled", "Only disabled (true) or enabled (false) users.",
-                               type=bool, column=User.disabled),)),
+                               type=bool, column=User.disabled),
+                        Filter("search", "Usernames, UPNs or emails containing this text.",
+                               where=_search(User.username, User.upn, User.email)))),
      Operation("create", "POST", f"{_DIRECTORY_PATH}/users", WRITE,
                lambda s, ctx, c: create_user(s, c.path["directory_id"], c.body, c.actor),
                "Create a user.", status=201, body="create",
@@ -1108,7 +1128,9 @@ WORKSPACES = _ops(WORKSPACES,
                    Filter("state", "Only WorkSpaces in this state.", choices=WORKSPACE_STATES,
                           column=WorkSpace.state),
                    Filter("protocol", "Only WSP or PCoIP.", choices=("WSP", "PCoIP"),
-                          column=WorkSpace.protocol))),
+                          column=WorkSpace.protocol),
+                   Filter("search", "WorkSpace ids or names containing this text.",
+                          where=_search(WorkSpace.id, WorkSpace.name)))),
      Operation("create", "POST", "/workspaces", WRITE,
                lambda s, ctx, c: create_workspace(s, ctx, c.body, c.actor),
                "Create a WorkSpace.", status=201, body="create",
@@ -1200,6 +1222,8 @@ AUDIT_EVENTS = _ops(AUDIT_EVENTS,
                    Filter("outcome", "success, refused, error or change.",
                           choices=("success", "refused", "error", "change"),
                           column=AuditEvent.outcome),
+                   Filter("reason", "Only events with this reason code.",
+                          column=AuditEvent.reason),
                    Filter("actor", "Only changes by this actor (token:NAME, cli:USER).",
                           column=AuditEvent.actor),
                    Filter("since", "ISO 8601 time (inclusive).", type=datetime,

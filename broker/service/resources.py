@@ -101,6 +101,10 @@ class Field:
     in_api: bool = True
     #: Shown as a column of the CLI table / console list.
     list_column: bool = False
+    #: A console list column only (too wide for a terminal table: times, details).
+    console_column: bool = False
+    #: A time that matters when it passes (expiry, nextUpdate): a console flags it near/past.
+    deadline: bool = False
     #: Computed output value from (row, context) instead of reading ``column``.
     read: Callable[[Any, Any], Any] | None = None
     #: CLI: option name without dashes (default: the name with dashes), the "off" name of a
@@ -152,7 +156,9 @@ class Field:
                 "choices": list(self.choices), "required": self.default is REQUIRED,
                 "default": None if self.default is REQUIRED else self.default,
                 "read_only": not (self.create or self.update), "create_only": not self.update,
-                "nullable": self.nullable, "list_column": self.list_column}
+                "nullable": self.nullable, "list_column": self.list_column,
+                "console_column": self.list_column or self.console_column,
+                "deadline": self.deadline}
 
 
 def _canonical_choice(choices: tuple[str, ...]) -> Callable[[Any], Any]:
@@ -280,6 +286,11 @@ class Resource:
     @property
     def list_columns(self) -> list[str]:
         return [f.path for f in self.fields if f.list_column]
+
+    @property
+    def console_columns(self) -> list[Field]:
+        """The fields a console list shows (the CLI's columns and the wider ones)."""
+        return [f for f in self.fields if f.output and (f.list_column or f.console_column)]
 
     def operation(self, name: str) -> Operation:
         for op in self.operations:

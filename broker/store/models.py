@@ -331,3 +331,21 @@ def _bump_directory_versions(session: OrmSession, _context: Any, _instances: Any
         d = session.get(Directory, directory_id)
         if d is not None and d not in session.new and d not in session.deleted:
             d.version = (d.version or 0) + 1
+
+
+class ConsoleSession(Base):
+    """A signed-in admin console: the cookie's secret is stored only as its hash."""
+
+    __tablename__ = "console_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    admin_token_id: Mapped[int] = mapped_column(ForeignKey("admin_tokens.id", ondelete="CASCADE"),
+                                                index=True)
+    #: The form token every state-changing console request must carry.
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    #: One message shown on the next page (the result of the last change), then cleared.
+    flash: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -53,12 +53,12 @@ ADMIN_LIST_FILTERS = {
     "/admin/v1/directories": {"region"},
     f"{D}/trust": {"kind"},
     f"{D}/crls": set(),
-    f"{D}/users": {"disabled"},
-    "/admin/v1/workspaces": {"directory", "user", "state", "protocol"},
+    f"{D}/users": {"disabled", "search"},
+    "/admin/v1/workspaces": {"directory", "user", "state", "protocol", "search"},
     "/admin/v1/registration-codes": {"directory", "state"},
     "/admin/v1/sessions": {"directory", "workspace", "user", "state", "auth_method"},
-    "/admin/v1/audit-events": {"directory", "username", "kind", "outcome", "actor", "since",
-                               "until"},
+    "/admin/v1/audit-events": {"directory", "username", "kind", "outcome", "reason", "actor",
+                               "since", "until"},
 }
 
 
