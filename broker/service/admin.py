@@ -85,11 +85,11 @@ def _time(name: str, label: str, help: str, column: str | None = None, *,
 
 def _out(name: str, type_: Any, label: str, help: str = "", *, column: str | None = None,
          nullable: bool = False, list_column: bool = False, read: Any = None,
-         console_column: bool = False) -> Field:
+         console_column: bool = False, copyable: bool = False) -> Field:
     """A read-only output field."""
     return Field(name, type_, label, help or label + ".", column=column, nullable=nullable,
                  create=False, update=False, in_file=False, list_column=list_column, read=read,
-                 console_column=console_column)
+                 console_column=console_column, copyable=copyable)
 
 
 def _unique(rules: Any) -> Any:
@@ -956,7 +956,7 @@ CODES = Resource(
     "Registration codes: issue, rotate, revoke, list.", RegistrationCode,
     tag="registration codes", title="Code", cli_aliases=("codes",),
     fields=(
-        _out("code", str, "Code", list_column=True),
+        _out("code", str, "Code", list_column=True, copyable=True),
         _out("directory", str, "Directory", column="directory_id", list_column=True),
         _out("state", str, "State", "active, rotated or revoked.", list_column=True),
         _time("created_at", "Issued", "When the code was issued.", console_column=True),

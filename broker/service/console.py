@@ -27,6 +27,7 @@ from broker.store.models import (
     AuditEvent,
     ConsoleSession,
     Crl,
+    Directory,
     TrustCertificate,
     WorkSpace,
 )
@@ -182,8 +183,9 @@ def warnings(session: Session, catalogue: Any, now: datetime) -> list[dict[str, 
         out.append({"code": "ca_expired" if past else "ca_expiring",
                     "directory": cert.directory_id,
                     "message": f"{cert.kind} {cert.subject} "
-                               f"{'expired' if past else 'expires'} {cert.not_after:%Y-%m-%d %H:%M} "
-                               f"UTC (fingerprint {cert.fingerprint[:16]}…)"})
+                               f"{'expired' if past else 'expires'} "
+                               f"{cert.not_after:%Y-%m-%d %H:%M} UTC "
+                               f"(fingerprint {cert.fingerprint[:16]}…)"})
     for crl in session.scalars(select(Crl).where(Crl.next_update < now + CRL_NEAR).order_by(
             Crl.next_update)):
         assert crl.next_update is not None
@@ -203,12 +205,17 @@ def warnings(session: Session, catalogue: Any, now: datetime) -> list[dict[str, 
         out.append({"code": "ocsp_soft_fail", "directory": directory_id,
                     "message": f"{n} login(s) in the last hour passed with revocation status "
                                "unknown (soft fail)"})
-    for row in session.scalars(select(admin.DIRECTORIES.model)):
+    for row in session.scalars(select(Directory)):
         for w in admin.directory_warnings(catalogue, row.region, row.sc_pre_session,
                                           row.sc_in_session, row.password_login):
             out.append({"code": w["code"], "directory": row.id,
                         "message": f"{w['field']}: {w['message']}"})
     return out
+
+
+def directory_ids(session: Session) -> list[str]:
+    """Every directory id, in order (the console's directory pickers)."""
+    return list(session.scalars(select(Directory.id).order_by(Directory.id)))
 
 
 def directory_notes(catalogue: Any) -> dict[str, dict[str, dict[str, str]]]:

@@ -105,6 +105,8 @@ class Field:
     console_column: bool = False
     #: A time that matters when it passes (expiry, nextUpdate): a console flags it near/past.
     deadline: bool = False
+    #: A value an admin copies elsewhere (a registration code): a console offers a copy button.
+    copyable: bool = False
     #: Computed output value from (row, context) instead of reading ``column``.
     read: Callable[[Any, Any], Any] | None = None
     #: CLI: option name without dashes (default: the name with dashes), the "off" name of a
@@ -158,7 +160,7 @@ class Field:
                 "read_only": not (self.create or self.update), "create_only": not self.update,
                 "nullable": self.nullable, "list_column": self.list_column,
                 "console_column": self.list_column or self.console_column,
-                "deadline": self.deadline}
+                "deadline": self.deadline, "copyable": self.copyable}
 
 
 def _canonical_choice(choices: tuple[str, ...]) -> Callable[[Any], Any]:

@@ -69,6 +69,10 @@ class Access(enum.StrEnum):
     ADMIN_READ = "admin_read"
     #: An admin token of write scope.
     ADMIN_WRITE = "admin_write"
+    #: A signed-in admin console session (cookie) of either scope; forms carry its CSRF token.
+    CONSOLE_READ = "console_read"
+    #: A signed-in admin console session whose admin token has write scope, plus its CSRF token.
+    CONSOLE_WRITE = "console_write"
 
 
 #: ``authenticate(bearer, access)`` → the principal the handler receives, or a BrokerError.

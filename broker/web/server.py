@@ -288,6 +288,34 @@ def build_apis(ctx: BrokerContext) -> tuple[JsonApi, JsonApi]:
     return apis
 
 
+def build_console(ctx: BrokerContext) -> JsonApi:
+    """The admin web console (/console/), every route declared like the APIs' routes."""
+    from broker.web.console import ConsoleApp
+
+    return ConsoleApp(ctx).api
+
+
+class AdminRoot(Resource):
+    """The admin listener: /console/… goes to the console, everything else to the admin API.
+
+    A leaf that hands the whole request to one Klein resource, so both see full paths."""
+
+    isLeaf = True  # noqa: N815 (twisted API)
+
+    def __init__(self, admin: Any, console: Any) -> None:
+        super().__init__()
+        self.admin = admin
+        self.console = console
+
+    def render(self, request: Any) -> Any:
+        if request.path == b"/console":
+            request.setResponseCode(308)
+            request.setHeader(b"location", b"/console/")
+            return b""
+        target = self.console if request.path.startswith(b"/console/") else self.admin
+        return target.render(request)
+
+
 def build_sites(ctx: BrokerContext) -> tuple[BrokerSite, BrokerSite]:
     s = ctx.settings.server
     BrokerRequest.max_body_bytes = BrokerChannel.max_body_bytes = s.max_body_bytes
@@ -295,8 +323,10 @@ def build_sites(ctx: BrokerContext) -> tuple[BrokerSite, BrokerSite]:
     BrokerChannel.body_timeout_s = s.request_body_timeout_s
     client_api, admin_api = build_apis(ctx)
     metrics.watch_pool(ctx.db.engine)
+    console_api = build_console(ctx)
     return (BrokerSite(client_api.app.resource(), api="client"),
-            BrokerSite(admin_api.app.resource(), api="admin"))
+            BrokerSite(AdminRoot(admin_api.app.resource(), console_api.app.resource()),
+                       api="admin"))
 
 
 # --------------------------------------------------------------------------- running
