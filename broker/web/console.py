@@ -39,7 +39,7 @@ from broker.errors import BrokerError
 from broker.service import admin, console
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
-from broker.service.resources import Call, Field, Operation, Page, Resource, Scope
+from broker.service.resources import REQUIRED, Call, Field, Operation, Page, Resource, Scope
 from broker.web.http import Access, JsonApi, client_address
 
 log = logging.getLogger("broker.console")
@@ -165,6 +165,11 @@ def body_from_form(resource: Resource, op: Operation, values: dict[str, list[byt
     return body
 
 
+def default_of(f: Field) -> Any:
+    """The declared default a create form starts from (None where the field is required)."""
+    return None if f.default is REQUIRED else f.default
+
+
 def set_cookie(request: Any, name: bytes, value: bytes, max_age: int) -> None:
     """A ``__Host-`` cookie: Secure, HttpOnly, SameSite=Strict, Path=/, expiring."""
     request.addCookie(name, value, path=b"/", secure=True, httpOnly=True, sameSite="strict",
@@ -202,6 +207,7 @@ class ConsoleApp:
                                autoescape=select_autoescape(default=True),
                                trim_blocks=True, lstrip_blocks=True)
         self.env.globals.update(pages=PAGES, prefix=PREFIX, field_input=field_input,
+                                default_of=default_of,
                                 row_value=row_value, read_only_reason=READ_ONLY_REASON)
         self.env.filters["when"] = _when
         self.env.filters["deadline"] = _deadline_class
@@ -588,10 +594,10 @@ def login_chart(series: dict[str, Any], width: int = 720, height: int = 220
             "total": sum(totals)}
 
 
-def reason_bars(reasons: list[tuple[str, int]], width: int = 480) -> dict[str, Any]:
+def reason_bars(reasons: list[tuple[str, int]], width: int = 320) -> dict[str, Any]:
     """Horizontal bars: refusals by reason code."""
     top = max([1, *(n for _, n in reasons)])
-    rows = [{"reason": r, "count": n, "y": 8 + i * 26, "w": round(260 * n / top, 1)}
+    rows = [{"reason": r, "count": n, "y": 8 + i * 26, "w": round(120 * n / top, 1)}
             for i, (r, n) in enumerate(reasons[:12])]
     return {"width": width, "height": 16 + 26 * max(1, len(rows)), "rows": rows}
 

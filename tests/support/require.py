@@ -1,8 +1,8 @@
 """Optional test dependencies: a skip on a developer's machine, a failure where required.
 
-``BROKER_TEST_REQUIRE=postgres,pcsc,opensc,nss,deploy-tools,pam`` (set by `.ci/run`; ``all``
+``BROKER_TEST_REQUIRE=postgres,pcsc,opensc,nss,deploy-tools,pam,browser`` (set by `.ci/run`; ``all``
 for everything) turns the skip of a missing PostgreSQL, PC/SC stack, OpenSC, NSS tools,
-deployment-check tools or PAM tools (pamtester, pam_pkcs11, root for /etc/pam.d) into a failure,
+deployment-check tools, PAM tools (pamtester, pam_pkcs11, root for /etc/pam.d) or a headless browser into a failure,
 so CI can never pass by quietly skipping the tests that need them.
 """
 
@@ -13,7 +13,7 @@ from typing import NoReturn
 
 import pytest
 
-COMPONENTS = ("postgres", "pcsc", "opensc", "nss", "pkits", "deploy-tools", "pam")
+COMPONENTS = ("postgres", "pcsc", "opensc", "nss", "pkits", "deploy-tools", "pam", "browser")
 
 
 def required() -> set[str]:

@@ -1,0 +1,348 @@
+"""The admin console in a real headless browser (Debian's chromium through chromedriver).
+
+One admin's afternoon against a real broker over TLS: sign in, create a directory (the policy
+note beside each toggle follows the region), upload CAs and a CRL, add a user and a WorkSpace,
+issue a registration code, watch a smart-card login (through the client API) reach the overview
+chart and the audit log, terminate its session; then a form without its CSRF token is refused and
+a read-scope session sees everything and changes nothing. Screenshots of every page go to
+docs/console/.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from tests.support.require import unavailable
+
+REPO = Path(__file__).resolve().parents[2]
+SHOTS = REPO / "docs" / "console"
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                  "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage")
+
+pytestmark = pytest.mark.slow
+
+
+def _browser_parts() -> tuple[str, str]:
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        unavailable("browser", "selenium is not installed (pip install -e '.[test]')")
+    if not chromium or not driver:
+        unavailable("browser", "Debian's chromium and chromium-driver are not installed "
+                               "(apt-get install chromium chromium-driver; .ci/setup does it)")
+    return chromium, driver
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    chromium, driver_path = _browser_parts()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.add_argument("--window-size=1280,900")
+    # The broker's dev TLS certificate is self-signed; everything else about TLS is real.
+    options.accept_insecure_certs = True
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def running(broker_factory: Callable[..., Any], tmp_path: Path) -> Any:
+    return broker_factory(f"sqlite:///{tmp_path / 'console.db'}")
+
+
+def make_token(bp: Any, name: str, scope: str) -> str:
+    import json
+
+    out = bp.run_cli("admin", "token", "create", "--name", name, "--scope", scope, "--json")
+    return str(json.loads(out.stdout)["token"])
+
+
+class Console:
+    """The browser pointed at the broker's admin listener, with a few readable steps."""
+
+    def __init__(self, driver: Any, base: str) -> None:
+        from selenium.webdriver.common.by import By
+
+        self.d = driver
+        self.base = base
+        self.by = By
+
+    def open(self, path: str) -> None:
+        self.d.get(self.base + path)
+
+    def css(self, selector: str) -> Any:
+        return self.d.find_element(self.by.CSS_SELECTOR, selector)
+
+    def all(self, selector: str) -> list[Any]:
+        return list(self.d.find_elements(self.by.CSS_SELECTOR, selector))
+
+    def fill(self, selector: str, value: str) -> None:
+        el = self.css(selector)
+        el.clear()
+        el.send_keys(value)
+
+    def sign_in(self, token: str) -> None:
+        self.open("/console/sign-in")
+        self.fill("#token", token)
+        self.submit(self.css("main form"))
+
+    def flash(self) -> str:
+        """The result banner of the last change (waiting for the page it redirected to)."""
+        from selenium.webdriver.support import expected_conditions
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        found = WebDriverWait(self.d, 10).until(
+            expected_conditions.presence_of_element_located((self.by.CSS_SELECTOR, "#flash")))
+        return str(found.text)
+
+    def column(self, table: str, column: str) -> list[str]:
+        return [c.text for c in self.all(f"#list-{table} td[data-column='{column}']")]
+
+    def expand(self, op_id: str) -> Any:
+        details = self.css(f"#{op_id}")
+        if not details.get_attribute("open"):
+            details.find_element(self.by.TAG_NAME, "summary").click()
+        return details
+
+    def submit(self, form_root: Any, *, confirm: bool = False) -> None:
+        """Press the form's button and wait for the page it leads to."""
+        from selenium.webdriver.support import expected_conditions
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        page = self.css("html")
+        form_root.find_element(self.by.CSS_SELECTOR, "button[type=submit]").click()
+        if confirm:
+            self.d.switch_to.alert.accept()
+        WebDriverWait(self.d, 10).until(expected_conditions.staleness_of(page))
+
+    def shot(self, name: str, width: int = 1280) -> None:
+        """A full-page screenshot for docs/console/ (``width`` CSS pixels wide)."""
+        metrics = {"width": width, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+        self.d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+        height = self.d.execute_script("return document.documentElement.scrollHeight")
+        metrics["height"] = max(600, min(int(height), 6000))
+        self.d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+        png = self.d.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})["data"]
+        self.d.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        (SHOTS / f"{name}.png").write_bytes(base64.b64decode(png))
+
+
+def write_pki(base: Path) -> dict[str, Any]:
+    from broker.pki import issue
+
+    base.mkdir(parents=True)
+    root = issue.make_root("Console Root CA")
+    inter = issue.make_intermediate(root, "Console Issuing CA")
+    alice = issue.make_user_cert(inter, "Alice", upn="alice@corp.example")
+    stranger = issue.make_user_cert(inter, "Nobody", upn="nobody@corp.example")
+    crl = issue.make_crl(inter, [])
+    (base / "root.pem").write_bytes(root.cert_pem())
+    (base / "issuing.pem").write_bytes(inter.cert_pem())
+    (base / "issuing.crl.pem").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+    return {"inter": inter, "alice": alice, "stranger": stranger}
+
+
+def test_an_admin_runs_the_broker_from_the_console(browser: Any, running: Any,
+                                                   tmp_path: Path) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    from tests.support.softcard import SoftCard, SoftClient
+
+    bp = running
+    write_token = make_token(bp, "console-admin", "write")
+    read_token = make_token(bp, "console-auditor", "read")
+    pki = write_pki(tmp_path / "pki")
+    ui = Console(browser, f"https://127.0.0.1:{bp.admin_port}")
+
+    # ---- sign in: a server-side session behind a hardened cookie, no token in the URL
+    ui.open("/console/")
+    assert browser.current_url.endswith("/console/sign-in")
+    ui.shot("sign-in")
+    ui.sign_in(write_token)
+    assert browser.current_url.endswith("/console/"), browser.current_url
+    [cookie] = [c for c in browser.get_cookies() if c["name"] == "__Host-console"]
+    assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
+    assert "expiry" in cookie
+    assert write_token not in cookie["value"]
+
+    # ---- a directory; the policy note beside each toggle follows the region as it is typed
+    ui.open("/console/directories")
+    form = ui.expand("op-directories-create")
+    ui.fill("#f-id", "corp")
+    ui.fill("#f-name", "Corp GovCloud")
+    ui.fill("#f-region", "us-east-1")
+    note = ui.css("[data-note-for='smart_card.pre_session']")
+    assert "not available in us-east-1" in note.text and \
+        "region_pre_session_unavailable" in note.text, note.text
+    ui.fill("#f-region", "us-gov-west-1")
+    assert "available in us-gov-west-1" in note.text and "not" not in note.text, note.text
+    ui.css("#f-smart_card\\.pre_session").click()
+    ui.css("#f-smart_card\\.in_session").click()
+    ui.submit(form)
+    assert ui.flash() == "directory corp created"
+    assert ui.column("directories", "id") == ["corp"]
+    assert ui.column("directories", "smart_card.pre_session") == ["yes"]
+    created = bp.admin(write_token).get("/admin/v1/directories/corp").body
+    assert created["revocation"] == {"crl": True, "ocsp": False, "fail_mode": "soft"}
+    assert created["certmap"] == ["upn", "email"]
+
+    # ---- trust: two CA certificates in one upload, then a CRL
+    ui.open("/console/trust?directory_id=corp")
+    form = ui.expand("op-trust-add")
+    ui.css("#f-pem-file").send_keys(f"{tmp_path / 'pki' / 'root.pem'}\n"
+                                    f"{tmp_path / 'pki' / 'issuing.pem'}")
+    ui.submit(form)
+    assert ui.flash().startswith("Add CA certificates"), ui.flash()
+    assert sorted(ui.column("trust", "kind")) == ["anchor", "intermediate"]
+    assert all("Console" in s for s in ui.column("trust", "subject"))
+    form = ui.expand("op-crls-add")
+    ui.css("#f-crl-file").send_keys(str(tmp_path / "pki" / "issuing.crl.pem"))
+    ui.submit(form)
+    assert ui.flash().startswith("CRL "), ui.flash()
+    assert ui.column("crls", "issuer") == [pki["inter"].cert.subject.rfc4514_string()] or \
+        len(ui.column("crls", "issuer")) == 1
+    ui.shot("trust")
+
+    # ---- a user and a WorkSpace from the declared forms
+    ui.open("/console/users?directory_id=corp")
+    form = ui.expand("op-users-create")
+    ui.fill("#f-username", "alice")
+    ui.fill("#f-upn", "alice@corp.example")
+    ui.submit(form)
+    assert "alice" in ui.column("users", "username")
+    ui.open("/console/workspaces")
+    form = ui.expand("op-workspaces-create")
+    ui.fill("#f-id", "ws-alice")
+    Select(ui.css("#f-directory")).select_by_visible_text("corp")
+    ui.fill("#f-user", "alice")
+    Select(ui.css("#f-protocol")).select_by_visible_text("WSP")
+    Select(ui.css("#f-running_mode")).select_by_visible_text("ALWAYS_ON")
+    Select(ui.css("#f-state")).select_by_visible_text("AVAILABLE")
+    ui.submit(form)
+    assert ui.flash() == "WorkSpace ws-alice created", ui.flash()
+    assert ui.column("workspaces", "state") == ["AVAILABLE"]
+
+    # ---- a registration code, shown with a copy button
+    ui.open("/console/registration-codes")
+    form = ui.expand("op-registration-codes-issue")
+    ui.submit(form)
+    [code] = ui.column("registration-codes", "code")
+    code = code.replace("Copy", "").strip()
+    assert ui.flash().endswith(code), ui.flash()
+    assert ui.css("#list-registration-codes button.copy").get_attribute("data-copy") == code
+    ui.shot("registration-codes")
+
+    # ---- one smart-card login through the client API, and one refusal
+    inter = pki["inter"]
+    client = SoftClient(bp.client(), code)
+    assert client.register().status == 200
+    login = client.login(SoftCard(pki["alice"].key, pki["alice"].cert, [inter.cert]))
+    assert login.status == 200, login.body
+    connected = client.connect(login.body["auth_token"], "ws-alice")
+    assert connected.status == 201, connected.body
+    session_id = connected.body["session"]["id"]
+    refused = client.login(SoftCard(pki["stranger"].key, pki["stranger"].cert, [inter.cert]))
+    assert refused.status >= 400
+    refusal = refused.code
+
+    # ---- the overview chart shows both; warnings and counts are there
+    ui.open("/console/")
+    success = sum(int(r.get_attribute("data-count"))
+                  for r in ui.all("#login-chart rect[data-outcome='success']"))
+    refusals = sum(int(r.get_attribute("data-count"))
+                   for r in ui.all("#login-chart rect[data-outcome='refused']"))
+    assert (success, refusals) == (1, 1)
+    assert ui.css(f"#refusals rect[data-reason='{refusal}']").get_attribute("data-count") == "1"
+    assert ui.css("[data-live-sessions]").text == "1"
+    ui.shot("overview")
+    ui.shot("overview-narrow", width=420)
+
+    # ---- the audit log, filtered to the login decisions
+    ui.open("/console/audit?kind=login.*")
+    assert sorted(ui.column("audit-events", "outcome")) == ["refused", "success"]
+    assert "alice" in ui.column("audit-events", "username")
+    ui.open(f"/console/audit?outcome=refused&reason={refusal}")
+    assert ui.column("audit-events", "reason") == [refusal]
+    ui.open("/console/audit")
+    ui.shot("audit")
+
+    # ---- terminate the session (the confirmation is answered)
+    ui.open("/console/sessions")
+    assert ui.column("sessions", "id") == [session_id]
+    ui.shot("sessions")
+    ui.submit(ui.css("#list-sessions form[data-confirm]"), confirm=True)
+    assert ui.flash() == f"session {session_id} terminated", ui.flash()
+    assert ui.column("sessions", "id") == []
+    ended = bp.admin(write_token).get(f"/admin/v1/sessions/{session_id}").body
+    assert ended["state"] == "ended"
+
+    # ---- pages for the README, then the edit form with its policy notes
+    for page in ("directories", "users", "workspaces"):
+        ui.open(f"/console/{page}")
+        ui.shot(page)
+    ui.open("/console/directories/edit?resource=directories&path.directory_id=corp")
+    assert "available in us-gov-west-1" in \
+        ui.css("[data-note-for='smart_card.pre_session']").text
+    ui.shot("directory-edit")
+
+    # ---- a form without its CSRF token is refused, and nothing changes
+    ui.open("/console/directories/edit?resource=directories&path.directory_id=corp")
+    ui.fill("#f-name", "Renamed without CSRF")
+    browser.execute_script("document.querySelector('main form input[name=csrf]').remove()")
+    ui.submit(ui.css("main form"))
+    assert "CSRF" in ui.css("#refused").text
+    assert bp.admin(write_token).get("/admin/v1/directories/corp").body["name"] == \
+        "Corp GovCloud"
+
+    # ---- sign out; a read-scope session sees everything and changes nothing
+    ui.open("/console/")
+    ui.submit(ui.css("form.who"))
+    assert browser.current_url.endswith("/console/sign-in")
+    ui.open("/console/directories")
+    assert browser.current_url.endswith("/console/sign-in")
+    ui.sign_in(read_token)
+    ui.open("/console/directories")
+    assert "read scope" in ui.css("#read-only").text
+    assert ui.column("directories", "id") == ["corp"]
+    buttons = ui.all("main form[action$='/do'] button[type=submit]")
+    assert buttons and all(not b.is_enabled() for b in buttons)
+    assert all("read scope" in b.get_attribute("title") for b in buttons)
+    ui.shot("directories-read-only")
+    # Even a button re-enabled by hand is refused by the server.
+    ui.open("/console/directories/edit?resource=directories&path.directory_id=corp")
+    ui.fill("#f-name", "Renamed by a reader")
+    browser.execute_script(
+        "document.querySelector('main form button[type=submit]').disabled = false")
+    ui.submit(ui.css("main form"))
+    assert "read scope" in ui.css("#refused").text
+    assert bp.admin(write_token).get("/admin/v1/directories/corp").body["name"] == \
+        "Corp GovCloud"
+
+    # The tokens never reached a URL or the broker's log.
+    logs = bp.logs()
+    assert write_token not in logs and read_token not in logs
+    assert os.path.getsize(SHOTS / "overview.png") > 10_000
+    time.sleep(0)
