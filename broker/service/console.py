@@ -67,14 +67,9 @@ def sign_in(session: Session, presented: str | None, now: datetime,
             client_address: str | None = None) -> tuple[str, ConsoleIdentity]:
     """A new console session for a valid admin token: (cookie secret, identity).
 
-    Raises ServiceError admin_token_invalid (audited as a refused console sign-in, naming no
-    token)."""
-    try:
-        who = admin_tokens.authenticate(session, presented, now)
-    except ServiceError:
-        audit.record(session, "console.sign_in", "refused", reason="admin_token_invalid",
-                     client_address=client_address)
-        raise
+    Raises ServiceError admin_token_invalid (record it with :func:`sign_in_refused` in a
+    transaction of its own: this one rolls back)."""
+    who = admin_tokens.authenticate(session, presented, now)
     secret = secrets.token_urlsafe(32)
     row = ConsoleSession(secret_hash=token_hash(secret), admin_token_id=who.token_id,
                          csrf_token=secrets.token_urlsafe(32), created_at=now,
@@ -87,6 +82,12 @@ def sign_in(session: Session, presented: str | None, now: datetime,
                  client_address=client_address, scope=who.scope,
                  console_session=fingerprint(secret))
     return secret, ConsoleIdentity(row.id, who.name, who.scope, row.csrf_token, row.expires_at)
+
+
+def sign_in_refused(session: Session, client_address: str | None) -> None:
+    """Audit a refused console sign-in (naming no token)."""
+    audit.record(session, "console.sign_in", "refused", reason="admin_token_invalid",
+                 client_address=client_address)
 
 
 def resolve(session: Session, secret: str | None, now: datetime, *,

@@ -132,6 +132,8 @@ def body_from_form(resource: Resource, op: Operation, values: dict[str, list[byt
         kind = field_input(f)
         text = first(values, f.path).strip()
         value: Any
+        if kind not in ("checkbox", "file") and f.path not in values:
+            continue  # not on the form: the declared default (create) or unchanged (update)
         if kind == "checkbox":
             value = f.path in values
         elif kind == "file":
@@ -329,6 +331,8 @@ class ConsoleApp:
             try:
                 secret, identity = await ctx.call(ctx.db.transaction, work)
             except ServiceError:
+                await ctx.call(ctx.db.transaction,
+                               lambda s: console.sign_in_refused(s, address))
                 request.setResponseCode(401)
                 fresh = secrets.token_urlsafe(24)
                 set_cookie(request, SIGNIN_COOKIE, fresh.encode(), 600)

@@ -68,3 +68,26 @@ def test_access_must_be_declared_with_the_enum() -> None:
     api = JsonApi("client", Klein())
     with pytest.raises(TypeError):
         api.route("/v1/x", "GET", access="anonymous")  # type: ignore[arg-type]
+
+
+def test_every_console_route_declares_its_access(tmp_path: Path) -> None:
+    from broker.config import load_settings
+    from broker.service.context import BrokerContext
+    from broker.web import server
+
+    ctx = BrokerContext(load_settings(None).replace(
+        "database", url=f"sqlite:///{tmp_path / 'b.db'}"))
+    console = server.build_console(ctx)
+    assert undeclared(console) == []
+    public = {("GET", "/console/sign-in"), ("POST", "/console/sign-in"),
+              ("GET", "/console/static/{name}")}
+    for route in console.routes:
+        if (route.method, route.template) in public:
+            assert route.access is Access.ANONYMOUS, route
+        elif route.template.endswith("/do"):
+            assert route.access is Access.CONSOLE_WRITE, route
+        else:
+            assert route.access is Access.CONSOLE_READ, route
+    # Every change goes through the one declared, write-scoped route.
+    assert [r.template for r in console.routes if r.access is Access.CONSOLE_WRITE] == \
+        ["/console/{slug}/do"]

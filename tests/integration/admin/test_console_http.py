@@ -1,0 +1,181 @@
+"""The admin console's security at the HTTP level, against a running broker over TLS.
+
+The browser test drives the pages; these pin the rules a browser hides: cookie attributes, the
+CSP, CSRF refusals, read scope refused by the server (not only by disabled buttons), sign-out
+and token revocation ending the session, and the token never in a log.
+"""
+
+from __future__ import annotations
+
+import http.client
+import re
+import ssl
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from tests.integration.admin.conftest import make_token
+from tests.support.server import BrokerProcess
+
+
+@dataclass
+class Browserish:
+    """Just enough of a browser: one cookie jar, forms posted urlencoded, no redirects followed."""
+
+    bp: BrokerProcess
+    cookies: dict[str, str] = field(default_factory=dict)
+
+    def request(self, method: str, path: str, form: dict[str, str] | None = None
+                ) -> tuple[int, dict[str, str], list[str], str]:
+        ctx = ssl.create_default_context(cafile=str(self.bp.cafile))
+        conn = http.client.HTTPSConnection("127.0.0.1", self.bp.admin_port, context=ctx,
+                                           timeout=30)
+        headers = {}
+        if self.cookies:
+            headers["cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        body = None
+        if form is not None:
+            body = urlencode(form).encode()
+            headers["content-type"] = "application/x-www-form-urlencoded"
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            r = conn.getresponse()
+            text = r.read().decode("utf-8", "replace")
+            set_cookies = r.headers.get_all("set-cookie") or []
+            for c in set_cookies:
+                name, _, rest = c.partition("=")
+                value = rest.split(";", 1)[0]
+                if "Max-Age=0" in c:
+                    self.cookies.pop(name, None)
+                else:
+                    self.cookies[name] = value
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, set_cookies, text
+        finally:
+            conn.close()
+
+    def csrf(self, html: str) -> str:
+        return re.findall(r'name="csrf" value="([^"]+)"', html)[-1]
+
+    def sign_in(self, token: str) -> tuple[int, dict[str, str], list[str], str]:
+        _, _, _, html = self.request("GET", "/console/sign-in")
+        return self.request("POST", "/console/sign-in", {"csrf": self.csrf(html),
+                                                         "token": token})
+
+
+@pytest.fixture
+def bp(broker_factory: Any, tmp_path: Any) -> BrokerProcess:
+    made: BrokerProcess = broker_factory(f"sqlite:///{tmp_path / 'console.db'}")
+    return made
+
+
+DIRECTORY_FORM = {"resource": "directories", "operation": "create",
+                  "return_to": "/console/directories", "id": "corp", "name": "Corp",
+                  "region": "us-gov-west-1", "smart_card.pre_session": "on"}
+
+
+def test_sign_in_sets_a_hardened_expiring_cookie_and_a_strict_csp(bp: BrokerProcess) -> None:
+    token = make_token(bp, "root")
+    b = Browserish(bp)
+    status, headers, _, html = b.request("GET", "/console/sign-in")
+    assert status == 200
+    csp = headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "style-src 'self'" in csp
+    assert "unsafe-inline" not in csp and "frame-ancestors 'none'" in csp
+    assert "<script>" not in html and " style=" not in html
+    status, headers, cookies, _ = b.sign_in(token)
+    assert (status, headers["location"]) == (303, "/console/")
+    [session_cookie] = [c for c in cookies if c.startswith("__Host-console=")]
+    for attribute in ("secure", "httponly", "samesite=strict", "path=/", "max-age="):
+        assert attribute in session_cookie.lower(), session_cookie
+    assert token not in session_cookie
+    status, _, _, html = b.request("GET", "/console/")
+    assert status == 200 and "Logins, last 24 hours" in html
+    assert token not in bp.logs()
+
+
+def test_sign_in_without_its_csrf_token_is_refused(bp: BrokerProcess) -> None:
+    token = make_token(bp, "root")
+    b = Browserish(bp)
+    b.request("GET", "/console/sign-in")
+    status, _, cookies, html = b.request("POST", "/console/sign-in", {"token": token})
+    assert status == 403 and "CSRF" in html
+    assert not [c for c in cookies if c.startswith("__Host-console=")]
+
+
+def test_a_wrong_token_is_refused_and_audited_without_the_token(bp: BrokerProcess) -> None:
+    token = make_token(bp, "root")
+    b = Browserish(bp)
+    status, _, _, html = b.sign_in("sba_not-a-real-token")
+    assert status == 401 and "unknown or revoked" in html
+    assert b.request("GET", "/console/")[0] == 303
+    events = bp.admin(token).get("/admin/v1/audit-events?kind=console.sign_in").body["items"]
+    assert [(e["outcome"], e["reason"]) for e in events] == [("refused", "admin_token_invalid")]
+    assert "sba_not-a-real-token" not in bp.logs()
+
+
+def test_a_change_without_the_csrf_token_is_refused_and_with_it_goes_through(
+        bp: BrokerProcess) -> None:
+    token = make_token(bp, "root")
+    b = Browserish(bp)
+    b.sign_in(token)
+    status, _, _, html = b.request("POST", "/console/directories/do", DIRECTORY_FORM)
+    assert status == 403 and "CSRF" in html
+    status, _, _, html = b.request("POST", "/console/directories/do",
+                                   {**DIRECTORY_FORM, "csrf": "forged"})
+    assert status == 403
+    assert bp.admin(token).get("/admin/v1/directories").body["items"] == []
+    # Positive control: the same form with the session's token creates the directory.
+    _, _, _, page = b.request("GET", "/console/directories")
+    status, headers, _, _ = b.request("POST", "/console/directories/do",
+                                      {**DIRECTORY_FORM, "csrf": b.csrf(page)})
+    assert (status, headers["location"]) == (303, "/console/directories")
+    created = bp.admin(token).get("/admin/v1/directories/corp").body
+    assert created["smart_card"]["pre_session"] is True
+    [event] = bp.admin(token).get("/admin/v1/audit-events?kind=directory.create").body["items"]
+    assert event["actor"] == "console:root"
+
+
+def test_a_read_scope_session_sees_everything_and_changes_nothing(bp: BrokerProcess) -> None:
+    writer = make_token(bp, "root")
+    reader = make_token(bp, "auditor", "read")
+    assert bp.admin(writer).post("/admin/v1/directories", {
+        "id": "corp", "name": "Corp", "region": "us-gov-west-1"}).status == 201
+    b = Browserish(bp)
+    b.sign_in(reader)
+    status, _, _, page = b.request("GET", "/console/directories")
+    assert status == 200 and "corp" in page and "read scope" in page
+    assert re.search(r'<button type="submit"[^>]*disabled title="Your admin token has read',
+                     page)
+    status, _, _, html = b.request("POST", "/console/directories/do", {
+        **DIRECTORY_FORM, "id": "other", "csrf": b.csrf(page)})
+    assert status == 403 and "read scope" in html
+    assert [d["id"] for d in bp.admin(writer).get("/admin/v1/directories").body["items"]] == \
+        ["corp"]
+
+
+def test_sign_out_and_token_revocation_end_the_session(bp: BrokerProcess) -> None:
+    token = make_token(bp, "root")
+    b = Browserish(bp)
+    b.sign_in(token)
+    kept = dict(b.cookies)
+    _, _, _, page = b.request("GET", "/console/")
+    assert b.request("POST", "/console/sign-out", {"csrf": b.csrf(page)})[0] == 303
+    # The old cookie, replayed, no longer opens anything: the session is gone server-side.
+    replay = Browserish(bp, kept)
+    status, headers, _, _ = replay.request("GET", "/console/")
+    assert (status, headers["location"]) == (303, "/console/sign-in")
+    b.sign_in(token)
+    assert b.request("GET", "/console/")[0] == 200
+    bp.run_cli("admin", "token", "revoke", "--name", "root")
+    assert b.request("GET", "/console/")[0] == 303
+
+
+def test_the_admin_api_is_untouched_by_the_console(bp: BrokerProcess) -> None:
+    token = make_token(bp, "root")
+    assert bp.admin(token).get("/admin/v1/directories").status == 200
+    b = Browserish(bp)
+    assert b.request("GET", "/console")[0] == 308
+    assert b.request("GET", "/console/static/console.js")[0] == 200
+    assert b.request("GET", "/console/static/..%2Fconsole.py")[0] in (403, 404)
