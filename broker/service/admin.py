@@ -23,7 +23,7 @@ import base64
 import binascii
 import dataclasses
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography import x509
@@ -70,17 +70,21 @@ __all__ = ["DEFAULT_LIMIT", "ID_PATTERN", "MAX_LIMIT", "Page", "RESOURCES"]
 LIVE_SESSION_STATES = ("active", "locked")
 WORKSPACE_STATES = ("PENDING", "AVAILABLE", "STARTING", "STOPPING", "STOPPED", "ERROR",
                     "UNHEALTHY")
+#: Trust anchors and intermediates expiring sooner than this are warned about.
+CA_EXPIRY_WARNING = timedelta(days=30)
+#: A CRL whose nextUpdate is closer than this is warned about.
+CRL_DUE_WARNING = timedelta(hours=24)
 CERTMAP_RULES = ("upn", "email", "subject", "fingerprint")
 READ, WRITE = Scope.READ, Scope.WRITE
 DIR_404 = ("directory_unknown",)
 
 
 def _time(name: str, label: str, help: str, column: str | None = None, *,
-          console_column: bool = False, deadline: bool = False) -> Field:
+          console_column: bool = False, warn_within: timedelta | None = None) -> Field:
     """A read-only timestamp (ISO 8601, UTC)."""
     return Field(name, str, label, help, column=column, nullable=True, create=False,
                  update=False, in_file=False, console_column=console_column,
-                 deadline=deadline)
+                 warn_within=warn_within)
 
 
 def _out(name: str, type_: Any, label: str, help: str = "", *, column: str | None = None,
@@ -864,7 +868,7 @@ TRUST = Resource(
         _out("fingerprint", str, "Fingerprint", "SHA-256 of the certificate (hex).",
              list_column=True),
         _time("not_after", "Expires", "End of the certificate's validity.",
-              console_column=True, deadline=True),
+              console_column=True, warn_within=CA_EXPIRY_WARNING),
         _out("warnings", list[str], "Warnings", "RFC 5280 recommendations this CA "
              "certificate does not follow (accepted, shown).", read=_ca_warnings),
         _time("created_at", "Added", "When it was added."),
@@ -883,7 +887,7 @@ CRLS = Resource(
         _out("fingerprint", str, "Fingerprint", "SHA-256 of the CRL (hex).", list_column=True),
         _time("this_update", "This update", "When the CRL was issued.", console_column=True),
         _time("next_update", "Next update", "When the next CRL is due.",
-              console_column=True, deadline=True),
+              console_column=True, warn_within=CRL_DUE_WARNING),
         _time("created_at", "Added", "When it was loaded."),
     ),
 )

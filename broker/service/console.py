@@ -35,10 +35,8 @@ from broker.store.models import Session as BrokerSession
 
 IDLE = timedelta(minutes=30)
 ABSOLUTE = timedelta(hours=8)
-#: Trust anchors and intermediates expiring within this are warned about.
-EXPIRY_WARNING = timedelta(days=30)
-#: A CRL whose nextUpdate is this close is "near".
-CRL_NEAR = timedelta(hours=24)
+EXPIRY_WARNING = admin.CA_EXPIRY_WARNING
+CRL_NEAR = admin.CRL_DUE_WARNING
 #: Kinds of audit event that are login decisions.
 LOGIN_KINDS = ("login.smart_card", "login.password")
 

@@ -26,7 +26,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
@@ -103,8 +103,9 @@ class Field:
     list_column: bool = False
     #: A console list column only (too wide for a terminal table: times, details).
     console_column: bool = False
-    #: A time that matters when it passes (expiry, nextUpdate): a console flags it near/past.
-    deadline: bool = False
+    #: A time that matters when it passes (expiry, nextUpdate): a console flags it past, and
+    #: near when it is closer than this.
+    warn_within: timedelta | None = None
     #: A value an admin copies elsewhere (a registration code): a console offers a copy button.
     copyable: bool = False
     #: Computed output value from (row, context) instead of reading ``column``.
@@ -160,7 +161,8 @@ class Field:
                 "read_only": not (self.create or self.update), "create_only": not self.update,
                 "nullable": self.nullable, "list_column": self.list_column,
                 "console_column": self.list_column or self.console_column,
-                "deadline": self.deadline, "copyable": self.copyable}
+                "warn_within_s": self.warn_within.total_seconds() if self.warn_within else None,
+                "copyable": self.copyable}
 
 
 def _canonical_choice(choices: tuple[str, ...]) -> Callable[[Any], Any]:

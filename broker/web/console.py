@@ -549,15 +549,15 @@ def _when(value: Any) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _deadline_class(value: Any) -> str:
-    """past / soon (within 30 days) / ok, for declared deadline fields."""
+def _deadline_class(value: Any, warn_within: timedelta) -> str:
+    """past / soon / ok for a declared deadline field (``Field.warn_within``)."""
     if not value:
         return ""
     at = datetime.fromisoformat(str(value))
     now = datetime.now(UTC)
     if at <= now:
         return "past"
-    return "soon" if at - now < timedelta(days=30) else "ok"
+    return "soon" if at - now < warn_within else "ok"
 
 
 # --------------------------------------------------------------------------- charts (SVG)
