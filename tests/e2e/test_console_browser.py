@@ -69,7 +69,9 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 @pytest.fixture
 def running(broker_factory: Callable[..., Any], tmp_path: Path) -> Any:
-    return broker_factory(f"sqlite:///{tmp_path / 'console.db'}")
+    return broker_factory(f"sqlite:///{tmp_path / 'console.db'}",
+                          BROKER_WORKSPACES_STOP_DELAY_S="2",
+                          BROKER_SESSIONS_SWEEP_INTERVAL_S="0.5")
 
 
 def make_token(bp: Any, name: str, scope: str) -> str:
@@ -298,6 +300,24 @@ def test_an_admin_runs_the_broker_from_the_console(browser: Any, running: Any,
     assert ui.column("sessions", "id") == []
     ended = bp.admin(write_token).get(f"/admin/v1/sessions/{session_id}").body
     assert ended["state"] == "ended"
+
+    # ---- search, then stop the WorkSpace and watch its state change without reloading
+    ui.open("/console/workspaces?search=ALI")
+    assert ui.column("workspaces", "id") == ["ws-alice"]
+    ui.open("/console/workspaces?search=nobody")
+    assert ui.column("workspaces", "id") == []
+    ui.open("/console/workspaces")
+    stop = [f for f in ui.all("#list-workspaces form.inline")
+            if f.find_element(ui.by.CSS_SELECTOR, "button").text == "Stop"]
+    ui.submit(stop[0])
+    assert ui.flash() == "WorkSpace ws-alice is STOPPING", ui.flash()
+    assert ui.column("workspaces", "state") == ["STOPPING"]
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    marker = ui.css("#flash")  # still there: the page was not reloaded, only its list
+    WebDriverWait(browser, 20).until(
+        lambda _: ui.column("workspaces", "state") == ["STOPPED"])
+    assert marker.is_displayed()
 
     # ---- pages for the README, then the edit form with its policy notes
     for page in ("directories", "users", "workspaces"):
