@@ -179,3 +179,27 @@ def test_the_admin_api_is_untouched_by_the_console(bp: BrokerProcess) -> None:
     assert b.request("GET", "/console")[0] == 308
     assert b.request("GET", "/console/static/console.js")[0] == 200
     assert b.request("GET", "/console/static/..%2Fconsole.py")[0] in (403, 404)
+
+
+def test_lists_page_and_search_from_the_declared_filters(bp: BrokerProcess) -> None:
+    token = make_token(bp, "root")
+    api = bp.admin(token)
+    assert api.post("/admin/v1/directories", {"id": "corp", "name": "Corp",
+                                              "region": "us-gov-west-1"}).status == 201
+    for i in range(30):
+        assert api.post("/admin/v1/directories/corp/users",
+                        {"username": f"user{i:02d}"}).status == 201
+    b = Browserish(bp)
+    b.sign_in(token)
+
+    def usernames(html: str) -> list[str]:
+        return re.findall(r'<td data-column="username">\s*([^<\s]+)', html)
+
+    _, _, _, page = b.request("GET", "/console/users?directory_id=corp")
+    assert usernames(page) == [f"user{i:02d}" for i in range(25)]
+    [next_link] = re.findall(r'<a href="\?([^"]+)" rel="next">', page)
+    _, _, _, page = b.request("GET", "/console/users?" + next_link.replace("&amp;", "&"))
+    assert usernames(page) == [f"user{i:02d}" for i in range(25, 30)]
+    assert 'rel="next"' not in page
+    _, _, _, page = b.request("GET", "/console/users?directory_id=corp&search=USER1")
+    assert usernames(page) == [f"user1{i}" for i in range(10)]
