@@ -290,9 +290,9 @@ class ConsoleApp:
                **values: Any) -> bytes:
         request.setHeader(b"content-type", b"text/html; charset=utf-8")
         flash = identity.flash if identity else None
+        values.setdefault("path", request.path.decode("utf-8", "replace"))
         return self.env.get_template(name).render(
-            identity=identity, flash=flash, path=request.path.decode("utf-8", "replace"),
-            **values).encode("utf-8")
+            identity=identity, flash=flash, **values).encode("utf-8")
 
     def redirect(self, request: Any, to: str) -> bytes:
         request.setResponseCode(303)
@@ -379,7 +379,8 @@ class ConsoleApp:
             sections = await ctx.call(ctx.db.read, lambda s: self.sections(s, page, args))
             return self.render(request, "resources.html", identity, page=page,
                                sections=sections, notes=self.notes(page),
-                               directories=sections[0]["directories"] if sections else [])
+                               directories=sections[0]["directories"] if sections else [],
+                               failed=None)
 
         @self.page(f"{PREFIX}/{{slug}}/edit", "GET", access=Access.CONSOLE_READ)
         async def edit_page(request: Any, slug: str,
@@ -423,7 +424,24 @@ class ConsoleApp:
                 result = await ctx.call(ctx.db.transaction, work)
                 await self.flash(identity, "ok:" + _done(resource, op, result, path))
             except ServiceError as exc:
-                await self.flash(identity, "error:" + exc.message)
+                if op.body != "create":
+                    await self.flash(identity, "error:" + exc.message)
+                    return self.redirect(request, back)
+                # A refused create is shown again with what was typed and why.
+                request.setResponseCode(400)
+                args = {"directory_id": [path.get("directory_id", "").encode()]}
+                sections = await ctx.call(ctx.db.read,
+                                          lambda s: self.sections(s, page, args))
+                typed = {f.path: first(values, f.path) for f in resource.body_fields(op)
+                         if field_input(f) != "file"}
+                typed.update({f.path: f.path in values for f in resource.body_fields(op)
+                              if field_input(f) == "checkbox"})
+                return self.render(request, "resources.html", identity, page=page,
+                                   sections=sections, notes=self.notes(page),
+                                   directories=sections[0]["directories"] if sections else [],
+                                   failed={"resource": resource.name, "op": op.name,
+                                           "values": typed, "error": exc.message},
+                                   path=f"{PREFIX}/{page.slug}")
             return self.redirect(request, back)
 
     # ------------------------------------------------------------------ page data

@@ -203,7 +203,17 @@ def test_an_admin_runs_the_broker_from_the_console(browser: Any, running: Any,
     assert "available in us-gov-west-1" in note.text and "not" not in note.text, note.text
     ui.css("#f-smart_card\\.pre_session").click()
     ui.css("#f-smart_card\\.in_session").click()
+    # A refused create comes back with the reason and everything typed still there.
+    ui.fill("#f-region", "mars-north-1")
     ui.submit(form)
+    assert "mars-north-1" in ui.css("#form-error").text
+    assert ui.css("#f-name").get_attribute("value") == "Corp GovCloud"
+    assert ui.css("#f-smart_card\\.pre_session").is_selected()
+    assert ui.column("directories", "id") == []
+    form = ui.css("#op-directories-create")
+    ui.fill("#f-region", "us-gov-west-1")
+    ui.submit(form)
+    assert not ui.all("#form-error"), ui.css("#form-error").text
     assert ui.flash() == "directory corp created"
     assert ui.column("directories", "id") == ["corp"]
     assert ui.column("directories", "smart_card.pre_session") == ["yes"]
