@@ -432,7 +432,8 @@ class ConsoleApp:
                 args = {"directory_id": [path.get("directory_id", "").encode()]}
                 sections = await ctx.call(ctx.db.read,
                                           lambda s: self.sections(s, page, args))
-                typed = {f.path: first(values, f.path) for f in resource.body_fields(op)
+                typed: dict[str, Any] = {f.path: first(values, f.path)
+                                         for f in resource.body_fields(op)
                          if field_input(f) != "file"}
                 typed.update({f.path: f.path in values for f in resource.body_fields(op)
                               if field_input(f) == "checkbox"})
