@@ -424,6 +424,9 @@ class ConsoleApp:
                 result = await ctx.call(ctx.db.transaction, work)
                 await self.flash(identity, "ok:" + _done(resource, op, result, path))
             except ServiceError as exc:
+                if op.body == "update":  # back to the form it came from, saying why
+                    back = f"{PREFIX}/{page.slug}/edit?" + urlencode(
+                        {"resource": resource.name, **{f"path.{k}": v for k, v in path.items()}})
                 if op.body != "create":
                     await self.flash(identity, "error:" + exc.message)
                     return self.redirect(request, back)

@@ -329,6 +329,30 @@ def test_an_admin_runs_the_broker_from_the_console(browser: Any, running: Any,
         lambda _: ui.column("workspaces", "state") == ["STOPPED"])
     assert marker.is_displayed()
 
+    # ---- rotate the code (a successor appears), revoke the successor
+    ui.open("/console/registration-codes")
+    rotate = [f for f in ui.all("#list-registration-codes form.inline")
+              if f.find_element(ui.by.CSS_SELECTOR, "button").text == "Rotate"]
+    ui.submit(rotate[0])
+    successor = ui.flash().removeprefix("new registration code: ")
+    assert successor != code and len(successor) >= 10, successor
+    states = dict(zip((c.replace("Copy", "").strip()
+                       for c in ui.column("registration-codes", "code")),
+                      ui.column("registration-codes", "state"), strict=True))
+    assert states == {code: "rotated", successor: "active"}
+    revoke = [f for f in ui.all("#list-registration-codes form.inline")
+              if f.find_element(ui.by.CSS_SELECTOR, "button").text == "Revoke"
+              and f.find_element(ui.by.CSS_SELECTOR, "input[name=code]")
+              .get_attribute("value") == successor]
+    ui.submit(revoke[0], confirm=True)
+    assert ui.flash() == f"registration code {successor} revoked", ui.flash()
+
+    # ---- an edit the server refuses returns to its form with the reason
+    ui.open("/console/directories/edit?resource=directories&path.directory_id=corp")
+    ui.fill("#f-region", "mars-north-1")
+    ui.submit(ui.css("main form"))
+    assert "mars-north-1" in ui.flash() and "/console/directories/edit" in browser.current_url
+
     # ---- pages for the README, then the edit form with its policy notes
     for page in ("directories", "users", "workspaces"):
         ui.open(f"/console/{page}")
