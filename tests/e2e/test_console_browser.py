@@ -199,6 +199,7 @@ def test_an_admin_runs_the_broker_from_the_console(browser: Any, running: Any,
     note = ui.css("[data-note-for='smart_card.pre_session']")
     assert "not available in us-east-1" in note.text and \
         "region_pre_session_unavailable" in note.text, note.text
+    ui.shot("directories-create-policy")
     ui.fill("#f-region", "us-gov-west-1")
     assert "available in us-gov-west-1" in note.text and "not" not in note.text, note.text
     ui.css("#f-smart_card\\.pre_session").click()
