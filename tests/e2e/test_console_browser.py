@@ -297,6 +297,10 @@ def test_an_admin_runs_the_broker_from_the_console(browser: Any, running: Any,
     ui.open("/console/audit?kind=login.*")
     assert sorted(ui.column("audit-events", "outcome")) == ["refused", "success"]
     assert "alice" in ui.column("audit-events", "username")
+    # The login decision's revocation evidence is shown with it.
+    evidence = ui.all("#list-audit-events [data-detail='verification'].evidence, "
+                      "#list-audit-events [data-detail^='revocation'].evidence")
+    assert evidence, "no revocation evidence shown for the login decision"
     ui.open(f"/console/audit?outcome=refused&reason={refusal}")
     assert ui.column("audit-events", "reason") == [refusal]
     ui.open("/console/audit")
