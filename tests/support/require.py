@@ -1,9 +1,10 @@
 """Optional test dependencies: a skip on a developer's machine, a failure where required.
 
-``BROKER_TEST_REQUIRE=postgres,pcsc,opensc,nss,deploy-tools,pam,browser`` (set by `.ci/run`; ``all``
-for everything) turns the skip of a missing PostgreSQL, PC/SC stack, OpenSC, NSS tools,
-deployment-check tools, PAM tools (pamtester, pam_pkcs11, root for /etc/pam.d) or a headless browser into a failure,
-so CI can never pass by quietly skipping the tests that need them.
+``BROKER_TEST_REQUIRE=postgres,pcsc,opensc,nss,deploy-tools,pam,browser`` (set by `.ci/run`;
+``all`` for everything) turns the skip of a missing PostgreSQL, PC/SC stack, OpenSC, NSS tools,
+deployment-check tools, PAM tools (pamtester, pam_pkcs11, root for /etc/pam.d) or headless
+browser (chromium, chromedriver) into a failure, so CI can never pass by quietly skipping the
+tests that need them.
 """
 
 from __future__ import annotations
