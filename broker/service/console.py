@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from broker.codes import Code
 from broker.service import admin, admin_tokens, audit
 from broker.service.admin import LIVE_SESSION_STATES, WORKSPACE_STATES
 from broker.service.errors import ServiceError
@@ -84,7 +85,7 @@ def sign_in(session: Session, presented: str | None, now: datetime,
 
 def sign_in_refused(session: Session, client_address: str | None) -> None:
     """Audit a refused console sign-in (naming no token)."""
-    audit.record(session, "console.sign_in", "refused", reason="admin_token_invalid",
+    audit.record(session, "console.sign_in", "refused", reason=Code.ADMIN_TOKEN_INVALID.value,
                  client_address=client_address)
 
 
@@ -98,11 +99,11 @@ def resolve(session: Session, secret: str | None, now: datetime, *,
             ConsoleSession.secret_hash == token_hash(secret)))
     if row is None or not hmac.compare_digest(row.secret_hash, token_hash(secret or "")) \
             or row.expires_at <= now:
-        raise ServiceError("admin_token_invalid", "Sign in to the console.")
+        raise ServiceError(Code.ADMIN_TOKEN_INVALID, "Sign in to the console.")
     token = session.get(AdminToken, row.admin_token_id)
     if token is None or token.revoked_at is not None:
         session.delete(row)
-        raise ServiceError("admin_token_invalid", "The admin token of this console session "
+        raise ServiceError(Code.ADMIN_TOKEN_INVALID, "The admin token of this console session "
                                                   "was revoked; sign in again.")
     row.last_seen_at = now
     row.expires_at = min(now + IDLE, row.created_at + ABSOLUTE)

@@ -35,6 +35,7 @@ from klein import Klein
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
+from broker.codes import Code
 from broker.errors import BrokerError
 from broker.service import admin, console
 from broker.service.context import BrokerContext
@@ -91,7 +92,7 @@ PAGES_BY_SLUG = {p.slug: p for p in PAGES}
 class ConsoleRefused(BrokerError):
     """A console request refused before its handler: no session, bad CSRF token, read scope."""
 
-    code = "admin_token_invalid"
+    code = Code.ADMIN_TOKEN_INVALID
 
 
 # --------------------------------------------------------------------------- forms from fields
@@ -154,7 +155,7 @@ def body_from_form(resource: Resource, op: Operation, values: dict[str, list[byt
             if not text:
                 continue
             if not re.fullmatch(r"-?[0-9]{1,9}", text):
-                raise ServiceError("validation_failed", f"{f.label} must be a whole number.",
+                raise ServiceError(Code.VALIDATION_FAILED, f"{f.label} must be a whole number.",
                                    {"field": f.path})
             value = int(text)
         elif not text:
@@ -541,7 +542,7 @@ def _filter_value(flt: Any, text: str) -> Any:
         try:
             value = datetime.fromisoformat(text)
         except ValueError:
-            raise ServiceError("validation_failed", f"{flt.name} must be a date and time.",
+            raise ServiceError(Code.VALIDATION_FAILED, f"{flt.name} must be a date and time.",
                                {"field": flt.name}) from None
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     return text
