@@ -424,7 +424,7 @@ class ConsoleApp:
 
                 result = await ctx.call(ctx.db.transaction, work)
                 await self.flash(identity, "ok:" + _done(resource, op, result, path))
-            except ServiceError as exc:
+            except BrokerError as exc:  # any expected refusal (service, backend, PKI)
                 if op.body == "update":  # back to the form it came from, saying why
                     back = f"{PREFIX}/{page.slug}/edit?" + urlencode(
                         {"resource": resource.name, **{f"path.{k}": v for k, v in path.items()}})
@@ -484,7 +484,7 @@ class ConsoleApp:
                 try:
                     rows = list_op.run(session, self.ctx, Call(
                         "", path, {}, filters, Page(limit=PAGE_SIZE, cursor=cursor)))
-                except ServiceError as exc:
+                except BrokerError as exc:
                     problem = exc.message
             listed = {p for p in list_op.path_params}
             row_ops, collection_ops, edit_op = [], [], None

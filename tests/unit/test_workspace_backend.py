@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from broker.service.errors import ServiceError
 from broker.store.models import WorkSpace
 from broker.workspaces import SimulatedBackend, WorkSpaceState
+from broker.workspaces.backend import WorkSpaceError
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -55,7 +55,7 @@ def test_start_is_idempotent_while_starting_or_available() -> None:
 def test_broken_or_stopping_workspace_cannot_start(state: str) -> None:
     w = ws(state)
     w.transition_due_at = T0 + timedelta(hours=1) if state == "STOPPING" else None
-    with pytest.raises(ServiceError) as err:
+    with pytest.raises(WorkSpaceError) as err:
         SimulatedBackend().start(w, T0)
     assert err.value.code == "workspace_unavailable"
 
