@@ -49,14 +49,19 @@ def http_get(url: str, timeout: float, max_bytes: int) -> bytes:
     return data
 
 
-def ca_issuers_urls(cert: x509.Certificate) -> list[str]:
+def access_urls(cert: x509.Certificate, method: x509.ObjectIdentifier) -> list[str]:
+    """The URIs of one access method (caIssuers, OCSP) in the certificate's AIA extension."""
     try:
         aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
     except NO_USABLE_EXTENSION:
         return []
     return [d.access_location.value for d in aia
-            if d.access_method == AuthorityInformationAccessOID.CA_ISSUERS
+            if d.access_method == method
             and isinstance(d.access_location, x509.UniformResourceIdentifier)]
+
+
+def ca_issuers_urls(cert: x509.Certificate) -> list[str]:
+    return access_urls(cert, AuthorityInformationAccessOID.CA_ISSUERS)
 
 
 def parse_issuers(data: bytes) -> list[x509.Certificate]:

@@ -30,6 +30,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
 from broker.codes import Code
+from broker.pki.aia import access_urls
 from broker.pki.errors import MALFORMED_DER, NO_USABLE_EXTENSION, PkiError
 
 Fetch = Callable[[str, bytes | None, str | None, float], bytes]
@@ -176,13 +177,7 @@ def crl_urls(cert: x509.Certificate) -> list[str]:
 
 
 def ocsp_urls(cert: x509.Certificate) -> list[str]:
-    try:
-        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
-    except NO_USABLE_EXTENSION:
-        return []
-    return [d.access_location.value for d in aia
-            if d.access_method == AuthorityInformationAccessOID.OCSP
-            and isinstance(d.access_location, x509.UniformResourceIdentifier)]
+    return access_urls(cert, AuthorityInformationAccessOID.OCSP)
 
 
 @dataclass(frozen=True)
