@@ -371,7 +371,8 @@ def _crl_profile(path: list[x509.Certificate], crls: list[x509.CertificateRevoca
 def _judge(leaf: x509.Certificate, cand: Candidate, pool: list[x509.Certificate],
            trust: TrustStore, at: dt.datetime,
            purpose: str, max_depth: int, policy: PolicyInputs, revocation: RevocationSettings,
-           fetch: Fetch | None, cache: RevocationCache | None) -> VerificationResult:
+           fetch: Fetch | None, cache: RevocationCache | None,
+           options: profile.ProfileOptions = profile.STRICT) -> VerificationResult:
     """Every check on one candidate path; raises the first PkiError."""
     path = list(cand.certs)
     anchor_only = TrustStore([cand.anchor])
@@ -383,7 +384,7 @@ def _judge(leaf: x509.Certificate, cand: Candidate, pool: list[x509.Certificate]
                                                   "broken_signature": True})
     # The profile first: a non-conforming certificate is refused as malformed, whatever
     # OpenSSL would have made of it.
-    profile.check_path_profile(path)
+    profile.check_path_profile(path, options)
     try:
         try:
             _openssl_path(leaf, cand.intermediates, anchor_only, at)
@@ -469,10 +470,11 @@ class VerificationCache:
 
 
 def _cache_key(cand: Candidate, trust: TrustStore, purpose: str, max_depth: int,
-               policy: PolicyInputs, revocation: RevocationSettings) -> tuple[Any, ...]:
+               policy: PolicyInputs, revocation: RevocationSettings,
+               options: profile.ProfileOptions) -> tuple[Any, ...]:
     return (tuple(fingerprint(c) for c in cand.certs),
             tuple(sorted(c.fingerprint(hashes.SHA256()) for c in trust.crls)),
-            purpose, max_depth, policy, revocation)
+            purpose, max_depth, policy, revocation, options)
 
 
 def _complete_with_aia(leaf: x509.Certificate, untrusted: list[x509.Certificate],
@@ -508,7 +510,9 @@ def verify_certificate(leaf_der: bytes | x509.Certificate,
                        policy: PolicyInputs = PolicyInputs(),
                        aia_fetch: bool = False,
                        aia: AiaFetcher | None = None,
-                       verdicts: VerificationCache | None = None) -> VerificationResult:
+                       verdicts: VerificationCache | None = None,
+                       profile_options: profile.ProfileOptions = profile.STRICT
+                       ) -> VerificationResult:
     """Validate ``leaf_der`` for ``purpose`` ("client-auth" or "any") at time ``at``.
 
     Every candidate path to an anchor (broker.pki.paths) is judged in turn until one passes:
@@ -518,6 +522,7 @@ def verify_certificate(leaf_der: bytes | x509.Certificate,
     intermediates missing from the pool are fetched from caIssuers URLs first (``aia``, default
     the process-wide cached fetcher) and recorded in the result's evidence. With
     ``verdicts``, an accepted path is remembered (VerificationCache) and not re-validated.
+    ``profile_options`` are the directory's relaxations of the RFC 5280 profile (default none).
 
     Raises PkiError with one of: certificate_malformed (details.check names the RFC 5280 rule),
     chain_too_long, certificate_untrusted, certificate_expired, certificate_not_yet_valid,
@@ -542,12 +547,12 @@ def verify_certificate(leaf_der: bytes | x509.Certificate,
     failures: list[PkiError] = []
     for cand in candidate_paths(leaf, index):
         verdicts = verdicts if verdicts is not None else trust.verdicts
-        key = _cache_key(cand, trust, purpose, max_depth, policy, revocation)
+        key = _cache_key(cand, trust, purpose, max_depth, policy, revocation, profile_options)
         if verdicts is not None and (hit := verdicts.get(key, at)) is not None:
             return hit
         try:
             result = _judge(leaf, cand, untrusted, trust, at, purpose, max_depth, policy,
-                            revocation, fetch, cache)
+                            revocation, fetch, cache, profile_options)
             if verdicts is not None:
                 verdicts.put(key, at, result, list(trust.crls))
             return replace(result, aia_fetches=aia_log) if aia_log else result

@@ -17,6 +17,7 @@ import click
 from broker.pki.chain import TrustStore, load_crl, load_pem_certificates, verify_certificate
 from broker.pki.errors import PkiError
 from broker.pki.policies import PolicyInputs
+from broker.pki.profile import RELAXES, ProfileOptions
 from broker.pki.revocation import RevocationSettings
 
 MAX_INPUT = 4 * 1024 * 1024
@@ -83,11 +84,14 @@ def pki() -> None:
               help="initial-policy-mapping-inhibit: no policy mapping (bridge CAs) allowed.")
 @click.option("--inhibit-any-policy", is_flag=True,
               help="initial-any-policy-inhibit: anyPolicy in CA certificates is not honoured.")
+@click.option("--relax", "relax", multiple=True, type=click.Choice(sorted(RELAXES)),
+              help="Turn on a directory profile relaxation of the same name (repeatable; "
+                   "default: the strict RFC 5280 profile).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def verify(leaf: str, trust_paths: tuple[str, ...], untrusted_paths: tuple[str, ...],
            crl_paths: tuple[str, ...], at_text: str | None, purpose: str, max_depth: int,
            policies: tuple[str, ...], explicit_policy: bool, inhibit_policy_mapping: bool,
-           inhibit_any_policy: bool, as_json: bool) -> None:
+           inhibit_any_policy: bool, relax: tuple[str, ...], as_json: bool) -> None:
     """Verify LEAF (PEM or DER) against --trust anchors.
 
     Exit 0 valid, 1 invalid (the reason code is printed), 2 unusable input or usage.
@@ -133,7 +137,8 @@ def verify(leaf: str, trust_paths: tuple[str, ...], untrusted_paths: tuple[str, 
                                     # Certificates without a given CRL are reported, not failed.
                                     revocation=RevocationSettings(crl=bool(crls), ocsp=False,
                                                                   fail_mode="soft"),
-                                    fetch=_no_fetch, policy=policy)
+                                    fetch=_no_fetch, policy=policy,
+                                    profile_options=ProfileOptions(**dict.fromkeys(relax, True)))
     except PkiError as exc:
         _exit(1, as_json, {"valid": False, "reason": exc.code, "message": exc.message,
                            "details": _plain(exc.details)},

@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
@@ -58,6 +58,26 @@ CHECKS = {
     "crl_issuer_without_crl_sign":
         "the CRL issuer's keyUsage lacks cRLSign (RFC 5280 §4.2.1.3, §6.3.3 (f))",
 }
+
+
+@dataclass(frozen=True)
+class ProfileOptions:
+    """A directory's relaxations of the profile, one boolean per setting of the same name.
+
+    Each option that is on turns the checks ``RELAXES`` lists for it into warnings: the path is
+    accepted, the admin upload shows the warning. All off (the default) is the strict profile.
+    Adding an option is a field here and its entry in ``RELAXES``; the directory setting that
+    feeds it is declared with ``profile=True`` in broker/service/admin.py.
+    """
+
+    def relaxed(self) -> frozenset[str]:
+        return frozenset(check for f in fields(self) if getattr(self, f.name)
+                         for check in RELAXES[f.name])
+
+
+#: Option name → the checks it turns into warnings.
+RELAXES: dict[str, frozenset[str]] = {}
+STRICT = ProfileOptions()
 
 
 @dataclass(frozen=True)
@@ -255,10 +275,14 @@ def crl_violations(crl: x509.CertificateRevocationList,
     return out
 
 
-def check_path_profile(path: Sequence[x509.Certificate]) -> None:
-    """Raise the first violation of any certificate of ``path`` (leaf → … → anchor)."""
+def check_path_profile(path: Sequence[x509.Certificate],
+                       options: ProfileOptions = STRICT) -> None:
+    """Raise the first violation of any certificate of ``path`` (leaf → … → anchor) that
+    ``options`` does not relax."""
+    relaxed = options.relaxed()
     for i, cert in enumerate(path):
-        found = certificate_violations(cert, is_ca=i > 0)
+        found = [v for v in certificate_violations(cert, is_ca=i > 0)
+                 if v.check not in relaxed]
         if found:
             raise found[0].as_error()
 
@@ -285,18 +309,24 @@ def _ca_warnings(cert: x509.Certificate) -> list[str]:
     return warnings
 
 
-def check_ca_upload(der: bytes) -> tuple[list[str], list[str]]:
+def check_ca_upload(der: bytes, options: ProfileOptions = STRICT
+                    ) -> tuple[list[str], list[str]]:
     """Judge a CA certificate an admin uploads: (errors, warnings), each a list of sentences.
 
     Errors are RFC 5280 MUSTs (the upload must be refused); warnings are SHOULDs (accepted, but
-    shown). A certificate that cannot be parsed, or is no CA, is an error.
+    shown), and the MUSTs the directory's ``options`` relax. A certificate that cannot be
+    parsed, or is no CA, is an error.
     """
     try:
         cert = (x509.load_pem_x509_certificate(der) if der.lstrip().startswith(b"-----")
                 else x509.load_der_x509_certificate(der))
     except MALFORMED_DER as exc:
         return [f"The certificate cannot be parsed: {str(exc)[:120]}."], []
-    errors = [v.sentence for v in certificate_violations(cert, is_ca=True)]
+    relaxed = options.relaxed()
+    found = certificate_violations(cert, is_ca=True)
+    errors = [v.sentence for v in found if v.check not in relaxed]
+    allowed = [f"{v.sentence} Accepted: this directory relaxes that rule."
+               for v in found if v.check in relaxed]
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
         if not bc.ca:
@@ -309,5 +339,5 @@ def check_ca_upload(der: bytes) -> tuple[list[str], list[str]]:
         pass
     except MALFORMED_DER as exc:
         errors.append(f"An extension cannot be decoded: {str(exc)[:120]}.")
-    warnings = _ca_warnings(cert) if not errors else []
+    warnings = allowed + _ca_warnings(cert) if not errors else []
     return errors, warnings

@@ -22,7 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -329,11 +329,25 @@ def crl_fingerprint(crl: x509.CertificateRevocationList) -> str:
     return digest.finalize().hex()
 
 
-def check_ca_upload(cert: x509.Certificate) -> list[str]:
+def profile_options(value_of: Callable[[Field], Any]) -> Any:
+    """The directory's :class:`broker.pki.profile.ProfileOptions`: every field declared with
+    ``profile=True``, read by ``value_of`` (from a row, or from a directory file entry)."""
+    from broker.pki.profile import ProfileOptions
+
+    return ProfileOptions(**{f.name: bool(value_of(f)) for f in DIRECTORIES.fields
+                             if f.profile})
+
+
+def row_profile_options(d: Directory) -> Any:
+    return profile_options(lambda f: getattr(d, f.attr))
+
+
+def check_ca_upload(cert: x509.Certificate, options: Any = None) -> list[str]:
     """Judge a CA certificate an admin uploads with the PKI profile
     (:func:`broker.pki.profile.check_ca_upload`): certificate_not_ca when it is no CA,
     certificate_profile_invalid naming every RFC 5280 MUST it breaks; else the SHOULDs it
-    misses (accepted, shown as warnings)."""
+    misses and the MUSTs the directory's profile ``options`` relax (accepted, shown as
+    warnings)."""
     from broker.pki import profile
 
     fp = cert_fingerprint(cert)
@@ -342,7 +356,8 @@ def check_ca_upload(cert: x509.Certificate) -> list[str]:
         raise ServiceError(Code.CERTIFICATE_NOT_CA,
                            "The certificate is not a CA certificate (basicConstraints "
                            "CA=true is required for trust anchors and intermediates).", details)
-    errors, warnings = profile.check_ca_upload(cert.public_bytes(serialization.Encoding.DER))
+    errors, warnings = profile.check_ca_upload(cert.public_bytes(serialization.Encoding.DER),
+                                               options or profile.STRICT)
     if errors:
         raise ServiceError(Code.CERTIFICATE_PROFILE_INVALID,
                            "The CA certificate breaks RFC 5280: " + " ".join(errors),
@@ -353,7 +368,9 @@ def check_ca_upload(cert: x509.Certificate) -> list[str]:
 def _ca_warnings(t: TrustCertificate, ctx: Any) -> list[str]:
     from broker.pki import profile
 
-    return profile.check_ca_upload(t.der)[1]
+    session = object_session(t)
+    d = session.get(Directory, t.directory_id) if session is not None else None
+    return profile.check_ca_upload(t.der, row_profile_options(d) if d else profile.STRICT)[1]
 
 
 def trust_row(directory_id: str, cert: x509.Certificate, kind: str | None) -> TrustCertificate:
@@ -377,10 +394,10 @@ def add_trust(session: Session, directory_id: str, pem: str, kind: str | None,
     certificate_unreadable when it does not parse, certificate_not_ca when one lacks
     basicConstraints CA=true, conflict when one is already there.
     """
-    get_directory_row(session, directory_id)
+    options = row_profile_options(get_directory_row(session, directory_id))
     added: list[TrustCertificate] = []
     for cert in parse_certificates(pem.encode()):
-        check_ca_upload(cert)
+        check_ca_upload(cert, options)
         row = trust_row(directory_id, cert, kind)
         exists = session.scalar(select(TrustCertificate.id).where(
             TrustCertificate.directory_id == directory_id,

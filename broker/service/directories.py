@@ -16,6 +16,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,6 +31,7 @@ from broker.errors import BrokerError
 from broker.service import admin, audit
 from broker.service.admin import DIRECTORIES, USERS, WORKSPACES
 from broker.service.passwords import hash_password, verify_password
+from broker.service.resources import Field as ResourceField
 from broker.service.resources import Strict
 from broker.store import models as db
 
@@ -171,6 +173,7 @@ def load_file(path: Path, known_regions: set[str]) -> LoadedFile:
                 raise _fail(path, text, (*here, "workspace", wi, "user"),
                             f"no user {w['user']!r} in this directory")
         material = TrustMaterial()
+        options = admin.profile_options(partial(_file_value, d))
         for key, target in (("trust_anchors", material.anchors),
                             ("intermediates", material.intermediates)):
             for ref in d[key]:
@@ -180,7 +183,7 @@ def load_file(path: Path, known_regions: set[str]) -> LoadedFile:
                         material.warnings += [
                             {"code": "ca_profile", "field": key,
                              "message": f"{ref}: {warning}"}
-                            for warning in admin.check_ca_upload(cert)]
+                            for warning in admin.check_ca_upload(cert, options)]
                     except BrokerError as exc:
                         raise DirectoryFileError(
                             exc.code, f"{path}: {'.'.join(map(str, (*here, key)))}: {ref} holds "
@@ -233,6 +236,10 @@ def _diff(prefix: str, changes: list[tuple[str, Any, Any]], *, secret: bool = Fa
           ) -> list[str]:
     return [f"{prefix}.{path}: " + ("changed" if secret else f"{_show(old)} → {_show(new)}")
             for path, old, new in changes]
+
+
+def _file_value(d: dict[str, Any], f: ResourceField) -> Any:
+    return d.get(f.name, f.default)
 
 
 def apply_loaded(session: Session, loaded: LoadedFile, *, catalogue: Any, actor: str,

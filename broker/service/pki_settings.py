@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from broker.pki.policies import PolicyInputs
+from broker.service.admin import row_profile_options
 from broker.store.models import Directory
 
 
@@ -19,4 +20,5 @@ def pki_settings(d: Directory) -> tuple[tuple[str, Any], ...]:
                                        explicit=bool(d.explicit_policy),
                                        mapping_inhibit=bool(d.policy_mapping_inhibit),
                                        any_policy_inhibit=bool(d.any_policy_inhibit))),
-            ("aia_fetch", bool(d.aia_fetch)))
+            ("aia_fetch", bool(d.aia_fetch)),
+            ("profile_options", row_profile_options(d)))

@@ -116,6 +116,9 @@ class Field:
     cli_off: str | None = None
     cli_positional: bool = False
     cli_input: Literal["stdin", "file", "file_b64"] | None = None
+    #: A relaxation of the RFC 5280 profile: the option of the same name of
+    #: :class:`broker.pki.profile.ProfileOptions` (see ``admin.profile_options``).
+    profile: bool = False
 
     @property
     def path(self) -> str:
