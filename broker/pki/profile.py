@@ -70,13 +70,20 @@ class ProfileOptions:
     feeds it is declared with ``profile=True`` in broker/service/admin.py.
     """
 
+    #: CA certificates whose basicConstraints or policyConstraints is not critical (RFC 5280
+    #: §4.2.1.9, §4.2.1.11 MUSTs that legacy PKIs and NIST PKITS break).
+    accept_noncritical_constraints: bool = False
+
     def relaxed(self) -> frozenset[str]:
         return frozenset(check for f in fields(self) if getattr(self, f.name)
                          for check in RELAXES[f.name])
 
 
 #: Option name → the checks it turns into warnings.
-RELAXES: dict[str, frozenset[str]] = {}
+RELAXES: dict[str, frozenset[str]] = {
+    "accept_noncritical_constraints": frozenset({"ca_basic_constraints_not_critical",
+                                                 "policy_constraints_not_critical"}),
+}
 STRICT = ProfileOptions()
 
 

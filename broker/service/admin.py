@@ -860,6 +860,10 @@ DIRECTORIES = Resource(
         Field("aia_fetch", bool, "Fetch intermediates (AIA)",
               "Fetch missing intermediates from the certificate's AIA caIssuers URL (HTTP).",
               default=False),
+        Field("accept_noncritical_constraints", bool, "Accept non-critical CA constraints",
+              "Accept (with a warning) CA certificates whose basicConstraints or "
+              "policyConstraints is not critical, which RFC 5280 forbids; off: refused.",
+              default=False, profile=True),
         _out("warnings", list[SettingWarning], "Warnings",
              "Settings that cannot take effect in this region, with the policy's reason.",
              read=_directory_row_warnings),

@@ -92,6 +92,9 @@ class Directory(Base):
     max_chain_depth: Mapped[int] = mapped_column(Integer, default=6)
     #: Fetch missing intermediates from the certificate's AIA caIssuers URL (HTTP only).
     aia_fetch: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Profile relaxation: CA certificates whose basicConstraints/policyConstraints is not
+    #: critical are accepted with a warning (broker.pki.profile.ProfileOptions).
+    accept_noncritical_constraints: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     #: Bumped in the same transaction as any change to the directory's settings, trust anchors,

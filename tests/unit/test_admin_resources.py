@@ -160,3 +160,27 @@ def test_trust_uploads_pass_the_ca_profile(ctx: Any) -> None:
         ctx.db.transaction(lambda s: admin.add_trust(s, "corp", pem, None, "token:unit"))
     assert err.value.code == "certificate_profile_invalid"
     assert any("basicConstraints is not critical" in r for r in err.value.details["reasons"])
+
+
+def test_profile_relaxation_is_one_declared_setting(ctx: Any) -> None:
+    """accept_noncritical_constraints: declared once, it reaches the verifier's settings and the
+    trust upload (refused before, accepted with a warning after)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from broker.service.pki_settings import pki_settings
+    from broker.store.models import Directory
+    from tests.unit.pki.test_profile import Pki
+
+    legacy = Pki(inter_exts=[(x509.BasicConstraints(True, 0), False)])
+    pem = legacy.inter.public_bytes(serialization.Encoding.PEM).decode()
+    with pytest.raises(ServiceError) as err:
+        ctx.db.transaction(lambda s: admin.add_trust(s, "corp", pem, None, "token:unit"))
+    assert err.value.code == "certificate_profile_invalid"
+    view = ctx.db.transaction(lambda s: admin.update_directory(
+        s, ctx, "corp", {"accept_noncritical_constraints": True}, "token:unit"))
+    assert view["accept_noncritical_constraints"] is True
+    settings = dict(ctx.db.transaction(lambda s: pki_settings(s.get(Directory, "corp"))))
+    assert settings["profile_options"].accept_noncritical_constraints is True
+    [added] = ctx.db.transaction(lambda s: admin.add_trust(s, "corp", pem, None, "token:unit"))
+    assert any("relaxes that rule" in w for w in added["warnings"]), added

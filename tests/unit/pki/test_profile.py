@@ -102,14 +102,15 @@ class Pki:
 
 
 def verify(tmp: Path, p: Pki, crl: x509.CertificateRevocationList | None = None,
-           leaf: x509.Certificate | None = None) -> tuple[int, dict[str, Any]]:
+           leaf: x509.Certificate | None = None,
+           relax: tuple[str, ...] = ()) -> tuple[int, dict[str, Any]]:
     files = {"leaf": (leaf or p.leaf).public_bytes(serialization.Encoding.PEM),
              "root": p.root.public_bytes(serialization.Encoding.PEM),
              "inter": p.inter.public_bytes(serialization.Encoding.PEM)}
     for name, data in files.items():
         (tmp / f"{name}.pem").write_bytes(data)
     args = [str(tmp / "leaf.pem"), "--trust", str(tmp / "root.pem"), "--untrusted",
-            str(tmp / "inter.pem"), "--json"]
+            str(tmp / "inter.pem"), "--json", *(f"--relax={r}" for r in relax)]
     if crl is not None:
         (tmp / "crl.pem").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
         args += ["--crl", str(tmp / "crl.pem")]
@@ -285,3 +286,26 @@ def test_ca_upload_refuses_musts_and_warns_on_shoulds() -> None:
     assert errors and "cannot be parsed" in errors[0]
     errors, _ = profile.check_ca_upload(p.leaf.public_bytes(serialization.Encoding.DER))
     assert any("not a CA" in e for e in errors)
+
+
+@pytest.mark.parametrize("pki_", [
+    pytest.param(lambda: Pki(inter_exts=[(x509.BasicConstraints(True, 0), False)]),
+                 id="basicConstraints"),
+    pytest.param(lambda: Pki(inter_exts=[(x509.BasicConstraints(True, 0), True), (
+        x509.PolicyConstraints(require_explicit_policy=None, inhibit_policy_mapping=0), False)]),
+        id="policyConstraints")])
+def test_a_directory_may_accept_noncritical_ca_constraints(tmp_path: Path, pki_: Any) -> None:
+    """The relaxation turns exactly these two checks into warnings: refused without it (above),
+    valid with it, and every other check still refuses."""
+    p = pki_()
+    code, out = verify(tmp_path, p, relax=("accept_noncritical_constraints",))
+    assert code == 0, out
+    errors, warnings = profile.check_ca_upload(
+        p.inter.public_bytes(serialization.Encoding.DER),
+        profile.ProfileOptions(accept_noncritical_constraints=True))
+    assert errors == [] and any("relaxes that rule" in w for w in warnings), warnings
+    assert profile.check_ca_upload(p.inter.public_bytes(serialization.Encoding.DER))[0]
+    nc = x509.NameConstraints([x509.DNSName("example.gov")], None)
+    still = Pki(inter_exts=[(x509.BasicConstraints(True, 0), False), (nc, False)])
+    code, out = verify(tmp_path, still, relax=("accept_noncritical_constraints",))
+    assert (code, out["details"]["check"]) == (1, "name_constraints_not_critical")
