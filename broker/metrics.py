@@ -56,6 +56,9 @@ REVOCATION_FETCH = Histogram("broker_revocation_fetch_duration_seconds",
                              buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10))
 REVOCATION_FETCH_FAILURES = Counter("broker_revocation_fetch_failures_total",
                                     "OCSP and CRL fetches that failed", ["kind"])
+TRANSACTION_RETRIES = Counter("broker_db_transaction_retries_total",
+                              "Transactions retried after a transient failure (serialization, "
+                              "deadlock, SQLite busy), by transaction name", ["transaction"])
 DB_POOL_IN_USE = Gauge("broker_db_pool_connections_in_use",
                        "Database connections checked out of the pool",
                        multiprocess_mode="livesum")

@@ -34,6 +34,7 @@ import enum
 import re
 from dataclasses import dataclass
 
+from broker.kinds import Protocol, Purpose
 from broker.regions import RegionEntry
 
 MIN_CLIENT_VERSION = (3, 1, 1)
@@ -41,26 +42,6 @@ _ARCH_64 = {"x86_64", "amd64", "x64", "x86-64", "arm64", "aarch64", "win64"}
 _ARCH_32 = {"x86", "i386", "i486", "i586", "i686", "win32", "ia32", "arm", "armv7"}
 _VERSION_RE = re.compile(r"[0-9]{1,6}(?:\.[0-9]{1,6}){0,5}")  # ASCII only, bounded
 _WINDOWS = {"windows", "win", "win32", "win64", "microsoft windows"}
-
-
-class Protocol(enum.StrEnum):
-    WSP = "WSP"
-    PCOIP = "PCoIP"
-
-    @classmethod
-    def _missing_(cls, value: object) -> Protocol | None:
-        # "wsp", "pcoip": protocol names are case-insensitive in the admin API and TOML files
-        if isinstance(value, str):
-            for member in cls:
-                if member.value.lower() == value.strip().lower():
-                    return member
-        return None
-
-
-class Purpose(enum.StrEnum):
-    PRE_SESSION = "pre_session"
-    LOGON = "logon"
-    IN_SESSION = "in_session"
 
 
 class Reason(enum.StrEnum):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import Connection
 
 from broker.store.db import create_broker_engine
 from broker.store.models import Base
@@ -19,20 +20,41 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
-def run_migrations_online() -> None:
-    connectable = config.attributes.get("connection")
-    if connectable is not None:
-        context.configure(connection=connectable, target_metadata=target_metadata,
-                          render_as_batch=True)
-        with context.begin_transaction():
-            context.run_migrations()
-        return
-    engine = create_broker_engine(config.get_main_option("sqlalchemy.url") or "")
-    with engine.connect() as connection:
+def _run(connection: Connection) -> None:
+    """Run the migrations on ``connection``.
+
+    On SQLite, batch operations that change constraints rebuild a table (copy, DROP, rename);
+    with foreign keys enforced, DROP TABLE would fire ON DELETE CASCADE and empty the children
+    (every user of a rebuilt directories table). So foreign keys are off while migrating (the
+    PRAGMA only works outside a transaction), checked with foreign_key_check afterwards, and
+    on again before the connection goes back to its pool.
+    """
+    sqlite = connection.dialect.name == "sqlite"
+    raw = connection.connection.dbapi_connection if sqlite else None
+    if raw is not None:
+        raw.execute("PRAGMA foreign_keys=OFF")
+    try:
         context.configure(connection=connection, target_metadata=target_metadata,
                           render_as_batch=True)
         with context.begin_transaction():
             context.run_migrations()
+            if raw is not None:
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                if broken:
+                    raise RuntimeError(f"migration left rows without their parent: {broken[:5]}")
+    finally:
+        if raw is not None:
+            raw.execute("PRAGMA foreign_keys=ON")
+
+
+def run_migrations_online() -> None:
+    connectable = config.attributes.get("connection")
+    if connectable is not None:
+        _run(connectable)
+        return
+    engine = create_broker_engine(config.get_main_option("sqlalchemy.url") or "")
+    with engine.connect() as connection:
+        _run(connection)
     engine.dispose()
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import enum
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -36,6 +35,7 @@ from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from broker.codes import Code
+from broker.kinds import Scope
 from broker.service.errors import ServiceError
 
 MAX_LIMIT = 500
@@ -46,13 +46,6 @@ ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 ID_RULE = ("1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit "
            f"(pattern {ID_PATTERN})")
 FINGERPRINT_PATTERN = r"^[0-9a-fA-F]{64}$"
-
-
-class Scope(enum.StrEnum):
-    """What an admin token must allow for an operation."""
-
-    READ = "read"
-    WRITE = "write"
 
 
 class _Required:

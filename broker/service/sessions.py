@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from broker import policy
 from broker.codes import Code
+from broker.kinds import WorkSpaceState
 from broker.service import audit
 from broker.service.attempts import Attempt, audited
 from broker.service.auth import ClientPrincipal
@@ -48,7 +49,7 @@ from broker.service.trust import (
 )
 from broker.service.wire import cert_fingerprint, decode_b64, der_certificate, rfc3339
 from broker.store.models import Challenge, Directory, Session, User, WorkSpace
-from broker.workspaces.backend import WorkSpaceState, backend_from_settings
+from broker.workspaces.backend import backend_from_settings
 
 ASSERTION_TTL = timedelta(minutes=2)
 MAX_ID = 64

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from broker.codes import Code
 from broker.errors import BrokerError
+from broker.metrics import TRANSACTION_RETRIES
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -123,15 +124,21 @@ class Database:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    def transaction(self, fn: Callable[[Session], T]) -> T:
-        """Run ``fn`` in one transaction, committing on success; retry transient failures."""
-        return self._run(self.sessionmaker, fn)
+    def transaction(self, fn: Callable[[Session], T], *, name: str | None = None) -> T:
+        """Run ``fn`` in one transaction, committing on success; retry transient failures.
 
-    def read(self, fn: Callable[[Session], T]) -> T:
+        ``name`` (default: ``fn``'s name) names the transaction in the logs and the
+        ``broker_db_transaction_retries_total`` metric, as Synapse's ``runInteraction`` does:
+        the use case is a named function that receives the session, not a closure that passes
+        results out through side channels."""
+        return self._run(self.sessionmaker, fn, name)
+
+    def read(self, fn: Callable[[Session], T], *, name: str | None = None) -> T:
         """Run ``fn`` in a transaction that only reads (on SQLite it takes no write lock)."""
-        return self._run(self.read_sessionmaker, fn)
+        return self._run(self.read_sessionmaker, fn, name)
 
-    def _run(self, factory: Any, fn: Callable[[Session], T]) -> T:
+    def _run(self, factory: Any, fn: Callable[[Session], T], name: str | None) -> T:
+        name = name or getattr(fn, "__name__", None) or "transaction"
         attempt = 0
         while True:
             try:
@@ -140,14 +147,16 @@ class Database:
             except (DBAPIError, PoolTimeout) as exc:
                 if is_unavailable(exc):
                     log.warning("database unavailable",
-                                extra={"error": type(getattr(exc, "orig", exc)).__name__})
+                                extra={"transaction": name,
+                                       "error": type(getattr(exc, "orig", exc)).__name__})
                     raise DatabaseUnavailable() from exc
                 if attempt >= self.retries or not is_retryable(exc):
                     raise
                 attempt += 1
+                TRANSACTION_RETRIES.labels(name).inc()
                 delay = min(0.5, 0.01 * (2 ** attempt)) * (0.5 + random.random())
                 log.info("retrying transaction after transient failure",
-                         extra={"attempt": attempt})
+                         extra={"transaction": name, "attempt": attempt})
                 time.sleep(delay)
 
     def ping(self) -> None:

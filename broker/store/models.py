@@ -7,6 +7,7 @@ Secrets (auth tokens, admin tokens, passwords) are stored only as hashes.
 
 from __future__ import annotations
 
+import enum
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -28,6 +30,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.orm import Session as OrmSession
 from sqlalchemy.types import TypeDecorator
+
+from broker import kinds
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -61,6 +65,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def closed(values: type[enum.StrEnum], name: str, length: int) -> Enum:
+    """A column of a closed set: VARCHAR(``length``) holding the members' values, with a CHECK
+    constraint ``ck_<table>_<name>`` (migration 0007) so no writer can store anything else."""
+    return Enum(values, native_enum=False, create_constraint=True, name=name, length=length,
+                values_callable=lambda e: list(kinds.values(e)), validate_strings=True)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
@@ -74,14 +85,17 @@ class Directory(Base):
     password_login: Mapped[bool] = mapped_column(Boolean, default=False)
     sc_pre_session: Mapped[bool] = mapped_column(Boolean, default=False)
     sc_in_session: Mapped[bool] = mapped_column(Boolean, default=False)
-    removal_action: Mapped[str] = mapped_column(String(16), default="lock")
+    removal_action: Mapped[str] = mapped_column(closed(kinds.RemovalAction, "removal_action", 16),
+                                                default="lock")
     revocation_crl: Mapped[bool] = mapped_column(Boolean, default=True)
     revocation_ocsp: Mapped[bool] = mapped_column(Boolean, default=False)
-    revocation_fail_mode: Mapped[str] = mapped_column(String(8), default="soft")
+    revocation_fail_mode: Mapped[str] = mapped_column(
+        closed(kinds.FailMode, "revocation_fail_mode", 8), default="soft")
     #: certmap rules tried in order: "upn", "email", "subject", "fingerprint".
     certmap: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["upn", "email"])
     #: EKU the login certificate must carry: "client-auth" (clientAuth or smart-card logon).
-    required_eku: Mapped[str] = mapped_column(String(32), default="client-auth")
+    required_eku: Mapped[str] = mapped_column(closed(kinds.RequiredEku, "required_eku", 32),
+                                              default="client-auth")
     #: Path validation inputs (RFC 5280 §6.1.1): the initial policy set (policy OIDs; empty =
     #: any), initial-explicit-policy, -policy-mapping-inhibit, -any-policy-inhibit.
     required_policies: Mapped[list[str]] = mapped_column(JSON, default=list)
@@ -115,7 +129,7 @@ class TrustCertificate(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     directory_id: Mapped[str] = mapped_column(ForeignKey("directories.id", ondelete="CASCADE"),
                                               index=True)
-    kind: Mapped[str] = mapped_column(String(16))  # "anchor" | "intermediate"
+    kind: Mapped[str] = mapped_column(closed(kinds.TrustKind, "kind", 16))
     subject: Mapped[str] = mapped_column(Text)
     fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 hex
     not_after: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -174,9 +188,9 @@ class WorkSpace(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     bundle: Mapped[str] = mapped_column(String(100), default="standard")
-    protocol: Mapped[str] = mapped_column(String(8))  # "WSP" | "PCoIP"
-    running_mode: Mapped[str] = mapped_column(String(16))  # "ALWAYS_ON" | "AUTO_STOP"
-    state: Mapped[str] = mapped_column(String(16))
+    protocol: Mapped[str] = mapped_column(closed(kinds.Protocol, "protocol", 8))
+    running_mode: Mapped[str] = mapped_column(closed(kinds.RunningMode, "running_mode", 16))
+    state: Mapped[str] = mapped_column(closed(kinds.WorkSpaceState, "state", 16))
     state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: When an in-progress transition (STARTING, STOPPING) completes.
     transition_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -192,7 +206,7 @@ class RegistrationCode(Base):
     code: Mapped[str] = mapped_column(String(64), unique=True)
     directory_id: Mapped[str] = mapped_column(ForeignKey("directories.id", ondelete="CASCADE"),
                                               index=True)
-    state: Mapped[str] = mapped_column(String(16), default="active")  # active|rotated|revoked
+    state: Mapped[str] = mapped_column(closed(kinds.CodeState, "state", 16), default="active")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -206,7 +220,7 @@ class Challenge(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     directory_id: Mapped[str] = mapped_column(ForeignKey("directories.id", ondelete="CASCADE"),
                                               index=True)
-    purpose: Mapped[str] = mapped_column(String(16))  # pre_session | logon | in_session
+    purpose: Mapped[str] = mapped_column(closed(kinds.Purpose, "purpose", 16))
     #: In-session purpose detail (sudo, browser, other).
     detail: Mapped[str | None] = mapped_column(String(32), nullable=True)
     to_be_signed: Mapped[bytes] = mapped_column(LargeBinary)
@@ -234,7 +248,7 @@ class AuthToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     directory_id: Mapped[str] = mapped_column(ForeignKey("directories.id", ondelete="CASCADE"))
-    method: Mapped[str] = mapped_column(String(16))  # smart_card | password
+    method: Mapped[str] = mapped_column(closed(kinds.AuthMethod, "method", 16))
     cert_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cert_der: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -251,12 +265,13 @@ class Session(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     directory_id: Mapped[str] = mapped_column(ForeignKey("directories.id", ondelete="CASCADE"),
                                               index=True)
-    auth_method: Mapped[str] = mapped_column(String(16))
+    auth_method: Mapped[str] = mapped_column(closed(kinds.AuthMethod, "auth_method", 16))
     cert_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    protocol: Mapped[str] = mapped_column(String(8))
-    state: Mapped[str] = mapped_column(String(16), default="active")  # active|locked|ended
+    protocol: Mapped[str] = mapped_column(closed(kinds.Protocol, "protocol", 8))
+    state: Mapped[str] = mapped_column(closed(kinds.SessionState, "state", 16), default="active")
     #: What the next heartbeat is told when the broker decided something (e.g. takeover).
-    pending_action: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    pending_action: Mapped[str | None] = mapped_column(
+        closed(kinds.SessionAction, "pending_action", 16), nullable=True)
     end_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     smart_card_redirection: Mapped[bool] = mapped_column(Boolean, default=False)
     last_heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -285,7 +300,7 @@ class AdminToken(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    scope: Mapped[str] = mapped_column(String(8), default="write")  # read | write
+    scope: Mapped[str] = mapped_column(closed(kinds.Scope, "scope", 8), default="write")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -298,7 +313,7 @@ class AuditEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     kind: Mapped[str] = mapped_column(String(64), index=True)
-    outcome: Mapped[str] = mapped_column(String(16))  # success | refused | error | change
+    outcome: Mapped[str] = mapped_column(closed(kinds.Outcome, "outcome", 16))
     reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     directory_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     username: Mapped[str | None] = mapped_column(String(200), nullable=True)

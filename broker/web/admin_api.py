@@ -20,10 +20,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from broker.codes import Code
+from broker.kinds import Scope
 from broker.service import admin, auth
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
-from broker.service.resources import Call, Filter, Operation, Page, Resource, Scope
+from broker.service.resources import Call, Filter, Operation, Page, Resource
 from broker.web.http import Access, BadRequest, JsonApi, int_param, read_json
 
 PREFIX = "/admin/v1"

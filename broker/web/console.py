@@ -37,10 +37,11 @@ from sqlalchemy.orm import Session
 
 from broker.codes import Code
 from broker.errors import BrokerError
+from broker.kinds import Scope
 from broker.service import admin, console
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
-from broker.service.resources import REQUIRED, Call, Field, Operation, Page, Resource, Scope
+from broker.service.resources import REQUIRED, Call, Field, Operation, Page, Resource
 from broker.web.http import Access, JsonApi, client_address
 
 log = logging.getLogger("broker.console")

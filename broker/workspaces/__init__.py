@@ -1,10 +1,9 @@
 """WorkSpace backends: the interface the broker drives and a simulated backend."""
 
+from broker.kinds import RunningMode, WorkSpaceState
 from broker.workspaces.backend import (
-    RunningMode,
     SimulatedBackend,
     WorkSpaceBackend,
-    WorkSpaceState,
     backend_from_settings,
     request_start,
     request_stop,

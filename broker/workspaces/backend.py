@@ -10,32 +10,17 @@ the sweeper does the same for rows nobody reads.
 
 from __future__ import annotations
 
-import enum
 from datetime import datetime, timedelta
 from typing import Protocol
 
 from broker.codes import Code
 from broker.errors import BrokerError
+from broker.kinds import WorkSpaceState
 from broker.store.models import WorkSpace
 
 
 class WorkSpaceError(BrokerError):
     """A WorkSpace backend refusal (stable code, e.g. workspace_unavailable)."""
-
-
-class WorkSpaceState(enum.StrEnum):
-    PENDING = "PENDING"
-    AVAILABLE = "AVAILABLE"
-    STARTING = "STARTING"
-    STOPPING = "STOPPING"
-    STOPPED = "STOPPED"
-    ERROR = "ERROR"
-    UNHEALTHY = "UNHEALTHY"
-
-
-class RunningMode(enum.StrEnum):
-    ALWAYS_ON = "ALWAYS_ON"
-    AUTO_STOP = "AUTO_STOP"
 
 
 class WorkSpaceBackend(Protocol):

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from sqlalchemy import create_engine, inspect
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, inspect, select, text
 
 from broker.store import migrate
 from broker.store.db import Database
@@ -61,3 +66,137 @@ def test_transaction_rolls_back_on_error(database: Database) -> None:
     except RuntimeError:
         pass
     assert database.transaction(lambda s: s.get(Directory, "d2")) is None
+
+
+def _enum_columns() -> list[tuple[str, str, list[str]]]:
+    from sqlalchemy import Enum
+
+    return [(t.name, c.name, list(c.type.enums)) for t in Base.metadata.sorted_tables
+            for c in t.columns if isinstance(c.type, Enum)]
+
+
+def test_closed_sets_are_enum_columns_from_broker_kinds() -> None:
+    """Every closed-set column is an Enum of a broker.kinds StrEnum, and the sets the
+    migration constrains are exactly the models' (a new member needs a new revision)."""
+    import importlib.util
+
+    from broker import kinds
+
+    found = {(t, c): tuple(v) for t, c, v in _enum_columns()}
+    assert len(found) >= 16
+    assert {("sessions", "state"), ("workspaces", "protocol"), ("challenges", "purpose"),
+            ("audit_events", "outcome"), ("admin_tokens", "scope")} <= set(found)
+    members = {tuple(m.value for m in e) for e in vars(kinds).values()
+               if isinstance(e, type) and issubclass(e, kinds.enum.Enum) and e is not
+               kinds.enum.Enum and e is not kinds.enum.StrEnum}
+    assert set(found.values()) <= members
+    from broker.shipped import migrations_dir
+
+    path = migrations_dir() / "versions" / "0007_closed_sets.py"
+    spec = importlib.util.spec_from_file_location("m0007", path)
+    assert spec is not None and spec.loader is not None
+    m0007 = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m0007)
+    assert m0007.SETS == found
+
+
+def test_the_database_refuses_a_value_outside_its_set(database: Any) -> None:
+    """A typo in any writer (raw SQL included) is refused by the CHECK constraint; a good
+    value of the same column is stored (positive control)."""
+    from sqlalchemy.exc import IntegrityError
+
+    from broker.store.models import AdminToken
+
+    def add(scope: str) -> None:
+        database.transaction(lambda s: s.execute(
+            text("INSERT INTO admin_tokens (name, token_hash, scope, created_at) "
+                 "VALUES (:n, :h, :s, :t)"),
+            {"n": f"t-{scope}", "h": scope.ljust(64, "0"), "s": scope,
+             "t": datetime.now(UTC)}))
+
+    add("read")
+    with pytest.raises(IntegrityError):
+        add("wirte")
+    names = database.transaction(lambda s: s.scalars(select(AdminToken.name)).all())
+    assert names == ["t-read"]
+    for table, column, _ in _enum_columns():
+        checks = inspect(database.engine).get_check_constraints(table)
+        assert any(column in (c.get("sqltext") or "") for c in checks), (table, column)
+
+
+def test_sqlite_table_rebuilds_keep_every_child_row(tmp_path: Path) -> None:
+    """0007 rebuilds tables on SQLite (copy, drop, rename); with foreign keys on, dropping
+    directories would cascade to users. Data written at 0006 survives the upgrade."""
+    from broker.store import migrate
+    from broker.store.db import create_broker_engine
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    migrate.upgrade(url, "0006")
+    engine = create_broker_engine(url)
+    now = datetime.now(UTC).isoformat()
+    with engine.begin() as c:
+        c.execute(text("INSERT INTO directories (id, name, region, password_login, "
+                       "sc_pre_session, sc_in_session, removal_action, revocation_crl, "
+                       "revocation_ocsp, revocation_fail_mode, certmap, required_eku, "
+                       "created_at, updated_at) VALUES ('d', 'D', 'us-gov-west-1', "
+                       "0, 1, 1, 'lock', 1, 0, 'soft', '[\"upn\"]', 'client-auth', :t, :t)"),
+                  {"t": now})
+        c.execute(text("INSERT INTO users (directory_id, username, disabled, created_at) "
+                       "VALUES ('d', 'alice', 0, :t)"), {"t": now})
+    engine.dispose()
+    migrate.upgrade(url)
+    engine = create_broker_engine(url)
+    with engine.connect() as c:
+        assert c.execute(text("SELECT username FROM users")).scalars().all() == ["alice"]
+        assert c.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    engine.dispose()
+
+
+def test_upgrade_stops_on_a_stray_value_and_loses_nothing(tmp_path: Path) -> None:
+    from broker.store import migrate
+    from broker.store.db import create_broker_engine
+
+    url = f"sqlite:///{tmp_path / 'stray.db'}"
+    migrate.upgrade(url, "0006")
+    engine = create_broker_engine(url)
+    with engine.begin() as c:
+        c.execute(text("INSERT INTO admin_tokens (name, token_hash, scope, created_at) "
+                       "VALUES ('x', :h, 'admin', :t)"),
+                  {"h": "0" * 64, "t": datetime.now(UTC).isoformat()})
+    engine.dispose()
+    with pytest.raises(RuntimeError, match=r"admin_tokens\.scope: \['admin'\]"):
+        migrate.upgrade(url)
+    engine = create_broker_engine(url)
+    assert migrate.current_revision(engine) == "0006"
+    with engine.connect() as c:
+        assert c.execute(text("SELECT scope FROM admin_tokens")).scalars().all() == ["admin"]
+    engine.dispose()
+
+
+def test_a_named_transaction_is_retried_after_a_transient_failure(database: Any) -> None:
+    """A serialization failure / busy SQLite is retried (whole function again) and counted
+    under the transaction's name; a bad statement is not retried."""
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    from broker.metrics import TRANSACTION_RETRIES
+
+    calls: list[int] = []
+
+    def flaky_read(session: Any) -> int:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("SELECT 1", {}, Exception("database is locked"))
+        return int(session.execute(text("SELECT 41 + 1")).scalar_one())
+
+    before = TRANSACTION_RETRIES.labels("flaky_read")._value.get()
+    assert database.transaction(flaky_read) == 42 and len(calls) == 2
+    assert TRANSACTION_RETRIES.labels("flaky_read")._value.get() == before + 1
+
+    def broken(session: Any) -> None:
+        calls.append(1)
+        session.execute(text("SELECT * FROM no_such_table"))
+
+    calls.clear()
+    with pytest.raises((OperationalError, ProgrammingError)):
+        database.transaction(broken, name="broken")
+    assert len(calls) == 1
