@@ -20,6 +20,7 @@ from broker.pki import (
     issue,
     verify_certificate,
 )
+from tests.support import dirfile as df
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
@@ -207,41 +208,12 @@ def test_ocsp_cleared_leaf_needs_no_crl_when_only_its_ca_falls_back_to_crls(pki)
     assert verify(root, inter, u, revocation=OCSP_HARD).revocation_status == "good"
 
 
-OCSP_DIRECTORY = """
-[[directory]]
-id = "ocsp"
-name = "OCSP checked"
-region = "us-gov-west-1"
-smart_card = { pre_session = true, in_session = true }
-revocation = { crl = false, ocsp = true, fail_mode = "hard" }
-trust_anchors = ["root.pem"]
-intermediates = ["issuing.pem"]
-crls = ["root.crl.pem"]
-certmap = ["upn"]
-registration_codes = 1
-
-[[directory.user]]
-username = "alice"
-upn = "alice@corp.example"
-
-[[directory.user]]
-username = "rita"
-upn = "rita@corp.example"
-
-[[directory.workspace]]
-id = "ws-alice"
-user = "alice"
-protocol = "WSP"
-running_mode = "ALWAYS_ON"
-state = "AVAILABLE"
-
-[[directory.workspace]]
-id = "ws-rita"
-user = "rita"
-protocol = "WSP"
-running_mode = "ALWAYS_ON"
-state = "AVAILABLE"
-"""
+OCSP_DIRECTORY = df.directory(
+    "ocsp", "OCSP checked", smart_card={"pre_session": True, "in_session": True},
+    revocation={"crl": False, "ocsp": True, "fail_mode": "hard"}, trust_anchors=["root.pem"],
+    intermediates=["issuing.pem"], crls=["root.crl.pem"], certmap=["upn"],
+    users=[df.user("alice"), df.user("rita")],
+    workspaces=[df.workspace("alice"), df.workspace("rita")])
 
 
 def test_ocsp_decides_logins_through_a_running_broker(pki, broker, tmp_path) -> None:  # type: ignore[no-untyped-def]

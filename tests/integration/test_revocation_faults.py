@@ -28,6 +28,7 @@ from cryptography.x509 import ocsp
 from broker.pki import PkiError, RevocationCache, RevocationSettings, TrustStore, issue
 from broker.pki.chain import verify_certificate
 from broker.pki.revocation import MAX_FETCH_BYTES
+from tests.support.dirfile import directory, render, user, workspace
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 TIMEOUT = 1.0
@@ -177,29 +178,11 @@ def test_a_slow_responder_within_the_timeout_is_believed(server: BadServer,
 
 # --------------------------------------------------------------------------- in a broker
 
-DIRECTORIES = """
-[[directory]]
-id = "{id}"
-name = "{id}"
-region = "us-gov-west-1"
-smart_card = {{ pre_session = true, in_session = true }}
-revocation = {{ crl = false, ocsp = {ocsp}, fail_mode = "{mode}" }}
-trust_anchors = ["root.pem"]
-registration_codes = 1
-{users}
-"""
-USER = """
-[[directory.user]]
-username = "{name}"
-upn = "{name}@corp.example"
-
-[[directory.workspace]]
-id = "ws-{name}"
-user = "{name}"
-protocol = "WSP"
-running_mode = "ALWAYS_ON"
-state = "AVAILABLE"
-"""
+def _directory(id: str, ocsp: bool, mode: str, *names: str) -> str:
+    return directory(id, id, smart_card={"pre_session": True, "in_session": True},
+                     revocation={"crl": False, "ocsp": ocsp, "fail_mode": mode},
+                     trust_anchors=["root.pem"], users=[user(n) for n in names],
+                     workspaces=[workspace(n) for n in names])
 
 
 def test_logins_elsewhere_keep_their_speed_while_a_responder_hangs(
@@ -216,12 +199,9 @@ def test_logins_elsewhere_keep_their_speed_while_a_responder_hangs(
         slow_users = [issue.make_user_cert(root, f"s{i}", upn=f"s{i}@corp.example",
                                            ocsp_url=ocsp_url) for i in range(4)]
         fast_user = issue.make_user_cert(root, "f", upn="f@corp.example")
-        text = "".join([
-            DIRECTORIES.format(id="hard", ocsp="true", mode="hard",
-                               users=USER.format(name="s0") + USER.format(name="s1")),
-            DIRECTORIES.format(id="soft", ocsp="true", mode="soft",
-                               users=USER.format(name="s2") + USER.format(name="s3")),
-            DIRECTORIES.format(id="fast", ocsp="false", mode="soft", users=USER.format(name="f"))])
+        text = render(_directory("hard", True, "hard", "s0", "s1"),
+                      _directory("soft", True, "soft", "s2", "s3"),
+                      _directory("fast", False, "soft", "f"))
         (tmp_path / "dirs.toml").write_text(text)
         bp = broker_factory(f"sqlite:///{tmp_path}/broker.db")
         out = bp.run_cli("admin", "apply", str(tmp_path / "dirs.toml"), "--json")

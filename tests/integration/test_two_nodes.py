@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, text
 
 from broker.pki import issue
 from tests.support.databases import postgres_schema_url
+from tests.support.dirfile import directory, user, workspace
 from tests.support.server import REPO, ApiClient, free_port
 from tests.support.softcard import SoftCard, SoftClient
 from tests.support.storm import NO_RATE_LIMITS, StormLog, run_storm, summary
@@ -31,30 +32,13 @@ pytestmark = pytest.mark.postgres
 
 CONFIG = REPO / "docs" / "deploy" / "haproxy-two-nodes.cfg"
 STORM_USERS = 3
-SCALE = """
-[[directory]]
-id = "scale"
-name = "Scale"
-region = "us-gov-west-1"
-smart_card = {{ pre_session = true, in_session = true }}
-revocation = {{ crl = false }}
-trust_anchors = ["pki/root.pem"]
-intermediates = ["pki/issuing.pem"]
-registration_codes = 1
-{users}
-"""
-USER = """
-[[directory.user]]
-username = "{name}"
-upn = "{name}@corp.example"
 
-[[directory.workspace]]
-id = "ws-{name}"
-user = "{name}"
-protocol = "WSP"
-running_mode = "ALWAYS_ON"
-state = "AVAILABLE"
-"""
+
+def scale_directory(names: list[str]) -> str:
+    return directory("scale", "Scale", smart_card={"pre_session": True, "in_session": True},
+                     revocation={"crl": False}, trust_anchors=["pki/root.pem"],
+                     intermediates=["pki/issuing.pem"], users=[user(n) for n in names],
+                     workspaces=[workspace(n) for n in names])
 
 
 def start_haproxy(front: int, node1: int, node2: int, cafile: Path, log: Path
@@ -81,7 +65,7 @@ def test_two_nodes_behind_haproxy_survive_losing_one(broker_factory, tmp_path: P
                                                upn=f"u{i}@corp.example")
                  for i in range(STORM_USERS)}
         scale = tmp_path / "world" / "scale.toml"
-        scale.write_text(SCALE.format(users="".join(USER.format(name=n) for n in users)))
+        scale.write_text(scale_directory(list(users)))
         out = node1.run_cli("admin", "apply", str(scale), "--json")
         code = json.loads(out.stdout)["directories"][0]["registration_codes"][0]
 

@@ -18,6 +18,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from tests.support.dirfile import directory, render, user, workspace
 from tests.support.softcard import SoftCard
 
 
@@ -29,126 +30,33 @@ class World:
     pki: dict[str, Any] = field(default_factory=dict)
 
 
-DIRECTORY_FILE = """
-[[directory]]
-id = "corp"
-name = "Corp GovCloud"
-region = "us-gov-west-1"
-password_login = true
-smart_card = {{ pre_session = true, in_session = true, removal_action = "{removal}" }}
-revocation = {{ crl = true, ocsp = false, fail_mode = "soft" }}
-trust_anchors = ["pki/root.pem"]
-intermediates = ["pki/issuing.pem"]
-crls = ["pki/issuing.crl.pem"]
-certmap = ["upn", "email"]
-registration_codes = 1
-
-[[directory.user]]
-username = "alice"
-upn = "alice@corp.example"
-email = "alice@corp.example"
-
-[[directory.user]]
-username = "bob"
-upn = "bob@corp.example"
-
-[[directory.user]]
-username = "carol"
-upn = "carol@corp.example"
-
-[[directory.user]]
-username = "dave"
-password = "correct horse battery staple"
-
-[[directory.user]]
-username = "rita"
-upn = "rita@corp.example"
-
-[[directory.workspace]]
-id = "ws-alice"
-user = "alice"
-protocol = "WSP"
-running_mode = "AUTO_STOP"
-state = "STOPPED"
-
-[[directory.workspace]]
-id = "ws-alice-pcoip"
-user = "alice"
-protocol = "PCoIP"
-running_mode = "ALWAYS_ON"
-state = "AVAILABLE"
-
-[[directory.workspace]]
-id = "ws-bob"
-user = "bob"
-protocol = "WSP"
-running_mode = "ALWAYS_ON"
-state = "AVAILABLE"
-
-[[directory.workspace]]
-id = "ws-carol"
-user = "carol"
-protocol = "PCoIP"
-running_mode = "ALWAYS_ON"
-state = "AVAILABLE"
-
-[[directory.workspace]]
-id = "ws-dave"
-user = "dave"
-protocol = "PCoIP"
-running_mode = "ALWAYS_ON"
-state = "AVAILABLE"
-
-[[directory.workspace]]
-id = "ws-rita"
-user = "rita"
-protocol = "WSP"
-running_mode = "ALWAYS_ON"
-state = "AVAILABLE"
-
-[[directory]]
-id = "east"
-name = "Corp East"
-region = "us-east-1"
-password_login = true
-smart_card = {{ pre_session = true, in_session = true }}
-revocation = {{ crl = false }}
-trust_anchors = ["pki/root.pem"]
-intermediates = ["pki/issuing.pem"]
-registration_codes = 1
-
-[[directory.user]]
-username = "erin"
-upn = "erin@corp.example"
-password = "erin password"
-
-[[directory.workspace]]
-id = "ws-erin"
-user = "erin"
-protocol = "WSP"
-running_mode = "ALWAYS_ON"
-state = "AVAILABLE"
-
-[[directory]]
-id = "other"
-name = "Other Agency"
-region = "us-gov-west-1"
-smart_card = {{ pre_session = true, in_session = true }}
-revocation = {{ crl = false }}
-trust_anchors = ["pki/other-root.pem"]
-registration_codes = 1
-
-[[directory.user]]
-username = "olga"
-upn = "olga@other.example"
-
-[[directory.workspace]]
-id = "ws-olga"
-user = "olga"
-protocol = "WSP"
-running_mode = "ALWAYS_ON"
-state = "AVAILABLE"
-"""
+def directory_file(removal: str = "lock") -> str:
+    return render(
+        directory("corp", "Corp GovCloud", password_login=True,
+                  smart_card={"pre_session": True, "in_session": True,
+                              "removal_action": removal},
+                  revocation={"crl": True, "ocsp": False, "fail_mode": "soft"},
+                  trust_anchors=["pki/root.pem"], intermediates=["pki/issuing.pem"],
+                  crls=["pki/issuing.crl.pem"], certmap=["upn", "email"],
+                  users=[user("alice", email="alice@corp.example"), user("bob"),
+                         user("carol"),
+                         user("dave", upn=None, password="correct horse battery staple"),
+                         user("rita")],
+                  workspaces=[workspace("alice", running_mode="AUTO_STOP", state="STOPPED"),
+                              workspace("alice", id="ws-alice-pcoip", protocol="PCoIP"),
+                              workspace("bob"), workspace("carol", protocol="PCoIP"),
+                              workspace("dave", protocol="PCoIP"), workspace("rita")]),
+        directory("east", "Corp East", "us-east-1", password_login=True,
+                  smart_card={"pre_session": True, "in_session": True},
+                  revocation={"crl": False}, trust_anchors=["pki/root.pem"],
+                  intermediates=["pki/issuing.pem"],
+                  users=[user("erin", password="erin password")],
+                  workspaces=[workspace("erin")]),
+        directory("other", "Other Agency", smart_card={"pre_session": True,
+                                                       "in_session": True},
+                  revocation={"crl": False}, trust_anchors=["pki/other-root.pem"],
+                  users=[user("olga", upn="olga@other.example")],
+                  workspaces=[workspace("olga")]))
 
 
 def card(issued: Any, *chain: Any) -> SoftCard:
@@ -201,7 +109,7 @@ def build_world(base: Path, broker: Any, removal: str = "lock") -> World:
     (pki / "issuing.crl.pem").write_bytes(crl.public_bytes(serialization.Encoding.PEM))
     (pki / "other-root.pem").write_bytes(other_root.cert_pem())
     path = base / "directories.toml"
-    path.write_text(DIRECTORY_FILE.format(removal=removal))
+    path.write_text(directory_file(removal))
     out = broker.run_cli("admin", "apply", str(path), "--json")
     result = json.loads(out.stdout)
     codes = {d["id"]: d["registration_codes"][0] for d in result["directories"]}

@@ -18,86 +18,27 @@ from cryptography.hazmat.primitives import serialization
 
 from broker.cardsim import PivCard
 from tests.integration.card.conftest import opensc_pkcs11_module
+from tests.support import dirfile as df
 from tests.support.pam import Desktop, PamPkcs11, audit, pam_pkcs11_problem, remove_service
 from tests.support.pcsc import vpcd_cards
 from tests.support.require import unavailable
 
 pytestmark = [pytest.mark.pcsc, pytest.mark.slow]
 
-DIRECTORIES = """
-[[directory]]
-id = "peer"
-name = "Peer East"
-region = "us-east-1"
-password_login = true
-smart_card = { pre_session = false, in_session = true }
-revocation = { crl = true, ocsp = false, fail_mode = "hard" }
-trust_anchors = ["pki/root.pem"]
-intermediates = ["pki/issuing.pem"]
-crls = ["pki/issuing.crl.pem", "pki/root.crl.pem"]
-certmap = ["upn"]
-registration_codes = 1
-
-[[directory.user]]
-username = "erin"
-upn = "erin@corp.example"
-password = "pw-erin"
-
-[[directory.user]]
-username = "rita"
-upn = "rita@corp.example"
-password = "pw-rita"
-
-[[directory.user]]
-username = "pat"
-upn = "pat@corp.example"
-password = "pw-pat"
-
-[[directory.workspace]]
-id = "ws-erin"
-user = "erin"
-protocol = "WSP"
-running_mode = "ALWAYS_ON"
-state = "AVAILABLE"
-
-[[directory.workspace]]
-id = "ws-rita"
-user = "rita"
-protocol = "WSP"
-running_mode = "ALWAYS_ON"
-state = "AVAILABLE"
-
-[[directory.workspace]]
-id = "ws-pat"
-user = "pat"
-protocol = "PCoIP"
-running_mode = "ALWAYS_ON"
-state = "AVAILABLE"
-
-[[directory]]
-id = "peer-off"
-name = "Peer East, in-session off"
-region = "us-east-1"
-password_login = true
-smart_card = { pre_session = false, in_session = false }
-revocation = { crl = false }
-trust_anchors = ["pki/root.pem"]
-intermediates = ["pki/issuing.pem"]
-certmap = ["upn"]
-registration_codes = 1
-
-[[directory.user]]
-username = "olive"
-upn = "olive@corp.example"
-password = "pw-olive"
-
-[[directory.workspace]]
-id = "ws-olive"
-user = "olive"
-protocol = "WSP"
-running_mode = "ALWAYS_ON"
-state = "AVAILABLE"
-"""
+DIRECTORIES = df.render(
+    df.directory("peer", "Peer East", "us-east-1", password_login=True,
+              smart_card={"pre_session": False, "in_session": True},
+              revocation={"crl": True, "ocsp": False, "fail_mode": "hard"},
+              trust_anchors=["pki/root.pem"], intermediates=["pki/issuing.pem"],
+              crls=["pki/issuing.crl.pem", "pki/root.crl.pem"], certmap=["upn"],
+              users=[df.user(n, password=f"pw-{n}") for n in ("erin", "rita", "pat")],
+              workspaces=[df.workspace("erin"), df.workspace("rita"),
+                          df.workspace("pat", protocol="PCoIP")]),
+    df.directory("peer-off", "Peer East, in-session off", "us-east-1", password_login=True,
+              smart_card={"pre_session": False, "in_session": False},
+              revocation={"crl": False}, trust_anchors=["pki/root.pem"],
+              intermediates=["pki/issuing.pem"], certmap=["upn"],
+              users=[df.user("olive", password="pw-olive")], workspaces=[df.workspace("olive")]))
 
 # situation, user, directory, card holder, PIN, end the session first
 SITUATIONS = [
