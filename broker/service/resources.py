@@ -577,9 +577,24 @@ def paginate(session: Session, stmt: Select[Any], key: Any, page: Page,
 
 def filtered(stmt: Select[Any], filters: tuple[Filter, ...], values: Mapping[str, Any]
              ) -> Select[Any]:
-    """``stmt`` narrowed by every filter given a value (None and "" mean not given)."""
+    """``stmt`` narrowed by every filter given a value (None and "" mean not given).
+
+    A filter with choices takes one of them (case-insensitive, as everywhere in the admin
+    surface) and refuses anything else with validation_failed: a closed-set column cannot even
+    be compared with a value outside its set."""
     for flt in filters:
         value = values.get(flt.name)
         if value is not None and value != "":
+            if flt.choices:
+                value = _choice(flt, value)
             stmt = flt.apply(stmt, value)
     return stmt
+
+
+def _choice(flt: Filter, value: Any) -> str:
+    for choice in flt.choices:
+        if isinstance(value, str) and value.strip().lower() == choice.lower():
+            return choice
+    raise ServiceError(Code.VALIDATION_FAILED,
+                       f"Invalid: {flt.name}: must be one of {', '.join(flt.choices)}.",
+                       {"fields": [flt.name], "field": flt.name})

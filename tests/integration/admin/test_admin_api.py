@@ -248,6 +248,13 @@ def test_workspaces_create_list_update_delete(admin: Admin) -> None:
     r = admin.patch("/workspaces/ws-1", {"bundle": "performance", "running_mode": "ALWAYS_ON"})
     assert r.status == 200 and r.body["bundle"] == "performance", r.body
     assert admin.get("/workspaces?protocol=PCoIP").body["items"] == []
+    # A closed-set filter takes its choices case-insensitively and refuses anything else.
+    assert [w["id"] for w in admin.get("/workspaces?protocol=wsp").body["items"]] == ["ws-1"]
+    for bad in ("/workspaces?state=AAA", "/sessions?state=AAA",
+                "/registration-codes?state=AAA", "/workspaces?protocol=RDP"):
+        r = admin.get(bad)
+        assert (r.status, r.code) == (400, "validation_failed"), (bad, r.body)
+        assert "must be one of" in r.body["error"]["message"]
     assert admin.delete("/workspaces/ws-1").status == 204
     assert admin.get("/workspaces/ws-1").code == "workspace_unknown"
 
