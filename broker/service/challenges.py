@@ -31,7 +31,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Connection, update
 from sqlalchemy.orm import Session
 
 from broker.codes import Code
@@ -52,6 +52,28 @@ def to_be_signed(broker_id: str, challenge_id: str, directory_id: str, expires: 
     return TBS_PREFIX + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
+def _new_challenge(ctx: BrokerContext, directory_id: str, purpose: str, detail: str | None,
+                   now: datetime) -> tuple[str, bytes, datetime, str]:
+    """A fresh id, what the card signs, the expiry and the signed purpose."""
+    cid = secrets.token_urlsafe(18)
+    expires = (now + timedelta(seconds=ctx.settings.login.challenge_ttl_s)).replace(
+        microsecond=0)
+    signed_purpose = f"{purpose}:{detail}" if detail else purpose
+    tbs = to_be_signed(ctx.settings.server.broker_id, cid, directory_id, expires,
+                       secrets.token_bytes(32), signed_purpose)
+    return cid, tbs, expires, signed_purpose
+
+
+def _description(cid: str, tbs: bytes, expires: datetime, signed_purpose: str,
+                 issuers: list[str]) -> dict[str, Any]:
+    from broker.pki.signatures import SUPPORTED_SIGNATURE_ALGORITHMS
+
+    return {"challenge_id": cid, "to_be_signed": base64.b64encode(tbs).decode(),
+            "expires_at": rfc3339(expires), "purpose": signed_purpose,
+            "accepted_issuers": issuers,
+            "signature_algorithms": list(SUPPORTED_SIGNATURE_ALGORITHMS)}
+
+
 def create_challenge(ctx: BrokerContext, session: Session, directory_id: str, purpose: str,
                      detail: str | None = None, *, now: datetime, address: str | None = None,
                      registration_code_id: int | None = None,
@@ -61,23 +83,32 @@ def create_challenge(ctx: BrokerContext, session: Session, directory_id: str, pu
     """Store a new single-use challenge and return its public description.
 
     ``purpose`` is pre_session, logon or in_session; ``detail`` the in-session kind (sudo…)."""
-    from broker.pki.signatures import SUPPORTED_SIGNATURE_ALGORITHMS
-
-    cid = secrets.token_urlsafe(18)
-    expires = (now + timedelta(seconds=ctx.settings.login.challenge_ttl_s)).replace(
-        microsecond=0)
-    signed_purpose = f"{purpose}:{detail}" if detail else purpose
-    tbs = to_be_signed(ctx.settings.server.broker_id, cid, directory_id, expires,
-                       secrets.token_bytes(32), signed_purpose)
+    cid, tbs, expires, signed_purpose = _new_challenge(ctx, directory_id, purpose, detail, now)
     session.add(Challenge(id=cid, directory_id=directory_id, purpose=purpose, detail=detail,
                           to_be_signed=tbs, expires_at=expires, client_address=address,
                           registration_code_id=registration_code_id,
                           cert_fingerprint=cert_fingerprint, workspace_id=workspace_id,
                           session_id=session_id, auth_token_id=auth_token_id, created_at=now))
-    return {"challenge_id": cid, "to_be_signed": base64.b64encode(tbs).decode(),
-            "expires_at": rfc3339(expires), "purpose": signed_purpose,
-            "accepted_issuers": _issuers(ctx, session, directory_id),
-            "signature_algorithms": list(SUPPORTED_SIGNATURE_ALGORITHMS)}
+    return _description(cid, tbs, expires, signed_purpose,
+                        _issuers(ctx, session, directory_id))
+
+
+def insert_login_challenge(ctx: BrokerContext, conn: Connection, directory_id: str,
+                           directory_version: int, *, now: datetime, address: str | None,
+                           registration_code_id: int) -> dict[str, Any]:
+    """:func:`create_challenge` for a pre-session login on the Core hot path: one INSERT (the
+    accepted issuers come from the trust cache at ``directory_version``)."""
+    from broker.store.statements import INSERT_CHALLENGE
+
+    cid, tbs, expires, signed_purpose = _new_challenge(ctx, directory_id, "pre_session", None,
+                                                       now)
+    conn.execute(INSERT_CHALLENGE, {
+        "id": cid, "directory_id": directory_id, "purpose": "pre_session", "detail": None,
+        "to_be_signed": tbs, "expires_at": expires, "used_at": None, "client_address": address,
+        "registration_code_id": registration_code_id, "cert_fingerprint": None,
+        "workspace_id": None, "session_id": None, "auth_token_id": None, "created_at": now})
+    return _description(cid, tbs, expires, signed_purpose,
+                        ctx.trust.issuers_at(conn, directory_id, directory_version))
 
 
 def _issuers(ctx: BrokerContext, session: Session, directory_id: str) -> list[str]:
@@ -90,11 +121,16 @@ def check_challenge(session: Session, challenge_id: str, now: datetime) -> Chall
     ch = session.get(Challenge, challenge_id) if len(challenge_id) <= MAX_ID else None
     if ch is None:
         raise ServiceError(Code.CHALLENGE_UNKNOWN, "There is no such challenge.")
-    if ch.used_at is not None:
-        raise ServiceError(Code.CHALLENGE_USED, "This challenge has already been answered.")
-    if ch.expires_at <= now:
-        raise ServiceError(Code.CHALLENGE_EXPIRED, "This challenge has expired; ask for a new one.")
+    check_row(ch.used_at, ch.expires_at, now)
     return ch
+
+
+def check_row(used_at: datetime | None, expires_at: datetime, now: datetime) -> None:
+    """challenge_used / challenge_expired for a challenge read by any means."""
+    if used_at is not None:
+        raise ServiceError(Code.CHALLENGE_USED, "This challenge has already been answered.")
+    if expires_at <= now:
+        raise ServiceError(Code.CHALLENGE_EXPIRED, "This challenge has expired; ask for a new one.")
 
 
 def consume_challenge(session: Session, challenge_id: str, now: datetime) -> None:
@@ -108,6 +144,18 @@ def consume_challenge(session: Session, challenge_id: str, now: datetime) -> Non
     if result.rowcount != 1:  # type: ignore[attr-defined]
         ch = session.get(Challenge, challenge_id)
         if ch is not None and ch.used_at is None:
+            raise ServiceError(Code.CHALLENGE_EXPIRED, "This challenge has expired.")
+        raise ServiceError(Code.CHALLENGE_USED, "This challenge has already been answered.")
+
+
+def consume(conn: Connection, challenge_id: str, now: datetime) -> None:
+    """:func:`consume_challenge` on the Core hot path: the same single UPDATE decides."""
+    from broker.store.statements import CHALLENGE_USED_AT, CONSUME_CHALLENGE
+
+    params = {"challenge_id": challenge_id, "now": now}
+    if conn.execute(CONSUME_CHALLENGE, params).rowcount != 1:
+        row = conn.execute(CHALLENGE_USED_AT, params).first()
+        if row is not None and row.used_at is None:
             raise ServiceError(Code.CHALLENGE_EXPIRED, "This challenge has expired.")
         raise ServiceError(Code.CHALLENGE_USED, "This challenge has already been answered.")
 

@@ -6,10 +6,11 @@ for update while it is read and bumped, so N processes on one PostgreSQL count t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import case, delete, select
+from sqlalchemy import Connection, case, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -58,6 +59,40 @@ def hit(session: Session, key: str, limit: int, window_s: int, now: datetime) ->
         retry = max(1, int(window_s - (now - started).total_seconds()) + 1)
         raise ServiceError(Code.RATE_LIMITED, "Too many requests; try again later.",
                            {"retry_after_s": retry})
+
+
+def hit_many(conn: Connection, hits: Sequence[tuple[str, int]], window_s: int,
+             now: datetime) -> None:
+    """:func:`hit` for several ``(key, limit)`` pairs of one window, in one statement on the
+    Core hot path; rate_limited for the first pair (in the order given) past its limit. A
+    refusal rolls the caller's transaction back, so no counter moves for a refused call."""
+    from broker.store.statements import count_hits
+
+    if not hits:
+        return
+    params: dict[str, Any] = {f"key_{i}": key for i, (key, _) in enumerate(hits)}
+    params.update(now=now, cutoff=now - timedelta(seconds=window_s))
+    counted = {key: (count, started) for key, count, started in
+               conn.execute(count_hits(conn.dialect.name, len(hits)), params).tuples()}
+    for key, limit in hits:
+        count, started = counted[key]
+        if count > limit:
+            if started.tzinfo is None:
+                started = started.replace(tzinfo=now.tzinfo)
+            retry = max(1, int(window_s - (now - started).total_seconds()) + 1)
+            raise ServiceError(Code.RATE_LIMITED, "Too many requests; try again later.",
+                               {"retry_after_s": retry})
+
+
+def locked(locks: Mapping[str, str], found: Mapping[str, datetime | None],
+           now: datetime) -> None:
+    """Raise the code of the first key of ``locks`` whose ``found`` lock is still in force."""
+    for key, code in locks.items():
+        until = found.get(key)
+        if until is not None and until > now:
+            retry = max(1, int((until - now).total_seconds()) + 1)
+            raise ServiceError(code, "Too many failed attempts; try again later.",
+                               {"retry_after_s": retry})
 
 
 def check_lockout(session: Session, key: str, now: datetime, *,

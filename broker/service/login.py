@@ -12,63 +12,76 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from broker import policy
 from broker.codes import Code
 from broker.service import audit, limits
-from broker.service.attempts import Attempt, address_throttle, audited, check_address
-from broker.service.challenges import check_challenge, consume_challenge, create_challenge
+from broker.service.attempts import (
+    Attempt,
+    address_key,
+    address_throttle,
+    audited,
+    check_address,
+)
+from broker.service.challenges import MAX_ID, check_row, consume, insert_login_challenge
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
 from broker.service.passwords import verify_password
-from broker.service.registrations import ClientSpec, directory_settings, resolve_code
+from broker.service.registrations import ClientSpec, code_settings, lookup_code, resolve_code
 from broker.service.tokens import new_token, token_hash
-from broker.service.trust import (
-    TrustSnapshot,
-    Verified,
-    find_user,
-    verify_card_response,
-)
+from broker.service.trust import TrustSnapshot, Verified, map_user, verify_card_response
 from broker.service.wire import cert_fingerprint, decode_b64, der_certificate, rfc3339
-from broker.store.models import AuthToken, Directory, User, WorkSpace
+from broker.store.models import AuthToken, User, WorkSpace
+from broker.store.statements import (
+    CHALLENGE_FOR_RESPONSE,
+    CLEAR_COUNTER,
+    INSERT_AUTH_TOKEN,
+    LOCKS,
+    )
 
 
 def issue_login_challenge(ctx: BrokerContext, code: str, client: ClientSpec, card_count: int,
                           address: str | None) -> dict[str, Any]:
-    """POST /v1/auth/challenges: policy check, rate limits, a fresh pre-session challenge."""
-    attempt = Attempt("challenge.issue", address)
+    """POST /v1/auth/challenges: policy check, rate limits, a fresh pre-session challenge.
 
-    def issue(session: Session) -> dict[str, Any]:
+    One write transaction of four statements on the Core hot path: the code with its directory
+    and the address's lock, the three rate counters, the challenge, its audit event."""
+    attempt = Attempt("challenge.issue", address)
+    lock_key = address_key(address)
+
+    def issue(conn: Connection) -> dict[str, Any]:
         now = ctx.now()
-        row, d = resolve_code(ctx, session, code, now)
-        attempt.directory_id = d.id
+        d = lookup_code(ctx, conn, code, now, address_key=lock_key)
+        attempt.directory_id = d.directory_id
         decision = policy.decide_smart_card(
-            ctx.catalogue.get(d.region), directory_settings(d), policy.Purpose.PRE_SESSION,
+            ctx.catalogue.get(d.region), code_settings(d), policy.Purpose.PRE_SESSION,
             client=client.info(), card_count=card_count)
         if not decision.allowed:
             reasons = [r.value for r in decision.reasons]
             raise ServiceError(Code.SMART_CARD_NOT_ALLOWED,
                                "Smart-card login is not allowed here: " + ", ".join(reasons),
                                {"reasons": reasons})
-        check_address(session, attempt, now)
+        if lock_key:
+            limits.locked({lock_key: Code.RATE_LIMITED}, {lock_key: d.address_locked_until},
+                          now)
         lim = ctx.settings.login
+        hits = []
         if address:
             # Per client of a code, per client overall: one client cannot spend everyone's.
-            limits.hit(session, f"chal:code:{row.id}:{address}",
-                       lim.challenges_per_code_per_minute, 60, now)
-            limits.hit(session, f"chal:addr:{address}", lim.challenges_per_address_per_minute,
-                       60, now)
-        limits.hit(session, f"chal:dir:{d.id}", lim.challenges_per_directory_per_minute, 60, now)
-        body = create_challenge(ctx, session, d.id, "pre_session", now=now, address=address,
-                                registration_code_id=row.id)
-        audit.record(session, "challenge.issue", "success", directory_id=d.id,
+            hits += [(f"chal:code:{d.id}:{address}", lim.challenges_per_code_per_minute),
+                     (f"chal:addr:{address}", lim.challenges_per_address_per_minute)]
+        hits.append((f"chal:dir:{d.directory_id}", lim.challenges_per_directory_per_minute))
+        limits.hit_many(conn, hits, 60, now)
+        body = insert_login_challenge(ctx, conn, d.directory_id, d.version, now=now,
+                                      address=address, registration_code_id=d.id)
+        audit.insert(conn, "challenge.issue", "success", directory_id=d.directory_id,
                      client_address=address, challenge_id=body["challenge_id"],
                      purpose="pre_session")
         return body
 
-    return audited(ctx, attempt, lambda: ctx.db.transaction(issue))
+    return audited(ctx, attempt, lambda: ctx.db.run(issue))
 
 
 def workspaces_of(session: Session, user_id: int) -> list[dict[str, Any]]:
@@ -100,51 +113,75 @@ def _login_body(user: User, token: str, expires: datetime, method: str,
 def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64: str,
                          chain_b64: list[str], signature_b64: str, algorithm: str,
                          address: str | None) -> dict[str, Any]:
-    """POST /v1/auth/challenges/{id}/response: verify, map, consume, hand out a token."""
+    """POST /v1/auth/challenges/{id}/response: verify, map, consume, hand out a token.
+
+    On the Core hot path: one read (the challenge, its directory's version, the locks), the
+    verification outside any transaction, then one write transaction (consume, user with
+    WorkSpaces, auth token, audit event; and the certificate's failure counter cleared when
+    the read saw one)."""
     attempt = Attempt("login.smart_card", address, challenge_id=challenge_id)
 
-    def read_challenge(session: Session) -> tuple[bytes, TrustSnapshot]:
+    def read_challenge(conn: Connection) -> tuple[bytes, TrustSnapshot, bool]:
         now = ctx.now()
-        # One read for both throttles that apply before any verification work.
-        limits.check_locks(session, {f"fail:cert:{attempt.fingerprint}": Code.LOCKED_OUT,
-                                     **address_throttle(attempt)}, now)
-        ch = check_challenge(session, challenge_id, now)
-        if ch.purpose != "pre_session":
-            raise ServiceError(Code.CHALLENGE_UNKNOWN, "This is not a login challenge.")
-        d = session.get(Directory, ch.directory_id)
-        if d is None:
+        cert_key = f"fail:cert:{attempt.fingerprint}"
+        # One read for the challenge and both throttles that apply before any verification.
+        locks = {cert_key: Code.LOCKED_OUT, **address_throttle(attempt)}
+        row = conn.execute(CHALLENGE_FOR_RESPONSE, {
+            "challenge_id": challenge_id if len(challenge_id) <= MAX_ID else None,
+            "cert_key": cert_key, "address_key": address_key(address)}).first()
+        if row is None:
+            found: dict[str, Any] = dict(
+                conn.execute(LOCKS, {"keys": list(locks), "now": now}).tuples().all())
+            limits.locked(locks, found, now)
             raise ServiceError(Code.CHALLENGE_UNKNOWN, "There is no such challenge.")
-        attempt.directory_id = d.id
-        return ch.to_be_signed, ctx.trust.snapshot(session, d)
+        limits.locked(locks, {cert_key: row.cert_locked_until,
+                              address_key(address) or "": row.address_locked_until}, now)
+        check_row(row.used_at, row.expires_at, now)
+        if row.purpose != "pre_session":
+            raise ServiceError(Code.CHALLENGE_UNKNOWN, "This is not a login challenge.")
+        if row.version is None:  # the directory was deleted
+            raise ServiceError(Code.CHALLENGE_UNKNOWN, "There is no such challenge.")
+        attempt.directory_id = row.directory_id
+        return (row.to_be_signed, ctx.trust.snapshot_at(conn, row.directory_id, row.version),
+                row.cert_failures is not None)
 
-    def grant(session: Session, verified: Verified, snap: TrustSnapshot) -> dict[str, Any]:
+    def grant(conn: Connection, verified: Verified, snap: TrustSnapshot,
+              had_failures: bool) -> dict[str, Any]:
         now = ctx.now()
-        consume_challenge(session, challenge_id, now)
-        user = find_user(session, snap.directory_id, verified.identity, snap.certmap)
-        wss = workspaces_of(session, user.id)
-        if not any(w["protocol"] == "WSP" for w in wss):
+        consume(conn, challenge_id, now)
+        user = map_user(conn, snap.directory_id, verified.identity, snap.certmap)
+        if not any(w["protocol"] == "WSP" for w in user.workspaces):
             raise ServiceError(Code.SMART_CARD_REQUIRES_WSP,
                                "Smart cards work only with WorkSpaces streamed over WSP, and "
                                "this user has none.")
-        token, expires = _issue_auth_token(ctx, session, user, "smart_card", now,
-                                           verified.cert_der)
-        limits.clear(session, f"fail:cert:{verified.fingerprint}")
-        audit.record(session, "login.smart_card", "success", directory_id=user.directory_id,
+        token = new_token("sbt")
+        expires = now + timedelta(seconds=ctx.settings.login.auth_token_ttl_s)
+        conn.execute(INSERT_AUTH_TOKEN, {
+            "token_hash": token_hash(token), "user_id": user.id,
+            "directory_id": user.directory_id, "method": "smart_card",
+            "cert_fingerprint": verified.fingerprint, "cert_der": verified.cert_der,
+            "expires_at": expires, "revoked_at": None, "created_at": now})
+        if had_failures:  # a success forgets the certificate's earlier failures
+            conn.execute(CLEAR_COUNTER, {"key": f"fail:cert:{verified.fingerprint}"})
+        audit.insert(conn, "login.smart_card", "success", directory_id=user.directory_id,
                      username=user.username, client_address=address,
                      cert_fingerprint=verified.fingerprint, challenge_id=challenge_id,
                      revocation_soft_fail=verified.soft_fail or None,
                      verification=verified.evidence or None)
-        return _login_body(user, token, expires, "smart_card", wss)
+        return {"auth_token": token, "expires_at": rfc3339(expires), "method": "smart_card",
+                "user": {"username": user.username, "upn": user.upn, "email": user.email,
+                         "directory_id": user.directory_id},
+                "workspaces": user.workspaces}
 
     def run() -> dict[str, Any]:
         cert_der = der_certificate(certificate_b64)
         attempt.fingerprint = cert_fingerprint(cert_der)
         chain = [der_certificate(c, "chain certificate") for c in chain_b64]
         signature = decode_b64(signature_b64, "signature_invalid", "signature")
-        tbs, snap = ctx.db.read(read_challenge)
+        tbs, snap, had_failures = ctx.db.run(read_challenge, read_only=True)
         verified = verify_card_response(ctx, snap, tbs, cert_der, chain, signature, algorithm,
                                         on_key_proven=attempt.prove_key)
-        return ctx.db.transaction(lambda s: grant(s, verified, snap))
+        return ctx.db.run(lambda c: grant(c, verified, snap, had_failures))
 
     return audited(ctx, attempt, run)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, Row, select
 from sqlalchemy.orm import Session
 
 import broker.policy as policy
@@ -39,6 +39,40 @@ def directory_settings(d: Directory) -> policy.DirectorySettings:
                                     password_login=d.password_login)
 
 
+def code_settings(row: Row[Any]) -> policy.DirectorySettings:
+    """The login toggles of the directory of a :func:`lookup_code` row."""
+    return policy.DirectorySettings(pre_session=row.sc_pre_session,
+                                    in_session=row.sc_in_session,
+                                    password_login=row.password_login)
+
+
+def _refuse_unusable(ctx: BrokerContext, state: str, revoked_at: datetime | None,
+                     rotated_at: datetime | None, now: datetime) -> None:
+    grace = timedelta(seconds=ctx.settings.registration.rotation_grace_s)
+    if registration.is_usable(state, revoked_at, rotated_at, grace, now) != "ok":
+        raise ServiceError(Code.REGISTRATION_CODE_REVOKED,
+                           "This registration code is no longer valid. Ask your WorkSpaces "
+                           "administrator for a new one.")
+
+
+def lookup_code(ctx: BrokerContext, conn: Connection, text: str, now: datetime, *,
+                address_key: str | None = None) -> Row[Any]:
+    """:func:`resolve_code` on the Core hot path: one read gives the code, its directory's
+    login settings and version, and the lock (``address_locked_until``) of ``address_key``.
+    Same errors as :func:`resolve_code`."""
+    from broker.store.statements import CODE_AND_DIRECTORY
+
+    parsed = registration.parse(text, ctx.catalogue)
+    row = conn.execute(CODE_AND_DIRECTORY, {"code": parsed.lookup_key,
+                                            "address_key": address_key}).first()
+    if row is None:  # never issued, or its directory was deleted while this call ran
+        raise ServiceError(Code.REGISTRATION_CODE_UNKNOWN,
+                           "This registration code is not known. Check it with your "
+                           "WorkSpaces administrator.")
+    _refuse_unusable(ctx, row.state, row.revoked_at, row.rotated_at, now)
+    return row
+
+
 def resolve_code(ctx: BrokerContext, session: Session, text: str,
                  now: datetime) -> tuple[RegistrationCode, Directory]:
     """The usable registration code row and its directory.
@@ -54,12 +88,7 @@ def resolve_code(ctx: BrokerContext, session: Session, text: str,
         raise ServiceError(Code.REGISTRATION_CODE_UNKNOWN,
                            "This registration code is not known. Check it with your "
                            "WorkSpaces administrator.")
-    grace = timedelta(seconds=ctx.settings.registration.rotation_grace_s)
-    status = registration.is_usable(row.state, row.revoked_at, row.rotated_at, grace, now)
-    if status != "ok":
-        raise ServiceError(Code.REGISTRATION_CODE_REVOKED,
-                           "This registration code is no longer valid. Ask your WorkSpaces "
-                           "administrator for a new one.")
+    _refuse_unusable(ctx, row.state, row.revoked_at, row.rotated_at, now)
     directory = session.get(Directory, row.directory_id)
     if directory is None:  # deleted while this call ran (the foreign key cascades)
         raise ServiceError(Code.REGISTRATION_CODE_UNKNOWN, "This registration code is not known.")
@@ -70,15 +99,15 @@ def register(ctx: BrokerContext, code: str, client: ClientSpec,
              client_address: str | None = None) -> dict[str, Any]:
     """The answer to POST /v1/registrations."""
 
-    def work(session: Session) -> dict[str, Any]:
-        _row, d = resolve_code(ctx, session, code, ctx.now())
+    def work(conn: Connection) -> dict[str, Any]:
+        d = lookup_code(ctx, conn, code, ctx.now())
         region = ctx.catalogue.get(d.region)
-        offer = policy.login_methods(region, directory_settings(d), client.info())
-        audit.record(session, "registration", "success", directory_id=d.id,
+        offer = policy.login_methods(region, code_settings(d), client.info())
+        audit.insert(conn, "registration", "success", directory_id=d.directory_id,
                      client_address=client_address, methods=list(offer.methods),
                      platform=client.platform[:32], version=client.version[:32])
         return {
-            "directory": {"id": d.id, "name": d.name},
+            "directory": {"id": d.directory_id, "name": d.name},
             "region": d.region,
             "login_methods": list(offer.methods),
             "smart_card": {
@@ -90,12 +119,12 @@ def register(ctx: BrokerContext, code: str, client: ClientSpec,
         }
 
     try:
-        return ctx.db.transaction(work)
+        return ctx.db.run(work)
     except BrokerError as exc:
         # The refusal is audited in its own transaction: the failed one was rolled back.
         reason = exc.code
-        ctx.db.transaction(lambda s: audit.record(s, "registration", "refused", reason=reason,
-                                                  client_address=client_address))
+        ctx.db.run(lambda c: audit.insert(c, "registration", "refused", reason=reason,
+                                          client_address=client_address))
         raise
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import func, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.orm import Session
 
 from broker.codes import Code
@@ -88,25 +88,52 @@ class TrustCache:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
 
-    def _entry(self, session: Session, d: Directory) -> _Entry:
+    def _cached(self, directory_id: str, version: int) -> _Entry | None:
         with self._lock:
-            entry = self._entries.get(d.id)
-            if entry is not None and entry.version == d.version:
-                self._entries.move_to_end(d.id)
+            entry = self._entries.get(directory_id)
+            if entry is not None and entry.version == version:
+                self._entries.move_to_end(directory_id)
                 return entry
-        entry = _Entry(d.version, load_trust(session, d), accepted_issuers(session, d.id))
+        return None
+
+    def _keep(self, directory_id: str, entry: _Entry) -> _Entry:
         with self._lock:
-            self._entries[d.id] = entry
-            self._entries.move_to_end(d.id)
+            self._entries[directory_id] = entry
+            self._entries.move_to_end(directory_id)
             while len(self._entries) > self.max_directories:
                 self._entries.popitem(last=False)
         return entry
+
+    def _entry(self, session: Session, d: Directory) -> _Entry:
+        entry = self._cached(d.id, d.version)
+        if entry is not None:
+            return entry
+        return self._keep(d.id, _Entry(d.version, load_trust(session, d),
+                                       accepted_issuers(session, d.id)))
+
+    def _entry_at(self, conn: Connection, directory_id: str, version: int) -> _Entry:
+        """The entry for a directory whose version the caller read on ``conn`` (Core hot path):
+        no statement at all when the cache holds that version, else one load on ``conn``."""
+        entry = self._cached(directory_id, version)
+        if entry is not None:
+            return entry
+        with Session(bind=conn) as session:  # joins conn's transaction, never ends it
+            d = session.get(Directory, directory_id)
+            if d is None:
+                raise ServiceError(Code.DIRECTORY_UNKNOWN, "The directory no longer exists.")
+            return self._entry(session, d)
 
     def snapshot(self, session: Session, d: Directory) -> TrustSnapshot:
         return self._entry(session, d).snapshot
 
     def issuers(self, session: Session, d: Directory) -> list[str]:
         return list(self._entry(session, d).issuers)
+
+    def snapshot_at(self, conn: Connection, directory_id: str, version: int) -> TrustSnapshot:
+        return self._entry_at(conn, directory_id, version).snapshot
+
+    def issuers_at(self, conn: Connection, directory_id: str, version: int) -> list[str]:
+        return list(self._entry_at(conn, directory_id, version).issuers)
 
     def store(self, snap: TrustSnapshot) -> Any:
         """The parsed TrustStore of a snapshot this cache handed out (built once)."""
@@ -178,6 +205,64 @@ def find_user(session: Session, directory_id: str, ident: CertIdentity,
                 continue
             raise
         return next(u for u in rows if u.username == found.username)
+    raise ServiceError(Code.USER_NOT_FOUND, "No user of this directory matches the certificate.",
+                       {"rules": list(rules)})
+
+
+@dataclass(frozen=True)
+class MappedUser:
+    """The user a certificate maps to, with its WorkSpaces (as the login answer lists them)."""
+
+    id: int
+    directory_id: str
+    username: str
+    upn: str | None
+    email: str | None
+    workspaces: list[dict[str, Any]]
+
+
+def _rule_values(rule: str, ident: CertIdentity) -> dict[str, Any] | None:
+    """The bound values of one certmap rule's statement (None: no such name to look up)."""
+    if rule == "upn":
+        return {"value": ident.upn.lower()} if ident.upn else None
+    if rule == "email":
+        emails = sorted({e.lower() for e in ident.emails})
+        return {"values": emails} if emails else None
+    if rule == "subject":
+        return {"value": ident.subject}
+    if rule == "fingerprint":
+        return {"value": ident.fingerprint.lower()}
+    raise ValueError(f"unknown certmap rule {rule!r}")
+
+
+def map_user(conn: Connection, directory_id: str, ident: CertIdentity,
+             rules: Sequence[str]) -> MappedUser:
+    """:func:`find_user` on the Core hot path, with the user's WorkSpaces in the same statement:
+    one indexed lookup per rule tried, the same decision (:func:`map_certificate`) and errors."""
+    from broker.pki.errors import PkiError
+    from broker.pki.identity import UserRecord, map_certificate
+    from broker.store.statements import USER_WITH_WORKSPACES
+
+    for rule in rules:
+        values = _rule_values(rule, ident)
+        if values is None:
+            continue
+        rows = conn.execute(USER_WITH_WORKSPACES[rule],
+                            {"directory_id": directory_id, **values}).all()
+        users = {r.id: r for r in rows}
+        records = [UserRecord(username=u.username, upn=u.upn, email=u.email, subject=u.subject,
+                              fingerprint=u.cert_fingerprint) for u in users.values()]
+        try:
+            found = map_certificate(ident, [rule], records)
+        except PkiError as exc:
+            if exc.code == Code.USER_NOT_FOUND:
+                continue
+            raise
+        user = next(u for u in users.values() if u.username == found.username)
+        return MappedUser(user.id, user.directory_id, user.username, user.upn, user.email, [
+            {"id": r.ws_id, "name": r.ws_name, "protocol": r.protocol,
+             "running_mode": r.running_mode, "state": r.state}
+            for r in rows if r.id == user.id and r.ws_id is not None])
     raise ServiceError(Code.USER_NOT_FOUND, "No user of this directory matches the certificate.",
                        {"rules": list(rules)})
 

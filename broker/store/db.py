@@ -3,6 +3,8 @@
 Every unit of database work is a function ``fn(session) -> T`` run inside one transaction by
 :meth:`Database.transaction` (blocking: the CLI calls it directly, the server through
 ``BrokerContext.call`` in its thread pool, so the reactor thread never waits on the database).
+The login hot path uses :meth:`Database.run` instead: ``fn(connection)`` with SQLAlchemy Core
+statements built once (no ORM session, identity map or flush per call).
 Serialization failures, deadlocks and SQLite's "database is locked" are retried with
 jittered backoff, like Synapse's storage layer.
 """
@@ -15,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -116,8 +118,8 @@ class Database:
         self.url = url
         self.engine = create_broker_engine(url, pool_size=pool_size)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
-        self.read_sessionmaker = sessionmaker(
-            self.engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False)
+        self.read_engine = self.engine.execution_options(**{READ_ONLY: True})
+        self.read_sessionmaker = sessionmaker(self.read_engine, expire_on_commit=False)
         self.retries = retries
 
     @property
@@ -137,13 +139,23 @@ class Database:
         """Run ``fn`` in a transaction that only reads (on SQLite it takes no write lock)."""
         return self._run(self.read_sessionmaker, fn, name)
 
-    def _run(self, factory: Any, fn: Callable[[Session], T], name: str | None) -> T:
+    def run(self, fn: Callable[[Connection], T], *, read_only: bool = False,
+            name: str | None = None) -> T:
+        """Run ``fn`` with a Core connection in one transaction, committing on success, with
+        the same retries and naming as :meth:`transaction`; ``read_only`` as :meth:`read` (no
+        SQLite write lock). For hot paths whose statements are built once: no ORM session."""
+        return self._run((self.read_engine if read_only else self.engine).begin, fn, name)
+
+    def _run(self, factory: Any, fn: Callable[[Any], T], name: str | None) -> T:
         name = name or getattr(fn, "__name__", None) or "transaction"
         attempt = 0
         while True:
             try:
-                with factory() as session, session.begin():
-                    return fn(session)
+                with factory() as handle:
+                    if isinstance(handle, Connection):  # engine.begin(): already in one
+                        return fn(handle)
+                    with handle.begin():
+                        return fn(handle)
             except (DBAPIError, PoolTimeout) as exc:
                 if is_unavailable(exc):
                     log.warning("database unavailable",

@@ -1,0 +1,155 @@
+"""SQLAlchemy Core statements of the login hot path, built once at import.
+
+Each is a constant whose compiled form SQLAlchemy caches per dialect, executed on a plain
+Connection (:meth:`broker.store.db.Database.run`): no ORM session, identity map, flush or
+statement construction per call. Values arrive as bound parameters named in each docstring.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from sqlalchemy import (
+    Delete,
+    Insert,
+    Select,
+    Table,
+    Update,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from broker.store.models import (
+    AuditEvent,
+    AuthToken,
+    Challenge,
+    Directory,
+    RateCounter,
+    RegistrationCode,
+    User,
+    WorkSpace,
+)
+
+_codes: Table = RegistrationCode.__table__  # type: ignore[assignment]
+_dirs: Table = Directory.__table__  # type: ignore[assignment]
+_challenges: Table = Challenge.__table__  # type: ignore[assignment]
+_counters: Table = RateCounter.__table__  # type: ignore[assignment]
+_users: Table = User.__table__  # type: ignore[assignment]
+_workspaces: Table = WorkSpace.__table__  # type: ignore[assignment]
+_tokens: Table = AuthToken.__table__  # type: ignore[assignment]
+_audit: Table = AuditEvent.__table__  # type: ignore[assignment]
+
+
+def _lock(param: str) -> Any:
+    """``locked_until`` of the counter named by ``param`` (NULL when none)."""
+    return select(_counters.c.locked_until).where(
+        _counters.c.key == bindparam(param)).scalar_subquery()
+
+
+#: A registration code, its directory's login settings and the source address's failure lock,
+#: in one read. Parameters: ``code``, ``address_key`` (None when there is no address).
+CODE_AND_DIRECTORY: Select[Any] = (
+    select(_codes.c.id, _codes.c.state, _codes.c.revoked_at, _codes.c.rotated_at,
+           _dirs.c.id.label("directory_id"), _dirs.c.name, _dirs.c.region,
+           _dirs.c.sc_pre_session, _dirs.c.sc_in_session, _dirs.c.password_login,
+           _dirs.c.version, _lock("address_key").label("address_locked_until"))
+    .select_from(_codes.join(_dirs, _dirs.c.id == _codes.c.directory_id))
+    .where(_codes.c.code == bindparam("code")))
+
+#: What answering a challenge needs before any verification: the challenge, its directory's
+#: version, and the locks on the certificate and the source address (and whether the certificate
+#: has a failure counter at all). Parameters: ``challenge_id``, ``cert_key``, ``address_key``.
+CHALLENGE_FOR_RESPONSE: Select[Any] = (
+    select(_challenges.c.to_be_signed, _challenges.c.purpose, _challenges.c.used_at,
+           _challenges.c.expires_at, _challenges.c.directory_id, _dirs.c.version,
+           _lock("cert_key").label("cert_locked_until"),
+           _lock("address_key").label("address_locked_until"),
+           select(_counters.c.count).where(_counters.c.key == bindparam("cert_key"))
+           .scalar_subquery().label("cert_failures"))
+    .select_from(_challenges.outerjoin(_dirs, _dirs.c.id == _challenges.c.directory_id))
+    .where(_challenges.c.id == bindparam("challenge_id")))
+
+#: Locks by key, for when there is no challenge row to hang them on. Parameter: ``keys``.
+LOCKS: Select[Any] = select(_counters.c.key, _counters.c.locked_until).where(
+    _counters.c.key.in_(bindparam("keys", expanding=True)),
+    _counters.c.locked_until > bindparam("now"))
+
+#: The single use: exactly one caller across all processes changes the row.
+#: Parameters: ``challenge_id``, ``now``.
+CONSUME_CHALLENGE: Update = (
+    update(_challenges)
+    .where(_challenges.c.id == bindparam("challenge_id"), _challenges.c.used_at.is_(None),
+           _challenges.c.expires_at > bindparam("now"))
+    .values(used_at=bindparam("now")))
+
+#: Why a consume changed nothing. Parameter: ``challenge_id``.
+CHALLENGE_USED_AT: Select[Any] = select(_challenges.c.id, _challenges.c.used_at).where(
+    _challenges.c.id == bindparam("challenge_id"))
+
+INSERT_CHALLENGE: Insert = insert(_challenges)
+INSERT_AUTH_TOKEN: Insert = insert(_tokens)
+INSERT_AUDIT_EVENT: Insert = insert(_audit)
+
+#: Parameter: ``key``.
+CLEAR_COUNTER: Delete = delete(_counters).where(_counters.c.key == bindparam("key"))
+
+
+def _certmap_condition(rule: str) -> Any:
+    if rule == "upn":
+        return func.lower(_users.c.upn) == bindparam("value")
+    if rule == "email":
+        return func.lower(_users.c.email).in_(bindparam("values", expanding=True))
+    if rule == "subject":
+        return _users.c.subject == bindparam("value")
+    if rule == "fingerprint":
+        return func.lower(_users.c.cert_fingerprint) == bindparam("value")
+    raise ValueError(f"unknown certmap rule {rule!r}")
+
+
+def _user_with_workspaces(rule: str) -> Select[Any]:
+    # At most two candidates (two mean "ambiguous"), found by the rule's expression index,
+    # with their WorkSpaces in the same round trip.
+    candidates = (select(_users.c.id)
+                  .where(_users.c.directory_id == bindparam("directory_id"),
+                         _users.c.disabled.is_(False), _certmap_condition(rule))
+                  .limit(2).scalar_subquery())
+    return (select(_users.c.id, _users.c.directory_id, _users.c.username, _users.c.upn,
+                   _users.c.email, _users.c.subject, _users.c.cert_fingerprint,
+                   _workspaces.c.id.label("ws_id"), _workspaces.c.name.label("ws_name"),
+                   _workspaces.c.protocol, _workspaces.c.running_mode, _workspaces.c.state)
+            .select_from(_users.outerjoin(_workspaces, _workspaces.c.user_id == _users.c.id))
+            .where(_users.c.id.in_(candidates))
+            .order_by(_users.c.id, _workspaces.c.id))
+
+
+#: Per certmap rule: the (at most two) enabled users it finds, each with its WorkSpaces.
+#: Parameters: ``directory_id`` and ``value`` (``values``, a list, for ``email``).
+USER_WITH_WORKSPACES: dict[str, Select[Any]] = {
+    rule: _user_with_workspaces(rule) for rule in ("upn", "email", "subject", "fingerprint")}
+
+
+@functools.cache
+def count_hits(dialect: str, keys: int) -> Insert:
+    """Count one event for each of ``keys`` keys in one statement (``INSERT … VALUES (…), (…)
+    ON CONFLICT DO UPDATE … RETURNING``), built once per dialect and number of keys.
+
+    Parameters: ``key_0`` … ``key_<n-1>``, ``now``, ``cutoff`` (a window that started at or
+    before it restarts at ``now``). Returns ``key, count, window_start`` per key, in any order.
+    """
+    dialect_insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stale = _counters.c.window_start <= bindparam("cutoff")
+    stmt = dialect_insert(_counters).values([
+        {"key": bindparam(f"key_{i}"), "window_start": bindparam("now"), "count": 1}
+        for i in range(keys)])
+    return stmt.on_conflict_do_update(index_elements=[_counters.c.key], set_={
+        "count": case((stale, 1), else_=_counters.c.count + 1),
+        "window_start": case((stale, stmt.excluded.window_start),
+                             else_=_counters.c.window_start)},
+    ).returning(_counters.c.key, _counters.c.count, _counters.c.window_start)
