@@ -53,6 +53,10 @@ class ServerSettings:
     state_dir: str = ""
     #: Also serve /metrics on the client listener (it is always on the admin listener).
     metrics_on_client: bool = False
+    #: TLS session resumption (session tickets and a session cache) for returning clients.
+    tls_session_resumption: bool = True
+    #: A new TLS context (new ticket key, empty session cache) this often, per process.
+    tls_ticket_key_rotation_s: int = 3600
 
 
 @dataclass(frozen=True)
@@ -224,6 +228,7 @@ def _check_values(settings: Settings) -> None:
     positive = [
         ("server.workers", s.server.workers), ("server.max_body_bytes", s.server.max_body_bytes),
         ("server.threadpool_size", s.server.threadpool_size),
+        ("server.tls_ticket_key_rotation_s", s.server.tls_ticket_key_rotation_s),
         ("login.challenge_ttl_s", s.login.challenge_ttl_s),
         ("login.ticket_ttl_s", s.login.ticket_ttl_s),
         ("login.auth_token_ttl_s", s.login.auth_token_ttl_s),

@@ -113,8 +113,9 @@ def resolve_tls(ctx: BrokerContext, dev: bool) -> TlsFiles:
     return dev_certificate(s.state_path / "dev-tls")
 
 
-def tls_options(files: TlsFiles) -> CertificateOptions:
-    """pyOpenSSL context options: TLS 1.2+, the certificate chain and key from PEM files."""
+def tls_options(files: TlsFiles, *, tickets: bool = False) -> CertificateOptions:
+    """pyOpenSSL context options: TLS 1.2+, the certificate chain and key from PEM files;
+    ``tickets`` lets the context issue TLS session tickets (see :class:`TlsContexts`)."""
     try:
         cert_pem = files.cert.read_bytes()
         key_pem = files.key.read_bytes()
@@ -128,7 +129,62 @@ def tls_options(files: TlsFiles) -> CertificateOptions:
     extra = [X509.from_cryptography(c) for c in chain[1:]]
     return CertificateOptions(privateKey=private.privateKey.original,
                               certificate=private.original, extraCertChain=extra,
-                              raiseMinimumTo=TLSVersion.TLSv1_2)
+                              raiseMinimumTo=TLSVersion.TLSv1_2, enableSessionTickets=tickets)
+
+
+#: Sessions and tickets carry this context: any process of this deployment accepts its own.
+SESSION_ID_CONTEXT = b"smartcard-broker"
+
+
+class TlsContexts:
+    """The listeners' OpenSSL contexts, with TLS session resumption for returning clients.
+
+    With ``resumption`` on, each context issues session tickets (stateless; TLS 1.3 and 1.2)
+    and keeps a server-side session cache, under a fixed session-id context. OpenSSL gives every
+    context its own random ticket key and pyOpenSSL offers no way to set or rotate one (no
+    ``SSL_CTX_set_tlsext_ticket_keys`` or ticket-key callback), so rotation is done by making a
+    new context every ``rotation_s`` seconds: new connections get the new key and an empty
+    cache, open ones keep theirs, and older tickets simply fall back to a full handshake. The
+    key never leaves the process; with several workers a ticket resumes only on the worker that
+    issued it. Resumption skips the certificate exchange and signature only: the broker does not
+    ask for TLS client certificates, so no client identity rides on a resumed session.
+
+    Implements Twisted's ``IOpenSSLContextFactory`` (``getContext`` per new connection).
+    """
+
+    def __init__(self, files: TlsFiles, *, resumption: bool, rotation_s: float,
+                 clock: Any = None) -> None:
+        self.files = files
+        self.resumption = resumption
+        self.rotation_s = rotation_s
+        self._clock = clock or reactor.seconds
+        self._context: Any = None
+        self._made_at = 0.0
+        self.rotations = 0
+
+    def _make(self) -> Any:
+        from OpenSSL import SSL
+
+        ctx = tls_options(self.files, tickets=self.resumption).getContext()
+        if self.resumption:
+            ctx.set_session_id(SESSION_ID_CONTEXT)
+            ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
+            ctx.set_timeout(int(min(self.rotation_s, 7200)))
+        return ctx
+
+    def getContext(self) -> Any:  # noqa: N802 (twisted API)
+        now = self._clock()
+        if self._context is None:
+            self._context, self._made_at = self._make(), now
+        elif self.resumption and now - self._made_at >= self.rotation_s:
+            try:
+                self._context, self._made_at = self._make(), now
+                self.rotations += 1
+            except ServerError as exc:  # e.g. the files are being replaced: keep serving
+                log.warning("TLS context rotation failed; keeping the current one",
+                            extra={"error": exc.message})
+                self._made_at = now
+        return self._context
 
 
 # --------------------------------------------------------------------------- sites
@@ -337,20 +393,23 @@ class Running:
     sites: list[BrokerSite]
 
 
-def _tls_factory(site: BrokerSite, options: CertificateOptions) -> TLSMemoryBIOFactory:
-    return TLSMemoryBIOFactory(options, False, site)  # type: ignore[arg-type]
+def _tls_factory(site: BrokerSite, contexts: TlsContexts) -> TLSMemoryBIOFactory:
+    return TLSMemoryBIOFactory(contexts, False, site)  # type: ignore[arg-type]
 
 
 @defer.inlineCallbacks
 def listen(ctx: BrokerContext, *, listen_on: str, admin_listen_on: str, tls: TlsFiles,
            inherited: dict[str, int] | None = None) -> Any:
     """Start both TLS listeners (from endpoint strings, or adopt inherited socket fds)."""
-    options = tls_options(tls)
+    s = ctx.settings.server
+    contexts = TlsContexts(tls, resumption=s.tls_session_resumption,
+                           rotation_s=s.tls_ticket_key_rotation_s)
+    contexts.getContext()  # unreadable files fail here, before listening
     client_site, admin_site = build_sites(ctx)
     ports: list[IListeningPort] = []
     for name, site, endpoint in (("client", client_site, listen_on),
                                  ("admin", admin_site, admin_listen_on)):
-        factory = _tls_factory(site, options)  # type: ignore[arg-type]
+        factory = _tls_factory(site, contexts)
         if inherited and name in inherited:
             fd = inherited[name]
             sock = socket.socket(fileno=fd)  # only to read the family; detached, not closed
