@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -78,8 +78,38 @@ def create_broker_engine(url: str, *, pool_size: int = 10) -> Engine:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-                         pool_recycle=1800, connect_args={"connect_timeout": 5})
+    engine = create_engine(url, pool_size=pool_size, max_overflow=pool_size,
+                           pool_recycle=1800, connect_args={"connect_timeout": 5})
+    _ping_after_idle(engine, PING_AFTER_IDLE_S)
+    return engine
+
+
+#: A pooled connection idle this long is pinged before use (one round trip); busier ones are
+#: not: under load a ping per transaction would cost a round trip per statement or two.
+PING_AFTER_IDLE_S = 1.0
+
+
+def _ping_after_idle(engine: Engine, idle_s: float) -> None:
+    """Pessimistic disconnect handling for connections that sat idle (``pool_pre_ping`` pings
+    every checkout). A connection that went bad while busy fails its next statement instead:
+    SQLAlchemy then invalidates the whole pool and the call answers 503 (DatabaseUnavailable),
+    so the pool still recovers from a database restart without one."""
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < idle_s:
+            return
+        try:
+            with dbapi_conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            dbapi_conn.rollback()
+        except Exception as exc:  # any failure: the pool drops it and connects afresh
+            raise DisconnectionError() from exc
 
 
 def is_unavailable(exc: BaseException) -> bool:
