@@ -14,6 +14,7 @@ from sqlalchemy import (
     Delete,
     Insert,
     Select,
+    String,
     Table,
     Update,
     bindparam,
@@ -102,30 +103,33 @@ CLEAR_COUNTER: Delete = delete(_counters).where(_counters.c.key == bindparam("ke
 
 
 def _certmap_condition(rule: str) -> Any:
+    value = bindparam("value", type_=String())
     if rule == "upn":
-        return func.lower(_users.c.upn) == bindparam("value")
+        return func.lower(_users.c.upn) == value
     if rule == "email":
-        return func.lower(_users.c.email).in_(bindparam("values", expanding=True))
+        return func.lower(_users.c.email).in_(bindparam("values", expanding=True,
+                                                        type_=String()))
     if rule == "subject":
-        return _users.c.subject == bindparam("value")
+        return _users.c.subject == value
     if rule == "fingerprint":
-        return func.lower(_users.c.cert_fingerprint) == bindparam("value")
+        return func.lower(_users.c.cert_fingerprint) == value
     raise ValueError(f"unknown certmap rule {rule!r}")
 
 
 def _user_with_workspaces(rule: str) -> Select[Any]:
-    # At most two candidates (two mean "ambiguous"), found by the rule's expression index,
-    # with their WorkSpaces in the same round trip.
+    # At most two candidates (two mean "ambiguous"), found by the rule's expression index, as
+    # a derived table the plan starts from (one or two primary-key probes into users, then the
+    # WorkSpaces by their user_id index), with the WorkSpaces in the same round trip.
     candidates = (select(_users.c.id)
                   .where(_users.c.directory_id == bindparam("directory_id"),
                          _users.c.disabled.is_(False), _certmap_condition(rule))
-                  .limit(2).scalar_subquery())
+                  .limit(2).subquery("candidates"))
     return (select(_users.c.id, _users.c.directory_id, _users.c.username, _users.c.upn,
                    _users.c.email, _users.c.subject, _users.c.cert_fingerprint,
                    _workspaces.c.id.label("ws_id"), _workspaces.c.name.label("ws_name"),
                    _workspaces.c.protocol, _workspaces.c.running_mode, _workspaces.c.state)
-            .select_from(_users.outerjoin(_workspaces, _workspaces.c.user_id == _users.c.id))
-            .where(_users.c.id.in_(candidates))
+            .select_from(candidates.join(_users, _users.c.id == candidates.c.id)
+                         .outerjoin(_workspaces, _workspaces.c.user_id == _users.c.id))
             .order_by(_users.c.id, _workspaces.c.id))
 
 
