@@ -12,14 +12,24 @@ with CRL revocation on:
   p50/p99 and the CPU-ms per login of all broker processes from /proc.
 
 It prints both and the ratio broker-CPU-per-login / nginx-CPU-per-handshake (the issue's target
-is ≤ 10×, the aim ≤ 3×), the SQL statements each client call makes, and the query plans of the
-hot lookups. Directories of any size are seeded by bulk insert (``--users 1000000``), and
-``--keep DIR`` keeps the seeded SQLite database between runs.
+is ≤ 10×, the aim ≤ 3×), the SQL statements each client call makes, and the query plan of the
+certmap lookup. Directories of any size are seeded by bulk insert (PostgreSQL ``COPY``;
+``--users 1000000``), and ``--keep DIR`` keeps seeded databases between runs (SQLite files in
+DIR, PostgreSQL schemas ``bench_keep_<users>``). ``--connections`` compares TLS keep-alive, a
+full handshake per login and session resumption; the bench process's own CPU per login is
+printed too (the clients share the machine's cores with the broker).
+
+``--suite`` runs every variant in one go (PostgreSQL and SQLite; 1 and 2 workers; 20 and 200
+clients; login and full flow; keep-alive, new and resumed TLS; 1k, 100k and 1M users with 10k
+WorkSpaces) after one nginx measurement, and prints a Markdown table and the issue's Done-when
+ratios.
 
     python bench/compare.py                                   # SQLite, 20 clients, 1k users
     python bench/compare.py --workers 2 --clients 200 \\
         --database-url postgresql+psycopg://postgres@127.0.0.1/test
     python bench/compare.py --users 1000000 --keep /tmp/bench-1m --skip-nginx
+    python bench/compare.py --suite --keep /var/tmp/bench-keep --seconds 10 \\
+        --database-url postgresql+psycopg://postgres@127.0.0.1/test
 
 Numbers compare only within one run on one machine: the machines are shared and noisy.
 """
@@ -211,9 +221,9 @@ name = "Bench"
 region = "us-gov-west-1"
 smart_card = {{ pre_session = true, in_session = true }}
 revocation = {{ crl = true, ocsp = false, fail_mode = "hard" }}
-trust_anchors = ["pki/root.pem"]
-intermediates = ["pki/issuing.pem"]
-crls = ["pki/root.crl.pem", "pki/issuing.crl.pem"]
+trust_anchors = ["{pki}/root.pem"]
+intermediates = ["{pki}/issuing.pem"]
+crls = ["{pki}/root.crl.pem", "{pki}/issuing.crl.pem"]
 certmap = ["upn"]
 registration_codes = 1
 {users}
@@ -222,7 +232,7 @@ registration_codes = 1
 
 def seed(bp: BrokerProcess, pki: Pki, users: int, workspaces: int) -> str:
     """The bench directory with ``users`` users (credentials first) and WSP WorkSpaces."""
-    from sqlalchemy import create_engine, func, insert, select
+    from sqlalchemy import create_engine, func, insert, select, text
 
     from broker.store.models import User, WorkSpace
 
@@ -230,22 +240,37 @@ def seed(bp: BrokerProcess, pki: Pki, users: int, workspaces: int) -> str:
              f'[[directory.workspace]]\nid = "ws-{i}"\nuser = "user{i}"\nprotocol = "WSP"\n'
              f'running_mode = "ALWAYS_ON"\nstate = "AVAILABLE"\n'
              for i in range(len(pki.users))]
-    (bp.base / "bench.toml").write_text(DIRECTORY.format(users="\n".join(lines)))
+    (bp.base / "bench.toml").write_text(DIRECTORY.format(users="\n".join(lines),
+                                                         pki=pki.folder))
     out = bp.run_cli("admin", "apply", str(bp.base / "bench.toml"), "--json")
     code = json.loads(out.stdout)["directories"][0]["registration_codes"][0]
     engine = create_engine(bp.db_url)
     with engine.begin() as conn:
         have = conn.scalar(select(func.count()).select_from(User))
-    started, chunk = time.monotonic(), 20000
+    started, chunk = time.monotonic(), 100000
+    now = dt.datetime.now(dt.UTC)
     for lo in range(have, users, chunk):
-        rows = [{"directory_id": "bench", "username": f"u{i}", "upn": f"u{i}@bench.example",
-                 "email": f"u{i}@bench.example", "disabled": False,
-                 "created_at": dt.datetime.now(dt.UTC)}
-                for i in range(lo, min(users, lo + chunk))]
-        with engine.begin() as conn:
-            conn.execute(insert(User), rows)
-        print(f"  seeded {min(users, lo + chunk):,} / {users:,} users "
-              f"({time.monotonic() - started:.0f} s)", file=sys.stderr)
+        hi = min(users, lo + chunk)
+        if engine.dialect.name == "postgresql":
+            raw = engine.raw_connection()
+            try:
+                with raw.cursor() as cur, cur.copy(  # type: ignore[attr-defined]
+                        "COPY users (directory_id, username, upn, email, disabled, created_at) "
+                        "FROM STDIN") as copy:
+                    for i in range(lo, hi):
+                        copy.write_row(("bench", f"u{i}", f"u{i}@bench.example",
+                                        f"u{i}@bench.example", False, now))
+                raw.commit()
+            finally:
+                raw.close()
+        else:
+            with engine.begin() as conn:
+                conn.execute(insert(User), [
+                    {"directory_id": "bench", "username": f"u{i}", "upn": f"u{i}@bench.example",
+                     "email": f"u{i}@bench.example", "disabled": False, "created_at": now}
+                    for i in range(lo, hi)])
+        print(f"  seeded {hi:,} / {users:,} users ({time.monotonic() - started:.0f} s)",
+              file=sys.stderr)
     with engine.begin() as conn:
         have_ws = conn.scalar(select(func.count()).select_from(WorkSpace))
         ids = list(conn.scalars(select(User.id).where(User.username.like("u%"))
@@ -255,6 +280,10 @@ def seed(bp: BrokerProcess, pki: Pki, users: int, workspaces: int) -> str:
                 {"id": f"wsx-{uid}", "directory_id": "bench", "user_id": uid, "name": "",
                  "bundle": "standard", "protocol": "WSP", "running_mode": "AUTO_STOP",
                  "state": "STOPPED", "created_at": dt.datetime.now(dt.UTC)} for uid in ids])
+        # Fresh statistics, as autovacuum would make them: plans of a bulk-loaded table are
+        # otherwise guesses.
+        conn.execute(text("ANALYZE users"))
+        conn.execute(text("ANALYZE workspaces"))
     engine.dispose()
     return str(code)
 
@@ -300,34 +329,66 @@ def _login(conn: http.client.HTTPSConnection, code: str, key: Any, cert_der: byt
             raise RuntimeError(f"connect_{status}")
 
 
+class TlsClient(http.client.HTTPSConnection):
+    """An HTTPS connection that offers a saved TLS session when it connects (resumption)."""
+
+    def __init__(self, port: int, context: ssl.SSLContext,
+                 session: ssl.SSLSession | None = None) -> None:
+        super().__init__("127.0.0.1", port, context=context, timeout=60)
+        self.offer = session
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._context.wrap_socket(  # type: ignore[attr-defined]
+            self.sock, server_hostname=self.host, session=self.offer)
+
+    @property
+    def reused(self) -> bool:
+        return bool(self.sock is not None and self.sock.session_reused)
+
+    @property
+    def session(self) -> ssl.SSLSession | None:
+        return self.sock.session if self.sock is not None else None
+
+
 def storm_broker(bp: BrokerProcess, pki: Pki, code: str, clients: int, seconds: float,
-                 full: bool) -> dict[str, Any]:
+                 full: bool, connections: str = "keepalive") -> dict[str, Any]:
+    """``connections``: keepalive (one connection per client for the whole storm), new (a new
+    TLS connection, full handshake, for every login) or resume (a new connection for every
+    login offering the previous connection's TLS session)."""
     result = Storm()
+    resumed = [0, 0]  # connections resumed, connections made
     stop_at = time.monotonic() + seconds
     creds = [(k, c.public_bytes(serialization.Encoding.DER)) for k, c in pki.users]
 
     def client(idx: int) -> None:
         ctx = ssl.create_default_context(cafile=str(bp.cafile))
         key, der = creds[idx % len(creds)]
-        conn = http.client.HTTPSConnection("127.0.0.1", bp.port, context=ctx, timeout=60)
+        conn = TlsClient(bp.port, ctx)
         while time.monotonic() < stop_at:
             t0 = time.perf_counter()
+            if connections != "keepalive":
+                session = conn.session if connections == "resume" else None
+                conn.close()
+                conn = TlsClient(bp.port, ctx, session)
             try:
                 _login(conn, code, key, der, full, f"ws-{idx % len(creds)}")
                 with result.lock:
                     result.latencies.append(time.perf_counter() - t0)
+                    if connections != "keepalive":
+                        resumed[0] += conn.reused
+                        resumed[1] += 1
             except Exception as exc:  # counted and reported; the storm goes on
                 name = str(exc).split()[0] if str(exc) else type(exc).__name__
                 with result.lock:
                     result.errors[name] = result.errors.get(name, 0) + 1
                 conn.close()
-                conn = http.client.HTTPSConnection("127.0.0.1", bp.port, context=ctx,
-                                                   timeout=60)
+                conn = TlsClient(bp.port, ctx)
         conn.close()
 
     assert bp.proc is not None
     pids = process_tree(bp.proc.pid)
-    before = cpu_seconds(pids)
+    before, client_before = cpu_seconds(pids), time.process_time()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     t0 = time.perf_counter()
     for th in threads:
@@ -336,12 +397,16 @@ def storm_broker(bp: BrokerProcess, pki: Pki, code: str, clients: int, seconds: 
         th.join()
     elapsed = time.perf_counter() - t0
     used = cpu_seconds(pids) - before
+    client_used = time.process_time() - client_before
     lat = sorted(result.latencies)
     n = len(lat)
     return {"logins": n, "per_s": round(n / elapsed, 1),
+            "client_cpu_ms_per_op": round(client_used * 1000 / n, 3) if n else None,
             "p50_ms": round(statistics.median(lat) * 1000, 1) if lat else None,
             "p99_ms": round(lat[min(n - 1, int(0.99 * n))] * 1000, 1) if lat else None,
             "cpu_ms_per_op": round(used * 1000 / n, 3) if n else None,
+            "connections": connections,
+            "resumed": round(resumed[0] / resumed[1], 2) if resumed[1] else None,
             "errors": result.errors}
 
 
@@ -377,45 +442,215 @@ def statement_counts(db_url: str, code: str, pki: Pki) -> dict[str, int]:
 
 
 def query_plans(db_url: str) -> list[str]:
+    """The plan of the login's own certmap statement (user by UPN, with WorkSpaces)."""
     from sqlalchemy import create_engine, text
 
+    from broker.store.statements import USER_WITH_WORKSPACES
+
     engine = create_engine(db_url)
-    sql = ("SELECT id FROM users WHERE directory_id = 'bench' AND disabled = false "
-           "AND lower(upn) = 'user0@bench.example'")
+    stmt = USER_WITH_WORKSPACES["upn"].params(directory_id="bench",
+                                               value="user0@bench.example")
+    sql = str(stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
     with engine.connect() as conn:
         if engine.dialect.name == "sqlite":
             rows = [r[3] for r in conn.execute(text("EXPLAIN QUERY PLAN " + sql))]
         else:
             rows = [r[0] for r in conn.execute(text("EXPLAIN " + sql))]
     engine.dispose()
-    return [f"certmap upn lookup: {r}" for r in rows]
+    return [f"user by UPN with WorkSpaces: {r}" for r in rows]
 
 
-def run_broker(args: argparse.Namespace, pki: Pki, workdir: Path) -> dict[str, Any]:
+@dataclass
+class Seeded:
+    """A migrated, seeded broker database and the folder its broker runs in."""
+
+    base: Path
+    url: str
+    code: str
+    users: int
+    counts: dict[str, int]
+    plans: list[str]
+    dropped_schema: str | None = None  # a throw-away PostgreSQL schema, dropped at the end
+
+
+def pg_url(url: str, users: int, keep: bool) -> tuple[str, str | None]:
+    """A PostgreSQL URL for this run: a kept schema per directory size (bench_keep_<users>,
+    reused by later runs) or a fresh throw-away one (returned second, to drop at the end)."""
+    from urllib.parse import quote
+
+    from sqlalchemy import create_engine, text
+
+    if not keep:
+        fresh = reset_postgres_schema(url)
+        return fresh, fresh.rsplit("search_path%3D", 1)[-1]
+    schema = f"bench_keep_{users}"
+    eng = create_engine(url, isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        c.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+    eng.dispose()
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options={quote(f'-csearch_path={schema}')}", None
+
+
+def drop_schema(url: str, schema: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    eng = create_engine(url.split("?", 1)[0], isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        c.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    eng.dispose()
+
+
+def prepare(database_url: str | None, users: int, workspaces: int, pki: Pki, workdir: Path,
+            keep: str | None) -> Seeded:
+    """Migrate and seed a database of ``users`` users (kept under ``keep`` when given)."""
     from broker.store import migrate
 
-    base = Path(args.keep) if args.keep else workdir / "broker"
+    kind = "pg" if database_url else "sqlite"
+    base = (Path(keep) if keep else workdir) / f"broker-{kind}-{users}"
     base.mkdir(parents=True, exist_ok=True)
-    url = args.database_url or f"sqlite:///{base / 'bench.db'}"
-    if url.startswith("postgresql") and not args.keep:
-        url = reset_postgres_schema(url)
-    bp = BrokerProcess(base, url, workers=args.workers, log_level="warn")
+    dropped = None
+    if database_url:
+        url, dropped = pg_url(database_url, users, keep is not None)
+    else:
+        url = f"sqlite:///{base / 'bench.db'}"
+    bp = BrokerProcess(base, url, log_level="warn")
+    bp.write_config()
+    migrate.upgrade(url)
+    print(f"compare: seeding {users:,} users ({kind})", file=sys.stderr)
+    code = seed(bp, pki, users, workspaces)
+    return Seeded(base, url, code, users, statement_counts(url, code, pki), query_plans(url),
+                  dropped)
+
+
+def measure(seeded: Seeded, pki: Pki, *, workers: int, clients: int, seconds: float,
+            flow: str, connections: str = "keepalive") -> dict[str, Any]:
+    """Start a broker on a seeded database, warm it, storm it, stop it."""
+    bp = BrokerProcess(seeded.base, seeded.url, workers=workers, log_level="warn")
     bp.write_config("[login]\nchallenges_per_code_per_minute = 1000000000\n"
                     "challenges_per_address_per_minute = 1000000000\n"
                     "challenges_per_directory_per_minute = 1000000000\n")
-    migrate.upgrade(url)
-    code = seed(bp, pki, args.users, args.workspaces)
-    counts = statement_counts(url, code, pki)
-    plans = query_plans(url)
     bp.start()
     try:
-        storm_broker(bp, pki, code, min(args.clients, 4), 2, args.flow == "full")  # warm-up
-        result = storm_broker(bp, pki, code, args.clients, args.seconds, args.flow == "full")
+        storm_broker(bp, pki, seeded.code, min(clients, 4), 2, flow == "full")  # warm-up
+        result = storm_broker(bp, pki, seeded.code, clients, seconds, flow == "full",
+                              connections)
     finally:
         bp.stop(timeout=30)
-    result.update(statements=counts, plans=plans,
-                  database="postgresql" if url.startswith("postgresql") else "sqlite")
+    result.update(statements=seeded.counts, plans=seeded.plans, users=seeded.users,
+                  workers=workers, clients=clients, flow=flow,
+                  database="postgresql" if seeded.url.startswith("postgresql") else "sqlite")
     return result
+
+
+def run_broker(args: argparse.Namespace, pki: Pki, workdir: Path) -> dict[str, Any]:
+    seeded = prepare(args.database_url, args.users, args.workspaces, pki, workdir, args.keep)
+    try:
+        return measure(seeded, pki, workers=args.workers, clients=args.clients,
+                       seconds=args.seconds, flow=args.flow, connections=args.connections)
+    finally:
+        if seeded.dropped_schema:
+            drop_schema(seeded.url, seeded.dropped_schema)
+
+
+# --------------------------------------------------------------------------- the suite
+
+#: (name, database, users, workers, clients, flow, connections); "pg"/"sqlite".
+SUITE = [
+    ("A", "pg", "small", 1, 20, "login", "keepalive"),
+    ("B", "pg", "small", 2, 20, "login", "keepalive"),
+    ("C", "pg", "small", 2, 200, "login", "keepalive"),
+    ("D", "pg", "large", 1, 20, "login", "keepalive"),
+    ("E", "pg", "medium", 1, 20, "login", "keepalive"),
+    ("F", "pg", "small", 1, 20, "full", "keepalive"),
+    ("G", "pg", "small", 1, 20, "login", "new"),
+    ("H", "pg", "small", 1, 20, "login", "resume"),
+    ("I", "pg", "small", 2, 20, "login", "resume"),
+    ("J", "sqlite", "small", 1, 20, "login", "keepalive"),
+    ("K", "sqlite", "small", 1, 200, "login", "keepalive"),
+]
+
+
+def run_suite(args: argparse.Namespace, pki: Pki, workdir: Path,
+              nginx: dict[str, Any] | None) -> dict[str, Any]:
+    """Every variant of the issue in one run, and the ratios its Done-when asks for."""
+    if not args.database_url:
+        raise SystemExit("compare: --suite needs --database-url (PostgreSQL)")
+    sizes = {"small": args.users, "medium": args.suite_medium, "large": args.suite_large}
+    seeded: dict[tuple[str, int], Seeded] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    try:
+        for name, db, size, workers, clients, flow, connections in SUITE:
+            users = sizes[size]
+            if not users:
+                continue
+            key = (db, users)
+            if key not in seeded:
+                seeded[key] = prepare(args.database_url if db == "pg" else None, users,
+                                      args.workspaces, pki, workdir, args.keep)
+            print(f"compare: {name}: {db} {users:,} users, {workers} worker(s), {clients} "
+                  f"clients, {flow}, {connections}", file=sys.stderr)
+            rows[name] = measure(seeded[key], pki, workers=workers, clients=clients,
+                                 seconds=args.seconds, flow=flow, connections=connections)
+    finally:
+        for sd in seeded.values():
+            if sd.dropped_schema:
+                drop_schema(sd.url, sd.dropped_schema)
+    done: dict[str, Any] = {}
+    if nginx and "A" in rows:
+        done["cpu_ratio"] = round(rows["A"]["cpu_ms_per_op"] / nginx["cpu_ms_per_op"], 1)
+    if "A" in rows and "D" in rows:
+        done["p50_large_over_small"] = round(rows["D"]["p50_ms"] / rows["A"]["p50_ms"], 2)
+    if "C" in rows:
+        done["p99_200_clients_2_workers_ms"] = rows["C"]["p99_ms"]
+    if "A" in rows and "B" in rows:
+        done["workers_2_over_1"] = round(rows["B"]["per_s"] / rows["A"]["per_s"], 2)
+    return {"rows": rows, "done_when": done}
+
+
+def print_suite(out: dict[str, Any]) -> None:
+    nginx, suite = out["nginx"], out["suite"]
+    print(f"\n{out['date']}  load average at start {out['load']}  revocation=CRL  "
+          f"storms of {out['seconds']} s")
+    if nginx:
+        print(f"nginx mTLS full handshakes: {nginx['per_s']}/s, {nginx['cpu_ms_per_op']} CPU-ms "
+              "per handshake")
+    print("| | db | users | workers | clients | flow | TLS | logins/s | p50 ms | p99 ms "
+          "| CPU-ms/login | ÷ nginx | client CPU-ms/login | resumed | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, r in suite["rows"].items():
+        ratio = round(r["cpu_ms_per_op"] / nginx["cpu_ms_per_op"], 1) \
+            if nginx and r["cpu_ms_per_op"] else "-"
+        print(f"| {name} | {r['database']} | {r['users']:,} | {r['workers']} | {r['clients']} "
+              f"| {r['flow']} | {r['connections']} | {r['per_s']} | {r['p50_ms']} "
+              f"| {r['p99_ms']} | {r['cpu_ms_per_op']} | {ratio}× | {r['client_cpu_ms_per_op']} "
+              f"| {'-' if r['resumed'] is None else r['resumed']} "
+              f"| {sum(r['errors'].values()) or 0} |")
+    d = suite["done_when"]
+    print("\nDone-when:")
+    if "cpu_ratio" in d:
+        print(f"  broker CPU-ms per login (A) / nginx CPU-ms per handshake: {d['cpu_ratio']}× "
+              f"(≤ 10×: {'met' if d['cpu_ratio'] <= 10 else 'NOT met'})")
+    if "p50_large_over_small" in d:
+        print(f"  p50 at the large directory (D) / p50 at the small one (A): "
+              f"{d['p50_large_over_small']}× "
+              f"(≤ 1.2×: {'met' if d['p50_large_over_small'] <= 1.2 else 'NOT met'})")
+    if "p99_200_clients_2_workers_ms" in d:
+        p99 = d["p99_200_clients_2_workers_ms"]
+        print(f"  p99 at 200 clients, 2 workers, PostgreSQL (C): {p99} ms "
+              f"(≤ 250 ms: {'met' if p99 is not None and p99 <= 250 else 'NOT met'})")
+    if "workers_2_over_1" in d:
+        print(f"  logins/s 2 workers (B) / 1 worker (A): {d['workers_2_over_1']}× "
+              f"(≥ 1.6×: {'met' if d['workers_2_over_1'] >= 1.6 else 'NOT met'})")
+    shown = set()
+    for r in suite["rows"].values():
+        key = (r["database"], r["users"])
+        if key not in shown:
+            shown.add(key)
+            print(f"SQL statements per call ({r['database']}, {r['users']:,} users): "
+                  f"{r['statements']}")
+            for line in r["plans"]:
+                print(f"  {line}")
 
 
 def main() -> None:
@@ -431,36 +666,61 @@ def main() -> None:
                    help="users with a software card that log in (default 50)")
     p.add_argument("--flow", choices=["login", "full"], default="login",
                    help="login = challenge + response; full = + registration and connect")
-    p.add_argument("--keep", help="folder to keep the seeded broker in between runs")
+    p.add_argument("--connections", choices=["keepalive", "new", "resume"], default="keepalive",
+                   help="keepalive: one TLS connection per client; new: a full handshake per "
+                        "login; resume: a new connection per login resuming the last session")
+    p.add_argument("--keep", help="folder (and PostgreSQL schemas bench_keep_<users>) to keep "
+                                  "seeded databases in between runs")
+    p.add_argument("--suite", action="store_true",
+                   help="run every variant (PostgreSQL and SQLite, 1 and 2 workers, 20 and 200 "
+                        "clients, login and full flow, TLS keep-alive/new/resumed, --users, "
+                        "--suite-medium and --suite-large users) and print the Done-when ratios")
+    p.add_argument("--suite-medium", type=int, default=100000,
+                   help="with --suite: the medium directory (default 100k; 0 skips)")
+    p.add_argument("--suite-large", type=int, default=1000000,
+                   help="with --suite: the large directory (default 1M; 0 skips)")
     p.add_argument("--skip-nginx", action="store_true", help="measure the broker only")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     args = p.parse_args()
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="compare-") as tmp:
         workdir = Path(tmp)
-        pki_dir = Path(args.keep) / "pki" if args.keep else workdir / "broker" / "pki"
+        pki_dir = workdir / "pki"
         print(f"compare: making the PKI ({args.credentials} software cards)", file=sys.stderr)
         pki = make_pki(pki_dir, args.credentials)
         nginx = None
         if not args.skip_nginx:
             print("compare: nginx mTLS handshakes", file=sys.stderr)
-            nginx = run_nginx(pki, workdir, args.workers, min(args.clients, 8), args.seconds)
+            nginx = run_nginx(pki, workdir, 1 if args.suite else args.workers,
+                              min(args.clients, 8), args.seconds)
+        if args.suite:
+            out = {"date": dt.date.today().isoformat(), "load": round(load, 2),
+                   "seconds": args.seconds, "nginx": nginx,
+                   "suite": run_suite(args, pki, workdir, nginx)}
+            print(json.dumps(out, indent=2) if args.json else "", end="")
+            if not args.json:
+                print_suite(out)
+            return
         print(f"compare: broker, {args.users:,} users, {args.clients} clients", file=sys.stderr)
         broker = run_broker(args, pki, workdir)
     out = {"date": dt.date.today().isoformat(), "workers": args.workers,
            "clients": args.clients, "users": args.users, "flow": args.flow,
-           "nginx": nginx, "broker": broker}
+           "load": round(load, 2), "nginx": nginx, "broker": broker}
     if nginx and broker["cpu_ms_per_op"]:
         out["cpu_ratio"] = round(broker["cpu_ms_per_op"] / nginx["cpu_ms_per_op"], 1)
     if args.json:
         print(json.dumps(out, indent=2))
         return
     print(f"\n{out['date']}  workers={args.workers} clients={args.clients} "
-          f"users={args.users:,} flow={args.flow} db={broker['database']} revocation=CRL")
+          f"users={args.users:,} flow={args.flow} TLS={args.connections} "
+          f"db={broker['database']} revocation=CRL load={out['load']}")
     print(f"{'':<8}{'ops/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU-ms/op':>11}")
     if nginx:
         print(f"{'nginx':<8}{nginx['per_s']:>9}{'-':>9}{'-':>9}{nginx['cpu_ms_per_op']:>11}")
     print(f"{'broker':<8}{broker['per_s']:>9}{broker['p50_ms']:>9}{broker['p99_ms']:>9}"
           f"{broker['cpu_ms_per_op']:>11}")
+    if broker["resumed"] is not None:
+        print(f"TLS sessions resumed: {broker['resumed'] * 100:.0f}% of connections")
     if "cpu_ratio" in out:
         print(f"broker CPU per login / nginx CPU per handshake: {out['cpu_ratio']}x "
               "(target ≤ 10x, aim ≤ 3x)")
