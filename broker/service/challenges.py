@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import Connection, update
 from sqlalchemy.orm import Session
 
+from broker import kinds
 from broker.codes import Code
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
@@ -100,10 +101,11 @@ def insert_login_challenge(ctx: BrokerContext, conn: Connection, directory_id: s
     accepted issuers come from the trust cache at ``directory_version``)."""
     from broker.store.statements import INSERT_CHALLENGE
 
-    cid, tbs, expires, signed_purpose = _new_challenge(ctx, directory_id, "pre_session", None,
+    purpose = kinds.Purpose.PRE_SESSION
+    cid, tbs, expires, signed_purpose = _new_challenge(ctx, directory_id, purpose.value, None,
                                                        now)
     conn.execute(INSERT_CHALLENGE, {
-        "id": cid, "directory_id": directory_id, "purpose": "pre_session", "detail": None,
+        "id": cid, "directory_id": directory_id, "purpose": purpose, "detail": None,
         "to_be_signed": tbs, "expires_at": expires, "used_at": None, "client_address": address,
         "registration_code_id": registration_code_id, "cert_fingerprint": None,
         "workspace_id": None, "session_id": None, "auth_token_id": None, "created_at": now})

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
-from broker import policy
+from broker import kinds, policy
 from broker.codes import Code
 from broker.service import audit, limits
 from broker.service.attempts import (
@@ -137,7 +137,7 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
         limits.locked(locks, {cert_key: row.cert_locked_until,
                               address_key(address) or "": row.address_locked_until}, now)
         check_row(row.used_at, row.expires_at, now)
-        if row.purpose != "pre_session":
+        if row.purpose != kinds.Purpose.PRE_SESSION:
             raise ServiceError(Code.CHALLENGE_UNKNOWN, "This is not a login challenge.")
         if row.version is None:  # the directory was deleted
             raise ServiceError(Code.CHALLENGE_UNKNOWN, "There is no such challenge.")
@@ -150,7 +150,7 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
         now = ctx.now()
         consume(conn, challenge_id, now)
         user = map_user(conn, snap.directory_id, verified.identity, snap.certmap)
-        if not any(w["protocol"] == "WSP" for w in user.workspaces):
+        if not any(w["protocol"] == kinds.Protocol.WSP for w in user.workspaces):
             raise ServiceError(Code.SMART_CARD_REQUIRES_WSP,
                                "Smart cards work only with WorkSpaces streamed over WSP, and "
                                "this user has none.")
@@ -158,7 +158,7 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
         expires = now + timedelta(seconds=ctx.settings.login.auth_token_ttl_s)
         conn.execute(INSERT_AUTH_TOKEN, {
             "token_hash": token_hash(token), "user_id": user.id,
-            "directory_id": user.directory_id, "method": "smart_card",
+            "directory_id": user.directory_id, "method": kinds.AuthMethod.SMART_CARD,
             "cert_fingerprint": verified.fingerprint, "cert_der": verified.cert_der,
             "expires_at": expires, "revoked_at": None, "created_at": now})
         if had_failures:  # a success forgets the certificate's earlier failures
@@ -168,7 +168,8 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
                      cert_fingerprint=verified.fingerprint, challenge_id=challenge_id,
                      revocation_soft_fail=verified.soft_fail or None,
                      verification=verified.evidence or None)
-        return {"auth_token": token, "expires_at": rfc3339(expires), "method": "smart_card",
+        return {"auth_token": token, "expires_at": rfc3339(expires),
+                "method": kinds.AuthMethod.SMART_CARD.value,
                 "user": {"username": user.username, "upn": user.upn, "email": user.email,
                          "directory_id": user.directory_id},
                 "workspaces": user.workspaces}
@@ -181,7 +182,7 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
         tbs, snap, had_failures = ctx.db.run(read_challenge, read_only=True)
         verified = verify_card_response(ctx, snap, tbs, cert_der, chain, signature, algorithm,
                                         on_key_proven=attempt.prove_key)
-        return ctx.db.run(lambda c: grant(c, verified, snap, had_failures))
+        return ctx.db.run(lambda c: grant(c, verified, snap, had_failures), name="grant")
 
     return audited(ctx, attempt, run)
 

@@ -124,7 +124,8 @@ def register(ctx: BrokerContext, code: str, client: ClientSpec,
         # The refusal is audited in its own transaction: the failed one was rolled back.
         reason = exc.code
         ctx.db.run(lambda c: audit.insert(c, "registration", "refused", reason=reason,
-                                          client_address=client_address))
+                                          client_address=client_address),
+                   name="audit_refused_registration")
         raise
 
 
