@@ -120,7 +120,30 @@ class Pki:
             serialization.NoEncryption()))
 
 
-def make_pki(folder: Path, credentials: int) -> Pki:
+def _pem_key(key: Any) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def make_pki(folder: Path, credentials: int, *, reuse: bool = False) -> Pki:
+    """The bench PKI; with ``reuse``, the one a previous run saved in ``folder`` (so databases
+    kept between runs still trust it and need no re-seeding)."""
+    from cryptography import x509
+
+    saved = folder / "keys"
+    if reuse and (saved / f"user{credentials - 1}.key.pem").exists() \
+            and not (saved / f"user{credentials}.key.pem").exists():
+        def load(name: str) -> issue.Issued:
+            return issue.Issued(
+                x509.load_pem_x509_certificate((saved / f"{name}.cert.pem").read_bytes()),
+                serialization.load_pem_private_key((saved / f"{name}.key.pem").read_bytes(),
+                                                   None))  # type: ignore[arg-type]
+
+        root, inter = load("root"), load("issuing")
+        users = [(u.key, u.cert) for u in (load(f"user{i}") for i in range(credentials))]
+        pki = Pki(root, inter, users, folder)
+        pki.write()
+        return pki
     root = issue.make_root("Bench Root CA")
     inter = issue.make_intermediate(root, "Bench Issuing CA")
     users = []
@@ -129,6 +152,15 @@ def make_pki(folder: Path, credentials: int) -> Pki:
         users.append((u.key, u.cert))
     pki = Pki(root, inter, users, folder)
     pki.write()
+    if reuse:
+        if saved.exists():
+            shutil.rmtree(saved)
+        saved.mkdir(parents=True)
+        for name, key, cert in [("root", root.key, root.cert), ("issuing", inter.key, inter.cert),
+                                *((f"user{i}", k, c) for i, (k, c) in enumerate(users))]:
+            (saved / f"{name}.key.pem").write_bytes(_pem_key(key))
+            (saved / f"{name}.cert.pem").write_bytes(cert.public_bytes(
+                serialization.Encoding.PEM))
     return pki
 
 
@@ -231,10 +263,22 @@ registration_codes = 1
 
 
 def seed(bp: BrokerProcess, pki: Pki, users: int, workspaces: int) -> str:
-    """The bench directory with ``users`` users (credentials first) and WSP WorkSpaces."""
+    """The bench directory with ``users`` users (credentials first) and WSP WorkSpaces.
+
+    A database seeded before for the same PKI and sizes (a marker file in its folder) is used
+    as it is: `admin apply` of the credentials' file would read every user of a 1M directory."""
     from sqlalchemy import create_engine, func, insert, select, text
 
     from broker.store.models import User, WorkSpace
+
+    marker = bp.base / "seeded.json"
+    want = {"root": pki.root.cert.fingerprint(hashes.SHA256()).hex(), "users": users,
+            "workspaces": workspaces, "credentials": len(pki.users), "url": bp.db_url}
+    if marker.exists():
+        have = json.loads(marker.read_text())
+        if {k: have.get(k) for k in want} == want:
+            print(f"  kept seed: {users:,} users", file=sys.stderr)
+            return str(have["code"])
 
     lines = [f'[[directory.user]]\nusername = "user{i}"\nupn = "user{i}@bench.example"\n\n'
              f'[[directory.workspace]]\nid = "ws-{i}"\nuser = "user{i}"\nprotocol = "WSP"\n'
@@ -285,6 +329,7 @@ def seed(bp: BrokerProcess, pki: Pki, users: int, workspaces: int) -> str:
         conn.execute(text("ANALYZE users"))
         conn.execute(text("ANALYZE workspaces"))
     engine.dispose()
+    marker.write_text(json.dumps({**want, "code": str(code)}))
     return str(code)
 
 
@@ -685,9 +730,9 @@ def main() -> None:
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="compare-") as tmp:
         workdir = Path(tmp)
-        pki_dir = workdir / "pki"
-        print(f"compare: making the PKI ({args.credentials} software cards)", file=sys.stderr)
-        pki = make_pki(pki_dir, args.credentials)
+        pki_dir = Path(args.keep) / "pki" if args.keep else workdir / "pki"
+        print(f"compare: the PKI ({args.credentials} software cards)", file=sys.stderr)
+        pki = make_pki(pki_dir, args.credentials, reuse=args.keep is not None)
         nginx = None
         if not args.skip_nginx:
             print("compare: nginx mTLS handshakes", file=sys.stderr)
