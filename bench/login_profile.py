@@ -123,6 +123,10 @@ def main() -> None:
             prof.disable()
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
         ctx.db.dispose()
+        if url.startswith("postgresql"):
+            from compare import drop_schema
+
+            drop_schema(url, url.rsplit("search_path%3D", 1)[-1])
     db = "postgresql" if url.startswith("postgresql") else "sqlite"
     print(f"{db}: {args.logins} logins, {cpu * 1000 / args.logins:.2f} CPU-ms/login "
           f"(client signing included), {wall * 1000 / args.logins:.2f} wall-ms/login; "
