@@ -73,7 +73,7 @@ def hit_many(conn: Connection, hits: Sequence[tuple[str, int]], window_s: int,
     params: dict[str, Any] = {f"key_{i}": key for i, (key, _) in enumerate(hits)}
     params.update(now=now, cutoff=now - timedelta(seconds=window_s))
     counted = {key: (count, started) for key, count, started in
-               conn.execute(count_hits(conn.dialect.name, len(hits)), params).tuples()}
+               conn.execute(count_hits(conn.dialect.name, len(hits)), params)}
     for key, limit in hits:
         count, started = counted[key]
         if count > limit:

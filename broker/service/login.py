@@ -131,7 +131,7 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
             "cert_key": cert_key, "address_key": address_key(address)}).first()
         if row is None:
             found: dict[str, Any] = dict(
-                conn.execute(LOCKS, {"keys": list(locks), "now": now}).tuples().all())
+                conn.execute(LOCKS, {"keys": list(locks), "now": now}).all())
             limits.locked(locks, found, now)
             raise ServiceError(Code.CHALLENGE_UNKNOWN, "There is no such challenge.")
         limits.locked(locks, {cert_key: row.cert_locked_until,
