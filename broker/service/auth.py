@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from broker.codes import Code
@@ -34,10 +35,21 @@ class ClientPrincipal:
 
 def load_auth_token(session: Session, presented: str | None, now: datetime) -> AuthToken:
     """The live auth-token row, or auth_required / auth_token_invalid / auth_token_expired."""
+    token = _required(presented)
+    row: AuthToken = _live(token, session.scalar(
+        select(AuthToken).where(AuthToken.token_hash == token_hash(token))), now)
+    return row
+
+
+def _required(presented: str | None) -> str:
     if not presented:
         raise ServiceError(Code.AUTH_REQUIRED, "This call needs the auth token from login "
                                             "(Authorization: Bearer …).")
-    row = session.scalar(select(AuthToken).where(AuthToken.token_hash == token_hash(presented)))
+    return presented
+
+
+def _live(presented: str, row: Any, now: datetime) -> Any:
+    """``row`` (an ORM object or a Core row) if it is the presented token and still live."""
     if row is None or not hashes_match(presented, row.token_hash) or row.revoked_at is not None:
         raise ServiceError(Code.AUTH_TOKEN_INVALID, "The auth token is not valid; log in again.")
     if row.expires_at <= now:
@@ -46,14 +58,19 @@ def load_auth_token(session: Session, presented: str | None, now: datetime) -> A
 
 
 def client_principal(ctx: BrokerContext, presented: str | None) -> ClientPrincipal:
-    """Resolve a client Bearer token (its own read-only transaction)."""
+    """Resolve a client Bearer token: one Core read (every authenticated client call makes
+    it), the same errors as :func:`load_auth_token`."""
+    from broker.store.statements import AUTH_TOKEN_BY_HASH
 
-    def work(session: Session) -> ClientPrincipal:
-        row = load_auth_token(session, presented, ctx.now())
+    token = _required(presented)
+
+    def principal(conn: Connection) -> ClientPrincipal:
+        row = _live(token, conn.execute(AUTH_TOKEN_BY_HASH,
+                                        {"token_hash": token_hash(token)}).first(), ctx.now())
         return ClientPrincipal(row.id, row.user_id, row.directory_id, row.method,
                                row.cert_fingerprint, row.cert_der)
 
-    return ctx.db.read(work)
+    return ctx.db.run(principal, read_only=True)
 
 
 def admin_principal(ctx: BrokerContext, presented: str | None,

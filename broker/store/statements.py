@@ -95,6 +95,12 @@ CHALLENGE_USED_AT: Select[Any] = select(_challenges.c.id, _challenges.c.used_at)
     _challenges.c.id == bindparam("challenge_id"))
 
 INSERT_CHALLENGE: Insert = insert(_challenges)
+
+#: The auth token a client presents, by the SHA-256 of its value. Parameter: ``token_hash``.
+AUTH_TOKEN_BY_HASH: Select[Any] = select(
+    _tokens.c.id, _tokens.c.token_hash, _tokens.c.user_id, _tokens.c.directory_id,
+    _tokens.c.method, _tokens.c.cert_fingerprint, _tokens.c.cert_der, _tokens.c.expires_at,
+    _tokens.c.revoked_at).where(_tokens.c.token_hash == bindparam("token_hash"))
 INSERT_AUTH_TOKEN: Insert = insert(_tokens)
 INSERT_AUDIT_EVENT: Insert = insert(_audit)
 
