@@ -93,6 +93,12 @@ def process_tree(pid: int) -> list[int]:
     return [pid, *children(pid)]
 
 
+def postgres_pids() -> list[int]:
+    """The local PostgreSQL server's processes (shared: other users of it count too)."""
+    out = subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
 # --------------------------------------------------------------------------- PKI
 
 @dataclass
@@ -433,7 +439,10 @@ def storm_broker(bp: BrokerProcess, pki: Pki, code: str, clients: int, seconds: 
 
     assert bp.proc is not None
     pids = process_tree(bp.proc.pid)
+    pg = bp.db_url.startswith("postgresql")
     before, client_before = cpu_seconds(pids), time.process_time()
+    # Backends born during the storm count from zero; ones that exit during it are lost.
+    pg_before = {p: cpu_seconds([p]) for p in postgres_pids()} if pg else {}
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     t0 = time.perf_counter()
     for th in threads:
@@ -443,10 +452,13 @@ def storm_broker(bp: BrokerProcess, pki: Pki, code: str, clients: int, seconds: 
     elapsed = time.perf_counter() - t0
     used = cpu_seconds(pids) - before
     client_used = time.process_time() - client_before
+    pg_used = sum(cpu_seconds([p]) - pg_before.get(p, 0.0) for p in postgres_pids()) if pg \
+        else 0.0
     lat = sorted(result.latencies)
     n = len(lat)
     return {"logins": n, "per_s": round(n / elapsed, 1),
             "client_cpu_ms_per_op": round(client_used * 1000 / n, 3) if n else None,
+            "postgres_cpu_ms_per_op": round(pg_used * 1000 / n, 3) if n and pg else None,
             "p50_ms": round(statistics.median(lat) * 1000, 1) if lat else None,
             "p99_ms": round(lat[min(n - 1, int(0.99 * n))] * 1000, 1) if lat else None,
             "cpu_ms_per_op": round(used * 1000 / n, 3) if n else None,
@@ -661,14 +673,16 @@ def print_suite(out: dict[str, Any]) -> None:
         print(f"nginx mTLS full handshakes: {nginx['per_s']}/s, {nginx['cpu_ms_per_op']} CPU-ms "
               "per handshake")
     print("| | db | users | workers | clients | flow | TLS | logins/s | p50 ms | p99 ms "
-          "| CPU-ms/login | ÷ nginx | client CPU-ms/login | resumed | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| CPU-ms/login | ÷ nginx | client CPU-ms/login | PostgreSQL CPU-ms/login | resumed "
+          "| errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in suite["rows"].items():
         ratio = round(r["cpu_ms_per_op"] / nginx["cpu_ms_per_op"], 1) \
             if nginx and r["cpu_ms_per_op"] else "-"
         print(f"| {name} | {r['database']} | {r['users']:,} | {r['workers']} | {r['clients']} "
               f"| {r['flow']} | {r['connections']} | {r['per_s']} | {r['p50_ms']} "
               f"| {r['p99_ms']} | {r['cpu_ms_per_op']} | {ratio}× | {r['client_cpu_ms_per_op']} "
+              f"| {r['postgres_cpu_ms_per_op'] or '-'} "
               f"| {'-' if r['resumed'] is None else r['resumed']} "
               f"| {sum(r['errors'].values()) or 0} |")
     d = suite["done_when"]
@@ -764,6 +778,9 @@ def main() -> None:
         print(f"{'nginx':<8}{nginx['per_s']:>9}{'-':>9}{'-':>9}{nginx['cpu_ms_per_op']:>11}")
     print(f"{'broker':<8}{broker['per_s']:>9}{broker['p50_ms']:>9}{broker['p99_ms']:>9}"
           f"{broker['cpu_ms_per_op']:>11}")
+    print(f"bench clients: {broker['client_cpu_ms_per_op']} CPU-ms per login"
+          + (f"; PostgreSQL server (all its users): {broker['postgres_cpu_ms_per_op']} CPU-ms "
+             "per login" if broker["postgres_cpu_ms_per_op"] else ""))
     if broker["resumed"] is not None:
         print(f"TLS sessions resumed: {broker['resumed'] * 100:.0f}% of connections")
     if "cpu_ratio" in out:
