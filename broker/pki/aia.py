@@ -1,7 +1,9 @@
 """Missing intermediates from the authorityInfoAccess caIssuers URL (RFC 5280 §4.2.2.1).
 
 Off by default (a directory switches it on). HTTP only (an https URL would need a path to
-validate the path), answers bounded in size and time, at most a few fetches per verification,
+validate the path), answers bounded in size and in total time (each fetch within AIA_TIMEOUT_S
+however slowly the server trickles, all of one verification's fetches within
+AIA_BUDGET_S), at most a few fetches per verification,
 and each URL's certificates are cached for an hour. Fetched certificates are only candidates:
 they join the untrusted pool and must still chain to one of the directory's anchors. Every
 fetch is recorded so the login's audit event shows it.
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.request
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,10 +22,12 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from cryptography.x509.oid import AuthorityInformationAccessOID
 
 from broker.pki.errors import NO_USABLE_EXTENSION
+from broker.pki.transfer import TransferError, bounded_exchange
 
 MAX_AIA_BYTES = 256 * 1024
 AIA_TIMEOUT_S = 3.0
 MAX_FETCHES_PER_VERIFICATION = 4
+AIA_BUDGET_S = 6.0
 CACHE_TTL_S = 3600.0
 CACHE_ENTRIES = 256
 
@@ -36,17 +39,12 @@ class AiaFetchError(Exception):
 
 
 def http_get(url: str, timeout: float, max_bytes: int) -> bytes:
-    """Plain HTTP GET, at most ``max_bytes``; AiaFetchError on anything else."""
-    if not url.lower().startswith("http://"):
-        raise AiaFetchError(f"only http:// caIssuers URLs are fetched, not {url[:60]!r}")
+    """Plain HTTP GET of at most ``max_bytes``, the whole exchange within ``timeout`` seconds
+    (a server that trickles is cut at the deadline); AiaFetchError on anything else."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http only)
-            data: bytes = resp.read(max_bytes + 1)
-    except (OSError, ValueError) as exc:
-        raise AiaFetchError(f"{url}: {exc}") from None
-    if len(data) > max_bytes:
-        raise AiaFetchError(f"{url}: answer larger than {max_bytes} bytes")
-    return data
+        return bounded_exchange(url, None, None, timeout, max_bytes, schemes=("http",))
+    except TransferError as exc:
+        raise AiaFetchError(str(exc)) from None
 
 
 def access_urls(cert: x509.Certificate, method: x509.ObjectIdentifier) -> list[str]:
@@ -91,9 +89,10 @@ class AiaFetcher:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     fetches: int = 0
 
-    def issuers_of(self, cert: x509.Certificate,
-                   log: list[dict[str, object]]) -> list[x509.Certificate]:
-        """Certificates from ``cert``'s caIssuers URLs; appends one record per URL to ``log``."""
+    def issuers_of(self, cert: x509.Certificate, log: list[dict[str, object]],
+                   deadline: float | None = None) -> list[x509.Certificate]:
+        """Certificates from ``cert``'s caIssuers URLs; appends one record per URL to ``log``.
+        No fetch starts after ``deadline`` (time.monotonic()) and none runs past it."""
         found: list[x509.Certificate] = []
         for url in ca_issuers_urls(cert):
             now = time.monotonic()
@@ -103,8 +102,13 @@ class AiaFetcher:
                 log.append({"url": url, "cached": True, "certificates": len(hit[1])})
                 found += hit[1]
                 continue
+            left = self.timeout_s if deadline is None else min(self.timeout_s, deadline - now)
+            if left <= 0:
+                log.append({"url": url, "error": "not fetched: the verification's AIA time "
+                                                 "budget is spent"})
+                continue
             try:
-                certs = parse_issuers(self.get(url, self.timeout_s, self.max_bytes))
+                certs = parse_issuers(self.get(url, left, self.max_bytes))
             except AiaFetchError as exc:
                 log.append({"url": url, "error": str(exc)[:200]})
                 continue

@@ -22,6 +22,7 @@ import binascii
 import datetime as dt
 import re
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -35,7 +36,12 @@ from OpenSSL import crypto
 
 from broker.codes import Code
 from broker.pki import profile
-from broker.pki.aia import DEFAULT_FETCHER, MAX_FETCHES_PER_VERIFICATION, AiaFetcher
+from broker.pki.aia import (
+    AIA_BUDGET_S,
+    DEFAULT_FETCHER,
+    MAX_FETCHES_PER_VERIFICATION,
+    AiaFetcher,
+)
 from broker.pki.errors import MALFORMED_DER, PkiError
 from broker.pki.identity import CertIdentity, identity_of
 from broker.pki.paths import Candidate, PathIndex, candidate_paths, fingerprint, signed_by
@@ -481,7 +487,9 @@ def _complete_with_aia(leaf: x509.Certificate, untrusted: list[x509.Certificate]
                        trust: TrustStore, index: PathIndex, aia: AiaFetcher,
                        log: list[dict[str, Any]]) -> PathIndex:
     """Fetch caIssuers certificates while no path reaches an anchor (bounded); adds them to
-    ``untrusted`` and returns the index over the larger pool."""
+    ``untrusted`` and returns the index over the larger pool. All fetches of one verification
+    end within AIA_BUDGET_S."""
+    deadline = time.monotonic() + AIA_BUDGET_S
     for _ in range(MAX_FETCHES_PER_VERIFICATION):
         if next(candidate_paths(leaf, index, max_paths=1), None) is not None:
             break
@@ -492,7 +500,7 @@ def _complete_with_aia(leaf: x509.Certificate, untrusted: list[x509.Certificate]
                 break
             top = issuers[0]
             seen.add(fingerprint(top))
-        fetched = [c for c in aia.issuers_of(top, log) if fingerprint(c) not in seen]
+        fetched = [c for c in aia.issuers_of(top, log, deadline) if fingerprint(c) not in seen]
         if not fetched:
             break
         untrusted.extend(fetched)

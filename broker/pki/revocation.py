@@ -14,13 +14,10 @@ against CRLs instead, so "OCSP for users, CRLs for CAs" works with OCSP alone sw
 from __future__ import annotations
 
 import datetime as dt
-import http.client
-import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -32,6 +29,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 from broker.codes import Code
 from broker.pki.aia import access_urls
 from broker.pki.errors import MALFORMED_DER, NO_USABLE_EXTENSION, PkiError
+from broker.pki.transfer import TransferError, bounded_exchange
 
 Fetch = Callable[[str, bytes | None, str | None, float], bytes]
 MAX_FETCH_BYTES = 4 * 1024 * 1024
@@ -59,56 +57,13 @@ _UNREADABLE_CRL: tuple[type[Exception], ...] = (TypeError, *MALFORMED_DER)
 
 def urllib_fetch(url: str, body: bytes | None, content_type: str | None,
                  timeout: float) -> bytes:
-    """HTTP GET (body None) or POST; FetchError on any failure.
-
-    ``timeout`` bounds the whole exchange, not each socket read: a watchdog cuts the connection
-    when it runs out, so a responder that trickles bytes cannot hold a login longer. Answers
-    over MAX_FETCH_BYTES are refused (by Content-Length before reading, else while reading).
-    Redirects are not followed."""
-    parts = urlsplit(url)
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise FetchError(f"unsupported URL: {url[:60]}")
-    cls = http.client.HTTPSConnection if parts.scheme.lower() == "https" \
-        else http.client.HTTPConnection
-    conn = cls(parts.hostname, parts.port, timeout=timeout)
-    timed_out = threading.Event()
-
-    def cut() -> None:
-        timed_out.set()
-        sock = conn.sock
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    watchdog = threading.Timer(timeout, cut)
-    watchdog.daemon = True
-    watchdog.start()
+    """HTTP GET (body None) or POST; FetchError on any failure. ``timeout`` bounds the whole
+    exchange (a trickling responder is cut at the deadline), answers are at most
+    MAX_FETCH_BYTES, redirects are not followed (broker.pki.transfer)."""
     try:
-        headers = {"Content-Type": content_type} if content_type else {}
-        conn.request("POST" if body is not None else "GET",
-                     (parts.path or "/") + (f"?{parts.query}" if parts.query else ""),
-                     body=body, headers=headers)
-        resp = conn.getresponse()
-        if resp.status != 200:
-            raise FetchError(f"{url}: HTTP {resp.status}")
-        length = resp.getheader("content-length")
-        if length and length.isdigit() and int(length) > MAX_FETCH_BYTES:
-            raise FetchError(f"{url}: answer of {length} bytes is over {MAX_FETCH_BYTES}")
-        data = resp.read(MAX_FETCH_BYTES + 1)
-    except (OSError, ValueError, http.client.HTTPException) as exc:
-        if timed_out.is_set():
-            raise FetchError(f"{url}: no complete answer within {timeout:g} s") from None
-        raise FetchError(f"{url}: {exc}") from None
-    finally:
-        watchdog.cancel()
-        conn.close()
-    if timed_out.is_set():
-        raise FetchError(f"{url}: no complete answer within {timeout:g} s")
-    if len(data) > MAX_FETCH_BYTES:
-        raise FetchError(f"{url}: answer larger than {MAX_FETCH_BYTES} bytes")
-    return data
+        return bounded_exchange(url, body, content_type, timeout, MAX_FETCH_BYTES)
+    except TransferError as exc:
+        raise FetchError(str(exc)) from None
 
 
 @dataclass

@@ -4,6 +4,7 @@ cached, recorded), only when switched on, and still has to chain to a trust anch
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -22,6 +23,7 @@ class Served:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.hits: list[str] = []
+        self.trickle: set[str] = set()  # paths answered one byte every 0.2 s
 
 
 @pytest.fixture
@@ -35,7 +37,16 @@ def server() -> Iterator[tuple[str, Served]]:
             self.send_response(200 if body is not None else 404)
             self.send_header("Content-Length", str(len(body or b"")))
             self.end_headers()
-            self.wfile.write(body or b"")
+            if self.path not in served.trickle:
+                self.wfile.write(body or b"")
+                return
+            for i in range(len(body or b"")):
+                try:
+                    self.wfile.write((body or b"")[i:i + 1])
+                    self.wfile.flush()
+                except OSError:
+                    return  # the client hung up: what a bounded fetch does
+                time.sleep(0.2)
 
         def log_message(self, *args: object) -> None:
             pass
@@ -104,6 +115,51 @@ def test_answers_are_bounded_in_size(server) -> None:  # type: ignore[no-untyped
         verify_certificate(user.cert_der(), [], TrustStore([root.cert]), revocation=NO_REV,
                            aia_fetch=True, aia=fetcher)
     assert "larger than 1024" in err.value.details["aia_fetches"][0]["error"]
+
+
+def test_a_trickling_server_is_cut_at_the_deadline(server) -> None:  # type: ignore[no-untyped-def]
+    """One byte every 0.2 s never trips a per-read timeout of 1 s; the fetch as a whole must
+    still end at 1 s, refused and recorded, long before the ~100 s the answer would take."""
+    base, served = server
+    root, inter, user = _with_aia(f"{base}/slow.cer")
+    served.files["/slow.cer"] = inter.cert.public_bytes(serialization.Encoding.DER)
+    served.trickle.add("/slow.cer")
+    fetcher = AiaFetcher(timeout_s=1.0)
+    start = time.monotonic()
+    with pytest.raises(PkiError) as err:
+        verify_certificate(user.cert_der(), [], TrustStore([root.cert]), revocation=NO_REV,
+                           aia_fetch=True, aia=fetcher)
+    took = time.monotonic() - start
+    assert took < 2.5, f"the trickling fetch held the verification for {took:.1f} s"
+    assert err.value.code == "certificate_untrusted"
+    [record] = err.value.details["aia_fetches"]
+    assert "no complete answer within 1 s" in record["error"]
+    assert fetcher.fetches == 0  # nothing half-read was cached
+
+
+def test_a_verification_spends_at_most_the_aia_budget(server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Several trickling caIssuers URLs share one budget: the second gets only what is left."""
+    import broker.pki.chain as chain_module
+
+    base, served = server
+    root = issue.make_root("AIA Root")
+    inter = issue.make_intermediate(root, "AIA Issuing")
+    aia = x509.AuthorityInformationAccess([x509.AccessDescription(
+        AuthorityInformationAccessOID.CA_ISSUERS, x509.UniformResourceIdentifier(
+            f"{base}/slow{i}.cer")) for i in range(3)])
+    user = issue.make_user_cert(inter, "AIA User", extra_extensions=[(aia, False)])
+    for i in range(3):
+        served.files[f"/slow{i}.cer"] = inter.cert.public_bytes(serialization.Encoding.DER)
+        served.trickle.add(f"/slow{i}.cer")
+    monkeypatch.setattr(chain_module, "AIA_BUDGET_S", 1.5)
+    start = time.monotonic()
+    with pytest.raises(PkiError) as err:
+        verify_certificate(user.cert_der(), [], TrustStore([root.cert]), revocation=NO_REV,
+                           aia_fetch=True, aia=AiaFetcher(timeout_s=1.0))
+    took = time.monotonic() - start
+    assert took < 3.0, f"three trickling URLs held the verification for {took:.1f} s"
+    errors = [r["error"] for r in err.value.details["aia_fetches"]]
+    assert len(errors) == 3 and "budget is spent" in errors[-1]
 
 
 def test_only_plain_http_is_fetched() -> None:
