@@ -45,9 +45,8 @@ from broker.pki.aia import (
 from broker.pki.errors import MALFORMED_DER, PkiError
 from broker.pki.identity import CertIdentity, identity_of
 from broker.pki.paths import Candidate, PathIndex, candidate_paths, fingerprint, signed_by
-from broker.pki.policies import PolicyInputs
+from broker.pki.policies import PolicyInputs, judge_path
 from broker.pki.policies import check_path as check_policies
-from broker.pki.policies import crl_verdict as rfc5280_crl_verdict
 from broker.pki.revocation import (
     Fetch,
     RevocationCache,
@@ -403,19 +402,31 @@ def _judge(leaf: x509.Certificate, cand: Candidate, pool: list[x509.Certificate]
             raise
     _unknown_critical(path)
     _policy_checks(path, purpose, max_depth)
-    policies = check_policies(path, policy, at)
+    # With CRLs alone, the RFC 5280 engine judges policies and CRL status in one pass (inside
+    # check_chain, once the CRLs are gathered); otherwise it judges policies here.
+    one_pass = revocation.crl and not revocation.ocsp and len(path) > 1
+    policies: list[str] | None = None if one_pass else check_policies(path, policy, at)
 
-    def crl_verdict(crls: list[x509.CertificateRevocationList]) -> tuple[str, str]:
+    def crl_verdict(crls: list[x509.CertificateRevocationList]
+                    ) -> tuple[str, str, list[dict[str, object]]]:
         """The RFC 5280 engine decides CRL status over the whole path (delta and indirect CRLs,
         separate CRL keys, reason partitions, key rollover)."""
+        nonlocal policies
         _crl_profile(path, crls, at)
-        return rfc5280_crl_verdict(path, crls, pool, at)
+        if policies is None:
+            verdict = judge_path(path, policy, at, crls, pool)
+            policies = verdict.policies
+        else:
+            verdict = judge_path(path, PolicyInputs(), at, crls, pool)
+        return verdict.crl_state or "unknown", verdict.crl_why, verdict.crl_used
 
     evidence: list[dict[str, object]] = []
     if revocation.crl:
         _crl_profile(path, list(trust.crls), at)
     status, soft = check_chain(path, revocation, trust.crls, at, fetch, cache, crl_verdict,
                                evidence)
+    if policies is None:  # the engine was not asked about CRLs after all
+        policies = check_policies(path, policy, at)
     return VerificationResult(path, identity_of(leaf), status, soft, policies,
                               {"status": status, "checked": evidence,
                                "not_established": list(soft)})

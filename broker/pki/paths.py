@@ -20,6 +20,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 
 from broker.pki.errors import NO_USABLE_EXTENSION
+from broker.pki.memo import FingerprintMemo, cert_fp
 
 MAX_PATHS = 32          # candidate paths judged before giving up
 MAX_BUILD_SECONDS = 2.0  # wall time for building (judging is bounded by MAX_PATHS)
@@ -73,8 +74,16 @@ def _aki(cert: x509.Certificate) -> bytes | None:
         return None
 
 
+SIGNATURES: FingerprintMemo[bool] = FingerprintMemo(8192)
+
+
 def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    """``issuer``'s key made ``cert``'s signature (names are not compared here)."""
+    """``issuer``'s key made ``cert``'s signature (names are not compared here). Remembered
+    per pair of fingerprints: a CA-to-CA link is checked once per process, not per login."""
+    return SIGNATURES.get((cert_fp(cert), cert_fp(issuer)), lambda: _signed_by(cert, issuer))
+
+
+def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(issuer)
         return True

@@ -2,21 +2,27 @@
 
 Policy processing (the valid-policy tree, policy mapping through bridge CAs, inhibitPolicyMapping,
 requireExplicitPolicy, inhibitAnyPolicy, self-issued exceptions) is done by
-``pyhanko-certvalidator``'s RFC 5280 implementation, run on the one path our builder chose, with
-revocation switched off there (revocation is ours). It is a second, independent judge of the
-whole path too: what it refuses, the path does not pass. ``crl_verdict`` runs the same engine
-with CRLs (RFC 5280 §6.3: delta, indirect, separate CRL keys, onlySomeReasons).
+``pyhanko-certvalidator``'s RFC 5280 implementation, run on the one path our builder chose. It
+is a second, independent judge of the whole path too: what it refuses, the path does not pass.
+``judge_path`` runs the engine once over the path with the policy inputs and, when CRLs are
+checked, the CRLs too (RFC 5280 §6.3: delta, indirect, separate CRL keys, onlySomeReasons), so a
+first-time verification pays for one engine pass, not two; only a failed pass is run again to
+tell a path failure from missing revocation information. The engine reports which CRL (and
+delta CRL) decided each certificate's status through a recording hook (``_record_crl_use``):
+that, not a guess from names, is the login's revocation evidence.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 import functools
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from asn1crypto import crl as asn1_crl
 from asn1crypto import x509 as asn1_x509
@@ -26,11 +32,13 @@ from pyhanko_certvalidator import PKIXValidationParams, ValidationContext
 from pyhanko_certvalidator.authority import CertTrustAnchor
 from pyhanko_certvalidator.errors import PathError, RevokedError, ValidationError
 from pyhanko_certvalidator.path import ValidationPath
+from pyhanko_certvalidator.revinfo import validate_crl as engine_crl
 from pyhanko_certvalidator.validate import async_validate_path
 
 from broker.codes import Code
 from broker.pki.errors import NO_USABLE_EXTENSION, PkiError
 from broker.pki.paths import name_key
+from broker.pki.revocation import crl_evidence
 
 ANY_POLICY = "2.5.29.32.0"
 # What the engine raises on input it does not support (unusual algorithms or encodings).
@@ -90,9 +98,21 @@ def _asn1_crl_from_der(der: bytes) -> asn1_crl.CertificateList:
 
 
 def _asn1(cert: x509.Certificate) -> asn1_x509.Certificate:
-    # A fresh object per run: reusing parsed certificate objects across engine runs made a
-    # valid PKITS path (4.3.6, UIDs) fail its CRL-issuer signature check.
-    return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
+    der = cert.public_bytes(serialization.Encoding.DER)
+    shared = _shared_asn1(der)
+    return shared if shared is not None else asn1_x509.Certificate.load(der)
+
+
+@functools.lru_cache(maxsize=512)
+def _shared_asn1(der: bytes) -> asn1_x509.Certificate | None:
+    """One parsed object per certificate, shared by engine runs (the engine caches name
+    comparisons on it: most of a run's cost for CA certificates), but only for DER that
+    re-encodes to itself. The engine may re-serialise parts of an object it has read; for
+    non-canonical DER (PKITS 4.3.6's unique identifiers) that changed the signed bytes and
+    failed a valid path on the second run, so those get a fresh object every run."""
+    obj = asn1_x509.Certificate.load(der)
+    probe = asn1_x509.Certificate.load(der)
+    return obj if probe.dump(force=True) == der else None
 
 
 def _vpath(path: Sequence[x509.Certificate]) -> tuple[ValidationPath, asn1_x509.Certificate]:
@@ -134,38 +154,6 @@ def _crl_scope(path: Sequence[x509.Certificate], crls: Sequence[x509.Certificate
     return [_asn1_crl_from_der(c.public_bytes(serialization.Encoding.DER)) for c in chosen], certs
 
 
-def crl_verdict(path: Sequence[x509.Certificate], crls: Sequence[x509.CertificateRevocationList],
-                pool: Sequence[x509.Certificate], at: dt.datetime) -> tuple[str, str]:
-    """CRL status of every certificate of ``path`` by RFC 5280 §6.3: ("good" | "revoked" |
-    "unknown", why). Complete CRLs and delta CRLs, indirect CRLs (cRLIssuer), CRLs signed by a
-    separate CRL key (its own path validated), and reason-partitioned CRLs combined until every
-    reason is covered."""
-    scoped, certs = _crl_scope(path, crls, pool)
-    # "require": every certificate needs a CRL verdict. When one is missing, a second pass
-    # ("soft-fail") still finds a revocation that another certificate's CRL states: a missing
-    # CRL for one CA must never hide a revoked leaf.
-    unknown = ""
-    for mode in ("require", "soft-fail"):
-        vpath, root = _vpath(path)
-        ctx = ValidationContext(trust_roots=[root], other_certs=certs, crls=scoped, moment=at,
-                                revocation_mode=mode, weak_hash_algos=set(),
-                                time_tolerance=dt.timedelta(minutes=5))
-        try:
-            asyncio.run(async_validate_path(ctx, vpath))
-        except RevokedError as exc:
-            return "revoked", _named(str(exc), path)[:300]
-        except (ValidationError, PathError) as exc:
-            unknown = unknown or _named(str(exc), path)[:300]
-            continue
-        except _ENGINE_FAULTS as exc:
-            # Input the engine cannot process is no verdict: unknown, never "good".
-            unknown = unknown or f"the RFC 5280 engine cannot process the CRLs: {exc!r}"[:300]
-            continue
-        if not unknown:
-            return "good", ""
-    return "unknown", unknown
-
-
 def _named(text: str, path: Sequence[x509.Certificate]) -> str:
     """The engine's "intermediate certificate N" (counted from the anchor) as subject names."""
     def intermediate(m: re.Match[str]) -> str:
@@ -176,6 +164,159 @@ def _named(text: str, path: Sequence[x509.Certificate]) -> str:
     return text.replace("end-entity certificate", repr(path[0].subject.rfc4514_string()))
 
 
+# (certificate, CRL-signing certificate, complete CRL, delta CRL or None), asn1crypto objects,
+# for every CRL the engine matched to a certificate and read its entry from (RFC 5280 §6.3.3
+# (i)/(j)): the CRLs that decided. Collected per engine run through a context variable.
+_CRL_USES: contextvars.ContextVar[list[tuple[Any, Any, Any, Any]] | None] = \
+    contextvars.ContextVar("crl_uses", default=None)
+
+
+def _install_crl_use_hook() -> bool:
+    """Wrap the engine's "look the certificate up on the CRL and its delta" step so each run
+    records which CRLs decided. Returns False when the engine has no such step (a different
+    pyhanko-certvalidator): evidence then falls back to the CRLs that could apply."""
+    original = getattr(engine_crl, "_check_cert_on_crl_and_delta", None)
+    if original is None:
+        return False
+    if getattr(original, "broker_records_use", False):
+        return True
+
+    @functools.wraps(original)
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        uses = _CRL_USES.get()
+        if uses is not None and not args:
+            delta = kwargs.get("delta_certificate_list_cont")
+            uses.append((kwargs["cert"], kwargs["crl_issuer"],
+                         kwargs["certificate_list_cont"].crl_data,
+                         delta.crl_data if delta is not None else None))
+        return result
+
+    recording.broker_records_use = True  # type: ignore[attr-defined]
+    engine_crl._check_cert_on_crl_and_delta = recording
+    return True
+
+
+CRL_USE_RECORDED = _install_crl_use_hook()
+
+
+@dataclass(frozen=True)
+class PathVerdict:
+    """One engine pass over a path: the user-constrained policy set and, when CRLs were given,
+    their verdict ("good" | "revoked" | "unknown", why) and the evidence of the CRLs that
+    decided (plain JSON, one dict per certificate and CRL; delta CRLs have ``delta`` true)."""
+
+    policies: list[str]
+    crl_state: str | None = None
+    crl_why: str = ""
+    crl_used: list[dict[str, object]] = field(default_factory=list)
+
+
+def _der(obj: Any) -> bytes:
+    return bytes(obj.dump())
+
+
+def _crl_use_evidence(uses: list[tuple[Any, Any, Any, Any]],
+                      path: Sequence[x509.Certificate]) -> list[dict[str, object]]:
+    """The recorded uses as evidence dicts, one per (certificate, CRL), in path order."""
+    out: list[dict[str, object]] = []
+    seen: set[tuple[bytes, bytes]] = set()
+    for cert_asn1, signer_asn1, base_asn1, delta_asn1 in uses:
+        cert_der = _der(cert_asn1)
+        cert = x509.load_der_x509_certificate(cert_der)
+        signer = signer_asn1.subject.human_friendly if signer_asn1 is not None else None
+        try:
+            signer = x509.load_der_x509_certificate(_der(signer_asn1)).subject.rfc4514_string()
+        except (ValueError, TypeError, AttributeError):
+            pass
+        for crl_asn1, is_delta in ((base_asn1, False), (delta_asn1, True)):
+            if crl_asn1 is None:
+                continue
+            crl_der = _der(crl_asn1)
+            if (cert_der, crl_der) in seen:
+                continue
+            seen.add((cert_der, crl_der))
+            crl = x509.load_der_x509_crl(crl_der)
+            entry = crl_evidence(cert, crl)
+            entry["crl_signed_by"] = signer
+            entry["indirect"] = name_key(crl.issuer) != name_key(cert.issuer)
+            entry["delta"] = is_delta
+            if is_delta:
+                entry["base_crl_number"] = _delta_base(crl)
+            out.append(entry)
+    index = {c.subject.rfc4514_string(): i for i, c in reversed(list(enumerate(path)))}
+    return sorted(out, key=lambda e: index.get(str(e["certificate"]), len(path)))
+
+
+def _delta_base(crl: x509.CertificateRevocationList) -> int | None:
+    try:
+        return int(crl.extensions.get_extension_for_class(x509.DeltaCRLIndicator).value
+                   .crl_number)
+    except NO_USABLE_EXTENSION:
+        return None
+
+
+def _run(path: Sequence[x509.Certificate], at: dt.datetime, *, mode: str,
+         inputs: PolicyInputs | None = None,
+         crls: list[asn1_crl.CertificateList] | None = None,
+         others: list[asn1_x509.Certificate] | None = None,
+         uses: list[tuple[Any, Any, Any, Any]] | None = None) -> ValidationPath:
+    """One engine pass; raises what the engine raises."""
+    vpath, root = _vpath(path)
+    ctx = ValidationContext(trust_roots=[root], other_certs=others or [], crls=crls or [],
+                            moment=at, revocation_mode=mode, weak_hash_algos=set(),
+                            time_tolerance=dt.timedelta(minutes=5))
+    token = _CRL_USES.set(uses)
+    try:
+        if inputs is None:
+            asyncio.run(async_validate_path(ctx, vpath))
+        else:
+            asyncio.run(async_validate_path(ctx, vpath, inputs.pkix_params()))
+    finally:
+        _CRL_USES.reset(token)
+    return vpath
+
+
+def judge_path(path: Sequence[x509.Certificate], inputs: PolicyInputs, at: dt.datetime,
+               crls: Sequence[x509.CertificateRevocationList] | None = None,
+               pool: Sequence[x509.Certificate] = ()) -> PathVerdict:
+    """Policies (RFC 5280 §6.1 with ``inputs``) and, with ``crls``, CRL status of every
+    certificate of ``path`` (§6.3), in one engine pass when the path is good.
+
+    Raises PkiError as :func:`check_path` does when the path itself fails. A revoked
+    certificate is a verdict (crl_state "revoked"), not an exception; so is "unknown".
+    """
+    if crls is None:
+        return PathVerdict(check_path(path, inputs, at))
+    scoped, certs = _crl_scope(path, crls, pool)
+    uses: list[tuple[Any, Any, Any, Any]] = []
+    try:
+        vpath = _run(path, at, mode="require", inputs=inputs, crls=scoped, others=certs,
+                     uses=uses)
+    except RevokedError as exc:
+        return PathVerdict([], "revoked", _named(str(exc), path)[:300],
+                           _crl_use_evidence(uses, path))
+    except (ValidationError, PathError, *_ENGINE_FAULTS) as exc:
+        # The path failed, or a certificate's revocation could not be established: the path
+        # alone decides which (and raises when it is the path), then a tolerant pass still
+        # finds a revocation another certificate's CRL states.
+        policies = check_path(path, inputs, at)
+        why = (_named(str(exc), path) if isinstance(exc, ValidationError | PathError)
+               else f"the RFC 5280 engine cannot process the CRLs: {exc!r}")[:300]
+        uses = []
+        try:
+            _run(path, at, mode="soft-fail", crls=scoped, others=certs, uses=uses)
+        except RevokedError as revoked:
+            return PathVerdict(policies, "revoked", _named(str(revoked), path)[:300],
+                               _crl_use_evidence(uses, path))
+        except (ValidationError, PathError, *_ENGINE_FAULTS):
+            pass
+        return PathVerdict(policies, "unknown", why, _crl_use_evidence(uses, path))
+    qualified = vpath.qualified_policies() or frozenset()
+    return PathVerdict(sorted({q.user_domain_policy_id for q in qualified} - {"any_policy"}),
+                       "good", "", _crl_use_evidence(uses, path))
+
+
 def check_path(path: Sequence[x509.Certificate], inputs: PolicyInputs,
                at: dt.datetime) -> list[str]:
     """Judge ``path`` (leaf → … → anchor) by RFC 5280 §6.1 with ``inputs``.
@@ -184,12 +325,8 @@ def check_path(path: Sequence[x509.Certificate], inputs: PolicyInputs,
     none asserted). Raises PkiError certificate_policy_mismatch when policy processing fails,
     certificate_untrusted when the independent validator refuses the path for another reason.
     """
-    vpath, root = _vpath(path)
-    ctx = ValidationContext(trust_roots=[root], moment=at,
-                            revocation_mode="soft-fail", weak_hash_algos=set(),
-                            time_tolerance=dt.timedelta(minutes=5))
     try:
-        asyncio.run(async_validate_path(ctx, vpath, inputs.pkix_params()))
+        vpath = _run(path, at, mode="soft-fail", inputs=inputs)
     except (ValidationError, PathError) as exc:
         text = str(exc)
         text = _named(text, path)

@@ -25,6 +25,7 @@ from cryptography.x509.oid import ExtensionOID
 
 from broker.codes import Code
 from broker.pki.errors import MALFORMED_DER, PkiError
+from broker.pki.memo import FingerprintMemo, cert_fp, crl_fp
 
 MAX_SERIAL_OCTETS = 20
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", re.I)
@@ -204,9 +205,19 @@ def _ext(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> x509.Extension |
         return None
 
 
+CERTIFICATE_VERDICTS: FingerprintMemo[tuple[Violation, ...]] = FingerprintMemo(4096)
+CRL_VERDICTS: FingerprintMemo[tuple[Violation, ...]] = FingerprintMemo(1024)
+
+
 def certificate_violations(cert: x509.Certificate, *, is_ca: bool) -> list[Violation]:
     """Every RFC 5280 §4 MUST this verifier checks, for ``cert`` in the role it plays
-    (``is_ca``: it issues a certificate of the path, or it is the trust anchor)."""
+    (``is_ca``: it issues a certificate of the path, or it is the trust anchor). Remembered per
+    fingerprint and role: a CA is judged once per process, not on every login."""
+    return list(CERTIFICATE_VERDICTS.get((cert_fp(cert), is_ca),
+                                         lambda: tuple(_certificate_violations(cert, is_ca))))
+
+
+def _certificate_violations(cert: x509.Certificate, is_ca: bool) -> list[Violation]:
     who = _who(cert)
     out: list[Violation] = []
     serial = cert.serial_number
@@ -263,7 +274,14 @@ def certificate_violations(cert: x509.Certificate, *, is_ca: bool) -> list[Viola
 
 def crl_violations(crl: x509.CertificateRevocationList,
                    issuer: x509.Certificate | None) -> list[Violation]:
-    """RFC 5280 §5 MUSTs for a CRL, and §6.3.3 (f) for its issuer (``None``: not known)."""
+    """RFC 5280 §5 MUSTs for a CRL, and §6.3.3 (f) for its issuer (``None``: not known).
+    Remembered per pair of fingerprints."""
+    key = (crl_fp(crl), cert_fp(issuer) if issuer is not None else None)
+    return list(CRL_VERDICTS.get(key, lambda: tuple(_crl_violations(crl, issuer))))
+
+
+def _crl_violations(crl: x509.CertificateRevocationList,
+                    issuer: x509.Certificate | None) -> list[Violation]:
     who = crl.issuer.rfc4514_string()
     out: list[Violation] = []
     try:

@@ -29,6 +29,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 from broker.codes import Code
 from broker.pki.aia import access_urls
 from broker.pki.errors import MALFORMED_DER, NO_USABLE_EXTENSION, PkiError
+from broker.pki.memo import FingerprintMemo, cert_fp, crl_fp
 from broker.pki.transfer import TransferError, bounded_exchange
 
 Fetch = Callable[[str, bytes | None, str | None, float], bytes]
@@ -105,14 +106,25 @@ def _signed_by(issuer: x509.Certificate, tbs: bytes, signature: bytes,
     return True
 
 
-def crl_applies(crl: x509.CertificateRevocationList, issuer: x509.Certificate,
-                at: dt.datetime) -> bool:
-    """``crl`` is the issuer's, signed by it, and current at ``at``."""
+CRL_SIGNERS: FingerprintMemo[bool] = FingerprintMemo(2048)
+
+
+def _crl_signed_by(crl: x509.CertificateRevocationList, issuer: x509.Certificate) -> bool:
     try:
         # cryptography parses CRL fields lazily: a malformed issuer name raises ValueError here
-        if crl.issuer != issuer.subject:
-            return False
-        if not crl.is_signature_valid(issuer.public_key()):  # type: ignore[arg-type]
+        return crl.issuer == issuer.subject and bool(
+            crl.is_signature_valid(issuer.public_key()))  # type: ignore[arg-type]
+    except _UNREADABLE_CRL:
+        return False
+
+
+def crl_applies(crl: x509.CertificateRevocationList, issuer: x509.Certificate,
+                at: dt.datetime) -> bool:
+    """``crl`` is the issuer's, signed by it (remembered per pair of fingerprints), and current
+    at ``at`` (judged every time)."""
+    try:
+        if not CRL_SIGNERS.get((crl_fp(crl), cert_fp(issuer)),
+                               lambda: _crl_signed_by(crl, issuer)):
             return False
         if crl.last_update_utc - CLOCK_SKEW > at:
             return False
@@ -307,7 +319,9 @@ def _fetch_crl(cert: x509.Certificate, issuer: x509.Certificate, at: dt.datetime
     return None
 
 
-CrlVerdict = Callable[[list[x509.CertificateRevocationList]], tuple[str, str]]
+#: Whole-path CRL verdict: (state, why, evidence of the CRLs that decided).
+CrlVerdict = Callable[[list[x509.CertificateRevocationList]],
+                      tuple[str, str, list[dict[str, object]]]]
 
 
 def check_chain(chain: list[x509.Certificate], settings: RevocationSettings,
@@ -319,8 +333,9 @@ def check_chain(chain: list[x509.Certificate], settings: RevocationSettings,
     "soft_fail", reasons); raises PkiError certificate_revoked, or
     certificate_revocation_unknown in hard-fail mode.
 
-    OCSP answers per certificate. CRL status is decided by ``crl_verdict`` (OpenSSL over the
-    whole path, with the uploaded and fetched CRLs) when given, else per certificate here.
+    OCSP answers per certificate. CRL status is decided by ``crl_verdict`` (the RFC 5280 engine
+    over the whole path, with the uploaded and fetched CRLs) when given, else per certificate
+    here.
     ``evidence``, when given, receives one plain dict per certificate and source the verdict
     rests on (CRL issuer, number, thisUpdate/nextUpdate; or OCSP responder, producedAt, status).
     """
@@ -353,13 +368,18 @@ def check_chain(chain: list[x509.Certificate], settings: RevocationSettings,
     if need_crl and use_crl:
         all_crls = list(crls) + _fetch_missing_crls(chain, list(crls), at, fetch, cache,
                                                     settings.timeout_s)
-        for i in need_crl:
-            evidence.extend(crl_evidence(chain[i], c) for c in all_crls
-                            if crl_applies(c, chain[i + 1], at))
-        # OpenSSL's verdict covers the whole path, so use it only when no certificate is
-        # already vouched for by OCSP (else a leaf with no CRL would fail the path).
+        # The whole-path verdict covers every certificate, so use it only when no certificate
+        # is already vouched for by OCSP (else a leaf with no CRL would fail the path).
         if crl_verdict is not None and len(need_crl) == len(subjects):
-            state, why = crl_verdict(all_crls)
+            state, why, used = crl_verdict(all_crls)
+            # The CRLs the engine matched and read (base and delta, indirect ones by their
+            # issuer); a certificate it could not decide is listed with the CRLs that applied.
+            decided = {e["certificate"] for e in used}
+            evidence.extend(used)
+            for i in need_crl:
+                if subjects[i] not in decided:
+                    evidence.extend(crl_evidence(chain[i], c) for c in all_crls
+                                    if crl_applies(c, chain[i + 1], at))
             if state == "revoked":
                 raise PkiError(Code.CERTIFICATE_REVOKED, why)
             if state != "good":
@@ -375,6 +395,8 @@ def check_chain(chain: list[x509.Certificate], settings: RevocationSettings,
                 problems.append(why)
         else:
             for i in need_crl:
+                evidence.extend(crl_evidence(chain[i], c) for c in all_crls
+                                if crl_applies(c, chain[i + 1], at))
                 st = _crl_status(chain[i], chain[i + 1], all_crls, at, fetch, cache,
                                  settings.timeout_s)
                 if st.state == "revoked":
