@@ -248,3 +248,109 @@ def test_ocsp_decides_logins_through_a_running_broker(pki, broker, tmp_path) -> 
     fresh = user(inter, responder, port, upn="alice@corp.example")  # not in any cache
     r = client.login(SoftCard(fresh.key, fresh.cert, [inter.cert]))
     assert r.status == 401 and r.code == "certificate_revocation_unknown", r.body
+
+
+EVIDENCE_DIRECTORY = """
+[[directory]]
+id = "{id}"
+name = "{id} CRLs"
+region = "us-gov-west-1"
+smart_card = {{ pre_session = true, in_session = true }}
+revocation = {{ crl = true, ocsp = false, fail_mode = "hard" }}
+trust_anchors = ["{id}-root.pem"]
+intermediates = [{intermediates}]
+crls = [{crls}]
+certmap = ["upn"]
+registration_codes = 1
+
+[[directory.user]]
+username = "vera"
+upn = "vera@{id}.example"
+
+[[directory.workspace]]
+id = "ws-vera-{id}"
+user = "vera"
+protocol = "WSP"
+running_mode = "ALWAYS_ON"
+state = "AVAILABLE"
+"""
+
+
+def _apply_evidence_directory(broker, tmp_path, name, root, intermediates, crls) -> str:  # type: ignore[no-untyped-def]
+    import json
+
+    (tmp_path / f"{name}-root.pem").write_bytes(root.cert_pem())
+    inter_files, crl_files = [], []
+    for i, ca in enumerate(intermediates):
+        (tmp_path / f"{name}-ca{i}.pem").write_bytes(ca.cert_pem())
+        inter_files.append(f'"{name}-ca{i}.pem"')
+    for i, crl in enumerate(crls):
+        (tmp_path / f"{name}-{i}.crl.pem").write_bytes(
+            crl.public_bytes(serialization.Encoding.PEM))
+        crl_files.append(f'"{name}-{i}.crl.pem"')
+    (tmp_path / f"{name}.toml").write_text(EVIDENCE_DIRECTORY.format(
+        id=name, intermediates=", ".join(inter_files), crls=", ".join(crl_files)))
+    out = broker.run_cli("admin", "apply", str(tmp_path / f"{name}.toml"), "--json")
+    return str(json.loads(out.stdout)["directories"][0]["registration_codes"][0])
+
+
+def _audited_revocation(broker, directory: str, outcome: str) -> dict:  # type: ignore[no-untyped-def,type-arg]
+    """The login's revocation evidence as the admin API's audit view shows it."""
+    from tests.integration.admin.conftest import make_token
+
+    api = broker.admin(make_token(broker, f"audit-{directory}-{outcome}", "read"))
+    r = api.get(f"/admin/v1/audit-events?kind=login.smart_card&directory={directory}")
+    assert r.status == 200, r.body
+    [event] = [e for e in r.body["items"] if e["outcome"] == outcome]
+    return event
+
+
+def test_login_audit_names_the_base_and_delta_crl(broker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Why was this card accepted that day: the audit view names the base CRL and the delta CRL
+    that decided, with their numbers and validity, and the root's CRL for the issuing CA."""
+    from tests.support.crlsets import delta_pki
+    from tests.support.softcard import SoftCard, SoftClient
+
+    p = delta_pki("Deltaco")
+    vera = p.user("Vera", upn="vera@deltaco.example")
+    code = _apply_evidence_directory(broker, tmp_path, "deltaco", p.root, [p.inter],
+                                     [p.base(), p.delta(), p.root_crl])
+    r = SoftClient(broker.client(), code).login(SoftCard(vera.key, vera.cert, [p.inter.cert]))
+    assert r.status == 200, r.body
+    event = _audited_revocation(broker, "deltaco", "success")
+    revocation = event["details"]["verification"]["revocation"]
+    assert revocation["status"] == "good"
+    leaf = [c for c in revocation["checked"]
+            if c["certificate"] == vera.cert.subject.rfc4514_string()]
+    assert sorted((c["crl_number"], c["delta"]) for c in leaf) == [(5, False), (6, True)]
+    assert all(c["crl_issuer"] == p.inter.cert.subject.rfc4514_string()
+               and c["this_update"] and c["next_update"] for c in leaf)
+    assert [c.get("base_crl_number") for c in leaf if c["delta"]] == [5]
+    assert any(c["certificate"] == p.inter.cert.subject.rfc4514_string()
+               and c["crl_issuer"] == p.root.cert.subject.rfc4514_string()
+               for c in revocation["checked"])
+
+
+def test_login_audit_names_the_indirect_crl_issuer(broker, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.support.crlsets import indirect_pki
+    from tests.support.softcard import SoftCard, SoftClient
+
+    p = indirect_pki("Indico")
+    vera = p.user("Vera", upn="vera@indico.example")
+    code = _apply_evidence_directory(broker, tmp_path, "indico", p.root,
+                                     [p.inter, p.crl_issuer], [p.indirect(), p.root_crl])
+    r = SoftClient(broker.client(), code).login(SoftCard(vera.key, vera.cert, [p.inter.cert]))
+    assert r.status == 200, r.body
+    revocation = _audited_revocation(broker, "indico", "success")["details"]["verification"][
+        "revocation"]
+    [leaf] = [c for c in revocation["checked"]
+              if c["certificate"] == vera.cert.subject.rfc4514_string()]
+    assert leaf["indirect"] is True and leaf["crl_number"] == 3
+    assert leaf["crl_issuer"] == p.crl_issuer.cert.subject.rfc4514_string()
+    # A card listed on the indirect CRL is refused, and the refusal is audited too.
+    rex = p.user("Rex", upn="vera@indico2.example")
+    code2 = _apply_evidence_directory(broker, tmp_path, "indico2", p.root, [p.inter, p.crl_issuer],
+                                      [p.indirect([rex.cert.serial_number]), p.root_crl])
+    r = SoftClient(broker.client(), code2).login(SoftCard(rex.key, rex.cert, [p.inter.cert]))
+    assert r.status == 401 and r.code == "certificate_revoked", r.body
+    assert _audited_revocation(broker, "indico2", "refused")["reason"] == "certificate_revoked"
