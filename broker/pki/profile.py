@@ -228,7 +228,10 @@ def _certificate_violations(cert: x509.Certificate, is_ca: bool) -> list[Violati
     try:
         exts = cert.extensions
     except MALFORMED_DER as exc:
-        return out + [Violation("malformed_extension", who, str(exc)[:100])]
+        # cryptography refuses to decode a SAN or nameConstraints IP entry of the wrong size
+        # (or a non-contiguous mask): name that rule rather than "cannot be decoded".
+        raw_ip = [v for v in _raw_ip_entries_ok(cert) if v.check == "malformed_ip_address"]
+        return out + (raw_ip or [Violation("malformed_extension", who, str(exc)[:100])])
     del exts
     bc = _ext(cert, ExtensionOID.BASIC_CONSTRAINTS)
     if is_ca:

@@ -88,10 +88,20 @@ def audited(ctx: BrokerContext, attempt: Attempt, fn: Callable[[], T],
         raise
 
 
+_REFUSAL_EVIDENCE = ("check", "subject", "detail", "path", "paths_tried", "aia_fetches",
+                     "openssl_error", "policy_inputs")
+
+
 def record_refusal(ctx: BrokerContext, attempt: Attempt, exc: BrokerError) -> None:
     lim = ctx.settings.login
     counted = is_guessy(exc.code)
     reasons = exc.details.get("reasons")
+    # What a path refusal rests on (the RFC 5280 check, the certificate at fault, the path
+    # judged, caIssuers fetches), so the audit view answers "why was this card refused".
+    extra: dict[str, Any] = {"reasons": reasons} if reasons else {}
+    verification = {k: exc.details[k] for k in _REFUSAL_EVIDENCE if k in exc.details}
+    if verification:
+        extra["verification"] = verification
 
     def work(session: Session) -> None:
         now = ctx.now()
@@ -99,7 +109,7 @@ def record_refusal(ctx: BrokerContext, attempt: Attempt, exc: BrokerError) -> No
                      directory_id=attempt.directory_id, client_address=attempt.address,
                      cert_fingerprint=attempt.fingerprint, username=attempt.username,
                      challenge_id=attempt.challenge_id[:64] if attempt.challenge_id else None,
-                     **({"reasons": reasons} if reasons else {}), **attempt.details)
+                     **extra, **attempt.details)
         if not counted:
             return
         key = address_key(attempt.address)

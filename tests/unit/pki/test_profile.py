@@ -215,8 +215,7 @@ def test_malformed_email_in_san(tmp_path: Path, email: str) -> None:
 def test_malformed_ip_in_san(tmp_path: Path) -> None:
     # SEQUENCE { [7] 3 octets }: an iPAddress that is neither IPv4 nor IPv6.
     san = _raw_ext(ExtensionOID.SUBJECT_ALTERNATIVE_NAME, bytes.fromhex("30058703c0a801"))
-    assert refused_for(tmp_path, Pki(leaf_exts=[(san, False)])) in (
-        "malformed_ip_address", "malformed_extension")
+    assert refused_for(tmp_path, Pki(leaf_exts=[(san, False)])) == "malformed_ip_address"
 
 
 @pytest.mark.parametrize("base,check", [
@@ -236,7 +235,7 @@ def test_malformed_ip_in_name_constraints(tmp_path: Path) -> None:
     nc = _raw_ext(ExtensionOID.NAME_CONSTRAINTS,
                   bytes.fromhex("300ea00c300a8708c0a80000ff00ff00"))
     p = Pki(inter_exts=[(x509.BasicConstraints(True, 0), True), (nc, True)])
-    assert refused_for(tmp_path, p) in ("malformed_ip_address", "malformed_extension")
+    assert refused_for(tmp_path, p) == "malformed_ip_address"
 
 
 def test_well_formed_ip_constraint_is_accepted(tmp_path: Path) -> None:
