@@ -1,4 +1,5 @@
-"""The verifier against NIST PKITS: agreement may not drop, and every miss is explained."""
+"""The verifier against NIST PKITS, in both profile modes: agreement may not drop, no invalid path
+is ever accepted, a crash is never counted as a refusal, and every miss is explained."""
 
 from __future__ import annotations
 
@@ -18,63 +19,88 @@ except ImportError:
 
 from bench.pkits_agreement import (  # noqa: E402
     SETTINGS_CASES,
+    Outcome,
     is_deliberate,
     known_reason,
     run,
 )
 
-# Measured: 217 of 252 (203 default-settings tests + 49 runs with PKITS's initial policy inputs).
-# 32 of the 35 misses are deliberate RFC 5280 profile refusals (non-critical policyConstraints or
-# basicConstraints in PKITS CAs), 3 are DSA.
-RECORDED_RATE = 0.861
-RECORDED_RATE_WITHOUT_DELIBERATE = 0.98
+# Measured 2026-11-25: 252 runs (203 default-settings tests + 49 with PKITS's initial policy
+# inputs). (a) strict: 217 agree; the 35 misses are 33 deliberate profile refusals
+# (non-critical policyConstraints or basicConstraints in PKITS CAs) and 2 DSA paths.
+# (b) accept_noncritical_constraints: 250 agree; the 2 misses are the DSA paths.
+TOTAL = 203 + len(SETTINGS_CASES)
+STRICT_AGREE = 217
+STRICT_DELIBERATE = 33
+RELAXED_AGREE = 250
 
 
 @pytest.fixture(scope="module")
-def outcomes():  # type: ignore[no-untyped-def]
+def strict() -> list[Outcome]:
     return run()
 
 
 @pytest.fixture(scope="module")
-def result(outcomes):  # type: ignore[no-untyped-def]
-    wrong = [o for o in outcomes if not o.agrees]
-    return 1 - len(wrong) / len(outcomes), wrong
+def relaxed() -> list[Outcome]:
+    return run(relaxed=True)
 
 
-def test_agreement_does_not_drop(result) -> None:  # type: ignore[no-untyped-def]
-    rate, _ = result
-    assert rate >= RECORDED_RATE - 0.001, f"PKITS agreement fell to {rate:.1%}"
+def _agree(outcomes: list[Outcome]) -> int:
+    return sum(o.agrees for o in outcomes)
 
 
-def test_every_disagreement_is_explained(result) -> None:  # type: ignore[no-untyped-def]
-    _, wrong = result
-    unexplained = [o.name for o in wrong if known_reason(o.name) is None]
+def test_strict_agreement_does_not_drop(strict: list[Outcome]) -> None:
+    assert _agree(strict) >= STRICT_AGREE, f"strict PKITS agreement fell to {_agree(strict)}"
+
+
+def test_relaxed_agreement_is_at_least_98_percent(relaxed: list[Outcome]) -> None:
+    assert _agree(relaxed) >= RELAXED_AGREE
+    assert _agree(relaxed) / len(relaxed) >= 0.98
+
+
+@pytest.mark.parametrize("mode", ["strict", "relaxed"])
+def test_no_invalid_path_is_accepted(mode: str, request: pytest.FixtureRequest) -> None:
+    outcomes: list[Outcome] = request.getfixturevalue(mode)
+    assert [o.name for o in outcomes if o.valid and not o.expected_valid] == []
+
+
+@pytest.mark.parametrize("mode", ["strict", "relaxed"])
+def test_nothing_crashes(mode: str, request: pytest.FixtureRequest) -> None:
+    outcomes: list[Outcome] = request.getfixturevalue(mode)
+    assert [o.name for o in outcomes if o.crashed] == []
+
+
+@pytest.mark.parametrize("mode", ["strict", "relaxed"])
+def test_every_disagreement_is_explained(mode: str, request: pytest.FixtureRequest) -> None:
+    outcomes: list[Outcome] = request.getfixturevalue(mode)
+    unexplained = [o.name for o in outcomes
+                   if not o.agrees and known_reason(o.name, relaxed=mode == "relaxed") is None]
     assert unexplained == []
 
 
-def test_deliberate_refusals_name_the_profile_rule(outcomes) -> None:  # type: ignore[no-untyped-def]
-    # A "deliberate" miss must be refused as certificate_malformed (the profile check), not
-    # for some other reason hiding behind the explanation.
-    assert all(o.reason == "certificate_malformed" for o in outcomes if is_deliberate(o))
+def test_deliberate_refusals_name_the_profile_rule(strict: list[Outcome]) -> None:
+    # A "deliberate" miss must be refused as certificate_malformed by exactly the two checks
+    # the relaxation covers, not for some other reason hiding behind the explanation.
+    deliberate = [o for o in strict if is_deliberate(o)]
+    assert len(deliberate) == STRICT_DELIBERATE
+    assert all(o.reason == "certificate_malformed" for o in deliberate)
 
 
-def test_no_invalid_path_is_accepted(result) -> None:  # type: ignore[no-untyped-def]
-    _, wrong = result
-    assert [o.name for o in wrong if o.valid] == []
+def test_the_relaxation_turns_exactly_the_deliberate_refusals_into_agreement(
+        strict: list[Outcome], relaxed: list[Outcome]) -> None:
+    by_name = {o.name: o for o in relaxed}
+    assert all(by_name[o.name].agrees for o in strict if is_deliberate(o))
+    assert [o.name for o in strict if o.agrees and not by_name[o.name].agrees] == []
 
 
-def test_nothing_crashes(result) -> None:  # type: ignore[no-untyped-def]
-    _, wrong = result
-    assert [o.name for o in wrong if o.crashed] == []
-
-
-def test_settings_dependent_tests_are_run(outcomes) -> None:  # type: ignore[no-untyped-def]
+def test_settings_dependent_tests_are_run(strict: list[Outcome]) -> None:
     names = {name for _, name, *_ in SETTINGS_CASES}
     assert len([n for n in names if not n.startswith(("Valid", "Invalid"))]) == 20
-    assert len(outcomes) == 203 + len(SETTINGS_CASES)
+    assert len(strict) == TOTAL
 
 
-def test_agreement_without_deliberate_refusals_is_at_least_98_percent(outcomes) -> None:  # type: ignore[no-untyped-def]
-    counted = [o for o in outcomes if not is_deliberate(o)]
-    rate = sum(o.agrees for o in counted) / len(counted)
-    assert rate >= RECORDED_RATE_WITHOUT_DELIBERATE
+def test_a_crash_is_never_a_correct_refusal() -> None:
+    crashed = Outcome("InvalidX", "x", expected_valid=False, valid=False, reason="crash: boom",
+                      crashed=True)
+    refused = Outcome("InvalidX", "x", expected_valid=False, valid=False, reason="c")
+    assert not crashed.agrees and refused.agrees
