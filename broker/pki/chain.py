@@ -185,6 +185,9 @@ class VerificationResult:
     aia_fetches: list[dict[str, Any]] = field(default_factory=list)
     """caIssuers URLs fetched for missing intermediates (url, cached, certificates/error)."""
 
+    profile_warnings: list[str] = field(default_factory=list)
+    """RFC 5280 profile violations the directory's ProfileOptions relax: accepted, but said."""
+
     def evidence(self) -> dict[str, Any]:
         """What the decision rests on, as JSON-able data for the login's audit event."""
         out: dict[str, Any] = {"chain": [_who(c) for c in self.chain],
@@ -192,6 +195,8 @@ class VerificationResult:
                                "revocation": dict(self.revocation_evidence)}
         if self.aia_fetches:
             out["aia_fetches"] = list(self.aia_fetches)
+        if self.profile_warnings:
+            out["profile_warnings"] = list(self.profile_warnings)
         return out
 
 
@@ -389,7 +394,8 @@ def _judge(leaf: x509.Certificate, cand: Candidate, pool: list[x509.Certificate]
                                                   "broken_signature": True})
     # The profile first: a non-conforming certificate is refused as malformed, whatever
     # OpenSSL would have made of it.
-    profile.check_path_profile(path, options)
+    warnings = [f"{v.sentence} Accepted: this directory relaxes that rule."
+                for v in profile.check_path_profile(path, options)]
     try:
         try:
             _openssl_path(leaf, cand.intermediates, anchor_only, at)
@@ -429,7 +435,7 @@ def _judge(leaf: x509.Certificate, cand: Candidate, pool: list[x509.Certificate]
         policies = check_policies(path, policy, at)
     return VerificationResult(path, identity_of(leaf), status, soft, policies,
                               {"status": status, "checked": evidence,
-                               "not_established": list(soft)})
+                               "not_established": list(soft)}, profile_warnings=warnings)
 
 
 @dataclass

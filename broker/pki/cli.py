@@ -165,4 +165,6 @@ def verify(leaf: str, trust_paths: tuple[str, ...], untrusted_paths: tuple[str, 
         text += f"\nrevocation: {result.revocation_status}"
     if result.policies:
         text += "\npolicies: " + ", ".join(result.policies)
+    for warning in result.profile_warnings:
+        text += f"\nwarning: {warning}"
     _exit(0, as_json, payload, text)

@@ -304,15 +304,19 @@ def _crl_violations(crl: x509.CertificateRevocationList,
 
 
 def check_path_profile(path: Sequence[x509.Certificate],
-                       options: ProfileOptions = STRICT) -> None:
+                       options: ProfileOptions = STRICT) -> list[Violation]:
     """Raise the first violation of any certificate of ``path`` (leaf → … → anchor) that
-    ``options`` does not relax."""
+    ``options`` does not relax; return the relaxed ones, which the path is accepted with (as
+    warnings in the decision's evidence)."""
     relaxed = options.relaxed()
+    accepted: list[Violation] = []
     for i, cert in enumerate(path):
-        found = [v for v in certificate_violations(cert, is_ca=i > 0)
-                 if v.check not in relaxed]
-        if found:
-            raise found[0].as_error()
+        found = certificate_violations(cert, is_ca=i > 0)
+        refused = [v for v in found if v.check not in relaxed]
+        if refused:
+            raise refused[0].as_error()
+        accepted += found
+    return accepted
 
 
 # SHOULDs: accepted at upload with a warning.

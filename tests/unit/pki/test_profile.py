@@ -308,3 +308,13 @@ def test_a_directory_may_accept_noncritical_ca_constraints(tmp_path: Path, pki_:
     still = Pki(inter_exts=[(x509.BasicConstraints(True, 0), False), (nc, False)])
     code, out = verify(tmp_path, still, relax=("accept_noncritical_constraints",))
     assert (code, out["details"]["check"]) == (1, "name_constraints_not_critical")
+
+
+def test_a_relaxed_violation_is_accepted_with_a_warning(tmp_path: Path) -> None:
+    p = Pki(inter_exts=[(x509.BasicConstraints(True, 0), False)])
+    code, out = verify(tmp_path, p, relax=("accept_noncritical_constraints",))
+    assert code == 0, out
+    [warning] = out["evidence"]["profile_warnings"]
+    assert "basicConstraints is not critical" in warning and "relaxes that rule" in warning
+    code, out = verify(tmp_path, Pki(), relax=("accept_noncritical_constraints",))
+    assert code == 0 and "profile_warnings" not in out["evidence"]
