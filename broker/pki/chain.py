@@ -329,6 +329,10 @@ def _policy_checks(path: list[x509.Certificate], purpose: str, max_depth: int) -
 # backtrack, e.g. across self-issued key-rollover certificates): the RFC 5280 engine, which is
 # handed exactly that path, judges it alone.
 _OPENSSL_BUILD_FAILURES = {2, 20}
+# OpenSSL's own verify depth (100, which pyOpenSSL cannot raise) is not ours: depth is the
+# directory's max_depth (0-255), enforced by _policy_checks on every path, so a deeper path that
+# max_depth allows is judged by the RFC 5280 engine alone.
+_OPENSSL_DEPTH_LIMIT = 22
 # X509_STRICT checks RFC 5280 does not make: a CA without keyUsage (allowed: "if present",
 # §4.2.1.9 and §6.3.3 (f)) and pathLenConstraint beside an absent keyUsage. The exact path is
 # checked again without X509_STRICT when OpenSSL refuses for one of these alone.
@@ -404,7 +408,9 @@ def _judge(leaf: x509.Certificate, cand: Candidate, pool: list[x509.Certificate]
                 raise
             _openssl_path(leaf, cand.intermediates, anchor_only, at, strict=False)
     except PkiError as exc:
-        if exc.details.get("openssl_error") not in _OPENSSL_BUILD_FAILURES:
+        code = exc.details.get("openssl_error")
+        if code not in _OPENSSL_BUILD_FAILURES and not (
+                code == _OPENSSL_DEPTH_LIMIT and len(path) - 2 <= max_depth):
             raise
     _unknown_critical(path)
     _policy_checks(path, purpose, max_depth)

@@ -130,9 +130,11 @@ def verify(leaf: str, trust_paths: tuple[str, ...], untrusted_paths: tuple[str, 
               f"error: {exc.message}")
     # A leaf file holding a bundle: the first certificate is the leaf, the rest intermediates.
     leaf_cert, extra = leaf_certs[0], leaf_certs[1:]
-    store = TrustStore(anchors, [], crls)
+    # --untrusted files are the operator's, like a directory's intermediates: not the card's
+    # chain, whose length a login bounds (MAX_CHAIN), so a --max-depth 255 path can be given.
+    store = TrustStore(anchors, untrusted, crls)
     try:
-        result = verify_certificate(leaf_cert, extra + untrusted, store, at=at, purpose=purpose,
+        result = verify_certificate(leaf_cert, extra, store, at=at, purpose=purpose,
                                     max_depth=max_depth,
                                     # Certificates without a given CRL are reported, not failed.
                                     revocation=RevocationSettings(crl=bool(crls), ocsp=False,

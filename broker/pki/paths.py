@@ -24,7 +24,9 @@ from broker.pki.memo import FingerprintMemo, cert_fp
 
 MAX_PATHS = 32          # candidate paths judged before giving up
 MAX_BUILD_SECONDS = 2.0  # wall time for building (judging is bounded by MAX_PATHS)
-MAX_LENGTH = 257         # leaf + 255 intermediates + anchor
+# leaf + 256 intermediates + anchor: one past --max-depth 255, so such a path is still built
+# and refused as chain_too_long rather than as having no path at all.
+MAX_LENGTH = 258
 
 
 @dataclass(frozen=True)

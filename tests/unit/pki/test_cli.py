@@ -136,3 +136,27 @@ def test_well_formed_but_unparseable_certificate_exits_1(tmp_path) -> None:  # t
     (tmp_path / "root.pem").write_bytes(root.cert_pem())
     code, out = run(tmp_path / "odd.der", "--trust", tmp_path / "root.pem", "--json")
     assert code == 1 and json.loads(out)["reason"] == "certificate_malformed"
+
+
+def _deep_chain(tmp_path, intermediates: int):  # type: ignore[no-untyped-def]
+    root = issue.make_root("Deep Root")
+    cas = [root]
+    for i in range(intermediates):
+        cas.append(issue.make_intermediate(cas[-1], f"Deep CA {i}", path_length=None))
+    (tmp_path / "deep-root.pem").write_bytes(root.cert_pem())
+    (tmp_path / "deep-cas.pem").write_bytes(b"".join(c.cert_pem() for c in cas[1:]))
+    (tmp_path / "deep-leaf.pem").write_bytes(issue.make_user_cert(cas[-1], "Deep").cert_pem())
+    return (tmp_path / "deep-leaf.pem", "--trust", tmp_path / "deep-root.pem", "--untrusted",
+            tmp_path / "deep-cas.pem", "--json")
+
+
+def test_max_depth_255_validates_a_path_deeper_than_openssl_goes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """120 intermediate CAs: past OpenSSL's fixed verify depth of 100 and past the 10 chain
+    certificates a card may send, but within --max-depth 255: valid. One fewer allowed than
+    there are: refused as chain_too_long (exit 1). Never exit 2 on this well-formed input."""
+    args = _deep_chain(tmp_path, 120)
+    code, out = run(*args, "--max-depth", "255")
+    assert code == 0, out
+    assert len(json.loads(out)["chain"]) == 122
+    code, out = run(*args, "--max-depth", "119")
+    assert code == 1 and json.loads(out)["reason"] == "chain_too_long", out
