@@ -12,9 +12,9 @@ engine, profile, revocation — while what only depends on the CAs and CRLs is r
 fingerprint) and "cached" (the same card again: the verdict cache a directory's TrustStore
 keeps). Times are medians over rounds, so a busy machine skews them less.
 
-Measured on the 2-core shared CI machine, ec-p256, before and after issue 13's single engine pass
-and per-fingerprint memo (same machine, same hour; see README "How certificates are verified"):
-numbers are in the README and the issue.
+Before/after figures (README "Performance") come from running this same file against the tree
+before issue 13's single engine pass and per-fingerprint memo, right after this one, so both sit
+beside the same `openssl speed` figure.
 
     python bench/pki_verify.py [--key-kind ec-p256|rsa-2048] [--seconds 2]
 """
