@@ -250,46 +250,27 @@ def test_ocsp_decides_logins_through_a_running_broker(pki, broker, tmp_path) -> 
     assert r.status == 401 and r.code == "certificate_revocation_unknown", r.body
 
 
-EVIDENCE_DIRECTORY = """
-[[directory]]
-id = "{id}"
-name = "{id} CRLs"
-region = "us-gov-west-1"
-smart_card = {{ pre_session = true, in_session = true }}
-revocation = {{ crl = true, ocsp = false, fail_mode = "hard" }}
-trust_anchors = ["{id}-root.pem"]
-intermediates = [{intermediates}]
-crls = [{crls}]
-certmap = ["upn"]
-registration_codes = 1
-
-[[directory.user]]
-username = "vera"
-upn = "vera@{id}.example"
-
-[[directory.workspace]]
-id = "ws-vera-{id}"
-user = "vera"
-protocol = "WSP"
-running_mode = "ALWAYS_ON"
-state = "AVAILABLE"
-"""
-
-
 def _apply_evidence_directory(broker, tmp_path, name, root, intermediates, crls) -> str:  # type: ignore[no-untyped-def]
+    """A hard-fail CRL directory ``name`` trusting ``root``, with user vera@<name>.example."""
     import json
+
+    from tests.support import dirfile
 
     (tmp_path / f"{name}-root.pem").write_bytes(root.cert_pem())
     inter_files, crl_files = [], []
     for i, ca in enumerate(intermediates):
         (tmp_path / f"{name}-ca{i}.pem").write_bytes(ca.cert_pem())
-        inter_files.append(f'"{name}-ca{i}.pem"')
+        inter_files.append(f"{name}-ca{i}.pem")
     for i, crl in enumerate(crls):
         (tmp_path / f"{name}-{i}.crl.pem").write_bytes(
             crl.public_bytes(serialization.Encoding.PEM))
-        crl_files.append(f'"{name}-{i}.crl.pem"')
-    (tmp_path / f"{name}.toml").write_text(EVIDENCE_DIRECTORY.format(
-        id=name, intermediates=", ".join(inter_files), crls=", ".join(crl_files)))
+        crl_files.append(f"{name}-{i}.crl.pem")
+    (tmp_path / f"{name}.toml").write_text(dirfile.directory(
+        name, f"{name} CRLs", smart_card={"pre_session": True, "in_session": True},
+        revocation={"crl": True, "ocsp": False, "fail_mode": "hard"},
+        trust_anchors=[f"{name}-root.pem"], intermediates=inter_files, crls=crl_files,
+        certmap=["upn"], users=[dirfile.user("vera", upn=f"vera@{name}.example")],
+        workspaces=[dirfile.workspace("vera", id=f"ws-vera-{name}")]))
     out = broker.run_cli("admin", "apply", str(tmp_path / f"{name}.toml"), "--json")
     return str(json.loads(out.stdout)["directories"][0]["registration_codes"][0])
 
