@@ -98,21 +98,11 @@ def _asn1_crl_from_der(der: bytes) -> asn1_crl.CertificateList:
 
 
 def _asn1(cert: x509.Certificate) -> asn1_x509.Certificate:
-    der = cert.public_bytes(serialization.Encoding.DER)
-    shared = _shared_asn1(der)
-    return shared if shared is not None else asn1_x509.Certificate.load(der)
-
-
-@functools.lru_cache(maxsize=512)
-def _shared_asn1(der: bytes) -> asn1_x509.Certificate | None:
-    """One parsed object per certificate, shared by engine runs (the engine caches name
-    comparisons on it: most of a run's cost for CA certificates), but only for DER that
-    re-encodes to itself. The engine may re-serialise parts of an object it has read; for
-    non-canonical DER (PKITS 4.3.6's unique identifiers) that changed the signed bytes and
-    failed a valid path on the second run, so those get a fresh object every run."""
-    obj = asn1_x509.Certificate.load(der)
-    probe = asn1_x509.Certificate.load(der)
-    return obj if probe.dump(force=True) == der else None
+    # A fresh object per run: asn1crypto parses lazily (mutating the object on first read, so a
+    # shared one would race between worker threads), and reusing parsed certificate objects
+    # across engine runs made a valid PKITS path (4.3.6, non-canonical unique identifiers) fail
+    # its CRL-issuer signature check. Sharing them measured no reliable gain.
+    return asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER))
 
 
 def _vpath(path: Sequence[x509.Certificate]) -> tuple[ValidationPath, asn1_x509.Certificate]:
