@@ -64,8 +64,15 @@ def _cert(subject: str, issuer: str, key: Any, signer: Any, *, ca: bool,
     return b.sign(signer, hashes.SHA256())
 
 
-def federation(a_root_maps_to: str = A_MEDIUM) -> dict[str, x509.Certificate]:
-    keys = {n: ec.generate_private_key(ec.SECP256R1()) for n in ("b", "bridge", "a", "ai", "u")}
+def federation(a_root_maps_to: str = A_MEDIUM, *,
+               card_exts: list[tuple[x509.ExtensionType, bool]] | None = None,
+               keys: dict[str, Any] | None = None) -> dict[str, x509.Certificate]:
+    """Agency B's root, the bridge, agency A's CAs and a card; ``keys`` (when given) receives
+    the private keys by the same short names ("u" is the card's), ``card_exts`` extends the
+    card (a UPN for a login)."""
+    keys = keys if keys is not None else {}
+    keys.update({n: ec.generate_private_key(ec.SECP256R1())
+                 for n in ("b", "bridge", "a", "ai", "u")})
     return {
         "b_root": _cert("Agency B Root CA", "Agency B Root CA", keys["b"], keys["b"], ca=True,
                         exts=[]),
@@ -80,7 +87,7 @@ def federation(a_root_maps_to: str = A_MEDIUM) -> dict[str, x509.Certificate]:
         "a_issuing": _cert("Agency A PIV Issuing CA", "Agency A Root CA", keys["ai"], keys["a"],
                            ca=True, exts=[(_policies(A_MEDIUM, A_OTHER), False)]),
         "card": _cert("Alice Agency-A", "Agency A PIV Issuing CA", keys["u"], keys["ai"],
-                      ca=False, exts=[(_policies(A_MEDIUM), False)]),
+                      ca=False, exts=[(_policies(A_MEDIUM), False), *(card_exts or [])]),
     }
 
 
