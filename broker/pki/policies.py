@@ -20,6 +20,7 @@ import datetime as dt
 import functools
 import logging
 import re
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,10 +92,17 @@ class PolicyInputs:
                 "any_policy_inhibit": self.any_policy_inhibit}
 
 
-@functools.lru_cache(maxsize=1024)
+_PER_THREAD = threading.local()
+
+
 def _asn1_crl_from_der(der: bytes) -> asn1_crl.CertificateList:
-    # Parsed once per CRL: the engine reads every entry of every CRL on each run.
-    return asn1_crl.CertificateList.load(der)
+    """Parsed once per CRL and worker thread: the engine reads every entry of every CRL on each
+    run. Per thread because asn1crypto parses lazily, mutating the object as it is read; logins
+    verify on several worker threads at once."""
+    parse = getattr(_PER_THREAD, "crls", None)
+    if parse is None:
+        parse = _PER_THREAD.crls = functools.lru_cache(maxsize=64)(asn1_crl.CertificateList.load)
+    return parse(der)  # type: ignore[no-any-return]
 
 
 def _asn1(cert: x509.Certificate) -> asn1_x509.Certificate:
