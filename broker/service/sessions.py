@@ -44,7 +44,7 @@ from broker.service.trust import (
     TrustSnapshot,
     Verified,
     default_algorithm,
-    find_user,
+    map_user,
     verify_card_response,
 )
 from broker.service.wire import cert_fingerprint, decode_b64, der_certificate, rfc3339
@@ -343,7 +343,7 @@ def in_session_response(ctx: BrokerContext, principal: ClientPrincipal, session_
         user = session.get(User, row.user_id)
         if user is None:
             raise ServiceError(Code.USER_NOT_FOUND, "The user of this session no longer exists.")
-        mapped = find_user(session, row.directory_id, verified.identity, certmap)
+        mapped = map_user(session.connection(), row.directory_id, verified.identity, certmap)
         if mapped.id != user.id:
             raise ServiceError(Code.CERTIFICATE_MISMATCH, "This certificate belongs to another "
                                                        "user.")

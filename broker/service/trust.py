@@ -15,7 +15,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from broker.codes import Code
@@ -24,7 +24,7 @@ from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
 from broker.service.pki_settings import pki_settings
 from broker.service.wire import cert_fingerprint
-from broker.store.models import Crl, Directory, TrustCertificate, User
+from broker.store.models import Crl, Directory, TrustCertificate
 
 
 @dataclass(frozen=True)
@@ -166,49 +166,6 @@ class Verified:
     evidence: dict[str, Any] = field(default_factory=dict)  # what the verdict rests on
 
 
-def _rule_condition(rule: str, ident: CertIdentity) -> Any:
-    """The indexed lookup for one certmap rule (None when the certificate has no such name)."""
-    if rule == "upn":
-        return func.lower(User.upn) == ident.upn.lower() if ident.upn else None
-    if rule == "email":
-        emails = sorted({e.lower() for e in ident.emails})
-        return func.lower(User.email).in_(emails) if emails else None
-    if rule == "subject":
-        return User.subject == ident.subject
-    if rule == "fingerprint":
-        return func.lower(User.cert_fingerprint) == ident.fingerprint.lower()
-    raise ValueError(f"unknown certmap rule {rule!r}")
-
-
-def find_user(session: Session, directory_id: str, ident: CertIdentity,
-              rules: Sequence[str]) -> User:
-    """The one enabled user the certificate maps to, rule by rule in certmap order.
-
-    Each rule is one indexed lookup (never a load of the directory's users); the decision on
-    what it finds is :func:`broker.pki.identity.map_certificate`'s, so the rules and the errors
-    (user_not_found, user_ambiguous) are exactly the same as mapping in memory."""
-    from broker.pki.errors import PkiError
-    from broker.pki.identity import UserRecord, map_certificate
-
-    for rule in rules:
-        condition = _rule_condition(rule, ident)
-        if condition is None:
-            continue
-        rows = list(session.scalars(select(User).where(
-            User.directory_id == directory_id, User.disabled.is_(False), condition).limit(2)))
-        records = [UserRecord(username=u.username, upn=u.upn, email=u.email, subject=u.subject,
-                              fingerprint=u.cert_fingerprint) for u in rows]
-        try:
-            found = map_certificate(ident, [rule], records)
-        except PkiError as exc:
-            if exc.code == Code.USER_NOT_FOUND:
-                continue
-            raise
-        return next(u for u in rows if u.username == found.username)
-    raise ServiceError(Code.USER_NOT_FOUND, "No user of this directory matches the certificate.",
-                       {"rules": list(rules)})
-
-
 @dataclass(frozen=True)
 class MappedUser:
     """The user a certificate maps to, with its WorkSpaces (as the login answer lists them)."""
@@ -237,8 +194,13 @@ def _rule_values(rule: str, ident: CertIdentity) -> dict[str, Any] | None:
 
 def map_user(conn: Connection, directory_id: str, ident: CertIdentity,
              rules: Sequence[str]) -> MappedUser:
-    """:func:`find_user` on the Core hot path, with the user's WorkSpaces in the same statement:
-    one indexed lookup per rule tried, the same decision (:func:`map_certificate`) and errors."""
+    """The one enabled user the certificate maps to, rule by rule in certmap order, with the
+    user's WorkSpaces in the same statement.
+
+    Each rule is one indexed lookup (never a load of the directory's users); the decision on
+    what it finds is :func:`broker.pki.identity.map_certificate`'s, so the rules and the errors
+    (user_not_found, user_ambiguous) are exactly the same as mapping in memory. ``conn`` is a
+    Core connection (the login hot path) or an ORM session's (``session.connection()``)."""
     from broker.pki.errors import PkiError
     from broker.pki.identity import UserRecord, map_certificate
     from broker.store.statements import USER_WITH_WORKSPACES
@@ -271,7 +233,7 @@ def verify_card_response(ctx: BrokerContext, snap: TrustSnapshot, tbs: bytes, ce
                          chain_der: list[bytes], signature: bytes, algorithm: str,
                          *, on_key_proven: Any = None) -> Verified:
     """Signature, chain and revocation; raises BrokerError with the stable code. The user the
-    certificate maps to is found afterwards, by :func:`find_user`, in the deciding transaction.
+    certificate maps to is found afterwards, by :func:`map_user`, in the deciding transaction.
 
     ``cert_der`` is canonical DER (:func:`broker.service.wire.der_certificate`). Once the
     signature verifies, the presenter holds the certificate's key and ``on_key_proven()`` is

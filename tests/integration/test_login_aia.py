@@ -5,9 +5,7 @@ login's audit event, accepted or refused."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from cryptography import x509
@@ -17,33 +15,14 @@ from cryptography.x509.oid import AuthorityInformationAccessOID
 from broker.pki import issue
 from tests.integration.admin.conftest import make_token
 from tests.support import dirfile
+from tests.support.httpfiles import file_server
 from tests.support.softcard import SoftCard, SoftClient
 
 
 @pytest.fixture
 def ca_issuers() -> Iterator[tuple[str, dict[str, bytes], list[str]]]:
-    files: dict[str, bytes] = {}
-    hits: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            hits.append(self.path)
-            body = files.get(self.path)
-            self.send_response(200 if body is not None else 404)
-            self.send_header("Content-Length", str(len(body or b"")))
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", files, hits
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with file_server() as served:
+        yield served
 
 
 def _apply(broker, tmp_path, name: str, root: issue.Issued, aia: bool) -> str:  # type: ignore[no-untyped-def]

@@ -8,9 +8,7 @@ The same classes are refused through `broker pki verify` in tests/unit/pki/test_
 from __future__ import annotations
 
 import ipaddress
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from cryptography import x509
@@ -19,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from broker.pki import issue
 from tests.integration.admin.conftest import make_token
 from tests.support import nonconforming as nc
+from tests.support.httpfiles import file_server
 from tests.support.softcard import SoftCard, SoftClient
 
 UPN = "alice@corp.example"
@@ -27,26 +26,8 @@ UPN = "alice@corp.example"
 @pytest.fixture
 def crl_server() -> Iterator[tuple[str, dict[str, bytes]]]:
     """A loopback CRL distribution point: path → DER CRL."""
-    files: dict[str, bytes] = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            body = files.get(self.path)
-            self.send_response(200 if body is not None else 404)
-            self.send_header("Content-Length", str(len(body or b"")))
-            self.end_headers()
-            self.wfile.write(body or b"")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", files
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with file_server() as (base, files, _hits):
+        yield base, files
 
 
 def login(broker, world, card_leaf: issue.Issued, *chain: issue.Issued):  # type: ignore[no-untyped-def]
