@@ -26,11 +26,12 @@ from klein import Klein
 from twisted.internet import defer, task
 from twisted.internet import reactor as _reactor
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IOpenSSLContextFactory
 from twisted.internet.ssl import CertificateOptions, PrivateCertificate, TLSVersion
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+from zope.interface import implementer
 
 from broker import metrics
 from broker.codes import Code
@@ -136,6 +137,7 @@ def tls_options(files: TlsFiles, *, tickets: bool = False) -> CertificateOptions
 SESSION_ID_CONTEXT = b"smartcard-broker"
 
 
+@implementer(IOpenSSLContextFactory)
 class TlsContexts:
     """The listeners' OpenSSL contexts, with TLS session resumption for returning clients.
 
