@@ -26,6 +26,7 @@ from typing import Any
 
 import click
 
+from broker import kinds
 from broker.cli_common import EXIT_USAGE, common_options, fail, open_context, run_tx
 from broker.config import Settings
 from broker.service.resources import REQUIRED, Call, Field, Filter, Operation, Page, Resource
@@ -232,7 +233,7 @@ def token() -> None:
 @token.command("create")
 @common_options
 @click.option("--name", required=True, help="A name to recognise the token by in audit events.")
-@click.option("--scope", type=click.Choice(["read", "write"], case_sensitive=False),
+@click.option("--scope", type=click.Choice(kinds.values(kinds.Scope), case_sensitive=False),
               default="write", show_default=True,
               help="read: list and get only; write: also change.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")

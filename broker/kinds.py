@@ -99,6 +99,10 @@ class SessionState(enum.StrEnum):
     ENDED = "ended"
 
 
+#: Sessions still in use (a WorkSpace with one is busy; the sweeper watches their heartbeats).
+LIVE_SESSION_STATES = (SessionState.ACTIVE.value, SessionState.LOCKED.value)
+
+
 class SessionAction(enum.StrEnum):
     """What the client must do at its next heartbeat."""
 

@@ -68,9 +68,8 @@ from broker.store.models import Session as BrokerSession
 
 __all__ = ["DEFAULT_LIMIT", "ID_PATTERN", "MAX_LIMIT", "Page", "RESOURCES"]
 
-LIVE_SESSION_STATES = ("active", "locked")
-WORKSPACE_STATES = ("PENDING", "AVAILABLE", "STARTING", "STOPPING", "STOPPED", "ERROR",
-                    "UNHEALTHY")
+LIVE_SESSION_STATES = kinds.LIVE_SESSION_STATES
+WORKSPACE_STATES = kinds.values(kinds.WorkSpaceState)
 #: Trust anchors and intermediates expiring sooner than this are warned about.
 CA_EXPIRY_WARNING = timedelta(days=30)
 #: A CRL whose nextUpdate is closer than this is warned about.

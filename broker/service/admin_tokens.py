@@ -8,13 +8,14 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from broker import kinds
 from broker.codes import Code
 from broker.service import audit
 from broker.service.errors import ServiceError
 from broker.service.tokens import hashes_match, new_token, token_hash
 from broker.store.models import AdminToken, utcnow
 
-SCOPES = ("read", "write")
+SCOPES = kinds.values(kinds.Scope)
 
 
 @dataclass(frozen=True)

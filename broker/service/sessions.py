@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session as DbSession
 
 from broker import policy
 from broker.codes import Code
-from broker.kinds import WorkSpaceState
+from broker.kinds import LIVE_SESSION_STATES, WorkSpaceState
 from broker.service import audit
 from broker.service.attempts import Attempt, audited
 from broker.service.auth import ClientPrincipal
@@ -108,7 +108,7 @@ def _open_session(ctx: BrokerContext, session: DbSession, principal: ClientPrinc
         raise ServiceError(Code.USER_NOT_FOUND, "The user of this login no longer exists.")
     # One active session per WorkSpace: earlier ones are told to disconnect.
     session.execute(update(Session).where(Session.workspace_id == ws.id,
-                                          Session.state.in_(("active", "locked")))
+                                          Session.state.in_(LIVE_SESSION_STATES))
                     .values(state="ended", end_reason="taken_over", ended_at=now,
                             pending_action="disconnect")
                     .execution_options(synchronize_session=False))
@@ -390,7 +390,7 @@ def sweep_workspaces(ctx: BrokerContext) -> int:
                 WorkSpace.transition_due_at.is_not(None), WorkSpace.transition_due_at <= now)
                 .with_for_update(skip_locked=True)):
             changed += backend.refresh(ws, now)
-        busy = select(Session.workspace_id).where(Session.state.in_(("active", "locked")))
+        busy = select(Session.workspace_id).where(Session.state.in_(LIVE_SESSION_STATES))
         for ws in session.scalars(select(WorkSpace).where(
                 WorkSpace.running_mode == "AUTO_STOP", WorkSpace.state == "AVAILABLE",
                 WorkSpace.last_activity_at < now - idle, WorkSpace.id.not_in(busy))
@@ -411,7 +411,7 @@ def sweep_sessions(ctx: BrokerContext) -> int:
     def end_stale(session: DbSession) -> int:
         now = ctx.now()
         stale = list(session.scalars(select(Session).where(
-            Session.state.in_(("active", "locked")),
+            Session.state.in_(LIVE_SESSION_STATES),
             Session.last_heartbeat_at < now - timeout).with_for_update(skip_locked=True)))
         for row in stale:
             row.state, row.ended_at, row.end_reason = "ended", now, "heartbeat_timeout"
