@@ -31,10 +31,10 @@ from sqlalchemy import event  # noqa: E402
 
 from broker.config import Settings  # noqa: E402
 from broker.pki import issue  # noqa: E402
-from broker.service import login, registrations  # noqa: E402
+from broker.service import admin, login, registrations  # noqa: E402
 from broker.service.context import BrokerContext  # noqa: E402
 from broker.store import migrate  # noqa: E402
-from broker.store.models import Crl, Directory, TrustCertificate, User, WorkSpace  # noqa: E402
+from broker.store.models import Directory, User, WorkSpace  # noqa: E402
 
 CLIENT = registrations.ClientSpec("windows", "x86_64", "3.1.1")
 
@@ -50,16 +50,8 @@ def seed(ctx: BrokerContext) -> tuple[str, Any, bytes]:
                         certmap=["upn"]))
         s.flush()
         for kind, ca in (("anchor", root), ("intermediate", inter)):
-            s.add(TrustCertificate(directory_id="corp", kind=kind,
-                                   subject=ca.cert.subject.rfc4514_string(),
-                                   fingerprint=ca.cert.fingerprint(hashes.SHA256()).hex(),
-                                   not_after=ca.cert.not_valid_after_utc,
-                                   der=ca.cert.public_bytes(serialization.Encoding.DER)))
-            crl = issue.make_crl(ca, [])
-            s.add(Crl(directory_id="corp", issuer=ca.cert.subject.rfc4514_string(),
-                      fingerprint=crl.fingerprint(hashes.SHA256()).hex(),
-                      this_update=crl.last_update_utc, next_update=crl.next_update_utc,
-                      der=crl.public_bytes(serialization.Encoding.DER)))
+            s.add(admin.trust_row("corp", ca.cert, kind))
+            s.add(admin.crl_row("corp", issue.make_crl(ca, [])))
         user = User(directory_id="corp", username="alice", upn="alice@corp.example")
         s.add(user)
         s.flush()

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import hashes, serialization
 from sqlalchemy import event, insert
 
 from broker.config import Settings
 from broker.pki import issue
-from broker.service import login, registrations
+from broker.service import admin, login, registrations
 from broker.service.context import BrokerContext
 from broker.store.models import Directory, TrustCertificate, User, WorkSpace
 from tests.support.softcard import WINDOWS, SoftCard
@@ -53,12 +52,7 @@ def seed(ctx: BrokerContext, extra_users: int) -> tuple[str, SoftCard]:
                         sc_in_session=True, revocation_crl=False, certmap=["upn", "email"]))
         s.flush()
         for kind, issued in (("anchor", root), ("intermediate", inter)):
-            s.add(TrustCertificate(directory_id="corp", kind=kind,
-                                   subject=issued.cert.subject.rfc4514_string(),
-                                   fingerprint=issued.cert.fingerprint(
-                                       hashes.SHA256()).hex(),
-                                   not_after=issued.cert.not_valid_after_utc,
-                                   der=issued.cert.public_bytes(serialization.Encoding.DER)))
+            s.add(admin.trust_row("corp", issued.cert, kind))
         if extra_users:
             s.execute(insert(User), [{"directory_id": "corp", "username": f"u{i}",
                                       "upn": f"u{i}@corp.example", "email": f"u{i}@corp.example",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -97,3 +98,23 @@ def vpcd_cards(*cards: Any) -> Iterator[list[Any]]:
                 link.stop()
             wait_present(0)
             time.sleep(1.0)  # let vpcd's presence poll see the removal before the next test
+
+
+#: The thin client as a user runs it.
+CLIENT_CLI = [sys.executable, "-m", "broker.client.cli"]
+
+
+def register_client(broker: Any, code: str, config: Path) -> None:
+    """`broker-client register` a 64-bit Windows 3.1.1 client with ``code`` against ``broker``
+    (writing ``config``); the broker must offer it the smart card."""
+    reg = subprocess.run(CLIENT_CLI + ["register", code, "--broker", f"127.0.0.1:{broker.port}",
+                                       "--cafile", str(broker.cafile), "--config", str(config),
+                                       "--as-client", "windows/x86_64/3.1.1"],
+                         capture_output=True, text=True, timeout=60)
+    assert reg.returncode == 0 and "smart_card" in reg.stdout, reg.stderr
+
+
+def hold_command(config: Path, workspace: str) -> list[str]:
+    """`broker-client login --hold` on ``workspace``, PIN on stdin, fast heartbeats."""
+    return CLIENT_CLI + ["login", "--config", str(config), "--pin-stdin", "--workspace",
+                         workspace, "--hold", "--heartbeat-interval", "0.3"]

@@ -21,7 +21,7 @@ from broker.client.flow import (
     FlowError,
     LoginFlow,
 )
-from tests.support.pcsc import vpcd_cards
+from tests.support.pcsc import hold_command, register_client, vpcd_cards
 
 pytestmark = pytest.mark.pcsc
 
@@ -172,17 +172,9 @@ def test_broker_client_register_login_hold_reports_card_removal(broker_factory, 
         w = build_world(tmp_path / "w", bp, removal="disconnect")
         soft = w.cards["bob"]
         cfg = tmp_path / "client.json"
-        cli = [sys.executable, "-m", "broker.client.cli"]
-        reg = subprocess.run(cli + ["register", w.codes["corp"], "--broker",
-                                    f"127.0.0.1:{bp.port}", "--cafile", str(bp.cafile),
-                                    "--config", str(cfg), "--as-client", "windows/x86_64/3.1.1"],
-                             capture_output=True, text=True,
-                             timeout=60)
-        assert reg.returncode == 0 and "smart_card" in reg.stdout, reg.stderr
+        register_client(bp, w.codes["corp"], cfg)
         with vpcd_cards(PivCard(key=soft.key, certificate=soft.cert)) as links:
-            proc = subprocess.Popen(cli + ["login", "--config", str(cfg), "--pin-stdin",
-                                           "--workspace", "ws-bob", "--hold",
-                                           "--heartbeat-interval", "0.3"],
+            proc = subprocess.Popen(hold_command(cfg, "ws-bob"),
                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True)
             assert proc.stdin is not None and proc.stdout is not None

@@ -22,6 +22,7 @@ import pytest
 from broker.cardsim import PivCard
 from broker.cardsim.vpcd import VpcdLink
 from tests.support.databases import database_url
+from tests.support.pcsc import hold_command, register_client
 from tests.support.world import build_world
 
 pytestmark = pytest.mark.pcsc
@@ -98,18 +99,11 @@ def held_login(broker_factory, tmp_path):  # type: ignore[no-untyped-def]
         bp = broker_factory(url)
         w = build_world(tmp_path / "w", bp, removal="disconnect")
         cfg = tmp_path / "client.json"
-        cli = [sys.executable, "-m", "broker.client.cli"]
-        reg = subprocess.run(cli + ["register", w.codes["corp"], "--broker",
-                                    f"127.0.0.1:{bp.port}", "--cafile", str(bp.cafile),
-                                    "--config", str(cfg), "--as-client", "windows/x86_64/3.1.1"],
-                             capture_output=True, text=True,
-                             timeout=60)
-        assert reg.returncode == 0, reg.stderr
+        register_client(bp, w.codes["corp"], cfg)
         soft = w.cards["bob"]
         link = VpcdLink(PivCard(key=soft.key, certificate=soft.cert), port=PORT).start()
         try:
-            yield cli + ["login", "--config", str(cfg), "--pin-stdin", "--workspace", "ws-bob",
-                         "--hold", "--heartbeat-interval", "0.3"]
+            yield hold_command(cfg, "ws-bob")
         finally:
             link.stop()
 
