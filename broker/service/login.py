@@ -31,9 +31,15 @@ from broker.service.errors import ServiceError
 from broker.service.passwords import verify_password
 from broker.service.registrations import ClientSpec, code_settings, lookup_code, resolve_code
 from broker.service.tokens import new_token, token_hash
-from broker.service.trust import TrustSnapshot, Verified, map_user, verify_card_response
+from broker.service.trust import (
+    MappedUser,
+    TrustSnapshot,
+    Verified,
+    map_user,
+    verify_card_response,
+)
 from broker.service.wire import cert_fingerprint, decode_b64, der_certificate, rfc3339
-from broker.store.models import AuthToken, User, WorkSpace
+from broker.store.models import User, WorkSpace
 from broker.store.statements import (
     CHALLENGE_FOR_RESPONSE,
     CLEAR_COUNTER,
@@ -91,18 +97,21 @@ def workspaces_of(session: Session, user_id: int) -> list[dict[str, Any]]:
                                      .order_by(WorkSpace.id))]
 
 
-def _issue_auth_token(ctx: BrokerContext, session: Session, user: User, method: str, now: datetime,
-                      cert_der: bytes | None = None) -> tuple[str, datetime]:
+def _issue_auth_token(ctx: BrokerContext, conn: Connection, user: User | MappedUser,
+                      method: str, now: datetime, cert_der: bytes | None = None,
+                      fingerprint: str | None = None) -> tuple[str, datetime]:
+    """Store a new auth token for ``user`` (one INSERT; ``conn`` is a Core connection or an
+    ORM session's) and return it with its expiry. The token itself is never stored."""
     token = new_token("sbt")
     expires = now + timedelta(seconds=ctx.settings.login.auth_token_ttl_s)
-    session.add(AuthToken(token_hash=token_hash(token), user_id=user.id,
-                          directory_id=user.directory_id, method=method,
-                          cert_fingerprint=cert_fingerprint(cert_der) if cert_der else None,
-                          cert_der=cert_der, expires_at=expires, created_at=now))
+    conn.execute(INSERT_AUTH_TOKEN, {
+        "token_hash": token_hash(token), "user_id": user.id, "directory_id": user.directory_id,
+        "method": method, "cert_fingerprint": fingerprint, "cert_der": cert_der,
+        "expires_at": expires, "revoked_at": None, "created_at": now})
     return token, expires
 
 
-def _login_body(user: User, token: str, expires: datetime, method: str,
+def _login_body(user: User | MappedUser, token: str, expires: datetime, method: str,
                 workspaces: list[dict[str, Any]]) -> dict[str, Any]:
     return {"auth_token": token, "expires_at": rfc3339(expires), "method": method,
             "user": {"username": user.username, "upn": user.upn, "email": user.email,
@@ -154,13 +163,8 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
             raise ServiceError(Code.SMART_CARD_REQUIRES_WSP,
                                "Smart cards work only with WorkSpaces streamed over WSP, and "
                                "this user has none.")
-        token = new_token("sbt")
-        expires = now + timedelta(seconds=ctx.settings.login.auth_token_ttl_s)
-        conn.execute(INSERT_AUTH_TOKEN, {
-            "token_hash": token_hash(token), "user_id": user.id,
-            "directory_id": user.directory_id, "method": kinds.AuthMethod.SMART_CARD,
-            "cert_fingerprint": verified.fingerprint, "cert_der": verified.cert_der,
-            "expires_at": expires, "revoked_at": None, "created_at": now})
+        token, expires = _issue_auth_token(ctx, conn, user, kinds.AuthMethod.SMART_CARD, now,
+                                           verified.cert_der, verified.fingerprint)
         if had_failures:  # a success forgets the certificate's earlier failures
             conn.execute(CLEAR_COUNTER, {"key": f"fail:cert:{verified.fingerprint}"})
         audit.insert(conn, "login.smart_card", "success", directory_id=user.directory_id,
@@ -168,11 +172,8 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
                      cert_fingerprint=verified.fingerprint, challenge_id=challenge_id,
                      revocation_soft_fail=verified.soft_fail or None,
                      verification=verified.evidence or None)
-        return {"auth_token": token, "expires_at": rfc3339(expires),
-                "method": kinds.AuthMethod.SMART_CARD.value,
-                "user": {"username": user.username, "upn": user.upn, "email": user.email,
-                         "directory_id": user.directory_id},
-                "workspaces": user.workspaces}
+        return _login_body(user, token, expires, kinds.AuthMethod.SMART_CARD.value,
+                           user.workspaces)
 
     def run() -> dict[str, Any]:
         cert_der = der_certificate(certificate_b64)
@@ -207,7 +208,8 @@ def password_login(ctx: BrokerContext, code: str, username: str, password: str,
         ok = verify_password(password, user.password_hash if user else None)
         if not ok or user is None or user.disabled:
             raise ServiceError(Code.INVALID_CREDENTIALS, "The user name or password is wrong.")
-        token, expires = _issue_auth_token(ctx, session, user, "password", now)
+        token, expires = _issue_auth_token(ctx, session.connection(), user,
+                                           kinds.AuthMethod.PASSWORD, now)
         limits.clear(session, attempt.user_key)
         audit.record(session, "login.password", "success", directory_id=d.id,
                      username=user.username, client_address=address)
