@@ -148,12 +148,18 @@ def serve(settings: Settings, listen: str | None, admin_listen: str | None,
     if worker_fds is None and settings.server.workers > 1:
         return supervise(settings, dev)
     inherited = None
+    ticket_secret = None
     if worker_fds:
         inherited = {k: int(v) for k, v in (p.split("=") for p in worker_fds.split(","))}
-    run_server(settings, dev=dev, inherited=inherited)
+        if "tickets" in inherited:
+            from broker.web.ticket_keys import read_secret
+
+            ticket_secret = read_secret(inherited.pop("tickets"))
+    run_server(settings, dev=dev, inherited=inherited, ticket_secret=ticket_secret)
 
 
-def run_server(settings: Settings, *, dev: bool, inherited: dict[str, int] | None) -> None:
+def run_server(settings: Settings, *, dev: bool, inherited: dict[str, int] | None,
+               ticket_secret: bytes | None = None) -> None:
     import logging
 
     from twisted.internet import reactor as _reactor
@@ -184,7 +190,7 @@ def run_server(settings: Settings, *, dev: bool, inherited: dict[str, int] | Non
     def start() -> None:
         d = server.listen(ctx, listen_on=settings.server.listen,
                           admin_listen_on=settings.server.admin_listen, tls=tls,
-                          inherited=inherited)
+                          inherited=inherited, ticket_secret=ticket_secret)
         d.addCallbacks(started, failed)
 
     reactor.callWhenRunning(start)
@@ -253,19 +259,30 @@ def supervise(settings: Settings, dev: bool) -> None:
 
     # Workers write their metrics here and any of them answers a scrape with the sum.
     metrics.prepare_multiprocess_dir(str(settings.state_path / "metrics"))
+    from broker.web import ticket_keys
+
+    # One TLS ticket secret for every worker of this supervisor (and its restarted workers), so a
+    # ticket resumes on any of them; each worker reads it from its own pipe.
+    secret = ticket_keys.new_secret()
     fds = ",".join(f"{k}={s.fileno()}" for k, s in socks.items())
-    args = [sys.executable, "-m", "broker.cli", "serve", "--worker-fds", fds]
+    options: list[str] = []
     if settings.source != "<defaults>":
-        args += ["--config", settings.source]
-    args += ["--database-url", settings.database.url]
+        options += ["--config", settings.source]
+    options += ["--database-url", settings.database.url]
     if dev:
-        args.append("--dev")
+        options.append("--dev")
     stopping = False
     children: list[subprocess.Popen[bytes]] = []
 
     def spawn() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(args, pass_fds=[s.fileno() for s in socks.values()],
-                                env=dict(os.environ))
+        pipe = ticket_keys.secret_pipe(secret)
+        try:
+            return subprocess.Popen(
+                [sys.executable, "-m", "broker.cli", "serve", "--worker-fds",
+                 f"{fds},tickets={pipe}", *options],
+                pass_fds=[*(s.fileno() for s in socks.values()), pipe], env=dict(os.environ))
+        finally:
+            os.close(pipe)
 
     def on_signal(signum: int, _frame: Any) -> None:
         nonlocal stopping

@@ -142,50 +142,67 @@ class TlsContexts:
     """The listeners' OpenSSL contexts, with TLS session resumption for returning clients.
 
     With ``resumption`` on, each context issues session tickets (stateless; TLS 1.3 and 1.2)
-    and keeps a server-side session cache, under a fixed session-id context. OpenSSL gives every
-    context its own random ticket key and pyOpenSSL offers no way to set or rotate one (no
-    ``SSL_CTX_set_tlsext_ticket_keys`` or ticket-key callback), so rotation is done by making a
-    new context every ``rotation_s`` seconds: new connections get the new key and an empty
-    cache, open ones keep theirs, and older tickets simply fall back to a full handshake. The
-    key never leaves the process; with several workers a ticket resumes only on the worker that
-    issued it. Resumption skips the certificate exchange and signature only: the broker does not
-    ask for TLS client certificates, so no client identity rides on a resumed session.
+    and keeps a server-side session cache, under a fixed session-id context. The ticket key is
+    derived from ``ticket_secret`` for the current period of ``rotation_s`` seconds
+    (:mod:`broker.web.ticket_keys`): every worker given the same secret holds the same key, so
+    a ticket resumes on any of them, and all change key at the same period boundary. A new
+    period gets a new context (new key, empty session cache); open connections keep theirs and
+    older tickets simply fall back to a full handshake. Where this OpenSSL build does not let
+    the key be set, each context keeps OpenSSL's random key (a ticket then resumes only on the
+    worker that issued it). Resumption skips the certificate exchange and signature only: the
+    broker does not ask for TLS client certificates, so no client identity rides on a resumed
+    session.
 
     Implements Twisted's ``IOpenSSLContextFactory`` (``getContext`` per new connection).
     """
 
     def __init__(self, files: TlsFiles, *, resumption: bool, rotation_s: float,
-                 clock: Any = None) -> None:
+                 clock: Any = None, ticket_secret: bytes | None = None) -> None:
+        from broker.web import ticket_keys
+
         self.files = files
         self.resumption = resumption
         self.rotation_s = rotation_s
         self._clock = clock or reactor.seconds
         self._context: Any = None
-        self._made_at = 0.0
+        self._period = 0
         self.rotations = 0
+        self._secret = ticket_secret or ticket_keys.new_secret()
+        self._set_key = ticket_keys.ticket_key_setter() if resumption else None
 
-    def _make(self) -> Any:
+    @property
+    def shared_ticket_keys(self) -> bool:
+        """Whether tickets resume on every worker given the same secret."""
+        return self._set_key is not None
+
+    def _make(self, period: int) -> Any:
         from OpenSSL import SSL
+
+        from broker.web import ticket_keys
 
         ctx = tls_options(self.files, tickets=self.resumption).getContext()
         if self.resumption:
             ctx.set_session_id(SESSION_ID_CONTEXT)
             ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
             ctx.set_timeout(int(min(self.rotation_s, 7200)))
+            if self._set_key is not None:
+                self._set_key(ctx, ticket_keys.derive_key(self._secret, period))
         return ctx
 
     def getContext(self) -> Any:  # noqa: N802 (twisted API)
-        now = self._clock()
+        from broker.web.ticket_keys import period_of
+
+        period = period_of(self._clock(), self.rotation_s)
         if self._context is None:
-            self._context, self._made_at = self._make(), now
-        elif self.resumption and now - self._made_at >= self.rotation_s:
+            self._context, self._period = self._make(period), period
+        elif self.resumption and period != self._period:
             try:
-                self._context, self._made_at = self._make(), now
+                self._context = self._make(period)
                 self.rotations += 1
             except ServerError as exc:  # e.g. the files are being replaced: keep serving
                 log.warning("TLS context rotation failed; keeping the current one",
                             extra={"error": exc.message})
-                self._made_at = now
+            self._period = period
         return self._context
 
 
@@ -401,12 +418,17 @@ def _tls_factory(site: BrokerSite, contexts: TlsContexts) -> TLSMemoryBIOFactory
 
 @defer.inlineCallbacks
 def listen(ctx: BrokerContext, *, listen_on: str, admin_listen_on: str, tls: TlsFiles,
-           inherited: dict[str, int] | None = None) -> Any:
-    """Start both TLS listeners (from endpoint strings, or adopt inherited socket fds)."""
+           inherited: dict[str, int] | None = None, ticket_secret: bytes | None = None) -> Any:
+    """Start both TLS listeners (from endpoint strings, or adopt inherited socket fds);
+    ``ticket_secret``, a supervisor's, makes this worker's TLS tickets resume on its peers."""
     s = ctx.settings.server
     contexts = TlsContexts(tls, resumption=s.tls_session_resumption,
-                           rotation_s=s.tls_ticket_key_rotation_s)
+                           rotation_s=s.tls_ticket_key_rotation_s, ticket_secret=ticket_secret)
     contexts.getContext()  # unreadable files fail here, before listening
+    if s.tls_session_resumption:
+        log.info("TLS session resumption on", extra={
+            "ticket_keys": "shared by workers" if contexts.shared_ticket_keys else "per worker",
+            "rotation_s": s.tls_ticket_key_rotation_s})
     client_site, admin_site = build_sites(ctx)
     ports: list[IListeningPort] = []
     for name, site, endpoint in (("client", client_site, listen_on),

@@ -200,3 +200,47 @@ def test_a_named_transaction_is_retried_after_a_transient_failure(database: Any)
     with pytest.raises((OperationalError, ProgrammingError)):
         database.transaction(broken, name="broken")
     assert len(calls) == 1
+
+
+def test_postgresql_reads_run_without_a_transaction_and_writes_at_read_committed(
+        database: Any) -> None:
+    """On PostgreSQL a read sends no BEGIN/COMMIT (one round trip per statement, not three),
+    and a write runs at READ COMMITTED whatever the server's default, which the single-use
+    UPDATEs and the reads without a transaction rely on. SQLite keeps its transactions."""
+    from psycopg.pq import TransactionStatus
+    from sqlalchemy import text
+
+    if database.dialect != "postgresql":
+        def in_transaction(conn: Any) -> bool:
+            conn.execute(text("SELECT 1"))
+            return bool(conn.connection.driver_connection.in_transaction)
+
+        assert database.run(in_transaction, read_only=True)
+        assert database.run(in_transaction)
+        return
+
+    def status(conn: Any) -> tuple[Any, str]:
+        level = conn.execute(text("SHOW transaction_isolation")).scalar_one()
+        return conn.connection.driver_connection.info.transaction_status, level
+
+    def orm_status(session: Any) -> Any:
+        return status(session.connection())[0]
+
+    for _ in range(2):  # a pooled connection goes from reads to writes and back
+        assert database.run(status, read_only=True)[0] == TransactionStatus.IDLE
+        assert database.read(orm_status) == TransactionStatus.IDLE
+        assert database.run(status) == (TransactionStatus.INTRANS, "read committed")
+        assert database.transaction(orm_status) == TransactionStatus.INTRANS
+    from sqlalchemy import event
+
+    def serializable_by_default(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.autocommit = True  # as a server configured for SERIALIZABLE would be
+        dbapi_conn.execute("SET default_transaction_isolation TO 'serializable'")
+        dbapi_conn.autocommit = False
+
+    event.listen(database.engine, "connect", serializable_by_default)
+    database.engine.dispose()
+    with database.engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW default_transaction_isolation").scalar_one() \
+            == "serializable"
+    assert database.run(status) == (TransactionStatus.INTRANS, "read committed")

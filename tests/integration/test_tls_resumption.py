@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import http.client
+import json
 import socket
 import ssl
+import time
 from typing import Any
 
 import pytest
@@ -44,3 +46,42 @@ def test_resumption_can_be_switched_off(broker_factory,  # type: ignore[no-untyp
     assert not reused
     _session, reused = _connect(bp, ctx, session)
     assert not reused
+
+
+def _healthz(bp: Any, ctx: ssl.SSLContext,
+             session: ssl.SSLSession | None) -> tuple[ssl.SSLSession | None, bool, int]:
+    """Like :func:`_connect`, also returning the pid of the worker that answered."""
+    raw = socket.create_connection(("127.0.0.1", bp.port), timeout=10)
+    sock = ctx.wrap_socket(raw, server_hostname="127.0.0.1", session=session)
+    conn = http.client.HTTPSConnection("127.0.0.1", bp.port, context=ctx)
+    conn.sock = sock
+    try:
+        conn.request("GET", "/healthz")
+        body = json.loads(conn.getresponse().read())
+        return sock.session, sock.session_reused, body["pid"]
+    finally:
+        conn.close()
+
+
+@pytest.mark.postgres
+def test_a_ticket_resumes_on_every_worker(broker_factory) -> None:  # type: ignore[no-untyped-def]
+    """Workers of one supervisor share the ticket key: a session issued by one worker resumes
+    on the other (with a key per worker about half of these connections would not)."""
+    from tests.support.databases import postgres_schema_url
+
+    with postgres_schema_url() as url:
+        bp = broker_factory(url, workers=2)
+        ctx = ssl.create_default_context(cafile=str(bp.cafile))
+        session, reused, first = _healthz(bp, ctx, None)
+        assert not reused
+        resumed_on: dict[int, int] = {}
+        deadline = time.monotonic() + 30
+        tries = 0
+        while (len(resumed_on) < 2 or tries < 20) and time.monotonic() < deadline:
+            session, reused, pid = _healthz(bp, ctx, session)
+            tries += 1
+            assert reused, f"connection {tries} to worker {pid} was not resumed " \
+                           f"({resumed_on} resumed so far; first session from {first})"
+            resumed_on[pid] = resumed_on.get(pid, 0) + 1
+        assert len(resumed_on) == 2, resumed_on
+        assert bp.stop() == 0

@@ -1,11 +1,17 @@
-"""TLS contexts: resumption settings, and rotation to a new context (a new ticket key)."""
+"""TLS contexts: resumption settings, rotation to a new context (a new ticket key) each period,
+and ticket keys shared by the workers that hold one secret."""
 
 from __future__ import annotations
 
+import logging
+import os
+import ssl
 from pathlib import Path
 
+import pytest
 from OpenSSL import SSL
 
+from broker.web import ticket_keys
 from broker.web.server import TlsContexts, dev_certificate
 
 # pyOpenSSL has no get_options: set_options(0) adds nothing and returns the options in force.
@@ -33,8 +39,9 @@ def test_without_resumption_there_are_no_tickets_and_no_cache(tmp_path: Path) ->
     assert ctx.get_session_cache_mode() == SSL.SESS_CACHE_OFF
 
 
-def test_the_ticket_key_rotates_with_a_new_context(tmp_path: Path) -> None:
+def test_the_ticket_key_rotates_with_a_new_context_at_each_period(tmp_path: Path) -> None:
     clock = Clock()
+    clock.now = 6000.0  # a period boundary for 60 s periods
     contexts = TlsContexts(dev_certificate(tmp_path), resumption=True, rotation_s=60,
                            clock=clock)
     first = contexts.getContext()
@@ -42,3 +49,118 @@ def test_the_ticket_key_rotates_with_a_new_context(tmp_path: Path) -> None:
     assert contexts.getContext() is first
     clock.now += 1
     assert contexts.getContext() is not first and contexts.rotations == 1
+
+
+# ------------------------------------------------------------------ shared ticket keys
+
+_clients: dict[Path, ssl.SSLContext] = {}
+
+
+def _resumes(server_ctx: SSL.Context, session: ssl.SSLSession | None,
+             cafile: Path) -> tuple[ssl.SSLSession, bool]:
+    """One TLS connection through memory BIOs (Python's ssl as the client, as in the real
+    tests) offering ``session``: (the session to offer next, whether this one was resumed)."""
+    if cafile not in _clients:
+        _clients[cafile] = ssl.create_default_context(cafile=str(cafile))
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = _clients[cafile].wrap_bio(incoming, outgoing, server_hostname="localhost",
+                                       session=session)
+    server = SSL.Connection(server_ctx)
+    server.set_accept_state()
+
+    def pump() -> None:
+        if outgoing.pending:
+            server.bio_write(outgoing.read())
+        try:
+            incoming.write(server.bio_read(65536))
+        except SSL.WantReadError:
+            pass
+
+    done = [False, False]
+    for _ in range(10):
+        if not done[0]:
+            try:
+                client.do_handshake()
+                done[0] = True
+            except ssl.SSLWantReadError:
+                pass
+        pump()
+        if not done[1]:
+            try:
+                server.do_handshake()
+                done[1] = True
+            except SSL.WantReadError:
+                pass
+        pump()
+    assert done == [True, True]
+    server.send(b"x")  # TLS 1.3's NewSessionTicket messages travel ahead of it
+    pump()
+    assert client.read(1) == b"x"
+    assert client.session is not None
+    return client.session, client.session_reused
+
+
+def test_two_workers_with_one_secret_resume_each_others_tickets(tmp_path: Path) -> None:
+    files = dev_certificate(tmp_path)
+    clock, secret = Clock(), b"s" * 32
+    worker_a = TlsContexts(files, resumption=True, rotation_s=60, clock=clock,
+                           ticket_secret=secret)
+    worker_b = TlsContexts(files, resumption=True, rotation_s=60, clock=clock,
+                           ticket_secret=secret)
+    stranger = TlsContexts(files, resumption=True, rotation_s=60, clock=clock,
+                           ticket_secret=b"t" * 32)
+    assert worker_a.shared_ticket_keys
+    ticket, reused = _resumes(worker_a.getContext(), None, files.cert)
+    assert not reused
+    _, reused = _resumes(worker_b.getContext(), ticket, files.cert)
+    assert reused, "a ticket from worker A resumes on worker B"
+    _, reused = _resumes(stranger.getContext(), ticket, files.cert)
+    assert not reused, "another secret (another deployment or start) does not resume it"
+    clock.now += 60  # the next period: a new key on both workers
+    _, reused = _resumes(worker_b.getContext(), ticket, files.cert)
+    assert not reused, "a ticket of the last period falls back to a full handshake"
+    fresh, _ = _resumes(worker_a.getContext(), None, files.cert)
+    _, reused = _resumes(worker_b.getContext(), fresh, files.cert)
+    assert reused
+
+
+def test_keys_differ_by_period_and_secret() -> None:
+    a, b = ticket_keys.new_secret(), ticket_keys.new_secret()
+    assert a != b and len(a) == 32
+    key = ticket_keys.derive_key(a, 7)
+    assert len(key) == 80 and key == ticket_keys.derive_key(a, 7)
+    assert key != ticket_keys.derive_key(a, 8) and key != ticket_keys.derive_key(b, 7)
+    assert ticket_keys.period_of(119.9, 60) == 1 and ticket_keys.period_of(120, 60) == 2
+
+
+def test_the_secret_travels_through_a_pipe() -> None:
+    secret = ticket_keys.new_secret()
+    assert ticket_keys.read_secret(ticket_keys.secret_pipe(secret)) == secret
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"short")
+    os.close(write_end)
+    with pytest.raises(ValueError, match="incomplete"):
+        ticket_keys.read_secret(read_end)
+
+
+def test_without_settable_keys_each_worker_keeps_its_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    def stripped() -> None:
+        raise ticket_keys.TicketKeysUnavailable("SSL_CTX_ctrl is not in the symbol table")
+
+    monkeypatch.setattr(ticket_keys, "_find_ssl_ctx_ctrl", stripped)
+    monkeypatch.setattr(ticket_keys, "_setter", None)
+    monkeypatch.setattr(ticket_keys, "_problem", None)
+    files = dev_certificate(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="broker.tls"):
+        worker_a = TlsContexts(files, resumption=True, rotation_s=60, clock=Clock(),
+                               ticket_secret=b"s" * 32)
+        worker_b = TlsContexts(files, resumption=True, rotation_s=60, clock=Clock(),
+                               ticket_secret=b"s" * 32)
+    assert not worker_a.shared_ticket_keys
+    assert [r.reason for r in caplog.records] == [  # type: ignore[attr-defined]
+        "SSL_CTX_ctrl is not in the symbol table"], "said once, with the reason"
+    ticket, _ = _resumes(worker_a.getContext(), None, files.cert)
+    assert _resumes(worker_a.getContext(), ticket, files.cert)[1], "still resumes where issued"
+    assert not _resumes(worker_b.getContext(), ticket, files.cert)[1]

@@ -1,0 +1,177 @@
+"""TLS session-ticket keys shared by every worker of one broker and rotated on a fixed clock.
+
+A session ticket is the server's own state, encrypted and authenticated under the context's
+ticket key and handed to the client, which offers it on its next connection. For a ticket to
+resume on any worker, every worker must hold the same key. OpenSSL sets one with
+``SSL_CTX_set_tlsext_ticket_keys`` (a macro over ``SSL_CTX_ctrl``), but pyOpenSSL offers no such
+call and the OpenSSL it drives is linked into cryptography's Rust extension, where
+``SSL_CTX_ctrl`` is present but not exported. So :func:`set_ticket_key` finds that function by
+name in the extension's ELF symbol table (pyelftools), places it by an exported symbol of the
+same file, calls it through ctypes on pyOpenSSL's own ``SSL_CTX``, and reads the key back with
+``SSL_CTRL_GET_TLSEXT_TICKET_KEYS`` to check. When any step fails (a stripped build, another
+platform, another layout), :func:`ticket_key_setter` says why once and the broker keeps
+OpenSSL's per-context random key: resumption then works only on the worker that issued the
+ticket, as before.
+
+The keys: the supervisor draws one 32-byte secret at start (:func:`new_secret`) and hands it to
+each worker through an inherited pipe (never argv, environment or disk); a single process draws
+its own. Each worker derives the key of the current period with HKDF-SHA256 from the secret and
+the period's number (``floor(unix time / rotation_s)``), so all workers change key at the same
+moment without talking to each other, and a key is never reused across periods or restarts.
+A ticket from an earlier period (or an earlier start) falls back to a full handshake.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+log = logging.getLogger("broker.tls")
+
+#: OpenSSL's ticket key: 16-byte name, 32-byte HMAC key, 32-byte AES key (ssl.h, ``SSL_CTRL_*``).
+KEY_LENGTH = 80
+SECRET_LENGTH = 32
+_SSL_CTRL_GET_TLSEXT_TICKET_KEYS = 58
+_SSL_CTRL_SET_TLSEXT_TICKET_KEYS = 59
+_INFO = b"smartcard-broker TLS session ticket key, period "
+
+
+class TicketKeysUnavailable(Exception):
+    """This OpenSSL build's ticket keys cannot be set from Python (the reason is the text)."""
+
+
+def new_secret() -> bytes:
+    return secrets.token_bytes(SECRET_LENGTH)
+
+
+def period_of(now: float, rotation_s: float) -> int:
+    return int(now // rotation_s)
+
+
+def derive_key(secret: bytes, period: int) -> bytes:
+    """The 80-byte ticket key of ``period`` (the same in every worker holding ``secret``)."""
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_LENGTH, salt=None,
+                info=_INFO + period.to_bytes(8, "big", signed=True)).derive(secret)
+
+
+def read_secret(fd: int) -> bytes:
+    """The secret a supervisor wrote to the pipe ``fd`` (closed after reading)."""
+    data = b""
+    try:
+        while len(data) < SECRET_LENGTH:
+            chunk = os.read(fd, SECRET_LENGTH - len(data))
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    if len(data) != SECRET_LENGTH:
+        raise ValueError("the supervisor's TLS ticket secret is incomplete")
+    return data
+
+
+def secret_pipe(secret: bytes) -> int:
+    """A pipe holding ``secret`` for one worker to read: returns the read end (the caller
+    passes it to the worker and closes it after spawning)."""
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, secret)  # 32 bytes fit any pipe buffer: never blocks
+    finally:
+        os.close(write_end)
+    return read_end
+
+
+_Ctrl = Callable[[int, int, int, Any], int]
+_setter: _Ctrl | None = None
+_problem: str | None = None
+
+
+def _find_ssl_ctx_ctrl() -> _Ctrl:
+    """``SSL_CTX_ctrl`` of the OpenSSL inside cryptography's Rust extension, callable."""
+    try:
+        from elftools.elf.elffile import ELFFile
+        from elftools.elf.sections import SymbolTableSection
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise TicketKeysUnavailable(f"pyelftools is not installed ({exc})") from None
+    from cryptography.hazmat.bindings import _rust
+
+    path = getattr(_rust, "__file__", None)
+    if not path or not path.endswith(".so"):
+        raise TicketKeysUnavailable(f"cryptography's extension is not an ELF file ({path})")
+    wanted = {"SSL_CTX_ctrl": None, "PyInit__rust": None}
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        if elf.elfclass != 64 or elf["e_machine"] not in ("EM_X86_64", "EM_AARCH64"):
+            raise TicketKeysUnavailable("not a 64-bit x86-64 or arm64 build")
+        for section in elf.iter_sections():
+            if not isinstance(section, SymbolTableSection):
+                continue
+            for name in wanted:
+                for sym in section.get_symbol_by_name(name) or []:
+                    if sym["st_info"]["type"] == "STT_FUNC" and sym["st_value"] \
+                            and sym["st_size"]:
+                        wanted[name] = sym["st_value"]
+    if wanted["SSL_CTX_ctrl"] is None:
+        raise TicketKeysUnavailable("SSL_CTX_ctrl is not in the symbol table of "
+                                    f"{os.path.basename(path)} (a stripped build)")
+    if wanted["PyInit__rust"] is None:
+        raise TicketKeysUnavailable("PyInit__rust is not in the symbol table")
+    lib = ctypes.CDLL(path)  # the module already loaded: dlopen hands back the same mapping
+    exported = ctypes.cast(lib.PyInit__rust, ctypes.c_void_p).value
+    if not exported:
+        raise TicketKeysUnavailable("PyInit__rust has no address")
+    base = exported - wanted["PyInit__rust"]
+    proto = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_void_p, ctypes.c_int, ctypes.c_long,
+                             ctypes.c_void_p)
+    return proto(base + wanted["SSL_CTX_ctrl"])  # type: ignore[return-value]
+
+
+def _context_pointer(context: Any) -> int:
+    from OpenSSL._util import ffi
+
+    return int(ffi.cast("uintptr_t", context._context))
+
+
+def _set(ctrl: _Ctrl, context: Any, key: bytes) -> None:
+    ptr = _context_pointer(context)
+    buf = ctypes.create_string_buffer(key, KEY_LENGTH)
+    if ctrl(ptr, _SSL_CTRL_SET_TLSEXT_TICKET_KEYS, KEY_LENGTH, buf) != 1:
+        raise TicketKeysUnavailable("OpenSSL refused the ticket key")
+    back = ctypes.create_string_buffer(KEY_LENGTH)
+    if ctrl(ptr, _SSL_CTRL_GET_TLSEXT_TICKET_KEYS, KEY_LENGTH, back) != 1 \
+            or back.raw != key:
+        raise TicketKeysUnavailable("the ticket key read back differs from the one set")
+
+
+def ticket_key_setter() -> Callable[[Any, bytes], None] | None:
+    """A function that sets a pyOpenSSL Context's ticket key, or None (after one warning)
+    when this build does not allow it. Probed once per process, on a throwaway context."""
+    global _setter, _problem
+    if _setter is None and _problem is None:
+        try:
+            from OpenSSL import SSL
+
+            ctrl = _find_ssl_ctx_ctrl()
+            _set(ctrl, SSL.Context(SSL.TLS_SERVER_METHOD), derive_key(new_secret(), 0))
+            _setter = ctrl
+        except (TicketKeysUnavailable, OSError, AttributeError, ValueError) as exc:
+            _problem = str(exc)
+            log.warning("TLS ticket keys cannot be shared by workers with this OpenSSL build; "
+                        "each worker keeps its own (a ticket resumes only where it was issued)",
+                        extra={"reason": _problem})
+    if _setter is None:
+        return None
+    ctrl = _setter
+    return lambda context, key: _set(ctrl, context, key)
+
+
+def unavailable_reason() -> str | None:
+    ticket_key_setter()
+    return _problem
