@@ -55,7 +55,8 @@ class ServerSettings:
     metrics_on_client: bool = False
     #: TLS session resumption (session tickets and a session cache) for returning clients.
     tls_session_resumption: bool = True
-    #: A new TLS context (new ticket key, empty session cache) this often, per process.
+    #: The TLS ticket key (and context) changes at each multiple of this many seconds, in every
+    #: worker at once (broker/web/ticket_keys.py).
     tls_ticket_key_rotation_s: int = 3600
 
 
