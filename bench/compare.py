@@ -528,22 +528,51 @@ def statement_counts(db_url: str, code: str, pki: Pki) -> dict[str, int]:
 
 
 def query_plans(db_url: str) -> list[str]:
-    """The plan of the login's own certmap statement (user by UPN, with WorkSpaces)."""
-    from sqlalchemy import create_engine, text
+    """The plans of the login hot path's lookups, one line each: the access path of every
+    table it touches (a sequential scan of a large table would show here), then the whole plan
+    of the certmap statement (user by UPN, with WorkSpaces)."""
+    from datetime import UTC, datetime
 
-    from broker.store.statements import USER_WITH_WORKSPACES
+    from sqlalchemy import create_engine
 
+    from broker.store import statements as st
+
+    now = datetime.now(UTC)
+    lookups: list[tuple[str, Any, dict[str, Any]]] = [
+        ("registration code + directory + address lock", st.CODE_AND_DIRECTORY,
+         {"code": "ABCD-EFGH", "address_key": "addr:127.0.0.1"}),
+        ("challenge + directory version + locks", st.CHALLENGE_FOR_RESPONSE,
+         {"challenge_id": "c", "cert_key": "cert:x", "address_key": "addr:127.0.0.1"}),
+        ("single-use consume", st.CONSUME_CHALLENGE, {"challenge_id": "c", "now": now}),
+        ("Bearer token by hash", st.AUTH_TOKEN_BY_HASH, {"token_hash": "00" * 32}),
+        ("rate counters upsert", st.count_hits("postgresql" if db_url.startswith("postgres")
+                                               else "sqlite", 3),
+         {"key_0": "a", "key_1": "b", "key_2": "c", "now": now, "cutoff": now}),
+    ] + [(f"user by {rule} with WorkSpaces", st.USER_WITH_WORKSPACES[rule],
+          {"directory_id": "bench", "value": "user0@bench.example",
+           "values": ["user0@bench.example"]})
+         for rule in ("upn", "email", "subject", "fingerprint")]
     engine = create_engine(db_url)
-    stmt = USER_WITH_WORKSPACES["upn"].params(directory_id="bench",
-                                               value="user0@bench.example")
-    sql = str(stmt.compile(dialect=engine.dialect, compile_kwargs={"literal_binds": True}))
+    sqlite = engine.dialect.name == "sqlite"
+    out: list[str] = []
+    full: list[str] = []
     with engine.connect() as conn:
-        if engine.dialect.name == "sqlite":
-            rows = [r[3] for r in conn.execute(text("EXPLAIN QUERY PLAN " + sql))]
-        else:
-            rows = [r[0] for r in conn.execute(text("EXPLAIN " + sql))]
+        for name, stmt, params in lookups:
+            # sqlite3 takes a dict only with named parameters (:name), not its default ?
+            dialect = type(engine.dialect)(paramstyle="named") if sqlite else engine.dialect
+            state = stmt.compile(dialect=dialect).construct_expanded_state(params)
+            bound = state.parameters
+            sql = ("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + state.statement
+            rows = [r[3] if sqlite else r[0]
+                    for r in conn.exec_driver_sql(sql, bound)]
+            access = [r.strip().lstrip("-> ").split("  (cost")[0] for r in rows
+                      if any(w in r for w in ("Scan", "SCAN", "SEARCH"))]
+            out.append(f"plan, {name}: {'; '.join(access) or rows[0].strip()}")
+            if name == "user by upn with WorkSpaces":
+                full = [f"  {r}" for r in rows]
+        conn.rollback()
     engine.dispose()
-    return [f"user by UPN with WorkSpaces: {r}" for r in rows]
+    return out + ["plan of user by upn with WorkSpaces:", *full]
 
 
 @dataclass
