@@ -13,44 +13,9 @@ import pytest
 
 
 def _connect(bp: Any, ctx: ssl.SSLContext,
-             session: ssl.SSLSession | None) -> tuple[ssl.SSLSession | None, bool]:
-    """One request on a new connection offering ``session``: (the session to offer next time,
-    whether this one was resumed)."""
-    raw = socket.create_connection(("127.0.0.1", bp.port), timeout=10)
-    sock = ctx.wrap_socket(raw, server_hostname="127.0.0.1", session=session)
-    conn = http.client.HTTPSConnection("127.0.0.1", bp.port, context=ctx)
-    conn.sock = sock
-    try:
-        conn.request("GET", "/healthz")
-        assert conn.getresponse().read()
-        return sock.session, sock.session_reused
-    finally:
-        conn.close()
-
-
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_a_returning_client_resumes_its_tls_session(broker) -> None:  # type: ignore[no-untyped-def]
-    ctx = ssl.create_default_context(cafile=str(broker.cafile))
-    session, reused = _connect(broker, ctx, None)
-    assert not reused and session is not None
-    _session, reused = _connect(broker, ctx, session)
-    assert reused
-
-
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_resumption_can_be_switched_off(broker_factory,  # type: ignore[no-untyped-def]
-                                        migrated_url: str) -> None:
-    bp = broker_factory(migrated_url, BROKER_SERVER_TLS_SESSION_RESUMPTION="false")
-    ctx = ssl.create_default_context(cafile=str(bp.cafile))
-    session, reused = _connect(bp, ctx, None)
-    assert not reused
-    _session, reused = _connect(bp, ctx, session)
-    assert not reused
-
-
-def _healthz(bp: Any, ctx: ssl.SSLContext,
              session: ssl.SSLSession | None) -> tuple[ssl.SSLSession | None, bool, int]:
-    """Like :func:`_connect`, also returning the pid of the worker that answered."""
+    """One request on a new connection offering ``session``: (the session to offer next time,
+    whether this one was resumed, the pid of the worker that answered)."""
     raw = socket.create_connection(("127.0.0.1", bp.port), timeout=10)
     sock = ctx.wrap_socket(raw, server_hostname="127.0.0.1", session=session)
     conn = http.client.HTTPSConnection("127.0.0.1", bp.port, context=ctx)
@@ -63,6 +28,26 @@ def _healthz(bp: Any, ctx: ssl.SSLContext,
         conn.close()
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_returning_client_resumes_its_tls_session(broker) -> None:  # type: ignore[no-untyped-def]
+    ctx = ssl.create_default_context(cafile=str(broker.cafile))
+    session, reused, _ = _connect(broker, ctx, None)
+    assert not reused and session is not None
+    _session, reused, _ = _connect(broker, ctx, session)
+    assert reused
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_resumption_can_be_switched_off(broker_factory,  # type: ignore[no-untyped-def]
+                                        migrated_url: str) -> None:
+    bp = broker_factory(migrated_url, BROKER_SERVER_TLS_SESSION_RESUMPTION="false")
+    ctx = ssl.create_default_context(cafile=str(bp.cafile))
+    session, reused, _ = _connect(bp, ctx, None)
+    assert not reused
+    _session, reused, _ = _connect(bp, ctx, session)
+    assert not reused
+
+
 @pytest.mark.postgres
 def test_a_ticket_resumes_on_every_worker(broker_factory) -> None:  # type: ignore[no-untyped-def]
     """Workers of one supervisor share the ticket key: a session issued by one worker resumes
@@ -72,13 +57,13 @@ def test_a_ticket_resumes_on_every_worker(broker_factory) -> None:  # type: igno
     with postgres_schema_url() as url:
         bp = broker_factory(url, workers=2)
         ctx = ssl.create_default_context(cafile=str(bp.cafile))
-        session, reused, first = _healthz(bp, ctx, None)
+        session, reused, first = _connect(bp, ctx, None)
         assert not reused
         resumed_on: dict[int, int] = {}
         deadline = time.monotonic() + 30
         tries = 0
         while (len(resumed_on) < 2 or tries < 20) and time.monotonic() < deadline:
-            session, reused, pid = _healthz(bp, ctx, session)
+            session, reused, pid = _connect(bp, ctx, session)
             tries += 1
             assert reused, f"connection {tries} to worker {pid} was not resumed " \
                            f"({resumed_on} resumed so far; first session from {first})"
