@@ -497,14 +497,23 @@ def storm_broker(bp: BrokerProcess, pki: Pki, code: str, clients: int, seconds: 
 
 
 def statement_counts(db_url: str, code: str, pki: Pki) -> dict[str, int]:
-    """SQL statements per client call, counted in process on the seeded database."""
-    from sqlalchemy import event
+    """SQL statements per client call, counted in process on the seeded database.
+
+    The session calls run on the first credential's WorkSpace (``ws-0``, AVAILABLE): connect,
+    heartbeat, then — stopped for the purpose — connect again (``connect_start``: STARTING with
+    a logon challenge) and the logon that opens the session once the start is due (the clock
+    is moved past the start delay). ``bearer`` is the auth-token lookup the web layer makes
+    before each session call, not counted in theirs."""
+    from sqlalchemy import event, update
 
     from broker.config import Settings
-    from broker.service import login, registrations
+    from broker.service import auth, login, registrations, sessions
     from broker.service.context import BrokerContext
+    from broker.store.models import WorkSpace
 
-    ctx = BrokerContext(Settings(base_dir=REPO).replace("database", url=db_url))
+    skew = [dt.timedelta()]
+    ctx = BrokerContext(Settings(base_dir=REPO).replace("database", url=db_url),
+                        clock=lambda: dt.datetime.now(dt.UTC) + skew[0])
     seen: list[str] = []
     event.listen(ctx.db.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
     key, cert = pki.users[0]
@@ -520,9 +529,31 @@ def statement_counts(db_url: str, code: str, pki: Pki) -> dict[str, int]:
         counts["challenge"] = len(seen)
         sig = key.sign(base64.b64decode(ch["to_be_signed"]), ec.ECDSA(hashes.SHA256()))
         seen.clear()
-        login.respond_to_challenge(ctx, ch["challenge_id"], der, [],
-                                   base64.b64encode(sig).decode(), "ecdsa-sha256", "127.0.0.2")
+        token = login.respond_to_challenge(ctx, ch["challenge_id"], der, [],
+                                           base64.b64encode(sig).decode(), "ecdsa-sha256",
+                                           "127.0.0.2")["auth_token"]
         counts["response"] = len(seen)
+        seen.clear()
+        principal = auth.client_principal(ctx, token)
+        counts["bearer"] = len(seen)
+        seen.clear()
+        _status, body = sessions.connect(ctx, principal, "ws-0", "127.0.0.2")
+        counts["connect"] = len(seen)
+        seen.clear()
+        sessions.heartbeat(ctx, principal, body["session"]["id"], True)
+        counts["heartbeat"] = len(seen)
+        ctx.db.transaction(lambda s: s.execute(update(WorkSpace).where(WorkSpace.id == "ws-0")
+                                               .values(state="STOPPED", transition_due_at=None)))
+        seen.clear()
+        _status, body = sessions.connect(ctx, principal, "ws-0", "127.0.0.2")
+        counts["connect_start"] = len(seen)
+        skew[0] += dt.timedelta(seconds=ctx.settings.workspaces.start_delay_s + 1)
+        logon = body["logon_challenge"]
+        sig = key.sign(base64.b64decode(logon["to_be_signed"]), ec.ECDSA(hashes.SHA256()))
+        seen.clear()
+        sessions.logon(ctx, principal, "ws-0", logon["challenge_id"],
+                       base64.b64encode(sig).decode(), "ecdsa-sha256", "127.0.0.2")
+        counts["logon"] = len(seen)
     ctx.db.dispose()
     return counts
 

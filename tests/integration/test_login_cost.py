@@ -11,15 +11,16 @@ from __future__ import annotations
 import base64
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert
+from sqlalchemy import event, insert, select, update
 
 from broker.config import Settings
 from broker.pki import issue
-from broker.service import admin, login, registrations
+from broker.service import admin, auth, login, registrations, sessions
 from broker.service.context import BrokerContext
 from broker.store.models import Directory, TrustCertificate, User, WorkSpace
 from tests.support.softcard import WINDOWS, SoftCard
@@ -95,6 +96,75 @@ def test_login_statements_do_not_grow_with_the_directory(database: Any,
     sqlite = database.dialect == "sqlite"
     assert issued <= (5 if sqlite else 4), issued
     assert answered <= (7 if sqlite else 5), answered
+
+
+class SkewedClock:
+    """The wall clock plus an offset a test moves (a WorkSpace start completes at once)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+
+def session_calls(ctx: BrokerContext, clock: SkewedClock, code: str,
+                  card: SoftCard) -> dict[str, int]:
+    """Statements of connect (AVAILABLE), heartbeat, connect (STOPPED → STARTING with a logon
+    challenge) and the logon that opens the session once the start is due."""
+    client = registrations.ClientSpec(**WINDOWS)
+    ch = login.issue_login_challenge(ctx, code, client, 1, "127.0.0.1")
+    tbs = base64.b64decode(ch["to_be_signed"])
+    token = login.respond_to_challenge(ctx, ch["challenge_id"], card.cert_b64(),
+                                       card.chain_b64(), base64.b64encode(card.sign(tbs))
+                                       .decode(), card.algorithm, "127.0.0.1")["auth_token"]
+    principal = auth.client_principal(ctx, token)
+    counts: dict[str, int] = {}
+    with statements(ctx) as seen:
+        status, body = sessions.connect(ctx, principal, "ws-alice", "127.0.0.1")
+    assert status == 201, body
+    counts["connect"] = len(seen)
+    with statements(ctx) as seen:
+        assert sessions.heartbeat(ctx, principal, body["session"]["id"], True) == {
+            "action": "none"}
+    counts["heartbeat"] = len(seen)
+    ctx.db.transaction(lambda s: s.execute(update(WorkSpace).where(
+        WorkSpace.id == "ws-alice-stopped").values(state="STOPPED", transition_due_at=None)))
+    with statements(ctx) as seen:
+        status, body = sessions.connect(ctx, principal, "ws-alice-stopped", "127.0.0.1")
+    assert status == 202, body
+    counts["connect_start"] = len(seen)
+    clock.offset += timedelta(seconds=ctx.settings.workspaces.start_delay_s + 1)
+    logon = body["logon_challenge"]
+    signature = base64.b64encode(card.sign(base64.b64decode(logon["to_be_signed"]))).decode()
+    with statements(ctx) as seen:
+        out = sessions.logon(ctx, principal, "ws-alice-stopped", logon["challenge_id"],
+                             signature, card.algorithm, "127.0.0.1")
+    assert out["session"]["ticket"]
+    counts["logon"] = len(seen)
+    return counts
+
+
+def test_session_calls_cost_a_fixed_number_of_statements(database: Any) -> None:
+    clock = SkewedClock()
+    ctx = BrokerContext(Settings(base_dir=REPO), database=database, clock=clock)
+    code, card = seed(ctx, 0)
+
+    def stopped_workspace(s: Any) -> None:
+        alice = s.scalar(select(User).where(User.username == "alice"))
+        s.add(WorkSpace(id="ws-alice-stopped", directory_id="corp", user_id=alice.id,
+                        protocol="WSP", running_mode="AUTO_STOP", state="STOPPED"))
+
+    ctx.db.transaction(stopped_workspace)
+    session_calls(ctx, clock, code, card)  # warm the per-process caches (signing key, trust)
+    counts = session_calls(ctx, clock, code, card)
+    # Fixed budgets, counted with BEGIN where the driver sends it (SQLite): a call that starts
+    # loading collections blows through them.
+    sqlite = database.dialect == "sqlite"
+    budget = {"connect": 7, "heartbeat": 4, "connect_start": 7, "logon": 13}
+    over = {call: n for call, n in counts.items()
+            if n > budget[call] + sqlite * (2 if call == "logon" else 1)}
+    assert not over, counts
 
 
 def test_mapping_does_not_read_the_directorys_users(database: Any) -> None:
