@@ -39,7 +39,7 @@ from broker.codes import Code
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
 from broker.service.wire import b64u, rfc3339
-from broker.store.models import Challenge, Directory
+from broker.store.models import Challenge
 
 TBS_PREFIX = b"smartcard-broker/challenge/v1\n"
 #: Longest challenge id looked up (ids are 24 characters; longer input is never a challenge).
@@ -75,47 +75,43 @@ def _description(cid: str, tbs: bytes, expires: datetime, signed_purpose: str,
             "signature_algorithms": list(SUPPORTED_SIGNATURE_ALGORITHMS)}
 
 
-def create_challenge(ctx: BrokerContext, session: Session, directory_id: str, purpose: str,
-                     detail: str | None = None, *, now: datetime, address: str | None = None,
+def insert_challenge(ctx: BrokerContext, conn: Connection, directory_id: str,
+                     directory_version: int, purpose: kinds.Purpose, detail: str | None = None,
+                     *, now: datetime, address: str | None = None,
                      registration_code_id: int | None = None,
                      cert_fingerprint: str | None = None, workspace_id: str | None = None,
-                     session_id: str | None = None,
-                     auth_token_id: int | None = None) -> dict[str, Any]:
-    """Store a new single-use challenge and return its public description.
+                     session_id: str | None = None, auth_token_id: int | None = None,
+                     valid_until: datetime | None = None) -> dict[str, Any]:
+    """Store a new single-use challenge (one INSERT on ``conn``, a Core connection or an ORM
+    session's) and return its public description; the accepted issuers come from the trust
+    cache at ``directory_version``.
 
-    ``purpose`` is pre_session, logon or in_session; ``detail`` the in-session kind (sudo…)."""
-    cid, tbs, expires, signed_purpose = _new_challenge(ctx, directory_id, purpose, detail, now)
-    session.add(Challenge(id=cid, directory_id=directory_id, purpose=purpose, detail=detail,
-                          to_be_signed=tbs, expires_at=expires, client_address=address,
-                          registration_code_id=registration_code_id,
-                          cert_fingerprint=cert_fingerprint, workspace_id=workspace_id,
-                          session_id=session_id, auth_token_id=auth_token_id, created_at=now))
+    ``detail`` is the in-session kind (sudo…). ``valid_until`` lets the row be answered after
+    the signed expiry (a logon challenge waits for its WorkSpace to start): the later of the
+    two is stored and described."""
+    from broker.store.statements import INSERT_CHALLENGE
+
+    cid, tbs, expires, signed_purpose = _new_challenge(ctx, directory_id, purpose.value, detail,
+                                                       now)
+    if valid_until is not None and valid_until > expires:
+        expires = valid_until
+    conn.execute(INSERT_CHALLENGE, {
+        "id": cid, "directory_id": directory_id, "purpose": purpose, "detail": detail,
+        "to_be_signed": tbs, "expires_at": expires, "used_at": None, "client_address": address,
+        "registration_code_id": registration_code_id, "cert_fingerprint": cert_fingerprint,
+        "workspace_id": workspace_id, "session_id": session_id, "auth_token_id": auth_token_id,
+        "created_at": now})
     return _description(cid, tbs, expires, signed_purpose,
-                        _issuers(ctx, session, directory_id))
+                        ctx.trust.issuers_at(conn, directory_id, directory_version))
 
 
 def insert_login_challenge(ctx: BrokerContext, conn: Connection, directory_id: str,
                            directory_version: int, *, now: datetime, address: str | None,
                            registration_code_id: int) -> dict[str, Any]:
-    """:func:`create_challenge` for a pre-session login on the Core hot path: one INSERT (the
-    accepted issuers come from the trust cache at ``directory_version``)."""
-    from broker.store.statements import INSERT_CHALLENGE
-
-    purpose = kinds.Purpose.PRE_SESSION
-    cid, tbs, expires, signed_purpose = _new_challenge(ctx, directory_id, purpose.value, None,
-                                                       now)
-    conn.execute(INSERT_CHALLENGE, {
-        "id": cid, "directory_id": directory_id, "purpose": purpose, "detail": None,
-        "to_be_signed": tbs, "expires_at": expires, "used_at": None, "client_address": address,
-        "registration_code_id": registration_code_id, "cert_fingerprint": None,
-        "workspace_id": None, "session_id": None, "auth_token_id": None, "created_at": now})
-    return _description(cid, tbs, expires, signed_purpose,
-                        ctx.trust.issuers_at(conn, directory_id, directory_version))
-
-
-def _issuers(ctx: BrokerContext, session: Session, directory_id: str) -> list[str]:
-    d = session.get(Directory, directory_id)  # already in the session's identity map
-    return ctx.trust.issuers(session, d) if d is not None else []
+    """A pre-session login challenge (:func:`insert_challenge`)."""
+    return insert_challenge(ctx, conn, directory_id, directory_version,
+                            kinds.Purpose.PRE_SESSION, now=now, address=address,
+                            registration_code_id=registration_code_id)
 
 
 def check_challenge(session: Session, challenge_id: str, now: datetime) -> Challenge:
@@ -135,23 +131,10 @@ def check_row(used_at: datetime | None, expires_at: datetime, now: datetime) -> 
         raise ServiceError(Code.CHALLENGE_EXPIRED, "This challenge has expired; ask for a new one.")
 
 
-def consume_challenge(session: Session, challenge_id: str, now: datetime) -> None:
-    """Mark the challenge used; exactly one caller across all processes succeeds."""
-    result = session.execute(
-        update(Challenge)
-        .where(Challenge.id == challenge_id, Challenge.used_at.is_(None),
-               Challenge.expires_at > now)
-        .values(used_at=now)
-        .execution_options(synchronize_session=False))
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        ch = session.get(Challenge, challenge_id)
-        if ch is not None and ch.used_at is None:
-            raise ServiceError(Code.CHALLENGE_EXPIRED, "This challenge has expired.")
-        raise ServiceError(Code.CHALLENGE_USED, "This challenge has already been answered.")
-
-
 def consume(conn: Connection, challenge_id: str, now: datetime) -> None:
-    """:func:`consume_challenge` on the Core hot path: the same single UPDATE decides."""
+    """Mark the challenge used (``conn`` a Core connection or an ORM session's): exactly one
+    caller across all processes changes the row; the others get challenge_used, or
+    challenge_expired when it expired unanswered."""
     from broker.store.statements import CHALLENGE_USED_AT, CONSUME_CHALLENGE
 
     params = {"challenge_id": challenge_id, "now": now}

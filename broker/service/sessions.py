@@ -23,22 +23,29 @@ from __future__ import annotations
 
 import base64
 import secrets
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, Row, select
 from sqlalchemy.orm import Session as DbSession
 
 from broker import policy
 from broker.codes import Code
-from broker.kinds import LIVE_SESSION_STATES, WorkSpaceState
+from broker.kinds import LIVE_SESSION_STATES, Purpose, WorkSpaceState
 from broker.service import audit
 from broker.service.attempts import Attempt, audited
 from broker.service.auth import ClientPrincipal
-from broker.service.challenges import check_challenge, consume_challenge, create_challenge
+from broker.service.challenges import (
+    MAX_ID,
+    check_challenge,
+    check_row,
+    consume,
+    insert_challenge,
+)
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
-from broker.service.registrations import directory_settings
+from broker.service.registrations import code_settings, directory_settings
 from broker.service.tickets import TICKET_AUDIENCE
 from broker.service.trust import (
     TrustSnapshot,
@@ -48,34 +55,53 @@ from broker.service.trust import (
     verify_card_response,
 )
 from broker.service.wire import cert_fingerprint, decode_b64, der_certificate, rfc3339
-from broker.store.models import Challenge, Directory, Session, User, WorkSpace
-from broker.workspaces.backend import backend_from_settings
+from broker.store.models import Directory, Session, User, WorkSpace
+from broker.store.statements import (
+    INSERT_SESSION,
+    SESSION_WITH_REMOVAL_ACTION,
+    TAKE_OVER_SESSIONS,
+    UPDATE_SESSION,
+    UPDATE_WORKSPACE,
+    WORKSPACE_AND_CHALLENGE,
+    WORKSPACE_FOR_SESSION,
+)
+from broker.workspaces.backend import SimulatedBackend, backend_from_settings
 
 ASSERTION_TTL = timedelta(minutes=2)
-MAX_ID = 64
 
 
-def _owned_workspace(session: DbSession, principal: ClientPrincipal,
-                     workspace_id: str) -> WorkSpace:
-    ws = session.get(WorkSpace, workspace_id) if len(workspace_id) <= MAX_ID else None
-    if ws is None or ws.directory_id != principal.directory_id:
+def _bounded(identifier: str) -> str | None:
+    """``identifier`` if it may name a row; longer input never does (looked up as NULL)."""
+    return identifier if len(identifier) <= MAX_ID else None
+
+
+def _check_workspace(row: Any, principal: ClientPrincipal) -> Any:
+    """``row`` (read by any means) if it is a WorkSpace of the caller's directory that the
+    caller may use: else workspace_unknown (404), workspace_not_yours or
+    smart_card_requires_wsp."""
+    if row is None or row.directory_id != principal.directory_id:
         raise ServiceError(Code.WORKSPACE_UNKNOWN, "There is no such WorkSpace.")
-    if ws.user_id != principal.user_id:
+    if row.user_id != principal.user_id:
         raise ServiceError(Code.WORKSPACE_NOT_YOURS, "This WorkSpace belongs to another user.")
-    if principal.method == "smart_card" and ws.protocol != "WSP":
+    if principal.method == "smart_card" and row.protocol != "WSP":
         raise ServiceError(Code.SMART_CARD_REQUIRES_WSP,
                            "Smart cards work only with WorkSpaces streamed over WSP; this "
                            "WorkSpace uses PCoIP.")
-    return ws
+    return row
 
 
-def _owned_session(session: DbSession, principal: ClientPrincipal, session_id: str) -> Session:
-    """The session if the caller's user owns it; session_unknown (404) otherwise."""
-    row = session.get(Session, session_id) if len(session_id) <= MAX_ID else None
+def _check_session(row: Any, principal: ClientPrincipal) -> Any:
+    """``row`` (read by any means) if the caller's user owns it; session_unknown (404)."""
     if row is None or row.user_id != principal.user_id \
             or row.directory_id != principal.directory_id:
         raise ServiceError(Code.SESSION_UNKNOWN, "There is no such session.")
     return row
+
+
+def _owned_session(session: DbSession, principal: ClientPrincipal, session_id: str) -> Session:
+    """The session if the caller's user owns it; session_unknown (404) otherwise."""
+    return _check_session(session.get(Session, session_id) if len(session_id) <= MAX_ID
+                          else None, principal)
 
 
 def _active_session(session: DbSession, principal: ClientPrincipal, session_id: str) -> Session:
@@ -86,11 +112,11 @@ def _active_session(session: DbSession, principal: ClientPrincipal, session_id: 
     return row
 
 
-def _redirection_allowed(ctx: BrokerContext, d: Directory, protocol: str) -> bool:
-    decision = policy.decide_smart_card(
-        ctx.catalogue.get(d.region), directory_settings(d), policy.Purpose.IN_SESSION,
+def _in_session_decision(ctx: BrokerContext, region: str,
+                         settings: policy.DirectorySettings, protocol: str) -> policy.Decision:
+    return policy.decide_smart_card(
+        ctx.catalogue.get(region), settings, policy.Purpose.IN_SESSION,
         protocol=policy.Protocol.WSP if protocol == "WSP" else policy.Protocol.PCOIP)
-    return decision.allowed
 
 
 def _directory(session: DbSession, directory_id: str) -> Directory:
@@ -100,104 +126,170 @@ def _directory(session: DbSession, directory_id: str) -> Directory:
     return d
 
 
-def _open_session(ctx: BrokerContext, session: DbSession, principal: ClientPrincipal,
-                  ws: WorkSpace, now: datetime, address: str | None) -> dict[str, Any]:
-    d = _directory(session, ws.directory_id)
-    user = session.get(User, principal.user_id)
-    if user is None:
+def _directory_gone() -> ServiceError:
+    return ServiceError(Code.DIRECTORY_UNKNOWN, "The directory no longer exists.")
+
+
+# --------------------------------------------------------------------------- Core hot path
+
+@dataclass
+class _WorkSpace:
+    """The lifecycle of a WorkSpace read on Core, for the backend to move (it satisfies
+    :class:`broker.workspaces.backend.Lifecycle`); :meth:`save` writes back what changed."""
+
+    id: str
+    directory_id: str
+    protocol: str
+    state: str
+    state_changed_at: datetime
+    transition_due_at: datetime | None
+    last_activity_at: datetime
+
+    @classmethod
+    def of(cls, row: Row[Any]) -> _WorkSpace:
+        return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
+
+    def save(self, conn: Connection, read: _WorkSpace) -> None:
+        """One UPDATE of the columns that changed since ``read`` (none: no statement), as an
+        ORM flush would: a concurrent change to another column is not overwritten."""
+        changed = {f.name: getattr(self, f.name) for f in fields(self)
+                   if getattr(self, f.name) != getattr(read, f.name)}
+        if changed:
+            conn.execute(UPDATE_WORKSPACE, {"ws_id": self.id, **changed})
+
+
+def _owned_workspace(conn: Connection, principal: ClientPrincipal,
+                     workspace_id: str) -> Row[Any]:
+    return _check_workspace(conn.execute(WORKSPACE_FOR_SESSION, {
+        "workspace_id": _bounded(workspace_id)}).first(), principal)
+
+
+def _open_session(ctx: BrokerContext, conn: Connection, backend: SimulatedBackend,
+                  principal: ClientPrincipal, row: Row[Any], ws: _WorkSpace, read: _WorkSpace,
+                  now: datetime, address: str | None,
+                  events: list[dict[str, Any]]) -> dict[str, Any]:
+    """Open a session on ``ws`` (read as ``row``), taking over earlier ones, and write the
+    transaction's WorkSpace changes and audit ``events`` with its own: the session, one UPDATE
+    of the WorkSpace, one INSERT of every audit event."""
+    if row.version is None:  # deleted while the call ran
+        raise _directory_gone()
+    if row.username is None:
         raise ServiceError(Code.USER_NOT_FOUND, "The user of this login no longer exists.")
     # One active session per WorkSpace: earlier ones are told to disconnect.
-    session.execute(update(Session).where(Session.workspace_id == ws.id,
-                                          Session.state.in_(LIVE_SESSION_STATES))
-                    .values(state="ended", end_reason="taken_over", ended_at=now,
-                            pending_action="disconnect")
-                    .execution_options(synchronize_session=False))
+    conn.execute(TAKE_OVER_SESSIONS, {"ws_id": ws.id, "now": now})
     sid = secrets.token_urlsafe(24)
     expires = now + timedelta(seconds=ctx.settings.login.ticket_ttl_s)
-    redirection = principal.method == "smart_card" and _redirection_allowed(ctx, d, ws.protocol)
-    host, port = backend_from_settings(ctx.settings).endpoint(ws)
+    redirection = principal.method == "smart_card" and _in_session_decision(
+        ctx, row.region, code_settings(row), ws.protocol).allowed
+    host, port = backend.endpoint(ws)
     gateway = {"host": host, "port": port, "protocol": ws.protocol}
-    session.add(Session(id=sid, workspace_id=ws.id, user_id=user.id, directory_id=d.id,
-                        auth_method=principal.method,
-                        cert_fingerprint=principal.cert_fingerprint, protocol=ws.protocol,
-                        state="active", smart_card_redirection=redirection,
-                        last_heartbeat_at=now, expires_at=expires, created_at=now))
+    conn.execute(INSERT_SESSION, {
+        "id": sid, "workspace_id": ws.id, "user_id": principal.user_id,
+        "directory_id": ws.directory_id, "auth_method": principal.method,
+        "cert_fingerprint": principal.cert_fingerprint, "protocol": ws.protocol,
+        "state": "active", "smart_card_redirection": redirection, "last_heartbeat_at": now,
+        "expires_at": expires, "created_at": now})
     ws.last_activity_at = now
-    claims = {"iss": ctx.settings.server.broker_id, "aud": TICKET_AUDIENCE, "sub": user.username,
-              "sid": sid, "dir": d.id, "ws": ws.id, "proto": ws.protocol, "gw": gateway,
-              "scr": redirection, "amr": [principal.method], "iat": int(now.timestamp()),
-              "exp": int(expires.timestamp()), "jti": secrets.token_urlsafe(12)}
-    ticket = ctx.keyring.sign(session, claims, now)
-    audit.record(session, "session.open", "success", directory_id=d.id, username=user.username,
-                 client_address=address, cert_fingerprint=principal.cert_fingerprint,
-                 session_id=sid, workspace_id=ws.id, protocol=ws.protocol)
-    return {"id": sid, "ticket": ticket, "gateway": gateway,
-            "expires_at": rfc3339(expires), "smart_card_redirection": redirection,
-            "workspace_id": ws.id}
+    ws.save(conn, read)
+    claims = {"iss": ctx.settings.server.broker_id, "aud": TICKET_AUDIENCE, "sub": row.username,
+              "sid": sid, "dir": ws.directory_id, "ws": ws.id, "proto": ws.protocol,
+              "gw": gateway, "scr": redirection, "amr": [principal.method],
+              "iat": int(now.timestamp()), "exp": int(expires.timestamp()),
+              "jti": secrets.token_urlsafe(12)}
+    ticket = ctx.keyring.sign(conn, claims, now)
+    events.append(audit.event("session.open", "success", directory_id=ws.directory_id,
+                              username=row.username, client_address=address,
+                              cert_fingerprint=principal.cert_fingerprint, session_id=sid,
+                              workspace_id=ws.id, protocol=ws.protocol))
+    audit.insert_all(conn, events)
+    return {"session": {"id": sid, "ticket": ticket, "gateway": gateway,
+                        "expires_at": rfc3339(expires), "smart_card_redirection": redirection,
+                        "workspace_id": ws.id}}
 
 
 def connect(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str,
             address: str | None) -> tuple[int, dict[str, Any]]:
-    """POST /v1/workspaces/{id}/connect → (201, {session}) or (202, {state, logon_challenge})."""
+    """POST /v1/workspaces/{id}/connect → (201, {session}) or (202, {state, logon_challenge}).
+
+    One write transaction on the Core hot path: the WorkSpace with its directory and user,
+    then for a session the takeover, the session, the WorkSpace's activity and the audit event;
+    for a start the WorkSpace's new state, its audit event and the logon challenge."""
     backend = backend_from_settings(ctx.settings)
 
-    def start_or_open(session: DbSession) -> tuple[int, dict[str, Any]]:
+    def start_or_open(conn: Connection) -> tuple[int, dict[str, Any]]:
         now = ctx.now()
-        ws = _owned_workspace(session, principal, workspace_id)
+        row = _owned_workspace(conn, principal, workspace_id)
+        ws, read = _WorkSpace.of(row), _WorkSpace.of(row)
         backend.refresh(ws, now)
+        events: list[dict[str, Any]] = []
         state = WorkSpaceState(ws.state)
         if state == WorkSpaceState.AVAILABLE:
-            return 201, {"session": _open_session(ctx, session, principal, ws, now, address)}
+            return 201, _open_session(ctx, conn, backend, principal, row, ws, read, now,
+                                      address, events)
         if state not in (WorkSpaceState.STOPPED, WorkSpaceState.STARTING):
             raise ServiceError(Code.WORKSPACE_UNAVAILABLE,
                                f"The WorkSpace is {state.value}; it cannot be connected to now.",
                                {"state": state.value})
         if state == WorkSpaceState.STOPPED:
             backend.start(ws, now)
-            audit.record(session, "workspace.start", "change", directory_id=ws.directory_id,
-                         actor=f"user:{principal.user_id}", workspace_id=ws.id)
-        body: dict[str, Any] = {"state": ws.state, "workspace_id": ws.id}
+            events.append(audit.event("workspace.start", "change",
+                                      directory_id=ws.directory_id,
+                                      actor=f"user:{principal.user_id}", workspace_id=ws.id))
         if ws.state == WorkSpaceState.AVAILABLE:
-            return 201, {"session": _open_session(ctx, session, principal, ws, now, address)}
+            return 201, _open_session(ctx, conn, backend, principal, row, ws, read, now,
+                                      address, events)
+        body: dict[str, Any] = {"state": ws.state, "workspace_id": ws.id}
         if principal.method == "smart_card":
-            ch = create_challenge(
-                ctx, session, ws.directory_id, "logon", now=now, address=address,
-                cert_fingerprint=principal.cert_fingerprint, workspace_id=ws.id,
-                auth_token_id=principal.token_id)
             # The start can outlast a normal challenge: give the PIN its full TTL after it.
-            if ws.transition_due_at is not None:
-                due = ws.transition_due_at + timedelta(seconds=ctx.settings.login.challenge_ttl_s)
-                row = session.get(Challenge, ch["challenge_id"])
-                if row is not None and due > row.expires_at:
-                    row.expires_at = due
-                    ch["expires_at"] = rfc3339(due)
-            body["logon_challenge"] = ch
+            due = ws.transition_due_at
+            body["logon_challenge"] = insert_challenge(
+                ctx, conn, ws.directory_id, row.version, Purpose.LOGON, now=now,
+                address=address, cert_fingerprint=principal.cert_fingerprint,
+                workspace_id=ws.id, auth_token_id=principal.token_id,
+                valid_until=None if due is None
+                else due + timedelta(seconds=ctx.settings.login.challenge_ttl_s))
+        ws.save(conn, read)
+        if events:
+            audit.insert_all(conn, events)
         return 202, body
 
-    return ctx.db.transaction(start_or_open)
+    return ctx.db.run(start_or_open)
 
 
 def logon(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str, challenge_id: str,
           signature_b64: str, algorithm: str | None, address: str | None) -> dict[str, Any]:
-    """POST /v1/workspaces/{id}/logon: the second signature, then the session."""
+    """POST /v1/workspaces/{id}/logon: the second signature, then the session.
+
+    On the Core hot path: one read (the WorkSpace with its directory's version and the
+    challenge), the verification outside any transaction, then one write transaction (the
+    WorkSpace again, the single-use consume, the session as :func:`connect` opens it, both
+    audit events in one INSERT). A WorkSpace still starting answers workspace_not_ready and
+    changes nothing: the challenge stays unused."""
     backend = backend_from_settings(ctx.settings)
     attempt = Attempt("logon.smart_card", address, challenge_id=challenge_id,
                       directory_id=principal.directory_id,
                       fingerprint=principal.cert_fingerprint)
 
-    def read_challenge(session: DbSession) -> tuple[bytes, TrustSnapshot]:
+    def read_challenge(conn: Connection) -> tuple[bytes, TrustSnapshot]:
         now = ctx.now()
-        ws = _owned_workspace(session, principal, workspace_id)
-        ch = check_challenge(session, challenge_id, now)
-        if ch.purpose != "logon" or ch.workspace_id != ws.id \
-                or ch.auth_token_id != principal.token_id:
+        row = _check_workspace(conn.execute(WORKSPACE_AND_CHALLENGE, {
+            "workspace_id": _bounded(workspace_id),
+            "challenge_id": _bounded(challenge_id)}).first(), principal)
+        if row.challenge_id is None:
+            raise ServiceError(Code.CHALLENGE_UNKNOWN, "There is no such challenge.")
+        check_row(row.used_at, row.challenge_expires_at, now)
+        if row.challenge_purpose != Purpose.LOGON or row.challenge_workspace_id != row.id \
+                or row.auth_token_id != principal.token_id:
             raise ServiceError(Code.CHALLENGE_UNKNOWN, "This is not a logon challenge for this "
                                                     "WorkSpace and login.")
-        return ch.to_be_signed, ctx.trust.snapshot(session, _directory(session, ws.directory_id))
+        if row.version is None:
+            raise _directory_gone()
+        return row.to_be_signed, ctx.trust.snapshot_at(conn, row.directory_id, row.version)
 
-    def open_session(session: DbSession) -> dict[str, Any]:
+    def open_session(conn: Connection) -> dict[str, Any]:
         now = ctx.now()
-        ws = _owned_workspace(session, principal, workspace_id)
+        row = _owned_workspace(conn, principal, workspace_id)
+        ws, read = _WorkSpace.of(row), _WorkSpace.of(row)
         backend.refresh(ws, now)
         if ws.state != WorkSpaceState.AVAILABLE:
             if ws.state in (WorkSpaceState.STARTING, WorkSpaceState.PENDING):
@@ -205,80 +297,94 @@ def logon(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str, cha
                                    "try again in a moment.", {"state": ws.state})
             raise ServiceError(Code.WORKSPACE_UNAVAILABLE, f"The WorkSpace is {ws.state}.",
                                {"state": ws.state})
-        consume_challenge(session, challenge_id, now)
-        audit.record(session, "logon.smart_card", "success", directory_id=ws.directory_id,
-                     client_address=address, cert_fingerprint=principal.cert_fingerprint,
-                     challenge_id=challenge_id, workspace_id=ws.id)
-        return {"session": _open_session(ctx, session, principal, ws, now, address)}
+        consume(conn, challenge_id, now)
+        logged_on = audit.event("logon.smart_card", "success", directory_id=ws.directory_id,
+                                client_address=address,
+                                cert_fingerprint=principal.cert_fingerprint,
+                                challenge_id=challenge_id, workspace_id=ws.id)
+        return _open_session(ctx, conn, backend, principal, row, ws, read, now, address,
+                             [logged_on])
 
     def run() -> dict[str, Any]:
         cert_der = principal.cert_der
         if cert_der is None:
             raise ServiceError(Code.CHALLENGE_UNKNOWN, "This login did not use a smart card.")
         signature = decode_b64(signature_b64, "signature_invalid", "signature")
-        tbs, snap = ctx.db.read(read_challenge)
+        tbs, snap = ctx.db.run(read_challenge, read_only=True)
         verify_card_response(ctx, snap, tbs, cert_der, [], signature,
                              algorithm or default_algorithm(cert_der),
                              on_key_proven=attempt.prove_key)
-        return ctx.db.transaction(open_session)
+        return ctx.db.run(open_session)
 
     return audited(ctx, attempt, run, quiet=frozenset({Code.WORKSPACE_NOT_READY}))
 
 
+def _owned_session_row(conn: Connection, principal: ClientPrincipal,
+                       session_id: str) -> Row[Any]:
+    return _check_session(conn.execute(SESSION_WITH_REMOVAL_ACTION, {
+        "session_id": _bounded(session_id)}).first(), principal)
+
+
 def heartbeat(ctx: BrokerContext, principal: ClientPrincipal, session_id: str,
               card_present: bool) -> dict[str, Any]:
-    """POST /v1/sessions/{id}/heartbeat → {"action": "none" | "lock" | "disconnect"}."""
+    """POST /v1/sessions/{id}/heartbeat → {"action": "none" | "lock" | "disconnect"}.
 
-    def beat(session: DbSession) -> dict[str, Any]:
+    One write transaction on the Core hot path: the session with its directory's removal
+    action, then one UPDATE of the session (and, for a live one, one of its WorkSpace's
+    activity; an audit event when the card's removal changes the session)."""
+
+    def beat(conn: Connection) -> dict[str, Any]:
         now = ctx.now()
-        row = _owned_session(session, principal, session_id)
+        row = _owned_session_row(conn, principal, session_id)
+        changes: dict[str, Any] = {}
         if row.pending_action:
-            action, row.pending_action = row.pending_action, None
+            action, reason = row.pending_action, row.end_reason
+            changes["pending_action"] = None
             if action == "disconnect" and row.state != "ended":
-                row.state, row.ended_at, row.end_reason = "ended", now, "disconnected"
-            return {"action": action, "reason": row.end_reason}
+                reason = "disconnected"
+                changes.update(state="ended", ended_at=now, end_reason=reason)
+            conn.execute(UPDATE_SESSION, {"session_id": row.id, **changes})
+            return {"action": action, "reason": reason}
         if row.state == "ended":
             raise ServiceError(Code.SESSION_ENDED, "This session has ended.",
                                {"reason": row.end_reason})
-        row.last_heartbeat_at = now
-        ws = session.get(WorkSpace, row.workspace_id)
-        if ws is not None:
-            ws.last_activity_at = now
-        if row.auth_method != "smart_card":
-            return {"action": "none"}
-        if card_present:
+        changes["last_heartbeat_at"] = now
+        conn.execute(UPDATE_WORKSPACE, {"ws_id": row.workspace_id, "last_activity_at": now})
+        action = "none"
+        if row.auth_method == "smart_card" and card_present:
             if row.state == "locked":
-                row.state = "active"
-            return {"action": "none"}
-        d = session.get(Directory, row.directory_id)
-        action = d.removal_action if d is not None else "lock"
-        if action == "lock":
-            if row.state != "locked":
-                row.state = "locked"
-                audit.record(session, "session.card_removed", "change",
-                             directory_id=row.directory_id, session_id=row.id, action="lock")
-        elif action == "disconnect":
-            row.state, row.ended_at, row.end_reason = "ended", now, "card_removed"
-            audit.record(session, "session.card_removed", "change",
-                         directory_id=row.directory_id, session_id=row.id, action="disconnect")
+                changes["state"] = "active"
+        elif row.auth_method == "smart_card":
+            action = row.removal_action or "lock"  # the directory went: the safe choice
+            if action == "lock" and row.state != "locked":
+                changes["state"] = "locked"
+            elif action == "disconnect":
+                changes.update(state="ended", ended_at=now, end_reason="card_removed")
+            if "state" in changes:
+                audit.insert(conn, "session.card_removed", "change",
+                             directory_id=row.directory_id, session_id=row.id, action=action)
+        conn.execute(UPDATE_SESSION, {"session_id": row.id, **changes})
         return {"action": action}
 
-    return ctx.db.transaction(beat)
+    return ctx.db.run(beat)
 
 
 def end_session(ctx: BrokerContext, principal: ClientPrincipal, session_id: str,
                 reason: str = "client") -> None:
     """DELETE /v1/sessions/{id}: ends the session (the login's auth token stays valid)."""
 
-    def end(session: DbSession) -> None:
-        row = _owned_session(session, principal, session_id)
+    def end(conn: Connection) -> None:
+        row = _owned_session_row(conn, principal, session_id)
         if row.state != "ended":
-            row.state, row.ended_at, row.end_reason = "ended", ctx.now(), reason
-            audit.record(session, "session.end", "change", directory_id=row.directory_id,
+            conn.execute(UPDATE_SESSION, {"session_id": row.id, "state": "ended",
+                                          "ended_at": ctx.now(), "end_reason": reason})
+            audit.insert(conn, "session.end", "change", directory_id=row.directory_id,
                          session_id=row.id, reason=reason)
 
-    ctx.db.transaction(end)
+    ctx.db.run(end)
 
+
+# --------------------------------------------------------------------------- in session
 
 def in_session_challenge(ctx: BrokerContext, principal: ClientPrincipal, session_id: str,
                          purpose: str, address: str | None) -> dict[str, Any]:
@@ -290,17 +396,15 @@ def in_session_challenge(ctx: BrokerContext, principal: ClientPrincipal, session
         now = ctx.now()
         row = _active_session(session, principal, session_id)
         d = _directory(session, row.directory_id)
-        decision = policy.decide_smart_card(
-            ctx.catalogue.get(d.region), directory_settings(d), policy.Purpose.IN_SESSION,
-            protocol=policy.Protocol.WSP if row.protocol == "WSP" else policy.Protocol.PCOIP)
+        decision = _in_session_decision(ctx, d.region, directory_settings(d), row.protocol)
         if not decision.allowed:
             reasons = [r.value for r in decision.reasons]
             raise ServiceError(Code.IN_SESSION_NOT_ALLOWED,
                                "In-session smart-card use is not allowed for this session: "
                                + ", ".join(reasons), {"reasons": reasons})
-        body = create_challenge(ctx, session, d.id, "in_session", purpose, now=now,
-                                address=address, cert_fingerprint=row.cert_fingerprint,
-                                session_id=row.id)
+        body = insert_challenge(ctx, session.connection(), d.id, d.version,
+                                Purpose.IN_SESSION, purpose, now=now, address=address,
+                                cert_fingerprint=row.cert_fingerprint, session_id=row.id)
         audit.record(session, "in_session.challenge", "success", directory_id=d.id,
                      session_id=row.id, purpose=purpose, challenge_id=body["challenge_id"])
         return body
@@ -347,7 +451,7 @@ def in_session_response(ctx: BrokerContext, principal: ClientPrincipal, session_
         if mapped.id != user.id:
             raise ServiceError(Code.CERTIFICATE_MISMATCH, "This certificate belongs to another "
                                                        "user.")
-        consume_challenge(session, challenge_id, now)
+        consume(session.connection(), challenge_id, now)
         claims = {"iss": ctx.settings.server.broker_id, "aud": f"in-session:{detail}",
                   "sub": user.username, "sid": row.id, "dir": row.directory_id,
                   "ws": row.workspace_id, "purpose": detail, "iat": int(now.timestamp()),

@@ -15,7 +15,7 @@ from typing import Any
 
 from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet
-from sqlalchemy import or_, select
+from sqlalchemy import Connection, or_, select
 from sqlalchemy.orm import Session
 
 from broker.store.models import SigningKey
@@ -33,11 +33,20 @@ class KeyRing:
         self._lock = threading.Lock()
         self._current: tuple[str, ECKey, datetime] | None = None
 
-    def current(self, session: Session, now: datetime) -> tuple[str, ECKey]:
+    def current(self, db: Session | Connection, now: datetime) -> tuple[str, ECKey]:
+        """The current key, from this process's cache while it is younger than the rotation
+        period; else read (and, when due, rotated) in the caller's transaction on ``db``, an
+        ORM session or a Core connection."""
         with self._lock:
             cur = self._current
             if cur is not None and now - cur[2] < self.rotation:
                 return cur[0], cur[1]
+        if isinstance(db, Connection):
+            with Session(bind=db) as session:  # joins db's transaction, never ends it
+                return self._load(session, now)
+        return self._load(db, now)
+
+    def _load(self, session: Session, now: datetime) -> tuple[str, ECKey]:
         row = session.scalar(select(SigningKey).where(SigningKey.retired_at.is_(None))
                              .order_by(SigningKey.created_at.desc()).limit(1))
         if row is None or now - row.created_at >= self.rotation:
@@ -59,8 +68,8 @@ class KeyRing:
         session.flush()
         return row
 
-    def sign(self, session: Session, claims: dict[str, Any], now: datetime) -> str:
-        kid, key = self.current(session, now)
+    def sign(self, db: Session | Connection, claims: dict[str, Any], now: datetime) -> str:
+        kid, key = self.current(db, now)
         return jwt.encode({"alg": ALG, "kid": kid, "typ": "JWT"}, claims, key)
 
 

@@ -126,9 +126,6 @@ class TrustCache:
     def snapshot(self, session: Session, d: Directory) -> TrustSnapshot:
         return self._entry(session, d).snapshot
 
-    def issuers(self, session: Session, d: Directory) -> list[str]:
-        return list(self._entry(session, d).issuers)
-
     def snapshot_at(self, conn: Connection, directory_id: str, version: int) -> TrustSnapshot:
         return self._entry_at(conn, directory_id, version).snapshot
 

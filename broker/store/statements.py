@@ -31,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
+from broker.kinds import LIVE_SESSION_STATES
 from broker.store.models import (
     AuditEvent,
     AuthToken,
@@ -38,6 +39,7 @@ from broker.store.models import (
     Directory,
     RateCounter,
     RegistrationCode,
+    Session,
     User,
     WorkSpace,
 )
@@ -50,6 +52,7 @@ _users: Table = User.__table__  # type: ignore[assignment]
 _workspaces: Table = WorkSpace.__table__  # type: ignore[assignment]
 _tokens: Table = AuthToken.__table__  # type: ignore[assignment]
 _audit: Table = AuditEvent.__table__  # type: ignore[assignment]
+_sessions: Table = Session.__table__  # type: ignore[assignment]
 
 
 def _lock(param: str) -> Any:
@@ -177,3 +180,56 @@ def count_hits(dialect: str, keys: int) -> Insert:
         "window_start": case((stale, stmt.excluded.window_start),
                              else_=_counters.c.window_start)},
     ).returning(_counters.c.key, _counters.c.count, _counters.c.window_start)
+
+
+# --------------------------------------------------------------------------- sessions
+
+#: A WorkSpace with what a session on it needs: its lifecycle fields, its directory's region,
+#: toggles and version (NULL when the directory is gone) and its user's name (NULL when the
+#: user is gone). Parameter: ``workspace_id``.
+WORKSPACE_FOR_SESSION: Select[Any] = (
+    select(_workspaces.c.id, _workspaces.c.directory_id, _workspaces.c.user_id,
+           _workspaces.c.protocol, _workspaces.c.state, _workspaces.c.state_changed_at,
+           _workspaces.c.transition_due_at, _workspaces.c.last_activity_at, _dirs.c.region,
+           _dirs.c.sc_pre_session, _dirs.c.sc_in_session, _dirs.c.password_login,
+           _dirs.c.version, _users.c.username)
+    .select_from(_workspaces.outerjoin(_dirs, _dirs.c.id == _workspaces.c.directory_id)
+                 .outerjoin(_users, _users.c.id == _workspaces.c.user_id))
+    .where(_workspaces.c.id == bindparam("workspace_id")))
+
+#: :data:`WORKSPACE_FOR_SESSION` and, in the same read, the challenge ``challenge_id`` (its
+#: columns NULL when there is none). Parameters: ``workspace_id``, ``challenge_id``.
+WORKSPACE_AND_CHALLENGE: Select[Any] = (
+    WORKSPACE_FOR_SESSION.add_columns(
+        _challenges.c.id.label("challenge_id"), _challenges.c.purpose.label("challenge_purpose"),
+        _challenges.c.workspace_id.label("challenge_workspace_id"),
+        _challenges.c.auth_token_id, _challenges.c.to_be_signed, _challenges.c.used_at,
+        _challenges.c.expires_at.label("challenge_expires_at"))
+    .outerjoin(_challenges, _challenges.c.id == bindparam("challenge_id")))
+
+#: Write a WorkSpace's changed columns, passed as parameters beside ``ws_id`` (the statement
+#: is compiled once per set of columns).
+UPDATE_WORKSPACE: Update = update(_workspaces).where(_workspaces.c.id == bindparam("ws_id"))
+
+#: One active session per WorkSpace: the live ones are told to disconnect on their next
+#: heartbeat. Parameters: ``ws_id``, ``now``.
+TAKE_OVER_SESSIONS: Update = (
+    update(_sessions)
+    .where(_sessions.c.workspace_id == bindparam("ws_id"),
+           _sessions.c.state.in_(LIVE_SESSION_STATES))
+    .values(state="ended", end_reason="taken_over", ended_at=bindparam("now"),
+            pending_action="disconnect"))
+
+INSERT_SESSION: Insert = insert(_sessions)
+
+#: A session with its directory's card-removal action (NULL when the directory is gone).
+#: Parameter: ``session_id``.
+SESSION_WITH_REMOVAL_ACTION: Select[Any] = (
+    select(_sessions.c.id, _sessions.c.user_id, _sessions.c.directory_id,
+           _sessions.c.workspace_id, _sessions.c.auth_method, _sessions.c.state,
+           _sessions.c.pending_action, _sessions.c.end_reason, _dirs.c.removal_action)
+    .select_from(_sessions.outerjoin(_dirs, _dirs.c.id == _sessions.c.directory_id))
+    .where(_sessions.c.id == bindparam("session_id")))
+
+#: Write a session's changed columns, passed as parameters beside ``session_id``.
+UPDATE_SESSION: Update = update(_sessions).where(_sessions.c.id == bindparam("session_id"))

@@ -23,19 +23,30 @@ class WorkSpaceError(BrokerError):
     """A WorkSpace backend refusal (stable code, e.g. workspace_unavailable)."""
 
 
+class Lifecycle(Protocol):
+    """The fields of a WorkSpace a backend reads and moves: an ORM :class:`WorkSpace`, or the
+    values of a row read on the Core hot path (the caller writes back what changed)."""
+
+    id: str
+    state: str
+    state_changed_at: datetime
+    transition_due_at: datetime | None
+    last_activity_at: datetime
+
+
 class WorkSpaceBackend(Protocol):
     """What the broker needs from whatever runs WorkSpaces."""
 
-    def refresh(self, ws: WorkSpace, now: datetime) -> bool:
+    def refresh(self, ws: Lifecycle, now: datetime) -> bool:
         """Complete a due transition; True when the state changed."""
 
-    def start(self, ws: WorkSpace, now: datetime) -> None:
+    def start(self, ws: Lifecycle, now: datetime) -> None:
         """Begin starting a STOPPED WorkSpace (no-op when starting or available)."""
 
-    def stop(self, ws: WorkSpace, now: datetime) -> None:
+    def stop(self, ws: Lifecycle, now: datetime) -> None:
         """Begin stopping an AVAILABLE WorkSpace (no-op when stopping or stopped)."""
 
-    def endpoint(self, ws: WorkSpace) -> tuple[str, int]:
+    def endpoint(self, ws: Lifecycle) -> tuple[str, int]:
         """Where the streaming gateway reaches this WorkSpace."""
 
 
@@ -48,13 +59,13 @@ class SimulatedBackend:
         self.stop_delay = timedelta(seconds=stop_delay_s)
         self.gateway = gateway
 
-    def _set(self, ws: WorkSpace, state: WorkSpaceState, now: datetime,
+    def _set(self, ws: Lifecycle, state: WorkSpaceState, now: datetime,
              due: datetime | None = None) -> None:
         ws.state = state.value
         ws.state_changed_at = now
         ws.transition_due_at = due
 
-    def refresh(self, ws: WorkSpace, now: datetime) -> bool:
+    def refresh(self, ws: Lifecycle, now: datetime) -> bool:
         due = ws.transition_due_at
         if due is None or due > now:
             return False
@@ -68,7 +79,7 @@ class SimulatedBackend:
         ws.transition_due_at = None
         return False
 
-    def start(self, ws: WorkSpace, now: datetime) -> None:
+    def start(self, ws: Lifecycle, now: datetime) -> None:
         self.refresh(ws, now)
         state = WorkSpaceState(ws.state)
         if state in (WorkSpaceState.STARTING, WorkSpaceState.AVAILABLE):
@@ -81,7 +92,7 @@ class SimulatedBackend:
                            f"The WorkSpace is {state.value} and cannot be started now.",
                            {"state": state.value})
 
-    def stop(self, ws: WorkSpace, now: datetime) -> None:
+    def stop(self, ws: Lifecycle, now: datetime) -> None:
         self.refresh(ws, now)
         state = WorkSpaceState(ws.state)
         if state in (WorkSpaceState.STOPPING, WorkSpaceState.STOPPED):
@@ -94,7 +105,7 @@ class SimulatedBackend:
                            f"The WorkSpace is {state.value} and cannot be stopped now.",
                            {"state": state.value})
 
-    def endpoint(self, ws: WorkSpace) -> tuple[str, int]:
+    def endpoint(self, ws: Lifecycle) -> tuple[str, int]:
         return self.gateway
 
 
