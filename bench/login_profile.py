@@ -63,6 +63,29 @@ def seed(ctx: BrokerContext) -> tuple[str, Any, bytes]:
     return code, alice.key, alice.cert.public_bytes(serialization.Encoding.DER)
 
 
+def migrated_settings(url: str) -> tuple[str, Settings]:
+    """A migrated database for this run (a fresh schema when ``url`` is PostgreSQL) and
+    settings for it without rate limits (the run makes hundreds of challenges a minute)."""
+    if url.startswith("postgresql"):
+        sys.path.insert(0, str(REPO / "bench"))
+        from login_storm import reset_postgres_schema
+
+        url = reset_postgres_schema(url)
+    migrate.upgrade(url)
+    settings = Settings(base_dir=REPO).replace("database", url=url)
+    return url, settings.replace("login", challenges_per_code_per_minute=10 ** 9,
+                                 challenges_per_address_per_minute=10 ** 9,
+                                 challenges_per_directory_per_minute=10 ** 9)
+
+
+def drop_schema_of(url: str) -> None:
+    """Drop the schema :func:`migrated_settings` made (nothing for SQLite)."""
+    if url.startswith("postgresql"):
+        from compare import drop_schema
+
+        drop_schema(url, url.rsplit("search_path%3D", 1)[-1])
+
+
 def one_login(ctx: BrokerContext, code: str, key: Any, der_b64: str) -> None:
     ch = login.issue_login_challenge(ctx, code, CLIENT, 1, "127.0.0.1")
     sig = key.sign(base64.b64decode(ch["to_be_signed"]), ec.ECDSA(hashes.SHA256()))
@@ -79,17 +102,7 @@ def main() -> None:
                    help="print cProfile's N most expensive functions (cumulative)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="login-profile-") as tmp:
-        url = args.database_url or f"sqlite:///{tmp}/profile.db"
-        if url.startswith("postgresql"):
-            sys.path.insert(0, str(REPO / "bench"))
-            from login_storm import reset_postgres_schema
-
-            url = reset_postgres_schema(url)
-        migrate.upgrade(url)
-        settings = Settings(base_dir=REPO).replace("database", url=url)
-        settings = settings.replace("login", challenges_per_code_per_minute=10 ** 9,
-                                    challenges_per_address_per_minute=10 ** 9,
-                                    challenges_per_directory_per_minute=10 ** 9)
+        url, settings = migrated_settings(args.database_url or f"sqlite:///{tmp}/profile.db")
         ctx = BrokerContext(settings)
         code, key, der = seed(ctx)
         der_b64 = base64.b64encode(der).decode()
@@ -115,10 +128,7 @@ def main() -> None:
             prof.disable()
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
         ctx.db.dispose()
-        if url.startswith("postgresql"):
-            from compare import drop_schema
-
-            drop_schema(url, url.rsplit("search_path%3D", 1)[-1])
+        drop_schema_of(url)
     db = "postgresql" if url.startswith("postgresql") else "sqlite"
     print(f"{db}: {args.logins} logins, {cpu * 1000 / args.logins:.2f} CPU-ms/login "
           f"(client signing included), {wall * 1000 / args.logins:.2f} wall-ms/login; "

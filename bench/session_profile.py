@@ -31,13 +31,11 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from cryptography.hazmat.primitives import hashes  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
-from login_profile import CLIENT, seed  # noqa: E402
+from login_profile import CLIENT, drop_schema_of, migrated_settings, seed  # noqa: E402
 from sqlalchemy import event, select, update  # noqa: E402
 
-from broker.config import Settings  # noqa: E402
 from broker.service import auth, login, sessions  # noqa: E402
 from broker.service.context import BrokerContext  # noqa: E402
-from broker.store import migrate  # noqa: E402
 from broker.store.models import User, WorkSpace  # noqa: E402
 
 START_DELAY_S = 0.05
@@ -100,16 +98,7 @@ def main() -> None:
     p.add_argument("--database-url", help="PostgreSQL URL (default: a temporary SQLite file)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="session-profile-") as tmp:
-        url = args.database_url or f"sqlite:///{tmp}/profile.db"
-        if url.startswith("postgresql"):
-            from login_storm import reset_postgres_schema
-
-            url = reset_postgres_schema(url)
-        migrate.upgrade(url)
-        settings = Settings(base_dir=REPO).replace("database", url=url)
-        settings = settings.replace("login", challenges_per_code_per_minute=10 ** 9,
-                                    challenges_per_address_per_minute=10 ** 9,
-                                    challenges_per_directory_per_minute=10 ** 9)
+        url, settings = migrated_settings(args.database_url or f"sqlite:///{tmp}/profile.db")
         settings = settings.replace("workspaces", start_delay_s=START_DELAY_S)
         skew = [timedelta()]
         ctx = BrokerContext(settings, clock=lambda: datetime.now(UTC) + skew[0])
@@ -129,10 +118,7 @@ def main() -> None:
         for _ in range(args.rounds):
             one_round(ctx, timed, skew, code, key, der_b64)
         ctx.db.dispose()
-        if url.startswith("postgresql"):
-            from compare import drop_schema
-
-            drop_schema(url, url.rsplit("search_path%3D", 1)[-1])
+        drop_schema_of(url)
     db = "postgresql" if url.startswith("postgresql") else "sqlite"
     print(f"{db}, {args.rounds} rounds: CPU-ms per call (SQL statements)")
     for name, cpu in timed.cpu.items():
