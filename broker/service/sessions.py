@@ -65,7 +65,7 @@ from broker.store.statements import (
     WORKSPACE_AND_CHALLENGE,
     WORKSPACE_FOR_SESSION,
 )
-from broker.workspaces.backend import SimulatedBackend, backend_from_settings
+from broker.workspaces.backend import WorkSpaceBackend, backend_from_settings
 
 ASSERTION_TTL = timedelta(minutes=2)
 
@@ -119,15 +119,15 @@ def _in_session_decision(ctx: BrokerContext, region: str,
         protocol=policy.Protocol.WSP if protocol == "WSP" else policy.Protocol.PCOIP)
 
 
+def _directory_gone() -> ServiceError:
+    return ServiceError(Code.DIRECTORY_UNKNOWN, "The directory no longer exists.")
+
+
 def _directory(session: DbSession, directory_id: str) -> Directory:
     d = session.get(Directory, directory_id)
     if d is None:  # deleted while the call ran
-        raise ServiceError(Code.DIRECTORY_UNKNOWN, "The directory no longer exists.")
+        raise _directory_gone()
     return d
-
-
-def _directory_gone() -> ServiceError:
-    return ServiceError(Code.DIRECTORY_UNKNOWN, "The directory no longer exists.")
 
 
 # --------------------------------------------------------------------------- Core hot path
@@ -164,7 +164,7 @@ def _owned_workspace(conn: Connection, principal: ClientPrincipal,
         "workspace_id": _bounded(workspace_id)}).first(), principal)
 
 
-def _open_session(ctx: BrokerContext, conn: Connection, backend: SimulatedBackend,
+def _open_session(ctx: BrokerContext, conn: Connection, backend: WorkSpaceBackend,
                   principal: ClientPrincipal, row: Row[Any], ws: _WorkSpace, read: _WorkSpace,
                   now: datetime, address: str | None,
                   events: list[dict[str, Any]]) -> dict[str, Any]:
@@ -351,18 +351,20 @@ def heartbeat(ctx: BrokerContext, principal: ClientPrincipal, session_id: str,
         changes["last_heartbeat_at"] = now
         conn.execute(UPDATE_WORKSPACE, {"ws_id": row.workspace_id, "last_activity_at": now})
         action = "none"
-        if row.auth_method == "smart_card" and card_present:
-            if row.state == "locked":
-                changes["state"] = "active"
-        elif row.auth_method == "smart_card":
-            action = row.removal_action or "lock"  # the directory went: the safe choice
-            if action == "lock" and row.state != "locked":
-                changes["state"] = "locked"
-            elif action == "disconnect":
-                changes.update(state="ended", ended_at=now, end_reason="card_removed")
-            if "state" in changes:
-                audit.insert(conn, "session.card_removed", "change",
-                             directory_id=row.directory_id, session_id=row.id, action=action)
+        if row.auth_method == "smart_card":
+            if card_present:
+                if row.state == "locked":
+                    changes["state"] = "active"
+            else:
+                action = row.removal_action or "lock"  # the directory went: the safe choice
+                if action == "lock" and row.state != "locked":
+                    changes["state"] = "locked"
+                elif action == "disconnect":
+                    changes.update(state="ended", ended_at=now, end_reason="card_removed")
+                if "state" in changes:
+                    audit.insert(conn, "session.card_removed", "change",
+                                 directory_id=row.directory_id, session_id=row.id,
+                                 action=action)
         conn.execute(UPDATE_SESSION, {"session_id": row.id, **changes})
         return {"action": action}
 
