@@ -342,6 +342,7 @@ def seed(bp: BrokerProcess, pki: Pki, users: int, workspaces: int) -> str:
 @dataclass
 class Storm:
     latencies: list[float] = field(default_factory=list)
+    started: list[float] = field(default_factory=list)  # seconds after the storm's start
     errors: dict[str, int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -402,6 +403,15 @@ class TlsClient(http.client.HTTPSConnection):
         return self.sock.session if self.sock is not None else None
 
 
+#: Seconds at the start of a storm left out of its steady-state p99 (``p99_steady_ms``).
+RAMP_S = 3.0
+
+
+def _p99_ms(ordered: list[float]) -> float | None:
+    return round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000, 1) \
+        if ordered else None
+
+
 def storm_broker(bp: BrokerProcess, pki: Pki, code: str, clients: int, seconds: float,
                  full: bool, connections: str = "keepalive",
                  rate: float | None = None) -> dict[str, Any]:
@@ -422,6 +432,7 @@ def storm_broker(bp: BrokerProcess, pki: Pki, code: str, clients: int, seconds: 
     # login), then the schedule starts.
     start = time.monotonic() + (min(10.0, 0.5 + clients * 0.01) if rate else 0.0)
     stop_at = start + seconds
+    storm_t0 = time.perf_counter() + (start - time.monotonic())  # start, on perf_counter
     creds = [(k, c.public_bytes(serialization.Encoding.DER)) for k, c in pki.users]
 
     def client(idx: int) -> None:
@@ -450,6 +461,7 @@ def storm_broker(bp: BrokerProcess, pki: Pki, code: str, clients: int, seconds: 
                 _login(conn, code, key, der, full, f"ws-{idx % len(creds)}")
                 with result.lock:
                     result.latencies.append(time.perf_counter() - t0)
+                    result.started.append(t0 - storm_t0)
                     if connections != "keepalive":
                         resumed[0] += conn.reused
                         resumed[1] += 1
@@ -485,11 +497,17 @@ def storm_broker(bp: BrokerProcess, pki: Pki, code: str, clients: int, seconds: 
         else 0.0
     lat = sorted(result.latencies)
     n = len(lat)
+    # Steady state: logins that started after the first RAMP_S seconds of the storm (new
+    # connections' first requests, pools and thread pools growing to the load, the first
+    # login of a card on a worker that has not seen it all fall in the ramp).
+    steady = sorted(x for x, t in zip(result.latencies, result.started, strict=True)
+                    if t >= RAMP_S)
     return {"logins": n, "per_s": round(n / elapsed, 1), "rate": rate,
             "client_cpu_ms_per_op": round(client_used * 1000 / n, 3) if n else None,
             "postgres_cpu_ms_per_op": round(pg_used * 1000 / n, 3) if n and pg else None,
             "p50_ms": round(statistics.median(lat) * 1000, 1) if lat else None,
-            "p99_ms": round(lat[min(n - 1, int(0.99 * n))] * 1000, 1) if lat else None,
+            "p99_ms": _p99_ms(lat),
+            "p99_steady_ms": _p99_ms(steady),
             "cpu_ms_per_op": round(used * 1000 / n, 3) if n else None,
             "connections": connections,
             "resumed": round(resumed[0] / resumed[1], 2) if resumed[1] else None,
@@ -679,7 +697,11 @@ def measure(seeded: Seeded, pki: Pki, *, workers: int, clients: int, seconds: fl
                     "challenges_per_directory_per_minute = 1000000000\n")
     bp.start()
     try:
-        storm_broker(bp, pki, seeded.code, min(clients, 4), 2, flow == "full")  # warm-up
+        # Warm-up: every card logs in (closed loop, one client per card, up to the storm's
+        # clients), as in a broker that has been serving a while; the ramp of the storm itself
+        # is shown apart (p99_steady_ms leaves out its first RAMP_S seconds).
+        storm_broker(bp, pki, seeded.code, min(clients, max(4, len(pki.users))), 3,
+                     flow == "full")
         result = storm_broker(bp, pki, seeded.code, clients, seconds, flow == "full",
                               connections, rate)
     finally:
@@ -758,8 +780,10 @@ def run_suite(args: argparse.Namespace, pki: Pki, workdir: Path,
         done["p50_large_over_small"] = round(rows["D"]["p50_ms"] / rows["A"]["p50_ms"], 2)
     if "C" in rows:
         done["p99_200_clients_2_workers_ms"] = rows["C"]["p99_ms"]
+        done["p99_200_clients_2_workers_steady_ms"] = rows["C"]["p99_steady_ms"]
     if "L" in rows:
         done["p99_200_clients_2_workers_open_loop_ms"] = rows["L"]["p99_ms"]
+        done["p99_200_clients_2_workers_open_loop_steady_ms"] = rows["L"]["p99_steady_ms"]
     if "A" in rows and "B" in rows:
         done["workers_2_over_1"] = round(rows["B"]["per_s"] / rows["A"]["per_s"], 2)
     return {"rows": rows, "done_when": done}
@@ -772,17 +796,18 @@ def print_suite(out: dict[str, Any]) -> None:
     if nginx:
         print(f"nginx mTLS full handshakes: {nginx['per_s']}/s, {nginx['cpu_ms_per_op']} CPU-ms "
               "per handshake")
-    print("| | db | users | workers | clients | flow | TLS | logins/s | p50 ms | p99 ms "
-          "| CPU-ms/login | ÷ nginx | client CPU-ms/login | PostgreSQL CPU-ms/login | resumed "
-          "| errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| | db | users | workers | clients | flow | TLS | logins/s | p50 ms | p99 ms "
+          f"| p99 after {RAMP_S:g} s | CPU-ms/login | ÷ nginx | client CPU-ms/login "
+          "| PostgreSQL CPU-ms/login | resumed | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in suite["rows"].items():
         ratio = round(r["cpu_ms_per_op"] / nginx["cpu_ms_per_op"], 1) \
             if nginx and r["cpu_ms_per_op"] else "-"
         clients = f"{r['clients']} @ {r['rate']:g}/s" if r.get("rate") else r["clients"]
         print(f"| {name} | {r['database']} | {r['users']:,} | {r['workers']} | {clients} "
               f"| {r['flow']} | {r['connections']} | {r['per_s']} | {r['p50_ms']} "
-              f"| {r['p99_ms']} | {r['cpu_ms_per_op']} | {ratio}× | {r['client_cpu_ms_per_op']} "
+              f"| {r['p99_ms']} | {r['p99_steady_ms']} | {r['cpu_ms_per_op']} | {ratio}× "
+              f"| {r['client_cpu_ms_per_op']} "
               f"| {r['postgres_cpu_ms_per_op'] or '-'} "
               f"| {'-' if r['resumed'] is None else r['resumed']} "
               f"| {sum(r['errors'].values()) or 0} |")
@@ -797,12 +822,16 @@ def print_suite(out: dict[str, Any]) -> None:
               f"(≤ 1.2×: {'met' if d['p50_large_over_small'] <= 1.2 else 'NOT met'})")
     if "p99_200_clients_2_workers_ms" in d:
         p99 = d["p99_200_clients_2_workers_ms"]
-        print(f"  p99 at 200 clients, 2 workers, PostgreSQL, closed loop (C): {p99} ms "
+        print(f"  p99 at 200 clients, 2 workers, PostgreSQL, closed loop (C): {p99} ms, "
+              f"{d['p99_200_clients_2_workers_steady_ms']} ms after the first {RAMP_S:g} s "
               f"(≤ 250 ms: {'met' if p99 is not None and p99 <= 250 else 'NOT met'})")
     if "p99_200_clients_2_workers_open_loop_ms" in d:
         p99 = d["p99_200_clients_2_workers_open_loop_ms"]
+        steady = d["p99_200_clients_2_workers_open_loop_steady_ms"]
         print(f"  p99 at 200 clients, 2 workers, PostgreSQL, open loop at 100 logins/s (L): "
-              f"{p99} ms (≤ 250 ms: {'met' if p99 is not None and p99 <= 250 else 'NOT met'})")
+              f"{p99} ms (≤ 250 ms: {'met' if p99 is not None and p99 <= 250 else 'NOT met'}); "
+              f"after the first {RAMP_S:g} s {steady} ms "
+              f"({'met' if steady is not None and steady <= 250 else 'NOT met'})")
     if "workers_2_over_1" in d:
         print(f"  logins/s 2 workers (B) / 1 worker (A): {d['workers_2_over_1']}× "
               f"(≥ 1.6×: {'met' if d['workers_2_over_1'] >= 1.6 else 'NOT met'})")
@@ -882,11 +911,13 @@ def main() -> None:
     print(f"\n{out['date']}  workers={args.workers} clients={args.clients} "
           f"users={args.users:,} flow={args.flow} TLS={args.connections} "
           f"db={broker['database']} revocation=CRL load={out['load']}")
-    print(f"{'':<8}{'ops/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'CPU-ms/op':>11}")
+    steady = f"p99 >{RAMP_S:g}s"
+    print(f"{'':<8}{'ops/s':>9}{'p50 ms':>9}{'p99 ms':>9}{steady:>11}{'CPU-ms/op':>11}")
     if nginx:
-        print(f"{'nginx':<8}{nginx['per_s']:>9}{'-':>9}{'-':>9}{nginx['cpu_ms_per_op']:>11}")
+        print(f"{'nginx':<8}{nginx['per_s']:>9}{'-':>9}{'-':>9}{'-':>11}"
+              f"{nginx['cpu_ms_per_op']:>11}")
     print(f"{'broker':<8}{broker['per_s']:>9}{broker['p50_ms']:>9}{broker['p99_ms']:>9}"
-          f"{broker['cpu_ms_per_op']:>11}")
+          f"{str(broker['p99_steady_ms']):>11}{broker['cpu_ms_per_op']:>11}")
     print(f"bench clients: {broker['client_cpu_ms_per_op']} CPU-ms per login"
           + (f"; PostgreSQL server (all its users): {broker['postgres_cpu_ms_per_op']} CPU-ms "
              "per login" if broker["postgres_cpu_ms_per_op"] else ""))
