@@ -582,9 +582,8 @@ def query_plans(db_url: str) -> list[str]:
     of the certmap statement (user by UPN, with WorkSpaces)."""
     from datetime import UTC, datetime
 
-    from sqlalchemy import create_engine
-
     from broker.store import statements as st
+    from broker.store.db import create_broker_engine
 
     now = datetime.now(UTC)
     lookups: list[tuple[str, Any, dict[str, Any]]] = [
@@ -601,16 +600,16 @@ def query_plans(db_url: str) -> list[str]:
           {"directory_id": "bench", "value": "user0@bench.example",
            "values": ["user0@bench.example"]})
          for rule in ("upn", "email", "subject", "fingerprint")]
-    engine = create_engine(db_url)
+    engine = create_broker_engine(db_url)  # the broker's own (on SQLite it renders hints)
     sqlite = engine.dialect.name == "sqlite"
     out: list[str] = []
     full: list[str] = []
     with engine.connect() as conn:
         for name, stmt, params in lookups:
-            # sqlite3 takes a dict only with named parameters (:name), not its default ?
-            dialect = type(engine.dialect)(paramstyle="named") if sqlite else engine.dialect
-            state = stmt.compile(dialect=dialect).construct_expanded_state(params)
-            bound = state.parameters
+            state = stmt.compile(dialect=engine.dialect).construct_expanded_state(params)
+            bound: Any = state.parameters
+            if state.positiontup is not None:  # sqlite3's ? parameters take a tuple
+                bound = tuple(bound[k] for k in state.positiontup)
             sql = ("EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ") + state.statement
             rows = [r[3] if sqlite else r[0]
                     for r in conn.exec_driver_sql(sql, bound)]

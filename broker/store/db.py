@@ -67,6 +67,14 @@ def create_broker_engine(url: str, *, pool_size: int = 10) -> Engine:
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
+        # SQLAlchemy's SQLite compiler drops table hints; this engine's renders them, so a
+        # statement can name its index (``with_hint(table, "INDEXED BY ix_…", "sqlite")``).
+        class _HintingCompiler(engine.dialect.statement_compiler):  # type: ignore[name-defined,misc]
+            def get_from_hint_text(self, table: Any, text: str | None) -> str | None:
+                return text
+
+        engine.dialect.statement_compiler = _HintingCompiler
+
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
             # One writer at a time, taken up front: no lock upgrades, no SQLITE_BUSY mid-way.

@@ -252,3 +252,30 @@ def test_a_warm_login_compiles_no_statement(database: Any) -> None:
     finally:
         event.remove(ctx.db.engine, "before_cursor_execute", note)
     assert compiled == [], compiled
+
+
+@pytest.mark.parametrize("rule", ["upn", "email", "subject", "fingerprint"])
+def test_every_certmap_rule_uses_its_index_after_analyze(database: Any, rule: str) -> None:
+    """With fresh statistics of a directory whose users have no subject or fingerprint yet
+    (those columns all NULL), each rule's lookup still goes through its index. SQLite's planner
+    took such a column for a thousand rows per value and scanned every user instead."""
+    from broker.store.statements import USER_WITH_WORKSPACES
+
+    ctx = BrokerContext(Settings(base_dir=REPO), database=database)
+    seed(ctx, 3000)
+    sqlite = database.dialect == "sqlite"
+    with database.engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE")
+        conn.commit()
+        compiled = USER_WITH_WORKSPACES[rule].compile(dialect=database.engine.dialect)
+        state = compiled.construct_expanded_state(
+            {"directory_id": "corp", "value": "someone", "values": ["someone"]})
+        params: Any = state.parameters
+        if state.positiontup is not None:
+            params = tuple(params[k] for k in state.positiontup)
+        explain = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN "
+        plan = [str(row[-1]) for row in conn.exec_driver_sql(explain + state.statement, params)]
+    index = f"ix_users_certmap_{rule}"
+    assert any(index in line for line in plan), plan
+    assert not any(line.strip() in ("SCAN users", "SCAN TABLE users")
+                   or "Seq Scan on users" in line for line in plan), plan
