@@ -7,6 +7,7 @@ import logging
 import os
 import ssl
 from pathlib import Path
+from typing import Any
 
 import pytest
 from OpenSSL import SSL
@@ -76,22 +77,18 @@ def _resumes(server_ctx: SSL.Context, session: ssl.SSLSession | None,
         except SSL.WantReadError:
             pass
 
+    sides: list[tuple[Any, type[Exception]]] = [(client.do_handshake, ssl.SSLWantReadError),
+                                                (server.do_handshake, SSL.WantReadError)]
     done = [False, False]
     for _ in range(10):
-        if not done[0]:
-            try:
-                client.do_handshake()
-                done[0] = True
-            except ssl.SSLWantReadError:
-                pass
-        pump()
-        if not done[1]:
-            try:
-                server.do_handshake()
-                done[1] = True
-            except SSL.WantReadError:
-                pass
-        pump()
+        for i, (handshake, want_read) in enumerate(sides):
+            if not done[i]:
+                try:
+                    handshake()
+                    done[i] = True
+                except want_read:
+                    pass
+            pump()
     assert done == [True, True]
     server.send(b"x")  # TLS 1.3's NewSessionTicket messages travel ahead of it
     pump()
