@@ -5,11 +5,11 @@ ticket key and handed to the client, which offers it on its next connection. For
 resume on any worker, every worker must hold the same key. OpenSSL sets one with
 ``SSL_CTX_set_tlsext_ticket_keys`` (a macro over ``SSL_CTX_ctrl``), but pyOpenSSL offers no such
 call and the OpenSSL it drives is linked into cryptography's Rust extension, where
-``SSL_CTX_ctrl`` is present but not exported. So :func:`set_ticket_key` finds that function by
-name in the extension's ELF symbol table (pyelftools), places it by an exported symbol of the
-same file, calls it through ctypes on pyOpenSSL's own ``SSL_CTX``, and reads the key back with
-``SSL_CTRL_GET_TLSEXT_TICKET_KEYS`` to check. When any step fails (a stripped build, another
-platform, another layout), :func:`ticket_key_setter` says why once and the broker keeps
+``SSL_CTX_ctrl`` is present but not exported. So :func:`ticket_key_setter` finds that function
+by name in the extension's ELF symbol table (sections found with pyelftools), places it by an
+exported symbol of the same file, calls it through ctypes on pyOpenSSL's own ``SSL_CTX``, and
+reads the key back with ``SSL_CTRL_GET_TLSEXT_TICKET_KEYS`` to check. When any step fails (a
+stripped build, another platform, another layout), it says why once and the broker keeps
 OpenSSL's per-context random key: resumption then works only on the worker that issued the
 ticket, as before.
 
@@ -27,6 +27,7 @@ import ctypes
 import logging
 import os
 import secrets
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,7 @@ KEY_LENGTH = 80
 SECRET_LENGTH = 32
 _SSL_CTRL_GET_TLSEXT_TICKET_KEYS = 58
 _SSL_CTRL_SET_TLSEXT_TICKET_KEYS = 59
+_STT_FUNC = 2
 _INFO = b"smartcard-broker TLS session ticket key, period "
 
 
@@ -93,44 +95,69 @@ _setter: _Ctrl | None = None
 _problem: str | None = None
 
 
-def _find_ssl_ctx_ctrl() -> _Ctrl:
-    """``SSL_CTX_ctrl`` of the OpenSSL inside cryptography's Rust extension, callable."""
+def _function_offsets(path: str, names: tuple[str, ...]) -> dict[str, int]:
+    """The offsets of the functions ``names`` in the ELF file ``path``'s symbol table (only
+    those found). pyelftools finds the sections; the symbols are looked up by searching the
+    section bytes, since decoding every one of the extension's ~36 000 symbols in Python took
+    about two seconds at each start."""
     try:
         from elftools.elf.elffile import ELFFile
-        from elftools.elf.sections import SymbolTableSection
     except ImportError as exc:  # pragma: no cover - a declared dependency
         raise TicketKeysUnavailable(f"pyelftools is not installed ({exc})") from None
+    with open(path, "rb") as f:
+        elf = ELFFile(f)
+        if elf.elfclass != 64 or elf["e_machine"] not in ("EM_X86_64", "EM_AARCH64"):
+            raise TicketKeysUnavailable("not a 64-bit x86-64 or arm64 build")
+        symtab, strtab = elf.get_section_by_name(".symtab"), elf.get_section_by_name(".strtab")
+        if symtab is None or strtab is None:
+            raise TicketKeysUnavailable(f"{os.path.basename(path)} has no symbol table "
+                                        "(a stripped build)")
+        entry_size = symtab["sh_entsize"]
+        symbols, strings = symtab.data(), strtab.data()
+        order = "<" if elf.little_endian else ">"
+    if entry_size != 24:
+        raise TicketKeysUnavailable(f"unexpected ELF symbol size {entry_size}")
+    found: dict[str, int] = {}
+    for name in names:
+        wanted = name.encode() + b"\0"
+        at = strings.find(wanted)
+        while at != -1 and name not in found:
+            if at == 0 or strings[at - 1] == 0:  # the whole string, not another's tail
+                key = struct.pack(order + "I", at)
+                pos = symbols.find(key)
+                while pos != -1:
+                    if pos % entry_size == 0:
+                        _, info, _, _, value, size = struct.unpack_from(
+                            order + "IBBHQQ", symbols, pos)
+                        if info & 0xF == _STT_FUNC and value and size:
+                            found[name] = value
+                            break
+                    pos = symbols.find(key, pos + 1)
+            at = strings.find(wanted, at + 1)
+    return found
+
+
+def _find_ssl_ctx_ctrl() -> _Ctrl:
+    """``SSL_CTX_ctrl`` of the OpenSSL inside cryptography's Rust extension, callable."""
     from cryptography.hazmat.bindings import _rust
 
     path = getattr(_rust, "__file__", None)
     if not path or not path.endswith(".so"):
         raise TicketKeysUnavailable(f"cryptography's extension is not an ELF file ({path})")
-    wanted = {"SSL_CTX_ctrl": None, "PyInit__rust": None}
-    with open(path, "rb") as f:
-        elf = ELFFile(f)
-        if elf.elfclass != 64 or elf["e_machine"] not in ("EM_X86_64", "EM_AARCH64"):
-            raise TicketKeysUnavailable("not a 64-bit x86-64 or arm64 build")
-        for section in elf.iter_sections():
-            if not isinstance(section, SymbolTableSection):
-                continue
-            for name in wanted:
-                for sym in section.get_symbol_by_name(name) or []:
-                    if sym["st_info"]["type"] == "STT_FUNC" and sym["st_value"] \
-                            and sym["st_size"]:
-                        wanted[name] = sym["st_value"]
-    if wanted["SSL_CTX_ctrl"] is None:
+    found = _function_offsets(path, ("SSL_CTX_ctrl", "PyInit__rust"))
+    if "SSL_CTX_ctrl" not in found:
         raise TicketKeysUnavailable("SSL_CTX_ctrl is not in the symbol table of "
                                     f"{os.path.basename(path)} (a stripped build)")
-    if wanted["PyInit__rust"] is None:
+    if "PyInit__rust" not in found:
         raise TicketKeysUnavailable("PyInit__rust is not in the symbol table")
     lib = ctypes.CDLL(path)  # the module already loaded: dlopen hands back the same mapping
     exported = ctypes.cast(lib.PyInit__rust, ctypes.c_void_p).value
     if not exported:
         raise TicketKeysUnavailable("PyInit__rust has no address")
-    base = exported - wanted["PyInit__rust"]
+    base = exported - found["PyInit__rust"]
     proto = ctypes.CFUNCTYPE(ctypes.c_long, ctypes.c_void_p, ctypes.c_int, ctypes.c_long,
                              ctypes.c_void_p)
-    return proto(base + wanted["SSL_CTX_ctrl"])  # type: ignore[return-value]
+    return proto(base + found["SSL_CTX_ctrl"])  # type: ignore[return-value]
 
 
 def _context_pointer(context: Any) -> int:

@@ -161,3 +161,17 @@ def test_without_settable_keys_each_worker_keeps_its_own(
     ticket, _ = _resumes(worker_a.getContext(), None, files.cert)
     assert _resumes(worker_a.getContext(), ticket, files.cert)[1], "still resumes where issued"
     assert not _resumes(worker_b.getContext(), ticket, files.cert)[1]
+
+
+def test_the_byte_search_finds_what_pyelftools_symbol_decoding_finds() -> None:
+    """The start-up lookup searches the symbol table's bytes (decoding every symbol took ~2 s
+    per process); it must agree with pyelftools' own reading of the same symbols."""
+    from cryptography.hazmat.bindings import _rust
+    from elftools.elf.elffile import ELFFile
+
+    names = ("SSL_CTX_ctrl", "PyInit__rust", "SSL_CTX_new")
+    found = ticket_keys._function_offsets(_rust.__file__, (*names, "no_such_function_here"))
+    with open(_rust.__file__, "rb") as f:
+        symtab = ELFFile(f).get_section_by_name(".symtab")
+        decoded = {name: symtab.get_symbol_by_name(name)[0]["st_value"] for name in names}
+    assert found == decoded
