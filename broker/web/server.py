@@ -37,6 +37,7 @@ from broker import metrics
 from broker.codes import Code
 from broker.errors import BrokerError
 from broker.service.context import BrokerContext
+from broker.web import ticket_keys
 from broker.web.access import record as record_access
 from broker.web.http import (
     Access,
@@ -158,8 +159,6 @@ class TlsContexts:
 
     def __init__(self, files: TlsFiles, *, resumption: bool, rotation_s: float,
                  clock: Any = None, ticket_secret: bytes | None = None) -> None:
-        from broker.web import ticket_keys
-
         self.files = files
         self.resumption = resumption
         self.rotation_s = rotation_s
@@ -178,8 +177,6 @@ class TlsContexts:
     def _make(self, period: int) -> Any:
         from OpenSSL import SSL
 
-        from broker.web import ticket_keys
-
         ctx = tls_options(self.files, tickets=self.resumption).getContext()
         if self.resumption:
             ctx.set_session_id(SESSION_ID_CONTEXT)
@@ -190,9 +187,7 @@ class TlsContexts:
         return ctx
 
     def getContext(self) -> Any:  # noqa: N802 (twisted API)
-        from broker.web.ticket_keys import period_of
-
-        period = period_of(self._clock(), self.rotation_s)
+        period = ticket_keys.period_of(self._clock(), self.rotation_s)
         if self._context is None:
             self._context, self._period = self._make(period), period
         elif self.resumption and period != self._period:

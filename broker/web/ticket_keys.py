@@ -198,7 +198,3 @@ def ticket_key_setter() -> Callable[[Any, bytes], None] | None:
     ctrl = _setter
     return lambda context, key: _set(ctrl, context, key)
 
-
-def unavailable_reason() -> str | None:
-    ticket_key_setter()
-    return _problem
