@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -163,25 +166,81 @@ def test_pam_auth_refuses_another_pam_user_in_one_line(tmp_path: Path,
                                   "reason=user_mismatch: PAM_USER is not the session's user")
 
 
+class SilentBroker:
+    """A loopback listener that accepts connections and never answers a byte.
+
+    Each accepted connection is read until the client hangs up (recorded in ``hung_up``) or
+    until ``guard_s`` passes (recorded in ``outwaited``: the client never gave up on its own).
+    """
+
+    def __init__(self, guard_s: float = 30.0) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.guard_s = guard_s
+        self.accepted = 0
+        self.hung_up = 0
+        self.outwaited = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            conn.settimeout(self.guard_s)
+            with conn:
+                try:
+                    while conn.recv(4096):
+                        pass  # the ClientHello: read, never answered
+                    self.hung_up += 1
+                except (TimeoutError, OSError):
+                    self.outwaited += 1
+
+    def settled(self) -> tuple[int, int, int]:
+        """(accepted, hung_up, outwaited) once every accepted connection has ended."""
+        deadline = time.monotonic() + self.guard_s + 5
+        while self.hung_up + self.outwaited < self.accepted and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.accepted, self.hung_up, self.outwaited
+
+    def close(self) -> None:
+        self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        self.sock.close()
+        self._thread.join(5)
+
+
+@pytest.fixture
+def silent_broker() -> Iterator[SilentBroker]:
+    server = SilentBroker()
+    yield server
+    server.close()
+
+
 def test_pam_auth_unreachable_broker_is_a_refusal_in_bounded_time(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, silent_broker: SilentBroker) -> None:
     path = tmp_path / "s.json"
+    address = f"127.0.0.1:{silent_broker.port}"
     active_session(path, "https://127.0.0.1:9")
     monkeypatch.setenv("PAM_USER", "erin")
-    started = time.monotonic()
     out = CliRunner().invoke(main, ["pam-auth", "--session-file", str(path), "--broker",
-                                    "10.255.255.1:9", "--pin-sha256", "ab", "--timeout", "1"],
+                                    address, "--pin-sha256", "ab", "--timeout", "1"],
                              input="123456\0")
-    assert out.exit_code == 1 and time.monotonic() - started < 5
+    assert out.exit_code == 1
     assert "reason=broker_untrusted" in out.output  # the file names another broker
-    active_session(path, "https://10.255.255.1:9")
-    started = time.monotonic()
+    assert silent_broker.accepted == 0, "an untrusted broker is not contacted at all"
+    active_session(path, f"https://{address}")
     out = CliRunner().invoke(main, ["pam-auth", "--session-file", str(path), "--broker",
-                                    "10.255.255.1:9", "--pin-sha256", "ab", "--timeout", "1"],
+                                    address, "--pin-sha256", "ab", "--timeout", "1"],
                              input="123456\0")
-    assert out.exit_code == 1 and time.monotonic() - started < 5
+    assert out.exit_code == 1
     assert "reason=broker_unreachable" in out.output and "123456" not in out.output
     assert "tok-SECRET-1" not in out.output
+    # Bounded: the client gave up on the silent broker by itself (its 1 s timeout), rather than
+    # waiting until the listener's 30 s guard closed the connection under it.
+    assert silent_broker.settled() == (1, 1, 0)
 
 
 def test_client_identity_is_real_unless_told() -> None:
