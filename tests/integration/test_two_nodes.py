@@ -23,6 +23,7 @@ from sqlalchemy import create_engine, text
 from broker.pki import issue
 from tests.support.databases import postgres_schema_url
 from tests.support.dirfile import directory, user, workspace
+from tests.support.require import unavailable
 from tests.support.server import REPO, ApiClient, free_port
 from tests.support.softcard import SoftCard, SoftClient
 from tests.support.storm import NO_RATE_LIMITS, StormLog, run_storm, summary
@@ -45,7 +46,7 @@ def start_haproxy(front: int, node1: int, node2: int, cafile: Path, log: Path
                   ) -> subprocess.Popen[bytes]:
     exe = shutil.which("haproxy") or "/usr/sbin/haproxy"
     if not os.path.exists(exe):
-        pytest.skip("haproxy is not installed (apt-get install haproxy)")
+        unavailable("deploy-tools", "haproxy is not installed (apt-get install haproxy)")
     env = dict(os.environ, BROKER_FRONTEND=f"127.0.0.1:{front}",
                BROKER_NODE1=f"127.0.0.1:{node1}", BROKER_NODE2=f"127.0.0.1:{node2}",
                BROKER_CA_FILE=str(cafile))

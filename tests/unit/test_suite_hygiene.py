@@ -137,3 +137,23 @@ def test_readme_names_every_component() -> None:
     match = re.search(r"`BROKER_TEST_REQUIRE=([a-z,-]+)`", readme)
     assert match, "README.md gives the BROKER_TEST_REQUIRE list"
     assert match.group(1).split(",") == list(require.COMPONENTS)
+
+
+@pytest.mark.parametrize("env,reason,fails", [
+    ("", "bare reason", False),
+    ("", "no slapd [needs ldap]", False),
+    ("postgres", "no slapd [needs ldap]", False),
+    ("ldap", "no slapd [needs ldap]", True),
+    ("all", "no slapd [needs ldap]", True),
+    ("postgres", "bare reason", True),  # with requirements set, an untagged skip is never fine
+])
+def test_a_required_skip_is_a_failure(monkeypatch: pytest.MonkeyPatch, env: str, reason: str,
+                                      fails: bool) -> None:
+    monkeypatch.setenv("BROKER_TEST_REQUIRE", env)
+    assert (require.skip_problem(reason) is not None) is fails
+
+
+def test_an_unknown_required_component_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BROKER_TEST_REQUIRE", "postgres,ldpa")
+    with pytest.raises(ValueError, match="ldpa"):
+        require.required()

@@ -31,12 +31,31 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 from broker.cardsim import CacCard, KeySlot, PivCard
 from broker.cardsim.vpcd import VpcdLink
 from broker.pki import issue
+from tests.support.require import unavailable
 from tests.support.server import free_port
 
 pytestmark = pytest.mark.pcsc
 
 MESSAGE = b"signed by a client nobody here wrote"
-ENGINE = next(iter(sorted(glob.glob("/usr/lib/*-linux-gnu/engines-3/pkcs11.so"))), None)
+
+
+def find_pkcs11_engine() -> str | None:
+    """libp11's engine: in OpenSSL's ENGINESDIR (Debian: /usr/lib/<triplet>/engines-3)."""
+    dirs: list[str] = []
+    try:
+        out = subprocess.run(["openssl", "version", "-e"], capture_output=True, text=True,
+                             timeout=30).stdout  # ENGINESDIR: "/usr/lib/x86_64-linux-gnu/…"
+        if '"' in out:
+            dirs.append(out.split('"')[1])
+    except OSError:
+        pass
+    dirs += sorted(glob.glob("/usr/lib/*-linux-gnu/engines-*")) + sorted(
+        glob.glob("/usr/lib*/engines-*"))
+    return next((os.path.join(d, name) for d in dirs for name in ("pkcs11.so", "libpkcs11.so")
+                 if os.path.exists(os.path.join(d, name))), None)
+
+
+ENGINE = find_pkcs11_engine()
 
 
 def pem(cert: x509.Certificate) -> bytes:
@@ -64,7 +83,7 @@ def nginx(tmp_path: Path, demo_pki: issue.DemoPki) -> Iterator[Nginx]:
     """nginx on a loopback port: TLS, client certificate required, issued by the demo CA."""
     exe = shutil.which("nginx") or "/usr/sbin/nginx"
     if not os.path.exists(exe):
-        pytest.skip("nginx is not installed (apt-get install nginx-light)")
+        unavailable("nginx", "nginx is not installed (apt-get install nginx-light)")
     folder = tmp_path / "nginx"
     folder.mkdir()
     server = issue.make_user_cert(demo_pki.intermediate, "localhost", eku=("server-auth",))
@@ -170,7 +189,7 @@ def run(args: list[str], *, env: dict[str, str] | None = None, input: bytes | No
 def nss_home(tmp_path: Path) -> dict[str, str]:
     """A scratch HOME whose NSS database has OpenSC registered by ``broker-client nss-setup``."""
     if shutil.which("tstclnt") is None:
-        pytest.skip("tstclnt is not installed (apt-get install libnss3-tools)")
+        unavailable("nss", "tstclnt is not installed (apt-get install libnss3-tools)")
     home = tmp_path / "home"
     home.mkdir()
     env = dict(os.environ, HOME=str(home))
@@ -251,7 +270,7 @@ def test_nss_tstclnt_with_a_wrong_pin_is_refused_and_counts_down(
 def engine_env(tmp_path: Path, pkcs11_module: str) -> dict[str, str]:
     """OPENSSL_CONF loading libp11's pkcs11 engine with OpenSC's module."""
     if ENGINE is None:
-        pytest.skip("libp11's OpenSSL engine is not installed "
+        unavailable("opensc", "libp11's OpenSSL engine is not installed "
                     "(apt-get install libengine-pkcs11-openssl)")
     conf = tmp_path / "openssl-pkcs11.cnf"
     conf.write_text(f"""openssl_conf = openssl_init

@@ -23,6 +23,7 @@ from broker.cardsim import PivCard
 from broker.cardsim.vpcd import VpcdLink
 from tests.support.databases import database_url
 from tests.support.pcsc import hold_command, register_client
+from tests.support.require import unavailable
 from tests.support.world import build_world
 
 pytestmark = pytest.mark.pcsc
@@ -79,7 +80,7 @@ DRIVER = textwrap.dedent("""
 
 def run_in_private_pcsc(tmp_path: Path, mode: str, cmd: list[str]) -> dict[str, object]:
     if shutil.which("unshare") is None or shutil.which("pcscd") is None:
-        pytest.skip("needs unshare and pcscd")
+        unavailable("pcsc", "needs unshare and pcscd")
     conf = tmp_path / "reader.conf"
     conf.write_text('FRIENDLYNAME "Faults PCD"\nDEVICENAME /dev/null:0x8C7F\n'
                     "LIBPATH /usr/lib/pcsc/drivers/serial/libifdvpcd.so\nCHANNELID 0x8C7F\n")
@@ -87,7 +88,7 @@ def run_in_private_pcsc(tmp_path: Path, mode: str, cmd: list[str]) -> dict[str, 
                            DRIVER, str(conf), mode, json.dumps(cmd)],
                           capture_output=True, text=True, timeout=150)
     if proc.returncode != 0 and "unshare" in proc.stderr:
-        pytest.skip(f"cannot make a mount namespace here: {proc.stderr.strip()[:200]}")
+        unavailable("pcsc", f"cannot make a mount namespace here: {proc.stderr.strip()[:200]}")
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
