@@ -1,11 +1,12 @@
 """Fuzz targets: every parser that reads outside input, fed arbitrary bytes.
 
-Each target takes ``bytes`` and returns normally or raises its layer's error (a
-:class:`~broker.errors.BrokerError` subclass with a stable code). Any other exception is a crash:
-the CI tests (tests/fuzz/test_parsers.py) and the long run (bench/fuzz_parsers.py) both report it.
+Each target takes ``bytes`` and returns whether the parser accepted them (True) or refused
+them with its layer's error (False; a :class:`~broker.errors.BrokerError` subclass with a stable
+code). Any other exception is a crash: the CI tests (tests/fuzz/test_parsers.py) and the long run
+(bench/fuzz_parsers.py) both report it.
 
-``SEEDS`` holds a valid input per target, so mutation-based runs start from something each parser
-accepts and reach past its first length check.
+``seeds()`` holds a valid input per target, which its target must accept, so mutation-based runs
+start from something each parser accepts and reach past its first length check.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from broker.service.directories import DirectoryFileError, load_file
 from broker.web import models
 from broker.web.http import BadRequest, parse_model, read_json
 
-Target = Callable[[bytes], None]
+Target = Callable[[bytes], bool]
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
@@ -60,18 +61,20 @@ def _der(issued: issue.Issued) -> bytes:
 
 # --------------------------------------------------------------------------- card side
 
-def ber_tlv(data: bytes) -> None:
+def ber_tlv(data: bytes) -> bool:
     try:
         tlv.decode(data)
     except MalformedResponseError:
-        pass
+        return False
+    return True
 
 
-def cac_tl_buffer(data: bytes) -> None:
+def cac_tl_buffer(data: bytes) -> bool:
     try:
         parse_simple_tlv_headers(data)
     except MalformedResponseError:
-        pass
+        return False
+    return True
 
 
 class ScriptedCard:
@@ -98,7 +101,7 @@ class ScriptedCard:
         pass
 
 
-def apdu_responses_piv(data: bytes) -> None:
+def apdu_responses_piv(data: bytes) -> bool:
     try:
         ResponseApdu.parse(data)
         session = PivSession(ScriptedCard(data))
@@ -107,16 +110,18 @@ def apdu_responses_piv(data: bytes) -> None:
         session.pin_attempts_remaining()
         session.verify_pin("123456")
     except CardError:
-        pass
+        return False
+    return True
 
 
-def apdu_responses_cac(data: bytes) -> None:
+def apdu_responses_cac(data: bytes) -> bool:
     try:
         session = CacSession(ScriptedCard(data))
         session.read_certificate(PkiApplet.IDENTITY)
         session.pin_attempts_remaining()
     except CardError:
-        pass
+        return False
+    return True
 
 
 @cache
@@ -126,22 +131,37 @@ def _cards() -> tuple[PivCard, CacCard]:
     return PivCard(p.user.key, p.user.cert), CacCard(slot, slot, slot)
 
 
-def card_commands(data: bytes) -> None:
+def _framed(data: bytes) -> list[bytes]:
+    out, i = [], 0
+    while i < len(data):
+        out.append(data[i + 1:i + 1 + data[i]])
+        i += 1 + data[i]
+    return out
+
+
+def card_commands(data: bytes) -> bool:
     """The virtual cards parse command APDUs arriving from pcscd: every input gets a status
-    word; an applet exception (answered 6F00 and logged) counts as a crash."""
+    word; an applet exception (answered 6F00 and logged) counts as a crash. The input is a
+    series of commands, each a length byte and that many bytes. Accepted: the PIV card answered
+    every command with success (9000 or 61xx)."""
+    accepted = True
     for card in _cards():
         card.reset()
-        for i in range(0, len(data), 64):
+        for command in _framed(data):
             try:
-                answer = card._process(data[i:i + 64])  # process_apdu would hide a crash
+                answer = card._process(command)  # process_apdu would hide a crash
             except CardStatus:
+                accepted = accepted and not isinstance(card, PivCard)
                 continue
             assert len(answer) >= 2
+            if isinstance(card, PivCard) and answer[-2] not in (0x90, 0x61):
+                accepted = False
+    return accepted
 
 
 # --------------------------------------------------------------------------- PKI
 
-def certificate(data: bytes) -> None:
+def certificate(data: bytes) -> bool:
     p = pki()
     trust = TrustStore.from_pem([p.root.cert.public_bytes(serialization.Encoding.PEM)],
                                 [p.intermediate.cert.public_bytes(serialization.Encoding.PEM)])
@@ -150,17 +170,19 @@ def certificate(data: bytes) -> None:
         identity_of(cert)
         verify_certificate(data, [], trust, at=NOW)
     except PkiError:
-        pass
+        return False
+    return True
 
 
-def crl(data: bytes) -> None:
+def crl(data: bytes) -> bool:
     try:
         load_crl(data)
     except PkiError:
-        pass
+        return False
+    return True
 
 
-def ocsp_response(data: bytes) -> None:
+def ocsp_response(data: bytes) -> bool:
     """A responder answering ``data``: hard fail must refuse with a PKI code, never crash."""
     root, user = ocsp_pki()
     trust = TrustStore.from_pem([root.cert.public_bytes(serialization.Encoding.PEM)])
@@ -168,6 +190,7 @@ def ocsp_response(data: bytes) -> None:
     def fetch(url: str, body: bytes | None, ctype: str | None, timeout: float) -> bytes:
         return data
 
+    accepted = True
     for mode in ("soft", "hard"):
         try:
             verify_certificate(_der(user), [], trust, at=NOW, fetch=fetch,
@@ -176,9 +199,11 @@ def ocsp_response(data: bytes) -> None:
                                                              fail_mode=mode))
         except PkiError as exc:
             assert mode == "hard" or exc.code == "certificate_revoked", exc
+            accepted = False
+    return accepted
 
 
-def crl_from_distribution_point(data: bytes) -> None:
+def crl_from_distribution_point(data: bytes) -> bool:
     root = pki().root
     user = _dp_user()
     trust = TrustStore.from_pem([root.cert.public_bytes(serialization.Encoding.PEM)])
@@ -190,7 +215,8 @@ def crl_from_distribution_point(data: bytes) -> None:
         verify_certificate(_der(user), [], trust, at=NOW, fetch=fetch, cache=RevocationCache(),
                            revocation=RevocationSettings(crl=True, fail_mode="hard"))
     except PkiError:
-        pass
+        return False
+    return True
 
 
 @cache
@@ -200,11 +226,12 @@ def _dp_user() -> issue.Issued:
 
 # --------------------------------------------------------------------------- broker input
 
-def registration_code(data: bytes) -> None:
+def registration_code(data: bytes) -> bool:
     try:
         registration.parse(data.decode("utf-8", "replace"))
     except registration.RegistrationCodeError:
-        pass
+        return False
+    return True
 
 
 class _Request:
@@ -223,26 +250,31 @@ REQUEST_MODELS = [models.RegistrationRequest, models.ChallengeRequest, models.Ch
                   models.InSessionChallengeRequest, models.InSessionResponse]
 
 
-def json_body(data: bytes) -> None:
+def json_body(data: bytes) -> bool:
+    """Accepted: the body is JSON that at least one request model takes."""
     try:
         parsed = read_json(_Request(data))  # type: ignore[arg-type]
     except BadRequest:
-        return
+        return False
+    accepted = False
     for model in REQUEST_MODELS:
         try:
             parse_model(model, parsed)
+            accepted = True
         except BadRequest:
             pass
+    return accepted
 
 
-def directory_file(data: bytes) -> None:
+def directory_file(data: bytes) -> bool:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "directories.toml"
         path.write_bytes(data)
         try:
             load_file(path, {"us-gov-west-1", "us-east-1"})
         except DirectoryFileError:
-            pass
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------- seeds
@@ -321,21 +353,23 @@ state = "STOPPED"
 def seeds() -> dict[str, bytes]:
     p = pki()
     crl_der = issue.make_crl(p.intermediate, [5]).public_bytes(serialization.Encoding.DER)
+    # The distribution-point user is issued by the root: its CRL must come from the root too.
+    root_crl_der = issue.make_crl(p.root, [5]).public_bytes(serialization.Encoding.DER)
     code = str(registration.generate("SLgovw"))
     body = {"registration_code": code,
             "client": {"platform": "windows", "arch": "x86_64", "version": "3.1.1"},
             "card_count": 1, "purpose": "pre_session"}
     return {
         "ber_tlv": tlv.encode(0x53, tlv.encode(0x70, b"\x30\x03\x02\x01\x01")),
-        "cac_tl_buffer": bytes.fromhex("7005ff00017102"),
+        "cac_tl_buffer": bytes.fromhex("700571ff00017202"),  # 70:5, 71:256 (FF 0001), 72:2
         "apdu_responses_piv": _recorded("piv"),
         "apdu_responses_cac": _recorded("cac"),
-        "card_commands": bytes.fromhex("00a4040009a0000003080000100000"
-                                       "00cb3fff055c035fc102"),
+        "card_commands": bytes.fromhex("0f" "00a4040009a0000003080000100000"  # SELECT PIV
+                                       "0b" "00cb3fff055c035fc10200"),  # GET DATA CHUID
         "certificate": _der(p.user),
         "crl": crl_der,
         "ocsp_response": _ocsp_seed(),
-        "crl_from_distribution_point": crl_der,
+        "crl_from_distribution_point": root_crl_der,
         "registration_code": code.encode(),
         "json_body": json.dumps(body).encode(),
         "directory_file": DIRECTORY_SEED,
@@ -358,7 +392,7 @@ TARGETS: dict[str, Target] = {
 }
 
 
-def run(name: str, data: bytes) -> None:
-    """Run one target. Each target catches its own layer's error, so anything escaping (another
-    layer's BrokerError included) is a crash."""
-    TARGETS[name](data)
+def run(name: str, data: bytes) -> bool:
+    """Run one target: whether it accepted ``data``. Each target catches its own layer's error,
+    so anything escaping (another layer's BrokerError included) is a crash."""
+    return TARGETS[name](data)

@@ -47,7 +47,17 @@ def inputs(name: str) -> st.SearchStrategy[bytes]:
 
 @pytest.mark.parametrize("name", sorted(targets.TARGETS))
 def test_the_valid_seed_parses(name: str) -> None:
-    targets.run(name, SEEDS[name])
+    assert targets.run(name, SEEDS[name]) is True, f"{name}: its parser refuses the seed"
+
+
+# An empty TLV list, TL buffer or command series is valid; every other parser refuses nothing.
+EMPTY_IS_VALID = {"ber_tlv", "cac_tl_buffer", "card_commands"}
+
+
+@pytest.mark.parametrize("name", sorted(set(targets.TARGETS) - EMPTY_IS_VALID))
+def test_an_empty_input_is_refused(name: str) -> None:
+    """The other half: a target that accepts everything tells nothing."""
+    assert targets.run(name, b"") is False
 
 
 @pytest.mark.parametrize("name", sorted(targets.TARGETS))
