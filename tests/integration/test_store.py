@@ -59,12 +59,11 @@ def test_transaction_rolls_back_on_error(database: Database) -> None:
     def boom(s):  # type: ignore[no-untyped-def]
         s.add(Directory(id="d2", name="D", region="us-east-1"))
         s.flush()
+        assert s.get(Directory, "d2") is not None  # written inside the transaction
         raise RuntimeError("boom")
 
-    try:
+    with pytest.raises(RuntimeError, match="^boom$"):  # the caller sees the error itself
         database.transaction(boom)
-    except RuntimeError:
-        pass
     assert database.transaction(lambda s: s.get(Directory, "d2")) is None
 
 
