@@ -1,7 +1,10 @@
 """A small login storm for fault tests: threads that log in with software cards, connect to an
 ALWAYS_ON WorkSpace, heartbeat (Bearer token of the session owner) and end the session, while the
 test breaks something. Every answer is recorded, so a test can assert what clients saw: status
-codes, Retry-After, latencies, and which challenges, tokens and sessions they got.
+codes, Retry-After, latencies, and which challenges, tokens and sessions they got. A round that
+ends early is counted too: on a final refusal (``refusals``), at its deadline (``gave_up``) or on
+an exception in the client itself (``crashes``); ``unexpected()`` lists every answer outside the
+allowed set, e.g. ``FAULT_ANSWERS``.
 """
 
 from __future__ import annotations
@@ -34,12 +37,18 @@ class StormLog:
     logins: list[str] = field(default_factory=list)  # challenge ids answered 200
     sessions: list[str] = field(default_factory=list)  # session ids answered 201
     ended: list[str] = field(default_factory=list)  # sessions ended with 204
-    gave_up: int = 0
+    refusals: list[Answer] = field(default_factory=list)  # final non-success answers
+    gave_up: int = 0  # steps still failing at their deadline
+    crashes: list[str] = field(default_factory=list)  # exceptions in the storm's clients
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, a: Answer) -> None:
         with self.lock:
             self.answers.append(a)
+
+    def unexpected(self, allowed: dict[str, set[tuple[int, str | None]]]) -> list[Answer]:
+        """Answers whose (status, code) the ``allowed`` set of their call does not name."""
+        return [a for a in self.answers if (a.status, a.code) not in allowed.get(a.call, set())]
 
     def statuses(self, call: str | None = None) -> dict[int, int]:
         out: dict[int, int] = {}
@@ -56,6 +65,18 @@ NO_RATE_LIMITS = {"BROKER_LOGIN_CHALLENGES_PER_CODE_PER_MINUTE": "100000",
 
 
 TRANSIENT = (OSError, ssl.SSLError, http.client.HTTPException)
+
+# What a client may see while the database or a worker fails under it: success, 503 with its
+# code, no answer (status 0) — and, when a commit happened but its answer was lost, the refusal
+# of the retried call: the challenge was used, the session already ended.
+_FAULTS: set[tuple[int, str | None]] = {(503, "service_unavailable"), (0, None)}
+FAULT_ANSWERS: dict[str, set[tuple[int, str | None]]] = {
+    "challenge": {(201, None)} | _FAULTS,
+    "response": {(200, None), (401, "challenge_used")} | _FAULTS,
+    "connect": {(201, None)} | _FAULTS,
+    "heartbeat": {(200, None), (410, "session_ended")} | _FAULTS,
+    "end": {(204, None), (410, "session_ended")} | _FAULTS,
+}
 
 
 def call(log: StormLog, name: str, fn: Callable[[], Response]) -> Response | None:
@@ -87,23 +108,37 @@ def retrying(log: StormLog, name: str, fn: Callable[[], Response], deadline: flo
     return None
 
 
+def ended_early(log: StormLog, name: str, r: Response | None, ok: int) -> bool:
+    """Whether a step's outcome ends the round; counts the refusal or the give-up."""
+    if r is not None and r.status == ok:
+        return False
+    with log.lock:
+        if r is None:
+            log.gave_up += 1
+        else:
+            log.refusals.append(Answer(name, r.status, r.code, 0.0))
+    return True
+
+
 def one_round(log: StormLog, c: SoftClient, card: SoftCard, workspace_id: str,
               heartbeats: int) -> None:
     """One client's login → connect → heartbeat(s) → end, each step retried on 503."""
     step_deadline = time.monotonic() + 20
     ch = retrying(log, "challenge", c.challenge, step_deadline, (201,))
-    if ch is None or ch.status != 201:
-        log.gave_up += 1
+    if ended_early(log, "challenge", ch, 201):
         return
+    assert ch is not None
     r = retrying(log, "response", lambda: c.respond(ch.body, card), step_deadline, (200,))
-    if r is None or r.status != 200:
+    if ended_early(log, "response", r, 200):
         return
+    assert r is not None
     with log.lock:
         log.logins.append(ch.body["challenge_id"])
     token = r.body["auth_token"]
     r = retrying(log, "connect", lambda: c.connect(token, workspace_id), step_deadline, (201,))
-    if r is None or r.status != 201:
+    if ended_early(log, "connect", r, 201):
         return
+    assert r is not None
     sid = r.body["session"]["id"]
     with log.lock:
         log.sessions.append(sid)
@@ -113,7 +148,7 @@ def one_round(log: StormLog, c: SoftClient, card: SoftCard, workspace_id: str,
             step_deadline, (200, 410))
     r = retrying(log, "end", lambda: c.api.delete(f"/v1/sessions/{sid}", token=token),
                  step_deadline, (204,))
-    if r is not None and r.status == 204:
+    if not ended_early(log, "end", r, 204):
         with log.lock:
             log.ended.append(sid)
 
@@ -130,7 +165,11 @@ def run_storm(api: Callable[[], ApiClient], code: str, card: SoftCard, workspace
 
     def one() -> None:
         while time.monotonic() < end and not stop.is_set():
-            one_round(log, SoftClient(api(), code), card, workspace_id, heartbeats)
+            try:
+                one_round(log, SoftClient(api(), code), card, workspace_id, heartbeats)
+            except Exception as exc:  # noqa: BLE001 — counted, never a silently dead thread
+                with log.lock:
+                    log.crashes.append(f"{type(exc).__name__}: {exc}")
 
     threads = [threading.Thread(target=one, daemon=True) for _ in range(clients)]
     for t in threads:
@@ -144,4 +183,5 @@ def summary(log: StormLog) -> dict[str, Any]:
     slowest = max((a.seconds for a in log.answers), default=0.0)
     return {"answers": len(log.answers), "statuses": log.statuses(), "logins": len(log.logins),
             "sessions": len(log.sessions), "ended": len(log.ended),
-            "slowest_s": round(slowest, 2)}
+            "refusals": [(a.call, a.status, a.code) for a in log.refusals], "gave_up": log.gave_up,
+            "crashes": log.crashes, "slowest_s": round(slowest, 2)}
