@@ -4,8 +4,13 @@ hangs, trickles, answers garbage or answers too much.
 Promises: a verification takes at most the revocation timeout (the whole exchange, not each
 read), reads at most MAX_FETCH_BYTES, honours the directory's soft/hard fail mode, and a source
 that failed is skipped for DOWN_FOR_S so later logins do not each wait again. In a running broker,
-logins of another directory keep their speed while logins wait on a hung responder (measured),
-and the soft-fail reason is in the audit event.
+logins of another directory are served while logins wait on a hung responder, and the soft-fail
+reason is in the audit event.
+
+No wall-time thresholds: the servers count facts. A client that honours its timeout hangs up on
+a hung or trickling server by itself (``hung_up``); one that does not is still connected when the
+server's GUARD_S (many times the timeout) runs out (``outwaited``). A skipped source gets no new
+connection (``hits``). Durations are printed, never compared.
 """
 
 from __future__ import annotations
@@ -27,12 +32,11 @@ from cryptography.x509 import ocsp
 
 from broker.pki import PkiError, RevocationCache, RevocationSettings, TrustStore, issue
 from broker.pki.chain import verify_certificate
-from broker.pki.revocation import MAX_FETCH_BYTES
 from tests.support.dirfile import directory, render, user, workspace
 
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
 TIMEOUT = 1.0
-SLACK = 1.5  # thread start-up and a loaded 2-core machine
+GUARD_S = 20.0  # a misbehaving server gives up on its client after this: far beyond any timeout
 
 
 @dataclass
@@ -42,7 +46,17 @@ class BadServer:
     mode: str  # hang | trickle | garbage | oversized | slow_ok
     good_answer: bytes = b""
     port: int = 0
-    hits: int = 0
+    hits: int = 0  # connections accepted
+    open_now: int = 0  # connections still open
+    hung_up: int = 0  # the client closed the connection before the server was done
+    outwaited: int = 0  # the client was still there when GUARD_S ran out
+
+    def settled(self, deadline_s: float = GUARD_S + 10) -> BadServer:
+        """Wait until every accepted connection has ended (polling, with a deadline)."""
+        deadline = time.monotonic() + deadline_s
+        while self.open_now and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self
 
     def start(self) -> BadServer:
         self._sock = socket.socket()
@@ -50,6 +64,7 @@ class BadServer:
         self._sock.listen(32)
         self.port = self._sock.getsockname()[1]
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
         return self
 
@@ -63,27 +78,49 @@ class BadServer:
                 conn, _ = self._sock.accept()
             except OSError:
                 return
-            self.hits += 1
+            with self._lock:
+                self.hits += 1
+                self.open_now += 1
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        guard = time.monotonic() + GUARD_S
         try:
-            conn.settimeout(30)
+            conn.settimeout(GUARD_S)
             conn.recv(65536)
             if self.mode == "hang":
-                self._stop.wait(30)
+                conn.settimeout(0.05)
+                while time.monotonic() < guard and not self._stop.is_set():
+                    try:
+                        if not conn.recv(65536):
+                            self.hung_up += 1
+                            return
+                    except TimeoutError:
+                        continue
+                self.outwaited += 1
             elif self.mode == "trickle":
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
                 while not self._stop.wait(0.1):
-                    conn.sendall(b"\x30")
+                    if time.monotonic() > guard:
+                        self.outwaited += 1
+                        return
+                    try:
+                        conn.sendall(b"\x30")
+                    except OSError:
+                        self.hung_up += 1
+                        return
             elif self.mode == "garbage":
                 body = bytes(range(256)) * 4
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
             elif self.mode == "oversized":
                 conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
-                chunk = b"\x30" * 65536
-                for _ in range(MAX_FETCH_BYTES // len(chunk) + 4):
-                    conn.sendall(chunk)
+                chunk = b"\x30" * 65536  # without end: only a size limit stops the client
+                try:
+                    while time.monotonic() < guard and not self._stop.is_set():
+                        conn.sendall(chunk)
+                    self.outwaited += 1
+                except OSError:
+                    self.hung_up += 1  # the client stopped reading at its limit
             elif self.mode == "slow_ok":
                 self._stop.wait(TIMEOUT / 3)
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n"
@@ -92,6 +129,8 @@ class BadServer:
             pass
         finally:
             conn.close()
+            with self._lock:
+                self.open_now -= 1
 
 
 @pytest.fixture(scope="module")
@@ -143,13 +182,21 @@ def test_a_bad_source_costs_one_timeout_then_is_skipped_and_soft_fail_allows(
                                   fail_mode="soft", timeout_s=TIMEOUT)
     cache = RevocationCache()
     took, outcome = verify(ca, user, settings, cache)
-    assert took < TIMEOUT + SLACK, f"{server.mode}: {took:.2f} s"
+    print(f"{server.mode}: {took:.2f} s")
     assert getattr(outcome, "revocation_status", None) == "soft_fail", outcome
     assert outcome.soft_fail_reasons  # type: ignore[attr-defined]
-    hits = server.hits
+    assert_client_gave_up(server)
     took, outcome = verify(ca, user, settings, cache)
-    assert took < 0.5 and server.hits == hits, "a failed source is not asked again at once"
+    assert server.hits == 1, "a failed source is not asked again at once"
     assert getattr(outcome, "revocation_status", None) == "soft_fail"
+
+
+def assert_client_gave_up(server: BadServer) -> None:
+    """One connection, ended by the client's timeout or size limit, not by the server's guard."""
+    server.settled()
+    assert server.hits == 1 and server.outwaited == 0, (server.hits, server.outwaited)
+    if server.mode in ("hang", "trickle", "oversized"):
+        assert server.hung_up == 1, f"{server.mode}: the client did not hang up by itself"
 
 
 @pytest.mark.parametrize("server", BAD, indirect=True)
@@ -158,11 +205,11 @@ def test_a_bad_responder_in_hard_fail_refuses_within_the_timeout(
     user = issue.make_user_cert(ca, "u", ocsp_url=f"http://127.0.0.1:{server.port}/ocsp")
     settings = RevocationSettings(crl=False, ocsp=True, fail_mode="hard", timeout_s=TIMEOUT)
     cache = RevocationCache()
-    for _ in range(2):  # the second one from the down-cache, at once
+    for _ in range(2):  # the second one from the down-cache, without a new connection
         took, outcome = verify(ca, user, settings, cache)
         assert isinstance(outcome, PkiError) and \
             outcome.code == "certificate_revocation_unknown", outcome
-        assert took < TIMEOUT + SLACK
+        assert_client_gave_up(server)
 
 
 @pytest.mark.parametrize("server", ["slow_ok"], indirect=True)
@@ -173,7 +220,7 @@ def test_a_slow_responder_within_the_timeout_is_believed(server: BadServer,
     took, outcome = verify(ca, user, RevocationSettings(crl=False, ocsp=True, fail_mode="hard",
                                                         timeout_s=TIMEOUT), RevocationCache())
     assert getattr(outcome, "revocation_status", None) == "good", outcome
-    assert TIMEOUT / 3 <= took < TIMEOUT + SLACK
+    assert server.settled().hits == 1 and server.outwaited == 0
 
 
 # --------------------------------------------------------------------------- in a broker
@@ -185,10 +232,11 @@ def _directory(id: str, ocsp: bool, mode: str, *names: str) -> str:
                      workspaces=[workspace(n) for n in names])
 
 
-def test_logins_elsewhere_keep_their_speed_while_a_responder_hangs(
+def test_logins_elsewhere_are_served_while_a_responder_hangs(
         broker_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Four logins wait on a hung OCSP responder (hard and soft fail) while another
-    directory's logins run: their latency is measured against a quiet baseline."""
+    directory's logins run: those are all served while the four still wait (counted at the
+    responder); the latencies are printed."""
     from tests.support.softcard import SoftCard, SoftClient
 
     hung = BadServer("hang").start()
@@ -216,29 +264,35 @@ def test_logins_elsewhere_keep_their_speed_while_a_responder_hangs(
         def fast_round(n: int) -> list[float]:
             return [login("fast", fast_user)[0] for _ in range(n)]
 
-        fast_round(3)  # warm caches and connections
-        baseline = fast_round(12)
+        fast_round(1)  # warm caches and connections
+        baseline = fast_round(3)
         with ThreadPoolExecutor(4) as pool:
             slow = [pool.submit(login, d, u) for d, u in
                     (("hard", slow_users[0]), ("hard", slow_users[1]),
                      ("soft", slow_users[2]), ("soft", slow_users[3]))]
-            time.sleep(0.3)
-            during = fast_round(12)
-            results = [f.result(timeout=30) for f in slow]
+            deadline = time.monotonic() + 30
+            while hung.hits < 4 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert hung.hits == 4, "all four logins reach the hung responder"
+            during = [login("fast", fast_user) for _ in range(3)]
+            # Served while all four still waited on the responder: nothing serialises behind
+            # a hung fetch. (3 fast logins against the broker's 5 s revocation timeout.)
+            waiting = (hung.open_now, sum(not f.done() for f in slow))
+            results = [f.result(timeout=60) for f in slow]
         print(f"\nfast-directory login p50 {statistics.median(baseline) * 1000:.0f} ms quiet, "
-              f"{statistics.median(during) * 1000:.0f} ms while 4 logins wait on a hung "
-              f"responder; slow logins {[round(r[0], 2) for r in results]} s")
-        for took, status, code in results[:2]:
+              f"{statistics.median(d[0] for d in during) * 1000:.0f} ms while 4 logins wait on "
+              f"a hung responder; slow logins {[round(r[0], 2) for r in results]} s")
+        assert [d[1] for d in during] == [200, 200, 200], during
+        assert waiting == (4, 4), waiting
+        for _, status, code in results[:2]:
             assert (status, code) == (401, "certificate_revocation_unknown")
-            assert took < 5.0 + 3.0  # the broker's revocation timeout, plus slack
-        for took, status, _ in results[2:]:
+        for _, status, _ in results[2:]:
             assert status == 200
-            assert took < 5.0 + 3.0
-        assert statistics.median(during) < 3 * statistics.median(baseline) + 0.15, \
-            (baseline, during)
+        # the broker's revocation timeout ended each wait, not the responder's guard
+        assert hung.settled().hung_up == 4 and hung.outwaited == 0
         # the next hard-fail login does not wait again: the responder is known to be down
         took, status, code = login("hard", slow_users[0])
-        assert (status, code) == (401, "certificate_revocation_unknown") and took < 1.5
+        assert (status, code) == (401, "certificate_revocation_unknown") and hung.hits == 4
 
         from sqlalchemy import create_engine
         from sqlalchemy import text as sql
