@@ -300,8 +300,8 @@ def _read_all(sock: ssl.SSLSocket, timeout: float) -> bytes:
 
 
 def test_slow_request_heads_are_cut_off(secured: Secured) -> None:
+    # The server's head timeout ends the exchange: without it _read_all gets nothing in 6 s.
     sock = _tls(secured)
-    started = time.monotonic()
     head = b"POST /v1/registrations HTTP/1.1\r\nHost: x\r\n"
     for byte in head[:6]:
         sock.send(bytes([byte]))
@@ -309,28 +309,24 @@ def test_slow_request_heads_are_cut_off(secured: Secured) -> None:
     answer = _read_all(sock, 6)
     assert answer.startswith(b"HTTP/1.1 408"), answer[:80]
     assert b'"request_timeout"' in answer
-    assert time.monotonic() - started < 8
 
 
 def test_a_huge_header_is_431_at_once(secured: Secured) -> None:
     sock = _tls(secured)
-    started = time.monotonic()
     sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 17000 + b"\r\n\r\n")
     answer = _read_all(sock, 5)
     assert answer.startswith(b"HTTP/1.1 431"), answer[:80]
     assert b'"headers_too_large"' in answer
-    assert time.monotonic() - started < 3
 
 
 def test_an_oversized_content_length_is_413_before_the_body(secured: Secured) -> None:
+    # No body is ever sent: an answer at all means the server did not wait for it.
     sock = _tls(secured)
-    started = time.monotonic()
     sock.sendall(b"POST /v1/registrations HTTP/1.1\r\nHost: x\r\n"
                  b"Content-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n")
     answer = _read_all(sock, 5)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:80]
     assert b'"request_too_large"' in answer
-    assert time.monotonic() - started < 3
 
 
 # ----------------------------------------------------------------------------- item 11

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.pcsc
 PORT = 35967  # vpcd CHANNELID 0x8C7F: not the machine's readers (35963/35964)
 
 DRIVER = textwrap.dedent("""
-    import json, subprocess, sys, time
+    import json, subprocess, sys, threading, time
     conf, mode, cmd = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run/pcscd"], check=True)
 
@@ -56,13 +56,27 @@ DRIVER = textwrap.dedent("""
     client.stdin.write("123456\\n")
     client.stdin.close()
     first = client.stdout.readline()
-    time.sleep(1.0)
+    err_lines = []
+    reader = threading.Thread(target=lambda: err_lines.extend(iter(client.stderr.readline, "")),
+                              daemon=True)
+    reader.start()
+
+    def wait_for(text, timeout=40):
+        # poll the client's stderr (no fixed sleeps): True once a line contains text
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if any(text in line for line in list(err_lines)):
+                return True
+            time.sleep(0.05)
+        return False
+
+    held = wait_for("heartbeat: card present")  # the hold saw the card, the broker answered
     daemon.terminate()  # our own pcscd, by its handle
     daemon.wait(10)
     if mode == "restart":
-        time.sleep(2.0)
+        wait_for("is not answering")
         daemon = pcscd()
-        time.sleep(6.0)  # heartbeats go on; the card reconnects to the new pcscd
+        wait_for("the PC/SC service is back")  # heartbeats went on meanwhile
         client.send_signal(2)  # Ctrl-C: the client ends the session
     try:
         client.wait(40)
@@ -74,7 +88,9 @@ DRIVER = textwrap.dedent("""
     if daemon.poll() is None:
         daemon.terminate()
         daemon.wait(10)
-    print(json.dumps({"first": first, "code": code, "stderr": client.stderr.read()}))
+    reader.join(10)
+    print(json.dumps({"first": first, "code": code, "stderr": "".join(err_lines),
+                      "held": held}))
 """)
 
 
@@ -114,6 +130,7 @@ def test_pcscd_restart_during_hold_is_waited_out_not_taken_for_a_removal(
     out = run_in_private_pcsc(tmp_path, "restart", held_login)
     err = str(out["stderr"])
     assert str(out["first"]).startswith("session "), out
+    assert out["held"], err
     assert out["code"] == 0, err
     assert "PC/SC service (pcscd) is not answering" in err
     assert "the PC/SC service is back" in err
