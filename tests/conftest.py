@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.support import require
 from tests.support.databases import database_url
+
+# Hypothesis: the same examples on every run and no per-example deadline (a loaded 2-core CI
+# machine is not a slow parser). HYPOTHESIS_PROFILE=dev explores with random seeds instead.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:

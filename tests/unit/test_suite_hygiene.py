@@ -157,3 +157,12 @@ def test_an_unknown_required_component_is_an_error(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("BROKER_TEST_REQUIRE", "postgres,ldpa")
     with pytest.raises(ValueError, match="ldpa"):
         require.required()
+
+
+def test_hypothesis_runs_the_ci_profile_by_default() -> None:
+    import os
+
+    from hypothesis import settings
+
+    if os.environ.get("HYPOTHESIS_PROFILE", "ci") == "ci":
+        assert settings.default.derandomize is True and settings.default.deadline is None
