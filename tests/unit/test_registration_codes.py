@@ -125,3 +125,49 @@ def test_bad_catalogue_is_one_clear_error(tmp_path: Path, text: str, needle: str
     with pytest.raises(RegionCatalogueError) as err:
         RegionCatalogue.load(write(tmp_path, text))
     assert needle in err.value.message
+
+
+# ---------------------------------------------------------------------------- known answers
+
+def spec_check_character(prefix: str, body9: str) -> str:
+    """The check character from the rule as written (DESIGN §4, broker/registration.py's
+    docstring), computed another way: polynomials over GF(2) as bit lists, multiplied
+    carry-less and reduced by long division by x^5 + x^2 + 1."""
+    crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # no I, L, O, U
+    modulus = [1, 0, 0, 1, 0, 1]  # x^5 + x^2 + 1, highest power first
+
+    def reduce(bits: list[int]) -> int:
+        bits = bits[:]
+        while len(bits) > 5:
+            if bits[0]:
+                bits[:6] = [b ^ m for b, m in zip(bits[:6], modulus, strict=True)]
+            bits.pop(0)
+        return int("".join(map(str, bits)) or "0", 2)
+
+    def times_x_power(value: int, power: int) -> int:  # value · x^power, reduced
+        return reduce([int(b) for b in format(value, "05b")] + [0] * power)
+
+    values = [ord(c.lower()) % 32 for c in prefix] + [crockford.index(c) for c in body9]
+    total = 0
+    for position, value in enumerate(values, start=1):  # α^(i+1) for the i-th value
+        total ^= times_x_power(value, position)
+    return crockford[total]
+
+
+# Worked by hand for SLiad+000000000: only the prefix counts. s,l,i,a,d → 19,12,9,1,4 (ord mod
+# 32); with x^5 = x^2 + 1: 19·x = 3, 12·x^2 = 21, 9·x^3 = 2, 1·x^4 = 16, 4·x^5 = 20;
+# 3 ^ 21 ^ 2 ^ 16 ^ 20 = 16 → "G".
+KNOWN_CODES = [("SLiad", "000000000", "G"), ("SLgovw", "ABCDE1234", "D"),
+               ("SLiad", "7ZZZZZZZZ", "X")]
+
+
+@pytest.mark.parametrize("prefix,body9,check", KNOWN_CODES)
+def test_known_registration_codes_have_their_check_character(prefix: str, body9: str,
+                                                            check: str) -> None:
+    assert spec_check_character(prefix, body9) == check  # the spec, computed independently
+    assert check_character(prefix, body9) == check  # the product
+    code = parse(f"{prefix}+{body9}{check}", CATALOGUE)
+    assert (code.prefix, code.body) == (prefix, body9 + check)
+    wrong = ALPHABET[(ALPHABET.index(check) + 1) % 32]
+    with pytest.raises(RegistrationCodeError):
+        parse(f"{prefix}+{body9}{wrong}", CATALOGUE)
