@@ -102,6 +102,55 @@ def test_every_reason_is_reported_at_once() -> None:
                    "client_arch_unsupported", "client_version_unsupported", "multiple_cards"}
 
 
+# The reference's sentences (/work/shared/reference/workspaces-client-smart-card-support.md),
+# each turned into rows by hand: (sentence, region, protocol, client, cards, purpose, refusals).
+# An empty refusal set means allowed. Written from the text, not from broker/policy.py, so the
+# generated matrix below is not the only check of the rule.
+W64 = ClientInfo("windows", "x86_64", "3.1.1")
+TRUTH_TABLE = [
+    ("3.1.1 Windows client supports smart cards if the WorkSpace is using WSP",
+     GOV_WEST, Protocol.WSP, W64, 1, Purpose.PRE_SESSION, set()),
+    ("3.1.1 or later", GOV_WEST, Protocol.WSP, ClientInfo("windows", "x86_64", "4.0.0"), 1,
+     Purpose.PRE_SESSION, set()),
+    ("PCoIP: the WorkSpaces clients do not support smart cards",
+     GOV_WEST, Protocol.PCOIP, W64, 1, Purpose.PRE_SESSION, {"smart_card_requires_wsp"}),
+    ("only one smart card is currently allowed at a time (pre-session)",
+     GOV_WEST, Protocol.WSP, W64, 2, Purpose.PRE_SESSION, {"multiple_cards"}),
+    ("only one smart card is currently allowed at a time (in-session)",
+     EAST, Protocol.WSP, W64, 2, Purpose.IN_SESSION, {"multiple_cards"}),
+    ("pre-session: insert your smart card (none inserted)",
+     GOV_WEST, Protocol.WSP, W64, 0, Purpose.PRE_SESSION, {"no_card"}),
+    ("Pre-session authentication is available only in GovCloud (US-West)",
+     EAST, Protocol.WSP, W64, 1, Purpose.PRE_SESSION, {"region_pre_session_unavailable"}),
+    ("... and so is the logon at 'Starting WorkSpace' (PIN again)",
+     EAST, Protocol.WSP, W64, 1, Purpose.LOGON, {"region_pre_session_unavailable"}),
+    ("In-session authentication is available in all Regions where WSP is supported",
+     EAST, Protocol.WSP, W64, 1, Purpose.IN_SESSION, set()),
+    ("... and not in a Region without WSP",
+     NO_WSP, Protocol.WSP, W64, 1, Purpose.IN_SESSION, {"in_session_not_allowed"}),
+    ("Only the Windows client application version 3.1.1 or later (3.1.0)",
+     GOV_WEST, Protocol.WSP, ClientInfo("windows", "x86_64", "3.1.0"), 1, Purpose.PRE_SESSION,
+     {"client_version_unsupported"}),
+    ("Only the Windows client application (macOS)",
+     GOV_WEST, Protocol.WSP, ClientInfo("macos", "x86_64", "3.1.1"), 1, Purpose.PRE_SESSION,
+     {"client_platform_unsupported"}),
+    ("only when the client is running on a 64-bit version of Windows",
+     GOV_WEST, Protocol.WSP, ClientInfo("windows", "x86", "3.1.1"), 1, Purpose.PRE_SESSION,
+     {"client_arch_unsupported"}),
+]
+
+
+@pytest.mark.parametrize("sentence,region,protocol,client,count,purpose,refusals", TRUTH_TABLE,
+                         ids=[row[0][:60] for row in TRUTH_TABLE])
+def test_the_reference_truth_table(sentence: str, region: RegionEntry, protocol: Protocol,
+                                   client: ClientInfo, count: int, purpose: Purpose,
+                                   refusals: set[str]) -> None:
+    d = decide_smart_card(region, ON, purpose, client=client, card_count=count,
+                          protocol=protocol)
+    assert {r.value for r in d.reasons} == refusals, sentence
+    assert d.allowed is (refusals == set())
+
+
 REGIONS = [("govcloud-west", GOV_WEST), ("commercial", EAST), ("no-wsp", NO_WSP)]
 
 
