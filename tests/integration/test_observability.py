@@ -8,8 +8,11 @@ import base64
 import json
 import re
 import time
+from collections.abc import Callable
 
 import pytest
+from sqlalchemy import create_engine
+from sqlalchemy import text as sql
 
 from tests.support.databases import postgres_schema_url
 from tests.support.server import BrokerProcess
@@ -19,13 +22,24 @@ SECRET_ID = "SeCrEtChallengeId0123456789abcdef"
 RESPONSE_ROUTE = "/v1/auth/challenges/{challenge_id}/response"
 
 
-def json_lines(bp: BrokerProcess) -> list[dict[str, object]]:
-    time.sleep(0.3)  # the broker writes its line after answering
-    text = bp.logs()
-    lines = [line for line in text.splitlines() if line.strip()]
-    bad = [line for line in lines if not line.startswith("{")]
-    assert not bad, f"plain lines inside the JSON stream: {bad}"
-    return [json.loads(line) for line in lines]
+def json_lines(bp: BrokerProcess, until: Callable[[list[dict[str, object]]], bool],
+               timeout: float = 15.0) -> list[dict[str, object]]:
+    """The broker's JSON log lines, once ``until`` holds for them (it writes a request's line
+    after answering): polled, with a deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = bp.logs()
+        lines = [line for line in text.splitlines() if line.strip()]
+        bad = [line for line in lines if not line.startswith("{")]
+        assert not bad, f"plain lines inside the JSON stream: {bad}"
+        records = [json.loads(line) for line in lines]
+        if until(records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.05)
+
+
+def with_ids(*ids: str) -> Callable[[list[dict[str, object]]], bool]:
+    return lambda records: set(ids) <= {rec.get("request_id") for rec in records}
 
 
 def refused_response(bp: BrokerProcess, world, rid: str) -> None:  # type: ignore[no-untyped-def]
@@ -38,7 +52,7 @@ def refused_response(bp: BrokerProcess, world, rid: str) -> None:  # type: ignor
 def test_one_line_per_request_by_route_template_never_the_path(broker, world) -> None:  # type: ignore[no-untyped-def]
     refused_response(broker, world, "trace-refused-1")
     broker.client().get(f"/v1/no-such/{SECRET_ID}", headers={"x-request-id": "trace-404-1"})
-    lines = json_lines(broker)
+    lines = json_lines(broker, with_ids("trace-refused-1", "trace-404-1"))
     mine = [rec for rec in lines if rec.get("request_id") == "trace-refused-1"]
     assert len(mine) == 1, mine
     assert mine[0]["route"] == RESPONSE_ROUTE
@@ -50,7 +64,8 @@ def test_one_line_per_request_by_route_template_never_the_path(broker, world) ->
 
 
 def test_start_up_facts_are_logged_once(broker) -> None:  # type: ignore[no-untyped-def]
-    lines = json_lines(broker)
+    broker.client().get("/healthz", headers={"x-request-id": "trace-start-1"})
+    lines = json_lines(broker, with_ids("trace-start-1"))  # everything before it is written
     listening = [rec for rec in lines if rec["msg"] == "listening"]
     assert sorted(rec["api"] for rec in listening) == ["admin", "client"]  # type: ignore[type-var]
     assert not [rec for rec in lines if "starting on" in str(rec["msg"])]
@@ -60,7 +75,9 @@ def test_start_up_facts_are_logged_once(broker) -> None:  # type: ignore[no-unty
 def test_text_format_keeps_the_fields(broker_factory, migrated_url: str) -> None:  # type: ignore[no-untyped-def]
     bp = broker_factory(migrated_url, BROKER_LOG_FORMAT="text", BROKER_LOG_LEVEL="Info")
     bp.client().get("/healthz", headers={"x-request-id": "trace-text-1"})
-    time.sleep(0.3)
+    deadline = time.monotonic() + 15
+    while "trace-text-1" not in bp.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
     line = next(line for line in bp.logs().splitlines() if "trace-text-1" in line)
     assert "request_id=trace-text-1" in line and "route=/healthz" in line
     assert "status=200" in line and "duration_ms=" in line
@@ -118,7 +135,19 @@ def test_unanswered_challenges_are_counted_as_expired(broker_factory, migrated_u
             break
         assert time.monotonic() < deadline, "the unanswered challenge was never counted"
         time.sleep(0.5)
-    time.sleep(4)  # both challenges are swept by now; only the unanswered one counts
+    # Wait until the sweeper has deleted both challenges (polling the table): only the
+    # unanswered one counts.
+    engine = create_engine(migrated_url)
+    try:
+        while True:
+            with engine.connect() as conn:
+                left = conn.execute(sql("SELECT count(*) FROM challenges")).scalar_one()
+            if left == 0:
+                break
+            assert time.monotonic() < deadline + 15, f"{left} challenges never swept"
+            time.sleep(0.2)
+    finally:
+        engine.dispose()
     text = bp.admin().get("/metrics").body.decode()
     assert metric(text, "broker_challenges_expired_total") == 1
     assert metric(text, "broker_challenges_issued_total", purpose="pre_session") == 2
