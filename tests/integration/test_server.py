@@ -50,7 +50,9 @@ def test_logs_are_json_lines_with_request_ids(broker) -> None:  # type: ignore[n
     import json
 
     broker.client().get("/healthz", headers={"x-request-id": "trace-me-1"})
-    time.sleep(0.3)
+    deadline = time.monotonic() + 15  # the line is written after the answer: poll for it
+    while "trace-me-1" not in broker.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
     lines = [json.loads(line) for line in broker.logs().splitlines() if line.startswith("{")]
     assert any(rec.get("request_id") == "trace-me-1" and rec.get("status") == 200
                for rec in lines)
