@@ -137,16 +137,10 @@ def _crl_scope(path: Sequence[x509.Certificate], crls: Sequence[x509.Certificate
             for gn in dp.crl_issuer or []:
                 if isinstance(gn, x509.DirectoryName):
                     issuers.add(name_key(gn.value))
-    chosen = []
-    for crl in crls:
-        indirect = False
-        try:
-            idp = crl.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
-            indirect = idp.indirect_crl
-        except NO_USABLE_EXTENSION:
-            pass
-        if indirect or name_key(crl.issuer) in issuers:
-            chosen.append(crl)
+    # An indirect CRL speaks only for certificates whose distribution point names its issuer
+    # as cRLIssuer (RFC 5280 §6.3.3 (b)(1)), and those names are in `issuers` already: passing
+    # every indirect CRL let another CA's CRL vouch for a certificate whose own CRL is bad.
+    chosen = [crl for crl in crls if name_key(crl.issuer) in issuers]
     crl_issuers = {name_key(c.issuer) for c in chosen} | issuers
     certs = [_asn1(c) for c in pool if name_key(c.subject) in crl_issuers]
     return [_asn1_crl_from_der(c.public_bytes(serialization.Encoding.DER)) for c in chosen], certs

@@ -27,22 +27,17 @@ from bench.pkits_agreement import (  # noqa: E402
 )
 
 # Measured 2026-12-06 with reason classes: 252 runs (203 default-settings tests + 49 with
-# PKITS's initial policy inputs). (a) strict: 186 agree; the misses are 33 deliberate profile
+# PKITS's initial policy inputs). (a) strict: 187 agree; the misses are 33 deliberate profile
 # refusals of valid paths, 2 DSA paths, 25 invalid policy paths refused by the same profile
-# rules first, 5 invalid paths refused as certificate_malformed for an RFC 5280 MUST
-# (KNOWN_OTHER_REASON), and 1 invalid path ACCEPTED (KNOWN_BUG). (b) with
-# accept_noncritical_constraints: 244 agree; 2 DSA, the 5 and the 1.
+# rules first and 5 invalid paths refused as certificate_malformed for an RFC 5280 MUST
+# (KNOWN_OTHER_REASON). (b) with accept_noncritical_constraints: 245 agree; 2 DSA and the 5.
+# (InvalidBadCRLSignatureTest4EE was accepted until indirect CRLs were scoped to the
+# certificates whose distribution point names their issuer: policies._crl_scope.)
 # (Before reason classes were counted, any refusal of an invalid path agreed: 217 and 250.)
 TOTAL = 203 + len(SETTINGS_CASES)
-STRICT_AGREE = 186
+STRICT_AGREE = 187
 STRICT_DELIBERATE = 33
-RELAXED_AGREE = 244
-# BUG (found when the bench stopped depending on the order of its runs): a path whose only CRL
-# has a bad signature validates in a fresh process. Cause, narrowed: with the indirect CRLs of
-# PKITS's indirectCRL CAs removed from the store it is refused (revocation_unknown);
-# policies._crl_scope hands every indirect CRL to the RFC 5280 engine, which lets one of them
-# vouch for a certificate whose CDP does not name it. Remove once fixed; the test then fails.
-KNOWN_BUG = ["InvalidBadCRLSignatureTest4EE"]
+RELAXED_AGREE = 245
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +65,7 @@ def test_relaxed_agreement_does_not_drop(relaxed: list[Outcome]) -> None:
 @pytest.mark.parametrize("mode", ["strict", "relaxed"])
 def test_no_invalid_path_is_accepted(mode: str, request: pytest.FixtureRequest) -> None:
     outcomes: list[Outcome] = request.getfixturevalue(mode)
-    assert [o.name for o in outcomes if o.valid and not o.expected_valid] == KNOWN_BUG
+    assert [o.name for o in outcomes if o.valid and not o.expected_valid] == []
 
 
 @pytest.mark.parametrize("mode", ["strict", "relaxed"])
@@ -86,7 +81,7 @@ def test_every_disagreement_is_explained(mode: str, request: pytest.FixtureReque
     by_name = {o.name: o for o in relaxed}
     unexplained = [o.name for o in outcomes
                    if not o.agrees and explain(o, mode == "relaxed", by_name) is None]
-    assert unexplained == KNOWN_BUG
+    assert unexplained == []
 
 
 def test_deliberate_refusals_name_the_profile_rule(strict: list[Outcome]) -> None:
