@@ -11,7 +11,10 @@ scrape time by :class:`StoreCollector`, never counted per process: every worker 
 the same rows.
 
 Labels are closed sets (route templates as in OpenAPI, error codes, directory ids): never a raw
-path, which carries session and challenge ids.
+path, which carries session and challenge ids, and never a client's free text. A method outside
+:data:`METHODS` is counted as ``other``, a route the request did not match as ``unmatched``, a
+code outside :class:`~broker.codes.Code` as ``other``: whatever a client sends, the number of
+series stays bounded (a scanner cannot grow the exposition or the process's memory).
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from broker.codes import Code
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -63,6 +68,32 @@ DB_POOL_IN_USE = Gauge("broker_db_pool_connections_in_use",
                        "Database connections checked out of the pool",
                        multiprocess_mode="livesum")
 
+THROTTLED = Counter("broker_throttled_total",
+                    "Requests refused by a per-address throttle at the web edge, by what was "
+                    "throttled", ["what"])
+
+#: The HTTP methods counted by name; any other is counted as ``other``.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: API labels (listeners and the console).
+APIS = frozenset({"client", "admin", "console"})
+_CODES = frozenset(c.value for c in Code) | {"ok", "error", "not_found", "method_not_allowed",
+                                             "internal_error"}
+
+
+def method_label(method: str | bytes) -> str:
+    """``method`` if it is one of :data:`METHODS`, else ``other`` (a closed set)."""
+    text = method.decode("ascii", "replace") if isinstance(method, bytes) else method
+    return text if text in METHODS else "other"
+
+
+def code_label(code: str) -> str:
+    return code if code in _CODES else "other"
+
+
+def status_label(status: int) -> str:
+    return str(status) if 100 <= status <= 599 else "other"
+
+
 #: Client API routes whose answer is a login outcome, with the login method.
 LOGIN_ROUTES = {
     "/v1/auth/challenges/{challenge_id}/response": "smart_card",
@@ -78,8 +109,13 @@ CHALLENGE_ROUTES = {
 
 def record_request(api: str, route: str, method: str, status: int, code: str,
                    elapsed_s: float) -> None:
-    """Count one answered request and what it meant (login outcome, refusal, challenge)."""
-    HTTP_REQUESTS.labels(api, route, method, str(status)).inc()
+    """Count one answered request and what it meant (login outcome, refusal, challenge).
+
+    ``route`` must be a declared template (or ``unmatched``); the method, status and code are
+    folded into closed sets here."""
+    method, code = method_label(method), code_label(code)
+    api = api if api in APIS else "other"
+    HTTP_REQUESTS.labels(api, route, method, status_label(status)).inc()
     HTTP_LATENCY.labels(api, route, method).observe(elapsed_s)
     if api != "client":
         return

@@ -44,7 +44,7 @@ def record(request: Any, api: str, status: int, code: str, elapsed_s: float,
     """The one access-log line and the metrics for an answered request (``route``: its
     declared template; else the one Klein matched)."""
     route = route or route_template(request)
-    method = request.method.decode("ascii", "replace")
+    method = metrics.method_label(request.method)  # a closed set, in the log line too
     request.access_recorded = True
     metrics.record_request(api, route, method, status, code, elapsed_s)
     log.info("request", extra={

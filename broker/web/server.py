@@ -314,14 +314,18 @@ def add_operational_routes(api: JsonApi, ctx: BrokerContext) -> None:
             lambda: ctx.db.transaction(lambda s: metrics.read_store(s, ctx.now())),
             lambda: readiness(ctx))
 
-        @api.raw_route("/metrics", "GET", access=Access.ANONYMOUS)
-        async def prometheus(request: Any) -> bytes:
+        def scrape() -> tuple[bytes, str]:
             try:
-                await ctx.call(store.refresh)
+                store.refresh()
             except Exception as exc:  # e.g. a table gone: the rest is still worth a scrape
                 log.warning("metrics: database gauges unavailable",
                             extra={"error": type(exc).__name__})
-            body, content_type = metrics.render(store)
+            return metrics.render(store)
+
+        @api.raw_route("/metrics", "GET", access=Access.ANONYMOUS)
+        async def prometheus(request: Any) -> bytes:
+            # Read and rendered in the thread pool: a scrape never holds the reactor.
+            body, content_type = await ctx.call(scrape)
             request.setHeader(b"content-type", content_type.encode())
             return body
 
