@@ -91,17 +91,13 @@ def _raw_error(status: int, reason: str, code: str, message: str) -> bytes:
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
 
 
-def _reactor() -> Any:
-    from twisted.internet import reactor
-
-    return reactor
-
-
 class BrokerChannel(HTTPChannel):
     """An HTTP/1.1 channel that refuses slow or oversized requests at once.
 
     * the request head (line + headers) must arrive within ``head_timeout_s`` of its first
-      byte, the body within ``body_timeout_s`` of the end of the head (408, then closed);
+      byte, the whole body (sized or chunked) within ``body_timeout_s`` of the end of the head
+      (408, then closed); the timers use ``self.callLater`` (Twisted's ``TimeoutMixin``
+      hook, the factory's reactor), so a test can drive them with a ``Clock``;
     * a header line or a head over ``totalHeadersSize`` bytes → 431;
     * a ``Content-Length`` over ``max_body_bytes`` → 413 before any of the body is read.
     """
@@ -121,7 +117,7 @@ class BrokerChannel(HTTPChannel):
     # -- deadlines
     def _arm(self, seconds: float, what: str) -> None:
         self._disarm()
-        self._deadline = _reactor().callLater(seconds, self._too_slow, what)
+        self._deadline = self.callLater(seconds, functools.partial(self._too_slow, what))
 
     def _disarm(self) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -142,7 +138,7 @@ class BrokerChannel(HTTPChannel):
         transport.write(_raw_error(status, reason, code, message))
         transport.loseConnection()
         # A peer that does not read its answer must not keep the connection either.
-        _reactor().callLater(2.0, self._abort)
+        self.callLater(2.0, self._abort)
 
     def _abort(self) -> None:
         transport: Any = self.transport
@@ -187,7 +183,7 @@ class BrokerChannel(HTTPChannel):
     def allHeadersReceived(self) -> None:  # noqa: N802 (twisted API)
         self._awaiting_head = False
         self._disarm()
-        if self.length:
+        if self.length != 0:  # a Content-Length, or None: a chunked body (however trickled)
             self._arm(self.body_timeout_s, "body")
         super().allHeadersReceived()
 
@@ -290,13 +286,38 @@ def _constant(name: str) -> Any:
     raise BadRequest(message=f"{name} is not a JSON number.")
 
 
+#: Characters no JSON string of a request may hold: NUL (PostgreSQL's text cannot store it) and
+#: the C0 controls other than tab, line feed and carriage return.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+#: Characters an identifier (path id, user name, code) may not hold: every C0 control and DEL.
+IDENTIFIER_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _refuse_controls(value: Any) -> None:
+    """BadRequest when a string (key or value) anywhere in ``value`` holds a control character
+    other than tab, line feed or carriage return."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _CONTROL.search(item):
+                raise BadRequest(message="The request body holds a control character (such as "
+                                         "NUL) in a string.")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKETS = re.compile(r"[\[\]{}]")
 
 
 def loads_strict(raw: bytes) -> Any:
     """Parse a request body: UTF-8 JSON, nesting at most MAX_JSON_DEPTH, numbers of at most
-    MAX_NUMBER_CHARS characters, no NaN/Infinity, no repeated keys; else BadRequest."""
+    MAX_NUMBER_CHARS characters, no NaN/Infinity, no repeated keys, no NUL or other control
+    character but tab, LF and CR in any string; else BadRequest."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -308,12 +329,14 @@ def loads_strict(raw: bytes) -> Any:
             raise BadRequest(message=f"The request body nests deeper than {MAX_JSON_DEPTH} "
                                      "levels.")
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_int=_int,
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_int=_int,
                           parse_float=_float, parse_constant=_constant)
     except (json.JSONDecodeError, RecursionError, ValueError) as exc:
         if isinstance(exc, BrokerError):
             raise
         raise BadRequest(message=f"The request body is not valid JSON: {exc}.") from None
+    _refuse_controls(data)
+    return data
 
 
 def read_json(request: Request) -> Any:

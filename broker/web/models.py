@@ -9,7 +9,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Short = Annotated[str, Field(min_length=1, max_length=64)]
+#: No control character (C0 or DEL) in an identifier, code or user name: refused with 400
+#: malformed_request before any database work.
+NO_CONTROLS = r"^[^\x00-\x1f\x7f]*$"
+Short = Annotated[str, Field(min_length=1, max_length=64, pattern=NO_CONTROLS)]
 B64 = Annotated[str, Field(min_length=1, max_length=32768)]
 
 
@@ -44,7 +47,7 @@ class ChallengeResponse(Strict):
 
 class PasswordLogin(Strict):
     registration_code: Short
-    username: Annotated[str, Field(min_length=1, max_length=200)]
+    username: Annotated[str, Field(min_length=1, max_length=200, pattern=NO_CONTROLS)]
     password: Annotated[str, Field(min_length=1, max_length=1024)]
 
 

@@ -17,6 +17,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -37,8 +38,10 @@ from broker import metrics
 from broker.codes import Code
 from broker.errors import BrokerError
 from broker.service.context import BrokerContext
+from broker.web import http as http_edge
 from broker.web import ticket_keys
 from broker.web.access import record as record_access
+from broker.web.errors import error_body
 from broker.web.http import (
     Access,
     BrokerChannel,
@@ -203,6 +206,42 @@ class TlsContexts:
 
 # --------------------------------------------------------------------------- sites
 
+#: The Server header of every answer (Twisted's names its version).
+SERVER_HEADER = b"smartcard-broker"
+_ARG_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def input_problem(request: Any) -> str | None:
+    """Why the request line cannot reach a route (None: it can): a path that is not UTF-8 once
+    percent-decoded, a control character in the path (``%00`` in an id), NUL or another control
+    character (but tab, LF, CR) in a query or form parameter."""
+    path = unquote_to_bytes(request.path or b"")
+    try:
+        text = path.decode("utf-8")
+    except UnicodeDecodeError:
+        return "The request path is not UTF-8."
+    if http_edge.IDENTIFIER_CONTROL.search(text):
+        return "The request path holds a control character."
+    for name, values in (request.args or {}).items():
+        if _ARG_CONTROL.search(name) or any(_ARG_CONTROL.search(v) for v in values):
+            return "A query or form parameter holds a control character (such as NUL)."
+    return None
+
+
+class Refusal(Resource):
+    """Answers every request with one JSON error (input refused before routing)."""
+
+    isLeaf = True  # noqa: N815 (twisted API)
+
+    def __init__(self, status: int, code: Code, message: str) -> None:
+        super().__init__()
+        self.status, self.code, self.message = status, code, message
+
+    def render(self, request: Any) -> bytes:
+        request.error_code = self.code.value
+        return write_json(request, self.status, error_body(self.code.value, self.message))
+
+
 class BrokerSite(Site):
     """A Site that counts in-flight requests so shutdown can wait for them."""
 
@@ -256,8 +295,16 @@ class BrokerSite(Site):
         if rid_in and REQUEST_ID_OK.match(rid_in.decode("ascii", "replace")):
             request.request_id = rid_in.decode()
         request.setHeader(b"x-request-id", request.request_id.encode())
+        request.setHeader(b"server", SERVER_HEADER)
         self.in_flight += 1
         request.notifyFinish().addBoth(self._finished)
+        problem = input_problem(request)
+        if problem is not None:
+            # Anyone can send these: an info line (the access line says 400), no traceback.
+            log.info("request refused before routing", extra={
+                "api": self.api, "reason": problem, "client": client_address(request),
+                "request_id": request.request_id})
+            return Refusal(400, Code.MALFORMED_REQUEST, problem)
         return super().getResourceFor(request)
 
     def _finished(self, _: object) -> None:

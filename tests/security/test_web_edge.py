@@ -12,7 +12,6 @@ import secrets
 import socket
 import ssl
 import time
-from typing import Any
 
 import pytest
 
@@ -73,3 +72,75 @@ def test_a_thousand_strange_methods_and_paths_add_no_series(secured: Secured) ->
     assert len(after) == len(before), sorted(set(after) - set(before))[:5]
     assert any('method="other"' in line for line in after)
     assert not any(re.search(r'method="[XQ][0-9A-F]{16}"', line) for line in after)
+
+
+# ----------------------------------------------------------------------------- item 5 (input)
+
+def _tls(secured: Secured, port: int | None = None) -> ssl.SSLSocket:
+    ctx = ssl.create_default_context(cafile=str(secured.broker.cafile))
+    raw = socket.create_connection(("127.0.0.1", port or secured.broker.port), timeout=10)
+    return ctx.wrap_socket(raw, server_hostname="127.0.0.1")
+
+
+def _answer(sock: ssl.SSLSocket, timeout: float = 5) -> bytes:
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except (TimeoutError, ssl.SSLError, ConnectionResetError):
+        pass
+    return data
+
+
+def test_a_trickled_chunked_body_is_cut_at_the_body_deadline(secured: Secured) -> None:
+    """request_body_timeout_s is 2 here: a body sent a byte every 0.25 s is cut long before
+    its 40 chunks are through (before the fix a chunked body had no deadline at all)."""
+    sock = _tls(secured)
+    sock.sendall(b"POST /v1/registrations HTTP/1.1\r\nHost: x\r\n"
+                 b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+    sent = 0
+    try:
+        for _ in range(40):
+            sock.sendall(b"1\r\n \r\n")
+            sent += 1
+            time.sleep(0.25)  # the trickle itself, not a synchronisation
+    except OSError:
+        pass  # the broker closed the connection: what we want
+    answer = _answer(sock, 3)
+    assert answer.startswith(b"HTTP/1.1 408"), (sent, answer[:80])
+    assert b'"request_timeout"' in answer
+    assert sent < 40, "cut before the trickle ended"
+
+
+def test_a_percent_ff_path_is_a_json_400_logged_at_info(secured: Secured) -> None:
+    for port in (secured.broker.port, secured.broker.admin_port):
+        r = _connection(secured, port)
+        r.request("GET", "/v1/sessions/%ff%fe/heartbeat")
+        resp = r.getresponse()
+        body = resp.read()
+        assert resp.status == 400 and "application/json" in resp.getheader("content-type")
+        assert json.loads(body)["error"]["code"] == "malformed_request"
+        r.close()
+    log = secured.broker.logs()
+    assert "request refused before routing" in log
+    assert '"critical"' not in log.lower() and "Traceback" not in log
+
+
+@pytest.mark.parametrize("path", ["/v1/sessions/ab%00cd/heartbeat",
+                                  "/v1/workspaces/ws%0a1/connect",
+                                  "/admin/v1/directories/corp%00",
+                                  "/admin/v1/audit-events?actor=a%00b"])
+def test_control_characters_in_paths_and_queries_are_400(secured: Secured, path: str) -> None:
+    api = secured.broker.admin() if path.startswith("/admin") else secured.client()
+    r = api.request("POST" if path.startswith("/v1") else "GET", path, {})
+    assert r.status == 400 and r.code == "malformed_request", (path, r.status, r.body)
+
+
+def test_nul_in_any_json_string_is_400(secured: Secured) -> None:
+    for body in ({"registration_code": "ab\u0000", "client": {"platform": "linux",
+                                                            "arch": "x86_64", "version": "1"}},
+                 {"registration_code": secured.world.codes["corp"],
+                  "client": {"platform": "linux", "arch": "x86_64", "version": "1\u0000"}}):
+        r = secured.client().post("/v1/registrations", body)
+        assert r.status == 400 and r.code == "malformed_request", r.body

@@ -40,12 +40,30 @@ def test_arbitrary_bytes_parse_or_raise_a_broker_error(raw: bytes) -> None:
         pass
 
 
+# Text without the control characters a request may not hold (all but tab, LF, CR).
+_TEXT = st.characters(exclude_categories=("Cs",), exclude_characters=(
+    {chr(c) for c in range(32)} - set("\t\n\r")))
+
+
 @settings(max_examples=200, deadline=None)
-@given(st.recursive(st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.text(max_size=5),
+@given(st.recursive(st.none() | st.booleans() | st.integers(-10**12, 10**12)
+                    | st.text(_TEXT, max_size=5),
                     lambda kids: st.lists(kids, max_size=3)
-                    | st.dictionaries(st.text(max_size=3), kids, max_size=3), max_leaves=20))
+                    | st.dictionaries(st.text(_TEXT, max_size=3), kids, max_size=3),
+                    max_leaves=20))
 def test_ordinary_json_round_trips(value: object) -> None:
     assert loads_strict(json.dumps(value).encode()) == value
+
+
+@pytest.mark.parametrize("raw", [b'{"a": "x\\u0000y"}', b'{"a\\u0000": 1}',
+                                 b'[["\\u001b[31m"]]', b'{"a": {"b": ["\\u0007"]}}'])
+def test_control_characters_in_any_string_are_refused(raw: bytes) -> None:
+    with pytest.raises(BadRequest, match="control character"):
+        loads_strict(raw)
+
+
+def test_tab_newline_and_carriage_return_are_text() -> None:
+    assert loads_strict(b'{"pem": "a\\n\\tb\\r\\n"}') == {"pem": "a\n\tb\r\n"}
 
 
 @pytest.mark.parametrize("text", ["99999999999999999999", "-1", "1e3", "", "٣"])
