@@ -28,7 +28,12 @@ from twisted.internet import defer, task
 from twisted.internet import reactor as _reactor
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort, IOpenSSLContextFactory
-from twisted.internet.ssl import CertificateOptions, PrivateCertificate, TLSVersion
+from twisted.internet.ssl import (
+    AcceptableCiphers,
+    CertificateOptions,
+    PrivateCertificate,
+    TLSVersion,
+)
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -118,9 +123,18 @@ def resolve_tls(ctx: BrokerContext, dev: bool) -> TlsFiles:
     return dev_certificate(s.state_path / "dev-tls")
 
 
+#: TLS 1.2 suites (Mozilla's "intermediate" profile less DHE): forward-secret key exchange
+#: (ECDHE) and AEAD ciphers only — no CBC, no SHA-1 MAC, no static-RSA key exchange. TLS 1.3's
+#: suites are all of that kind and are left to OpenSSL.
+TLS12_CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                 "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                 "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
+
+
 def tls_options(files: TlsFiles, *, tickets: bool = False) -> CertificateOptions:
-    """pyOpenSSL context options: TLS 1.2+, the certificate chain and key from PEM files;
-    ``tickets`` lets the context issue TLS session tickets (see :class:`TlsContexts`)."""
+    """pyOpenSSL context options: TLS 1.2+ with :data:`TLS12_CIPHERS`, the certificate chain
+    and key from PEM files; ``tickets`` lets the context issue TLS session tickets (see
+    :class:`TlsContexts`)."""
     try:
         cert_pem = files.cert.read_bytes()
         key_pem = files.key.read_bytes()
@@ -134,43 +148,52 @@ def tls_options(files: TlsFiles, *, tickets: bool = False) -> CertificateOptions
     extra = [X509.from_cryptography(c) for c in chain[1:]]
     return CertificateOptions(privateKey=private.privateKey.original,
                               certificate=private.original, extraCertChain=extra,
-                              raiseMinimumTo=TLSVersion.TLSv1_2, enableSessionTickets=tickets)
+                              raiseMinimumTo=TLSVersion.TLSv1_2, enableSessionTickets=tickets,
+                              acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(
+                                  TLS12_CIPHERS))
 
 
-#: Sessions and tickets carry this context: any process of this deployment accepts its own.
+#: Sessions and tickets carry this context (and the listener's name): a session of one listener
+#: never resumes on the other.
 SESSION_ID_CONTEXT = b"smartcard-broker"
 
 
 @implementer(IOpenSSLContextFactory)
 class TlsContexts:
-    """The listeners' OpenSSL contexts, with TLS session resumption for returning clients.
+    """One listener's OpenSSL contexts, with TLS session resumption for returning clients.
 
     With ``resumption`` on, each context issues session tickets (stateless; TLS 1.3 and 1.2)
-    and keeps a server-side session cache, under a fixed session-id context. The ticket key is
-    derived from ``ticket_secret`` for the current period of ``rotation_s`` seconds
-    (:mod:`broker.web.ticket_keys`): every worker given the same secret holds the same key, so
-    a ticket resumes on any of them, and all change key at the same period boundary. A new
-    period gets a new context (new key, empty session cache); open connections keep theirs and
-    older tickets simply fall back to a full handshake. Where this OpenSSL build does not let
-    the key be set, each context keeps OpenSSL's random key (a ticket then resumes only on the
-    worker that issued it). Resumption skips the certificate exchange and signature only: the
-    broker does not ask for TLS client certificates, so no client identity rides on a resumed
-    session.
+    and keeps a server-side session cache, under a session-id context naming the listener.
+    Each listener has its own contexts, so its own ticket keys: a ticket from the client port
+    does not resume on the admin port. By default the ticket key is OpenSSL's own random one
+    (per process and per context); a new period of ``rotation_s`` seconds gets a new context
+    (new key, empty session cache), open connections keep theirs, and older tickets fall back
+    to a full handshake.
+
+    Given a ``ticket_secret`` (``server.tls_shared_ticket_keys`` with several workers: the
+    supervisor's, after :func:`broker.web.ticket_keys.probe` succeeded in a child process), the
+    key is derived from it, the listener and the period (:mod:`broker.web.ticket_keys`), so a
+    ticket resumes on every worker of the supervisor. Resumption skips the certificate
+    exchange and signature only: the broker does not ask for TLS client certificates, so no
+    client identity rides on a resumed session.
 
     Implements Twisted's ``IOpenSSLContextFactory`` (``getContext`` per new connection).
     """
 
     def __init__(self, files: TlsFiles, *, resumption: bool, rotation_s: float,
-                 clock: Any = None, ticket_secret: bytes | None = None) -> None:
+                 clock: Any = None, ticket_secret: bytes | None = None,
+                 listener: str = "client") -> None:
         self.files = files
         self.resumption = resumption
         self.rotation_s = rotation_s
+        self.listener = listener
         self._clock = clock or reactor.seconds
         self._context: Any = None
         self._period = 0
         self.rotations = 0
-        self._secret = ticket_secret or ticket_keys.new_secret()
-        self._set_key = ticket_keys.ticket_key_setter() if resumption else None
+        self._secret = ticket_secret
+        self._set_key = ticket_keys.ticket_key_setter() \
+            if resumption and ticket_secret is not None else None
 
     @property
     def shared_ticket_keys(self) -> bool:
@@ -182,11 +205,11 @@ class TlsContexts:
 
         ctx = tls_options(self.files, tickets=self.resumption).getContext()
         if self.resumption:
-            ctx.set_session_id(SESSION_ID_CONTEXT)
+            ctx.set_session_id(SESSION_ID_CONTEXT + b"/" + self.listener.encode())
             ctx.set_session_cache_mode(SSL.SESS_CACHE_SERVER)
             ctx.set_timeout(int(min(self.rotation_s, 7200)))
-            if self._set_key is not None:
-                self._set_key(ctx, ticket_keys.derive_key(self._secret, period))
+            if self._set_key is not None and self._secret is not None:
+                self._set_key(ctx, ticket_keys.derive_key(self._secret, period, self.listener))
         return ctx
 
     def getContext(self) -> Any:  # noqa: N802 (twisted API)
@@ -345,7 +368,9 @@ def add_operational_routes(api: JsonApi, ctx: BrokerContext) -> None:
 
     @api.route("/healthz", "GET", access=Access.ANONYMOUS)
     async def healthz(request: Any) -> tuple[int, Any]:
-        return 200, {"status": "ok", "pid": os.getpid()}
+        # The pid only on the admin listener (operators and tests tell workers apart by it).
+        return 200, {"status": "ok", "pid": os.getpid()} if api.name == "admin" \
+            else {"status": "ok"}
 
     @api.route("/readyz", "GET", access=Access.ANONYMOUS)
     async def readyz(request: Any) -> tuple[int, Any]:
@@ -468,18 +493,22 @@ def listen(ctx: BrokerContext, *, listen_on: str, admin_listen_on: str, tls: Tls
     """Start both TLS listeners (from endpoint strings, or adopt inherited socket fds);
     ``ticket_secret``, a supervisor's, makes this worker's TLS tickets resume on its peers."""
     s = ctx.settings.server
-    contexts = TlsContexts(tls, resumption=s.tls_session_resumption,
-                           rotation_s=s.tls_ticket_key_rotation_s, ticket_secret=ticket_secret)
-    contexts.getContext()  # unreadable files fail here, before listening
+    # One set of contexts (so of ticket keys and session caches) per listener.
+    contexts = {name: TlsContexts(tls, resumption=s.tls_session_resumption,
+                                  rotation_s=s.tls_ticket_key_rotation_s,
+                                  ticket_secret=ticket_secret, listener=name)
+                for name in ("client", "admin")}
+    for each in contexts.values():
+        each.getContext()  # unreadable files fail here, before listening
     if s.tls_session_resumption:
         log.info("TLS session resumption on", extra={
-            "ticket_keys": "shared by workers" if contexts.shared_ticket_keys else "per worker",
-            "rotation_s": s.tls_ticket_key_rotation_s})
+            "ticket_keys": "shared by workers" if contexts["client"].shared_ticket_keys
+            else "per worker", "rotation_s": s.tls_ticket_key_rotation_s})
     client_site, admin_site = build_sites(ctx)
     ports: list[IListeningPort] = []
     for name, site, endpoint in (("client", client_site, listen_on),
                                  ("admin", admin_site, admin_listen_on)):
-        factory = _tls_factory(site, contexts)
+        factory = _tls_factory(site, contexts[name])
         if inherited and name in inherited:
             fd = inherited[name]
             sock = socket.socket(fileno=fd)  # only to read the family; detached, not closed

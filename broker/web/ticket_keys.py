@@ -57,10 +57,12 @@ def period_of(now: float, rotation_s: float) -> int:
     return int(now // rotation_s)
 
 
-def derive_key(secret: bytes, period: int) -> bytes:
-    """The 80-byte ticket key of ``period`` (the same in every worker holding ``secret``)."""
+def derive_key(secret: bytes, period: int, listener: str = "client") -> bytes:
+    """The 80-byte ticket key of ``listener`` for ``period`` (the same in every worker holding
+    ``secret``; another listener's differs, so its tickets do not resume there)."""
     return HKDF(algorithm=hashes.SHA256(), length=KEY_LENGTH, salt=None,
-                info=_INFO + period.to_bytes(8, "big", signed=True)).derive(secret)
+                info=_INFO + period.to_bytes(8, "big", signed=True) + b" listener "
+                + listener.encode()).derive(secret)
 
 
 def read_secret(fd: int) -> bytes:

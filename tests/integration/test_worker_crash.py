@@ -22,7 +22,7 @@ def worker_pids(bp, want: int = 2, timeout: float = 20.0) -> set[int]:  # type: 
     deadline = time.monotonic() + timeout
     while len(pids) < want and time.monotonic() < deadline:
         try:
-            pids.add(bp.client().get("/healthz").body["pid"])
+            pids.add(bp.admin().get("/healthz").body["pid"])  # pid: admin listener only
         except OSError:
             time.sleep(0.05)
     return pids

@@ -144,3 +144,71 @@ def test_nul_in_any_json_string_is_400(secured: Secured) -> None:
                   "client": {"platform": "linux", "arch": "x86_64", "version": "1\u0000"}}):
         r = secured.client().post("/v1/registrations", body)
         assert r.status == 400 and r.code == "malformed_request", r.body
+
+
+# ----------------------------------------------------------------------------- item 6 (TLS)
+
+_contexts: dict[tuple[str, str | None, bool], ssl.SSLContext] = {}
+
+
+def _handshake(secured: Secured, port: int, *, ciphers: str | None = None,
+               tls12: bool = False, session: ssl.SSLSession | None = None
+               ) -> tuple[ssl.SSLSession | None, bool, str]:
+    """One GET /healthz on a new TLS connection: (session, resumed, cipher)."""
+    key = (str(secured.broker.cafile), ciphers, tls12)
+    if key not in _contexts:
+        ctx = ssl.create_default_context(cafile=str(secured.broker.cafile))
+        if tls12:
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        if ciphers:
+            ctx.set_ciphers(ciphers + ":@SECLEVEL=0")  # let the client offer the weak ones
+        _contexts[key] = ctx
+    ctx = _contexts[key]
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock = ctx.wrap_socket(raw, server_hostname="127.0.0.1", session=session)
+    try:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert _answer(sock).startswith(b"HTTP/1.1 200")
+        cipher = sock.cipher()
+        return sock.session, sock.session_reused, cipher[0] if cipher else ""
+    finally:
+        sock.close()
+
+
+@pytest.mark.parametrize("suites", [
+    "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA",  # CBC with SHA-1
+    "ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384",  # CBC
+    "AES128-GCM-SHA256:AES256-GCM-SHA384:AES128-SHA",  # no forward secrecy
+])
+def test_tls12_refuses_cbc_and_non_forward_secret_suites(secured: Secured, suites: str) -> None:
+    for port in (secured.broker.port, secured.broker.admin_port):
+        with pytest.raises(ssl.SSLError):
+            _handshake(secured, port, ciphers=suites, tls12=True)
+
+
+def test_tls12_with_ecdhe_and_aead_and_tls13_connect(secured: Secured) -> None:
+    _, _, cipher = _handshake(secured, secured.broker.port, tls12=True,
+                              ciphers="ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-SHA")
+    assert cipher == "ECDHE-ECDSA-AES128-GCM-SHA256"
+    _, _, cipher = _handshake(secured, secured.broker.port)
+    assert cipher.startswith("TLS_")
+
+
+def test_a_client_port_ticket_does_not_resume_on_the_admin_port(secured: Secured) -> None:
+    for tls12 in (False, True):
+        session, reused, _ = _handshake(secured, secured.broker.port, tls12=tls12)
+        assert not reused and session is not None
+        _, reused, _ = _handshake(secured, secured.broker.port, tls12=tls12, session=session)
+        assert reused, "the ticket resumes where it was issued (the probe works)"
+        _, reused, _ = _handshake(secured, secured.broker.admin_port, tls12=tls12,
+                                  session=session)
+        assert not reused, "the admin listener has its own ticket keys"
+
+
+def test_server_header_and_healthz_say_little(secured: Secured) -> None:
+    r = secured.client().get("/healthz")
+    assert r.body == {"status": "ok"}, "no pid on the client listener"
+    assert r.headers["server"] == "smartcard-broker"
+    for path in ("/nope", "/v1/jwks.json"):
+        assert secured.client().get(path).headers["server"] == "smartcard-broker"
+    assert "twisted" not in json.dumps(secured.broker.admin().get("/healthz").headers).lower()

@@ -175,3 +175,75 @@ def test_the_byte_search_finds_what_pyelftools_symbol_decoding_finds() -> None:
         symtab = ELFFile(f).get_section_by_name(".symtab")
         decoded = {name: symtab.get_symbol_by_name(name)[0]["st_value"] for name in names}
     assert found == decoded
+
+
+def test_ticket_keys_are_per_process_unless_a_secret_is_shared(tmp_path: Path) -> None:
+    """The default (server.tls_shared_ticket_keys off): no secret, OpenSSL's own key per
+    context, and broker/web/ticket_keys.py's symbol lookup is never run."""
+    files = dev_certificate(tmp_path)
+    worker_a = TlsContexts(files, resumption=True, rotation_s=60, clock=Clock())
+    worker_b = TlsContexts(files, resumption=True, rotation_s=60, clock=Clock())
+    assert not worker_a.shared_ticket_keys
+    ticket, _ = _resumes(worker_a.getContext(), None, files.cert)
+    assert _resumes(worker_a.getContext(), ticket, files.cert)[1]
+    assert not _resumes(worker_b.getContext(), ticket, files.cert)[1]
+
+
+def test_the_listeners_do_not_share_ticket_keys(tmp_path: Path) -> None:
+    files = dev_certificate(tmp_path)
+    clock, secret = Clock(), b"s" * 32
+    client = TlsContexts(files, resumption=True, rotation_s=60, clock=clock,
+                         ticket_secret=secret, listener="client")
+    admin = TlsContexts(files, resumption=True, rotation_s=60, clock=clock,
+                        ticket_secret=secret, listener="admin")
+    ticket, _ = _resumes(client.getContext(), None, files.cert)
+    assert not _resumes(admin.getContext(), ticket, files.cert)[1]
+
+
+def _rsa_files(tmp_path: Path) -> Any:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    from broker.web.server import TlsFiles
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(1)
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]),
+                           critical=False)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "rsa.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "rsa.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    return TlsFiles(tmp_path / "rsa.pem", tmp_path / "rsa.key")
+
+
+@pytest.mark.parametrize("suites,accepted", [
+    ("AES128-GCM-SHA256:AES256-GCM-SHA384", False),  # RSA key exchange: no forward secrecy
+    ("ECDHE-RSA-AES128-SHA:AES128-SHA", False),  # CBC with SHA-1
+    ("ECDHE-RSA-AES128-SHA256", False),  # CBC
+    ("ECDHE-RSA-AES128-GCM-SHA256", True),
+    ("ECDHE-RSA-CHACHA20-POLY1305", True),
+])
+def test_tls12_with_an_rsa_certificate_takes_only_ecdhe_aead(tmp_path: Path, suites: str,
+                                                             accepted: bool) -> None:
+    files = _rsa_files(tmp_path)
+    client = ssl.create_default_context(cafile=str(files.cert))
+    client.maximum_version = ssl.TLSVersion.TLSv1_2
+    client.set_ciphers(suites + ":@SECLEVEL=0")
+    _clients[files.cert] = client
+    server = TlsContexts(files, resumption=False, rotation_s=60, clock=Clock()).getContext()
+    if accepted:
+        _resumes(server, None, files.cert)
+    else:
+        with pytest.raises((ssl.SSLError, SSL.Error)):
+            _resumes(server, None, files.cert)
