@@ -261,9 +261,20 @@ def supervise(settings: Settings, dev: bool) -> None:
     metrics.prepare_multiprocess_dir(str(settings.state_path / "metrics"))
     from broker.web import ticket_keys
 
-    # One TLS ticket secret for every worker of this supervisor (and its restarted workers), so a
-    # ticket resumes on any of them; each worker reads it from its own pipe.
-    secret = ticket_keys.new_secret()
+    # Opt-in: one TLS ticket secret for every worker of this supervisor (and its restarted
+    # workers), so a ticket resumes on any of them; each worker reads it from its own pipe. The
+    # key setting reaches into cryptography's private extension, so it is tried in a child
+    # process first: a failure or crash there only leaves each worker its own key.
+    secret = None
+    if settings.server.tls_shared_ticket_keys and settings.server.tls_session_resumption:
+        problem = ticket_keys.probe()
+        if problem is None:
+            secret = ticket_keys.new_secret()
+            log.info("TLS ticket keys shared by the workers")
+        else:
+            log.warning("TLS ticket keys cannot be shared by the workers; each keeps its own "
+                        "(a ticket resumes only on the worker that issued it)",
+                        extra={"reason": problem})
     fds = ",".join(f"{k}={s.fileno()}" for k, s in socks.items())
     options: list[str] = []
     if settings.source != "<defaults>":
@@ -275,6 +286,10 @@ def supervise(settings: Settings, dev: bool) -> None:
     children: list[subprocess.Popen[bytes]] = []
 
     def spawn() -> subprocess.Popen[bytes]:
+        if secret is None:
+            return subprocess.Popen(
+                [sys.executable, "-m", "broker.cli", "serve", "--worker-fds", fds, *options],
+                pass_fds=[s.fileno() for s in socks.values()], env=dict(os.environ))
         pipe = ticket_keys.secret_pipe(secret)
         try:
             return subprocess.Popen(

@@ -58,6 +58,9 @@ class ServerSettings:
     #: The TLS ticket key (and context) changes at each multiple of this many seconds, in every
     #: worker at once (broker/web/ticket_keys.py).
     tls_ticket_key_rotation_s: int = 3600
+    #: Opt-in: workers share one TLS ticket key (broker/web/ticket_keys.py, probed in a child
+    #: process first). Needs workers > 1. The supported route is TLS termination at HAProxy.
+    tls_shared_ticket_keys: bool = False
 
 
 @dataclass(frozen=True)
@@ -226,6 +229,11 @@ def _check_values(settings: Settings) -> None:
     """Range checks that types alone do not express."""
     s = settings
     where = f"{s.source}: "
+    if s.server.tls_shared_ticket_keys and s.server.workers == 1:
+        raise ConfigError(message=f"{where}server.tls_shared_ticket_keys needs server.workers "
+                                  "> 1: one process already resumes its own tickets (for "
+                                  "several nodes, terminate TLS at HAProxy instead)",
+                          details={"key": "server.tls_shared_ticket_keys"})
     positive = [
         ("server.workers", s.server.workers), ("server.max_body_bytes", s.server.max_body_bytes),
         ("server.threadpool_size", s.server.threadpool_size),

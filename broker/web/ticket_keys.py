@@ -1,5 +1,16 @@
 """TLS session-ticket keys shared by every worker of one broker and rotated on a fixed clock.
 
+**Opt-in, and not the supported route.** This module reaches into cryptography's private Rust
+extension (an unexported symbol found in its ELF symbol table, called through ctypes on
+pyOpenSSL's private ``_context``): a differently built or newer wheel can make it fail, and a
+wrong offset is a crash, not an exception. So it runs only with ``server.tls_shared_ticket_keys
+= true`` and several workers; the supervisor first runs :func:`probe` (this module as a child
+process, ``python -m broker.web.ticket_keys``) and hands the workers a secret only when the child
+came back healthy — a crash there is a warning, and each worker keeps OpenSSL's own key. It
+refuses cryptography releases outside :data:`CRYPTOGRAPHY_TESTED` (the ``tls`` extra pins the
+same range). For resumption across workers and nodes, terminate TLS at HAProxy
+(``tls-ticket-keys``) instead (README, "TLS session resumption").
+
 A session ticket is the server's own state, encrypted and authenticated under the context's
 ticket key and handed to the client, which offers it on its next connection. For a ticket to
 resume on any worker, every worker must hold the same key. OpenSSL sets one with
@@ -27,7 +38,10 @@ import ctypes
 import logging
 import os
 import secrets
+import signal
 import struct
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +57,14 @@ _SSL_CTRL_GET_TLSEXT_TICKET_KEYS = 58
 _SSL_CTRL_SET_TLSEXT_TICKET_KEYS = 59
 _STT_FUNC = 2
 _INFO = b"smartcard-broker TLS session ticket key, period "
+
+
+#: cryptography majors this lookup was tested with: ``low <= major < high`` (setup.cfg's ``tls``
+#: extra says the same; a test keeps the two equal).
+CRYPTOGRAPHY_TESTED = (42, 51)
+#: Test hook, read only by the probe's child process: ``segv`` makes it crash as a wrong symbol
+#: offset would (the broker must survive that and warn).
+PROBE_FAULT_ENV = "SMARTCARD_BROKER_TICKET_PROBE_FAULT"
 
 
 class TicketKeysUnavailable(Exception):
@@ -139,8 +161,26 @@ def _function_offsets(path: str, names: tuple[str, ...]) -> dict[str, int]:
     return found
 
 
+def check_cryptography_version(version: str | None = None) -> None:
+    """TicketKeysUnavailable unless cryptography (``version``, default the installed one) is
+    within :data:`CRYPTOGRAPHY_TESTED`."""
+    if version is None:
+        import cryptography
+
+        version = cryptography.__version__
+    try:
+        major = int(version.split(".")[0])
+    except ValueError:
+        raise TicketKeysUnavailable(f"cannot read cryptography's version {version!r}") from None
+    low, high = CRYPTOGRAPHY_TESTED
+    if not low <= major < high:
+        raise TicketKeysUnavailable(f"cryptography {version} is outside the tested range "
+                                    f">={low},<{high}")
+
+
 def _find_ssl_ctx_ctrl() -> _Ctrl:
     """``SSL_CTX_ctrl`` of the OpenSSL inside cryptography's Rust extension, callable."""
+    check_cryptography_version()
     from cryptography.hazmat.bindings import _rust
 
     path = getattr(_rust, "__file__", None)
@@ -179,17 +219,26 @@ def _set(ctrl: _Ctrl, context: Any, key: bytes) -> None:
         raise TicketKeysUnavailable("the ticket key read back differs from the one set")
 
 
+def _load() -> _Ctrl:
+    """Find ``SSL_CTX_ctrl`` and prove it on a throwaway context (TicketKeysUnavailable)."""
+    from OpenSSL import SSL
+
+    ctrl = _find_ssl_ctx_ctrl()
+    try:
+        _set(ctrl, SSL.Context(SSL.TLS_SERVER_METHOD), derive_key(new_secret(), 0))
+    except (OSError, AttributeError, ValueError) as exc:
+        raise TicketKeysUnavailable(str(exc)) from None
+    return ctrl
+
+
 def ticket_key_setter() -> Callable[[Any, bytes], None] | None:
     """A function that sets a pyOpenSSL Context's ticket key, or None (after one warning)
-    when this build does not allow it. Probed once per process, on a throwaway context."""
+    when this build does not allow it. Probed once per process, on a throwaway context; call
+    it only after :func:`probe` succeeded (a wrong offset would crash this process)."""
     global _setter, _problem
     if _setter is None and _problem is None:
         try:
-            from OpenSSL import SSL
-
-            ctrl = _find_ssl_ctx_ctrl()
-            _set(ctrl, SSL.Context(SSL.TLS_SERVER_METHOD), derive_key(new_secret(), 0))
-            _setter = ctrl
+            _setter = _load()
         except (TicketKeysUnavailable, OSError, AttributeError, ValueError) as exc:
             _problem = str(exc)
             log.warning("TLS ticket keys cannot be shared by workers with this OpenSSL build; "
@@ -200,3 +249,41 @@ def ticket_key_setter() -> Callable[[Any, bytes], None] | None:
     ctrl = _setter
     return lambda context, key: _set(ctrl, context, key)
 
+
+
+def probe(timeout_s: float = 60.0) -> str | None:
+    """Try the whole lookup in a child process: None when it works, else why not (a crash of
+    the child — a signal — is a reason like any other, never this process's end)."""
+    try:
+        proc = subprocess.run([sys.executable, "-m", "broker.web.ticket_keys"],
+                              capture_output=True, text=True, timeout=timeout_s,
+                              env=dict(os.environ))
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"the probe process failed: {exc}"
+    if proc.returncode == 0 and proc.stdout.strip() == "ok":
+        return None
+    if proc.returncode < 0:
+        try:
+            name = signal.Signals(-proc.returncode).name
+        except ValueError:
+            name = str(-proc.returncode)
+        return f"the probe process crashed ({name})"
+    lines = (proc.stdout.strip() or proc.stderr.strip() or "no output").splitlines()
+    return lines[-1][:300]
+
+
+def _probe_main() -> int:
+    """The child of :func:`probe`: ``ok`` and exit 0 when the ticket key can be set."""
+    if os.environ.get(PROBE_FAULT_ENV) == "segv":
+        ctypes.string_at(0)  # a real SIGSEGV, as a wrong symbol offset would give
+    try:
+        _load()
+    except TicketKeysUnavailable as exc:
+        print(exc)
+        return 1
+    print("ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_probe_main())

@@ -14,11 +14,12 @@ import pytest
 
 def _connect(bp: Any, ctx: ssl.SSLContext,
              session: ssl.SSLSession | None) -> tuple[ssl.SSLSession | None, bool, int]:
-    """One request on a new connection offering ``session``: (the session to offer next time,
-    whether this one was resumed, the pid of the worker that answered)."""
-    raw = socket.create_connection(("127.0.0.1", bp.port), timeout=10)
+    """One request on a new connection to the admin listener (its /healthz names the pid)
+    offering ``session``: (the session to offer next time, whether this one was resumed, the
+    pid of the worker that answered)."""
+    raw = socket.create_connection(("127.0.0.1", bp.admin_port), timeout=10)
     sock = ctx.wrap_socket(raw, server_hostname="127.0.0.1", session=session)
-    conn = http.client.HTTPSConnection("127.0.0.1", bp.port, context=ctx)
+    conn = http.client.HTTPSConnection("127.0.0.1", bp.admin_port, context=ctx)
     conn.sock = sock
     try:
         conn.request("GET", "/healthz")
@@ -50,12 +51,13 @@ def test_resumption_can_be_switched_off(broker_factory,  # type: ignore[no-untyp
 
 @pytest.mark.postgres
 def test_a_ticket_resumes_on_every_worker(broker_factory) -> None:  # type: ignore[no-untyped-def]
-    """Workers of one supervisor share the ticket key: a session issued by one worker resumes
-    on the other (with a key per worker about half of these connections would not)."""
+    """With server.tls_shared_ticket_keys (opt-in), workers of one supervisor share the ticket
+    key: a session issued by one worker resumes on the other (with a key per worker about
+    half of these connections would not)."""
     from tests.support.databases import postgres_schema_url
 
     with postgres_schema_url() as url:
-        bp = broker_factory(url, workers=2)
+        bp = broker_factory(url, workers=2, BROKER_SERVER_TLS_SHARED_TICKET_KEYS="true")
         ctx = ssl.create_default_context(cafile=str(bp.cafile))
         session, reused, first = _connect(bp, ctx, None)
         assert not reused
@@ -69,4 +71,22 @@ def test_a_ticket_resumes_on_every_worker(broker_factory) -> None:  # type: igno
                            f"({resumed_on} resumed so far; first session from {first})"
             resumed_on[pid] = resumed_on.get(pid, 0) + 1
         assert len(resumed_on) == 2, resumed_on
+        assert bp.stop() == 0
+
+
+@pytest.mark.postgres
+def test_a_crashing_ticket_key_probe_is_a_warning(broker_factory) -> None:  # type: ignore[no-untyped-def]
+    """The shared-key lookup runs first in a child process; its crash (forced here, as a wrong
+    symbol offset would crash) leaves each worker its own key and the broker serving."""
+    from tests.support.databases import postgres_schema_url
+
+    with postgres_schema_url() as url:
+        bp = broker_factory(url, workers=2, BROKER_SERVER_TLS_SHARED_TICKET_KEYS="true",
+                            SMARTCARD_BROKER_TICKET_PROBE_FAULT="segv")
+        log = bp.logs()
+        assert "TLS ticket keys cannot be shared by the workers" in log and "SIGSEGV" in log
+        assert '"ticket_keys": "per worker"' in log
+        ctx = ssl.create_default_context(cafile=str(bp.cafile))
+        session, _, _ = _connect(bp, ctx, None)
+        assert session is not None
         assert bp.stop() == 0

@@ -247,3 +247,45 @@ def test_tls12_with_an_rsa_certificate_takes_only_ecdhe_aead(tmp_path: Path, sui
     else:
         with pytest.raises((ssl.SSLError, SSL.Error)):
             _resumes(server, None, files.cert)
+
+
+# ------------------------------------------------------------------ opt-in, probed, pinned
+
+def test_shared_ticket_keys_are_off_by_default_and_refused_with_one_worker(
+        tmp_path: Path) -> None:
+    from broker.config import ConfigError, load_settings
+
+    cfg = tmp_path / "broker.toml"
+    cfg.write_text("[server]\nworkers = 1\n")
+    assert not load_settings(cfg, {}).server.tls_shared_ticket_keys
+    with pytest.raises(ConfigError, match="tls_shared_ticket_keys needs server.workers > 1"):
+        load_settings(cfg, {"BROKER_SERVER_TLS_SHARED_TICKET_KEYS": "true"})
+    cfg.write_text("[server]\nworkers = 2\ntls_shared_ticket_keys = true\n")
+    assert load_settings(cfg, {}).server.tls_shared_ticket_keys
+
+
+def test_the_probe_runs_in_a_child_and_survives_its_crash(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ticket_keys.probe() is None, "this build's lookup works (the suite's premise)"
+    monkeypatch.setenv(ticket_keys.PROBE_FAULT_ENV, "segv")
+    reason = ticket_keys.probe()
+    assert reason is not None and "SIGSEGV" in reason
+
+
+def test_the_tls_extra_pins_the_tested_cryptography_majors() -> None:
+    import configparser
+
+    import cryptography
+
+    from tests.support.server import REPO
+
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    pins = [line.strip() for line in cfg["options.extras_require"]["tls"].splitlines()
+            if line.strip().startswith("cryptography")]
+    low, high = ticket_keys.CRYPTOGRAPHY_TESTED
+    assert pins == [f"cryptography>={low},<{high}"]
+    ticket_keys.check_cryptography_version(cryptography.__version__)  # the installed one
+    for outside in (f"{high}.0.0", f"{low - 1}.9.9", "garbage"):
+        with pytest.raises(ticket_keys.TicketKeysUnavailable):
+            ticket_keys.check_cryptography_version(outside)
