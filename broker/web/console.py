@@ -28,13 +28,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources as package_files
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from klein import Klein
 from markupsafe import Markup
 from sqlalchemy.orm import Session
 
+from broker import metrics
 from broker.codes import Code
 from broker.errors import BrokerError
 from broker.kinds import Scope
@@ -42,7 +43,7 @@ from broker.service import admin, console
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
 from broker.service.resources import REQUIRED, Call, Field, Operation, Page, Resource
-from broker.web.http import Access, JsonApi, client_address
+from broker.web.http import Access, AddressThrottle, BadRequest, JsonApi, client_address
 
 log = logging.getLogger("broker.console")
 
@@ -65,6 +66,10 @@ STATIC_TYPES = {".css": b"text/css; charset=utf-8", ".js": b"text/javascript; ch
                 ".svg": b"image/svg+xml", ".txt": b"text/plain; charset=utf-8"}
 _STATIC_NAME = re.compile(r"^[a-z0-9-]+\.(css|js|svg|txt)$")
 READ_ONLY_REASON = "Your admin token has read scope: you can see everything and change nothing."
+#: Refused console sign-ins an address may make per window (per broker process) before it is
+#: made to wait; counted in broker_throttled_total{what="console_sign_in"}.
+SIGN_IN_FAILURES = 10
+SIGN_IN_WINDOW_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +105,17 @@ class ConsoleRefused(BrokerError):
 
 def form_values(request: Any) -> dict[str, list[bytes]]:
     return {k.decode("utf-8", "replace"): list(v) for k, v in (request.args or {}).items()}
+
+
+def body_form(request: Any) -> dict[str, list[bytes]]:
+    """The fields of a form POST's body only (``request.args`` mixes in the query string)."""
+    ctype = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+    if ctype != b"application/x-www-form-urlencoded" or request.content is None:
+        return {}
+    request.content.seek(0)
+    raw = request.content.read()
+    return {k.decode("utf-8", "replace"): list(v)
+            for k, v in parse_qs(raw, keep_blank_values=True).items()}
 
 
 def first(values: dict[str, list[bytes]], name: str) -> str:
@@ -216,6 +232,11 @@ class ConsoleApp:
         self.env.filters["when"] = _when
         self.env.filters["deadline"] = _deadline_class
         self.env.filters["tojson_attr"] = lambda v: json.dumps(v, sort_keys=True)
+        from twisted.internet import reactor
+
+        clock: Any = reactor
+        self.sign_in_throttle = AddressThrottle(SIGN_IN_FAILURES, SIGN_IN_WINDOW_S,
+                                                clock.seconds)
         self._declare()
 
     # ------------------------------------------------------------------ declarations
@@ -318,14 +339,26 @@ class ConsoleApp:
 
         @self.page(f"{PREFIX}/sign-in", "POST", access=Access.ANONYMOUS)
         async def sign_in(request: Any) -> bytes:
-            values = form_values(request)
+            address = client_address(request)
+            wait = self.sign_in_throttle.retry_after(address)
+            if wait:
+                metrics.THROTTLED.labels("console_sign_in").inc()
+                request.setResponseCode(429)
+                request.setHeader(b"retry-after", str(int(wait) + 1).encode())
+                return self.render(request, "refused.html", None, message=(
+                    "Too many refused sign-ins from this address; try again in "
+                    f"{int(wait) + 1} seconds."))
+            if "token" in parse_qs(urlsplit(request.uri).query.decode("latin-1")):
+                raise BadRequest(message="The admin token is taken from the sign-in form's "
+                                         "body only, never from the address (it would end up "
+                                         "in logs and browser history).")
+            values = body_form(request)  # token and CSRF token from the POST body only
             nonce = (request.getCookie(SIGNIN_COOKIE) or b"").decode("ascii", "replace")
             presented = first(values, "csrf")
             if not nonce or not presented or not hmac.compare_digest(nonce, presented):
                 raise ConsoleRefused(message="The sign-in form is missing its CSRF token (or "
                                              "it is stale); reload the page and try again.")
             token = first(values, "token").strip()
-            address = client_address(request)
 
             def work(session: Session) -> tuple[str, console.ConsoleIdentity]:
                 return console.sign_in(session, token or None, ctx.now(), address)
@@ -333,6 +366,7 @@ class ConsoleApp:
             try:
                 secret, identity = await ctx.call(ctx.db.transaction, work)
             except ServiceError:
+                self.sign_in_throttle.failed(address)
                 await ctx.call(ctx.db.transaction,
                                lambda s: console.sign_in_refused(s, address))
                 request.setResponseCode(401)

@@ -399,6 +399,47 @@ def int_param(value: str, name: str, *, low: int = 0, high: int = 2**31 - 1) -> 
     return int(text)
 
 
+# --------------------------------------------------------------------------- throttles
+
+class AddressThrottle:
+    """Failures per client address in a sliding window, in this process's memory.
+
+    :meth:`retry_after` says how long an address must wait (0: go ahead) once it has
+    ``limit`` failures within ``window_s``; :meth:`failed` counts one. At most ``max_addresses``
+    are remembered (the oldest forgotten first), so a flood of addresses cannot grow memory.
+    ``clock`` is a ``reactor.seconds``-like callable (a ``Clock`` in tests).
+    """
+
+    def __init__(self, limit: int, window_s: float, clock: Callable[[], float],
+                 max_addresses: int = 10000) -> None:
+        self.limit, self.window_s, self.clock = limit, window_s, clock
+        self.max_addresses = max_addresses
+        self._failures: dict[str, list[float]] = {}
+
+    def _recent(self, address: str) -> list[float]:
+        horizon = self.clock() - self.window_s
+        times = [t for t in self._failures.get(address, ()) if t > horizon]
+        if times:
+            self._failures[address] = times
+        else:
+            self._failures.pop(address, None)
+        return times
+
+    def retry_after(self, address: str) -> float:
+        times = self._recent(address)
+        if len(times) < self.limit:
+            return 0.0
+        return max(1.0, times[-self.limit] + self.window_s - self.clock())
+
+    def failed(self, address: str) -> None:
+        times = self._recent(address)
+        times.append(self.clock())
+        self._failures.pop(address, None)  # re-inserted last: the dict stays oldest-first
+        self._failures[address] = times
+        while len(self._failures) > self.max_addresses:
+            del self._failures[next(iter(self._failures))]
+
+
 # --------------------------------------------------------------------------- declared routes
 
 Handler = Callable[..., Awaitable[tuple[int, Any]]]

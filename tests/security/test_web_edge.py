@@ -12,6 +12,7 @@ import secrets
 import socket
 import ssl
 import time
+from urllib.parse import urlencode
 
 import pytest
 
@@ -212,3 +213,69 @@ def test_server_header_and_healthz_say_little(secured: Secured) -> None:
     for path in ("/nope", "/v1/jwks.json"):
         assert secured.client().get(path).headers["server"] == "smartcard-broker"
     assert "twisted" not in json.dumps(secured.broker.admin().get("/healthz").headers).lower()
+
+
+# ----------------------------------------------------------------------------- item 7 (console)
+
+class Console:
+    """A cookie jar posting the console's forms from one loopback source address."""
+
+    def __init__(self, secured: Secured) -> None:
+        self.secured, self.source, self.cookies = secured, secured.address(), {}
+
+    def request(self, method: str, path: str, form: dict[str, str] | None = None
+                ) -> tuple[int, dict[str, str], str]:
+        ctx = ssl.create_default_context(cafile=str(self.secured.broker.cafile))
+        conn = http.client.HTTPSConnection("127.0.0.1", self.secured.broker.admin_port,
+                                           context=ctx, timeout=30,
+                                           source_address=(self.source, 0))
+        headers = {"cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+        body = None
+        if form is not None:
+            body = urlencode(form).encode()
+            headers["content-type"] = "application/x-www-form-urlencoded"
+        try:
+            conn.request(method, path, body=body, headers=headers)
+            r = conn.getresponse()
+            text = r.read().decode("utf-8", "replace")
+            for c in r.headers.get_all("set-cookie") or []:
+                name, _, rest = c.partition("=")
+                self.cookies[name] = rest.split(";", 1)[0]
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, text
+        finally:
+            conn.close()
+
+    def sign_in(self, token: str, query: str = "") -> tuple[int, dict[str, str], str]:
+        _, _, html = self.request("GET", "/console/sign-in")
+        csrf = re.findall(r'name="csrf" value="([^"]+)"', html)[-1]
+        form = {"csrf": csrf} if query else {"csrf": csrf, "token": token}
+        return self.request("POST", "/console/sign-in" + query, form)
+
+
+def _admin_token(secured: Secured) -> str:
+    out = secured.broker.run_cli("admin", "token", "create", "--name",
+                                 "console-" + secrets.token_hex(4), "--scope", "read", "--json")
+    token = str(json.loads(out.stdout)["token"])
+    secured.remember(token)
+    return token
+
+
+def test_console_sign_in_takes_the_token_from_the_body_only(secured: Secured) -> None:
+    token = _admin_token(secured)
+    browser = Console(secured)
+    status, _, html = browser.sign_in(token, query="?" + urlencode({"token": token}))
+    assert status == 400 and "form" in html
+    assert "__Host-console" not in browser.cookies
+    status, headers, _ = browser.sign_in(token)
+    assert status == 303 and headers["location"] == "/console/"
+
+
+def test_console_sign_in_is_throttled_per_address(secured: Secured) -> None:
+    token = _admin_token(secured)
+    guesser = Console(secured)
+    statuses = [guesser.sign_in("sbat_wrong" + str(i))[0] for i in range(12)]
+    assert statuses[:10] == [401] * 10 and statuses[10:] == [429, 429]
+    status, headers, _ = guesser.sign_in(token)
+    assert status == 429 and int(headers["retry-after"]) > 0, "refused before the token check"
+    assert Console(secured).sign_in(token)[0] == 303, "another address is not throttled"
+    assert 'broker_throttled_total{what="console_sign_in"}' in "\n".join(_series(secured))
