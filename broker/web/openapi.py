@@ -30,8 +30,10 @@ _RULE_ARG = re.compile(r"<(?:[a-zA-Z_]+(?:\([^)]*\))?:)?([a-zA-Z_][a-zA-Z0-9_]*)
 
 #: Every operation may answer these.
 #: Any request may meet these: the HTTP edge refuses slow or oversized heads before routing.
+#: Any operation may answer these (malformed_request: malformed HTTP, a control character or
+#: non-UTF-8 in the path, a control character in a query parameter).
 COMMON_ERRORS = ("internal_error", "not_found", "method_not_allowed", "request_timeout",
-                 "headers_too_large")
+                 "headers_too_large", "malformed_request")
 #: Operations with a JSON body may also answer these.
 BODY_ERRORS = ("malformed_request", "request_too_large", "unsupported_media_type")
 ADMIN_READ_ERRORS = ("admin_token_invalid",)
