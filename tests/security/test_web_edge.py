@@ -124,8 +124,12 @@ def test_a_percent_ff_path_is_a_json_400_logged_at_info(secured: Secured) -> Non
         assert json.loads(body)["error"]["code"] == "malformed_request"
         r.close()
     log = secured.broker.logs()
-    assert "request refused before routing" in log
-    assert '"critical"' not in log.lower() and "Traceback" not in log
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    refused = [e for e in lines if e["msg"] == "request refused before routing"]
+    assert refused and {e["level"] for e in refused} == {"info"}
+    assert refused[-1]["reason"] == "The request path is not UTF-8."
+    assert not [e for e in lines if e["level"] in ("critical", "error") or "exc" in e]
+    assert "Traceback" not in log
 
 
 @pytest.mark.parametrize("path", ["/v1/sessions/ab%00cd/heartbeat",
