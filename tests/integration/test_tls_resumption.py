@@ -36,6 +36,7 @@ def test_a_returning_client_resumes_its_tls_session(broker) -> None:  # type: ig
     assert not reused and session is not None
     _session, reused, _ = _connect(broker, ctx, session)
     assert reused
+    assert '"ticket_keys": "per worker"' in broker.logs(), "shared keys are opt-in"
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

@@ -177,9 +177,16 @@ def test_the_byte_search_finds_what_pyelftools_symbol_decoding_finds() -> None:
     assert found == decoded
 
 
-def test_ticket_keys_are_per_process_unless_a_secret_is_shared(tmp_path: Path) -> None:
+def test_ticket_keys_are_per_process_unless_a_secret_is_shared(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The default (server.tls_shared_ticket_keys off): no secret, OpenSSL's own key per
     context, and broker/web/ticket_keys.py's symbol lookup is never run."""
+    def never() -> None:
+        raise AssertionError("the ELF symbol lookup ran without shared ticket keys")
+
+    monkeypatch.setattr(ticket_keys, "_load", never)
+    monkeypatch.setattr(ticket_keys, "_setter", None)
+    monkeypatch.setattr(ticket_keys, "_problem", None)
     files = dev_certificate(tmp_path)
     worker_a = TlsContexts(files, resumption=True, rotation_s=60, clock=Clock())
     worker_b = TlsContexts(files, resumption=True, rotation_s=60, clock=Clock())
