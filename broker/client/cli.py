@@ -202,6 +202,10 @@ def login(reader: str | None, pin_stdin: bool, cert_slot: str | None, username: 
     if pin_stdin and password_stdin:
         raise click.UsageError("--pin-stdin and --password-stdin both read standard input")
     saved = load_registration(config_path)
+    if session_file:
+        from broker.client.session_file import check_location
+
+        check_location(session_file)  # refuse before a session is opened, not after
     client, said = client_identity(as_client, saved)
     click.echo(said, err=True)
     ep = BrokerEndpoint.parse(saved["broker"], cafile=saved.get("cafile"),

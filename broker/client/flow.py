@@ -378,12 +378,13 @@ def settings_path() -> Path:
 
 def save_registration(broker: str, code: str, pin_sha256: str | None, cafile: str | None,
                       path: Path | None = None, as_client: str | None = None) -> Path:
+    from broker.private_files import write_private
+
     p = path or settings_path()
-    p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(json.dumps({"broker": broker, "registration_code": code,
-                             "tls_pin_sha256": pin_sha256, "cafile": cafile,
-                             "as_client": as_client}, indent=2))
-    p.chmod(0o600)
+    # The registration code is a credential: 0600 from the first byte, never a readable moment.
+    write_private(p, json.dumps({"broker": broker, "registration_code": code,
+                                 "tls_pin_sha256": pin_sha256, "cafile": cafile,
+                                 "as_client": as_client}, indent=2).encode())
     return p
 
 

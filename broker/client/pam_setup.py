@@ -152,10 +152,9 @@ def apply(change: Change) -> None:
     if change.before is not None and BEGIN not in change.before and not backup.exists():
         shutil.copy2(path, backup)
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
-    tmp = path.with_name(f".{path.name}.pam-setup.tmp")
-    tmp.write_text(change.after)
-    tmp.chmod(mode)
-    tmp.replace(path)
+    from broker.private_files import write_private
+
+    write_private(path, change.after.encode(), mode=mode)
 
 
 def diff(change: Change) -> str:

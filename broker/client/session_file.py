@@ -68,19 +68,33 @@ def now_rfc3339() -> str:
 
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` as JSON with mode 0600, atomically (a reader never sees half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    """Write ``data`` as JSON with mode 0600, atomically (a reader never sees half a file),
+    through a private temporary name (:func:`broker.private_files.write_private`): in a shared
+    sticky folder another user can neither receive the token nor keep the file from us."""
+    from broker.private_files import UnsafePathError, write_private
+
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+        write_private(path, (json.dumps(data, indent=2) + "\n").encode())
+    except UnsafePathError as exc:
+        raise SessionFileError(message=f"session file not written: {exc.message}") from None
+    except OSError as exc:
+        raise SessionFileError(message=f"cannot write the session file {path}: "
+                                       f"{exc.strerror}") from None
+
+
+def check_location(path: Path) -> None:
+    """Before logging in: SessionFileError when ``path`` could not be written safely (a
+    folder others may write that is not sticky, or a file there owned by someone else)."""
+    from broker.private_files import UnsafePathError, check_folder, check_target
+
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        check_folder(folder)
+        check_target(path)
+    except UnsafePathError as exc:
+        raise SessionFileError(message=f"session file not written: {exc.message}") from None
 
 
 def write_active(path: Path, *, broker: str, ca_file: str | None, pin_sha256: str | None,
