@@ -584,6 +584,8 @@ def pam_setup(services: tuple[str, ...], session_file: str | None, purpose: str,
             exe = str(beside)
         if exe is None:
             fail("cannot find the broker-client program for the PAM line; give --program PATH")
+        if log_file:
+            ps.check_log_path(log_file)
         line = ps.PamExecLine(str(Path(exe).absolute()), session_file,
                               purpose, broker_addr,
                               str(Path(cafile).resolve()) if cafile else None,

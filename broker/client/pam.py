@@ -159,7 +159,7 @@ def _card_refusal(exc: CardError) -> Refusal:
     return refuse("card_error", f"card error: {exc.message}")
 
 
-def verify_assertion(token: str, jwks: dict[str, Any], *, issuer: str | None, user: str,
+def verify_assertion(token: str, jwks: dict[str, Any], *, issuer: str, user: str,
                      purpose: str, session_id: str, now: float | None = None) -> dict[str, Any]:
     """The assertion's claims once its ES256 signature verifies with ``jwks`` and issuer,
     audience, subject, purpose, session and expiry are the expected ones; Refusal otherwise."""
@@ -175,10 +175,10 @@ def verify_assertion(token: str, jwks: dict[str, Any], *, issuer: str | None, us
                                           f"JWKS ({type(exc).__name__})") from None
     claims = dict(decoded.claims)
     t = time.time() if now is None else now
+    if not issuer:  # any broker's key would do: never accept an assertion unpinned
+        raise refuse("assertion_invalid", "no issuer to require of the assertion")
     expected = {"aud": f"in-session:{purpose}", "sub": user, "purpose": purpose,
-                "sid": session_id}
-    if issuer is not None:
-        expected["iss"] = issuer
+                "sid": session_id, "iss": issuer}
     for claim, want in expected.items():
         if claims.get(claim) != want:
             raise refuse("assertion_invalid", f"the assertion's {claim} is not the expected "
@@ -229,6 +229,10 @@ def authenticate(req: PamRequest, pam_user: str, pin: str, cards: CardAccess) ->
                                       f"({sf.data.get('reason') or 'no reason recorded'})")
     if sf.user != pam_user:
         raise refuse("user_mismatch", "PAM_USER is not the session's user")
+    issuer = req.issuer or sf.data.get("issuer")
+    if not isinstance(issuer, str) or not issuer:
+        raise refuse("session_file_invalid", "the session file names no issuer (the broker "
+                                             "id); log in again with --session-file")
     if not pin:
         raise refuse("pin_missing", "no PIN on standard input (use pam_exec expose_authtok)")
     api = BrokerApi(trusted_endpoint(req, sf))
@@ -272,8 +276,8 @@ def authenticate(req: PamRequest, pam_user: str, pin: str, cards: CardAccess) ->
         raise refuse("broker_unreachable", exc.message) from None
     if not isinstance(answer, dict) or not isinstance(answer.get("assertion"), str):
         raise refuse("assertion_invalid", "the broker sent no assertion")
-    claims = verify_assertion(answer["assertion"], jwks, issuer=req.issuer or sf.data.get(
-        "issuer"), user=pam_user, purpose=req.purpose, session_id=sf.session_id)
+    claims = verify_assertion(answer["assertion"], jwks, issuer=issuer, user=pam_user,
+                              purpose=req.purpose, session_id=sf.session_id)
     return Granted(pam_user, req.purpose, sf.session_id, claims)
 
 

@@ -43,6 +43,36 @@ class PamSetupError(BrokerError):
     code = "pam_setup_invalid"
 
 
+def check_log_path(log: str) -> None:
+    """PamSetupError unless pam_exec (root) can append to ``log`` without following another
+    user's link: an absolute path whose folder exists and no other user may write — not even
+    a sticky one like /tmp, where anyone can put a symbolic link under the name first — and
+    whose ancestors are not writable by others unless sticky; an existing ``log`` must be a
+    regular file."""
+    import os
+    import stat
+
+    path = Path(log)
+    if not path.is_absolute():
+        raise PamSetupError(message=f"--log {log}: give an absolute path")
+    try:
+        st = os.stat(path.parent)
+    except OSError:
+        raise PamSetupError(message=f"--log {log}: the folder {path.parent} does not "
+                                    "exist") from None
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PamSetupError(message=f"--log {log}: the folder {path.parent} is writable by "
+                                    f"other users (mode {st.st_mode & 0o7777:o}); root would "
+                                    "follow their links there — choose a folder like "
+                                    "/var/log")
+    for ancestor in path.parent.parents:
+        mode = os.stat(ancestor).st_mode
+        if mode & (stat.S_IWGRP | stat.S_IWOTH) and not mode & stat.S_ISVTX:
+            raise PamSetupError(message=f"--log {log}: {ancestor} is writable by other users")
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise PamSetupError(message=f"--log {log}: exists and is not a regular file")
+
+
 @dataclass(frozen=True)
 class PamExecLine:
     """The pam_exec rule that runs ``broker-client pam-auth`` with its settings."""

@@ -75,6 +75,48 @@ def test_pam_setup_refuses_paths_pam_cannot_hold() -> None:
         ps.PamExecLine("/usr/bin/broker-client", "/tmp/my session.json").render()
 
 
+@pytest.mark.parametrize("mode", [0o1777, 0o777, 0o775])
+def test_pam_setup_refuses_a_log_in_a_folder_others_may_write(tmp_path: Path, mode: int) -> None:
+    """pam_exec appends to the log as root: in /tmp (or any folder others may write) another
+    user could put a symbolic link there first and have root write through it."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(mode)
+    out = CliRunner().invoke(main, ["pam-setup", "--pam-dir", str(tmp_path), "--broker",
+                                    "broker.example:8443", "--pin-sha256", "ab" * 32,
+                                    "--program", "/usr/bin/broker-client",
+                                    "--log", str(shared / "pam-auth.log")])
+    assert out.exit_code == 1
+    assert "is writable by other users" in out.output and "Traceback" not in out.output
+    assert not (tmp_path / "sudo").exists()
+
+
+def test_pam_setup_takes_a_log_in_a_private_folder(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir(mode=0o755)
+    logs.chmod(0o755)
+    setup(tmp_path, "--log", str(logs / "pam-auth.log"))
+    assert f"log={logs / 'pam-auth.log'}" in (tmp_path / "sudo").read_text()
+
+
+def test_pam_auth_requires_an_issuer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session file without the broker id would let any key in the broker's JWKS answer:
+    refused before the broker is asked."""
+    path = tmp_path / "s.json"
+    session_file.write_active(path, broker="https://127.0.0.1:9", ca_file=None,
+                              pin_sha256="ab", issuer=None, session={"id": "sid"},
+                              auth_token="tok-SECRET-1", user="erin", directory=None,
+                              auth_method="password", certificate_sha256=None)
+    monkeypatch.setenv("PAM_USER", "erin")
+    out = CliRunner().invoke(main, ["pam-auth", "--session-file", str(path), "--broker",
+                                    "127.0.0.1:9", "--pin-sha256", "ab"], input="123456\0")
+    assert out.exit_code == 1
+    assert "reason=session_file_invalid: the session file names no issuer" in out.output
+    with pytest.raises(Refusal):
+        verify_assertion(assertion(), JWKS, issuer="", user="erin", purpose="sudo",
+                         session_id="sid")
+
+
 def test_session_file_is_private_and_ending_drops_the_token(tmp_path: Path) -> None:
     path = tmp_path / "s.json"
     session_file.write_active(path, broker="https://b:1", ca_file=None, pin_sha256="ab",
