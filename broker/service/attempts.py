@@ -15,7 +15,15 @@ What a failure counts against (shared by every process, in the database):
 * the **certificate** (``fail:cert:<sha256>``): only failures *after* the signature verified,
   i.e. by someone holding the card's key — a stranger with a copy of a public certificate can
   never lock its owner out;
-* the **user name** of a password login (``fail:user:<dir>:<name>``).
+* a password login's **user name from one address** (``fail:pair:<dir>:<name>:<ip>``): at
+  ``login.max_failures`` within ``login.lockout_s`` that address is locked out for that user —
+  and only that address: someone guessing elsewhere cannot lock her out of her own desk;
+* the **user name** from all addresses (``fail:user:<dir>:<name>``): past
+  ``login.failures_per_user`` each further failure makes the next attempt wait 1, 2, 4 … s
+  (at most ``login.lockout_s``; 429 rate_limited), except from an address the user has logged
+  in from within :data:`KNOWN_ADDRESS_S` (``ok:<dir>:<name>:<ip>``).
+
+User names are counted exactly as given (the lookup is exact too).
 """
 
 from __future__ import annotations
@@ -55,11 +63,42 @@ class Attempt:
     #: The signature verified: whoever sent this holds the certificate's private key.
     key_proven: bool = False
     username: str | None = None
-    user_key: str | None = None  # password login: the fail:user key
+    user_key: str | None = None  # password login: the fail:user key (slow-down)
+    pair_key: str | None = None  # password login: the fail:pair key (user from this address)
     details: dict[str, Any] = field(default_factory=dict)
 
     def prove_key(self) -> None:
         self.key_proven = True
+
+
+#: How long a successful password login vouches for its address (not slowed for that user).
+KNOWN_ADDRESS_S = 30 * 86400
+
+
+def prefix(address: str | None) -> str | None:
+    """The network an address stands for when sharing capacity: its IPv4 /24 or IPv6 /64
+    (one host controls many addresses of its own prefix, few of other prefixes)."""
+    import ipaddress
+
+    if not address:
+        return None
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    bits = 24 if ip.version == 4 else 64
+    return str(ipaddress.ip_network(f"{ip}/{bits}", strict=False))
+
+
+def bounded(key: str) -> str:
+    """``key`` fitted to the counters' 200 characters (a long tail becomes its SHA-256)."""
+    import hashlib
+
+    if len(key) <= 200:
+        return key
+    return key[:136] + "#" + hashlib.sha256(key.encode()).hexdigest()
 
 
 def address_key(address: str | None) -> str | None:
@@ -122,8 +161,11 @@ def record_refusal(ctx: BrokerContext, attempt: Attempt, exc: BrokerError) -> No
         if attempt.fingerprint and attempt.key_proven:
             limits.record_failure(session, f"fail:cert:{attempt.fingerprint}", lim.max_failures,
                                   lim.lockout_s, now)
-        if attempt.user_key:
-            limits.record_failure(session, attempt.user_key, lim.max_failures, lim.lockout_s,
+        if attempt.pair_key:
+            limits.record_failure(session, attempt.pair_key, lim.max_failures, lim.lockout_s,
                                   now)
+        if attempt.user_key:
+            limits.record_slowdown(session, attempt.user_key, lim.failures_per_user,
+                                   lim.lockout_s, now)
 
     ctx.db.transaction(work)

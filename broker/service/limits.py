@@ -131,6 +131,37 @@ def record_failure(session: Session, key: str, max_failures: int, window_s: int,
     return False
 
 
+def record_slowdown(session: Session, key: str, free: int, window_s: int,
+                    now: datetime) -> float:
+    """Count a failure for ``key``; past ``free`` failures within ``window_s`` the key is held
+    for an exponential delay (1, 2, 4 … s, at most ``window_s``) from now, never a lockout
+    that outlasts the window. The delay set, 0 while under ``free``."""
+    row = _row(session, key, now)
+    if now - row.window_start >= timedelta(seconds=window_s):
+        row.window_start, row.count = now, 0
+    row.count += 1
+    over = row.count - free
+    if over <= 0:
+        return 0.0
+    delay = float(min(window_s, 2 ** min(over - 1, 30)))
+    row.locked_until = now + timedelta(seconds=delay)
+    return delay
+
+
+def is_marked(session: Session, key: str, now: datetime) -> bool:
+    """Whether ``key`` was :func:`mark`-ed and is still remembered."""
+    until = session.scalar(select(RateCounter.locked_until).where(RateCounter.key == key))
+    if until is not None and until.tzinfo is None:
+        until = until.replace(tzinfo=now.tzinfo)
+    return until is not None and until > now
+
+
+def mark(session: Session, key: str, until: datetime, now: datetime) -> None:
+    """Remember ``key`` (a fact, not a failure) until ``until``."""
+    row = _row(session, key, now)
+    row.window_start, row.count, row.locked_until = now, 0, until
+
+
 def clear(session: Session, key: str) -> None:
     session.execute(delete(RateCounter).where(RateCounter.key == key)
                     .execution_options(synchronize_session=False))

@@ -19,11 +19,14 @@ from broker import kinds, policy
 from broker.codes import Code
 from broker.service import audit, limits
 from broker.service.attempts import (
+    KNOWN_ADDRESS_S,
     Attempt,
     address_key,
     address_throttle,
     audited,
+    bounded,
     check_address,
+    prefix,
 )
 from broker.service.challenges import MAX_ID, check_row, consume, insert_login_challenge
 from broker.service.context import BrokerContext
@@ -78,6 +81,12 @@ def issue_login_challenge(ctx: BrokerContext, code: str, client: ClientSpec, car
             # Per client of a code, per client overall: one client cannot spend everyone's.
             hits += [(f"chal:code:{d.id}:{address}", lim.challenges_per_code_per_minute),
                      (f"chal:addr:{address}", lim.challenges_per_address_per_minute)]
+        net = prefix(address)
+        if net:
+            # A fair share of the directory per network prefix: one source rotating its
+            # addresses cannot spend the directory's ceiling for everyone else.
+            hits.append((f"chal:net:{d.directory_id}:{net}",
+                         lim.challenges_per_prefix_per_minute))
         hits.append((f"chal:dir:{d.directory_id}", lim.challenges_per_directory_per_minute))
         limits.hit_many(conn, hits, 60, now)
         body = insert_login_challenge(ctx, conn, d.directory_id, d.version, now=now,
@@ -201,8 +210,13 @@ def password_login(ctx: BrokerContext, code: str, username: str, password: str,
             raise ServiceError(Code.PASSWORD_LOGIN_DISABLED,
                                "This directory does not allow password login.")
         check_address(session, attempt, now)
-        attempt.user_key = f"fail:user:{d.id}:{username.lower()[:200]}"
-        limits.check_lockout(session, attempt.user_key, now)
+        attempt.user_key = bounded(f"fail:user:{d.id}:{username}")
+        attempt.pair_key = bounded(f"fail:pair:{d.id}:{address or '-'}:{username}")
+        known_key = bounded(f"ok:{d.id}:{address}:{username}") if address else None
+        limits.check_lockout(session, attempt.pair_key, now)
+        if not (known_key and limits.is_marked(session, known_key, now)):
+            # Slowed for everyone but the addresses she has logged in from.
+            limits.check_lockout(session, attempt.user_key, now, code=Code.RATE_LIMITED)
         user = session.scalar(select(User).where(User.directory_id == d.id,
                                                  User.username == username))
         ok = verify_password(password, user.password_hash if user else None)
@@ -210,7 +224,9 @@ def password_login(ctx: BrokerContext, code: str, username: str, password: str,
             raise ServiceError(Code.INVALID_CREDENTIALS, "The user name or password is wrong.")
         token, expires = _issue_auth_token(ctx, session.connection(), user,
                                            kinds.AuthMethod.PASSWORD, now)
-        limits.clear(session, attempt.user_key)
+        limits.clear(session, attempt.pair_key)
+        if known_key:
+            limits.mark(session, known_key, now + timedelta(seconds=KNOWN_ADDRESS_S), now)
         audit.record(session, "login.password", "success", directory_id=d.id,
                      username=user.username, client_address=address)
         return _login_body(user, token, expires, "password", workspaces_of(session, user.id))
