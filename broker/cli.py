@@ -39,6 +39,7 @@ def main() -> None:
               help="Do not ask before a downgrade (it drops tables and their data).")
 def migrate(settings: Settings, revision: str, downgrade: bool, assume_yes: bool) -> None:
     """Upgrade (or downgrade) the database schema."""
+    os.umask(0o077)
     from sqlalchemy.exc import SQLAlchemyError
 
     from broker.cli_common import require_existing_database
@@ -58,11 +59,17 @@ def migrate(settings: Settings, revision: str, downgrade: bool, assume_yes: bool
                 fail("downgrade not confirmed: nothing changed (pass --yes to skip the question)")
     else:
         prepare_sqlite_folder(settings)
+    from broker.keys_at_rest import load_key
+
+    try:
+        key = load_key(settings)
+    except BrokerError as exc:
+        fail(exc.message)
     try:
         if downgrade:
-            mig.downgrade(url, revision)
+            mig.downgrade(url, revision, sealing_key=key)
         else:
-            mig.upgrade(url, revision)
+            mig.upgrade(url, revision, sealing_key=key)
     except SQLAlchemyError as exc:
         fail(f"database {redact(url)}: {first_line(exc)}")
     except Exception as exc:  # alembic raises CommandError etc. for bad revisions
@@ -72,20 +79,29 @@ def migrate(settings: Settings, revision: str, downgrade: bool, assume_yes: bool
 
 
 def prepare_sqlite_folder(settings: Settings) -> None:
-    """Before creating a SQLite database: make the state folder if the file goes there, and
-    refuse (one line) a file whose folder does not exist anywhere else — never create it."""
+    """Before creating a SQLite database: make the state folder (0700) if the file goes there,
+    and refuse (one line) a file whose folder does not exist anywhere else — never create it.
+    A new database file is created 0600 here, wherever it is (SQLite itself would make it
+    0644): it holds password hashes, tokens' hashes and the sealed signing keys."""
+    from broker.private_files import create_private, private_dir
+
     path = settings.sqlite_file
-    if path is None or path.parent.is_dir():
+    if path is None:
         return
-    if path.parent == settings.state_path:
+    if not path.parent.is_dir():
+        if path.parent != settings.state_path:
+            fail(f"database folder {path.parent} does not exist (database.url "
+                 f"{redact(settings.database_url)})")
         try:
-            path.parent.mkdir(parents=True, mode=0o750)
+            private_dir(path.parent)
         except OSError as exc:
             fail(f"cannot create the state folder {path.parent}: {exc.strerror} (set "
                  "server.state_dir or database.url)")
-        return
-    fail(f"database folder {path.parent} does not exist (database.url "
-         f"{redact(settings.database_url)})")
+    if not path.exists():
+        try:
+            create_private(path, b"")  # an empty file is an empty SQLite database
+        except OSError as exc:
+            fail(f"cannot create the database {path}: {exc.strerror}")
 
 
 # --------------------------------------------------------------------------- serve
@@ -137,6 +153,7 @@ def bind_socket(endpoint: str) -> socket.socket:
 def serve(settings: Settings, listen: str | None, admin_listen: str | None,
           workers: int | None, dev: bool, worker_fds: str | None) -> None:
     """Run the broker: client API and admin API over TLS."""
+    os.umask(0o077)  # whatever it creates (database, keys, TLS pair, metrics) is its own only
     try:
         settings = settings.replace("server", listen=listen, admin_listen=admin_listen,
                                     workers=workers)
@@ -212,10 +229,14 @@ def startup_checks(ctx: Any, dev: bool, log: Any, *, announce: bool = True) -> A
 
     try:
         ctx.catalogue  # noqa: B018 (load now: a bad catalogue refuses the start)
+        ctx.sealing_key  # noqa: B018 (made at the first start; a bad key file refuses it)
         tls = server.resolve_tls(ctx, dev)
         server.tls_options(tls)  # unreadable or mismatched files fail here, not per connection
     except BrokerError as exc:
         fail(exc.message)
+    except OSError as exc:
+        fail(f"cannot create {exc.filename}: {exc.strerror} (set server.state_dir or "
+             "keys.encryption_key_file)")
     if dev:
         prepare_sqlite_folder(ctx.settings)
     else:
@@ -228,7 +249,7 @@ def startup_checks(ctx: Any, dev: bool, log: Any, *, announce: bool = True) -> A
             if not dev:
                 fail(f"database {url} schema is at {current or 'nothing'}, not {head}: run "
                      "`broker migrate` first")
-            mig.upgrade(ctx.settings.database_url)
+            mig.upgrade(ctx.settings.database_url, sealing_key=ctx.sealing_key)
             log.info("dev: database migrated to head", extra={"revision": head})
     except SQLAlchemyError as exc:
         fail(f"database {url} unreachable: {first_line(exc)}")

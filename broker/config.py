@@ -79,7 +79,9 @@ class LoginSettings:
     challenges_per_code_per_minute: int = 30
     challenges_per_address_per_minute: int = 60
     challenges_per_directory_per_minute: int = 6000
+    challenges_per_prefix_per_minute: int = 300
     max_failures: int = 5
+    failures_per_user: int = 10
     lockout_s: int = 300
     failures_per_address: int = 20
     failures_per_challenge: int = 3
@@ -113,6 +115,12 @@ class RegionSettings:
 
 
 @dataclass(frozen=True)
+class KeySettings:
+    #: Base64 key encrypting the signing keys in the database; "" = state folder's own.
+    encryption_key_file: str = ""
+
+
+@dataclass(frozen=True)
 class LogSettings:
     level: str = "info"
     format: str = "json"
@@ -128,6 +136,7 @@ class Settings:
     workspaces: WorkSpaceSettings = field(default_factory=WorkSpaceSettings)
     regions: RegionSettings = field(default_factory=RegionSettings)
     log: LogSettings = field(default_factory=LogSettings)
+    keys: KeySettings = field(default_factory=KeySettings)
     #: Folder that relative paths (SQLite file, catalogue, TLS files) are resolved against:
     #: the config file's folder (the current folder only on built-in defaults).
     base_dir: Path = field(default_factory=Path.cwd)
@@ -245,7 +254,9 @@ def _check_values(settings: Settings) -> None:
         ("login.challenges_per_address_per_minute", s.login.challenges_per_address_per_minute),
         ("login.challenges_per_directory_per_minute",
          s.login.challenges_per_directory_per_minute),
+        ("login.challenges_per_prefix_per_minute", s.login.challenges_per_prefix_per_minute),
         ("login.max_failures", s.login.max_failures),
+        ("login.failures_per_user", s.login.failures_per_user),
         ("login.failures_per_address", s.login.failures_per_address),
         ("login.failures_per_challenge", s.login.failures_per_challenge),
         ("server.request_head_timeout_s", s.server.request_head_timeout_s),

@@ -3,9 +3,11 @@ monitoring (``--json``; exit 0 all good, 1 a check failed, 2 unusable input such
 config file).
 
 Checks: config, region catalogue, database reachable and at the migration head, TLS certificate
-expiry, per directory the earliest CA expiry and CRL next update, OCSP responders reachable (from
-the AIA of the stored CA certificates), and the clock against the database server's. Like every
-command that only reads, it never creates a file: a missing SQLite database is a failed check.
+expiry, the modes of private files (database, keys, TLS key, metrics: warn when others may
+read them), per directory the earliest CA expiry and CRL next update, OCSP responders reachable
+(from the AIA of the stored CA certificates), and the clock against the database server's. Like
+every command that only reads, it never creates a file: a missing SQLite database is a failed
+check.
 """
 
 from __future__ import annotations
@@ -194,6 +196,43 @@ def check_clock(now: datetime, db_now: datetime | None,
                                   f"(limit {MAX_CLOCK_SKEW.total_seconds():.0f} s)")
 
 
+def private_paths(settings: Settings) -> list[Path]:
+    """What only the broker's user should read: the state folder, the SQLite database (with its
+    journal files), the key sealing the signing keys, the TLS private keys, the metrics."""
+    from broker.keys_at_rest import key_file_path
+
+    state = settings.state_path
+    paths = [state, state / "keys", key_file_path(settings)[0], state / "metrics",
+             state / "dev-tls", state / "dev-tls" / "dev-key.pem"]
+    if settings.server.tls_key:
+        paths.append(settings.path(settings.server.tls_key))
+    db = settings.sqlite_file
+    if db is not None:
+        paths += [db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"),
+                  db.with_name(db.name + "-journal")]
+    return paths
+
+
+def check_modes(settings: Settings) -> list[Check]:
+    """A warning per private file or folder that group or others may use (files want 0600,
+    folders 0700); one ok line otherwise. Missing paths are not this check's business."""
+    import stat
+
+    loose, seen = [], 0
+    for p in private_paths(settings):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        seen += 1
+        if st.st_mode & 0o077:
+            want = "700" if stat.S_ISDIR(st.st_mode) else "600"
+            loose.append(Check("permissions", WARN, f"mode {stat.S_IMODE(st.st_mode):o}: "
+                                                    f"other users may read it (chmod {want})",
+                               str(p)))
+    return loose or [Check("permissions", OK, f"{seen} private files and folders: owner only")]
+
+
 def run_checks(settings: Settings, warn_days: int = 14, timeout: float = 3.0) -> list[Check]:
     now = datetime.now(UTC)
     source = settings.source
@@ -202,6 +241,7 @@ def run_checks(settings: Settings, warn_days: int = 14, timeout: float = 3.0) ->
     checks.append(check_catalogue(settings))
     checks.extend(check_store(settings, now, warn_days, timeout))
     checks.append(check_tls(settings, now, warn_days))
+    checks.extend(check_modes(settings))
     return checks
 
 

@@ -68,7 +68,16 @@ class BrokerContext:
 
         s = self.settings
         return KeyRing(timedelta(days=s.sessions.signing_key_rotation_days),
-                       timedelta(seconds=max(s.login.ticket_ttl_s, 600)))
+                       timedelta(seconds=max(s.login.ticket_ttl_s, 600)),
+                       sealing_key=lambda: self.sealing_key)
+
+    @cached_property
+    def sealing_key(self) -> bytes:
+        """The key sealing the signing keys at rest (made in the state folder when none is
+        configured; see :mod:`broker.keys_at_rest`)."""
+        from broker.keys_at_rest import load_key
+
+        return load_key(self.settings)
 
     def now(self) -> datetime:
         return self.clock()

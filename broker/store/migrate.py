@@ -15,20 +15,22 @@ from sqlalchemy import Engine
 from broker.shipped import migrations_dir
 
 
-def alembic_config(url: str) -> Config:
+def alembic_config(url: str, sealing_key: bytes | None = None) -> Config:
     cfg = Config()
+    if sealing_key is not None:  # revision 0008 seals the signing keys with it
+        cfg.attributes["sealing_key"] = sealing_key
     cfg.set_main_option("script_location", str(migrations_dir()))
     # ConfigParser interpolation: a literal % in a URL (escaped password) must be doubled.
     cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     return cfg
 
 
-def upgrade(url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(url), revision)
+def upgrade(url: str, revision: str = "head", sealing_key: bytes | None = None) -> None:
+    command.upgrade(alembic_config(url, sealing_key), revision)
 
 
-def downgrade(url: str, revision: str = "base") -> None:
-    command.downgrade(alembic_config(url), revision)
+def downgrade(url: str, revision: str = "base", sealing_key: bytes | None = None) -> None:
+    command.downgrade(alembic_config(url, sealing_key), revision)
 
 
 def head_revision() -> str | None:

@@ -78,7 +78,9 @@ class TlsFiles:
 
 def dev_certificate(folder: Path) -> TlsFiles:
     """A self-signed P-256 certificate for localhost under ``folder`` (made once, then reused)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    from broker.private_files import private_dir, write_private
+
+    private_dir(folder)
     cert_path, key_path = folder / "dev-cert.pem", folder / "dev-key.pem"
     if cert_path.exists() and key_path.exists():
         return TlsFiles(cert_path, key_path, generated=True)
@@ -97,11 +99,10 @@ def dev_certificate(folder: Path) -> TlsFiles:
                 x509.IPAddress(ipaddress.ip_address("::1"))]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    key_path.chmod(0o600)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    write_private(key_path, key.private_bytes(serialization.Encoding.PEM,
+                                              serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
+    write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return TlsFiles(cert_path, key_path, generated=True)
 
 

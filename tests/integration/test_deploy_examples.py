@@ -98,6 +98,7 @@ def test_haproxy_takes_a_broker_without_database_out_of_the_pool(broker_factory,
         doomed = broker_factory(via_proxy, start=False)
         # One certificate for the pool, as behind a real load balancer.
         shutil.copytree(healthy.cafile.parent, doomed.cafile.parent)
+        shutil.copytree(healthy.base / "var" / "keys", doomed.base / "var" / "keys")
         doomed.start()
         ca = healthy.cafile
         port = free_port()

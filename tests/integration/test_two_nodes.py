@@ -60,6 +60,8 @@ def test_two_nodes_behind_haproxy_survive_losing_one(broker_factory, tmp_path: P
         node2 = broker_factory(url, start=False, **NO_RATE_LIMITS)
         # one TLS identity for the service: node 2 reuses node 1's (dev) certificate
         shutil.copytree(node1.cafile.parent, node2.base / "var" / "dev-tls")
+        # one key sealing the signing keys in the shared database (keys.encryption_key_file)
+        shutil.copytree(node1.base / "var" / "keys", node2.base / "var" / "keys")
         node2.start()
         w = build_world(tmp_path / "world", node1)
         users = {f"u{i}": issue.make_user_cert(w.pki["issuing"], f"u{i}",
