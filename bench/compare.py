@@ -709,7 +709,10 @@ def measure(seeded: Seeded, pki: Pki, *, workers: int, clients: int, seconds: fl
     bp = BrokerProcess(seeded.base, seeded.url, workers=workers, log_level="warn")
     bp.write_config("[login]\nchallenges_per_code_per_minute = 1000000000\n"
                     "challenges_per_address_per_minute = 1000000000\n"
-                    "challenges_per_directory_per_minute = 1000000000\n")
+                    "challenges_per_directory_per_minute = 1000000000\n"
+                    "challenges_per_prefix_per_minute = 1000000000\n"
+                    "connects_per_token_per_minute = 1000000000\n"
+                    "connects_per_address_per_minute = 1000000000\n")
     bp.start()
     try:
         # Warm-up: every card logs in (closed loop, one client per card, up to the storm's

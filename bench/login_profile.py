@@ -75,7 +75,10 @@ def migrated_settings(url: str) -> tuple[str, Settings]:
     settings = Settings(base_dir=REPO).replace("database", url=url)
     return url, settings.replace("login", challenges_per_code_per_minute=10 ** 9,
                                  challenges_per_address_per_minute=10 ** 9,
-                                 challenges_per_directory_per_minute=10 ** 9)
+                                 challenges_per_directory_per_minute=10 ** 9,
+                                 challenges_per_prefix_per_minute=10 ** 9,
+                                 connects_per_token_per_minute=10 ** 9,
+                                 connects_per_address_per_minute=10 ** 9)
 
 
 def drop_schema_of(url: str) -> None:

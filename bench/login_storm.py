@@ -153,7 +153,9 @@ def start_broker(workdir: Path, database_url: str, workers: int, users: int,
         'certmap = ["upn"]\nregistration_codes = 1\n\n' + "\n".join(user_lines))
     bp = BrokerProcess(workdir, database_url, workers=workers, log_level="warn")
     bp.write_config(f"[login]\nchallenges_per_code_per_minute = {rate_limit}\n"
-                    f"challenges_per_address_per_minute = {rate_limit}\n")
+                    f"challenges_per_address_per_minute = {rate_limit}\n"
+                    f"challenges_per_prefix_per_minute = {rate_limit}\n"
+                    f"connects_per_address_per_minute = {rate_limit}\n")
     bp.run_cli("migrate")
     out = bp.run_cli("admin", "apply", str(directory), "--json")
     code = json.loads(out.stdout)["directories"][0]["registration_codes"][0]

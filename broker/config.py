@@ -85,6 +85,10 @@ class LoginSettings:
     lockout_s: int = 300
     failures_per_address: int = 20
     failures_per_challenge: int = 3
+    in_session_challenges_per_token_per_minute: int = 30
+    in_session_challenges_per_address_per_minute: int = 300
+    connects_per_token_per_minute: int = 60
+    connects_per_address_per_minute: int = 600
 
 
 @dataclass(frozen=True)
@@ -259,6 +263,12 @@ def _check_values(settings: Settings) -> None:
         ("login.failures_per_user", s.login.failures_per_user),
         ("login.failures_per_address", s.login.failures_per_address),
         ("login.failures_per_challenge", s.login.failures_per_challenge),
+        ("login.in_session_challenges_per_token_per_minute",
+         s.login.in_session_challenges_per_token_per_minute),
+        ("login.in_session_challenges_per_address_per_minute",
+         s.login.in_session_challenges_per_address_per_minute),
+        ("login.connects_per_token_per_minute", s.login.connects_per_token_per_minute),
+        ("login.connects_per_address_per_minute", s.login.connects_per_address_per_minute),
         ("server.request_head_timeout_s", s.server.request_head_timeout_s),
         ("server.request_body_timeout_s", s.server.request_body_timeout_s),
         ("sessions.heartbeat_timeout_s", s.sessions.heartbeat_timeout_s),

@@ -64,6 +64,9 @@ REVOCATION_FETCH_FAILURES = Counter("broker_revocation_fetch_failures_total",
 TRANSACTION_RETRIES = Counter("broker_db_transaction_retries_total",
                               "Transactions retried after a transient failure (serialization, "
                               "deadlock, SQLite busy), by transaction name", ["transaction"])
+THROTTLED = Counter("broker_throttled_total",
+                    "Client API requests refused by a throttle (429), by what was throttled",
+                    ["what"])
 DB_POOL_IN_USE = Gauge("broker_db_pool_connections_in_use",
                        "Database connections checked out of the pool",
                        multiprocess_mode="livesum")
@@ -106,6 +109,18 @@ CHALLENGE_ROUTES = {
     "/v1/sessions/{session_id}/in-session/challenges": "in_session",
 }
 
+#: Routes with a throttle, with the name broker_throttled_total counts them under.
+THROTTLE_ROUTES = {
+    "/v1/auth/challenges": "login_challenge",
+    "/v1/auth/challenges/{challenge_id}/response": "login_response",
+    "/v1/auth/password": "password",
+    "/v1/workspaces/{workspace_id}/connect": "connect",
+    "/v1/workspaces/{workspace_id}/logon": "logon",
+    "/v1/sessions/{session_id}/in-session/challenges": "in_session_challenge",
+    "/v1/sessions/{session_id}/in-session/challenges/{challenge_id}/response":
+        "in_session_response",
+}
+
 
 def record_request(api: str, route: str, method: str, status: int, code: str,
                    elapsed_s: float) -> None:
@@ -124,6 +139,8 @@ def record_request(api: str, route: str, method: str, status: int, code: str,
     # Unrouted paths (scanners) are not refusals of anything the broker offers.
     if 400 <= status < 500 and code and code != "ok" and route != "unmatched":
         REFUSALS.labels(code).inc()
+    if status == 429 and route in THROTTLE_ROUTES:
+        THROTTLED.labels(THROTTLE_ROUTES[route]).inc()
     # connect answers 201 (a session) or 202 (WorkSpace starting: a logon challenge).
     purpose = CHALLENGE_ROUTES.get(route)
     if purpose and method == "POST" and (status == 202 if purpose == "logon"

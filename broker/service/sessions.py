@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session as DbSession
 from broker import policy
 from broker.codes import Code
 from broker.kinds import LIVE_SESSION_STATES, Purpose, WorkSpaceState
-from broker.service import audit
+from broker.service import audit, limits
 from broker.service.attempts import Attempt, audited
 from broker.service.auth import ClientPrincipal
 from broker.service.challenges import (
@@ -207,6 +207,16 @@ def _open_session(ctx: BrokerContext, conn: Connection, backend: WorkSpaceBacken
                         "workspace_id": ws.id}}
 
 
+def _throttles(kind: str, principal: ClientPrincipal, address: str | None, per_token: int,
+               per_address: int) -> list[tuple[str, int]]:
+    """The rate counters of one call: per login (auth token) and per client address. A
+    refused call rolls its transaction back, so it counts against neither."""
+    hits = [(f"{kind}:tok:{principal.token_id}", per_token)]
+    if address:
+        hits.append((f"{kind}:addr:{address}", per_address))
+    return hits
+
+
 def connect(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str,
             address: str | None) -> tuple[int, dict[str, Any]]:
     """POST /v1/workspaces/{id}/connect → (201, {session}) or (202, {state, logon_challenge}).
@@ -218,6 +228,10 @@ def connect(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str,
 
     def start_or_open(conn: Connection) -> tuple[int, dict[str, Any]]:
         now = ctx.now()
+        lim = ctx.settings.login
+        limits.hit_many(conn, _throttles("connect", principal, address,
+                                         lim.connects_per_token_per_minute,
+                                         lim.connects_per_address_per_minute), 60, now)
         row = _owned_workspace(conn, principal, workspace_id)
         ws, read = _WorkSpace.of(row), _WorkSpace.of(row)
         backend.refresh(ws, now)
@@ -396,6 +410,10 @@ def in_session_challenge(ctx: BrokerContext, principal: ClientPrincipal, session
 
     def issue(session: DbSession) -> dict[str, Any]:
         now = ctx.now()
+        lim = ctx.settings.login
+        limits.hit_many(session.connection(), _throttles(
+            "isc", principal, address, lim.in_session_challenges_per_token_per_minute,
+            lim.in_session_challenges_per_address_per_minute), 60, now)
         row = _active_session(session, principal, session_id)
         d = _directory(session, row.directory_id)
         decision = _in_session_decision(ctx, d.region, directory_settings(d), row.protocol)

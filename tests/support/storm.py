@@ -61,7 +61,12 @@ class StormLog:
 # the storm's clients share one registration code and one address: lift the per-minute
 # challenge limits (they are tested elsewhere), so what is measured is the fault
 NO_RATE_LIMITS = {"BROKER_LOGIN_CHALLENGES_PER_CODE_PER_MINUTE": "100000",
-                  "BROKER_LOGIN_CHALLENGES_PER_ADDRESS_PER_MINUTE": "100000"}
+                  "BROKER_LOGIN_CHALLENGES_PER_ADDRESS_PER_MINUTE": "100000",
+                  "BROKER_LOGIN_CHALLENGES_PER_PREFIX_PER_MINUTE": "100000",
+                  "BROKER_LOGIN_CONNECTS_PER_TOKEN_PER_MINUTE": "100000",
+                  "BROKER_LOGIN_CONNECTS_PER_ADDRESS_PER_MINUTE": "100000",
+                  "BROKER_LOGIN_IN_SESSION_CHALLENGES_PER_TOKEN_PER_MINUTE": "100000",
+                  "BROKER_LOGIN_IN_SESSION_CHALLENGES_PER_ADDRESS_PER_MINUTE": "100000"}
 
 
 TRANSIENT = (OSError, ssl.SSLError, http.client.HTTPException)
