@@ -147,7 +147,8 @@ def _client_operations() -> dict[tuple[str, str], Operation]:
         ("POST", f"{v}/workspaces/{{workspace_id}}/connect"): Operation(
             "Connect to a WorkSpace (201 session, or 202 STARTING with a logon challenge).",
             201, None, AUTH_ERRORS + ("smart_card_requires_wsp", "workspace_not_yours",
-                                      "workspace_unknown", "workspace_unavailable"),
+                                      "workspace_unknown", "workspace_unavailable",
+                                      "rate_limited"),
             auth="client", tags=("workspaces",), extra={"x-also": [202]}),
         ("POST", f"{v}/workspaces/{{workspace_id}}/logon"): Operation(
             "Sign the logon challenge of a starting WorkSpace.", 201, cm.LogonRequest,
