@@ -203,6 +203,7 @@ def apply_cmd(settings: Settings, file: Path, as_json: bool, dry_run: bool, prun
                    "default: standard output with PEM files under ./<directory>-pki/.")
 def export_cmd(settings: Settings, directory_ids: tuple[str, ...], output: Path | None) -> None:
     """Write DIRECTORY … back in the declarative file format."""
+    from broker.private_files import UnsafePathError, write_private
     from broker.service import directories
 
     ctx = open_context(settings)
@@ -214,9 +215,12 @@ def export_cmd(settings: Settings, directory_ids: tuple[str, ...], output: Path 
                                       for d in directory_ids])
         text = directories.export_text(docs)
         if output:
-            output.write_text(text)
+            # registration codes and password hashes: the owner's only, from the first byte
+            write_private(output, text.encode())
     except OSError as exc:
         fail(f"cannot write the export to {exc.filename or output}: {exc.strerror or exc}")
+    except UnsafePathError as exc:  # e.g. a folder other users may write
+        fail(exc.message)
     if output:
         click.echo(f"wrote {output} (certificates and CRLs in {pki_dir})", err=True)
     else:

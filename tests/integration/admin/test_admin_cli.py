@@ -64,6 +64,8 @@ def apply(cli: BrokerProcess, path: Path) -> dict[str, Any]:
 
 def export(cli: BrokerProcess, out: Path) -> str:
     cli.run_cli("admin", "export", "corp", "east", "-o", str(out))
+    # registration codes and password hashes inside: the owner's only
+    assert out.stat().st_mode & 0o777 == 0o600
     return "\n".join(line for line in out.read_text().splitlines()
                      if not line.startswith("# Exported"))
 
