@@ -52,6 +52,19 @@ def pytest_make_collect_report(collector: pytest.Collector
     return report
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _system_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """In-process contexts built on built-in defaults use the system state folder (the key
+    sealing the signing keys is made there): a folder of the test run's own, never the
+    machine's /var/lib/smartcard-broker."""
+    import broker.config
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(broker.config, "SYSTEM_STATE_DIR", tmp_path_factory.mktemp("system-state"))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The same test against SQLite and the real PostgreSQL (skipped when absent)."""
