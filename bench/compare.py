@@ -546,7 +546,9 @@ def statement_counts(db_url: str, code: str, pki: Pki) -> dict[str, int]:
     from broker.store.models import WorkSpace
 
     skew = [dt.timedelta()]
-    ctx = BrokerContext(Settings(base_dir=REPO).replace("database", url=db_url),
+    # its own state folder (the key sealing the signing keys), never /var/lib/smartcard-broker
+    ctx = BrokerContext(Settings(base_dir=REPO).replace("database", url=db_url).replace(
+                            "server", state_dir=tempfile.mkdtemp(prefix="bench-state-")),
                         clock=lambda: dt.datetime.now(dt.UTC) + skew[0])
     seen: list[str] = []
     event.listen(ctx.db.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))

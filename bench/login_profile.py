@@ -72,7 +72,11 @@ def migrated_settings(url: str) -> tuple[str, Settings]:
 
         url = reset_postgres_schema(url)
     migrate.upgrade(url)
-    settings = Settings(base_dir=REPO).replace("database", url=url)
+    import tempfile
+
+    # its own state folder (the key sealing the signing keys), never /var/lib/smartcard-broker
+    settings = Settings(base_dir=REPO).replace("database", url=url).replace(
+        "server", state_dir=tempfile.mkdtemp(prefix="bench-state-"))
     return url, settings.replace("login", challenges_per_code_per_minute=10 ** 9,
                                  challenges_per_address_per_minute=10 ** 9,
                                  challenges_per_directory_per_minute=10 ** 9,
