@@ -110,7 +110,12 @@ class Code(enum.StrEnum):
     CONFIG_INVALID = "config_invalid", 500, "The broker's configuration is invalid."
     SERVER_CONFIG_INVALID = ("server_config_invalid", 500,
                              "The server cannot start with this configuration.")
+    KEY_FILE_INVALID = ("key_file_invalid", 500,
+                        "The key sealing the signing keys cannot be used.")
+    UNSAFE_PATH = ("unsafe_path", 500,
+                   "The file cannot be written there without other users reaching it.")
 
 
 #: Codes of the process itself (configuration, start-up): they never reach an API client.
-PROCESS_CODES = frozenset({Code.CONFIG_INVALID, Code.SERVER_CONFIG_INVALID})
+PROCESS_CODES = frozenset({Code.CONFIG_INVALID, Code.SERVER_CONFIG_INVALID,
+                           Code.KEY_FILE_INVALID, Code.UNSAFE_PATH})

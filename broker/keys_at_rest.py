@@ -24,6 +24,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from broker.codes import Code
 from broker.errors import BrokerError
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ DEFAULT_NAME = Path("keys") / "signing-keys.key"
 
 
 class KeyFileError(BrokerError):
-    code = "key_file_invalid"
+    code = Code.KEY_FILE_INVALID
 
 
 def key_file_path(settings: Settings) -> tuple[Path, bool]:

@@ -17,11 +17,12 @@ import stat
 import tempfile
 from pathlib import Path
 
+from broker.codes import Code
 from broker.errors import BrokerError
 
 
 class UnsafePathError(BrokerError):
-    code = "unsafe_path"
+    code = Code.UNSAFE_PATH
 
 
 def _uid() -> int:
