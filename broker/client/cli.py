@@ -550,7 +550,8 @@ def pam_auth(session_file: Path, purpose: str, broker_addr: str | None, cafile: 
                    "is the only way.")
 @click.option("--program", help="Path of broker-client in the PAM line [default: this one].")
 @click.option("--log", "log_file", help="Also append pam-auth's lines to this file (pam_exec "
-                                        "log=; syslog gets them either way).")
+                                        "log=; syslog gets them either way); an absolute path "
+                                        "in a folder no other user may write.")
 @click.option("--pam-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("/etc/pam.d"), show_default=True, help="Where the service files are.")
 @click.option("--dry-run", is_flag=True, help="Show the change as a diff; write nothing.")
