@@ -15,13 +15,13 @@ What a failure counts against (shared by every process, in the database):
 * the **certificate** (``fail:cert:<sha256>``): only failures *after* the signature verified,
   i.e. by someone holding the card's key — a stranger with a copy of a public certificate can
   never lock its owner out;
-* a password login's **user name from one address** (``fail:pair:<dir>:<name>:<ip>``): at
+* a password login's **user name from one address** (``fail:pair:<dir>:<ip>:<name>``): at
   ``login.max_failures`` within ``login.lockout_s`` that address is locked out for that user —
   and only that address: someone guessing elsewhere cannot lock her out of her own desk;
 * the **user name** from all addresses (``fail:user:<dir>:<name>``): past
   ``login.failures_per_user`` each further failure makes the next attempt wait 1, 2, 4 … s
   (at most ``login.lockout_s``; 429 rate_limited), except from an address the user has logged
-  in from within :data:`KNOWN_ADDRESS_S` (``ok:<dir>:<name>:<ip>``).
+  in from within :data:`KNOWN_ADDRESS_S` (``ok:<dir>:<ip>:<name>``).
 
 User names are counted exactly as given (the lookup is exact too).
 """
