@@ -64,16 +64,13 @@ REVOCATION_FETCH_FAILURES = Counter("broker_revocation_fetch_failures_total",
 TRANSACTION_RETRIES = Counter("broker_db_transaction_retries_total",
                               "Transactions retried after a transient failure (serialization, "
                               "deadlock, SQLite busy), by transaction name", ["transaction"])
-THROTTLED = Counter("broker_throttled_total",
-                    "Client API requests refused by a throttle (429), by what was throttled",
-                    ["what"])
 DB_POOL_IN_USE = Gauge("broker_db_pool_connections_in_use",
                        "Database connections checked out of the pool",
                        multiprocess_mode="livesum")
 
 THROTTLED = Counter("broker_throttled_total",
-                    "Requests refused by a per-address throttle at the web edge, by what was "
-                    "throttled", ["what"])
+                    "Requests refused by a throttle (429: the client API's per address, token, "
+                    "prefix or user; console sign-in), by what was throttled", ["what"])
 
 #: The HTTP methods counted by name; any other is counted as ``other``.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
