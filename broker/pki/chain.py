@@ -44,7 +44,14 @@ from broker.pki.aia import (
 )
 from broker.pki.errors import MALFORMED_DER, PkiError
 from broker.pki.identity import CertIdentity, identity_of
-from broker.pki.paths import Candidate, PathIndex, candidate_paths, fingerprint, signed_by
+from broker.pki.paths import (
+    Candidate,
+    PathIndex,
+    candidate_paths,
+    fingerprint,
+    name_key,
+    signed_by,
+)
 from broker.pki.policies import PolicyInputs, judge_path
 from broker.pki.policies import check_path as check_policies
 from broker.pki.revocation import (
@@ -282,10 +289,16 @@ def _ext(cert: x509.Certificate, cls: type) -> Any:
                                                 f"{str(exc)[:100]}") from None
 
 
+def _counted_intermediates(path: Sequence[x509.Certificate]) -> int:
+    """Intermediate CAs that count against the depth limit: self-issued ones (a key rollover
+    under the same name) do not (RFC 5280 §6.1.4 (l))."""
+    return sum(1 for c in path[1:-1] if name_key(c.subject) != name_key(c.issuer))
+
+
 def _policy_checks(path: list[x509.Certificate], purpose: str, max_depth: int) -> None:
     # Depth counts the intermediate CAs between leaf and anchor (cryptography's
-    # max_chain_depth), never the leaf or the anchor themselves.
-    intermediates = max(0, len(path) - 2)
+    # max_chain_depth), never the leaf, the anchor or self-issued intermediates.
+    intermediates = _counted_intermediates(path)
     if intermediates > max_depth:
         raise PkiError(Code.CHAIN_TOO_LONG, f"The path has {intermediates} intermediate CAs "
                                          f"between the certificate and the trust anchor; at "
@@ -371,6 +384,52 @@ def _unknown_critical(path: list[x509.Certificate]) -> None:
                                {"subject": _who(cert), "extension": ext.oid.dotted_string})
 
 
+def _wildcard_in(wildcard: str, excluded: str) -> bool:
+    """Could the SAN ``wildcard`` ("*.rest") stand for a name inside the excluded dNSName
+    subtree ``excluded``? Its one leftmost label can be any label, so it can when the subtree
+    is ``rest`` or an ancestor of it (the name itself lies in it) or ``label.rest`` (one of the
+    names the wildcard stands for is the subtree's root)."""
+    rest = wildcard[2:].rstrip(".").lower()
+    base = excluded.rstrip(".").lower().lstrip(".")
+    if not base:
+        return True
+    if rest == base or rest.endswith("." + base):
+        return True
+    head, dot, tail = base.partition(".")
+    return bool(dot) and tail == rest and bool(head)
+
+
+def _excluded_wildcards(path: list[x509.Certificate]) -> None:
+    """RFC 5280 §4.2.1.10 for wildcard dNSNames (Go CVE-2025-61727's class): a SAN
+    ``*.corp.example`` under an excludedSubtrees entry ``test.corp.example`` claims the
+    excluded host. OpenSSL matches the wildcard literally and lets it through; this refuses it.
+    Applies to every certificate below the constraining CA (self-issued intermediates
+    excepted, §6.1.3 (b))."""
+    for i in range(1, len(path)):
+        constraints = _ext(path[i], x509.NameConstraints)
+        if constraints is None or not constraints.excluded_subtrees:
+            continue
+        excluded = [g.value for g in constraints.excluded_subtrees
+                    if isinstance(g, x509.DNSName)]
+        if not excluded:
+            continue
+        for j, cert in enumerate(path[:i]):
+            if j > 0 and name_key(cert.subject) == name_key(cert.issuer):
+                continue
+            san = _ext(cert, x509.SubjectAlternativeName)
+            for dns in san.get_values_for_type(x509.DNSName) if san is not None else []:
+                if not dns.startswith("*."):
+                    continue
+                hit = next((e for e in excluded if _wildcard_in(dns, e)), None)
+                if hit is not None:
+                    raise PkiError(Code.CERTIFICATE_UNTRUSTED,
+                                   f"The name {dns!r} of {_who(cert)!r} can stand for a name "
+                                   f"that {_who(path[i])!r} excludes ({hit!r}).",
+                                   {"check": "name_constraints_excluded_wildcard",
+                                    "subject": _who(cert), "name": dns, "excluded": hit,
+                                    "constrained_by": _who(path[i])})
+
+
 def _crl_profile(path: list[x509.Certificate], crls: list[x509.CertificateRevocationList],
                  at: dt.datetime) -> None:
     """RFC 5280 §5 checks on every CRL that speaks for a certificate of the path."""
@@ -400,6 +459,7 @@ def _judge(leaf: x509.Certificate, cand: Candidate, pool: list[x509.Certificate]
     # OpenSSL would have made of it.
     warnings = [f"{v.sentence} Accepted: this directory relaxes that rule."
                 for v in profile.check_path_profile(path, options)]
+    _excluded_wildcards(path)  # before OpenSSL, which refuses some of these without a name
     try:
         try:
             _openssl_path(leaf, cand.intermediates, anchor_only, at)
@@ -410,7 +470,7 @@ def _judge(leaf: x509.Certificate, cand: Candidate, pool: list[x509.Certificate]
     except PkiError as exc:
         code = exc.details.get("openssl_error")
         if code not in _OPENSSL_BUILD_FAILURES and not (
-                code == _OPENSSL_DEPTH_LIMIT and len(path) - 2 <= max_depth):
+                code == _OPENSSL_DEPTH_LIMIT and _counted_intermediates(path) <= max_depth):
             raise
     _unknown_critical(path)
     _policy_checks(path, purpose, max_depth)

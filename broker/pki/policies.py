@@ -192,6 +192,70 @@ def _install_crl_use_hook() -> bool:
 CRL_USE_RECORDED = _install_crl_use_hook()
 
 
+def _other_name_type(value: Any) -> object:
+    """The type-id of an otherName as the engine holds it (asn1crypto's native dict)."""
+    return value.get("type_id") if isinstance(value, dict) else None
+
+
+def _install_other_name_constraints() -> bool:
+    """The engine keeps every otherName constraint as one name type and cannot hash its value
+    (a TypeError, so the path was refused as unprocessable). RFC 5280 §4.2.1.10: a constraint
+    on a name form the certificate does not use does not apply. So otherName constraints are
+    told apart by type-id: one whose type-id none of the certificate's otherNames carries is
+    passed over; one whose type-id it carries cannot be evaluated (RFC 5280 defines no matching
+    rule for otherName) and refuses, as OpenSSL does. Returns False when the engine's
+    internals differ (then such paths are refused as before: fail closed)."""
+    from pyhanko_certvalidator import name_trees as nt
+
+    needed = ("_StringOrName", "PermittedSubtrees", "ExcludedSubtrees", "GeneralNameType")
+    if not all(hasattr(nt, n) for n in needed):
+        return False
+    if getattr(nt.PermittedSubtrees.accept_name, "broker_other_names", False):
+        return True
+    other = nt.GeneralNameType.OTHER_NAME
+
+    def code(self: Any) -> tuple[int, Any]:
+        val = self.value
+        if isinstance(val, asn1_x509.Name):
+            return 0, val.dump()
+        if isinstance(val, dict):
+            return 2, repr(sorted(val.items(), key=lambda kv: str(kv[0])))
+        return 1, val
+
+    nt._StringOrName._code = property(code)  # type: ignore[method-assign,assignment]
+    permitted_accept = nt.PermittedSubtrees.accept_name
+    excluded_reject = nt.ExcludedSubtrees.reject_name
+
+    def same_type(tree: Any, name: Any) -> bool:
+        return tree.tree_base is None or _other_name_type(tree.tree_base.value) == \
+            _other_name_type(name)
+
+    def accept_name(self: Any, name_type: Any, name: Any) -> bool:
+        if name_type != other:
+            return bool(permitted_accept(self, name_type, name))
+        for generation in self._trees[name_type]:
+            relevant = [t for t in generation if same_type(t, name)]
+            if not generation or not relevant:
+                continue  # no constraint on this otherName type in that generation
+            if not any(t.tree_base is None for t in relevant):
+                return False  # a constraint on this very type: not evaluable, refuse
+        return True
+
+    def reject_name(self: Any, name_type: Any, name: Any) -> bool:
+        if name_type != other:
+            return bool(excluded_reject(self, name_type, name))
+        return any(t.tree_base is not None and same_type(t, name)
+                   for t in self._trees.get(name_type, ()))
+
+    accept_name.broker_other_names = True  # type: ignore[attr-defined]
+    nt.PermittedSubtrees.accept_name = accept_name  # type: ignore[method-assign]
+    nt.ExcludedSubtrees.reject_name = reject_name  # type: ignore[method-assign]
+    return True
+
+
+OTHER_NAME_CONSTRAINTS = _install_other_name_constraints()
+
+
 @dataclass(frozen=True)
 class PathVerdict:
     """One engine pass over a path: the user-constrained policy set and, when CRLs were given,

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.x509.oid import ExtensionOID
 
 from broker.codes import Code
@@ -52,6 +53,11 @@ CHECKS = {
     "malformed_dns_name": "a malformed DNS name (RFC 5280 §4.2.1.6, RFC 1034 preferred syntax)",
     "malformed_email": "a malformed e-mail address (RFC 5280 §4.2.1.6)",
     "malformed_ip_address": "a malformed IP address entry (RFC 5280 §4.2.1.6, §4.2.1.10)",
+    "authority_key_identifier_missing":
+        "a CA certificate that is not self-signed has no authorityKeyIdentifier keyIdentifier "
+        "(RFC 5280 §4.2.1.1)",
+    "subject_key_identifier_critical":
+        "the subjectKeyIdentifier extension is marked critical (RFC 5280 §4.2.1.2)",
     "malformed_extension": "an extension that cannot be decoded",
     "unprocessable": "a certificate the RFC 5280 engine cannot process",
     "crl_number_missing": "the CRL has no cRLNumber extension (RFC 5280 §5.2.3)",
@@ -205,6 +211,17 @@ def _ext(cert: x509.Certificate, oid: x509.ObjectIdentifier) -> x509.Extension |
         return None
 
 
+def _self_signed(cert: x509.Certificate) -> bool:
+    """Issued by its own key under its own name (RFC 5280 §4.2.1.1's one exception)."""
+    if cert.issuer != cert.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(cert)
+        return True
+    except (InvalidSignature, ValueError, TypeError, UnsupportedAlgorithm):
+        return False
+
+
 CERTIFICATE_VERDICTS: FingerprintMemo[tuple[Violation, ...]] = FingerprintMemo(4096)
 CRL_VERDICTS: FingerprintMemo[tuple[Violation, ...]] = FingerprintMemo(1024)
 
@@ -233,6 +250,13 @@ def _certificate_violations(cert: x509.Certificate, is_ca: bool) -> list[Violati
         raw_ip = [v for v in _raw_ip_entries_ok(cert) if v.check == "malformed_ip_address"]
         return out + (raw_ip or [Violation("malformed_extension", who, str(exc)[:100])])
     del exts
+    ski = _ext(cert, ExtensionOID.SUBJECT_KEY_IDENTIFIER)
+    if ski is not None and ski.critical:
+        out.append(Violation("subject_key_identifier_critical", who))
+    if is_ca and not _self_signed(cert):
+        aki = _ext(cert, ExtensionOID.AUTHORITY_KEY_IDENTIFIER)
+        if aki is None or aki.value.key_identifier is None:
+            out.append(Violation("authority_key_identifier_missing", who))
     bc = _ext(cert, ExtensionOID.BASIC_CONSTRAINTS)
     if is_ca:
         if bc is None:
@@ -333,8 +357,6 @@ def _ca_warnings(cert: x509.Certificate) -> list[str]:
     elif not ku.critical:
         warnings.append(f"{who!r} has a non-critical keyUsage (RFC 5280 §4.2.1.3: SHOULD be "
                         "critical)")
-    if cert.issuer != cert.subject and _ext(cert, ExtensionOID.AUTHORITY_KEY_IDENTIFIER) is None:
-        warnings.append(f"{who!r} has no authorityKeyIdentifier (RFC 5280 §4.2.1.1)")
     if serial_octets(cert.serial_number) < 8:
         warnings.append(f"{who!r} has a short serial number (CAs should use at least 64 bits "
                         "of randomness)")

@@ -163,3 +163,28 @@ def test_name_violations_refuse_logins(broker, world) -> None:  # type: ignore[n
         ca = constrained(cn, base)
         cases.append((f"name constraint in {cn}", check, nc.leaf(ca), [ca]))
     expect_refusals(broker, world, cases)
+
+
+def test_issue_27_classes_refuse_logins(broker, world) -> None:  # type: ignore[no-untyped-def]
+    """Issue 27 through a real login: a wildcard SAN under an excludedSubtrees entry it can
+    stand for (Go CVE-2025-61727's class) is refused as certificate_untrusted with the check
+    named; a critical subjectKeyIdentifier as certificate_malformed. Controls log in: the same
+    constrained CA with a plain name, a wildcard that cannot reach the excluded subtree."""
+    root, inter = world.pki["root"], world.pki["issuing"]
+    excluded = x509.NameConstraints(None, [x509.DNSName("test.corp.example")])
+    ca = nc.intermediate(root, "Corp Excluded CA", [(x509.BasicConstraints(True, 0), True),
+                                                    (excluded, True)])
+    assert login(broker, world, nc.leaf(ca, names=[x509.DNSName("www.corp.example")]),
+                 ca).status == 200
+    assert login(broker, world, nc.leaf(ca, names=[x509.DNSName("*.other.example")]),
+                 ca).status == 200
+    r = login(broker, world, nc.leaf(ca, names=[x509.DNSName("*.corp.example")]), ca)
+    assert (r.status, r.code) == (401, "certificate_untrusted"), r.body
+    assert r.body["error"]["details"]["check"] == "name_constraints_excluded_wildcard"
+    assert refused_checks(broker)[-1] == "name_constraints_excluded_wildcard"
+    ski = x509.SubjectKeyIdentifier(bytes(range(20)))
+    expect_refusals(broker, world, [
+        ("critical subjectKeyIdentifier", "subject_key_identifier_critical",
+         nc.leaf(inter, extra=[(ski, True)]), [inter]),
+    ])
+    assert login(broker, world, nc.leaf(inter, extra=[(ski, False)]), inter).status == 200
