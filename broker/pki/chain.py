@@ -35,7 +35,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
 from OpenSSL import crypto
 
 from broker.codes import Code
-from broker.pki import profile
+from broker.pki import native, profile
 from broker.pki.aia import (
     AIA_BUDGET_S,
     DEFAULT_FETCHER,
@@ -52,7 +52,7 @@ from broker.pki.paths import (
     name_key,
     signed_by,
 )
-from broker.pki.policies import PolicyInputs, judge_path
+from broker.pki.policies import ANY_POLICY, PolicyInputs, judge_path
 from broker.pki.policies import check_path as check_policies
 from broker.pki.revocation import (
     Fetch,
@@ -164,6 +164,28 @@ class TrustStore:
     #: Accepted verdicts for this trust material (None: no caching).
     verdicts: VerificationCache | None = field(default_factory=lambda: VerificationCache(),
                                                compare=False, repr=False)
+    _native: tuple[tuple[bytes, ...], Any] | None = field(default=None, compare=False,
+                                                         repr=False)
+
+    _fps: tuple[tuple[int, ...], frozenset[bytes], frozenset[bytes]] | None = field(
+        default=None, compare=False, repr=False)
+
+    def fingerprints(self) -> tuple[frozenset[bytes], frozenset[bytes]]:
+        """(anchor, intermediate) fingerprints, computed again only when the lists change."""
+        ids = tuple(map(id, self.anchors)) + (0,) + tuple(map(id, self.intermediates))
+        memo = self._fps
+        if memo is None or memo[0] != ids:
+            memo = self._fps = (ids, frozenset(fingerprint(a) for a in self.anchors),
+                                frozenset(fingerprint(c) for c in self.intermediates))
+        return memo[1], memo[2]
+
+    def native_store(self) -> Any:
+        """cryptography's ``Store`` of the anchors, built once per set of anchors."""
+        fps = tuple(fingerprint(a) for a in self.anchors)
+        cached = self._native
+        if cached is None or cached[0] != fps:
+            cached = self._native = (fps, native.native_store(self.anchors))
+        return cached[1]
 
     @classmethod
     def from_pem(cls, anchors: Sequence[bytes], intermediates: Sequence[bytes] = (),
@@ -478,6 +500,17 @@ def _judge(leaf: x509.Certificate, cand: Candidate, pool: list[x509.Certificate]
     # check_chain, once the CRLs are gathered); otherwise it judges policies here.
     one_pass = revocation.crl and not revocation.ocsp and len(path) > 1
     policies: list[str] | None = None if one_pass else check_policies(path, policy, at)
+    return _with_revocation(leaf, path, pool, trust, at, policy, revocation, fetch, cache,
+                            policies, warnings)
+
+
+def _with_revocation(leaf: x509.Certificate, path: list[x509.Certificate],
+                     pool: list[x509.Certificate], trust: TrustStore, at: dt.datetime,
+                     policy: PolicyInputs, revocation: RevocationSettings,
+                     fetch: Fetch | None, cache: RevocationCache | None,
+                     policies: list[str] | None, warnings: list[str]) -> VerificationResult:
+    """Revocation of a path that passed every other check, and the result. ``policies`` None:
+    the RFC 5280 engine judges policies together with the CRLs (one pass)."""
 
     def crl_verdict(crls: list[x509.CertificateRevocationList]
                     ) -> tuple[str, str, list[dict[str, object]]]:
@@ -504,6 +537,78 @@ def _judge(leaf: x509.Certificate, cand: Candidate, pool: list[x509.Certificate]
                                "not_established": list(soft)}, profile_warnings=warnings)
 
 
+# Extensions that make policy processing more than an intersection of certificatePolicies:
+# a path carrying one is judged by the RFC 5280 engine (broker.pki.policies).
+_POLICY_PROCESSING = {"2.5.29.33", "2.5.29.36", "2.5.29.54"}
+#: Off: every path goes through OpenSSL and the RFC 5280 engine (the tests compare both ways).
+NATIVE_FAST_PATH = True
+
+
+def _simple_policies(path: Sequence[x509.Certificate]) -> list[str]:
+    """RFC 5280 §6.1 policy processing with the default inputs (any policy, no explicit
+    policy, no inhibit flags) on a path without policyMappings, policyConstraints or
+    inhibitAnyPolicy: the valid policy tree is then a set of policies per level. With
+    neither mapping nor requireExplicitPolicy the path is always valid (explicit_policy never
+    reaches 0); a certificate without certificatePolicies empties the tree. Returns the
+    user-constrained policy set as the engine does (dotted OIDs, anyPolicy left out)."""
+    valid: set[str] = {ANY_POLICY}
+    for cert in reversed(path[:-1]):  # the anchor is an input, not part of the path
+        cps = _ext(cert, x509.CertificatePolicies)
+        if cps is None:
+            return []
+        asserted = {p.policy_identifier.dotted_string for p in cps}
+        nxt = {p for p in asserted - {ANY_POLICY} if p in valid or ANY_POLICY in valid}
+        if ANY_POLICY in asserted:  # inhibit_anyPolicy is never 0 with these inputs
+            nxt |= valid
+        if not nxt:
+            return []
+        valid = nxt
+    return sorted(valid - {ANY_POLICY})
+
+
+def _native_result(leaf: x509.Certificate, untrusted: list[x509.Certificate],
+                   trust: TrustStore, at: dt.datetime, purpose: str, max_depth: int,
+                   policy: PolicyInputs, revocation: RevocationSettings,
+                   fetch: Fetch | None, cache: RevocationCache | None,
+                   options: profile.ProfileOptions) -> VerificationResult | None:
+    """A first-time path at native speed: cryptography's Rust verifier builds the path and
+    checks signatures, validity, basic constraints, path length, name constraints and key
+    usage; the broker's own cheap checks (profile, excluded wildcards, unknown critical
+    extensions, depth, algorithms, usage) and policies follow, then revocation as always.
+
+    Only where the verifier's policy is the directory's: default policy inputs, the strict
+    profile, no policy-processing extension on the path. It only ever accepts: None (any
+    refusal, or a case it does not cover: directoryName/URI/otherName constraints, self-issued
+    certificates, relaxed constraints, delta or indirect CRLs judged later by the engine…)
+    sends the verification to the full engines, which give the refusal its reason."""
+    if not NATIVE_FAST_PATH or not policy.is_default or options != profile.STRICT:
+        return None
+    try:
+        path = native.native_chain(leaf, untrusted, trust.native_store(), at, max_depth)
+    except Exception:  # noqa: BLE001 - VerificationError or an input it cannot take
+        return None
+    try:
+        if any(ext.oid.dotted_string in _POLICY_PROCESSING
+               for cert in path for ext in cert.extensions):
+            return None
+        anchor = path[-1]
+        if not anchor.not_valid_before_utc <= at <= anchor.not_valid_after_utc:
+            return None  # OpenSSL refuses an expired anchor; let it say so
+        warnings = [f"{v.sentence} Accepted: this directory relaxes that rule."
+                    for v in profile.check_path_profile(path, options)]
+        _excluded_wildcards(path)
+        _unknown_critical(path)
+        _policy_checks(path, purpose, max_depth)
+        policies = _simple_policies(path)
+        one_pass = revocation.crl and not revocation.ocsp and len(path) > 1
+        return _with_revocation(leaf, path, untrusted, trust, at, policy, revocation, fetch,
+                                cache, None if one_pass else policies, warnings)
+    except PkiError:
+        return None
+    except MALFORMED_DER:
+        return None
+
+
 @dataclass
 class VerificationCache:
     """Accepted verdicts per (leaf fingerprint, candidate path, inputs, CRL set), so a card
@@ -519,6 +624,22 @@ class VerificationCache:
         default_factory=dict)
     hits: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    by_leaf: dict[bytes, list[tuple[Any, ...]]] = field(default_factory=dict)
+
+    def find(self, leaf_fp: bytes, rest: tuple[Any, ...], available: Any,
+             at: dt.datetime) -> VerificationResult | None:
+        """A kept verdict for this leaf and these inputs (``rest``: the key after the path)
+        whose whole path is at hand again (``available(fp)``: in the anchors or the pool), so
+        a returning card is answered without building a path."""
+        with self.lock:
+            keys = list(self.by_leaf.get(leaf_fp, ()))
+        for key in keys:
+            if key[1:] == rest and all(available(fp) for fp in key[0][1:]):
+                hit = self.get(key, at)
+                if hit is not None:
+                    return hit
+        return None
 
     def get(self, key: tuple[Any, ...], at: dt.datetime) -> VerificationResult | None:
         with self.lock:
@@ -555,6 +676,9 @@ class VerificationCache:
         with self.lock:
             if len(self.entries) >= self.max_entries:
                 self.entries.clear()  # crude but bounded; a full cache is rebuilt by logins
+                self.by_leaf.clear()
+            if key not in self.entries:
+                self.by_leaf.setdefault(key[0][0], []).append(key)
             self.entries[key] = (start, until, result)
 
 
@@ -630,14 +754,34 @@ def verify_certificate(leaf_der: bytes | x509.Certificate,
     at = at or dt.datetime.now(dt.UTC)
     if not trust.anchors:
         raise PkiError(Code.CERTIFICATE_UNTRUSTED, "This directory has no trust anchors.")
-    index = PathIndex(trust.anchors, untrusted)
     aia_log: list[dict[str, Any]] = []
+    index: PathIndex | None = None
     if aia_fetch:
-        index = _complete_with_aia(leaf, untrusted, trust, index, aia or DEFAULT_FETCHER,
-                                   aia_log)
+        index = _complete_with_aia(leaf, untrusted, trust, PathIndex(trust.anchors, untrusted),
+                                   aia or DEFAULT_FETCHER, aia_log)
     failures: list[PkiError] = []
+    verdicts = verdicts if verdicts is not None else trust.verdicts
+    if verdicts is not None:
+        rest = _cache_key(Candidate(()), trust, purpose, max_depth, policy, revocation,
+                          profile_options)[1:]
+        anchors, pool = trust.fingerprints()
+        chain_fps = {fingerprint(c) for c in untrusted[:len(chain_der)]}
+        hit = verdicts.find(fingerprint(leaf), rest,
+                            lambda fp: fp in anchors or fp in pool or fp in chain_fps, at)
+        if hit is not None:
+            return hit
+    if not aia_log:
+        fast = _native_result(leaf, untrusted, trust, at, purpose, max_depth, policy,
+                              revocation, fetch, cache, profile_options)
+        if fast is not None:
+            if verdicts is not None:
+                verdicts.put(_cache_key(Candidate(tuple(fast.chain)), trust, purpose, max_depth,
+                                        policy, revocation, profile_options),
+                             at, fast, list(trust.crls))
+            return fast
+    if index is None:
+        index = PathIndex(trust.anchors, untrusted)
     for cand in candidate_paths(leaf, index):
-        verdicts = verdicts if verdicts is not None else trust.verdicts
         key = _cache_key(cand, trust, purpose, max_depth, policy, revocation, profile_options)
         if verdicts is not None and (hit := verdicts.get(key, at)) is not None:
             return hit

@@ -294,9 +294,24 @@ def _certificate_violations(cert: x509.Certificate, is_ca: bool) -> list[Violati
         if len(san.value) == 0:
             out.append(Violation("san_empty", who))
         out += _check_general_names(list(san.value), who, constraint=False)
-    if san is not None or nc is not None:
+    if _has_ip_entries(san, nc):
+        # cryptography parsed every entry; only iPAddress ones can hide a bad octet count.
         out += _raw_ip_entries_ok(cert)
     return out
+
+
+def _has_ip_entries(san: x509.Extension | None,  # type: ignore[type-arg]
+                    nc: x509.Extension | None) -> bool:  # type: ignore[type-arg]
+    if san is not None and (not isinstance(san.value, x509.SubjectAlternativeName)
+                            or san.value.get_values_for_type(x509.IPAddress)):
+        return True
+    if nc is None:
+        return False
+    if not isinstance(nc.value, x509.NameConstraints):
+        return True
+    return any(isinstance(g, x509.IPAddress) for part in (nc.value.permitted_subtrees,
+                                                           nc.value.excluded_subtrees)
+               for g in part or [])
 
 
 def crl_violations(crl: x509.CertificateRevocationList,

@@ -57,7 +57,13 @@ def test_a_failed_pass_is_run_again_only_to_tell_why(pki, monkeypatch) -> None: 
     assert runs[0] == "require" and "soft-fail" in runs
 
 
-def test_a_new_card_under_known_cas_does_not_recheck_the_ca_links(pki) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("native", [False, True])
+def test_a_new_card_under_known_cas_does_not_recheck_the_ca_links(pki, monkeypatch, native) -> None:  # type: ignore[no-untyped-def]
+    """On the engines' path the CA links are remembered per fingerprint; on the native fast path
+    (issue 27) cryptography's verifier checks the signatures itself and the memo is not used."""
+    from broker.pki import chain
+
+    monkeypatch.setattr(chain, "NATIVE_FAST_PATH", native)
     root, inter = pki
     store = _store(root, inter)
     verify_certificate(issue.make_user_cert(inter, "First", upn="a@memo.example").cert_der(), [],
@@ -66,7 +72,7 @@ def test_a_new_card_under_known_cas_does_not_recheck_the_ca_links(pki) -> None: 
     verify_certificate(issue.make_user_cert(inter, "Second", upn="b@memo.example").cert_der(),
                        [], store)
     # Only the new card's own signature is new work; intermediate → root is remembered.
-    assert paths.SIGNATURES.misses - misses == 1
+    assert paths.SIGNATURES.misses - misses == (0 if native else 1)
 
 
 def test_memo_is_bounded_and_evicts_the_least_recently_used() -> None:
@@ -80,7 +86,13 @@ def test_memo_is_bounded_and_evicts_the_least_recently_used() -> None:
     assert memo.get("b", lambda: 42) == 42  # recomputed: it was evicted
 
 
-def test_no_revocation_runs_the_engine_once_too(pki, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("native", [False, True])
+def test_no_revocation_runs_the_engine_once_too(pki, monkeypatch, native) -> None:  # type: ignore[no-untyped-def]
+    """Without revocation the RFC 5280 engine runs once; with the native fast path (issue 27)
+    not at all: cryptography's verifier and the cheap checks decide."""
+    from broker.pki import chain
+
+    monkeypatch.setattr(chain, "NATIVE_FAST_PATH", native)
     root, inter = pki
     runs: list[str] = []
     real = policies._run
@@ -92,4 +104,4 @@ def test_no_revocation_runs_the_engine_once_too(pki, monkeypatch) -> None:  # ty
     monkeypatch.setattr(policies, "_run", counted)
     verify_certificate(issue.make_user_cert(inter, "NoRev", upn="c@memo.example").cert_der(), [],
                        _store(root, inter), revocation=RevocationSettings(crl=False))
-    assert len(runs) == 1
+    assert len(runs) == (0 if native else 1)
