@@ -60,6 +60,7 @@ from broker.pki.revocation import (
     RevocationSettings,
     check_chain,
     crl_applies,
+    crl_evidence,
 )
 
 SMART_CARD_LOGON = ObjectIdentifier("1.3.6.1.4.1.311.20.2.2")
@@ -508,9 +509,11 @@ def _with_revocation(leaf: x509.Certificate, path: list[x509.Certificate],
                      pool: list[x509.Certificate], trust: TrustStore, at: dt.datetime,
                      policy: PolicyInputs, revocation: RevocationSettings,
                      fetch: Fetch | None, cache: RevocationCache | None,
-                     policies: list[str] | None, warnings: list[str]) -> VerificationResult:
+                     policies: list[str] | None, warnings: list[str], *,
+                     plain_crls: bool = False) -> VerificationResult:
     """Revocation of a path that passed every other check, and the result. ``policies`` None:
-    the RFC 5280 engine judges policies together with the CRLs (one pass)."""
+    the RFC 5280 engine judges policies together with the CRLs (one pass). ``plain_crls``:
+    plain complete CRLs that list nothing of the path are judged without the engine."""
 
     def crl_verdict(crls: list[x509.CertificateRevocationList]
                     ) -> tuple[str, str, list[dict[str, object]]]:
@@ -518,6 +521,10 @@ def _with_revocation(leaf: x509.Certificate, path: list[x509.Certificate],
         separate CRL keys, reason partitions, key rollover)."""
         nonlocal policies
         _crl_profile(path, crls, at)
+        if plain_crls and policies is not None:
+            simple = _simple_crl_verdict(path, crls, at)
+            if simple is not None:
+                return simple
         if policies is None:
             verdict = judge_path(path, policy, at, crls, pool)
             policies = verdict.policies
@@ -566,6 +573,58 @@ def _simple_policies(path: Sequence[x509.Certificate]) -> list[str]:
     return sorted(valid - {ANY_POLICY})
 
 
+# CRL extensions a plain, complete, direct CRL carries (cRLNumber, authorityKeyIdentifier);
+# any other one (issuingDistributionPoint, deltaCRLIndicator, freshestCRL…) goes to the engine.
+_PLAIN_CRL_EXTENSIONS = {"2.5.29.20", "2.5.29.35"}
+_FRESHEST_CRL = "2.5.29.46"
+
+
+def _plain_crl(crl: x509.CertificateRevocationList) -> bool:
+    try:
+        return all(e.oid.dotted_string in _PLAIN_CRL_EXTENSIONS for e in crl.extensions)
+    except MALFORMED_DER:
+        return False
+
+
+def _simple_crl_verdict(path: Sequence[x509.Certificate],
+                        crls: Sequence[x509.CertificateRevocationList], at: dt.datetime
+                        ) -> tuple[str, str, list[dict[str, object]]] | None:
+    """RFC 5280 §6.3 for the common case, at native speed: every certificate of the path has
+    exactly one CRL under its issuer's name, complete and direct (no IDP, delta or other
+    extensions), signed by the issuer and current, and its serial is not on it: "good", with
+    the evidence the engine gives. Anything else (a listing, several or no CRLs, delta or
+    indirect CRLs, cRLIssuer or reasons in a distribution point, freshestCRL, a CRL at the
+    edge of its validity) returns None: the RFC 5280 engine decides."""
+    if not all(_plain_crl(c) for c in crls):
+        return None
+    used: list[dict[str, object]] = []
+    for cert, issuer in zip(path, path[1:], strict=False):
+        try:
+            for ext in cert.extensions:
+                if ext.oid.dotted_string == _FRESHEST_CRL:
+                    return None
+                if isinstance(ext.value, x509.CRLDistributionPoints) and any(
+                        dp.crl_issuer or dp.reasons for dp in ext.value):
+                    return None
+            named = [c for c in crls if name_key(c.issuer) == name_key(issuer.subject)]
+            if len(named) != 1:
+                return None
+            crl = named[0]
+            next_update = crl.next_update_utc
+            if (next_update is None or not crl_applies(crl, issuer, at)
+                    or not crl.last_update_utc <= at <= next_update):
+                return None
+            if crl.get_revoked_certificate_by_serial_number(cert.serial_number) is not None:
+                return None  # a listing: the engine says revoked, with its words
+        except MALFORMED_DER:
+            return None
+        entry = crl_evidence(cert, crl)
+        entry.update(crl_signed_by=issuer.subject.rfc4514_string(), indirect=False,
+                     delta=False)
+        used.append(entry)
+    return "good", "", used
+
+
 def _native_result(leaf: x509.Certificate, untrusted: list[x509.Certificate],
                    trust: TrustStore, at: dt.datetime, purpose: str, max_depth: int,
                    policy: PolicyInputs, revocation: RevocationSettings,
@@ -585,8 +644,10 @@ def _native_result(leaf: x509.Certificate, untrusted: list[x509.Certificate],
         return None
     try:
         path = native.native_chain(leaf, untrusted, trust.native_store(), at, max_depth)
-    except Exception:  # noqa: BLE001 - VerificationError or an input it cannot take
-        return None
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException:  # noqa: BLE001 - VerificationError, an input it cannot take, or a
+        return None       # Rust panic (pyo3's PanicException is a BaseException)
     try:
         if any(ext.oid.dotted_string in _POLICY_PROCESSING
                for cert in path for ext in cert.extensions):
@@ -600,9 +661,8 @@ def _native_result(leaf: x509.Certificate, untrusted: list[x509.Certificate],
         _unknown_critical(path)
         _policy_checks(path, purpose, max_depth)
         policies = _simple_policies(path)
-        one_pass = revocation.crl and not revocation.ocsp and len(path) > 1
         return _with_revocation(leaf, path, untrusted, trust, at, policy, revocation, fetch,
-                                cache, None if one_pass else policies, warnings)
+                                cache, policies, warnings, plain_crls=True)
     except PkiError:
         return None
     except MALFORMED_DER:

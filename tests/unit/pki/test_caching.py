@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from broker.pki import RevocationSettings, TrustStore, issue, paths, policies, verify_certificate
+from broker.pki import (
+    PkiError,
+    RevocationSettings,
+    TrustStore,
+    issue,
+    paths,
+    policies,
+    verify_certificate,
+)
 from broker.pki.memo import FingerprintMemo
 
 
@@ -22,7 +30,13 @@ def _store(root, inter) -> TrustStore:  # type: ignore[no-untyped-def]
                                                   issue.make_crl(root, [])], verdicts=None)
 
 
-def test_one_engine_pass_decides_policies_and_crls(pki, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("native", [False, True])
+def test_one_engine_pass_decides_policies_and_crls(pki, monkeypatch, native) -> None:  # type: ignore[no-untyped-def]
+    """One engine pass for policies and CRLs; none at all on the native fast path (issue 27)
+    when the CRLs are plain complete ones that list nothing of the path."""
+    from broker.pki import chain
+
+    monkeypatch.setattr(chain, "NATIVE_FAST_PATH", native)
     root, inter = pki
     runs: list[str] = []
     real = policies._run
@@ -35,7 +49,17 @@ def test_one_engine_pass_decides_policies_and_crls(pki, monkeypatch) -> None:  #
     user = issue.make_user_cert(inter, "Memo User", upn="m@memo.example")
     result = verify_certificate(user.cert_der(), [], _store(root, inter))
     assert result.revocation_status == "good"
-    assert runs == ["require"], f"the engine ran {len(runs)} times: {runs}"
+    assert runs == ([] if native else ["require"]), f"the engine ran {len(runs)} times: {runs}"
+    assert [e["crl_issuer"] for e in result.revocation_evidence["checked"]] == [
+        inter.cert.subject.rfc4514_string(), root.cert.subject.rfc4514_string()]
+    # A card on the CRL goes to the engine, which says revoked, in its words.
+    bad = issue.make_user_cert(inter, "Memo Revoked", upn="r@memo.example")
+    store = TrustStore([root.cert], [inter.cert], [issue.make_crl(inter, [bad.cert.serial_number]),
+                                                   issue.make_crl(root, [])], verdicts=None)
+    runs.clear()
+    with pytest.raises(PkiError) as err:
+        verify_certificate(bad.cert_der(), [], store)
+    assert err.value.code == "certificate_revoked" and "require" in runs
 
 
 def test_a_failed_pass_is_run_again_only_to_tell_why(pki, monkeypatch) -> None:  # type: ignore[no-untyped-def]
