@@ -44,6 +44,7 @@ from broker.pki.aia import (
 )
 from broker.pki.errors import MALFORMED_DER, PkiError
 from broker.pki.identity import CertIdentity, identity_of
+from broker.pki.memo import FingerprintMemo, cert_fp, crl_fp
 from broker.pki.paths import (
     Candidate,
     PathIndex,
@@ -586,6 +587,16 @@ def _plain_crl(crl: x509.CertificateRevocationList) -> bool:
         return False
 
 
+_NAME_KEYS: FingerprintMemo[object] = FingerprintMemo(4096)
+
+
+def _crl_issuer_key(obj: x509.Certificate | x509.CertificateRevocationList) -> object:
+    """The RFC 5280 §7.1 key of a CRL's issuer or a certificate's subject, remembered."""
+    if isinstance(obj, x509.Certificate):
+        return _NAME_KEYS.get(("subject", cert_fp(obj)), lambda: name_key(obj.subject))
+    return _NAME_KEYS.get(("crl", crl_fp(obj)), lambda: name_key(obj.issuer))
+
+
 def _simple_crl_verdict(path: Sequence[x509.Certificate],
                         crls: Sequence[x509.CertificateRevocationList], at: dt.datetime
                         ) -> tuple[str, str, list[dict[str, object]]] | None:
@@ -606,7 +617,8 @@ def _simple_crl_verdict(path: Sequence[x509.Certificate],
                 if isinstance(ext.value, x509.CRLDistributionPoints) and any(
                         dp.crl_issuer or dp.reasons for dp in ext.value):
                     return None
-            named = [c for c in crls if name_key(c.issuer) == name_key(issuer.subject)]
+            wanted = _crl_issuer_key(issuer)
+            named = [c for c in crls if _crl_issuer_key(c) == wanted]
             if len(named) != 1:
                 return None
             crl = named[0]

@@ -51,9 +51,27 @@ class FingerprintMemo(Generic[V]):
             self._entries.clear()
 
 
+# Fingerprints by object: a directory's CA certificates and CRLs are the same objects on every
+# login, and one verification asks for their fingerprints a dozen times. The entry holds the
+# object, so its id() cannot be reused while the entry lives; bounded, cleared when full.
+_BY_OBJECT: dict[int, tuple[object, bytes]] = {}
+_BY_OBJECT_MAX = 8192
+
+
+def _fingerprint(obj: x509.Certificate | x509.CertificateRevocationList) -> bytes:
+    hit = _BY_OBJECT.get(id(obj))
+    if hit is not None and hit[0] is obj:
+        return hit[1]
+    fp = obj.fingerprint(hashes.SHA256())
+    if len(_BY_OBJECT) >= _BY_OBJECT_MAX:
+        _BY_OBJECT.clear()
+    _BY_OBJECT[id(obj)] = (obj, fp)
+    return fp
+
+
 def cert_fp(cert: x509.Certificate) -> bytes:
-    return cert.fingerprint(hashes.SHA256())
+    return _fingerprint(cert)
 
 
 def crl_fp(crl: x509.CertificateRevocationList) -> bytes:
-    return crl.fingerprint(hashes.SHA256())
+    return _fingerprint(crl)

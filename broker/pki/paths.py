@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes
 
 from broker.pki.errors import NO_USABLE_EXTENSION
 from broker.pki.memo import FingerprintMemo, cert_fp
@@ -45,7 +44,7 @@ class Candidate:
 
 
 def fingerprint(cert: x509.Certificate) -> bytes:
-    return cert.fingerprint(hashes.SHA256())
+    return cert_fp(cert)
 
 
 def name_key(name: x509.Name) -> tuple[tuple[tuple[str, str], ...], ...]:
