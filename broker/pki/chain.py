@@ -699,15 +699,18 @@ class VerificationCache:
 
     by_leaf: dict[bytes, list[tuple[Any, ...]]] = field(default_factory=dict)
 
-    def find(self, leaf_fp: bytes, rest: tuple[Any, ...], available: Any,
-             at: dt.datetime) -> VerificationResult | None:
+    def find(self, leaf_fp: bytes, rest: tuple[Any, ...], anchors: frozenset[bytes],
+             available: Any, at: dt.datetime) -> VerificationResult | None:
         """A kept verdict for this leaf and these inputs (``rest``: the key after the path)
-        whose whole path is at hand again (``available(fp)``: in the anchors or the pool), so
-        a returning card is answered without building a path."""
+        whose path is at hand again — its anchor among ``anchors``, its intermediates
+        ``available(fp)`` in the pool or the card's chain — so a returning card is answered
+        without building a path. (A card that is itself an anchor is not looked up here.)"""
         with self.lock:
             keys = list(self.by_leaf.get(leaf_fp, ()))
         for key in keys:
-            if key[1:] == rest and all(available(fp) for fp in key[0][1:]):
+            path = key[0]
+            if key[1:] == rest and len(path) > 1 and path[-1] in anchors and all(
+                    available(fp) for fp in path[1:-1]):
                 hit = self.get(key, at)
                 if hit is not None:
                     return hit
@@ -838,8 +841,8 @@ def verify_certificate(leaf_der: bytes | x509.Certificate,
                           profile_options)[1:]
         anchors, pool = trust.fingerprints()
         chain_fps = {fingerprint(c) for c in untrusted[:len(chain_der)]}
-        hit = verdicts.find(fingerprint(leaf), rest,
-                            lambda fp: fp in anchors or fp in pool or fp in chain_fps, at)
+        hit = verdicts.find(fingerprint(leaf), rest, anchors,
+                            lambda fp: fp in pool or fp in chain_fps, at)
         if hit is not None:
             return hit
     if not aia_log:

@@ -154,6 +154,12 @@ def test_a_returning_card_is_answered_from_the_cache_without_a_path() -> None:
     with pytest.raises(PkiError):
         verify_certificate(user.cert_der(), [], bare, revocation=rev)
     assert verify_certificate(user.cert_der(), [inter.cert_der()], bare, revocation=rev).chain
+    # The root is no longer an anchor: handing it over in the chain does not revive the verdict.
+    other = TrustStore([issue.make_root("Other Root").cert], [], verdicts=store.verdicts)
+    with pytest.raises(PkiError) as err:
+        verify_certificate(user.cert_der(), [inter.cert_der(), root.cert_der()], other,
+                           revocation=rev)
+    assert err.value.code == "certificate_untrusted"
 
 
 def test_expired_anchor_is_left_to_openssl() -> None:
