@@ -31,7 +31,7 @@ from asn1crypto import core as asn1_core
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, ObjectIdentifier
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 from OpenSSL import crypto
 
 from broker.codes import Code
@@ -637,6 +637,21 @@ def _simple_crl_verdict(path: Sequence[x509.Certificate],
     return "good", "", used
 
 
+def _email_in_subject_under_rfc822_constraints(path: Sequence[x509.Certificate]) -> bool:
+    """A CA constrains rfc822Names and a certificate carries an emailAddress in its subject
+    (RFC 5280 §4.2.1.10 applies the constraint to it; cryptography does not say it does)."""
+    if not any(c.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS) for c in path[:-1]):
+        return False
+    for cert in path[1:]:
+        constraints = _ext(cert, x509.NameConstraints)
+        if constraints is not None and any(
+                isinstance(g, x509.RFC822Name)
+                for part in (constraints.permitted_subtrees, constraints.excluded_subtrees)
+                for g in part or []):
+            return True
+    return False
+
+
 def _native_result(leaf: x509.Certificate, untrusted: list[x509.Certificate],
                    trust: TrustStore, at: dt.datetime, purpose: str, max_depth: int,
                    policy: PolicyInputs, revocation: RevocationSettings,
@@ -664,6 +679,8 @@ def _native_result(leaf: x509.Certificate, untrusted: list[x509.Certificate],
         if any(ext.oid.dotted_string in _POLICY_PROCESSING
                for cert in path for ext in cert.extensions):
             return None
+        if _email_in_subject_under_rfc822_constraints(path):
+            return None  # §4.2.1.10's legacy emailAddress rule: left to OpenSSL and the engine
         anchor = path[-1]
         if not anchor.not_valid_before_utc <= at <= anchor.not_valid_after_utc:
             return None  # OpenSSL refuses an expired anchor; let it say so

@@ -172,3 +172,28 @@ def test_expired_anchor_is_left_to_openssl() -> None:
         verify_certificate(user.cert_der(), [inter.cert_der()], TrustStore([root.cert]),
                            revocation=RevocationSettings(crl=False))
     assert err.value.code == "certificate_expired"
+
+
+@pytest.mark.parametrize("email", ["bob@corp.example", "bob@evil.example"])
+def test_subject_email_under_rfc822_constraints_same_verdict(monkeypatch: pytest.MonkeyPatch,
+                                                             email: str) -> None:
+    """RFC 5280 §4.2.1.10: rfc822Name constraints apply to a legacy emailAddress in the
+    subject. Such paths are left to the engines; the verdict is the same either way."""
+    from cryptography.x509.oid import NameOID
+
+    from tests.support import rfc5280_gaps as gaps
+
+    rk, ik, lk = gaps.key(), gaps.key(), gaps.key()
+    root = gaps.cert(gaps.name("Mail Root"), gaps.name("Mail Root"), rk, rk, gaps.ca_exts())
+    nc = x509.NameConstraints([x509.RFC822Name("corp.example")], None)
+    inter = gaps.cert(gaps.name("Mail Issuing"), root.subject, ik, rk,
+                      gaps.ca_exts(0, [(nc, True)]))
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Bob"),
+                         x509.NameAttribute(NameOID.EMAIL_ADDRESS, email)])
+    leaf = gaps.cert(subject, inter.subject, lk, ik, gaps.leaf_exts())
+    store = TrustStore([root], [inter], verdicts=None)
+    rev = RevocationSettings(crl=False)
+    on = _verdict(leaf, store, revocation=rev)
+    monkeypatch.setattr(chain, "NATIVE_FAST_PATH", False)
+    assert _verdict(leaf, store, revocation=rev) == on
+    assert (on[0] == "valid") == email.endswith("@corp.example")
