@@ -637,19 +637,16 @@ def _simple_crl_verdict(path: Sequence[x509.Certificate],
     return "good", "", used
 
 
-def _email_in_subject_under_rfc822_constraints(path: Sequence[x509.Certificate]) -> bool:
-    """A CA constrains rfc822Names and a certificate carries an emailAddress in its subject
-    (RFC 5280 §4.2.1.10 applies the constraint to it; cryptography does not say it does)."""
-    if not any(c.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS) for c in path[:-1]):
+def _names_beyond_the_san_under_constraints(path: Sequence[x509.Certificate]) -> bool:
+    """A CA of the path has nameConstraints and a certificate below has names outside its
+    subjectAltName that the constraints may reach: a legacy emailAddress in the subject
+    (RFC 5280 §4.2.1.10 applies rfc822Name constraints to it) or no subjectAltName at all
+    (OpenSSL then checks a host-like common name against dNSName constraints). cryptography's
+    verifier checks neither, so such paths are left to the engines."""
+    if not any(_ext(c, x509.NameConstraints) is not None for c in path[1:]):
         return False
-    for cert in path[1:]:
-        constraints = _ext(cert, x509.NameConstraints)
-        if constraints is not None and any(
-                isinstance(g, x509.RFC822Name)
-                for part in (constraints.permitted_subtrees, constraints.excluded_subtrees)
-                for g in part or []):
-            return True
-    return False
+    return any(c.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)
+               or _ext(c, x509.SubjectAlternativeName) is None for c in path[:-1])
 
 
 def _native_result(leaf: x509.Certificate, untrusted: list[x509.Certificate],
@@ -679,8 +676,8 @@ def _native_result(leaf: x509.Certificate, untrusted: list[x509.Certificate],
         if any(ext.oid.dotted_string in _POLICY_PROCESSING
                for cert in path for ext in cert.extensions):
             return None
-        if _email_in_subject_under_rfc822_constraints(path):
-            return None  # §4.2.1.10's legacy emailAddress rule: left to OpenSSL and the engine
+        if _names_beyond_the_san_under_constraints(path):
+            return None  # subject names under name constraints: OpenSSL and the engine judge
         anchor = path[-1]
         if not anchor.not_valid_before_utc <= at <= anchor.not_valid_after_utc:
             return None  # OpenSSL refuses an expired anchor; let it say so

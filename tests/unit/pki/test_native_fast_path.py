@@ -197,3 +197,23 @@ def test_subject_email_under_rfc822_constraints_same_verdict(monkeypatch: pytest
     monkeypatch.setattr(chain, "NATIVE_FAST_PATH", False)
     assert _verdict(leaf, store, revocation=rev) == on
     assert (on[0] == "valid") == email.endswith("@corp.example")
+
+
+@pytest.mark.parametrize("cn", ["host.corp.example", "host.evil.example"])
+def test_common_name_under_dns_constraints_same_verdict(monkeypatch: pytest.MonkeyPatch,
+                                                        cn: str) -> None:
+    """A leaf without subjectAltName whose common name looks like a host, under dNSName
+    constraints: OpenSSL checks the name, cryptography does not; the engines decide."""
+    from tests.support import rfc5280_gaps as gaps
+
+    rk, ik, lk = gaps.key(), gaps.key(), gaps.key()
+    root = gaps.cert(gaps.name("Host Root"), gaps.name("Host Root"), rk, rk, gaps.ca_exts())
+    nc = x509.NameConstraints([x509.DNSName("corp.example")], None)
+    inter = gaps.cert(gaps.name("Host Issuing"), root.subject, ik, rk,
+                      gaps.ca_exts(0, [(nc, True)]))
+    leaf = gaps.cert(gaps.name(cn), inter.subject, lk, ik, gaps.leaf_exts())
+    store = TrustStore([root], [inter], verdicts=None)
+    rev = RevocationSettings(crl=False)
+    on = _verdict(leaf, store, revocation=rev)
+    monkeypatch.setattr(chain, "NATIVE_FAST_PATH", False)
+    assert _verdict(leaf, store, revocation=rev) == on
