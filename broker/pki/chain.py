@@ -580,9 +580,23 @@ _PLAIN_CRL_EXTENSIONS = {"2.5.29.20", "2.5.29.35"}
 _FRESHEST_CRL = "2.5.29.46"
 
 
+_PLAIN_CRLS: FingerprintMemo[bool] = FingerprintMemo(1024)
+_CERTIFICATE_ISSUER = "2.5.29.29"
+
+
 def _plain_crl(crl: x509.CertificateRevocationList) -> bool:
+    """No CRL extension but cRLNumber and AKI, and no entry with a critical extension or a
+    certificateIssuer (RFC 5280 §5.3: such a CRL is for the engine to judge). Remembered per
+    fingerprint: the entries are read once per CRL, not per login."""
+    return _PLAIN_CRLS.get(crl_fp(crl), lambda: _read_plain_crl(crl))
+
+
+def _read_plain_crl(crl: x509.CertificateRevocationList) -> bool:
     try:
-        return all(e.oid.dotted_string in _PLAIN_CRL_EXTENSIONS for e in crl.extensions)
+        if not all(e.oid.dotted_string in _PLAIN_CRL_EXTENSIONS for e in crl.extensions):
+            return False
+        return not any(e.critical or e.oid.dotted_string == _CERTIFICATE_ISSUER
+                       for entry in crl for e in entry.extensions)
     except MALFORMED_DER:
         return False
 
