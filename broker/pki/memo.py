@@ -55,7 +55,7 @@ class FingerprintMemo(Generic[V]):
 # login, and one verification asks for their fingerprints a dozen times. The entry holds the
 # object, so its id() cannot be reused while the entry lives; bounded, cleared when full.
 _BY_OBJECT: dict[int, tuple[object, bytes]] = {}
-_BY_OBJECT_MAX = 8192
+_BY_OBJECT_MAX = 1024
 
 
 def _fingerprint(obj: x509.Certificate | x509.CertificateRevocationList) -> bytes:
