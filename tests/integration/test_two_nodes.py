@@ -92,7 +92,7 @@ def test_two_nodes_behind_haproxy_survive_losing_one(broker_factory, tmp_path: P
             bob = direct.login(w.cards["bob"])
             assert bob.status == 200, bob.body
             bob_token = bob.body["auth_token"]
-            s = direct.connect(bob_token, "ws-bob")
+            s = direct.open_session(bob_token, "ws-bob", w.cards["bob"])
             assert s.status == 201, s.body
             bob_sid = s.body["session"]["id"]
             alice = direct.login(w.cards["alice"])

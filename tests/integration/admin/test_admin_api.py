@@ -405,7 +405,7 @@ def _card_session(admin: Admin, world: Any, who: str, ws: str) -> str:
     r = client.login(world.cards[who])
     assert r.status == 200, r.body
     token = r.body["auth_token"]
-    r = client.connect(token, ws)
+    r = client.open_session(token, ws, world.cards[who])
     assert r.status == 201, r.body
     SESSION_TOKENS[r.body["session"]["id"]] = token
     return r.body["session"]["id"]
