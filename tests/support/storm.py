@@ -78,7 +78,8 @@ _FAULTS: set[tuple[int, str | None]] = {(503, "service_unavailable"), (0, None)}
 FAULT_ANSWERS: dict[str, set[tuple[int, str | None]]] = {
     "challenge": {(201, None)} | _FAULTS,
     "response": {(200, None), (401, "challenge_used")} | _FAULTS,
-    "connect": {(201, None)} | _FAULTS,
+    "connect": {(202, None)} | _FAULTS,  # a card login: always a logon challenge
+    "logon": {(201, None), (401, "challenge_used")} | _FAULTS,
     "heartbeat": {(200, None), (410, "session_ended")} | _FAULTS,
     "end": {(204, None), (410, "session_ended")} | _FAULTS,
 }

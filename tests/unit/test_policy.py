@@ -140,6 +140,14 @@ TRUTH_TABLE = [
     ("only when the client is running on a 64-bit version of Windows",
      GOV_WEST, Protocol.WSP, ClientInfo("windows", "x86", "3.1.1"), 1, Purpose.PRE_SESSION,
      {"client_arch_unsupported"}),
+    ("Only the Windows client ... is supported for smart card authentication (in-session: a "
+     "Linux client's session)", EAST, Protocol.WSP, ClientInfo("linux", "x86_64", "3.1.1"), 1,
+     Purpose.IN_SESSION, {"client_platform_unsupported"}),
+    ("... version 3.1.1 or later (in-session: 3.0.0)", EAST, Protocol.WSP,
+     ClientInfo("windows", "x86_64", "3.0.0"), 1, Purpose.IN_SESSION,
+     {"client_version_unsupported"}),
+    ("... on a 64-bit version of Windows (in-session: 32-bit)", EAST, Protocol.WSP,
+     ClientInfo("windows", "x86", "3.1.1"), 1, Purpose.IN_SESSION, {"client_arch_unsupported"}),
 ]
 
 
