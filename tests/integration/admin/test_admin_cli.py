@@ -86,6 +86,7 @@ def test_apply_export_apply_round_trips_with_no_change(cli: BrokerProcess, pki: 
 
     exported = export(cli, tmp_path / "out" / "corp.toml")
     assert 'os = "linux"' in exported, "a stated operating system is exported"
+    assert exported.count("os = ") == 1, "one not stated (ws-dave) is left out: TOML has no null"
     again = apply(cli, tmp_path / "out" / "corp.toml")
     assert changes(again) == 0, again
     assert again["directories"][0]["registration_codes"] == \
