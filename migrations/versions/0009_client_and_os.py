@@ -1,7 +1,7 @@
 """the client of each login and session; a WorkSpace's stated operating system
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-06 06:10:00
 
 The client rule (Windows client 3.1.1+ on 64-bit Windows) now holds in-session too: a session
@@ -18,8 +18,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0008'
-down_revision = '0007'
+revision = '0009'
+down_revision = '0008'
 branch_labels = None
 depends_on = None
 
