@@ -12,8 +12,8 @@ with CRL revocation on:
   the handshake, so s_time's own count includes refusals); handshakes/s and nginx's CPU-ms per
   handshake from /proc.
 * **the broker**: the same number of clients storm logins (challenge + signed response, or with
-  ``--flow full`` registration + challenge + response + connect) for the same time; logins/s,
-  p50/p99 and the CPU-ms per login of all broker processes from /proc.
+  ``--flow full`` registration + challenge + response + connect + logon) for the same time;
+  logins/s, p50/p99 and the CPU-ms per login of all broker processes from /proc.
 
 It prints both and the ratio broker-CPU-per-login / nginx-CPU-per-handshake (the issue's target
 is ≤ 10×, the aim ≤ 3×), with and without the PostgreSQL server's CPU per login added to the
@@ -392,9 +392,16 @@ def _login(conn: http.client.HTTPSConnection, code: str, key: Any, cert_der: byt
     if status != 200:
         raise RuntimeError(f"response_{status}_{res['error']['code']}")
     if full:
-        status, _ = _post(conn, f"/v1/workspaces/{ws}/connect", {}, res["auth_token"])
-        if status != 201:
+        status, body = _post(conn, f"/v1/workspaces/{ws}/connect", {}, res["auth_token"])
+        if status != 202:
             raise RuntimeError(f"connect_{status}")
+        logon = body["logon_challenge"]  # "Starting WorkSpace": the card signs again
+        sig = key.sign(base64.b64decode(logon["to_be_signed"]), ec.ECDSA(hashes.SHA256()))
+        status, _ = _post(conn, f"/v1/workspaces/{ws}/logon", {
+            "challenge_id": logon["challenge_id"], "signature": base64.b64encode(sig).decode(),
+            "algorithm": "ecdsa-sha256"}, res["auth_token"])
+        if status != 201:
+            raise RuntimeError(f"logon_{status}")
 
 
 class TlsClient(http.client.HTTPSConnection):
@@ -533,11 +540,12 @@ def storm_broker(bp: BrokerProcess, pki: Pki, code: str, clients: int, seconds: 
 def statement_counts(db_url: str, code: str, pki: Pki) -> dict[str, int]:
     """SQL statements per client call, counted in process on the seeded database.
 
-    The session calls run on the first credential's WorkSpace (``ws-0``, AVAILABLE): connect,
-    heartbeat, then — stopped for the purpose — connect again (``connect_start``: STARTING with
-    a logon challenge) and the logon that opens the session once the start is due (the clock
-    is moved past the start delay). ``bearer`` is the auth-token lookup the web layer makes
-    before each session call, not counted in theirs."""
+    The session calls run on the first credential's WorkSpace (``ws-0``, AVAILABLE): connect
+    (a card login: a logon challenge), the logon that opens the session
+    (``logon_available``), heartbeat, then — stopped for the purpose — connect again
+    (``connect_start``: STARTING with a logon challenge) and the logon that opens the session
+    once the start is due (the clock is moved past the start delay). ``bearer`` is the
+    auth-token lookup the web layer makes before each session call, not counted in theirs."""
     from sqlalchemy import event, update
 
     from broker.config import Settings
@@ -575,6 +583,12 @@ def statement_counts(db_url: str, code: str, pki: Pki) -> dict[str, int]:
         seen.clear()
         _status, body = sessions.connect(ctx, principal, "ws-0", "127.0.0.2")
         counts["connect"] = len(seen)
+        logon = body["logon_challenge"]  # a card login: the PIN again, also when AVAILABLE
+        sig = key.sign(base64.b64decode(logon["to_be_signed"]), ec.ECDSA(hashes.SHA256()))
+        seen.clear()
+        body = sessions.logon(ctx, principal, "ws-0", logon["challenge_id"],
+                              base64.b64encode(sig).decode(), "ecdsa-sha256", "127.0.0.2")
+        counts["logon_available"] = len(seen)
         seen.clear()
         sessions.heartbeat(ctx, principal, body["session"]["id"], True)
         counts["heartbeat"] = len(seen)

@@ -74,7 +74,11 @@ def one_round(ctx: BrokerContext, timed: Round, skew: list[timedelta], code: str
     principal = timed.call("bearer", lambda: auth.client_principal(ctx, token))
     status, body = timed.call("connect", lambda: sessions.connect(ctx, principal, "ws-alice",
                                                                   "127.0.0.1"))
-    assert status == 201, body
+    assert status == 202 and body["state"] == "AVAILABLE", body  # a card login: PIN again
+    first = body["logon_challenge"]
+    sig = sign(first["to_be_signed"])
+    body = timed.call("logon_available", lambda: sessions.logon(
+        ctx, principal, "ws-alice", first["challenge_id"], sig, "ecdsa-sha256", "127.0.0.1"))
     timed.call("heartbeat", lambda: sessions.heartbeat(ctx, principal, body["session"]["id"],
                                                        True))
     ctx.db.transaction(lambda s: s.execute(update(WorkSpace).where(WorkSpace.id == "ws-auto")

@@ -4,8 +4,10 @@ It builds everything in ``var/demo/`` (wiped each run): an embedded SQLite broke
 the demo directory from ``config/demo.toml`` (a WSP AUTO_STOP WorkSpace and a PCoIP one), a
 virtual PIV card — behind pcscd's vpcd virtual reader when the PC/SC stack is installed, else
 in-process, saying so — then runs the thin client's login flow against a real ``broker serve``
-over TLS: Insert your smart card → certificate → PIN → Starting WorkSpace → PIN → session. It
-finishes by showing the PCoIP WorkSpace refused for smart cards, and exits 0.
+over TLS: Insert your smart card → certificate → PIN → Starting WorkSpace (the stopped WorkSpace
+starts) → PIN → session; then it connects again to the now AVAILABLE WorkSpace, where
+"Starting WorkSpace" asks for the PIN again too. It finishes by showing the PCoIP WorkSpace
+refused for smart cards, and exits 0.
 """
 
 from __future__ import annotations
@@ -204,6 +206,13 @@ def demo(settings: Settings, pin: str, card_mode: str, key_kind: str,
         click.echo(f"    ticket verified with the broker's JWKS: sub={claims['sub']}, "
                    f"smart_card_redirection={claims['scr']}, expires {session['expires_at']}")
         click.echo(f"    heartbeat (card present): {flow.heartbeat(session, True)}")
+        flow.end_session(session)
+        flow.screens.show("Reconnect", "session ended; connecting again to ws-demo-wsp, now "
+                                       "AVAILABLE: \"Starting WorkSpace\" asks for the PIN "
+                                       "again on every smart-card connect")
+        session = flow.connect(login, "ws-demo-wsp")
+        click.echo(f"    session {session['id'][:12]}… opened right after the second PIN")
+        flow.end_session(session)
         flow.screens.show("PCoIP WorkSpace", "connecting to ws-demo-pcoip with the smart-card "
                                              "login …")
         try:
@@ -211,7 +220,8 @@ def demo(settings: Settings, pin: str, card_mode: str, key_kind: str,
             fail("the PCoIP WorkSpace was not refused")
         except ApiError as exc:
             click.echo(f"    refused as it should be: {exc.status} {exc.code}: {exc.message}")
-        click.secho("\ndemo finished: one full smart-card login, PCoIP refused.", bold=True)
+        click.secho("\ndemo finished: one full smart-card login, the PIN again on "
+                    "both connects, PCoIP refused.", bold=True)
     except BrokerError as exc:
         fail(f"{exc.code}: {exc.message} (broker log: {bp.log_path})")
     finally:

@@ -50,6 +50,13 @@ class WorkSpaceState(enum.StrEnum):
     UNHEALTHY = "UNHEALTHY"
 
 
+class WorkSpaceOs(enum.StrEnum):
+    """The operating system a WorkSpace is stated to run (not stated: NULL, every purpose)."""
+
+    WINDOWS = "windows"
+    LINUX = "linux"
+
+
 class RunningMode(enum.StrEnum):
     ALWAYS_ON = "ALWAYS_ON"
     AUTO_STOP = "AUTO_STOP"

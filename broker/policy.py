@@ -18,8 +18,16 @@ The rules (shared/reference, shared/DESIGN.md §1):
 * In-session use (sudo, browsers) wherever the region has WSP and the catalogue and the
   directory allow it (``in_session_not_allowed`` for all three — PCoIP, region, directory
   toggle — as DESIGN §5 says; a PCoIP session also carries ``smart_card_requires_wsp``).
-  Client platform/arch/version rules are for pre-session only: in-session the card is
-  redirected by whichever client already logged in.
+* The client rule holds for both: only the Windows client 3.1.1+ on 64-bit Windows redirects
+  the card into the WorkSpace, so a session opened from any other client gets no in-session
+  use either. A session whose login did not state its client is :data:`UNKNOWN_CLIENT`
+  (``client_unknown``). ``client=None`` means "no client in the question" (an administrator's
+  view of a directory) and adds no reason.
+* ``sudo`` is a Linux WorkSpace's command: refused for a WorkSpace stated as ``windows``
+  (``purpose_not_for_os``); a WorkSpace whose ``os`` is not stated keeps every purpose.
+* :func:`in_session_use` is THE in-session rule: a session's ``smart_card_redirection`` (its
+  ticket claim and its session object) is ``in_session_use(...).allowed`` and its in-session
+  challenges are decided by the same call with their purpose.
 * One card at a time, pre- and in-session: 0 cards → ``no_card``, 2+ → ``multiple_cards``;
   ``None`` means "not known yet" (registration) and adds no reason. A negative count is junk
   from the client and is read as "no usable card" (``no_card``), never an exception.
@@ -52,6 +60,8 @@ class Reason(enum.StrEnum):
     CLIENT_PLATFORM_UNSUPPORTED = "client_platform_unsupported"
     CLIENT_ARCH_UNSUPPORTED = "client_arch_unsupported"
     CLIENT_VERSION_UNSUPPORTED = "client_version_unsupported"
+    CLIENT_UNKNOWN = "client_unknown"
+    PURPOSE_NOT_FOR_OS = "purpose_not_for_os"
     NO_CARD = "no_card"
     MULTIPLE_CARDS = "multiple_cards"
 
@@ -61,6 +71,17 @@ class ClientInfo:
     platform: str
     arch: str
     version: str
+
+
+class _Unknown(enum.Enum):
+    CLIENT = "client_unknown"
+
+
+#: The client of a login that did not state it (a password login without ``client``).
+UNKNOWN_CLIENT = _Unknown.CLIENT
+
+#: In-session purposes that only make sense on one operating system (``sudo``: Linux).
+_PURPOSE_OS = {"sudo": "linux"}
 
 
 @dataclass(frozen=True)
@@ -141,13 +162,17 @@ def card_reasons(card_count: int | None) -> list[Reason]:
 
 
 def decide_smart_card(region: RegionEntry, directory: DirectorySettings, purpose: Purpose, *,
-                      client: ClientInfo | None = None, card_count: int | None = None,
-                      protocol: Protocol | None = None) -> Decision:
+                      client: ClientInfo | _Unknown | None = None,
+                      card_count: int | None = None, protocol: Protocol | None = None,
+                      os: str | None = None, detail: str | None = None) -> Decision:
     """May a smart card be used for ``purpose`` here? Every applicable reason when not.
 
-    ``client`` and ``card_count`` None mean "not known yet" and add no reason; ``protocol``
-    None means no WorkSpace is chosen yet. Raises ValueError only for a ``purpose`` or
-    ``protocol`` that is not one of the enums' values (a programming error, not client input).
+    ``client`` None and ``card_count`` None mean "not part of the question" and add no reason;
+    :data:`UNKNOWN_CLIENT` is a login that did not say which client it ran (``client_unknown``).
+    ``protocol`` None means no WorkSpace is chosen yet; ``os`` is the WorkSpace's stated
+    operating system (None: not stated) and ``detail`` the in-session purpose (sudo, browser…).
+    Raises ValueError only for a ``purpose`` or ``protocol`` that is not one of the enums'
+    values (a programming error, not client input).
     """
     reasons: list[Reason] = []
     if protocol is not None and Protocol(protocol) != Protocol.WSP:
@@ -157,14 +182,41 @@ def decide_smart_card(region: RegionEntry, directory: DirectorySettings, purpose
             reasons.append(Reason.REGION_PRE_SESSION_UNAVAILABLE)
         if not directory.pre_session:
             reasons.append(Reason.SMART_CARD_DISABLED)
-        if client is not None:
-            reasons += client_reasons(client)
     else:
         if not (region.wsp and region.smart_card_in_session and directory.in_session) \
                 or Reason.SMART_CARD_REQUIRES_WSP in reasons:
             reasons.append(Reason.IN_SESSION_NOT_ALLOWED)
+        wanted_os = _PURPOSE_OS.get(_norm(detail))
+        if wanted_os is not None and _norm(os) not in ("", wanted_os):
+            reasons.append(Reason.PURPOSE_NOT_FOR_OS)
+    if client is UNKNOWN_CLIENT:
+        reasons.append(Reason.CLIENT_UNKNOWN)
+    elif isinstance(client, ClientInfo):
+        reasons += client_reasons(client)
     reasons += card_reasons(card_count)
     return Decision.of(reasons)
+
+
+def in_session_use(region: RegionEntry, directory: DirectorySettings, *, protocol: Protocol,
+                   client: ClientInfo | _Unknown, os: str | None = None,
+                   detail: str | None = None) -> Decision:
+    """May the card be used inside this session (for ``detail``, when given)?
+
+    The session's ``smart_card_redirection`` is this Decision's ``allowed`` without a purpose;
+    an in-session challenge for a purpose asks again with it. Both come from here, so the
+    ticket and the broker cannot disagree."""
+    return decide_smart_card(region, directory, Purpose.IN_SESSION, client=client,
+                             protocol=protocol, os=os, detail=detail)
+
+
+def client_of(recorded: object) -> ClientInfo | _Unknown:
+    """The client a login recorded (a ``{"platform", "arch", "version"}`` mapping, as stored),
+    or :data:`UNKNOWN_CLIENT` for anything else (None, junk)."""
+    if isinstance(recorded, dict):
+        fields = [recorded.get(k) for k in ("platform", "arch", "version")]
+        if all(isinstance(f, str) for f in fields):
+            return ClientInfo(*fields)  # type: ignore[arg-type]
+    return UNKNOWN_CLIENT
 
 
 @dataclass(frozen=True)
@@ -177,10 +229,11 @@ class LoginOffer:
 def login_methods(region: RegionEntry, directory: DirectorySettings, client: ClientInfo,
                   card_count: int | None = None) -> LoginOffer:
     """What the login page offers: "smart_card" ("Insert your smart card") only when the
-    pre-session Decision allows it, "password" where the directory enables it."""
+    pre-session Decision allows it, "password" where the directory enables it; and whether
+    this client's sessions may use the card inside the WorkSpace."""
     pre = decide_smart_card(region, directory, Purpose.PRE_SESSION, client=client,
                             card_count=card_count)
-    inside = decide_smart_card(region, directory, Purpose.IN_SESSION)
+    inside = decide_smart_card(region, directory, Purpose.IN_SESSION, client=client)
     methods = (("smart_card",) if pre.allowed else ()) + \
         (("password",) if directory.password_login else ())
     return LoginOffer(methods, pre, inside)

@@ -102,8 +102,8 @@ def as_client_option(f: Any) -> Any:
         "--as-client", "as_client", metavar="PLATFORM/ARCH/VERSION",
         help="Present this client to the broker as another one, e.g. windows/x86_64/3.1.1 "
              "(the WorkSpaces Windows client). Default: the real platform, architecture and "
-             "version, so the broker's rules apply honestly (a Linux client gets in-session "
-             "use only).")(f)
+             "version, so the broker's rules apply honestly (a Linux client gets password "
+             "login only, and its sessions no in-session card use).")(f)
 
 
 def client_identity(as_client: str | None, saved: dict[str, Any] | None = None
@@ -122,6 +122,15 @@ def client_identity(as_client: str | None, saved: dict[str, Any] | None = None
 # ---- broker flow commands (register, login): owned by flow.py's author ------------------------
 
 
+def describe_registration(saved: dict[str, Any] | None) -> str:
+    """One line naming a registration's directory, region, code and broker."""
+    if not saved:
+        return "nothing"
+    d = saved.get("directory") or {}
+    name = f"{d.get('name')} ({d.get('region')})" if d.get("name") else "a directory"
+    return f"{name}, code {saved.get('registration_code')}, broker {saved.get('broker')}"
+
+
 @main.command()
 @click.argument("code")
 @click.option("--broker", "broker_addr", required=True, help="Broker address HOST:PORT.")
@@ -129,20 +138,32 @@ def client_identity(as_client: str | None, saved: dict[str, Any] | None = None
               help="Verify the broker against this CA instead of pinning its certificate.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to keep the registration (default ~/.config/smartcard-broker).")
+@click.option("--change", is_flag=True,
+              help="Change Registration Code: show the directory registered now and the new "
+                   "one, and ask before replacing it.")
+@click.option("--yes", "assume_yes", is_flag=True, help="With --change: replace without asking.")
 @as_client_option
 def register(code: str, broker_addr: str, cafile: str | None, config_path: Path | None,
-             as_client: str | None) -> None:
+             change: bool, assume_yes: bool, as_client: str | None) -> None:
     """Register with a registration CODE: stores the code and the broker's TLS pin.
 
     Exits 1 when the directory offers this client no login method at all."""
     from broker.client.flow import (
         BrokerApi,
         BrokerEndpoint,
+        FlowError,
         LoginFlow,
         fetch_certificate_pin,
+        load_registration,
         save_registration,
     )
 
+    old: dict[str, Any] | None = None
+    if change:
+        try:
+            old = load_registration(config_path)
+        except FlowError:
+            old = None  # nothing registered yet (or unreadable): a change is a first one
     client, said = client_identity(as_client)
     click.echo(said)
     try:
@@ -157,13 +178,26 @@ def register(code: str, broker_addr: str, cafile: str | None, config_path: Path 
     if not reg["login_methods"]:
         fail(f"{reg['directory']['name']} ({reg['region']}) offers this client no login "
              f"method (smart card: {reasons}); nothing was saved")
-    path = save_registration(broker_addr, code, ep.pin_sha256, cafile, config_path, as_client)
+    new_dir = {"id": reg["directory"]["id"], "name": reg["directory"]["name"],
+               "region": reg["region"]}
+    if change:
+        click.echo(f"registered now: {describe_registration(old)}")
+        new = {"directory": new_dir, "registration_code": code, "broker": broker_addr}
+        click.echo(f"new:            {describe_registration(new)}")
+        if not assume_yes and not click.confirm("Replace the registration?", default=False):
+            fail("registration not changed", code=1)
+    path = save_registration(broker_addr, code, ep.pin_sha256, cafile, config_path, as_client,
+                             new_dir)
     click.echo(f"registered with {reg['directory']['name']} ({reg['region']}); "
                f"login methods: {', '.join(reg['login_methods'])}")
     if "smart_card" not in reg["login_methods"]:
         click.echo(f"smart-card login is not offered here: {reasons}")
     if reg["smart_card"].get("in_session"):
         click.echo("in-session smart-card use (sudo, browsers): allowed in WSP sessions")
+    else:
+        inside = ", ".join(reg["smart_card"].get("in_session_reasons", [])) or "not enabled"
+        click.echo(f"in-session smart-card use (sudo, browsers): not for this client's "
+                   f"sessions ({inside})")
     if ep.pin_sha256:
         click.echo(f"broker certificate pinned: sha256 {ep.pin_sha256}")
     click.echo(f"saved to {path}")
@@ -223,6 +257,8 @@ def login(reader: str | None, pin_stdin: bool, cert_slot: str | None, username: 
         session = flow.connect(result, workspace_id)
         if session_file:
             write_session_file(session_file, flow, saved, result, session)
+    except BrokerError as exc:
+        login_failed(exc)
     finally:
         if result is not None:
             result.close()
@@ -236,6 +272,19 @@ def login(reader: str | None, pin_stdin: bool, cert_slot: str | None, username: 
         click.echo(f"session file: {session_file}", err=True)
     if hold:
         hold_session(flow, session, reader, heartbeat_interval, session_file)
+
+
+#: The reference's advice when sign-in fails, printed after the code and the sentence.
+SIGN_IN_ADVICE = ("If you're unable to sign in, close and reopen the client (run "
+                  "`broker-client login` again), and then try again. After trying again, if you "
+                  "still aren't able to sign in, contact your WorkSpaces administrator for help.")
+
+
+def login_failed(exc: BrokerError) -> NoReturn:
+    """A failed sign-in: ``error: CODE: sentence``, then the reference's advice; exit 1."""
+    click.echo(f"error: {exc.code}: {exc.message}", err=True)
+    click.echo(SIGN_IN_ADVICE, err=True)
+    sys.exit(1)
 
 
 def write_session_file(path: Path, flow: Any, saved: dict[str, Any], result: Any,
@@ -440,13 +489,36 @@ def card_unblock_pin(reader: str | None, from_stdin: bool) -> None:
 @click.option("--module", "module_path", help="Path of opensc-pkcs11.so (default: found).")
 @click.option("--firefox-policy", type=click.Path(dir_okay=False, path_type=Path),
               help="Also merge a Firefox enterprise policy (SecurityDevices) into this file.")
+@click.option("--firefox", is_flag=True,
+              help="Also register the module in every Firefox profile (found from "
+                   "~/.mozilla/firefox/profiles.ini): Firefox on Linux has its own NSS "
+                   "database per profile.")
+@click.option("--force", is_flag=True,
+              help="Change a database even while a browser holds it open (it may not see "
+                   "the change until restarted, or may overwrite it).")
 def nss_setup(dbdir: Path | None, module_path: str | None,
-              firefox_policy: Path | None) -> None:
-    """Register OpenSC's PKCS#11 module in the NSS database (Chrome, Firefox in-session)."""
+              firefox_policy: Path | None, firefox: bool, force: bool) -> None:
+    """Register OpenSC's PKCS#11 module in the NSS database (Chrome, Firefox in-session).
+
+    As the WorkSpaces guide says, close Chrome (and Firefox) first: a database a process
+    holds open is refused unless --force."""
     from broker.client import nss
 
     module = module_path or nss.find_opensc_module()
-    click.echo(nss.register_opensc(dbdir, module))
+    databases = [dbdir or nss.default_dbdir()]
+    if firefox:
+        profiles = nss.firefox_profiles()
+        if not profiles:
+            click.echo("no Firefox profile found (~/.mozilla/firefox/profiles.ini)", err=True)
+        databases += profiles
+    try:
+        for db in databases:  # refuse before changing any of them
+            if not force:
+                nss.refuse_if_in_use(db.expanduser())
+    except nss.NssSetupError as exc:
+        fail(f"{exc.code}: {exc.message}")
+    for db in databases:
+        click.echo(nss.register_opensc(db, module))
     if firefox_policy:
         nss.write_firefox_policy(firefox_policy, module)
         click.echo(f"Firefox policy written to {firefox_policy}")
@@ -554,12 +626,16 @@ def pam_auth(session_file: Path, purpose: str, broker_addr: str | None, cafile: 
                                         "in a folder no other user may write.")
 @click.option("--pam-dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("/etc/pam.d"), show_default=True, help="Where the service files are.")
+@click.option("--stack", type=click.Choice(["debian", "rhel"]),
+              help="The distribution's PAM layout: debian (common-auth) or rhel (system-auth, "
+                   "password-auth, authselect) [default: from what is in --pam-dir].")
 @click.option("--dry-run", is_flag=True, help="Show the change as a diff; write nothing.")
 @click.option("--remove", is_flag=True, help="Take the pam-auth rule out again.")
 def pam_setup(services: tuple[str, ...], session_file: str | None, purpose: str,
               broker_addr: str | None, cafile: str | None, pin_sha256: str | None,
               config_path: Path | None, control: str, program: str | None,
-              log_file: str | None, pam_dir: Path, dry_run: bool, remove: bool) -> None:
+              log_file: str | None, pam_dir: Path, stack: str | None, dry_run: bool,
+              remove: bool) -> None:
     """Write (or --remove) the pam_exec rule that runs pam-auth for sudo and sudo -i.
 
     Idempotent; the original file is kept as SERVICE.smartcard-broker.bak before the first
@@ -591,10 +667,13 @@ def pam_setup(services: tuple[str, ...], session_file: str | None, purpose: str,
                               purpose, broker_addr,
                               str(Path(cafile).resolve()) if cafile else None,
                               None if cafile else pin_sha256, control, log_file)
-    for service in services or ps.DEFAULT_SERVICES:
-        change = ps.plan(pam_dir, service, line)
+    layout = ps.Stack(stack) if stack else ps.detect_stack(pam_dir)
+    click.echo(f"PAM layout: {layout.value}" + ("" if stack else " (detected)"))
+    chosen = tuple(services or ps.DEFAULT_SERVICES)
+    for service in chosen:
+        change = ps.plan(pam_dir, service, line, layout, chosen)
         if dry_run:
-            click.echo(ps.diff(change) or f"{change.path}: unchanged")
+            click.echo(ps.diff(change) or f"{change.path}: {change.action}")
             continue
         ps.apply(change)
         click.echo(f"{change.path}: {change.action}")

@@ -198,7 +198,8 @@ WINDOWS_CLIENT = {"platform": "windows", "arch": "x86_64", "version": "3.1.1"}
 
 def real_client_info() -> dict[str, str]:
     """The platform, architecture and version this client really runs as (a Linux machine is
-    "linux": the broker then offers it in-session use only, as the rules say)."""
+    "linux": the broker then offers it password login only, and its sessions no in-session
+    card use, as the rules say)."""
     import platform
     import sys
 
@@ -296,8 +297,10 @@ class LoginFlow:
         if "password" not in reg["login_methods"]:
             raise FlowError("password_not_offered", f"{reg['directory']['name']}: password "
                                                     "login is not offered here.")
+        # The client is stated (DESIGN §5): it decides the session's in-session card use.
         _, result = self.api.call("POST", "/v1/auth/password", {
-            "registration_code": self.code, "username": username, "password": password})
+            "registration_code": self.code, "username": username, "password": password,
+            "client": self.client})
         return self._signed_in(result, method="password")
 
     def _signed_in(self, result: dict[str, Any], **kw: Any) -> LoginResult:
@@ -308,7 +311,10 @@ class LoginFlow:
         return LoginResult(result["user"], result["auth_token"], result["workspaces"], **kw)
 
     def connect(self, login: LoginResult, workspace_id: str | None = None) -> dict[str, Any]:
-        """Connect to a WorkSpace; a stopped one starts and asks for the PIN again."""
+        """Connect to a WorkSpace. After a card login the broker always asks for the PIN again
+        ("Starting WorkSpace", a logon challenge signed by the same card), and a stopped
+        WorkSpace starts meanwhile; after a password login an available WorkSpace answers at
+        once and a stopped one is waited for."""
         if workspace_id is None:
             ws = self.screens.choose_workspace(login.workspaces)
         else:
@@ -320,7 +326,9 @@ class LoginFlow:
         if status == 201:
             login.session = body["session"]
             return body["session"]
-        self.screens.show("Starting WorkSpace", f"{ws['name']} is starting")
+        starting = body.get("state") != "AVAILABLE"
+        self.screens.show("Starting WorkSpace", f"{ws['name']} is starting" if starting
+                          else f"{ws['name']} is available")
         challenge = body.get("logon_challenge")
         if challenge is None and login.method == "password":
             return self._wait_started(login, ws["id"])
@@ -377,14 +385,18 @@ def settings_path() -> Path:
 
 
 def save_registration(broker: str, code: str, pin_sha256: str | None, cafile: str | None,
-                      path: Path | None = None, as_client: str | None = None) -> Path:
+                      path: Path | None = None, as_client: str | None = None,
+                      directory: dict[str, Any] | None = None) -> Path:
+    """Write the registration (mode 0600); ``directory`` ({id, name, region}) is what the
+    broker answered, kept to show what a later ``register --change`` replaces."""
     from broker.private_files import write_private
 
     p = path or settings_path()
     # The registration code is a credential: 0600 from the first byte, never a readable moment.
     write_private(p, json.dumps({"broker": broker, "registration_code": code,
                                  "tls_pin_sha256": pin_sha256, "cafile": cafile,
-                                 "as_client": as_client}, indent=2).encode())
+                                 "as_client": as_client, "directory": directory},
+                                indent=2).encode())
     return p
 
 

@@ -1,14 +1,19 @@
-"""In-session browsers: register OpenSC's PKCS#11 module in the user's NSS database.
+"""In-session browsers: register OpenSC's PKCS#11 module in the user's NSS databases.
 
 Does exactly what the WorkSpaces guide tells Linux users to run,
 ``modutil -dbdir sql:$HOME/.pki/nssdb/ -add "OpenSC" -libfile <opensc-pkcs11.so>`` (with
 ``-force`` so no prompt waits for Enter), idempotently, creating the database with
-``certutil -N --empty-password`` when it is absent; and merges the Firefox enterprise policy
+``certutil -N --empty-password`` when it is absent, and says what modutil says on success
+(``Module "OpenSC" added to database.``). Firefox on Linux keeps its own NSS database in each
+profile: :func:`firefox_profiles` finds them from ``profiles.ini``. The guide asks to close
+Chrome first: :func:`holders` names the processes that have a database open, and a database
+in use is refused unless forced. It also merges the Firefox enterprise policy
 (``SecurityDevices``) admins use to pre-enable the module.
 """
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import re
@@ -31,6 +36,10 @@ CANDIDATES = ("/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so",
               "/usr/lib/pkcs11/opensc-pkcs11.so", "/usr/local/lib/opensc-pkcs11.so")
 
 
+#: What modutil prints when it added the module (the guide tells the user to look for it).
+ADDED_LINE = f'Module "{MODULE_NAME}" added to database.'
+
+
 class NssSetupError(CardError):
     code = "nss_setup_failed"
 
@@ -43,8 +52,67 @@ class NssResult:
 
     def __str__(self) -> str:
         if self.added:
-            return f'Module "{MODULE_NAME}" ({self.module_path}) added to database {self.dbdir}.'
+            return f"{ADDED_LINE}\n   (database {self.dbdir}, library {self.module_path})"
         return f'Module "{MODULE_NAME}" is already registered in database {self.dbdir}.'
+
+
+def firefox_profiles(home: Path | None = None) -> list[Path]:
+    """The profile folders named by Firefox's ``profiles.ini`` (the classic location and the
+    snap's), each an NSS database of its own; folders that do not exist are left out."""
+    base = home or Path.home()
+    found: list[Path] = []
+    for root in (base / ".mozilla" / "firefox",
+                 base / "snap" / "firefox" / "common" / ".mozilla" / "firefox"):
+        ini = root / "profiles.ini"
+        if not ini.is_file():
+            continue
+        parser = configparser.RawConfigParser(strict=False)
+        try:
+            parser.read(ini, encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            raise NssSetupError(message=f"{ini} cannot be read: {exc}") from None
+        for section in parser.sections():
+            if not section.startswith("Profile") or not parser.has_option(section, "Path"):
+                continue
+            path = Path(parser.get(section, "Path"))
+            if parser.get(section, "IsRelative", fallback="1").strip() != "0":
+                path = root / path
+            if path.is_dir() and path not in found:
+                found.append(path)
+    return found
+
+
+def holders(dbdir: Path, proc: Path = Path("/proc")) -> list[tuple[int, str]]:
+    """(pid, command name) of every process with a file of ``dbdir`` open, as far as
+    ``/proc`` lets this user see (a browser holds its NSS database open while it runs)."""
+    db = dbdir.resolve()
+    found: list[tuple[int, str]] = []
+    for entry in proc.iterdir() if proc.is_dir() else ():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            targets = [os.readlink(fd) for fd in (entry / "fd").iterdir()]
+        except OSError:
+            continue  # gone, or another user's
+        if any(Path(t).parent == db for t in targets if t.startswith("/")):
+            try:
+                name = (entry / "comm").read_text().strip()
+            except OSError:
+                name = "?"
+            found.append((int(entry.name), name))
+    return found
+
+
+def refuse_if_in_use(dbdir: Path) -> None:
+    """NssSetupError(nss_database_in_use) when a process has ``dbdir`` open."""
+    if not dbdir.exists():
+        return
+    users = holders(dbdir)
+    if users:
+        names = ", ".join(f"{name} (pid {pid})" for pid, name in users)
+        raise NssSetupError("nss_database_in_use",
+                            f"{dbdir} is in use by {names}: close the browser (Chrome, "
+                            "Firefox) and run this again, or use --force.")
 
 
 def default_dbdir() -> Path:
@@ -99,12 +167,16 @@ def registered_modules(dbdir: Path) -> list[str]:
     return re.findall(r"^\s*\d+\.\s+(.+?)\s*$", proc.stdout, flags=re.MULTILINE)
 
 
-def register_opensc(dbdir: Path | None = None, module_path: str | None = None) -> NssResult:
-    """Add OpenSC to ``dbdir`` (default ~/.pki/nssdb); a second run changes nothing."""
+def register_opensc(dbdir: Path | None = None, module_path: str | None = None,
+                    force: bool = True) -> NssResult:
+    """Add OpenSC to ``dbdir`` (default ~/.pki/nssdb); a second run changes nothing. With
+    ``force`` False a database that a process holds open is refused (nss_database_in_use)."""
     db = (dbdir or default_dbdir()).expanduser().resolve()
     module = module_path or find_opensc_module()
     if not Path(module).is_file():
         raise CardError("opensc_missing", f"{module} does not exist.")
+    if not force:
+        refuse_if_in_use(db)
     ensure_database(db)
     if MODULE_NAME in registered_modules(db):
         return NssResult(db, module, added=False)

@@ -13,12 +13,22 @@ the card says no — use ``--control required`` to make the card the only way.
 
 Idempotent: the same arguments twice change nothing. Before the first change to a file its
 original is kept as ``SERVICE.smartcard-broker.bak``. A service file that does not exist is
-created with Debian's sudo stack after the block, and marked so that ``--remove`` deletes it;
-otherwise ``--remove`` takes the block out and leaves the rest byte for byte.
+created with its distribution's stack after the block, and marked so that ``--remove`` deletes
+it; otherwise ``--remove`` takes the block out and leaves the rest byte for byte.
+
+Two families of stacks (:class:`Stack`), told apart by what is in the PAM folder or chosen with
+``--stack``: Debian's (``@include common-auth``) and the RHEL family's — RHEL, Fedora, Amazon
+Linux, the desktops of the WorkSpaces guide — whose services ``include system-auth`` (or
+``password-auth``), files that authselect owns (symlinks into /etc/authselect) and rewrites:
+pam-setup never writes those, only the services that include them. On the RHEL family ``sudo-i``
+includes ``sudo``: a service whose auth stack already includes one that gets the block is left
+alone ("covered"), so the card is never asked twice for one sudo.
 """
 
 from __future__ import annotations
 
+import enum
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -35,8 +45,59 @@ CONTROLS = ("sufficient", "required", "requisite")
 # Debian's /etc/pam.d/sudo stack, for a service file that is not there yet.
 DEFAULT_STACK = ("@include common-auth\n@include common-account\n"
                  "@include common-session-noninteractive\n")
+# The RHEL family's /etc/pam.d/sudo and sudo-i (sudo package of RHEL 8/9, Fedora, Amazon Linux).
+RHEL_STACKS = {
+    "sudo": ("auth       include      system-auth\n"
+             "account    include      system-auth\n"
+             "password   include      system-auth\n"
+             "session    optional     pam_keyinit.so revoke\n"
+             "session    required     pam_limits.so\n"
+             "session    include      system-auth\n"),
+    "sudo-i": ("auth       include      sudo\n"
+               "account    include      sudo\n"
+               "password   include      sudo\n"
+               "session    optional     pam_keyinit.so force revoke\n"
+               "session    include      sudo\n"),
+}
+#: Files authselect generates and owns on the RHEL family (never written here).
+AUTHSELECT_OWNED = ("system-auth", "password-auth", "smartcard-auth", "fingerprint-auth",
+                    "postlogin")
+AUTHSELECT_DIR = Path("/etc/authselect")
 _SERVICE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _FIRST_AUTH = re.compile(r"^\s*(-?auth\s|@include\s+common-auth\b)", re.MULTILINE)
+_AUTH_INCLUDES = re.compile(r"^\s*(?:-?auth\s+(?:include|substack)\s+(\S+)|@include\s+(\S+))",
+                            re.MULTILINE)
+
+
+class Stack(enum.StrEnum):
+    """Which distribution family's PAM layout the machine has."""
+
+    DEBIAN = "debian"
+    RHEL = "rhel"
+
+    def default_stack(self, service: str) -> str:
+        """The stack of a service file created because it was missing."""
+        if self is Stack.RHEL:
+            return RHEL_STACKS.get(service, RHEL_STACKS["sudo"])
+        return DEFAULT_STACK
+
+
+def detect_stack(pam_dir: Path) -> Stack:
+    """Debian when the folder has ``common-auth``, the RHEL family when it has
+    ``system-auth`` or ``password-auth`` (authselect's layout), else Debian."""
+    if (pam_dir / "common-auth").exists():
+        return Stack.DEBIAN
+    if any((pam_dir / name).exists() or (pam_dir / name).is_symlink()
+           for name in ("system-auth", "password-auth")):
+        return Stack.RHEL
+    return Stack.DEBIAN
+
+
+def auth_includes(text: str) -> set[str]:
+    """The services an auth stack includes (``auth include X``, ``auth substack X``,
+    ``@include X``), comments aside."""
+    lines = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    return {a or b for a, b in _AUTH_INCLUDES.findall(lines)}
 
 
 class PamSetupError(BrokerError):
@@ -120,10 +181,11 @@ def _without_block(text: str) -> str:
     return text[:start] + (text[stop + 1:] if stop >= 0 else "")
 
 
-def configured(existing: str | None, line: PamExecLine) -> str:
-    """The service file's text with our block (replacing an older one)."""
+def configured(existing: str | None, line: PamExecLine, stack: str = DEFAULT_STACK) -> str:
+    """The service file's text with our block (replacing an older one); a missing file gets
+    ``stack`` after the block."""
     if existing is None:
-        return f"#%PAM-1.0\n{CREATED}\n{block(line)}{DEFAULT_STACK}"
+        return f"#%PAM-1.0\n{CREATED}\n{block(line)}{stack}"
     text = _without_block(existing)
     m = _FIRST_AUTH.search(text)
     at = m.start() if m else len(text)
@@ -143,7 +205,13 @@ def removed(existing: str) -> str | None:
 def service_path(pam_dir: Path, service: str) -> Path:
     if not _SERVICE_RE.fullmatch(service):
         raise PamSetupError(message=f"{service!r} is not a PAM service name")
-    return pam_dir / service
+    path = pam_dir / service
+    target = Path(os.path.realpath(path)) if path.is_symlink() else None
+    if service in AUTHSELECT_OWNED or (target is not None and AUTHSELECT_DIR in target.parents):
+        raise PamSetupError(message=f"{path} is authselect's (RHEL family): it rewrites that "
+                                    "file. Configure the services that include it (sudo, "
+                                    "sudo-i), or make a custom authselect profile.")
+    return path
 
 
 @dataclass(frozen=True)
@@ -154,8 +222,12 @@ class Change:
     after: str | None
 
 
-def plan(pam_dir: Path, service: str, line: PamExecLine | None) -> Change:
-    """What setting up (``line``) or removing (None) would do to one service file."""
+def plan(pam_dir: Path, service: str, line: PamExecLine | None,
+         stack: Stack = Stack.DEBIAN, others: tuple[str, ...] = ()) -> Change:
+    """What setting up (``line``) or removing (None) would do to one service file.
+
+    ``others`` are the services configured beside it: one whose auth stack includes any of
+    them is covered by that one's block and gets none of its own ("covered")."""
     path = service_path(pam_dir, service)
     before = path.read_text() if path.exists() else None
     if line is None:
@@ -163,7 +235,16 @@ def plan(pam_dir: Path, service: str, line: PamExecLine | None) -> Change:
             return Change(path, "unchanged", before, before)
         after = removed(before)
         return Change(path, "deleted" if after is None else "removed", before, after)
-    after = configured(before, line)
+    text = before if before is not None else stack.default_stack(service)
+    covering = sorted(auth_includes(_without_block(text)) & (set(others) - {service}))
+    if covering:
+        after = _without_block(before) if before is not None else None
+        if before is not None and after == before:
+            return Change(path, f"unchanged (covered by {', '.join(covering)})", before, after)
+        if before is None:  # nothing to write: the file would only include the other one
+            return Change(path, f"unchanged (covered by {', '.join(covering)})", None, None)
+        return Change(path, f"removed (covered by {', '.join(covering)})", before, after)
+    after = configured(before, line, stack.default_stack(service))
     if after == before:
         return Change(path, "unchanged", before, after)
     return Change(path, "created" if before is None else "updated", before, after)
@@ -172,7 +253,7 @@ def plan(pam_dir: Path, service: str, line: PamExecLine | None) -> Change:
 def apply(change: Change) -> None:
     """Write one planned change (backing up the original before the first change)."""
     path = change.path
-    if change.action == "unchanged":
+    if change.action.startswith("unchanged"):
         return
     if change.action == "deleted":
         path.unlink()

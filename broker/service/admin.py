@@ -538,7 +538,7 @@ def workspace_values(w: WorkSpace | None, data: Mapping[str, Any]) -> dict[str, 
     """Column values of a WorkSpace body or file entry (owner, directory and state aside)."""
     values = WORKSPACES.values(data, [f for f in WORKSPACES.fields
                                       if f.name in ("name", "bundle", "protocol",
-                                                    "running_mode")])
+                                                    "running_mode", "os")])
     if "name" in values and values["name"] is None:
         values["name"] = w.id if w is not None else data["id"]
     return values
@@ -947,7 +947,8 @@ USERS = Resource(
 
 WORKSPACES = Resource(
     "workspaces", "WorkSpace", "WorkSpaces",
-    "WorkSpaces: owner, bundle, protocol, running mode, state; start and stop.", WorkSpace,
+    "WorkSpaces: owner, bundle, protocol, running mode, operating system, state; start and "
+    "stop.", WorkSpace,
     tag="workspaces", title="WorkSpace",
     fields=(
         Field("id", str, "ID", "Stable, operator-chosen identifier.", update=False,
@@ -967,6 +968,9 @@ WORKSPACES = Resource(
               choices=kinds.values(kinds.Protocol), list_column=True),
         Field("running_mode", str, "Running mode", "ALWAYS_ON or AUTO_STOP.",
               default="AUTO_STOP", choices=kinds.values(kinds.RunningMode), list_column=True),
+        Field("os", str, "Operating system", "windows or linux; not stated (null) keeps every "
+              "in-session purpose, windows refuses sudo (purpose_not_for_os).", nullable=True,
+              default=None, choices=kinds.values(kinds.WorkSpaceOs), list_column=True),
         Field("state", str, "State", "Initial state (set it directly to recover, e.g. from "
               "ERROR; start and stop are the usual way).", default="STOPPED",
               choices=WORKSPACE_STATES, list_column=True),

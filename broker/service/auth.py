@@ -31,6 +31,8 @@ class ClientPrincipal:
     method: str
     cert_fingerprint: str | None
     cert_der: bytes | None
+    #: The client the login stated ({platform, arch, version}); None: it did not say.
+    client: dict[str, str] | None = None
 
 
 def load_auth_token(session: Session, presented: str | None, now: datetime) -> AuthToken:
@@ -68,7 +70,7 @@ def client_principal(ctx: BrokerContext, presented: str | None) -> ClientPrincip
         row = _live(token, conn.execute(AUTH_TOKEN_BY_HASH,
                                         {"token_hash": token_hash(token)}).first(), ctx.now())
         return ClientPrincipal(row.id, row.user_id, row.directory_id, row.method,
-                               row.cert_fingerprint, row.cert_der)
+                               row.cert_fingerprint, row.cert_der, row.client)
 
     return ctx.db.run(principal, read_only=True)
 

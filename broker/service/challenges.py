@@ -81,7 +81,8 @@ def insert_challenge(ctx: BrokerContext, conn: Connection, directory_id: str,
                      registration_code_id: int | None = None,
                      cert_fingerprint: str | None = None, workspace_id: str | None = None,
                      session_id: str | None = None, auth_token_id: int | None = None,
-                     valid_until: datetime | None = None) -> dict[str, Any]:
+                     valid_until: datetime | None = None,
+                     client: dict[str, str] | None = None) -> dict[str, Any]:
     """Store a new single-use challenge (one INSERT on ``conn``, a Core connection or an ORM
     session's) and return its public description; the accepted issuers come from the trust
     cache at ``directory_version``.
@@ -100,18 +101,20 @@ def insert_challenge(ctx: BrokerContext, conn: Connection, directory_id: str,
         "to_be_signed": tbs, "expires_at": expires, "used_at": None, "client_address": address,
         "registration_code_id": registration_code_id, "cert_fingerprint": cert_fingerprint,
         "workspace_id": workspace_id, "session_id": session_id, "auth_token_id": auth_token_id,
-        "created_at": now})
+        "client": client, "created_at": now})
     return _description(cid, tbs, expires, signed_purpose,
                         ctx.trust.issuers_at(conn, directory_id, directory_version))
 
 
 def insert_login_challenge(ctx: BrokerContext, conn: Connection, directory_id: str,
                            directory_version: int, *, now: datetime, address: str | None,
-                           registration_code_id: int) -> dict[str, Any]:
-    """A pre-session login challenge (:func:`insert_challenge`)."""
+                           registration_code_id: int,
+                           client: dict[str, str] | None = None) -> dict[str, Any]:
+    """A pre-session login challenge (:func:`insert_challenge`), remembering the client it
+    was issued to: the login's auth token and its sessions record it."""
     return insert_challenge(ctx, conn, directory_id, directory_version,
                             kinds.Purpose.PRE_SESSION, now=now, address=address,
-                            registration_code_id=registration_code_id)
+                            registration_code_id=registration_code_id, client=client)
 
 
 def check_challenge(session: Session, challenge_id: str, now: datetime) -> Challenge:

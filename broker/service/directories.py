@@ -502,7 +502,9 @@ def export_directory(session: Session, directory_id: str, pki_dir: Path,
             # The file format allows passwords only where login uses them.
             entry["password_hash"] = u.password_hash
         doc["user"].append(entry)
-    doc["workspace"] = [WORKSPACES.file_entry(w) for w in _rows_of(session, db.WorkSpace, d.id)]
+    # TOML has no null: a value not stated (a WorkSpace's os) is left out, as in the file.
+    doc["workspace"] = [{k: v for k, v in WORKSPACES.file_entry(w).items() if v is not None}
+                        for w in _rows_of(session, db.WorkSpace, d.id)]
     return doc
 
 

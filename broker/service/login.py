@@ -90,7 +90,8 @@ def issue_login_challenge(ctx: BrokerContext, code: str, client: ClientSpec, car
         hits.append((f"chal:dir:{d.directory_id}", lim.challenges_per_directory_per_minute))
         limits.hit_many(conn, hits, 60, now)
         body = insert_login_challenge(ctx, conn, d.directory_id, d.version, now=now,
-                                      address=address, registration_code_id=d.id)
+                                      address=address, registration_code_id=d.id,
+                                      client=client.record())
         audit.insert(conn, "challenge.issue", "success", directory_id=d.directory_id,
                      client_address=address, challenge_id=body["challenge_id"],
                      purpose="pre_session")
@@ -108,7 +109,8 @@ def workspaces_of(session: Session, user_id: int) -> list[dict[str, Any]]:
 
 def _issue_auth_token(ctx: BrokerContext, conn: Connection, user: User | MappedUser,
                       method: str, now: datetime, cert_der: bytes | None = None,
-                      fingerprint: str | None = None) -> tuple[str, datetime]:
+                      fingerprint: str | None = None,
+                      client: dict[str, str] | None = None) -> tuple[str, datetime]:
     """Store a new auth token for ``user`` (one INSERT; ``conn`` is a Core connection or an
     ORM session's) and return it with its expiry. The token itself is never stored."""
     token = new_token("sbt")
@@ -116,7 +118,7 @@ def _issue_auth_token(ctx: BrokerContext, conn: Connection, user: User | MappedU
     conn.execute(INSERT_AUTH_TOKEN, {
         "token_hash": token_hash(token), "user_id": user.id, "directory_id": user.directory_id,
         "method": method, "cert_fingerprint": fingerprint, "cert_der": cert_der,
-        "expires_at": expires, "revoked_at": None, "created_at": now})
+        "client": client, "expires_at": expires, "revoked_at": None, "created_at": now})
     return token, expires
 
 
@@ -139,6 +141,8 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
     the read saw one)."""
     attempt = Attempt("login.smart_card", address, challenge_id=challenge_id)
 
+    client: list[dict[str, str] | None] = [None]  # the client the challenge was issued to
+
     def read_challenge(conn: Connection) -> tuple[bytes, TrustSnapshot, bool]:
         now = ctx.now()
         cert_key = f"fail:cert:{attempt.fingerprint}"
@@ -160,6 +164,7 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
         if row.version is None:  # the directory was deleted
             raise ServiceError(Code.CHALLENGE_UNKNOWN, "There is no such challenge.")
         attempt.directory_id = row.directory_id
+        client[0] = row.client
         return (row.to_be_signed, ctx.trust.snapshot_at(conn, row.directory_id, row.version),
                 row.cert_failures is not None)
 
@@ -173,7 +178,7 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
                                "Smart cards work only with WorkSpaces streamed over WSP, and "
                                "this user has none.")
         token, expires = _issue_auth_token(ctx, conn, user, kinds.AuthMethod.SMART_CARD, now,
-                                           verified.cert_der, verified.fingerprint)
+                                           verified.cert_der, verified.fingerprint, client[0])
         if had_failures:  # a success forgets the certificate's earlier failures
             conn.execute(CLEAR_COUNTER, {"key": f"fail:cert:{verified.fingerprint}"})
         audit.insert(conn, "login.smart_card", "success", directory_id=user.directory_id,
@@ -198,8 +203,9 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
 
 
 def password_login(ctx: BrokerContext, code: str, username: str, password: str,
-                   address: str | None) -> dict[str, Any]:
-    """POST /v1/auth/password, where the directory allows it."""
+                   address: str | None, client: ClientSpec | None = None) -> dict[str, Any]:
+    """POST /v1/auth/password, where the directory allows it. ``client`` (optional: None is an
+    unknown client) is recorded with the login and decides its sessions' in-session use."""
     attempt = Attempt("login.password", address, username=username[:200])
 
     def check(session: Session) -> dict[str, Any]:
@@ -223,7 +229,8 @@ def password_login(ctx: BrokerContext, code: str, username: str, password: str,
         if not ok or user is None or user.disabled:
             raise ServiceError(Code.INVALID_CREDENTIALS, "The user name or password is wrong.")
         token, expires = _issue_auth_token(ctx, session.connection(), user,
-                                           kinds.AuthMethod.PASSWORD, now)
+                                           kinds.AuthMethod.PASSWORD, now,
+                                           client=client.record() if client else None)
         limits.clear(session, attempt.pair_key)
         if known_key:
             limits.mark(session, known_key, now + timedelta(seconds=KNOWN_ADDRESS_S), now)

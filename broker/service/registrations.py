@@ -33,6 +33,10 @@ class ClientSpec:
     def info(self) -> policy.ClientInfo:
         return policy.ClientInfo(platform=self.platform, arch=self.arch, version=self.version)
 
+    def record(self) -> dict[str, str]:
+        """As stored with a login and its sessions (see :func:`broker.policy.client_of`)."""
+        return {"platform": self.platform, "arch": self.arch, "version": self.version}
+
 
 def directory_settings(d: Directory) -> policy.DirectorySettings:
     return policy.DirectorySettings(pre_session=d.sc_pre_session, in_session=d.sc_in_session,

@@ -1,17 +1,25 @@
 """WorkSpace sessions: connect, the second PIN at "Starting WorkSpace", heartbeats, in-session.
 
-* ``connect``: an AVAILABLE WorkSpace gets a session at once. A STOPPED one is started and the
-  answer is STARTING with a *logon challenge* that the user signs after entering the PIN again;
-  ``logon`` verifies that signature (same certificate as the login, same chain and revocation
-  checks) and, once the WorkSpace is AVAILABLE, consumes the challenge and opens the session.
-  While it is still starting, ``logon`` answers workspace_not_ready and changes nothing, so the
-  client can poll with the same signature.
+* ``connect`` after a password login: an AVAILABLE WorkSpace gets a session at once (201); a
+  STOPPED one is started and the answer is 202 STARTING until it is AVAILABLE.
+* ``connect`` after a smart-card login always answers 202 with a *logon challenge* ("Starting
+  WorkSpace": the user enters the PIN again and the card signs), whatever the WorkSpace's state;
+  a STOPPED one is started meanwhile. ``logon`` verifies that signature (same certificate as the
+  login, same chain and revocation checks) and, once the WorkSpace is AVAILABLE (at once for one
+  that already was), consumes the challenge and opens the session. While it is still starting,
+  ``logon`` answers workspace_not_ready and changes nothing, so the client can poll with the
+  same signature.
+* A session records the client of the login that opened it. Whether the card may be used inside
+  it — its ``smart_card_redirection`` (session object and ticket claim ``scr``) and its
+  in-session challenges — is one pure rule, :func:`broker.policy.in_session_use`: WSP, region,
+  directory toggle, a supported client (for card and password logins alike) and, per purpose,
+  the WorkSpace's stated operating system (no ``sudo`` on Windows).
 * One active session per WorkSpace: a new session takes over and the old one is told
   ``disconnect`` on its next heartbeat.
 * Card removal applies the directory's removal_action (none | lock | disconnect); a session
   without heartbeats for ``sessions.heartbeat_timeout_s`` is ended by the sweeper.
-* In-session authentication (sudo, browsers) inside WSP sessions where region and directory
-  allow it returns a signed assertion (JWS) verifiable with the JWKS.
+* In-session authentication (sudo, browsers) returns a signed assertion (JWS) verifiable with
+  the JWKS.
 * Every call names a session or WorkSpace and receives the caller's :class:`ClientPrincipal`
   (the web layer resolved the auth token first): anything the token's user does not own is
   ``session_unknown`` / ``workspace_unknown`` (404), never revealed. Ending a session does not
@@ -112,11 +120,16 @@ def _active_session(session: DbSession, principal: ClientPrincipal, session_id: 
     return row
 
 
-def _in_session_decision(ctx: BrokerContext, region: str,
-                         settings: policy.DirectorySettings, protocol: str) -> policy.Decision:
-    return policy.decide_smart_card(
-        ctx.catalogue.get(region), settings, policy.Purpose.IN_SESSION,
-        protocol=policy.Protocol.WSP if protocol == "WSP" else policy.Protocol.PCOIP)
+def in_session_decision(ctx: BrokerContext, region: str, settings: policy.DirectorySettings,
+                        protocol: str, client: object, os: str | None,
+                        detail: str | None = None) -> policy.Decision:
+    """:func:`broker.policy.in_session_use` for a session's stored values (``client`` as
+    recorded, None = unknown): the one source of ``smart_card_redirection`` and of the
+    in-session refusal."""
+    return policy.in_session_use(
+        ctx.catalogue.get(region), settings,
+        protocol=policy.Protocol.WSP if protocol == "WSP" else policy.Protocol.PCOIP,
+        client=policy.client_of(client), os=os, detail=detail)
 
 
 def _directory_gone() -> ServiceError:
@@ -179,15 +192,16 @@ def _open_session(ctx: BrokerContext, conn: Connection, backend: WorkSpaceBacken
     conn.execute(TAKE_OVER_SESSIONS, {"ws_id": ws.id, "now": now})
     sid = secrets.token_urlsafe(24)
     expires = now + timedelta(seconds=ctx.settings.login.ticket_ttl_s)
-    redirection = principal.method == "smart_card" and _in_session_decision(
-        ctx, row.region, code_settings(row), ws.protocol).allowed
+    redirection = in_session_decision(ctx, row.region, code_settings(row), ws.protocol,
+                                      principal.client, row.os).allowed
     host, port = backend.endpoint(ws)
     gateway = {"host": host, "port": port, "protocol": ws.protocol}
     conn.execute(INSERT_SESSION, {
         "id": sid, "workspace_id": ws.id, "user_id": principal.user_id,
         "directory_id": ws.directory_id, "auth_method": principal.method,
         "cert_fingerprint": principal.cert_fingerprint, "protocol": ws.protocol,
-        "state": "active", "smart_card_redirection": redirection, "last_heartbeat_at": now,
+        "state": "active", "smart_card_redirection": redirection, "client": principal.client,
+        "last_heartbeat_at": now,
         "expires_at": expires, "created_at": now})
     ws.last_activity_at = now
     ws.save(conn, read)
@@ -196,6 +210,8 @@ def _open_session(ctx: BrokerContext, conn: Connection, backend: WorkSpaceBacken
               "gw": gateway, "scr": redirection, "amr": [principal.method],
               "iat": int(now.timestamp()), "exp": int(expires.timestamp()),
               "jti": secrets.token_urlsafe(12)}
+    if row.os:
+        claims["os"] = row.os
     ticket = ctx.keyring.sign(conn, claims, now)
     events.append(audit.event("session.open", "success", directory_id=ws.directory_id,
                               username=row.username, client_address=address,
@@ -219,11 +235,16 @@ def _throttles(kind: str, principal: ClientPrincipal, address: str | None, per_t
 
 def connect(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str,
             address: str | None) -> tuple[int, dict[str, Any]]:
-    """POST /v1/workspaces/{id}/connect → (201, {session}) or (202, {state, logon_challenge}).
+    """POST /v1/workspaces/{id}/connect → (201, {session}) or (202, {state, logon_challenge?}).
+
+    A smart-card login always gets 202 with a logon challenge (the PIN again at "Starting
+    WorkSpace"), also for an AVAILABLE WorkSpace; a password login gets its session at once
+    when the WorkSpace is AVAILABLE. A STOPPED WorkSpace is started either way.
 
     One write transaction on the Core hot path: the WorkSpace with its directory and user,
     then for a session the takeover, the session, the WorkSpace's activity and the audit event;
-    for a start the WorkSpace's new state, its audit event and the logon challenge."""
+    otherwise the WorkSpace's new state (when started), its audit event and the logon
+    challenge."""
     backend = backend_from_settings(ctx.settings)
 
     def start_or_open(conn: Connection) -> tuple[int, dict[str, Any]]:
@@ -237,10 +258,8 @@ def connect(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str,
         backend.refresh(ws, now)
         events: list[dict[str, Any]] = []
         state = WorkSpaceState(ws.state)
-        if state == WorkSpaceState.AVAILABLE:
-            return 201, _open_session(ctx, conn, backend, principal, row, ws, read, now,
-                                      address, events)
-        if state not in (WorkSpaceState.STOPPED, WorkSpaceState.STARTING):
+        if state not in (WorkSpaceState.AVAILABLE, WorkSpaceState.STOPPED,
+                         WorkSpaceState.STARTING):
             raise ServiceError(Code.WORKSPACE_UNAVAILABLE,
                                f"The WorkSpace is {state.value}; it cannot be connected to now.",
                                {"state": state.value})
@@ -249,13 +268,14 @@ def connect(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str,
             events.append(audit.event("workspace.start", "change",
                                       directory_id=ws.directory_id,
                                       actor=f"user:{principal.user_id}", workspace_id=ws.id))
-        if ws.state == WorkSpaceState.AVAILABLE:
+        smart_card = principal.method == "smart_card"
+        if ws.state == WorkSpaceState.AVAILABLE and not smart_card:
             return 201, _open_session(ctx, conn, backend, principal, row, ws, read, now,
                                       address, events)
         body: dict[str, Any] = {"state": ws.state, "workspace_id": ws.id}
-        if principal.method == "smart_card":
-            # The start can outlast a normal challenge: give the PIN its full TTL after it.
-            due = ws.transition_due_at
+        if smart_card:
+            # A start can outlast a normal challenge: give the PIN its full TTL after it.
+            due = ws.transition_due_at if ws.state != WorkSpaceState.AVAILABLE else None
             body["logon_challenge"] = insert_challenge(
                 ctx, conn, ws.directory_id, row.version, Purpose.LOGON, now=now,
                 address=address, cert_fingerprint=principal.cert_fingerprint,
@@ -416,7 +436,9 @@ def in_session_challenge(ctx: BrokerContext, principal: ClientPrincipal, session
             lim.in_session_challenges_per_address_per_minute), 60, now)
         row = _active_session(session, principal, session_id)
         d = _directory(session, row.directory_id)
-        decision = _in_session_decision(ctx, d.region, directory_settings(d), row.protocol)
+        ws = session.get(WorkSpace, row.workspace_id)
+        decision = in_session_decision(ctx, d.region, directory_settings(d), row.protocol,
+                                       row.client, ws.os if ws else None, purpose)
         if not decision.allowed:
             reasons = [r.value for r in decision.reasons]
             raise ServiceError(Code.IN_SESSION_NOT_ALLOWED,

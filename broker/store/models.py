@@ -191,6 +191,8 @@ class WorkSpace(Base):
     protocol: Mapped[str] = mapped_column(closed(kinds.Protocol, "protocol", 8))
     running_mode: Mapped[str] = mapped_column(closed(kinds.RunningMode, "running_mode", 16))
     state: Mapped[str] = mapped_column(closed(kinds.WorkSpaceState, "state", 16))
+    # The stated operating system (windows | linux); NULL: not stated, every purpose allowed.
+    os: Mapped[str | None] = mapped_column(closed(kinds.WorkSpaceOs, "os", 16), nullable=True)
     state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: When an in-progress transition (STARTING, STOPPING) completes.
     transition_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -234,6 +236,8 @@ class Challenge(Base):
     workspace_id: Mapped[str | None] = mapped_column(
         ForeignKey("workspaces.id", ondelete="CASCADE"), nullable=True)
     session_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The client a pre-session login challenge was issued to ({platform, arch, version}).
+    client: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
     auth_token_id: Mapped[int | None] = mapped_column(
         ForeignKey("auth_tokens.id", ondelete="CASCADE"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -251,6 +255,8 @@ class AuthToken(Base):
     method: Mapped[str] = mapped_column(closed(kinds.AuthMethod, "method", 16))
     cert_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cert_der: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    # The client the login stated ({platform, arch, version}); NULL: it did not say.
+    client: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -274,6 +280,8 @@ class Session(Base):
         closed(kinds.SessionAction, "pending_action", 16), nullable=True)
     end_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     smart_card_redirection: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The client of the login that opened the session; NULL: unknown (no in-session use).
+    client: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
     last_heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -76,6 +76,7 @@ CODE_AND_DIRECTORY: Select[Any] = (
 #: has a failure counter at all). Parameters: ``challenge_id``, ``cert_key``, ``address_key``.
 CHALLENGE_FOR_RESPONSE: Select[Any] = (
     select(_challenges.c.to_be_signed, _challenges.c.purpose, _challenges.c.used_at,
+           _challenges.c.client,
            _challenges.c.expires_at, _challenges.c.directory_id, _dirs.c.version,
            _lock("cert_key").label("cert_locked_until"),
            _lock("address_key").label("address_locked_until"),
@@ -107,7 +108,7 @@ INSERT_CHALLENGE: Insert = insert(_challenges)
 AUTH_TOKEN_BY_HASH: Select[Any] = select(
     _tokens.c.id, _tokens.c.token_hash, _tokens.c.user_id, _tokens.c.directory_id,
     _tokens.c.method, _tokens.c.cert_fingerprint, _tokens.c.cert_der, _tokens.c.expires_at,
-    _tokens.c.revoked_at).where(_tokens.c.token_hash == bindparam("token_hash"))
+    _tokens.c.revoked_at, _tokens.c.client).where(_tokens.c.token_hash == bindparam("token_hash"))
 INSERT_AUTH_TOKEN: Insert = insert(_tokens)
 INSERT_AUDIT_EVENT: Insert = insert(_audit)
 
@@ -194,7 +195,8 @@ def count_hits(dialect: str, keys: int) -> Insert:
 #: user is gone). Parameter: ``workspace_id``.
 WORKSPACE_FOR_SESSION: Select[Any] = (
     select(_workspaces.c.id, _workspaces.c.directory_id, _workspaces.c.user_id,
-           _workspaces.c.protocol, _workspaces.c.state, _workspaces.c.state_changed_at,
+           _workspaces.c.protocol, _workspaces.c.os, _workspaces.c.state,
+           _workspaces.c.state_changed_at,
            _workspaces.c.transition_due_at, _workspaces.c.last_activity_at, _dirs.c.region,
            _dirs.c.sc_pre_session, _dirs.c.sc_in_session, _dirs.c.password_login,
            _dirs.c.version, _users.c.username)

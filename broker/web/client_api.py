@@ -66,8 +66,10 @@ def build_client_api(ctx: BrokerContext) -> JsonApi:
     @route("/v1/auth/password", "POST", access=Access.ANONYMOUS)
     async def password(request: Any) -> tuple[int, Any]:
         body = read_model(request, PasswordLogin)
+        client = None if body.client is None else registrations.ClientSpec(
+            body.client.platform, body.client.arch, body.client.version)
         result = await ctx.call(login.password_login, ctx, body.registration_code,
-                                body.username, body.password, client_address(request))
+                                body.username, body.password, client_address(request), client)
         return 200, result
 
     @route("/v1/workspaces/{workspace_id}/connect", "POST", access=Access.AUTH_TOKEN)

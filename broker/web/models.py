@@ -49,6 +49,9 @@ class PasswordLogin(Strict):
     registration_code: Short
     username: Annotated[str, Field(min_length=1, max_length=200, pattern=NO_CONTROLS)]
     password: Annotated[str, Field(min_length=1, max_length=1024)]
+    #: Optional (older clients do not send it): absent means an unknown client, whose
+    #: sessions get no smart-card redirection and no in-session challenges.
+    client: ClientModel | None = None
 
 
 class ConnectRequest(Strict):

@@ -309,9 +309,10 @@ def test_an_admin_runs_the_broker_from_the_console(browser: Any, running: Any,
     inter = pki["inter"]
     client = SoftClient(bp.client(), code)
     assert client.register().status == 200
-    login = client.login(SoftCard(pki["alice"].key, pki["alice"].cert, [inter.cert]))
+    alice = SoftCard(pki["alice"].key, pki["alice"].cert, [inter.cert])
+    login = client.login(alice)
     assert login.status == 200, login.body
-    connected = client.connect(login.body["auth_token"], "ws-alice")
+    connected = client.open_session(login.body["auth_token"], "ws-alice", alice)
     assert connected.status == 201, connected.body
     session_id = connected.body["session"]["id"]
     refused = client.login(SoftCard(pki["stranger"].key, pki["stranger"].cert, [inter.cert]))

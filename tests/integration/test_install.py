@@ -154,7 +154,7 @@ def test_installed_wheel_runs_from_another_folder(operator, installed: Path) -> 
         assert login.status == 200, login.body
         token = login.body["auth_token"]
         ws = next(w for w in login.body["workspaces"] if w["protocol"] == "WSP")
-        connected = soft.connect(token, ws["id"])
+        connected = soft.open_session(token, ws["id"], world.cards["bob"])
         assert connected.status == 201 and connected.body["session"]["ticket"], connected.body
         ready = ApiClient("127.0.0.1", admin_port, cafile).get("/readyz")
         assert ready.status == 200 and ready.body["status"] == "ok", ready.body

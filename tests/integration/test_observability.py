@@ -101,7 +101,8 @@ def test_metrics_live_on_the_admin_listener_with_openapi_route_labels(broker, wo
     assert login.status == 200
     ws = next(w for w in login.body["workspaces"] if w["state"] == "AVAILABLE"
               and w["protocol"] == "WSP")
-    assert soft.connect(login.body["auth_token"], ws["id"]).status == 201
+    assert soft.open_session(login.body["auth_token"], ws["id"],
+                             world.cards["bob"]).status == 201
     text = broker.admin().get("/metrics").body.decode()
     assert metric(text, "broker_http_requests_total", route=RESPONSE_ROUTE, status="200")
     assert "{id}" not in text and SECRET_ID not in text

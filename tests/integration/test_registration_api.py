@@ -34,6 +34,9 @@ def test_govcloud_refuses_smart_card_with_reason(broker, world, client, reason) 
     assert "smart_card" not in r.body["login_methods"]
     assert "password" in r.body["login_methods"]
     assert reason in r.body["smart_card"]["reasons"]
+    # the same client rule holds in-session: this client's sessions get no card inside
+    assert r.body["smart_card"]["in_session"] is False
+    assert reason in r.body["smart_card"]["in_session_reasons"]
 
 
 def test_two_cards_are_refused_at_the_challenge(broker, world) -> None:  # type: ignore[no-untyped-def]

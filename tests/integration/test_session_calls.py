@@ -53,9 +53,16 @@ class World:
     def row(self, model: Any, key: Any) -> Any:
         return self.ctx.db.read(lambda s: s.get(model, key))
 
-    def logon(self, challenge: dict[str, Any]) -> dict[str, Any]:
-        return sessions.logon(self.ctx, self.principal, "ws-auto", challenge["challenge_id"],
+    def logon(self, challenge: dict[str, Any], workspace_id: str = "ws-auto") -> dict[str, Any]:
+        return sessions.logon(self.ctx, self.principal, workspace_id, challenge["challenge_id"],
                               self.sign(challenge), self.card.algorithm, ADDRESS)
+
+    def open(self, workspace_id: str = "ws-alice") -> dict[str, Any]:
+        """Connect to an AVAILABLE WorkSpace: the PIN again (a logon challenge), then the
+        session."""
+        status, body = sessions.connect(self.ctx, self.principal, workspace_id, ADDRESS)
+        assert status == 202 and body["state"] == "AVAILABLE", body
+        return self.logon(body["logon_challenge"], workspace_id)
 
 
 @pytest.fixture
@@ -69,15 +76,27 @@ def code_of(call: Any) -> str:
     return str(err.value.code)
 
 
-def test_connect_opens_a_session_and_audits_it(world: World) -> None:
+def test_a_card_login_connects_to_an_available_workspace_with_the_pin_again(
+        world: World) -> None:
+    """"Starting WorkSpace" asks for the PIN on every card login: an AVAILABLE WorkSpace gets a
+    logon challenge (bound to it, this login and its certificate) and nothing else yet."""
     status, body = sessions.connect(world.ctx, world.principal, "ws-alice", ADDRESS)
-    assert status == 201
+    assert status == 202 and body["state"] == "AVAILABLE" and "session" not in body
+    ch = world.row(Challenge, body["logon_challenge"]["challenge_id"])
+    assert (ch.purpose, ch.workspace_id, ch.auth_token_id, ch.cert_fingerprint) == (
+        "logon", "ws-alice", world.principal.token_id, world.principal.cert_fingerprint)
+    assert world.events("session.open") == [] and world.events("workspace.start") == []
+
+
+def test_logon_opens_a_session_and_audits_it(world: World) -> None:
+    body = world.open("ws-alice")
     sid = body["session"]["id"]
     row = world.row(Session, sid)
     assert (row.workspace_id, row.user_id, row.auth_method, row.state, row.protocol) == (
         "ws-alice", world.principal.user_id, "smart_card", "active", "WSP")
     assert row.cert_fingerprint == world.principal.cert_fingerprint
     assert row.smart_card_redirection is body["session"]["smart_card_redirection"] is True
+    assert row.client == WINDOWS, "the session records the client of its login"
     (event,) = world.events("session.open")
     assert (event.outcome, event.directory_id, event.username, event.client_address,
             event.cert_fingerprint) == ("success", "corp", "alice", ADDRESS,
@@ -87,8 +106,8 @@ def test_connect_opens_a_session_and_audits_it(world: World) -> None:
 
 
 def test_a_second_connect_takes_over_the_first_session(world: World) -> None:
-    first = sessions.connect(world.ctx, world.principal, "ws-alice", ADDRESS)[1]["session"]
-    sessions.connect(world.ctx, world.principal, "ws-alice", ADDRESS)
+    first = world.open()["session"]
+    world.open()
     old = world.row(Session, first["id"])
     assert (old.state, old.end_reason, old.pending_action) == ("ended", "taken_over",
                                                                "disconnect")
@@ -158,7 +177,7 @@ def test_card_removal_applies_the_directorys_action(world: World, action: str,
                                                     states: list[str]) -> None:
     world.ctx.db.transaction(lambda s: s.execute(update(Directory).values(
         removal_action=action)))
-    sid = sessions.connect(world.ctx, world.principal, "ws-alice", ADDRESS)[1]["session"]["id"]
+    sid = world.open()["session"]["id"]
     seen = []
     for present in (False, False, True)[:len(states)]:
         assert sessions.heartbeat(world.ctx, world.principal, sid, present) == {
@@ -173,7 +192,7 @@ def test_card_removal_applies_the_directorys_action(world: World, action: str,
 
 
 def test_end_session_ends_it_once_and_hides_other_users_sessions(world: World) -> None:
-    sid = sessions.connect(world.ctx, world.principal, "ws-alice", ADDRESS)[1]["session"]["id"]
+    sid = world.open()["session"]["id"]
     stranger = ClientPrincipal(0, world.principal.user_id + 1000, "corp", "smart_card", None,
                                None)
     assert code_of(lambda: sessions.end_session(world.ctx, stranger, sid)) == "session_unknown"

@@ -92,7 +92,7 @@ def test_two_nodes_behind_haproxy_survive_losing_one(broker_factory, tmp_path: P
             bob = direct.login(w.cards["bob"])
             assert bob.status == 200, bob.body
             bob_token = bob.body["auth_token"]
-            s = direct.connect(bob_token, "ws-bob")
+            s = direct.open_session(bob_token, "ws-bob", w.cards["bob"])
             assert s.status == 201, s.body
             bob_sid = s.body["session"]["id"]
             alice = direct.login(w.cards["alice"])
@@ -162,7 +162,7 @@ def test_two_nodes_behind_haproxy_survive_losing_one(broker_factory, tmp_path: P
                                            "directory_id = 'scale'")).scalar_one()
             engine.dispose()
             seen = [s for log in logs for s in log.sessions]
-            lost = sum(1 for a in answers if a.status == 0 and a.call == "connect")
+            lost = sum(1 for a in answers if a.status == 0 and a.call == "logon")
             lost_logins = sum(1 for a in answers if a.status == 0 and a.call == "response")
             assert set(seen) <= set(in_db)
             assert len(seen) <= len(in_db) <= len(seen) + lost, (len(seen), len(in_db), lost)

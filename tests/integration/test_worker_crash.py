@@ -72,7 +72,7 @@ def test_a_killed_worker_is_restarted_and_the_port_keeps_answering(
         assert log.crashes == []
         no_answer = [a for a in log.answers if a.status == 0]
         assert len(no_answer) <= 3, "at most the calls in flight on the killed worker"
-        later = [a for a in log.answers if a.status == 201 and a.call == "connect"]
+        later = [a for a in log.answers if a.status == 201 and a.call == "logon"]
         assert later and log.logins, "logins go on after the kill"
         assert any(t > killed_at + 1 for t, s in probes if s == 200)
         assert bp.stop(signal.SIGTERM) == 0

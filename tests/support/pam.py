@@ -47,10 +47,13 @@ class Desktop:
                               timeout=60)
 
     def log_in(self, code: str, username: str, password: str, workspace: str,
-               heartbeat_s: float = 1.0) -> None:
+               heartbeat_s: float = 1.0, as_client: str = "windows/x86_64/3.1.1") -> None:
+        """Log in as the user's WorkSpaces client would (by default the Windows client, the
+        only one that redirects the card into the WorkSpace) and hold the session."""
         cfg = self.tmp / f"{username}.client.json"
         reg = self.cli("register", code, "--broker", f"127.0.0.1:{self.broker.port}",
-                       "--cafile", str(self.broker.cafile), "--config", str(cfg))
+                       "--cafile", str(self.broker.cafile), "--config", str(cfg),
+                       "--as-client", as_client)
         assert reg.returncode == 0, reg.stderr
         self.login = subprocess.Popen(
             CLI + ["login", "--config", str(cfg), "--username", username, "--password-stdin",

@@ -86,6 +86,30 @@ class SoftClient:
     def connect(self, token: str, workspace_id: str) -> Response:
         return self.api.post(f"/v1/workspaces/{workspace_id}/connect", {}, token=token)
 
+    def open_session(self, token: str, workspace_id: str, card: SoftCard | None = None,
+                     timeout_s: float = 20.0) -> Response:
+        """Connect and, for a card login (202 with a logon challenge: the PIN again at
+        "Starting WorkSpace"), sign it with ``card`` and poll the logon until the WorkSpace is
+        AVAILABLE; a password login's 202 is polled by connecting again. The last Response."""
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        r = self.connect(token, workspace_id)
+        while r.status == 202:
+            challenge = r.body.get("logon_challenge")
+            if challenge is not None:
+                assert card is not None, "a card login's connect asks for the card again"
+                r = self.logon(token, workspace_id, challenge, card)
+                while r.status == 409 and r.code == "workspace_not_ready":
+                    assert time.monotonic() < deadline, "the WorkSpace did not start in time"
+                    time.sleep(0.2)
+                    r = self.logon(token, workspace_id, challenge, card)
+                return r
+            assert time.monotonic() < deadline, "the WorkSpace did not start in time"
+            time.sleep(0.2)
+            r = self.connect(token, workspace_id)
+        return r
+
     def logon(self, token: str, workspace_id: str, challenge: dict[str, Any],
               card: SoftCard) -> Response:
         sig = card.sign(base64.b64decode(challenge["to_be_signed"]))

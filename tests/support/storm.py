@@ -78,7 +78,8 @@ _FAULTS: set[tuple[int, str | None]] = {(503, "service_unavailable"), (0, None)}
 FAULT_ANSWERS: dict[str, set[tuple[int, str | None]]] = {
     "challenge": {(201, None)} | _FAULTS,
     "response": {(200, None), (401, "challenge_used")} | _FAULTS,
-    "connect": {(201, None)} | _FAULTS,
+    "connect": {(202, None)} | _FAULTS,  # a card login: always a logon challenge
+    "logon": {(201, None), (401, "challenge_used")} | _FAULTS,
     "heartbeat": {(200, None), (410, "session_ended")} | _FAULTS,
     "end": {(204, None), (410, "session_ended")} | _FAULTS,
 }
@@ -127,7 +128,7 @@ def ended_early(log: StormLog, name: str, r: Response | None, ok: int) -> bool:
 
 def one_round(log: StormLog, c: SoftClient, card: SoftCard, workspace_id: str,
               heartbeats: int) -> None:
-    """One client's login → connect → heartbeat(s) → end, each step retried on 503."""
+    """One client's login → connect → logon → heartbeat(s) → end, each step retried on 503."""
     step_deadline = time.monotonic() + 20
     ch = retrying(log, "challenge", c.challenge, step_deadline, (201,))
     if ended_early(log, "challenge", ch, 201):
@@ -140,8 +141,14 @@ def one_round(log: StormLog, c: SoftClient, card: SoftCard, workspace_id: str,
     with log.lock:
         log.logins.append(ch.body["challenge_id"])
     token = r.body["auth_token"]
-    r = retrying(log, "connect", lambda: c.connect(token, workspace_id), step_deadline, (201,))
-    if ended_early(log, "connect", r, 201):
+    r = retrying(log, "connect", lambda: c.connect(token, workspace_id), step_deadline, (202,))
+    if ended_early(log, "connect", r, 202):
+        return
+    assert r is not None
+    logon = r.body["logon_challenge"]  # a card login: the PIN again at "Starting WorkSpace"
+    r = retrying(log, "logon", lambda: c.logon(token, workspace_id, logon, card), step_deadline,
+                 (201,))
+    if ended_early(log, "logon", r, 201):
         return
     assert r is not None
     sid = r.body["session"]["id"]

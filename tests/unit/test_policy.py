@@ -10,12 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from broker.policy import (
+    UNKNOWN_CLIENT,
     ClientInfo,
     DirectorySettings,
     Protocol,
     Purpose,
     Reason,
+    client_of,
     decide_smart_card,
+    in_session_use,
     login_methods,
     parse_version,
 )
@@ -137,6 +140,14 @@ TRUTH_TABLE = [
     ("only when the client is running on a 64-bit version of Windows",
      GOV_WEST, Protocol.WSP, ClientInfo("windows", "x86", "3.1.1"), 1, Purpose.PRE_SESSION,
      {"client_arch_unsupported"}),
+    ("Only the Windows client ... is supported for smart card authentication (in-session: a "
+     "Linux client's session)", EAST, Protocol.WSP, ClientInfo("linux", "x86_64", "3.1.1"), 1,
+     Purpose.IN_SESSION, {"client_platform_unsupported"}),
+    ("... version 3.1.1 or later (in-session: 3.0.0)", EAST, Protocol.WSP,
+     ClientInfo("windows", "x86_64", "3.0.0"), 1, Purpose.IN_SESSION,
+     {"client_version_unsupported"}),
+    ("... on a 64-bit version of Windows (in-session: 32-bit)", EAST, Protocol.WSP,
+     ClientInfo("windows", "x86", "3.1.1"), 1, Purpose.IN_SESSION, {"client_arch_unsupported"}),
 ]
 
 
@@ -163,12 +174,13 @@ REGIONS = [("govcloud-west", GOV_WEST), ("commercial", EAST), ("no-wsp", NO_WSP)
                              [0, 1, 2], list(Purpose), [ON, OFF])])
 def test_rule_matrix(name: str, region: RegionEntry, protocol: Protocol, client: ClientInfo,
                      count: int, purpose: Purpose, directory: DirectorySettings) -> None:
-    """The decision is allowed exactly when every rule holds (each rule stated once here)."""
+    """The decision is allowed exactly when every rule holds (each rule stated once here):
+    the client rule holds pre-session and in-session alike."""
     d = decide_smart_card(region, directory, purpose, client=client, card_count=count,
                           protocol=protocol)
     pre = purpose in (Purpose.PRE_SESSION, Purpose.LOGON)
-    expected = (protocol == Protocol.WSP and count == 1 and region.wsp and (
-        (pre and region.smart_card_pre_session and directory.pre_session and client == WIN)
+    expected = (protocol == Protocol.WSP and count == 1 and region.wsp and client == WIN and (
+        (pre and region.smart_card_pre_session and directory.pre_session)
         or (not pre and region.smart_card_in_session and directory.in_session)))
     assert d.allowed is expected
     assert d.allowed == (d.reasons == ())
@@ -274,9 +286,43 @@ def test_one_card_at_a_time_in_session(count: int, expected: set[str]) -> None:
                    protocol=Protocol.WSP) == expected
 
 
-def test_in_session_ignores_the_client_platform() -> None:
+def test_in_session_applies_the_client_rule() -> None:
+    """Only the Windows client 3.1.1+ on 64-bit Windows redirects the card into a WorkSpace."""
     assert reasons(EAST, purpose=Purpose.IN_SESSION, client=ClientInfo("linux", "x86", "1"),
-                   card_count=1, protocol=Protocol.WSP) == set()
+                   card_count=1, protocol=Protocol.WSP) == {
+        "client_platform_unsupported", "client_arch_unsupported", "client_version_unsupported"}
+    assert reasons(EAST, purpose=Purpose.IN_SESSION, client=WIN, card_count=1,
+                   protocol=Protocol.WSP) == set()
+
+
+def test_a_session_of_an_unknown_client_gets_no_in_session_use() -> None:
+    d = in_session_use(EAST, ON, protocol=Protocol.WSP, client=UNKNOWN_CLIENT)
+    assert not d.allowed and d.reasons == (Reason.CLIENT_UNKNOWN,)
+
+
+def test_no_client_in_the_question_adds_no_reason() -> None:
+    """An administrator's view of a directory asks about no client at all."""
+    assert reasons(EAST, purpose=Purpose.IN_SESSION, protocol=Protocol.WSP) == set()
+
+
+@pytest.mark.parametrize("os,detail,refused", [
+    ("windows", "sudo", True), ("WINDOWS", "sudo", True), ("linux", "sudo", False),
+    (None, "sudo", False), ("windows", "browser", False), ("windows", None, False),
+    ("linux", "browser", False)])
+def test_sudo_is_refused_on_a_windows_workspace(os: str | None, detail: str | None,
+                                                refused: bool) -> None:
+    d = in_session_use(EAST, ON, protocol=Protocol.WSP, client=WIN, os=os, detail=detail)
+    assert d.allowed is not refused
+    assert (Reason.PURPOSE_NOT_FOR_OS in d.reasons) is refused
+
+
+@pytest.mark.parametrize("recorded,expected", [
+    ({"platform": "windows", "arch": "x64", "version": "3.1.1"},
+     ClientInfo("windows", "x64", "3.1.1")),
+    (None, UNKNOWN_CLIENT), ({"platform": "windows"}, UNKNOWN_CLIENT),
+    ({"platform": 1, "arch": "x", "version": "3"}, UNKNOWN_CLIENT), ("windows", UNKNOWN_CLIENT)])
+def test_a_recorded_client_is_read_back_or_unknown(recorded: object, expected: object) -> None:
+    assert client_of(recorded) == expected
 
 
 def test_pcoip_in_session_is_in_session_not_allowed_and_requires_wsp() -> None:
@@ -317,13 +363,20 @@ def test_reason_values_are_the_api_codes() -> None:
     assert {r.value for r in Reason} == {
         "region_pre_session_unavailable", "client_platform_unsupported",
         "client_arch_unsupported", "client_version_unsupported", "multiple_cards", "no_card",
-        "smart_card_disabled", "smart_card_requires_wsp", "in_session_not_allowed"}
+        "smart_card_disabled", "smart_card_requires_wsp", "in_session_not_allowed",
+        "client_unknown", "purpose_not_for_os"}
 
 
 def test_login_methods_ignore_card_count_for_in_session() -> None:
     offer = login_methods(GOV_WEST, ON, WIN, card_count=2)
     assert offer.in_session.allowed and not offer.pre_session.allowed
     assert offer.methods == ("password",)
+
+
+def test_login_methods_tell_a_linux_client_its_sessions_get_no_in_session_use() -> None:
+    offer = login_methods(EAST, ON, ClientInfo("linux", "x86_64", "3.1.1"))
+    assert offer.methods == ("password",) and not offer.in_session.allowed
+    assert offer.in_session.reasons == (Reason.CLIENT_PLATFORM_UNSUPPORTED,)
 
 
 def test_login_methods_refuse_smart_card_for_an_old_mac_client_with_reasons() -> None:

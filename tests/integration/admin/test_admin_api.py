@@ -247,6 +247,12 @@ def test_workspaces_create_list_update_delete(admin: Admin) -> None:
         == ["ws-1"]
     r = admin.patch("/workspaces/ws-1", {"bundle": "performance", "running_mode": "ALWAYS_ON"})
     assert r.status == 200 and r.body["bundle"] == "performance", r.body
+    # os: not stated (null) by default; windows | linux (any case); null clears it again
+    assert r.body["os"] is None
+    assert admin.patch("/workspaces/ws-1", {"os": "Windows"}).body["os"] == "windows"
+    r = admin.patch("/workspaces/ws-1", {"os": "macos"})
+    assert r.status == 400, r.body
+    assert admin.patch("/workspaces/ws-1", {"os": None}).body["os"] is None
     assert admin.get("/workspaces?protocol=PCoIP").body["items"] == []
     # A closed-set filter takes its choices case-insensitively and refuses anything else.
     assert [w["id"] for w in admin.get("/workspaces?protocol=wsp").body["items"]] == ["ws-1"]
@@ -405,7 +411,7 @@ def _card_session(admin: Admin, world: Any, who: str, ws: str) -> str:
     r = client.login(world.cards[who])
     assert r.status == 200, r.body
     token = r.body["auth_token"]
-    r = client.connect(token, ws)
+    r = client.open_session(token, ws, world.cards[who])
     assert r.status == 201, r.body
     SESSION_TOKENS[r.body["session"]["id"]] = token
     return r.body["session"]["id"]

@@ -31,7 +31,7 @@ user = [
   { username = "dave", password = "correct horse battery staple", disabled = true },
 ]
 workspace = [
-  { id = "ws-alice", user = "alice", protocol = "WSP" },
+  { id = "ws-alice", user = "alice", protocol = "WSP", os = "linux" },
  { id = "ws-dave", user = "dave", bundle = "performance", protocol = "PCoIP", state = "AVAILABLE" },
 ]
 
@@ -85,6 +85,8 @@ def test_apply_export_apply_round_trips_with_no_change(cli: BrokerProcess, pki: 
     assert changes(apply(cli, base / "directories.toml")) == 0
 
     exported = export(cli, tmp_path / "out" / "corp.toml")
+    assert 'os = "linux"' in exported, "a stated operating system is exported"
+    assert exported.count("os = ") == 1, "one not stated (ws-dave) is left out: TOML has no null"
     again = apply(cli, tmp_path / "out" / "corp.toml")
     assert changes(again) == 0, again
     assert again["directories"][0]["registration_codes"] == \
@@ -175,8 +177,9 @@ def test_cli_mirrors_the_admin_api(cli: BrokerProcess, pki: Pki, tmp_path: Path)
     assert run_json(cli, "users", "update", "corp", "alice", "--disabled")["disabled"] is True
 
     ws = run_json(cli, "workspaces", "create", "ws-alice", "--directory", "corp", "--user",
-                  "alice", "--protocol", "WSP")
-    assert ws["state"] == "STOPPED"
+                  "alice", "--protocol", "WSP", "--os", "windows")
+    assert ws["state"] == "STOPPED" and ws["os"] == "windows"
+    assert run_json(cli, "workspaces", "update", "ws-alice", "--os", "linux")["os"] == "linux"
     assert run_json(cli, "workspaces", "start", "ws-alice")["state"] == "STARTING"
     assert run_json(cli, "workspaces", "update", "ws-alice", "--protocol",
                     "PCoIP")["protocol"] == "PCoIP"

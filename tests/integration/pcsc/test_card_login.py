@@ -30,6 +30,7 @@ class Scripted:
     def __init__(self, pins: list[str]) -> None:
         self.pins = list(pins)
         self.titles: list[str] = []
+        self.prompts: list[str] = []
 
     def show(self, title: str, text: str = "") -> None:
         self.titles.append(title)
@@ -38,6 +39,7 @@ class Scripted:
         return options[0]
 
     def ask_pin(self, prompt: str) -> str:
+        self.prompts.append(prompt)
         return self.pins.pop(0) if len(self.pins) > 1 else self.pins[0]
 
     def choose_workspace(self, workspaces):  # type: ignore[no-untyped-def]
@@ -98,9 +100,12 @@ def test_card_removal_is_reported_and_locks(pcsc_broker) -> None:  # type: ignor
     bp, w = pcsc_broker
     soft = w.cards["bob"]
     with vpcd_cards(PivCard(key=soft.key, certificate=soft.cert)) as links:
-        f = flow(bp, w, Scripted(["123456"]))
+        screens = Scripted(["123456"])
+        f = flow(bp, w, screens)
         login = f.login(card_wait=5)
         session = f.connect(login, "ws-bob")
+        # ws-bob is AVAILABLE, and "Starting WorkSpace" still asks for the PIN again.
+        assert screens.prompts == ["Enter your PIN", "Enter your PIN again"]
         links[0].remove()
         assert transport.wait_for_removal(timeout=5)
         assert f.heartbeat(session, card_present=transport.card_count() > 0) == "lock"

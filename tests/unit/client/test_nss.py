@@ -98,3 +98,78 @@ def test_missing_module_is_a_clear_error(tmp_path: Path) -> None:
     out = CliRunner().invoke(main, ["nss-setup", "--dbdir", str(tmp_path / "db"), "--module",
                                     str(tmp_path / "nope.so")])
     assert out.exit_code == 1 and out.output.startswith("error: ")
+
+
+def write_profiles(home: Path) -> tuple[Path, Path]:
+    """A profiles.ini as Firefox writes it: one relative profile, one absolute, one missing."""
+    root = home / ".mozilla" / "firefox"
+    relative = root / "abcd1234.default-release"
+    absolute = home / "elsewhere" / "work.profile"
+    relative.mkdir(parents=True)
+    absolute.mkdir(parents=True)
+    (root / "profiles.ini").write_text(
+        "[Install4F96D1932A9F858E]\nDefault=abcd1234.default-release\nLocked=1\n\n"
+        "[Profile1]\nName=work\nIsRelative=0\nPath=" + str(absolute) + "\n\n"
+        "[Profile0]\nName=default-release\nIsRelative=1\nPath=abcd1234.default-release\n"
+        "Default=1\n\n[Profile2]\nName=gone\nIsRelative=1\nPath=gone.profile\n\n"
+        "[General]\nStartWithLastProfile=1\nVersion=2\n")
+    return relative, absolute
+
+
+def test_firefox_profiles_are_found_from_profiles_ini(tmp_path: Path) -> None:
+    relative, absolute = write_profiles(tmp_path)
+    assert nss.firefox_profiles(tmp_path) == [absolute, relative]
+    assert nss.firefox_profiles(tmp_path / "nobody") == []
+
+
+def test_a_database_held_open_is_named_with_its_process(tmp_path: Path) -> None:
+    import sys
+
+    db = tmp_path / "nssdb"
+    db.mkdir()
+    (db / "cert9.db").write_bytes(b"")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
+                               f"f = open({str(db / 'cert9.db')!r}, 'rb')\n"
+                               "print('open', flush=True)\ntime.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        assert [pid for pid, _ in nss.holders(db)] == [holder.pid]
+        with pytest.raises(nss.NssSetupError) as err:
+            nss.refuse_if_in_use(db)
+        assert err.value.code == "nss_database_in_use" and str(holder.pid) in err.value.message
+    finally:
+        holder.kill()
+        holder.wait()
+    assert nss.holders(db) == []
+    nss.refuse_if_in_use(db)  # closed: nothing to refuse
+
+
+@needs_nss
+def test_cli_refuses_a_database_in_use_unless_forced_and_registers_firefox_profiles(
+        tmp_path: Path, module: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    relative, absolute = write_profiles(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    db = tmp_path / ".pki" / "nssdb"
+    nss.ensure_database(relative)
+    holder = subprocess.Popen([sys.executable, "-c", "import time\n"
+                               f"f = open({str(relative / 'cert9.db')!r}, 'rb')\n"
+                               "print('open', flush=True)\ntime.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "open\n"
+        refused = CliRunner().invoke(main, ["nss-setup", "--module", module, "--firefox"])
+        assert refused.exit_code == 1
+        assert "nss_database_in_use" in refused.output and "--force" in refused.output
+        assert not db.exists(), "nothing is changed when one database is refused"
+        forced = CliRunner().invoke(main, ["nss-setup", "--module", module, "--firefox",
+                                           "--force"])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert forced.exit_code == 0, forced.output
+    assert forced.output.count('Module "OpenSC" added to database.\n') == 3
+    for each in (db, relative, absolute):
+        assert nss.registered_modules(each).count("OpenSC") == 1
