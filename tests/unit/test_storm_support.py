@@ -35,6 +35,9 @@ class ScriptedClient:
     def connect(self, token: str, workspace_id: str) -> Response:
         return self._next("connect")
 
+    def logon(self, token: str, workspace_id: str, challenge: Any, card: Any) -> Response:
+        return self._next("logon")
+
     def post(self, path: str, body: Any, token: str) -> Response:
         return self._next("heartbeat")
 
@@ -62,7 +65,9 @@ def test_a_full_round_has_nothing_unexpected() -> None:
     log = StormLog()
     client = ScriptedClient(challenge=[answer(201, challenge_id="c1")],
                             response=[answer(200, auth_token="t")],
-                            connect=[answer(201, session={"id": "s1"})],
+                            connect=[answer(202, state="AVAILABLE",
+                                            logon_challenge={"challenge_id": "l1"})],
+                            logon=[answer(201, session={"id": "s1"})],
                             heartbeat=[answer(200, action="none")],
                             end=[answer(204)])
     one_round(log, client, None, "ws", heartbeats=1)  # type: ignore[arg-type]
