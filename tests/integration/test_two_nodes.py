@@ -1,6 +1,7 @@
 """Two broker nodes behind Debian's haproxy (docs/deploy/haproxy-two-nodes.cfg, TCP mode,
 PROXY protocol v2, health checks on /readyz), one PostgreSQL. Clients behind HAProxy keep
-their own addresses: each is rate-limited on its own, and the audit names it. A login storm goes through HAProxy; node 1 is
+their own addresses: each is rate-limited on its own, and the audit names it. A login storm
+goes through HAProxy; node 1 is
 SIGKILLed mid-storm: retrying clients complete, no challenge is accepted twice, a session, a
 token and a logon challenge made on the dead node keep working on the other (heartbeat,
 logon, in-session), and the sessions in the database are the sessions clients saw.
