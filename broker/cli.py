@@ -380,11 +380,12 @@ def _attach_groups() -> None:
     """Subcommand groups that live beside their layer (a broken import is an error, never a
     silently missing command)."""
     from broker.admin_cli import admin
+    from broker.config_cli import config_group
     from broker.demo import demo
     from broker.doctor import doctor
     from broker.pki.cli import pki
 
-    for group in (pki, admin, demo, doctor):
+    for group in (pki, admin, demo, doctor, config_group):
         main.add_command(group)
 
 

@@ -211,3 +211,19 @@ def test_serve_on_a_port_in_use_is_one_error_line_and_exit_2(broker_factory,
     assert_one_line_error(out, "server.listen", "address already in use")
     assert out.returncode == 2
     assert out.stdout == "", "no JSON log line instead of the error"
+
+
+def test_config_init_writes_the_documented_config_once(tmp_path: Path) -> None:
+    out = broker_cli("config", "init", cwd=tmp_path)
+    written = tmp_path / "config" / "broker.toml"
+    assert out.returncode == 0 and "config/broker.toml" in out.stdout, out.stderr
+    text = written.read_text()
+    assert text.startswith("# Written by `broker config init --for local`")
+    assert "# PEM certificate chain and private key" in text  # the comments came along
+    assert oct(written.stat().st_mode & 0o777) == "0o640"
+    again = broker_cli("config", "init", cwd=tmp_path)
+    assert_one_line_error(again, "exists", "--force")
+    assert again.returncode == 2 and written.read_text() == text
+    # what it wrote is what the broker then reads from ./config/broker.toml
+    doctor = broker_cli("doctor", cwd=tmp_path)
+    assert "config/broker.toml" in doctor.stdout.splitlines()[0]
