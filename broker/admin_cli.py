@@ -131,7 +131,8 @@ def _apply(ctx: Any, loaded: Any, *, prune: bool, dry_run: bool) -> Any:
 
     def work(session: Any) -> Any:
         result = directories.apply_loaded(session, loaded, catalogue=ctx.catalogue,
-                                          actor=cli_actor(), now=ctx.now(), prune=prune)
+                                          actor=cli_actor(), now=ctx.now(), prune=prune,
+                                          dry_run=dry_run)
         if dry_run:
             raise _RolledBack(result)
         return result
@@ -175,7 +176,7 @@ def apply_cmd(settings: Settings, file: Path, as_json: bool, dry_run: bool, prun
 
     def human() -> None:
         for d in result.directories:
-            count = len(d["changed"])
+            count = d["changes"]
             click.echo(f"directory {d['id']} ({d['region']}): "
                        f"{count} change{'' if count == 1 else 's'}"
                        f"{' (dry run)' if dry_run and count else ''}")
@@ -201,7 +202,11 @@ def apply_cmd(settings: Settings, file: Path, as_json: bool, dry_run: bool, prun
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the file here (PEM files go to <name>-pki/ beside it); "
                    "default: standard output with PEM files under ./<directory>-pki/.")
-def export_cmd(settings: Settings, directory_ids: tuple[str, ...], output: Path | None) -> None:
+@click.option("--no-codes", is_flag=True,
+              help="Write how many registration codes each directory has, not the codes "
+                   "(which are live). The default from version 1.0.")
+def export_cmd(settings: Settings, directory_ids: tuple[str, ...], output: Path | None,
+               no_codes: bool) -> None:
     """Write DIRECTORY … back in the declarative file format."""
     from broker.private_files import UnsafePathError, write_private
     from broker.service import directories
@@ -211,7 +216,8 @@ def export_cmd(settings: Settings, directory_ids: tuple[str, ...], output: Path 
     stem = output.stem if output else "-".join(directory_ids)
     pki_dir = base / f"{stem}-pki"
     try:
-        docs = run_tx(ctx, lambda s: [directories.export_directory(s, d, pki_dir, base)
+        docs = run_tx(ctx, lambda s: [directories.export_directory(s, d, pki_dir, base,
+                                                                   codes=not no_codes)
                                       for d in directory_ids])
         text = directories.export_text(docs)
         if output:
@@ -225,6 +231,12 @@ def export_cmd(settings: Settings, directory_ids: tuple[str, ...], output: Path 
         click.echo(f"wrote {output} (certificates and CRLs in {pki_dir})", err=True)
     else:
         sys.stdout.write(text)
+    live = sum(len(d["registration_codes"]) for d in docs
+               if isinstance(d["registration_codes"], list))
+    if live:
+        click.echo(f"warning: the export holds {live} live registration code"
+                   f"{'' if live == 1 else 's'}: anyone with it can register clients; keep it "
+                   "secret, or export with --no-codes (the default from version 1.0)", err=True)
 
 
 # --------------------------------------------------------------------------- tokens
