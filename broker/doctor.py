@@ -6,8 +6,9 @@ Checks: everything `serve` checks at start (config, region catalogue, database r
 the migration head, TLS key matching the certificate and an ordered chain, listen addresses free
 or held by a running broker), TLS certificate expiry, the modes of private files (database,
 keys, TLS key, metrics: warn when others may read them), per directory the earliest CA expiry
-and CRL next update, OCSP responders reachable (from the AIA of the stored CA certificates), and
-the clock against the database server's. Like every command that only reads, it never creates a
+and CRL next update, revocation coverage of hard-fail directories (broker.pki.coverage), OCSP
+responders reachable (from the AIA of the stored CA certificates), and the clock against the
+database server's. Like every command that only reads, it never creates a
 file: a missing SQLite database is a failed check.
 """
 
@@ -200,6 +201,7 @@ def check_store(settings: Settings, now: datetime, warn_days: int,
     from sqlalchemy import func, select, text
     from sqlalchemy.exc import SQLAlchemyError
 
+    from broker.service.coverage import directory_gaps
     from broker.store import migrate
     from broker.store.db import Database
     from broker.store.models import AuditEvent, Crl, Directory, TrustCertificate
@@ -236,6 +238,9 @@ def check_store(settings: Settings, now: datetime, warn_days: int,
                 db_now = session.execute(text("SELECT now()")).scalar_one()
             # The newest audit event (indexed): a clock earlier than it went backwards.
             last_event = session.scalar(select(func.max(AuditEvent.at)))
+            hard = set(session.scalars(select(Directory.id).where(
+                Directory.revocation_fail_mode == "hard")))
+            gaps = {d: directory_gaps(session, d, now) for d in sorted(hard)}
     except SQLAlchemyError as exc:
         checks.append(Check("database", FAIL, f"{url}: {first_line(exc)}"))
         return checks
@@ -250,6 +255,11 @@ def check_store(settings: Settings, now: datetime, warn_days: int,
         if next_update is not None:
             checks.append(expiry_check("crl", d, next_update, now, 1,
                                        "earliest CRL next update"))
+    for d, found in gaps.items():
+        if not found:
+            checks.append(Check("revocation", OK, "hard fail: every CA certificate has a "
+                                                  "revocation source", d))
+        checks.extend(Check("revocation", FAIL, g["message"], d) for g in found)
     checks.extend(check_ocsp(ders, timeout))
     checks.append(check_clock(now, db_now, last_event))
     return checks

@@ -81,7 +81,9 @@ class _Main(click.Group):
         try:
             return super().invoke(ctx)
         except BrokerError as exc:
-            fail(exc.message)
+            from broker.client.flow import for_people
+
+            fail(for_people(exc))
         except OSError as exc:
             fail(f"{exc.strerror or exc} {exc.filename or ''}".strip())
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):

@@ -54,6 +54,20 @@ class ApiError(BrokerError):
         self.status = status
 
 
+#: Refusals whose broker message speaks to administrators (PKI internals): what the card user
+#: reads instead, with the code for the help desk; the detail stays in the broker's audit.
+FOR_CARD_USERS = {
+    "certificate_revocation_unknown": "the broker cannot check whether your certificate is "
+                                      "revoked; contact your administrator",
+}
+
+
+def for_people(exc: BrokerError) -> str:
+    """The one line a person reads for ``exc``."""
+    plain = FOR_CARD_USERS.get(exc.code) if isinstance(exc, ApiError) else None
+    return f"{plain} ({exc.code})" if plain else exc.message
+
+
 @dataclass
 class BrokerEndpoint:
     host: str

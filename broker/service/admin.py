@@ -194,8 +194,14 @@ def directory_warnings(catalogue: Any, region: str, pre_session: bool, in_sessio
 def _directory_row_warnings(d: Directory, ctx: Any) -> list[dict[str, str]]:
     if ctx is None:
         return []
-    return directory_warnings(ctx.catalogue, d.region, d.sc_pre_session, d.sc_in_session,
-                              d.password_login)
+    out = directory_warnings(ctx.catalogue, d.region, d.sc_pre_session, d.sc_in_session,
+                             d.password_login)
+    session = object_session(d)
+    if session is not None:
+        from broker.service.coverage import directory_gaps
+
+        out += directory_gaps(session, d.id, ctx.now())
+    return out
 
 
 # --------------------------------------------------------------------------- directories
@@ -370,7 +376,17 @@ def _ca_warnings(t: TrustCertificate, ctx: Any) -> list[str]:
 
     session = object_session(t)
     d = session.get(Directory, t.directory_id) if session is not None else None
-    return profile.check_ca_upload(t.der, row_profile_options(d) if d else profile.STRICT)[1]
+    out = profile.check_ca_upload(t.der, row_profile_options(d) if d else profile.STRICT)[1]
+    if session is not None and t.kind == "intermediate":
+        from datetime import UTC
+
+        from broker.service.coverage import directory_gaps
+
+        subject = f"CA {t.subject}:"
+        out += [g["message"] for g in directory_gaps(session, t.directory_id,
+                                                     datetime.now(UTC))
+                if subject in g["message"]]
+    return out
 
 
 def trust_row(directory_id: str, cert: x509.Certificate, kind: str | None) -> TrustCertificate:

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from broker.codes import Code
 from broker.errors import BrokerError
-from broker.service import admin, audit
+from broker.service import admin, audit, coverage
 from broker.service.admin import DIRECTORIES, USERS, WORKSPACES
 from broker.service.passwords import hash_password, verify_password
 from broker.service.resources import Field as ResourceField
@@ -285,6 +285,7 @@ def apply_loaded(session: Session, loaded: LoadedFile, *, catalogue: Any, actor:
                                             d["smart_card"]["pre_session"],
                                             d["smart_card"]["in_session"], d["password_login"])
         warnings += loaded.trust[d["id"]].warnings
+        warnings += coverage.directory_gaps(session, d["id"], now)
         out.append({"id": d["id"], "region": d["region"], "registration_codes": codes,
                     "new_registration_codes": len(generated),
                     "changes": count, "changed": changes, "warnings": warnings})

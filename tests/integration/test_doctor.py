@@ -121,3 +121,41 @@ def test_doctor_fails_what_serve_refuses(broker_factory, migrated_url: str) -> N
     assert "address already in use" in checks[("listen", "listen")]["detail"]
     assert checks[("listen", "admin_listen")]["status"] == "ok"
     assert serve.returncode == 2 and "address already in use" in serve.stderr
+
+
+def test_hard_fail_directory_without_a_revocation_source_is_named_everywhere(
+        broker_factory, migrated_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An intermediate with no CRL from its issuer, no distribution point and no OCSP: apply
+    warns, doctor fails the revocation check, the trust listing says why; uploading the
+    root's CRL clears all three."""
+    from cryptography.hazmat.primitives import serialization as ser
+
+    from broker.pki import issue
+
+    bp = broker_factory(migrated_url, start=False)
+    with_tls(bp)
+    root = issue.make_root("Gap Root")
+    inter = issue.make_intermediate(root, "Gap Issuing")
+    (tmp_path / "root.pem").write_bytes(root.cert_pem())
+    (tmp_path / "issuing.pem").write_bytes(inter.cert_pem())
+    (tmp_path / "root.crl.pem").write_bytes(issue.make_crl(root, []).public_bytes(
+        ser.Encoding.PEM))
+    (tmp_path / "d.toml").write_text(
+        '[[directory]]\nid = "gap"\nname = "G"\nregion = "us-gov-west-1"\n'
+        'smart_card = { pre_session = true }\n'
+        'revocation = { crl = true, ocsp = false, fail_mode = "hard" }\n'
+        'trust_anchors = ["root.pem"]\nintermediates = ["issuing.pem"]\n')
+    out = bp.run_cli("admin", "apply", str(tmp_path / "d.toml"))
+    assert "revocation_coverage_gap" in out.stderr and "Gap Issuing" in out.stderr, out.stderr
+    doc = json.loads(bp.run_cli("doctor", "--json", check=False).stdout)
+    gap = [c for c in doc["checks"] if c["name"] == "revocation"]
+    assert [c["status"] for c in gap] == ["fail"] and "Gap Issuing" in gap[0]["detail"]
+    listed = json.loads(bp.run_cli("admin", "trust", "list", "gap", "--json").stdout)["items"]
+    assert any("no revocation source" in w for t in listed for w in t["warnings"])
+
+    (tmp_path / "d.toml").write_text((tmp_path / "d.toml").read_text()
+                                     + 'crls = ["root.crl.pem"]\n')
+    out = bp.run_cli("admin", "apply", str(tmp_path / "d.toml"))
+    assert "revocation_coverage_gap" not in out.stderr
+    doc = json.loads(bp.run_cli("doctor", "--json", check=False).stdout)
+    assert [c["status"] for c in doc["checks"] if c["name"] == "revocation"] == ["ok"]
