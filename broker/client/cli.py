@@ -65,12 +65,17 @@ class TerminalScreens:
         return str(click.prompt(prompt, hide_input=True, err=True))
 
     def choose_workspace(self, workspaces: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Names first; a WorkSpace this login cannot use is marked, and the default is the
+        first one it can."""
         self.show("WorkSpaces")
         for i, w in enumerate(workspaces, 1):
-            click.echo(f"   {i}. {w['id']} ({w['protocol']}, {w['running_mode']}, {w['state']})",
-                       err=True)
-        n = click.prompt("Connect to", type=click.IntRange(1, len(workspaces)), default=1,
-                         err=True)
+            note = ("" if w.get("usable", True)
+                    else " - PCoIP: password login only, not with a smart card")
+            click.echo(f"   {i}. {w.get('name') or w['id']} [{w['id']}] ({w['protocol']}, "
+                       f"{w['running_mode']}, {w['state']}){note}", err=True)
+        usable = [i for i, w in enumerate(workspaces, 1) if w.get("usable", True)]
+        n = click.prompt("Connect to", type=click.IntRange(1, len(workspaces)),
+                         default=usable[0] if usable else 1, err=True)
         return workspaces[n - 1]
 
 
@@ -203,6 +208,11 @@ def login(reader: str | None, pin_stdin: bool, cert_slot: str | None, username: 
 
     if pin_stdin and password_stdin:
         raise click.UsageError("--pin-stdin and --password-stdin both read standard input")
+    if (pin_stdin or password_stdin) and workspace_id is None:
+        # The picker would read its answer from the same standard input as the PIN.
+        raise click.UsageError("--pin-stdin and --password-stdin need --workspace ID: the "
+                               "WorkSpace cannot be chosen at a prompt when standard input "
+                               "holds the PIN or password")
     saved = load_registration(config_path)
     if session_file:
         from broker.client.session_file import check_location
@@ -258,6 +268,13 @@ def write_session_file(path: Path, flow: Any, saved: dict[str, Any], result: Any
         auth_token=result.auth_token, user=result.user["username"],
         directory=result.user.get("directory_id"), auth_method=result.method,
         certificate_sha256=result.certificate_sha256)
+
+
+#: Why the broker ended a held session (heartbeat ``reason``), in a card user's words.
+ENDED_BECAUSE = {
+    "admin": "an administrator ended it",
+    "card_removed": "the card was removed",
+}
 
 
 def hold_session(flow: Any, session: dict[str, Any], reader: str | None,
@@ -316,9 +333,13 @@ def hold_session(flow: Any, session: dict[str, Any], reader: str | None,
                            err=True)
                 last = action
             if action == "disconnect":
-                reason = "disconnected"
-                click.echo("disconnected", err=True)
-                return
+                why = getattr(flow, "last_end_reason", None)
+                if why is None:  # the card was removed where removal disconnects
+                    reason = "card_removed"
+                    click.echo("disconnected: the card was removed", err=True)
+                    return
+                reason = why
+                fail(f"session ended by the broker: {ENDED_BECAUSE.get(why, why)} ({why})")
             time.sleep(interval)
     except KeyboardInterrupt:
         reason = "client"
