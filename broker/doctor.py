@@ -91,8 +91,12 @@ def check_tls(settings: Settings, now: datetime, warn_days: int) -> Check:
     problem = tls_problem(TlsFiles(cert_path, key_path))
     if problem is not None:
         return Check("tls", FAIL, problem)
+    from cryptography.hazmat.primitives import hashes
+
+    # the fingerprint clients pin on first use (`broker-client register` shows the same)
+    fp = cert.fingerprint(hashes.SHA256()).hex()
     return expiry_check("tls", "", cert.not_valid_after_utc, now, warn_days,
-                        f"certificate {cert.subject.rfc4514_string()} expires")
+                        f"certificate {cert.subject.rfc4514_string()} (sha256 {fp}) expires")
 
 
 def tls_problem(files: Any) -> str | None:

@@ -136,12 +136,17 @@ def client_identity(as_client: str | None, saved: dict[str, Any] | None = None
               help="Verify the broker against this CA instead of pinning its certificate.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to keep the registration (default ~/.config/smartcard-broker).")
+@click.option("--yes", "-y", "assume_yes", is_flag=True,
+              help="Trust the broker's certificate without asking (without --cafile it is "
+                   "pinned on first use: compare its fingerprint with your administrator's).")
 @as_client_option
 def register(code: str, broker_addr: str, cafile: str | None, config_path: Path | None,
-             as_client: str | None) -> None:
+             assume_yes: bool, as_client: str | None) -> None:
     """Register with a registration CODE: stores the code and the broker's TLS pin.
 
-    Exits 1 when the directory offers this client no login method at all."""
+    Without --cafile the broker's certificate is pinned on first use: its SHA-256 fingerprint
+    is shown and confirmed (or --yes). Exits 1 when the directory offers this client no login
+    method at all, or the certificate is not confirmed."""
     from broker.client.flow import (
         BrokerApi,
         BrokerEndpoint,
@@ -164,6 +169,19 @@ def register(code: str, broker_addr: str, cafile: str | None, config_path: Path 
     if not reg["login_methods"]:
         fail(f"{reg['directory']['name']} ({reg['region']}) offers this client no login "
              f"method (smart card: {reasons}); nothing was saved")
+    if ep.pin_sha256 and not assume_yes:
+        pin = ep.pin_sha256
+        click.echo(f"the broker at {broker_addr} presents a certificate with SHA-256 fingerprint"
+                   f"\n  {':'.join(pin[i:i + 2] for i in range(0, len(pin), 2)).upper()}\n"
+                   "compare it with the one your administrator gave you (`broker doctor` "
+                   "prints it on the tls line)", err=True)
+        try:
+            trusted = click.confirm("Trust this broker?", default=False, err=True)
+        except click.Abort:
+            trusted = False
+        if not trusted:
+            fail("not registered: the broker's certificate was not confirmed (pass --yes to "
+                 "trust it, or --cafile to verify it against a CA)")
     path = save_registration(broker_addr, code, ep.pin_sha256, cafile, config_path, as_client)
     click.echo(f"registered with {reg['directory']['name']} ({reg['region']}); "
                f"login methods: {', '.join(reg['login_methods'])}")

@@ -159,3 +159,25 @@ def test_an_admin_ended_session_says_why_and_exits_non_zero(
         text = err.getvalue().decode()
     assert ended.value.code == 1
     assert "session ended by the broker: an administrator ended it (admin)" in text
+
+
+def test_register_shows_the_fingerprint_it_pins_and_asks(monkeypatch: pytest.MonkeyPatch,
+                                                         tmp_path: Any) -> None:
+    import broker.client.flow as flow_module
+
+    pin = "ab" * 32
+    monkeypatch.setattr(flow_module, "fetch_certificate_pin", lambda host, port: pin)
+    monkeypatch.setattr(LoginFlow, "register", lambda self: {
+        **REG, "login_methods": ["smart_card"], "smart_card": {"reasons": [], "in_session": True}})
+    args = ["register", "SLgovw+X", "--broker", "127.0.0.1:8443", "--as-client",
+            "windows/x86_64/3.1.1", "--config", str(tmp_path / "c.json")]
+    refused = CliRunner().invoke(client_cli.main, args, input="n\n")
+    assert refused.exit_code == 1 and not (tmp_path / "c.json").exists()
+    assert "AB:AB:AB" in refused.output and "--yes" in refused.output
+    no_tty = CliRunner().invoke(client_cli.main, args, input="")
+    assert no_tty.exit_code == 1 and "Aborted" not in no_tty.output
+    accepted = CliRunner().invoke(client_cli.main, args, input="y\n")
+    assert accepted.exit_code == 0 and (tmp_path / "c.json").exists(), accepted.output
+    (tmp_path / "c.json").unlink()
+    assert CliRunner().invoke(client_cli.main, [*args, "--yes"]).exit_code == 0
+    assert (tmp_path / "c.json").exists()
