@@ -197,6 +197,9 @@ def run_server(settings: Settings, *, dev: bool, inherited: dict[str, int] | Non
     from broker.service.wiring import install
 
     install(ctx)
+    from broker import metrics
+
+    metrics.start_series_at_zero()
     ctx.start_threadpool()
     exit_code = [0]
 
