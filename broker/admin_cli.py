@@ -406,15 +406,26 @@ def build_command(resource: Resource, op: Operation) -> click.Command:
         f"{resource.singular}_id".upper() if f.name == "id"
         else (f.cli or f.name).upper().replace("-", "_") for f in positional_fields]
     params: list[click.Parameter] = []
+    body_fields = [f for f in resource.body_fields(op) if f not in positional_fields]
+    # Resources that name their directory in the body or a filter (WorkSpaces, codes, users
+    # of the list filters) take it as the first argument too, as the README writes them.
+    directory_first = not by_directory and resource.name != "directories" and (
+        any(f.name == "directory" for f in body_fields)
+        or any(flt.name == "directory" for flt in op.filters))
     if by_directory:
         params.append(click.Argument(["args"], nargs=-1, metavar=" ".join(
             ["[DIRECTORY]", *names])))
         params.append(click.Option(["--directory", "directory_opt"], help=(
             "The directory (or give it as the first argument).")))
     else:
-        params.append(click.Argument(["args"], nargs=-1, metavar=" ".join(names)))
-    body_fields = [f for f in resource.body_fields(op) if f not in positional_fields]
+        params.append(click.Argument(["args"], nargs=-1, metavar=" ".join(
+            (["[DIRECTORY]"] if directory_first else []) + names)))
     params += [_field_option(f, create=op.body != "update") for f in body_fields]
+    directory_required = False
+    for p in params:
+        if directory_first and isinstance(p, click.Option) and p.name == "directory" \
+                and p.required:
+            p.required, directory_required = False, True  # checked below: it may be args[0]
     nullable = [f.name for f in body_fields if f.nullable] if op.body == "update" else []
     if nullable:
         params.append(click.Option(["--clear"], multiple=True,
@@ -443,8 +454,16 @@ def build_command(resource: Resource, op: Operation) -> click.Command:
             if len(args) != len(names):
                 fail(f"expected {' '.join(names)} after the directory", EXIT_USAGE)
             path = {"directory_id": given}
+        elif directory_first and len(args) == len(names) + 1:
+            if options.get("directory") is not None:
+                fail("name the directory once (first argument or --directory)", EXIT_USAGE)
+            options["directory"], args = args[0], args[1:]
+            path = {}
+        elif directory_required and options.get("directory") is None:
+            fail("name the directory (first argument or --directory)", EXIT_USAGE)
         elif len(args) != len(names):
-            fail(f"expected {' '.join(names) or 'no arguments'}, got {len(args)} argument(s)",
+            wanted = " ".join((["[DIRECTORY]"] if directory_first else []) + names)
+            fail(f"expected {wanted or 'no arguments'}, got {len(args)} argument(s)",
                  EXIT_USAGE)
         else:
             path = {}

@@ -435,3 +435,27 @@ def test_export_warns_that_codes_are_live_and_no_codes_leaves_them_out(
     again = apply(cli, tmp_path / "b.toml")
     assert changes(again) == 0, again
     assert [c for d in again["directories"] for c in d["registration_codes"]] == codes
+
+
+def test_directory_first_works_for_workspaces_and_codes_as_for_users(
+        cli: BrokerProcess, pki: Pki, tmp_path: Path) -> None:
+    base = tmp_path / "ops"
+    write_pki(base, pki)
+    (base / "directories.toml").write_text(FILE)
+    apply(cli, base / "directories.toml")
+    made = run_json(cli, "workspaces", "create", "corp", "ws-pos", "--user", "alice",
+                    "--protocol", "WSP")
+    assert made["directory"] == "corp" and made["id"] == "ws-pos"
+    codes = run_json(cli, "codes", "list", "corp")["items"]
+    assert len(codes) == 2 and {c["directory"] for c in codes} == {"corp"}
+    listed = run_json(cli, "workspaces", "list", "corp")["items"]
+    assert "ws-pos" in {w["id"] for w in listed} and {w["directory"] for w in listed} == {"corp"}
+    # the option form still works; both at once, or neither, is a usage error
+    assert run_json(cli, "workspaces", "create", "ws-opt", "--directory", "corp", "--user",
+                    "alice", "--protocol", "WSP")["directory"] == "corp"
+    both = cli.run_cli("admin", "workspaces", "create", "corp", "ws-2", "--directory", "corp",
+                       "--user", "alice", "--protocol", "WSP", check=False)
+    neither = cli.run_cli("admin", "workspaces", "create", "ws-3", "--user", "alice",
+                          "--protocol", "WSP", check=False)
+    assert both.returncode == neither.returncode == 2
+    assert "name the directory" in both.stderr and "name the directory" in neither.stderr
