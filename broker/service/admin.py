@@ -144,10 +144,19 @@ def username_of(session: Session | None, user_id: int) -> str | None:
     return u.username if u is not None else None
 
 
+def region_suggestion(region: str, known: Any) -> str:
+    """" (did you mean 'us-gov-west-1'?)" for a near miss of a catalogue region, else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(region.lower(), list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _check_region(ctx: BrokerContext, region: str) -> None:
     if region not in ctx.catalogue:
         raise ServiceError(Code.VALIDATION_FAILED,
-                           f"Region {region!r} is not in the region catalogue.",
+                           f"Region {region!r} is not in the region catalogue"
+                           f"{region_suggestion(region, ctx.catalogue.region_ids())}.",
                            {"field": "region", "region": region})
 
 

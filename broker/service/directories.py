@@ -151,7 +151,8 @@ def load_file(path: Path, known_regions: set[str]) -> LoadedFile:
         seen_dirs.add(d["id"])
         if d["region"] not in known_regions:
             raise _fail(path, text, (*here, "region"),
-                        f"unknown region {d['region']!r} (not in the region catalogue)")
+                        f"unknown region {d['region']!r} (not in the region catalogue)"
+                        f"{admin.region_suggestion(d['region'], known_regions)}")
         usernames: set[str] = set()
         for ui, u in enumerate(d["user"]):
             if u["username"] in usernames:
