@@ -80,11 +80,12 @@ DIR_404 = ("directory_unknown",)
 
 
 def _time(name: str, label: str, help: str, column: str | None = None, *,
-          console_column: bool = False, warn_within: timedelta | None = None) -> Field:
+          console_column: bool = False, warn_within: timedelta | None = None,
+          list_column: bool = False) -> Field:
     """A read-only timestamp (ISO 8601, UTC)."""
     return Field(name, str, label, help, column=column, nullable=True, create=False,
                  update=False, in_file=False, console_column=console_column,
-                 warn_within=warn_within)
+                 warn_within=warn_within, list_column=list_column)
 
 
 def _out(name: str, type_: Any, label: str, help: str = "", *, column: str | None = None,
@@ -934,7 +935,7 @@ CRLS = Resource(
         _out("fingerprint", str, "Fingerprint", "SHA-256 of the CRL (hex).", list_column=True),
         _time("this_update", "This update", "When the CRL was issued.", console_column=True),
         _time("next_update", "Next update", "When the next CRL is due.",
-              console_column=True, warn_within=CRL_DUE_WARNING),
+              console_column=True, warn_within=CRL_DUE_WARNING, list_column=True),
         _time("created_at", "Added", "When it was loaded."),
     ),
 )
@@ -1024,6 +1025,8 @@ SESSIONS = Resource(
         _out("directory", str, "Directory", column="directory_id", list_column=True),
         _out("workspace", str, "WorkSpace", column="workspace_id", list_column=True),
         _out("user_id", int, "User id"),
+        _out("user", str, "User", "The session's user name.", nullable=True, list_column=True,
+             read=lambda row, ctx: username_of(object_session(row), row.user_id)),
         _out("auth_method", str, "Login method", list_column=True),
         _out("protocol", str, "Protocol", list_column=True),
         _out("state", str, "State", "active, locked or ended.", list_column=True),
@@ -1045,7 +1048,7 @@ AUDIT_EVENTS = Resource(
     cli_aliases=("audit",), newest_first=True,
     fields=(
         _out("id", int, "ID", list_column=True),
-        _time("at", "At", "When it happened.", console_column=True),
+        _time("at", "At", "When it happened.", list_column=True),
         _out("kind", str, "Event", list_column=True),
         _out("outcome", str, "Outcome", "success, refused, error or change.",
              list_column=True),
@@ -1054,7 +1057,7 @@ AUDIT_EVENTS = Resource(
              list_column=True),
         _out("username", str, "User", nullable=True, list_column=True),
         _out("actor", str, "Actor", nullable=True, list_column=True),
-        _out("client_address", str, "Client address", nullable=True),
+        _out("client_address", str, "Client address", nullable=True, list_column=True),
         _out("cert_fingerprint", str, "Certificate fingerprint", nullable=True),
         _out("details", dict[str, Any], "Details", "What the decision rests on (revocation "
              "evidence among it).", nullable=True, console_column=True),

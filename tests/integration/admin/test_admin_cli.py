@@ -459,3 +459,18 @@ def test_directory_first_works_for_workspaces_and_codes_as_for_users(
                           "--protocol", "WSP", check=False)
     assert both.returncode == neither.returncode == 2
     assert "name the directory" in both.stderr and "name the directory" in neither.stderr
+
+
+def test_lists_show_when_next_update_client_and_user(cli: BrokerProcess, pki: Pki,
+                                                     tmp_path: Path) -> None:
+    from broker.service.admin import SESSIONS
+
+    base = tmp_path / "ops"
+    write_pki(base, pki)
+    (base / "directories.toml").write_text(FILE)
+    apply(cli, base / "directories.toml")
+    audit = cli.run_cli("admin", "audit", "list", "--limit", "2").stdout.splitlines()
+    assert audit[0].split()[:2] == ["ID", "AT"] and "CLIENT_ADDRESS" in audit[0], audit
+    crls = cli.run_cli("admin", "crls", "list", "corp").stdout.splitlines()
+    assert "NEXT_UPDATE" in crls[0], crls
+    assert "user" in SESSIONS.list_columns  # sessions list their user by name
