@@ -73,6 +73,7 @@ def write_pki(etc: Path) -> None:
     (etc / "tls" / "broker.key").write_bytes(tls.key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
+    (etc / "tls" / "broker.key").chmod(0o600)  # as an operator installs it
     (etc / "directories.toml").write_text(
         '[[directory]]\nid = "corp"\nname = "Corp"\nregion = "us-gov-west-1"\n'
         'smart_card = { pre_session = true, in_session = true }\n'
@@ -83,7 +84,7 @@ def write_pki(etc: Path) -> None:
 def test_operator_session_prints_what_the_readme_shows(tmp_path: Path) -> None:
     etc, var = tmp_path / "etc", tmp_path / "var"
     etc.mkdir()
-    var.mkdir()
+    var.mkdir(mode=0o700)  # systemd's StateDirectoryMode is stricter still
     env = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
     # Plumbing the sample does not show: the state folder (/var/lib under a real /etc) and
     # ports nobody else uses.
