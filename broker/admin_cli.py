@@ -131,7 +131,8 @@ def _apply(ctx: Any, loaded: Any, *, prune: bool, dry_run: bool) -> Any:
 
     def work(session: Any) -> Any:
         result = directories.apply_loaded(session, loaded, catalogue=ctx.catalogue,
-                                          actor=cli_actor(), now=ctx.now(), prune=prune)
+                                          actor=cli_actor(), now=ctx.now(), prune=prune,
+                                          dry_run=dry_run)
         if dry_run:
             raise _RolledBack(result)
         return result
@@ -175,7 +176,7 @@ def apply_cmd(settings: Settings, file: Path, as_json: bool, dry_run: bool, prun
 
     def human() -> None:
         for d in result.directories:
-            count = len(d["changed"])
+            count = d["changes"]
             click.echo(f"directory {d['id']} ({d['region']}): "
                        f"{count} change{'' if count == 1 else 's'}"
                        f"{' (dry run)' if dry_run and count else ''}")
@@ -201,7 +202,11 @@ def apply_cmd(settings: Settings, file: Path, as_json: bool, dry_run: bool, prun
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the file here (PEM files go to <name>-pki/ beside it); "
                    "default: standard output with PEM files under ./<directory>-pki/.")
-def export_cmd(settings: Settings, directory_ids: tuple[str, ...], output: Path | None) -> None:
+@click.option("--no-codes", is_flag=True,
+              help="Write how many registration codes each directory has, not the codes "
+                   "(which are live). The default from version 1.0.")
+def export_cmd(settings: Settings, directory_ids: tuple[str, ...], output: Path | None,
+               no_codes: bool) -> None:
     """Write DIRECTORY … back in the declarative file format."""
     from broker.private_files import UnsafePathError, write_private
     from broker.service import directories
@@ -211,7 +216,8 @@ def export_cmd(settings: Settings, directory_ids: tuple[str, ...], output: Path 
     stem = output.stem if output else "-".join(directory_ids)
     pki_dir = base / f"{stem}-pki"
     try:
-        docs = run_tx(ctx, lambda s: [directories.export_directory(s, d, pki_dir, base)
+        docs = run_tx(ctx, lambda s: [directories.export_directory(s, d, pki_dir, base,
+                                                                   codes=not no_codes)
                                       for d in directory_ids])
         text = directories.export_text(docs)
         if output:
@@ -225,6 +231,12 @@ def export_cmd(settings: Settings, directory_ids: tuple[str, ...], output: Path 
         click.echo(f"wrote {output} (certificates and CRLs in {pki_dir})", err=True)
     else:
         sys.stdout.write(text)
+    live = sum(len(d["registration_codes"]) for d in docs
+               if isinstance(d["registration_codes"], list))
+    if live:
+        click.echo(f"warning: the export holds {live} live registration code"
+                   f"{'' if live == 1 else 's'}: anyone with it can register clients; keep it "
+                   "secret, or export with --no-codes (the default from version 1.0)", err=True)
 
 
 # --------------------------------------------------------------------------- tokens
@@ -394,15 +406,26 @@ def build_command(resource: Resource, op: Operation) -> click.Command:
         f"{resource.singular}_id".upper() if f.name == "id"
         else (f.cli or f.name).upper().replace("-", "_") for f in positional_fields]
     params: list[click.Parameter] = []
+    body_fields = [f for f in resource.body_fields(op) if f not in positional_fields]
+    # Resources that name their directory in the body or a filter (WorkSpaces, codes, users
+    # of the list filters) take it as the first argument too, as the README writes them.
+    directory_first = not by_directory and resource.name != "directories" and (
+        any(f.name == "directory" for f in body_fields)
+        or any(flt.name == "directory" for flt in op.filters))
     if by_directory:
         params.append(click.Argument(["args"], nargs=-1, metavar=" ".join(
             ["[DIRECTORY]", *names])))
         params.append(click.Option(["--directory", "directory_opt"], help=(
             "The directory (or give it as the first argument).")))
     else:
-        params.append(click.Argument(["args"], nargs=-1, metavar=" ".join(names)))
-    body_fields = [f for f in resource.body_fields(op) if f not in positional_fields]
+        params.append(click.Argument(["args"], nargs=-1, metavar=" ".join(
+            (["[DIRECTORY]"] if directory_first else []) + names)))
     params += [_field_option(f, create=op.body != "update") for f in body_fields]
+    directory_required = False
+    for p in params:
+        if directory_first and isinstance(p, click.Option) and p.name == "directory" \
+                and p.required:
+            p.required, directory_required = False, True  # checked below: it may be args[0]
     nullable = [f.name for f in body_fields if f.nullable] if op.body == "update" else []
     if nullable:
         params.append(click.Option(["--clear"], multiple=True,
@@ -431,8 +454,16 @@ def build_command(resource: Resource, op: Operation) -> click.Command:
             if len(args) != len(names):
                 fail(f"expected {' '.join(names)} after the directory", EXIT_USAGE)
             path = {"directory_id": given}
+        elif directory_first and len(args) == len(names) + 1:
+            if options.get("directory") is not None:
+                fail("name the directory once (first argument or --directory)", EXIT_USAGE)
+            options["directory"], args = args[0], args[1:]
+            path = {}
+        elif directory_required and options.get("directory") is None:
+            fail("name the directory (first argument or --directory)", EXIT_USAGE)
         elif len(args) != len(names):
-            fail(f"expected {' '.join(names) or 'no arguments'}, got {len(args)} argument(s)",
+            wanted = " ".join((["[DIRECTORY]"] if directory_first else []) + names)
+            fail(f"expected {wanted or 'no arguments'}, got {len(args)} argument(s)",
                  EXIT_USAGE)
         else:
             path = {}

@@ -66,16 +66,21 @@ def migrate(settings: Settings, revision: str, downgrade: bool, assume_yes: bool
     except BrokerError as exc:
         fail(exc.message)
     try:
+        before = mig.revision_at(url)
         if downgrade:
             mig.downgrade(url, revision, sealing_key=key)
         else:
             mig.upgrade(url, revision, sealing_key=key)
+        after = mig.revision_at(url)
     except SQLAlchemyError as exc:
         fail(f"database {redact(url)}: {first_line(exc)}")
     except Exception as exc:  # alembic raises CommandError etc. for bad revisions
         fail(f"migration failed: {first_line(exc)}")
-    click.echo(f"database {redact(url)} is at revision {revision if downgrade else 'head'} "
-               f"({mig.head_revision() if not downgrade else revision})")
+    # "0000" is the empty database (alembic's base).
+    if before == after:
+        click.echo(f"database {redact(url)} already at {after or '0000'}")
+    else:
+        click.echo(f"database {redact(url)} migrated {before or '0000'} → {after or '0000'}")
 
 
 def prepare_sqlite_folder(settings: Settings) -> None:
@@ -192,6 +197,9 @@ def run_server(settings: Settings, *, dev: bool, inherited: dict[str, int] | Non
     from broker.service.wiring import install
 
     install(ctx)
+    from broker import metrics
+
+    metrics.start_series_at_zero()
     ctx.start_threadpool()
     exit_code = [0]
 
@@ -199,9 +207,16 @@ def run_server(settings: Settings, *, dev: bool, inherited: dict[str, int] | Non
         server.start_sweeper(ctx)
 
     def failed(f: Any) -> None:
-        msg = f.value.message if isinstance(f.value, BrokerError) else f.getErrorMessage()
-        log.error("cannot listen", extra={"error": msg})
-        exit_code[0] = 1
+        from twisted.internet.error import CannotListenError
+
+        exc = f.value
+        if isinstance(exc, CannotListenError):
+            why = getattr(exc.socketError, "strerror", None) or str(exc.socketError)
+            msg = f"cannot listen on {exc.interface or '*'}:{exc.port}: {why}"
+        else:
+            msg = exc.message if isinstance(exc, BrokerError) else f.getErrorMessage()
+        click.echo(f"error: {msg}", err=True)  # one line for the operator, not a log record
+        exit_code[0] = EXIT_USAGE
         reactor.stop()
 
     def start() -> None:
@@ -219,11 +234,13 @@ def run_server(settings: Settings, *, dev: bool, inherited: dict[str, int] | Non
 
 def startup_checks(ctx: Any, dev: bool, log: Any, *, announce: bool = True) -> Any:
     """Everything `serve` needs, checked before listening: the region catalogue, the TLS files,
-    the database (reachable, schema at head; --dev migrates). One line and exit 1 on failure.
+    the database (reachable, schema at head; --dev migrates), the listen addresses. One line
+    and exit 1 on failure (2 when an address cannot be listened on).
     Returns the TLS files."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from broker.cli_common import require_existing_database
+    from broker.doctor import listen_problem, tls_problem
     from broker.store import migrate as mig
     from broker.web import server
 
@@ -231,12 +248,20 @@ def startup_checks(ctx: Any, dev: bool, log: Any, *, announce: bool = True) -> A
         ctx.catalogue  # noqa: B018 (load now: a bad catalogue refuses the start)
         ctx.sealing_key  # noqa: B018 (made at the first start; a bad key file refuses it)
         tls = server.resolve_tls(ctx, dev)
-        server.tls_options(tls)  # unreadable or mismatched files fail here, not per connection
     except BrokerError as exc:
         fail(exc.message)
     except OSError as exc:
         fail(f"cannot create {exc.filename}: {exc.strerror} (set server.state_dir or "
              "keys.encryption_key_file)")
+    problem = tls_problem(tls)  # unreadable or mismatched files fail here, not per connection
+    if problem is not None:
+        fail(problem)
+    if announce:  # workers adopt the supervisor's sockets: nothing to try for them
+        s = ctx.settings.server
+        for key, endpoint in (("listen", s.listen), ("admin_listen", s.admin_listen)):
+            why = listen_problem(endpoint)
+            if why is not None:
+                fail(f"server.{key} {endpoint}: {why}", EXIT_USAGE)
     if dev:
         prepare_sqlite_folder(ctx.settings)
     else:
@@ -271,11 +296,15 @@ def supervise(settings: Settings, dev: bool) -> None:
 
     log = logging.getLogger("broker.serve")
     startup_checks(BrokerContext(settings), dev, log)  # once, before forking (makes the dev cert)
-    try:
-        socks = {"client": bind_socket(settings.server.listen),
-                 "admin": bind_socket(settings.server.admin_listen)}
-    except (BrokerError, OSError) as exc:
-        fail(getattr(exc, "message", None) or str(exc))
+    socks = {}
+    for name, key in (("client", "listen"), ("admin", "admin_listen")):
+        endpoint = getattr(settings.server, key)
+        try:
+            socks[name] = bind_socket(endpoint)
+        except BrokerError as exc:
+            fail(exc.message, EXIT_USAGE)
+        except OSError as exc:
+            fail(f"server.{key} {endpoint}: {exc.strerror or exc}", EXIT_USAGE)
     from broker import metrics
 
     # Workers write their metrics here and any of them answers a scrape with the sum.
@@ -354,11 +383,12 @@ def _attach_groups() -> None:
     """Subcommand groups that live beside their layer (a broken import is an error, never a
     silently missing command)."""
     from broker.admin_cli import admin
+    from broker.config_cli import config_group
     from broker.demo import demo
     from broker.doctor import doctor
     from broker.pki.cli import pki
 
-    for group in (pki, admin, demo, doctor):
+    for group in (pki, admin, demo, doctor, config_group):
         main.add_command(group)
 
 

@@ -8,9 +8,10 @@ the CLI can print one line and exit non-zero instead of a traceback.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -61,6 +62,12 @@ class ServerSettings:
     #: Opt-in: workers share one TLS ticket key (broker/web/ticket_keys.py, probed in a child
     #: process first). Needs workers > 1. The supported route is TLS termination at HAProxy.
     tls_shared_ticket_keys: bool = False
+    #: PROXY protocol on the client listener: "off", "v1" or "v2" (HAProxy send-proxy-v2),
+    #: believed only from ``proxy_balancers`` (broker/web/proxy_protocol.py).
+    proxy_protocol: str = "off"
+    #: Balancer addresses or networks ("10.0.0.5", "10.0.1.0/24"); in the environment,
+    #: comma-separated.
+    proxy_balancers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -212,6 +219,13 @@ def _field_types(cls: type) -> dict[str, type]:
 def _coerce(key: str, value: Any, tp: type, source: str) -> Any:
     """Check ``value`` against ``tp``; strings from the environment are converted."""
     where = f"{source}: " if source else ""
+    if tp == tuple[str, ...]:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise ConfigError(message=f"{where}{key} must be a list of strings, not {value!r}",
+                          details={"key": key})
     if isinstance(value, str) and tp is not str:
         text = value.strip()
         try:
@@ -296,6 +310,44 @@ def _check_values(settings: Settings) -> None:
                           details={"key": "log.format"})
     if s.database.url:
         check_database_url(s.database.url, where)
+    _check_proxy(s.server, where)
+
+
+def _check_proxy(server: ServerSettings, where: str) -> None:
+    versions = PROXY_VERSIONS
+    if server.proxy_protocol not in versions:
+        raise ConfigError(message=f"{where}server.proxy_protocol must be one of "
+                                  f"{', '.join(versions)}, not {server.proxy_protocol!r}",
+                          details={"key": "server.proxy_protocol"})
+    try:
+        balancers = parse_balancers(server.proxy_balancers)
+    except ValueError as exc:
+        raise ConfigError(message=f"{where}server.proxy_balancers: {exc}",
+                          details={"key": "server.proxy_balancers"}) from None
+    if server.proxy_protocol != "off" and not balancers:
+        raise ConfigError(message=f"{where}server.proxy_protocol = {server.proxy_protocol!r} "
+                                  "needs server.proxy_balancers (the balancers' addresses)",
+                          details={"key": "server.proxy_balancers"})
+
+
+#: server.proxy_protocol values.
+PROXY_VERSIONS = ("off", "v1", "v2")
+ProxyNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_balancers(entries: Iterable[str]) -> list[ProxyNetwork]:
+    """server.proxy_balancers as networks; ValueError naming an entry that is neither an IP
+    address nor a CIDR network."""
+    nets: list[ProxyNetwork] = []
+    for entry in entries:
+        text = entry.strip()
+        if not text:
+            continue
+        try:
+            nets.append(ipaddress.ip_network(text, strict=False))
+        except ValueError:
+            raise ValueError(f"not an IP address or network: {text!r}") from None
+    return nets
 
 
 def check_database_url(url: str, where: str = "") -> None:

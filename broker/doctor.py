@@ -2,12 +2,14 @@
 monitoring (``--json``; exit 0 all good, 1 a check failed, 2 unusable input such as a bad
 config file).
 
-Checks: config, region catalogue, database reachable and at the migration head, TLS certificate
-expiry, the modes of private files (database, keys, TLS key, metrics: warn when others may
-read them), per directory the earliest CA expiry and CRL next update, OCSP responders reachable
-(from the AIA of the stored CA certificates), and the clock against the database server's. Like
-every command that only reads, it never creates a file: a missing SQLite database is a failed
-check.
+Checks: everything `serve` checks at start (config, region catalogue, database reachable and at
+the migration head, TLS key matching the certificate and an ordered chain, listen addresses free
+or held by a running broker), TLS certificate expiry, the modes of private files (database,
+keys, TLS key, metrics: warn when others may read them), per directory the earliest CA expiry
+and CRL next update, revocation coverage of hard-fail directories (broker.pki.coverage), OCSP
+responders reachable (from the AIA of the stored CA certificates), and the clock against the
+database server's. Like every command that only reads, it never creates a
+file: a missing SQLite database is a failed check.
 """
 
 from __future__ import annotations
@@ -84,8 +86,117 @@ def check_tls(settings: Settings, now: datetime, warn_days: int) -> Check:
         return Check("tls", FAIL, f"cannot read {exc.filename}: {exc.strerror}")
     except ValueError as exc:
         return Check("tls", FAIL, f"{cert_path}: not a PEM certificate ({exc})")
+    from broker.web.server import TlsFiles
+
+    problem = tls_problem(TlsFiles(cert_path, key_path))
+    if problem is not None:
+        return Check("tls", FAIL, problem)
+    from cryptography.hazmat.primitives import hashes
+
+    # the fingerprint clients pin on first use (`broker-client register` shows the same)
+    fp = cert.fingerprint(hashes.SHA256()).hex()
     return expiry_check("tls", "", cert.not_valid_after_utc, now, warn_days,
-                        f"certificate {cert.subject.rfc4514_string()} expires")
+                        f"certificate {cert.subject.rfc4514_string()} (sha256 {fp}) expires")
+
+
+def tls_problem(files: Any) -> str | None:
+    """What `serve` would refuse in the TLS files (unreadable, key not matching the
+    certificate) or serve broken (a chain whose certificates do not issue one another), or
+    None. Used by `serve` at start and by doctor."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+
+    from broker.errors import BrokerError
+    from broker.web.server import tls_options
+
+    try:
+        tls_options(files).getContext()
+    except BrokerError as exc:
+        return exc.message
+    except Exception as exc:  # pyOpenSSL's Error: the key does not match the certificate
+        return (f"{files.key} does not match the certificate in {files.cert} "
+                f"({first_line(exc) or type(exc).__name__})")
+    chain = x509.load_pem_x509_certificates(files.cert.read_bytes())
+    for i, (cert, issuer) in enumerate(zip(chain, chain[1:], strict=False), start=1):
+        try:
+            cert.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature):
+            return (f"{files.cert}: certificate {i + 1} ({issuer.subject.rfc4514_string()}) "
+                    f"did not issue certificate {i} ({cert.subject.rfc4514_string()}); put "
+                    "the server certificate first, then each issuer in order")
+    return None
+
+
+def listen_problem(endpoint: str) -> str | None:
+    """Why `serve` could not listen on a tcp: ``endpoint`` now (None: it could, or the
+    endpoint is not tcp: and is left to serve). Binds and closes at once."""
+    import errno
+
+    from broker.cli import bind_socket
+    from broker.config import ConfigError
+
+    try:
+        bind_socket(endpoint).close()
+    except ConfigError:
+        return None  # not a tcp: endpoint (unix:, systemd:): nothing to try here
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return "address already in use"
+        if exc.errno == errno.EACCES:
+            return "permission denied (ports below 1024 need CAP_NET_BIND_SERVICE)"
+        return exc.strerror or str(exc)
+    return None
+
+
+def running_broker(endpoint: str, timeout: float) -> int | None:
+    """The pid a broker on ``endpoint`` reports at /healthz (TLS, unverified: only asking
+    whether the port is ours), or None."""
+    import http.client
+    import ssl
+
+    from broker.cli import parse_tcp_endpoint
+
+    try:
+        host, port, _ = parse_tcp_endpoint(endpoint)
+    except Exception:
+        return None
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    try:
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ctx)
+        try:
+            conn.request("GET", "/healthz")
+            resp = conn.getresponse()
+            body = json.loads(resp.read()) if resp.status == 200 else {}
+        finally:
+            conn.close()
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    pid = body.get("pid") if isinstance(body, dict) else None
+    return pid if isinstance(pid, int) else None
+
+
+def check_listen(settings: Settings, timeout: float) -> list[Check]:
+    s = settings.server
+    checks = []
+    for key, endpoint in (("listen", s.listen), ("admin_listen", s.admin_listen)):
+        problem = listen_problem(endpoint)
+        if problem is None:
+            checks.append(Check("listen", OK, f"server.{key} {endpoint} is free", key))
+            continue
+        pid = None
+        if problem == "address already in use":
+            # A running broker holds its own ports; the admin one answers even behind a
+            # PROXY-protocol balancer.
+            pid = running_broker(endpoint, timeout) or running_broker(s.admin_listen, timeout)
+        if pid is not None:
+            checks.append(Check("listen", OK, f"server.{key} {endpoint} is served by a running "
+                                              f"broker (pid {pid})", key))
+        else:
+            checks.append(Check("listen", FAIL, f"server.{key} {endpoint}: {problem}; serve "
+                                                "could not listen", key))
+    return checks
 
 
 def check_store(settings: Settings, now: datetime, warn_days: int,
@@ -94,6 +205,7 @@ def check_store(settings: Settings, now: datetime, warn_days: int,
     from sqlalchemy import func, select, text
     from sqlalchemy.exc import SQLAlchemyError
 
+    from broker.service.coverage import directory_gaps
     from broker.store import migrate
     from broker.store.db import Database
     from broker.store.models import AuditEvent, Crl, Directory, TrustCertificate
@@ -130,6 +242,9 @@ def check_store(settings: Settings, now: datetime, warn_days: int,
                 db_now = session.execute(text("SELECT now()")).scalar_one()
             # The newest audit event (indexed): a clock earlier than it went backwards.
             last_event = session.scalar(select(func.max(AuditEvent.at)))
+            hard = set(session.scalars(select(Directory.id).where(
+                Directory.revocation_fail_mode == "hard")))
+            gaps = {d: directory_gaps(session, d, now) for d in sorted(hard)}
     except SQLAlchemyError as exc:
         checks.append(Check("database", FAIL, f"{url}: {first_line(exc)}"))
         return checks
@@ -144,6 +259,11 @@ def check_store(settings: Settings, now: datetime, warn_days: int,
         if next_update is not None:
             checks.append(expiry_check("crl", d, next_update, now, 1,
                                        "earliest CRL next update"))
+    for d, found in gaps.items():
+        if not found:
+            checks.append(Check("revocation", OK, "hard fail: every CA certificate has a "
+                                                  "revocation source", d))
+        checks.extend(Check("revocation", FAIL, g["message"], d) for g in found)
     checks.extend(check_ocsp(ders, timeout))
     checks.append(check_clock(now, db_now, last_event))
     return checks
@@ -242,6 +362,7 @@ def run_checks(settings: Settings, warn_days: int = 14, timeout: float = 3.0) ->
     checks.extend(check_store(settings, now, warn_days, timeout))
     checks.append(check_tls(settings, now, warn_days))
     checks.extend(check_modes(settings))
+    checks.extend(check_listen(settings, timeout))
     return checks
 
 

@@ -43,6 +43,9 @@ class BrokerProcess:
     env: dict[str, str] = field(default_factory=dict)
     workers: int = 1
     log_level: str = "info"
+    #: Source address for the harness's own connections to the client port (a 127.x.y.z other
+    #: than a PROXY-protocol balancer's, which must send a header).
+    client_source: str | None = None
 
     @property
     def cafile(self) -> Path:
@@ -101,7 +104,8 @@ class BrokerProcess:
         try:
             conn = http.client.HTTPSConnection(
                 "127.0.0.1", self.port, timeout=2,
-                context=ssl.create_default_context(cafile=str(self.cafile)))
+                context=ssl.create_default_context(cafile=str(self.cafile)),
+                source_address=(self.client_source, 0) if self.client_source else None)
             try:
                 conn.request("GET", "/healthz")
                 return conn.getresponse().status == 200

@@ -119,6 +119,29 @@ THROTTLE_ROUTES = {
 }
 
 
+#: Answers that mean "not yet, ask again" (a client polling a starting WorkSpace): normal
+#: traffic, never a refusal (one start polls ~10 times and would feed the refusal-spike alert).
+NOT_REFUSALS = frozenset({"workspace_not_ready"})
+#: Refusal codes whose series exist from the start at 0, so rate() and the alerts see the
+#: first one (a counter born at 1 has no increase to show).
+KEY_REFUSALS = ("certificate_untrusted", "certificate_expired", "certificate_revoked",
+                "certificate_revocation_unknown", "signature_invalid", "user_not_found",
+                "rate_limited", "locked_out")
+
+
+def start_series_at_zero() -> None:
+    """Create the key label sets now, at 0 (also in each worker's multiprocess file)."""
+    for method in set(LOGIN_ROUTES.values()):
+        for result in ("ok", "refused"):
+            LOGINS.labels(method, result)
+    for code in KEY_REFUSALS:
+        REFUSALS.labels(code)
+    for purpose in CHALLENGE_ROUTES.values():
+        CHALLENGES_ISSUED.labels(purpose)
+    for kind in ("crl", "ocsp"):
+        REVOCATION_FETCH_FAILURES.labels(kind)
+
+
 def record_request(api: str, route: str, method: str, status: int, code: str,
                    elapsed_s: float) -> None:
     """Count one answered request and what it meant (login outcome, refusal, challenge).
@@ -134,7 +157,8 @@ def record_request(api: str, route: str, method: str, status: int, code: str,
     if route in LOGIN_ROUTES and method == "POST":
         LOGINS.labels(LOGIN_ROUTES[route], "ok" if status < 400 else "refused").inc()
     # Unrouted paths (scanners) are not refusals of anything the broker offers.
-    if 400 <= status < 500 and code and code != "ok" and route != "unmatched":
+    if 400 <= status < 500 and code and code != "ok" and route != "unmatched" \
+            and code not in NOT_REFUSALS:
         REFUSALS.labels(code).inc()
     if status == 429 and route in THROTTLE_ROUTES:
         THROTTLED.labels(THROTTLE_ROUTES[route]).inc()

@@ -97,10 +97,11 @@ def broker_factory(tmp_path: Path) -> Iterator[object]:
     made: list[BrokerProcess] = []
 
     def make(db_url: str, extra_config: str = "", workers: int = 1, start: bool = True,
-             **env: str) -> BrokerProcess:
+             client_source: str | None = None, **env: str) -> BrokerProcess:
         base = tmp_path / f"broker{len(made)}"
         base.mkdir()
-        bp = BrokerProcess(base, db_url, free_port(), free_port(), env=dict(env), workers=workers)
+        bp = BrokerProcess(base, db_url, free_port(), free_port(), env=dict(env), workers=workers,
+                           client_source=client_source)
         bp.write_config(extra_config)
         made.append(bp)
         if start:

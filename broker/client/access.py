@@ -7,6 +7,7 @@ single one as a ``SmartCard`` — so the flow cannot tell a virtual card from a 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from broker.client.errors import CardError
@@ -23,10 +24,27 @@ class PcscCards:
 
         return transport.card_count(self.reader)
 
-    def wait_for_card(self, timeout: float) -> None:
+    def wait_for_card(self, timeout: float,
+                      countdown: Callable[[float], None] | None = None) -> None:
         import broker.client.transport as transport
 
-        transport.wait_for_card(self.reader, timeout)
+        transport.wait_for_card(self.reader, timeout, countdown)
+
+    def reader_names(self) -> list[str]:
+        """The readers a card is looked for in (the named one, else every one)."""
+        import broker.client.transport as transport
+
+        if self.reader:
+            return [self.reader]
+        try:
+            return transport.readers()
+        except CardError:
+            return []
+
+    def readers_with_card(self) -> list[str]:
+        import broker.client.transport as transport
+
+        return transport.readers_with_card(self.reader)
 
     def open(self) -> Any:
         import broker.client.transport as transport
@@ -49,7 +67,8 @@ class InProcessCards:
     def count(self) -> int:
         return 1
 
-    def wait_for_card(self, timeout: float) -> None:
+    def wait_for_card(self, timeout: float,
+                      countdown: Callable[[float], None] | None = None) -> None:
         time.sleep(0)
 
     def open(self) -> Any:

@@ -65,12 +65,17 @@ class TerminalScreens:
         return str(click.prompt(prompt, hide_input=True, err=True))
 
     def choose_workspace(self, workspaces: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Names first; a WorkSpace this login cannot use is marked, and the default is the
+        first one it can."""
         self.show("WorkSpaces")
         for i, w in enumerate(workspaces, 1):
-            click.echo(f"   {i}. {w['id']} ({w['protocol']}, {w['running_mode']}, {w['state']})",
-                       err=True)
-        n = click.prompt("Connect to", type=click.IntRange(1, len(workspaces)), default=1,
-                         err=True)
+            note = ("" if w.get("usable", True)
+                    else " - PCoIP: password login only, not with a smart card")
+            click.echo(f"   {i}. {w.get('name') or w['id']} [{w['id']}] ({w['protocol']}, "
+                       f"{w['running_mode']}, {w['state']}){note}", err=True)
+        usable = [i for i, w in enumerate(workspaces, 1) if w.get("usable", True)]
+        n = click.prompt("Connect to", type=click.IntRange(1, len(workspaces)),
+                         default=usable[0] if usable else 1, err=True)
         return workspaces[n - 1]
 
 
@@ -81,7 +86,9 @@ class _Main(click.Group):
         try:
             return super().invoke(ctx)
         except BrokerError as exc:
-            fail(exc.message)
+            from broker.client.flow import for_people
+
+            fail(for_people(exc))
         except OSError as exc:
             fail(f"{exc.strerror or exc} {exc.filename or ''}".strip())
         except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
@@ -141,13 +148,18 @@ def describe_registration(saved: dict[str, Any] | None) -> str:
 @click.option("--change", is_flag=True,
               help="Change Registration Code: show the directory registered now and the new "
                    "one, and ask before replacing it.")
-@click.option("--yes", "assume_yes", is_flag=True, help="With --change: replace without asking.")
+@click.option("--yes", "-y", "assume_yes", is_flag=True,
+              help="Do not ask: trust the broker's certificate (without --cafile it is pinned "
+                   "on first use: compare its fingerprint with your administrator's) and, with "
+                   "--change, replace the registration.")
 @as_client_option
 def register(code: str, broker_addr: str, cafile: str | None, config_path: Path | None,
              change: bool, assume_yes: bool, as_client: str | None) -> None:
     """Register with a registration CODE: stores the code and the broker's TLS pin.
 
-    Exits 1 when the directory offers this client no login method at all."""
+    Without --cafile the broker's certificate is pinned on first use: its SHA-256 fingerprint
+    is shown and confirmed (or --yes). Exits 1 when the directory offers this client no login
+    method at all, or the certificate is not confirmed."""
     from broker.client.flow import (
         BrokerApi,
         BrokerEndpoint,
@@ -178,6 +190,19 @@ def register(code: str, broker_addr: str, cafile: str | None, config_path: Path 
     if not reg["login_methods"]:
         fail(f"{reg['directory']['name']} ({reg['region']}) offers this client no login "
              f"method (smart card: {reasons}); nothing was saved")
+    if ep.pin_sha256 and not assume_yes:
+        pin = ep.pin_sha256
+        click.echo(f"the broker at {broker_addr} presents a certificate with SHA-256 fingerprint"
+                   f"\n  {':'.join(pin[i:i + 2] for i in range(0, len(pin), 2)).upper()}\n"
+                   "compare it with the one your administrator gave you (`broker doctor` "
+                   "prints it on the tls line)", err=True)
+        try:
+            trusted = click.confirm("Trust this broker?", default=False, err=True)
+        except click.Abort:
+            trusted = False
+        if not trusted:
+            fail("not registered: the broker's certificate was not confirmed (pass --yes to "
+                 "trust it, or --cafile to verify it against a CA)")
     new_dir = {"id": reg["directory"]["id"], "name": reg["directory"]["name"],
                "region": reg["region"]}
     if change:
@@ -235,6 +260,11 @@ def login(reader: str | None, pin_stdin: bool, cert_slot: str | None, username: 
 
     if pin_stdin and password_stdin:
         raise click.UsageError("--pin-stdin and --password-stdin both read standard input")
+    if (pin_stdin or password_stdin) and workspace_id is None:
+        # The picker would read its answer from the same standard input as the PIN.
+        raise click.UsageError("--pin-stdin and --password-stdin need --workspace ID: the "
+                               "WorkSpace cannot be chosen at a prompt when standard input "
+                               "holds the PIN or password")
     saved = load_registration(config_path)
     if session_file:
         from broker.client.session_file import check_location
@@ -307,6 +337,13 @@ def write_session_file(path: Path, flow: Any, saved: dict[str, Any], result: Any
         certificate_sha256=result.certificate_sha256)
 
 
+#: Why the broker ended a held session (heartbeat ``reason``), in a card user's words.
+ENDED_BECAUSE = {
+    "admin": "an administrator ended it",
+    "card_removed": "the card was removed",
+}
+
+
 def hold_session(flow: Any, session: dict[str, Any], reader: str | None,
                  interval: float, session_path: Path | None = None) -> None:
     """Heartbeat until the broker says disconnect (or Ctrl-C / SIGTERM, which end the
@@ -363,9 +400,13 @@ def hold_session(flow: Any, session: dict[str, Any], reader: str | None,
                            err=True)
                 last = action
             if action == "disconnect":
-                reason = "disconnected"
-                click.echo("disconnected", err=True)
-                return
+                why = getattr(flow, "last_end_reason", None)
+                if why is None:  # the card was removed where removal disconnects
+                    reason = "card_removed"
+                    click.echo("disconnected: the card was removed", err=True)
+                    return
+                reason = why
+                fail(f"session ended by the broker: {ENDED_BECAUSE.get(why, why)} ({why})")
             time.sleep(interval)
     except KeyboardInterrupt:
         reason = "client"

@@ -54,6 +54,20 @@ class ApiError(BrokerError):
         self.status = status
 
 
+#: Refusals whose broker message speaks to administrators (PKI internals): what the card user
+#: reads instead, with the code for the help desk; the detail stays in the broker's audit.
+FOR_CARD_USERS = {
+    "certificate_revocation_unknown": "the broker cannot check whether your certificate is "
+                                      "revoked; contact your administrator",
+}
+
+
+def for_people(exc: BrokerError) -> str:
+    """The one line a person reads for ``exc``."""
+    plain = FOR_CARD_USERS.get(exc.code) if isinstance(exc, ApiError) else None
+    return f"{plain} ({exc.code})" if plain else exc.message
+
+
 @dataclass
 class BrokerEndpoint:
     host: str
@@ -146,6 +160,20 @@ class BrokerApi:
         return resp.status, data
 
 
+def not_offered_because(reasons: Sequence[str], region: str) -> str:
+    """Why smart-card login is not offered, in a card user's words."""
+    if {"client_platform_unsupported", "client_arch_unsupported",
+            "client_version_unsupported"} & set(reasons):
+        return ("smart-card login needs the WorkSpaces Windows client 3.1.1 or later on 64-bit "
+                "Windows; from this computer, log in with a password (--username) if your "
+                "administrator allows it")
+    if "region_pre_session_unavailable" in reasons:
+        return (f"smart-card login is not available in {region} (only in AWS GovCloud "
+                "US-West); log in with a password (--username) if your administrator allows it")
+    return ("this directory does not offer smart-card login; ask your WorkSpaces "
+            "administrator")
+
+
 # --------------------------------------------------------------------------- the user
 
 class Screens(Protocol):
@@ -165,7 +193,8 @@ class CardAccess(Protocol):
 
     def count(self) -> int: ...
 
-    def wait_for_card(self, timeout: float) -> None: ...
+    def wait_for_card(self, timeout: float,
+                      countdown: Callable[[float], None] | None = None) -> None: ...
 
     def open(self) -> Any: ...
 
@@ -252,6 +281,7 @@ class LoginFlow:
         self.poll_interval = poll_interval
         self.max_wait = max_wait
         self.clock = clock
+        self.last_end_reason: str | None = None
 
     def register(self) -> dict[str, Any]:
         _, reg = self.api.call("POST", "/v1/registrations",
@@ -262,17 +292,34 @@ class LoginFlow:
         reg = self.register()
         directory = reg["directory"]["name"]
         if "smart_card" not in reg["login_methods"]:
-            reasons = ", ".join(reg["smart_card"].get("reasons", [])) or "not enabled"
+            reasons = list(reg["smart_card"].get("reasons", []))
             raise FlowError("smart_card_not_offered",
-                            f"{directory}: smart-card login is not offered here ({reasons}). "
-                            "Check the registration code, or ask your WorkSpaces administrator.")
+                            f"{directory}: {not_offered_because(reasons, reg['region'])} "
+                            f"({', '.join(reasons) or 'not enabled'})")
         self.screens.show("Insert your smart card", f"{directory} ({reg['region']})")
         if self.cards.count() == 0:
-            self.cards.wait_for_card(card_wait)
+            names: list[str] = getattr(self.cards, "reader_names", list)()
+            where = ", ".join(f'"{n}"' for n in names) or "a reader (none is connected)"
+
+            def countdown(left: float) -> None:
+                self.screens.show("Insert your smart card",
+                                  f"insert it in {where}: {left:.0f} s left")
+
+            self.cards.wait_for_card(card_wait, countdown)
         count = self.cards.count()
-        _, challenge = self.api.call("POST", "/v1/auth/challenges", {
-            "registration_code": self.code, "client": self.client, "card_count": count,
-            "purpose": "pre_session"})
+        try:
+            _, challenge = self.api.call("POST", "/v1/auth/challenges", {
+                "registration_code": self.code, "client": self.client, "card_count": count,
+                "purpose": "pre_session"})
+        except ApiError as exc:
+            if "multiple_cards" in exc.details.get("reasons", []):
+                names = list(getattr(self.cards, "readers_with_card", list)())
+                listed = ", ".join(f'"{n}"' for n in names)
+                raise FlowError("multiple_cards",
+                                f"{count} smart cards are inserted ({listed}): remove all but "
+                                "one, or choose one with --reader"
+                                + (f' (e.g. --reader "{names[0]}")' if names else "")) from None
+            raise
         card = self.cards.open()
         options = card.filter_by_issuers(card.certificates(), challenge["accepted_issuers"])
         if not options:
@@ -316,7 +363,11 @@ class LoginFlow:
         WorkSpace starts meanwhile; after a password login an available WorkSpace answers at
         once and a stopped one is waited for."""
         if workspace_id is None:
-            ws = self.screens.choose_workspace(login.workspaces)
+            # A card login can never use a PCoIP WorkSpace: say so in the picker.
+            card = login.method == "smart_card"
+            ws = self.screens.choose_workspace(
+                [{**w, "usable": not (card and w.get("protocol") == "PCoIP")}
+                 for w in login.workspaces])
         else:
             matches = [w for w in login.workspaces if w["id"] == workspace_id]
             if not matches:
@@ -370,8 +421,11 @@ class LoginFlow:
         self.api.call("DELETE", f"/v1/sessions/{session['id']}")
 
     def heartbeat(self, session: dict[str, Any], card_present: bool) -> str:
+        """The broker's action; why it ended the session, if it did, is then in
+        ``last_end_reason`` (e.g. "admin")."""
         _, body = self.api.call("POST", f"/v1/sessions/{session['id']}/heartbeat",
                                 {"card_present": card_present})
+        self.last_end_reason = body.get("reason") if isinstance(body, dict) else None
         return str(body["action"])
 
 

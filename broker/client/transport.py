@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Callable
 from typing import Any
 
 from broker.client.errors import (
@@ -101,11 +102,19 @@ def readers() -> list[str]:
 
 
 def _reader_objects(name: str | None) -> list[Any]:
-    objs = [r for r in _system_readers() if name is None or str(r) == name]
+    everything = _system_readers()
+    objs = [r for r in everything if name is None or str(r) == name]
     if not objs:
-        raise NoReaderError(message=f"No smart-card reader{' named ' + name if name else ''} "
-                                    "is connected.")
+        known = ", ".join(f'"{r}"' for r in everything)
+        raise NoReaderError(message=f"No smart-card reader{' named ' + repr(name) if name else ''}"
+                                    " is connected" + (f"; the readers are: {known}"
+                                                       if name and known else "") + ".")
     return objs
+
+
+def readers_with_card(reader: str | None = None) -> list[str]:
+    """Names of the readers (or the named one) that hold a card."""
+    return [str(r) for r in _reader_objects(reader) if _present(r)]
 
 
 def _present(reader: Any) -> bool:
@@ -157,14 +166,25 @@ def _service_down() -> bool:
     return False
 
 
-def wait_for_card(reader: str | None = None, timeout: float = 60.0) -> None:
-    """Block until a card is present; NoCardError after ``timeout`` seconds."""
+#: Seconds between the countdown's reports while waiting for a card.
+COUNTDOWN_EVERY_S = 10.0
+
+
+def wait_for_card(reader: str | None = None, timeout: float = 60.0,
+                  countdown: Callable[[float], None] | None = None) -> None:
+    """Block until a card is present; NoCardError after ``timeout`` seconds. ``countdown``
+    hears the seconds left every COUNTDOWN_EVERY_S (first at once)."""
     deadline = time.monotonic() + timeout
+    next_report = time.monotonic()
     while True:
         if card_count(reader) > 0:
             return
-        if time.monotonic() >= deadline:
-            raise NoCardError(message="No smart card was inserted in time.")
+        now = time.monotonic()
+        if now >= deadline:
+            raise NoCardError(message=f"No smart card was inserted within {timeout:g} s.")
+        if countdown is not None and now >= next_report:
+            countdown(deadline - now)
+            next_report = now + COUNTDOWN_EVERY_S
         time.sleep(POLL_INTERVAL_S)
 
 

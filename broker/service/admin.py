@@ -80,11 +80,12 @@ DIR_404 = ("directory_unknown",)
 
 
 def _time(name: str, label: str, help: str, column: str | None = None, *,
-          console_column: bool = False, warn_within: timedelta | None = None) -> Field:
+          console_column: bool = False, warn_within: timedelta | None = None,
+          list_column: bool = False) -> Field:
     """A read-only timestamp (ISO 8601, UTC)."""
     return Field(name, str, label, help, column=column, nullable=True, create=False,
                  update=False, in_file=False, console_column=console_column,
-                 warn_within=warn_within)
+                 warn_within=warn_within, list_column=list_column)
 
 
 def _out(name: str, type_: Any, label: str, help: str = "", *, column: str | None = None,
@@ -144,10 +145,19 @@ def username_of(session: Session | None, user_id: int) -> str | None:
     return u.username if u is not None else None
 
 
+def region_suggestion(region: str, known: Any) -> str:
+    """" (did you mean 'us-gov-west-1'?)" for a near miss of a catalogue region, else ""."""
+    import difflib
+
+    close = difflib.get_close_matches(region.lower(), list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _check_region(ctx: BrokerContext, region: str) -> None:
     if region not in ctx.catalogue:
         raise ServiceError(Code.VALIDATION_FAILED,
-                           f"Region {region!r} is not in the region catalogue.",
+                           f"Region {region!r} is not in the region catalogue"
+                           f"{region_suggestion(region, ctx.catalogue.region_ids())}.",
                            {"field": "region", "region": region})
 
 
@@ -194,8 +204,14 @@ def directory_warnings(catalogue: Any, region: str, pre_session: bool, in_sessio
 def _directory_row_warnings(d: Directory, ctx: Any) -> list[dict[str, str]]:
     if ctx is None:
         return []
-    return directory_warnings(ctx.catalogue, d.region, d.sc_pre_session, d.sc_in_session,
-                              d.password_login)
+    out = directory_warnings(ctx.catalogue, d.region, d.sc_pre_session, d.sc_in_session,
+                             d.password_login)
+    session = object_session(d)
+    if session is not None:
+        from broker.service.coverage import directory_gaps
+
+        out += directory_gaps(session, d.id, ctx.now())
+    return out
 
 
 # --------------------------------------------------------------------------- directories
@@ -370,7 +386,17 @@ def _ca_warnings(t: TrustCertificate, ctx: Any) -> list[str]:
 
     session = object_session(t)
     d = session.get(Directory, t.directory_id) if session is not None else None
-    return profile.check_ca_upload(t.der, row_profile_options(d) if d else profile.STRICT)[1]
+    out = profile.check_ca_upload(t.der, row_profile_options(d) if d else profile.STRICT)[1]
+    if session is not None and t.kind == "intermediate":
+        from datetime import UTC
+
+        from broker.service.coverage import directory_gaps
+
+        subject = f"CA {t.subject}:"
+        out += [g["message"] for g in directory_gaps(session, t.directory_id,
+                                                     datetime.now(UTC))
+                if subject in g["message"]]
+    return out
 
 
 def trust_row(directory_id: str, cert: x509.Certificate, kind: str | None) -> TrustCertificate:
@@ -909,7 +935,7 @@ CRLS = Resource(
         _out("fingerprint", str, "Fingerprint", "SHA-256 of the CRL (hex).", list_column=True),
         _time("this_update", "This update", "When the CRL was issued.", console_column=True),
         _time("next_update", "Next update", "When the next CRL is due.",
-              console_column=True, warn_within=CRL_DUE_WARNING),
+              console_column=True, warn_within=CRL_DUE_WARNING, list_column=True),
         _time("created_at", "Added", "When it was loaded."),
     ),
 )
@@ -1003,6 +1029,8 @@ SESSIONS = Resource(
         _out("directory", str, "Directory", column="directory_id", list_column=True),
         _out("workspace", str, "WorkSpace", column="workspace_id", list_column=True),
         _out("user_id", int, "User id"),
+        _out("user", str, "User", "The session's user name.", nullable=True, list_column=True,
+             read=lambda row, ctx: username_of(object_session(row), row.user_id)),
         _out("auth_method", str, "Login method", list_column=True),
         _out("protocol", str, "Protocol", list_column=True),
         _out("state", str, "State", "active, locked or ended.", list_column=True),
@@ -1024,7 +1052,7 @@ AUDIT_EVENTS = Resource(
     cli_aliases=("audit",), newest_first=True,
     fields=(
         _out("id", int, "ID", list_column=True),
-        _time("at", "At", "When it happened.", console_column=True),
+        _time("at", "At", "When it happened.", list_column=True),
         _out("kind", str, "Event", list_column=True),
         _out("outcome", str, "Outcome", "success, refused, error or change.",
              list_column=True),
@@ -1033,7 +1061,7 @@ AUDIT_EVENTS = Resource(
              list_column=True),
         _out("username", str, "User", nullable=True, list_column=True),
         _out("actor", str, "Actor", nullable=True, list_column=True),
-        _out("client_address", str, "Client address", nullable=True),
+        _out("client_address", str, "Client address", nullable=True, list_column=True),
         _out("cert_fingerprint", str, "Certificate fingerprint", nullable=True),
         _out("details", dict[str, Any], "Details", "What the decision rests on (revocation "
              "evidence among it).", nullable=True, console_column=True),

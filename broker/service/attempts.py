@@ -66,6 +66,8 @@ class Attempt:
     user_key: str | None = None  # password login: the fail:user key (slow-down)
     pair_key: str | None = None  # password login: the fail:pair key (user from this address)
     details: dict[str, Any] = field(default_factory=dict)
+    #: The presented certificate (DER): a refusal's audit names its subject and UPN.
+    certificate_der: bytes | None = None
 
     def prove_key(self) -> None:
         self.key_proven = True
@@ -131,6 +133,22 @@ _REFUSAL_EVIDENCE = ("check", "subject", "detail", "path", "paths_tried", "aia_f
                      "openssl_error", "policy_inputs")
 
 
+def presented(der: bytes | None) -> dict[str, Any] | None:
+    """Who the refused certificate names (subject, UPN, e-mail), parsed only on refusal so a
+    successful login pays nothing; None when there is none or it does not parse."""
+    if not der:
+        return None
+    from cryptography import x509
+
+    from broker.pki.identity import identity_of
+
+    try:
+        ident = identity_of(x509.load_der_x509_certificate(der))
+    except ValueError:
+        return None
+    return {"subject": ident.subject, "upn": ident.upn, "emails": list(ident.emails) or None}
+
+
 def record_refusal(ctx: BrokerContext, attempt: Attempt, exc: BrokerError) -> None:
     lim = ctx.settings.login
     counted = is_guessy(exc.code)
@@ -141,6 +159,9 @@ def record_refusal(ctx: BrokerContext, attempt: Attempt, exc: BrokerError) -> No
     verification = {k: exc.details[k] for k in _REFUSAL_EVIDENCE if k in exc.details}
     if verification:
         extra["verification"] = verification
+    certificate = presented(attempt.certificate_der)
+    if certificate:
+        extra["certificate"] = certificate
 
     def work(session: Session) -> None:
         now = ctx.now()

@@ -19,7 +19,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from broker.codes import Code
-from broker.service import admin, admin_tokens, audit
+from broker.service import admin, admin_tokens, audit, coverage
 from broker.service.admin import LIVE_SESSION_STATES, WORKSPACE_STATES
 from broker.service.errors import ServiceError
 from broker.service.tokens import fingerprint, token_hash
@@ -197,20 +197,28 @@ def warnings(session: Session, catalogue: Any, now: datetime) -> list[dict[str, 
                                f"{'is past its nextUpdate' if past else 'reaches nextUpdate'} "
                                f"{crl.next_update:%Y-%m-%d %H:%M} UTC"})
     soft: Counter[str] = Counter()
+    causes: dict[str, str] = {}
     for directory_id, details in session.execute(
             select(AuditEvent.directory_id, AuditEvent.details).where(
-                AuditEvent.kind.in_(LOGIN_KINDS), AuditEvent.at >= now - timedelta(hours=1))):
-        if isinstance(details, dict) and details.get("revocation_soft_fail"):
+                AuditEvent.kind.in_(LOGIN_KINDS), AuditEvent.at >= now - timedelta(hours=1))
+            .order_by(AuditEvent.at)):
+        reasons = details.get("revocation_soft_fail") if isinstance(details, dict) else None
+        if reasons:
             soft[directory_id or "?"] += 1
+            # the latest cause, as the revocation check worded it (CRL or OCSP, and which CA)
+            causes[directory_id or "?"] = (reasons[0] if isinstance(reasons, list)
+                                           else str(reasons))
     for directory_id, n in sorted(soft.items()):
-        out.append({"code": "ocsp_soft_fail", "directory": directory_id,
+        out.append({"code": "revocation_soft_fail", "directory": directory_id,
                     "message": f"{n} login(s) in the last hour passed with revocation status "
-                               "unknown (soft fail)"})
+                               f"unknown (soft fail); latest cause: {causes[directory_id]}"})
     for row in session.scalars(select(Directory)):
         for w in admin.directory_warnings(catalogue, row.region, row.sc_pre_session,
                                           row.sc_in_session, row.password_login):
             out.append({"code": w["code"], "directory": row.id,
                         "message": f"{w['field']}: {w['message']}"})
+        for w in coverage.directory_gaps(session, row.id, now):
+            out.append({"code": w["code"], "directory": row.id, "message": w["message"]})
     return out
 
 

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from broker.codes import Code
 from broker.errors import BrokerError
-from broker.service import admin, audit
+from broker.service import admin, audit, coverage
 from broker.service.admin import DIRECTORIES, USERS, WORKSPACES
 from broker.service.passwords import hash_password, verify_password
 from broker.service.resources import Field as ResourceField
@@ -151,7 +151,8 @@ def load_file(path: Path, known_regions: set[str]) -> LoadedFile:
         seen_dirs.add(d["id"])
         if d["region"] not in known_regions:
             raise _fail(path, text, (*here, "region"),
-                        f"unknown region {d['region']!r} (not in the region catalogue)")
+                        f"unknown region {d['region']!r} (not in the region catalogue)"
+                        f"{admin.region_suggestion(d['region'], known_regions)}")
         usernames: set[str] = set()
         for ui, u in enumerate(d["user"]):
             if u["username"] in usernames:
@@ -242,18 +243,30 @@ def _file_value(d: dict[str, Any], f: ResourceField) -> Any:
     return d.get(f.name, f.default)
 
 
+def new_codes_text(count: int) -> str:
+    """What a dry run says instead of codes that do not exist yet."""
+    return f"{count} new code{'' if count == 1 else 's'} (issued on apply)"
+
+
 def apply_loaded(session: Session, loaded: LoadedFile, *, catalogue: Any, actor: str,
-                 now: datetime | None = None, prune: bool = False) -> ApplyResult:
+                 now: datetime | None = None, prune: bool = False,
+                 dry_run: bool = False) -> ApplyResult:
     """Create or update everything in ``loaded`` inside the caller's transaction.
 
     With ``prune``, what a directory of the file no longer lists (users, WorkSpaces, trust
     certificates, CRLs, and active codes where the file lists fixed codes) is removed; other
     directories are never touched. Each directory's entry says what changed (``changed``) and
-    which settings cannot take effect in its region (``warnings``, policy reason codes)."""
+    which settings cannot take effect in its region (``warnings``, policy reason codes), and
+    how many codes this apply generated (``new_registration_codes``). With ``dry_run`` (the
+    caller rolls back) generated codes are left out of the result: the real apply issues
+    other ones, and a code shown by a dry run must never be mailed to anyone."""
     now = now or db.utcnow()
     out: list[dict[str, Any]] = []
     total = 0
     for di, d in enumerate(loaded.directories):
+        active = select(db.RegistrationCode.code).where(
+            db.RegistrationCode.directory_id == d["id"], db.RegistrationCode.state == "active")
+        before = set(session.scalars(active))
         changes = _apply_directory(session, loaded, di, d, catalogue, now, prune)
         session.flush()
         if changes:
@@ -261,15 +274,22 @@ def apply_loaded(session: Session, loaded: LoadedFile, *, catalogue: Any, actor:
                          actor=actor, changes=changes[:200], change_count=len(changes),
                          pruned=prune)
         total += len(changes)
-        codes = session.scalars(select(db.RegistrationCode.code).where(
-            db.RegistrationCode.directory_id == d["id"], db.RegistrationCode.state == "active")
-            .order_by(db.RegistrationCode.id))
+        codes = list(session.scalars(active.order_by(db.RegistrationCode.id)))
+        generated = ({c for c in codes if c not in before}
+                     if isinstance(d["registration_codes"], int) else set())
+        count = len(changes)
+        if dry_run and generated:
+            codes = [c for c in codes if c not in generated]
+            changes = [c for c in changes if not _ISSUED.fullmatch(c)]
+            changes.append("registration codes: " + new_codes_text(len(generated)))
         warnings = admin.directory_warnings(catalogue, d["region"],
                                             d["smart_card"]["pre_session"],
                                             d["smart_card"]["in_session"], d["password_login"])
         warnings += loaded.trust[d["id"]].warnings
-        out.append({"id": d["id"], "region": d["region"], "registration_codes": list(codes),
-                    "changes": len(changes), "changed": changes, "warnings": warnings})
+        warnings += coverage.directory_gaps(session, d["id"], now)
+        out.append({"id": d["id"], "region": d["region"], "registration_codes": codes,
+                    "new_registration_codes": len(generated),
+                    "changes": count, "changed": changes, "warnings": warnings})
     return ApplyResult(out, total)
 
 
@@ -414,6 +434,10 @@ def _apply_workspaces(session: Session, did: str, specs: list[dict[str, Any]], n
     return changes
 
 
+#: The change line of a generated code (its last characters would be made up in a dry run).
+_ISSUED = re.compile(r"registration code …\S+ issued")
+
+
 def _apply_codes(session: Session, did: str, d: dict[str, Any], catalogue: Any, now: datetime,
                  prune: bool, fail: Any) -> list[str]:
     from broker import registration
@@ -465,8 +489,12 @@ def _apply_codes(session: Session, did: str, d: dict[str, Any], catalogue: Any, 
 # --------------------------------------------------------------------------- export
 
 def export_directory(session: Session, directory_id: str, pki_dir: Path,
-                     relative_to: Path) -> dict[str, Any]:
-    """The directory as a declarative-file document; trust material written as PEM files."""
+                     relative_to: Path, *, codes: bool = True) -> dict[str, Any]:
+    """The directory as a declarative-file document; trust material written as PEM files.
+
+    ``codes``: the active registration codes themselves (live: whoever holds the file can
+    register clients), else only how many there are (an apply then keeps the directory's own
+    codes and issues new ones only where it has fewer)."""
     d = session.get(db.Directory, directory_id)
     if d is None:
         raise BrokerError(Code.DIRECTORY_UNKNOWN, f"no directory {directory_id!r}",
@@ -492,9 +520,10 @@ def export_directory(session: Session, directory_id: str, pki_dir: Path,
         crl = x509.load_der_x509_crl(c.der)
         doc["crls"].append(write_pem(f"crl-{c.fingerprint[:16]}.pem",
                                      crl.public_bytes(serialization.Encoding.PEM)))
-    doc["registration_codes"] = list(session.scalars(select(db.RegistrationCode.code).where(
+    active = list(session.scalars(select(db.RegistrationCode.code).where(
         db.RegistrationCode.directory_id == d.id, db.RegistrationCode.state == "active")
         .order_by(db.RegistrationCode.id)))
+    doc["registration_codes"] = active if codes else len(active)
     doc["user"] = []
     for u in _rows_of(session, db.User, d.id):
         entry = {k: v for k, v in USERS.file_entry(u).items() if v not in (None, False)}

@@ -192,6 +192,7 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
     def run() -> dict[str, Any]:
         cert_der = der_certificate(certificate_b64)
         attempt.fingerprint = cert_fingerprint(cert_der)
+        attempt.certificate_der = cert_der
         chain = [der_certificate(c, "chain certificate") for c in chain_b64]
         signature = decode_b64(signature_b64, "signature_invalid", "signature")
         tbs, snap, had_failures = ctx.db.run(read_challenge, read_only=True)

@@ -40,3 +40,14 @@ def head_revision() -> str | None:
 def current_revision(engine: Engine) -> str | None:
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def revision_at(url: str) -> str | None:
+    """The schema revision of the database at ``url`` (None: no schema yet)."""
+    from broker.store.db import create_broker_engine
+
+    engine = create_broker_engine(url)
+    try:
+        return current_revision(engine)
+    finally:
+        engine.dispose()

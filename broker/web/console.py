@@ -232,6 +232,9 @@ class ConsoleApp:
         self.env.filters["when"] = _when
         self.env.filters["deadline"] = _deadline_class
         self.env.filters["tojson_attr"] = lambda v: json.dumps(v, sort_keys=True)
+        # Audit details as people read them: plain text (autoescaped), no \u0027 escapes.
+        self.env.filters["readable_json"] = lambda v, indent=None: json.dumps(
+            v, indent=indent, ensure_ascii=False, sort_keys=True)
         from twisted.internet import reactor
 
         clock: Any = reactor

@@ -44,7 +44,7 @@ from broker.codes import Code
 from broker.errors import BrokerError
 from broker.service.context import BrokerContext
 from broker.web import http as http_edge
-from broker.web import ticket_keys
+from broker.web import proxy_protocol, ticket_keys
 from broker.web.access import record as record_access
 from broker.web.errors import error_body
 from broker.web.http import (
@@ -509,7 +509,9 @@ def listen(ctx: BrokerContext, *, listen_on: str, admin_listen_on: str, tls: Tls
     ports: list[IListeningPort] = []
     for name, site, endpoint in (("client", client_site, listen_on),
                                  ("admin", admin_site, admin_listen_on)):
-        factory = _tls_factory(site, contexts[name])
+        factory: Any = _tls_factory(site, contexts[name])
+        if name == "client":  # who the client is, from a balancer's PROXY header
+            factory = proxy_protocol.wrap(factory, s.proxy_protocol, s.proxy_balancers)
         if inherited and name in inherited:
             fd = inherited[name]
             sock = socket.socket(fileno=fd)  # only to read the family; detached, not closed

@@ -94,8 +94,11 @@ def test_haproxy_takes_a_broker_without_database_out_of_the_pool(broker_factory,
         proxy = TcpProxy((parts.hostname or "127.0.0.1", parts.port or 5432)).start()
         via_proxy = urlunsplit(parts._replace(
             netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
-        healthy = broker_factory(url)
-        doomed = broker_factory(via_proxy, start=False)
+        # HAProxy sends PROXY v2 from 127.0.0.1; the test's own connections come from 127.0.0.2
+        behind = {"client_source": "127.0.0.2", "BROKER_SERVER_PROXY_PROTOCOL": "v2",
+                  "BROKER_SERVER_PROXY_BALANCERS": "127.0.0.1"}
+        healthy = broker_factory(url, **behind)
+        doomed = broker_factory(via_proxy, start=False, **behind)
         # One certificate for the pool, as behind a real load balancer.
         shutil.copytree(healthy.cafile.parent, doomed.cafile.parent)
         shutil.copytree(healthy.base / "var" / "keys", doomed.base / "var" / "keys")

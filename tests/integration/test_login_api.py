@@ -205,6 +205,11 @@ def test_audit_records_decisions_without_secrets(broker, world) -> None:  # type
     ok = [r for r in rows if r.kind == "login.smart_card" and r.outcome == "success"][0]
     assert ok.cert_fingerprint and len(ok.cert_fingerprint) == 64
     assert ok.client_address == "127.0.0.1"
+    # a refusal names who presented what: address, fingerprint, subject and UPN
+    refused = next(r for r in rows if r.reason == "certificate_expired")
+    assert refused.client_address == "127.0.0.1" and len(refused.cert_fingerprint) == 64
+    assert refused.details["certificate"]["subject"].startswith("CN=Alice old")
+    assert refused.details["certificate"]["upn"] == "alice@corp.example"
     text = repr(rows)
     assert "sbt_" not in text and "to_be_signed" not in text
 

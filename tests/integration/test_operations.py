@@ -156,3 +156,74 @@ def test_export_to_a_path_under_a_file_is_one_line(broker, world, tmp_path: Path
     out = broker.run_cli("admin", "export", "corp", "-o", str(blocker / "corp.toml"),
                          check=False)
     assert_one_line_error(out, "cannot write")
+
+
+def test_migrate_says_what_it_did_without_warnings(tmp_path: Path) -> None:
+    from broker.store import migrate
+
+    head = migrate.head_revision()
+    url = f"sqlite:///{tmp_path / 'b.db'}"
+    first = broker_cli("migrate", "--database-url", url, cwd=tmp_path)
+    assert first.returncode == 0 and first.stdout.strip().endswith(f"migrated 0000 → {head}")
+    # SQLAlchemy cannot reflect the certmap expression indexes: silenced where batch mode
+    # reflects them, and the indexes are still there.
+    assert first.stderr == "", first.stderr
+    again = broker_cli("migrate", "--database-url", url, cwd=tmp_path)
+    assert again.stdout.strip().endswith(f"already at {head}") and again.stderr == ""
+    down = broker_cli("migrate", "--database-url", url, "--downgrade", "--revision", "0006",
+                      "--yes", cwd=tmp_path)
+    assert down.stdout.strip().endswith(f"migrated {head} → 0006"), down.stdout + down.stderr
+
+
+def test_migrations_keep_the_certmap_expression_indexes(db_url: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    from broker.store import migrate
+
+    migrate.upgrade(db_url)
+    engine = create_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "sqlite":
+                names = conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'index' "
+                                          "AND tbl_name = 'users'")).scalars().all()
+            else:
+                names = conn.execute(text("SELECT indexname FROM pg_indexes WHERE tablename = "
+                                          "'users' AND schemaname = current_schema()")
+                                     ).scalars().all()
+    finally:
+        engine.dispose()
+    assert {"ix_users_certmap_upn", "ix_users_certmap_email", "ix_users_certmap_subject",
+            "ix_users_certmap_fingerprint"} <= set(names)
+
+
+def test_serve_on_a_port_in_use_is_one_error_line_and_exit_2(broker_factory,
+                                                             migrated_url: str) -> None:  # type: ignore[no-untyped-def]
+    import socket
+
+    bp: BrokerProcess = broker_factory(migrated_url, start=False)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", bp.port))
+        taken.listen()
+        out = subprocess.run(bp.command("serve", "--dev", "--config", str(bp.config_path)),
+                             capture_output=True, text=True, env=bp.full_env(), cwd=bp.base,
+                             timeout=60)
+    assert_one_line_error(out, "server.listen", "address already in use")
+    assert out.returncode == 2
+    assert out.stdout == "", "no JSON log line instead of the error"
+
+
+def test_config_init_writes_the_documented_config_once(tmp_path: Path) -> None:
+    out = broker_cli("config", "init", cwd=tmp_path)
+    written = tmp_path / "config" / "broker.toml"
+    assert out.returncode == 0 and "config/broker.toml" in out.stdout, out.stderr
+    text = written.read_text()
+    assert text.startswith("# Written by `broker config init --for local`")
+    assert "# PEM certificate chain and private key" in text  # the comments came along
+    assert oct(written.stat().st_mode & 0o777) == "0o640"
+    again = broker_cli("config", "init", cwd=tmp_path)
+    assert_one_line_error(again, "exists", "--force")
+    assert again.returncode == 2 and written.read_text() == text
+    # what it wrote is what the broker then reads from ./config/broker.toml
+    doctor = broker_cli("doctor", cwd=tmp_path)
+    assert "config/broker.toml" in doctor.stdout.splitlines()[0]

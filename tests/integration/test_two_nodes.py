@@ -1,5 +1,7 @@
 """Two broker nodes behind Debian's haproxy (docs/deploy/haproxy-two-nodes.cfg, TCP mode,
-health checks on /readyz), one PostgreSQL. A login storm goes through HAProxy; node 1 is
+PROXY protocol v2, health checks on /readyz), one PostgreSQL. Clients behind HAProxy keep
+their own addresses: each is rate-limited on its own, and the audit names it. A login storm
+goes through HAProxy; node 1 is
 SIGKILLed mid-storm: retrying clients complete, no challenge is accepted twice, a session, a
 token and a logon challenge made on the dead node keep working on the other (heartbeat,
 logon, in-session), and the sessions in the database are the sessions clients saw.
@@ -12,6 +14,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -33,6 +36,10 @@ pytestmark = pytest.mark.postgres
 
 CONFIG = REPO / "docs" / "deploy" / "haproxy-two-nodes.cfg"
 STORM_USERS = 3
+#: HAProxy reaches the nodes from 127.0.0.1, its PROXY-protocol balancer address; the tests'
+#: own direct connections come from 127.0.0.2, which is not a balancer.
+BEHIND_HAPROXY = {"client_source": "127.0.0.2", "BROKER_SERVER_PROXY_PROTOCOL": "v2",
+                  "BROKER_SERVER_PROXY_BALANCERS": "127.0.0.1"}
 
 
 def scale_directory(names: list[str]) -> str:
@@ -54,10 +61,78 @@ def start_haproxy(front: int, node1: int, node2: int, cafile: Path, log: Path
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
 
+def wait_for_haproxy(lb: ApiClient, log: Path) -> None:
+    """Until HAProxy answers /readyz through a node (its PROXY health checks passed)."""
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            if lb.get("/readyz").status == 200:
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.2)
+
+
+def stop_haproxy(hap: subprocess.Popen[bytes]) -> None:
+    hap.send_signal(signal.SIGTERM)
+    try:
+        hap.wait(10)
+    except subprocess.TimeoutExpired:
+        hap.kill()
+        hap.wait()
+
+
+def test_clients_behind_haproxy_are_limited_separately(broker_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    limit = {"BROKER_LOGIN_CHALLENGES_PER_ADDRESS_PER_MINUTE": "3"}
+    with postgres_schema_url() as url:
+        node1 = broker_factory(url, **limit, **BEHIND_HAPROXY)
+        node2 = broker_factory(url, start=False, **limit, **BEHIND_HAPROXY)
+        shutil.copytree(node1.cafile.parent, node2.base / "var" / "dev-tls")
+        node2.start()
+        w = build_world(tmp_path / "world", node1)
+        front = free_port()
+        hap = start_haproxy(front, node1.port, node2.port, node1.cafile,
+                            tmp_path / "haproxy.log")
+        try:
+            wait_for_haproxy(ApiClient("127.0.0.1", front, node1.cafile),
+                             tmp_path / "haproxy.log")
+            first = SoftClient(ApiClient("127.0.0.1", front, node1.cafile,
+                                         source="127.0.0.3"), w.codes["corp"])
+            second = SoftClient(ApiClient("127.0.0.1", front, node1.cafile,
+                                          source="127.0.0.4"), w.codes["corp"])
+            # HAProxy round-robins: the first client's three challenges reach both nodes,
+            # which count together, by the client's address.
+            assert [first.challenge().status for _ in range(3)] == [201, 201, 201]
+            refused = first.challenge()
+            assert refused.status == 429 and refused.code == "rate_limited", refused.body
+            assert second.challenge().status == 201, "another client is not limited"
+
+            engine = create_engine(url)
+            with engine.connect() as conn:
+                seen = conn.execute(text(
+                    "SELECT client_address, count(*) FROM audit_events WHERE kind = "
+                    "'challenge.issue' AND outcome = 'success' GROUP BY client_address")).all()
+            engine.dispose()
+            assert dict(seen) == {"127.0.0.3": 3, "127.0.0.4": 1}
+
+            # Only the balancer may say who the client is: a PROXY header sent straight to a
+            # node from any other address closes the connection.
+            forged = ApiClient("127.0.0.1", node1.port, node1.cafile, source="127.0.0.2")
+            with socket.create_connection(("127.0.0.1", node1.port), timeout=5,
+                                          source_address=("127.0.0.2", 0)) as raw:
+                raw.sendall(b"PROXY TCP4 127.0.0.9 127.0.0.1 5555 8443\r\n")
+                assert raw.recv(100) == b"", "the node closed the connection"
+            assert forged.get("/healthz").status == 200, "direct clients are still served"
+            assert "not a configured balancer" in node1.logs()
+        finally:
+            stop_haproxy(hap)
+
+
 def test_two_nodes_behind_haproxy_survive_losing_one(broker_factory, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     with postgres_schema_url() as url:
-        node1 = broker_factory(url, **NO_RATE_LIMITS)
-        node2 = broker_factory(url, start=False, **NO_RATE_LIMITS)
+        node1 = broker_factory(url, **NO_RATE_LIMITS, **BEHIND_HAPROXY)
+        node2 = broker_factory(url, start=False, **NO_RATE_LIMITS, **BEHIND_HAPROXY)
         # one TLS identity for the service: node 2 reuses node 1's (dev) certificate
         shutil.copytree(node1.cafile.parent, node2.base / "var" / "dev-tls")
         # one key sealing the signing keys in the shared database (keys.encryption_key_file)
@@ -77,15 +152,7 @@ def test_two_nodes_behind_haproxy_survive_losing_one(broker_factory, tmp_path: P
                             tmp_path / "haproxy.log")
         try:
             lb = ApiClient("127.0.0.1", front, node1.cafile)
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    if lb.get("/readyz").status == 200:
-                        break
-                except OSError:
-                    pass
-                assert time.monotonic() < deadline, (tmp_path / "haproxy.log").read_text()
-                time.sleep(0.2)
+            wait_for_haproxy(lb, tmp_path / "haproxy.log")
 
             # made on node 1, used on node 2 after node 1 is gone
             direct = SoftClient(node1.client(), w.codes["corp"])
@@ -168,9 +235,4 @@ def test_two_nodes_behind_haproxy_survive_losing_one(broker_factory, tmp_path: P
             assert len(seen) <= len(in_db) <= len(seen) + lost, (len(seen), len(in_db), lost)
             assert len(logins) <= tokens <= len(logins) + lost_logins
         finally:
-            hap.send_signal(signal.SIGTERM)
-            try:
-                hap.wait(10)
-            except subprocess.TimeoutExpired:
-                hap.kill()
-                hap.wait()
+            stop_haproxy(hap)

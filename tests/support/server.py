@@ -87,7 +87,8 @@ class BrokerProcess(harness.BrokerProcess):
     """The harness's broker process plus verified-TLS API clients for tests."""
 
     def client(self, token: str | None = None, source: str | None = None) -> ApiClient:
-        return ApiClient("127.0.0.1", self.port, self.cafile, token, source=source)
+        return ApiClient("127.0.0.1", self.port, self.cafile, token,
+                         source=source or self.client_source)
 
     def admin(self, token: str | None = None) -> ApiClient:
         return ApiClient("127.0.0.1", self.admin_port, self.cafile, token)

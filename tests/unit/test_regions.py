@@ -174,3 +174,12 @@ def test_regions_module_imports_nothing_from_twisted_sqlalchemy_or_http() -> Non
     code = ("import sys, broker.regions; bad = [m for m in sys.modules if m.split('.')[0] in "
             "('twisted', 'sqlalchemy', 'klein', 'treq')]; print(bad); sys.exit(bool(bad))")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_a_near_miss_region_gets_a_suggestion() -> None:
+    from broker.service.admin import region_suggestion
+
+    known = ["us-east-1", "us-gov-west-1", "eu-west-1"]
+    assert region_suggestion("us-gov-wst-1", known) == " (did you mean 'us-gov-west-1'?)"
+    assert region_suggestion("US-EST-1", known) == " (did you mean 'us-east-1'?)"
+    assert region_suggestion("mars-north-9", known) == ""

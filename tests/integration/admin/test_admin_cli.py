@@ -395,3 +395,85 @@ def test_every_admin_option_has_help_text() -> None:
 
     walk(admin, "admin")
     assert missing == []
+
+
+def test_dry_run_shows_no_code_that_apply_would_not_issue(cli: BrokerProcess, pki: Pki,
+                                                          tmp_path: Path) -> None:
+    base = tmp_path / "ops"
+    write_pki(base, pki)
+    (base / "directories.toml").write_text(FILE)
+    dry = cli.run_cli("admin", "apply", str(base / "directories.toml"), "--dry-run")
+    assert "registration codes: 2 new codes (issued on apply)" in dry.stdout, dry.stdout
+    assert "registration codes: 1 new code (issued on apply)" in dry.stdout
+    assert "+" not in dry.stdout, "a dry run printed a code that will never exist"
+    as_json = json.loads(cli.run_cli("admin", "apply", str(base / "directories.toml"),
+                                     "--dry-run", "--json").stdout)
+    assert [d["registration_codes"] for d in as_json["directories"]] == [[], []]
+    assert [d["new_registration_codes"] for d in as_json["directories"]] == [2, 1]
+    real = apply(cli, base / "directories.toml")
+    assert [len(d["registration_codes"]) for d in real["directories"]] == [2, 1]
+    assert [d["new_registration_codes"] for d in real["directories"]] == [2, 1]
+    # once issued, a dry run shows the real codes and nothing new
+    again = json.loads(cli.run_cli("admin", "apply", str(base / "directories.toml"),
+                                   "--dry-run", "--json").stdout)
+    assert [d["registration_codes"] for d in again["directories"]] == \
+        [d["registration_codes"] for d in real["directories"]]
+
+
+def test_export_warns_that_codes_are_live_and_no_codes_leaves_them_out(
+        cli: BrokerProcess, pki: Pki, tmp_path: Path) -> None:
+    base = tmp_path / "ops"
+    write_pki(base, pki)
+    (base / "directories.toml").write_text(FILE)
+    codes = [c for d in apply(cli, base / "directories.toml")["directories"]
+             for c in d["registration_codes"]]
+    out = cli.run_cli("admin", "export", "corp", "east", "-o", str(tmp_path / "a.toml"))
+    assert "3 live registration codes" in out.stderr and "--no-codes" in out.stderr
+    assert all(c in (tmp_path / "a.toml").read_text() for c in codes)
+    out = cli.run_cli("admin", "export", "corp", "east", "--no-codes", "-o",
+                      str(tmp_path / "b.toml"))
+    text = (tmp_path / "b.toml").read_text()
+    assert not any(c in text for c in codes) and "live" not in out.stderr
+    # the counts apply again without change: the directories keep their own codes
+    again = apply(cli, tmp_path / "b.toml")
+    assert changes(again) == 0, again
+    assert [c for d in again["directories"] for c in d["registration_codes"]] == codes
+
+
+def test_directory_first_works_for_workspaces_and_codes_as_for_users(
+        cli: BrokerProcess, pki: Pki, tmp_path: Path) -> None:
+    base = tmp_path / "ops"
+    write_pki(base, pki)
+    (base / "directories.toml").write_text(FILE)
+    apply(cli, base / "directories.toml")
+    made = run_json(cli, "workspaces", "create", "corp", "ws-pos", "--user", "alice",
+                    "--protocol", "WSP")
+    assert made["directory"] == "corp" and made["id"] == "ws-pos"
+    codes = run_json(cli, "codes", "list", "corp")["items"]
+    assert len(codes) == 2 and {c["directory"] for c in codes} == {"corp"}
+    listed = run_json(cli, "workspaces", "list", "corp")["items"]
+    assert "ws-pos" in {w["id"] for w in listed} and {w["directory"] for w in listed} == {"corp"}
+    # the option form still works; both at once, or neither, is a usage error
+    assert run_json(cli, "workspaces", "create", "ws-opt", "--directory", "corp", "--user",
+                    "alice", "--protocol", "WSP")["directory"] == "corp"
+    both = cli.run_cli("admin", "workspaces", "create", "corp", "ws-2", "--directory", "corp",
+                       "--user", "alice", "--protocol", "WSP", check=False)
+    neither = cli.run_cli("admin", "workspaces", "create", "ws-3", "--user", "alice",
+                          "--protocol", "WSP", check=False)
+    assert both.returncode == neither.returncode == 2
+    assert "name the directory" in both.stderr and "name the directory" in neither.stderr
+
+
+def test_lists_show_when_next_update_client_and_user(cli: BrokerProcess, pki: Pki,
+                                                     tmp_path: Path) -> None:
+    from broker.service.admin import SESSIONS
+
+    base = tmp_path / "ops"
+    write_pki(base, pki)
+    (base / "directories.toml").write_text(FILE)
+    apply(cli, base / "directories.toml")
+    audit = cli.run_cli("admin", "audit", "list", "--limit", "2").stdout.splitlines()
+    assert audit[0].split()[:2] == ["ID", "AT"] and "CLIENT_ADDRESS" in audit[0], audit
+    crls = cli.run_cli("admin", "crls", "list", "corp").stdout.splitlines()
+    assert "NEXT_UPDATE" in crls[0], crls
+    assert "user" in SESSIONS.list_columns  # sessions list their user by name
