@@ -1,5 +1,7 @@
 """Test databases: a SQLite file per test, or a fresh schema in the real PostgreSQL.
 
+A migrated SQLite database is a copy of one file migrated once per run (migrated_sqlite_template).
+
 PostgreSQL is found at $BROKER_TEST_POSTGRES_URL (default the machine's trust-auth server,
 database `test`). Each test gets its own schema, so tests (and parallel sessions) never see each
 other's rows; when the server is absent the PostgreSQL variants skip with the reason.
@@ -9,6 +11,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -71,3 +75,29 @@ def database_url(kind: str, tmp_path: Path) -> Iterator[str]:
     else:
         with postgres_schema_url() as url:
             yield url
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a ``sqlite:///PATH`` URL (None for any other URL)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or "?" in url:
+        return None
+    return Path(url[len(prefix):])
+
+
+def migrated_sqlite_template(folder: Path) -> Path:
+    """A SQLite database migrated to head, checkpointed so the file alone holds everything."""
+    from broker.store import migrate
+
+    path = folder / "template.db"
+    migrate.upgrade(f"sqlite:///{path}")
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    return path
+
+
+def copy_sqlite_template(template: Path, target: Path) -> None:
+    shutil.copyfile(template, target)
