@@ -83,11 +83,18 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def migrated_url(db_url: str, request: pytest.FixtureRequest) -> str:
-    from tests.support.databases import copy_sqlite_template, sqlite_file
+    from tests.support.databases import (
+        clone_postgres_template,
+        copy_sqlite_template,
+        postgres_schema,
+        sqlite_file,
+    )
 
     target = sqlite_file(db_url)
     if target is not None and not target.exists():
         copy_sqlite_template(request.getfixturevalue("sqlite_template"), target)
+    elif postgres_schema(db_url) is not None:
+        clone_postgres_template(db_url)
     else:
         from broker.store import migrate
 
