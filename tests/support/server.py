@@ -138,6 +138,21 @@ class BrokerProcess(harness.BrokerProcess):
         return subprocess.CompletedProcess(["broker", *argv], result.exit_code, result.stdout,
                                            stderr)
 
+    def start(self, *extra: str, wait: bool = True) -> None:
+        """`broker serve --dev …` forked from the fork server (tests/support/forkserver.py):
+        the same entry point, arguments, environment, folder and log as the subprocess,
+        without importing the broker again."""
+        from tests.support import forkserver
+
+        if not forkserver.enabled():
+            super().start(*extra, wait=wait)
+            return
+        self.proc = forkserver.spawn(  # type: ignore[assignment]
+            ["serve", "--dev", "--config", str(self.config_path), *extra],
+            self.full_env(), self.base, self.log_path)
+        if wait:
+            self.wait_ready()
+
     def wait_ready(self, timeout: float = 30.0) -> None:
         try:
             super().wait_ready(timeout)
