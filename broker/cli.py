@@ -22,7 +22,31 @@ from broker.config import ConfigError, Settings
 from broker.errors import BrokerError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommand groups are imported when named (``broker admin …`` imports the
+    admin CLI; ``broker serve`` and ``broker --version`` do not pay for pki, admin, demo and
+    doctor, config). ``--help`` imports them all to list them; a broken import is an error there and
+    when the command is run, never a silently missing command."""
+
+    #: name → (module, attribute) of the groups that live beside their layer.
+    lazy_commands = {"admin": ("broker.admin_cli", "admin"), "demo": ("broker.demo", "demo"),
+                     "doctor": ("broker.doctor", "doctor"), "pki": ("broker.pki.cli", "pki"),
+                     "config": ("broker.config_cli", "config_group")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy_commands and cmd_name not in self.commands:
+            import importlib
+
+            module, attr = self.lazy_commands[cmd_name]
+            command = getattr(importlib.import_module(module), attr)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="smartcard-broker")
 def main() -> None:
     """smartcard-broker: a session broker for WorkSpaces with PIV/CAC smart-card login."""
@@ -378,21 +402,6 @@ def supervise(settings: Settings, dev: bool) -> None:
                     children[i] = spawn()
         time.sleep(0.2)
 
-
-def _attach_groups() -> None:
-    """Subcommand groups that live beside their layer (a broken import is an error, never a
-    silently missing command)."""
-    from broker.admin_cli import admin
-    from broker.config_cli import config_group
-    from broker.demo import demo
-    from broker.doctor import doctor
-    from broker.pki.cli import pki
-
-    for group in (pki, admin, demo, doctor, config_group):
-        main.add_command(group)
-
-
-_attach_groups()
 
 if __name__ == "__main__":
     main()

@@ -83,10 +83,11 @@ def vpcd_cards(*cards: Any) -> Iterator[list[Any]]:
                 if wait_present(len(links), 8.0):
                     break
                 # vpcd can miss a card that came back before its presence poll noticed the
-                # last one leave: take the cards out, wait out the poll, insert them again.
+                # last one leave: take the cards out, wait until pcscd shows them gone (each
+                # link also waits out REINSERT_GAP after its close), insert them again.
                 for link in links:
                     link.remove()
-                time.sleep(1.5)
+                wait_present(0, 5.0)
                 for link in links:
                     link.insert()
                     link.wait_connected(10)
@@ -96,8 +97,9 @@ def vpcd_cards(*cards: Any) -> Iterator[list[Any]]:
         finally:
             for link in links:
                 link.stop()
+            # pcscd showing no card means vpcd's presence poll saw the removal: the next test
+            # (in any process) can insert at once
             wait_present(0)
-            time.sleep(1.0)  # let vpcd's presence poll see the removal before the next test
 
 
 #: The thin client as a user runs it.

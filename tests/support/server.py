@@ -2,14 +2,23 @@
 
 The client verifies the broker's TLS certificate (the --dev self-signed one, pinned as the only
 CA), so every integration test runs over real, verified TLS.
+
+`broker admin …` runs in this process (click's CliRunner: the same command objects, options,
+output and exit codes, with the broker's environment and folder) instead of a new Python that
+spends most of a second importing; ``run_cli(..., spawn=True)`` runs the real subprocess, as the
+install test and a smoke test do.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
+import os
 import ssl
 import subprocess
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,15 +102,92 @@ class BrokerProcess(harness.BrokerProcess):
     def admin(self, token: str | None = None) -> ApiClient:
         return ApiClient("127.0.0.1", self.admin_port, self.cafile, token)
 
-    def run_cli(self, *args: str, input: str | None = None,
-                check: bool = True) -> subprocess.CompletedProcess[str]:
-        try:
-            return super().run_cli(*args, input=input, check=check)
-        except harness.HarnessError as exc:
-            raise AssertionError(str(exc)) from None
+    def run_cli(self, *args: str, input: str | None = None, check: bool = True,
+                spawn: bool = False) -> subprocess.CompletedProcess[str]:
+        """`broker ARGS --config …`: ``admin`` commands in-process unless ``spawn``, every
+        other command (serve, migrate, doctor, …) as a real subprocess."""
+        if spawn or not args or args[0] != "admin":
+            try:
+                return super().run_cli(*args, input=input, check=check)
+            except harness.HarnessError as exc:
+                raise AssertionError(str(exc)) from None
+        proc = self.run_in_process(*args, input=input)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"broker {' '.join(args)} failed ({proc.returncode}):\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def run_in_process(self, *args: str,
+                       input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run `broker ARGS --config …` through click's CliRunner with what the subprocess
+        would see: this broker's BROKER_* environment only, its folder as the working
+        directory, stdin from ``input``. An uncaught exception becomes the traceback on stderr
+        and exit code 1, as in a real process."""
+        from click.testing import CliRunner
+
+        from broker.cli import main
+
+        argv = [*args, "--config", str(self.config_path)]
+        env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("BROKER_")}
+        env.update(self.env)
+        with _in_folder(self.base), _disposing_databases():
+            result = CliRunner().invoke(main, argv, input=input, env=env, prog_name="broker")
+        stderr = result.stderr
+        if result.exc_info is not None and not isinstance(result.exception, SystemExit):
+            stderr += "Traceback (most recent call last):\n" + "".join(
+                traceback.format_exception(*result.exc_info))
+        return subprocess.CompletedProcess(["broker", *argv], result.exit_code, result.stdout,
+                                           stderr)
+
+    def start(self, *extra: str, wait: bool = True) -> None:
+        """`broker serve --dev …` forked from the fork server (tests/support/forkserver.py):
+        the same entry point, arguments, environment, folder and log as the subprocess,
+        without importing the broker again."""
+        from tests.support import forkserver
+
+        if not forkserver.enabled():
+            super().start(*extra, wait=wait)
+            return
+        self.proc = forkserver.spawn(  # type: ignore[assignment]
+            ["serve", "--dev", "--config", str(self.config_path), *extra],
+            self.full_env(), self.base, self.log_path)
+        if wait:
+            self.wait_ready()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         try:
             super().wait_ready(timeout)
         except harness.HarnessError as exc:
             raise AssertionError(str(exc)) from None
+
+
+@contextmanager
+def _in_folder(path: Path) -> Iterator[None]:
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+@contextmanager
+def _disposing_databases() -> Iterator[None]:
+    """Dispose every Database a command opened: a process exit would close its connections,
+    an in-process run must not leave them to the garbage collector."""
+    from broker.store.db import Database
+
+    made: list[Database] = []
+    original = Database.__init__
+
+    def tracked(db: Database, *args: Any, **kw: Any) -> None:
+        original(db, *args, **kw)
+        made.append(db)
+
+    Database.__init__ = tracked  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        Database.__init__ = original  # type: ignore[method-assign,assignment]
+        for db in made:
+            db.dispose()

@@ -231,12 +231,13 @@ registration_codes = 0
 
 
 def test_the_cli_refuses_an_id_the_api_refuses_and_shows_the_pattern(cli: BrokerProcess) -> None:
+    # The smoke test of the real `broker admin` process (elsewhere it runs in-process).
     proc = cli.run_cli("admin", "directories", "create", "bad id!", "--name", "X", "--region",
-                       "us-east-1", check=False)
+                       "us-east-1", check=False, spawn=True)
     assert proc.returncode != 0
     assert "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$" in proc.stderr, proc.stderr
     cli.run_cli("admin", "directories", "create", "corp", "--name", "C", "--region", "us-east-1",
-                "--password-login")
+                "--password-login", spawn=True)
     cli.run_cli("admin", "users", "create", "corp", "alice")
     proc = cli.run_cli("admin", "workspaces", "create", "ws 1", "--directory", "corp", "--user",
                        "alice", "--protocol", "WSP", check=False)

@@ -147,8 +147,11 @@ def vpcd_card(pcsc_stack: str, vpcd_lock: None) -> Iterator[Callable[..., VpcdLi
     """Factory: ``vpcd_card(card, port=35963)`` → a running link with the card present."""
     links: list[VpcdLink] = []
     # another process may have pulled its card a moment ago: vpcd only notices at its next
-    # presence poll, and a card connecting before that stays invisible to pcscd
-    time.sleep(REINSERT_GAP)
+    # presence poll, and a card connecting before that stays invisible to pcscd, so wait until
+    # pcscd shows both vpcd readers empty (at once when they are; in-process re-insertions
+    # also wait out REINSERT_GAP in VpcdLink itself)
+    for port in (DEFAULT_PORT, DEFAULT_PORT + 1):
+        wait_for_card(reader_name(port), present=False, timeout=3 * REINSERT_GAP)
 
     def insert(card: VirtualCard, port: int = DEFAULT_PORT) -> VpcdLink:
         link = VpcdLink(card, port=port).start()
