@@ -137,6 +137,7 @@ def _apply(ctx: Any, loaded: Any, *, prune: bool, dry_run: bool) -> Any:
             raise _RolledBack(result)
         return result
 
+    directories.check_ldap_owners(loaded, ctx.ldap)
     try:
         return run_tx(ctx, work)
     except _RolledBack as done:

@@ -77,6 +77,14 @@ class Code(enum.StrEnum):
     USER_NOT_FOUND = "user_not_found", 401, "No enabled user matches this certificate."
     USER_AMBIGUOUS = "user_ambiguous", 401, "More than one user matches this certificate."
     USER_DISABLED = "user_disabled", 401, "This user is disabled."
+    # directories backed by LDAP / Active Directory (DESIGN §11)
+    ACCOUNT_DISABLED = ("account_disabled", 401,
+                        "The directory says this account is disabled.")
+    ACCOUNT_EXPIRED = "account_expired", 401, "The directory says this account has expired."
+    NOT_IN_REQUIRED_GROUP = ("not_in_required_group", 401,
+                             "This account is not in a group this directory requires.")
+    DIRECTORY_UNAVAILABLE = ("directory_unavailable", 503,
+                             "The directory server cannot be reached; try again shortly.")
     INVALID_CREDENTIALS = ("invalid_credentials", 401, "The user name or password is wrong.")
     LOCKED_OUT = "locked_out", 429, "Too many failed attempts; try again later."
     # tokens

@@ -67,6 +67,20 @@ TRANSACTION_RETRIES = Counter("broker_db_transaction_retries_total",
 DB_POOL_IN_USE = Gauge("broker_db_pool_connections_in_use",
                        "Database connections checked out of the pool",
                        multiprocess_mode="livesum")
+LDAP_REQUESTS = Histogram("broker_ldap_request_duration_seconds",
+                          "LDAP searches and binds of LDAP-backed directories, by result",
+                          ["directory", "result"], buckets=(0.005, 0.01, 0.05, 0.1, 0.5, 1, 3, 10))
+LDAP_UP = Gauge("broker_ldap_directory_up", "1 when the last LDAP call of a directory worked, "
+                "0 when its server was unreachable or slow (logins answer "
+                "directory_unavailable)", ["directory"], multiprocess_mode="livemin")
+
+
+def observe_ldap(directory: str, result: str, seconds: float) -> None:
+    LDAP_REQUESTS.labels(directory, result).observe(seconds)
+
+
+def set_directory_up(directory: str, up: bool) -> None:
+    LDAP_UP.labels(directory).set(1 if up else 0)
 
 THROTTLED = Counter("broker_throttled_total",
                     "Requests refused by a throttle (429: the client API's per address, token, "

@@ -38,6 +38,7 @@ from broker.codes import Code
 from broker.service import audit
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
+from broker.service.ldapdir import FLAVOURS, LDAP_RULES, check_settings, parse_pairs, warnings_of
 from broker.service.passwords import hash_password
 from broker.service.resources import (
     DEFAULT_LIMIT,
@@ -74,7 +75,7 @@ WORKSPACE_STATES = kinds.values(kinds.WorkSpaceState)
 CA_EXPIRY_WARNING = timedelta(days=30)
 #: A CRL whose nextUpdate is closer than this is warned about.
 CRL_DUE_WARNING = timedelta(hours=24)
-CERTMAP_RULES = ("upn", "email", "subject", "fingerprint")
+CERTMAP_RULES = ("upn", "email", "subject", "fingerprint", *LDAP_RULES)
 READ, WRITE = Scope.READ, Scope.WRITE
 DIR_404 = ("directory_unknown",)
 
@@ -211,10 +212,17 @@ def _directory_row_warnings(d: Directory, ctx: Any) -> list[dict[str, str]]:
         from broker.service.coverage import directory_gaps
 
         out += directory_gaps(session, d.id, ctx.now())
-    return out
+    return out + warnings_of(d)
 
 
 # --------------------------------------------------------------------------- directories
+
+def _check_ldap(d: Directory) -> None:
+    problem = check_settings(d)
+    if problem is not None:
+        raise ServiceError(Code.VALIDATION_FAILED, f"{problem[0]}: {problem[1]}",
+                           {"field": problem[0], "fields": [problem[0]]})
+
 
 def list_directories(session: Session, page: Page, *, region: str | None = None,
                      ctx: Any = None) -> dict[str, Any]:
@@ -239,6 +247,7 @@ def create_directory(session: Session, ctx: BrokerContext, fields: Mapping[str, 
     values = {**DIRECTORIES.defaults(), **DIRECTORIES.values(data)}
     values.pop("id", None)
     d = Directory(id=directory_id, created_at=ctx.now(), updated_at=ctx.now(), **values)
+    _check_ldap(d)
     session.add(d)
     session.flush()
     view = DIRECTORIES.view(d, ctx)
@@ -268,6 +277,7 @@ def update_directory(session: Session, ctx: BrokerContext, directory_id: str,
         _check_region(ctx, values["region"])
         check_region_move(session, d, values["region"])
     changed = DIRECTORIES.assign(d, values)
+    _check_ldap(d)
     if changed:
         d.updated_at = ctx.now()
         session.flush()
@@ -830,6 +840,53 @@ def _audit_kind(stmt: Select[Any], value: Any) -> Select[Any]:
 _ID = dict(validators=(check_id,), limits={"pattern": ID_PATTERN})
 _DIRECTORY_PATH = "/directories/{directory_id}"
 
+def _ldap(name: str, type_: Any, label: str, help: str, **kw: Any) -> Field:
+    return Field(name, type_, label, help, group="ldap", column=f"ldap_{name}",
+                 cli=f"ldap-{name.replace('_', '-')}", **kw)
+
+
+_LDAP_TEXT = {"min_length": 1, "max_length": 1000}
+_LDAP_FIELDS = (
+    _ldap("url", str, "LDAP URL", "ldaps://HOST[:PORT], or ldap://HOST[:PORT] with StartTLS "
+          "(plain ldap:// only on loopback). Empty: the broker's own users.", nullable=True,
+          default=None, limits={"pattern": r"^ldaps?://[^\s/]+/?$", "max_length": 500}),
+    _ldap("start_tls", bool, "StartTLS", "Upgrade an ldap:// connection with StartTLS.",
+          default=False),
+    _ldap("ca_file", str, "LDAP CA file", "PEM file of the CA of the LDAP server's TLS "
+          "certificate (absolute path; empty: the system's CAs). The hostname is checked.",
+          nullable=True, default=None, limits=_LDAP_TEXT),
+    _ldap("flavour", str, "LDAP flavour", "ad (Active Directory: account state, nested "
+          "groups, altSecurityIdentities) or generic (inetOrgPerson).", default="ad",
+          choices=FLAVOURS),
+    _ldap("base_dn", str, "Base DN", "Where users are searched.", nullable=True, default=None,
+          limits=_LDAP_TEXT),
+    _ldap("bind_dn", str, "Bind DN", "The service account the broker binds as.",
+          nullable=True, default=None, limits=_LDAP_TEXT),
+    _ldap("bind_password_file", str, "Bind password file",
+          "Absolute path of the file holding the service account's password (mode 600 or "
+          "stricter; the password is never stored, exported or logged).", nullable=True,
+          default=None, limits=_LDAP_TEXT),
+    _ldap("user_name_attribute", str, "User name attribute",
+          "The user's name in the broker (WorkSpace owner, audit); default sAMAccountName "
+          "(ad) or uid (generic).", nullable=True, default=None,
+          limits={"pattern": r"^[A-Za-z][A-Za-z0-9-]{0,99}$"}),
+    _ldap("user_filter", str, "User filter", "Every user found must also match this LDAP "
+          "filter; default (&(objectCategory=person)(objectClass=user)) or "
+          "(objectClass=inetOrgPerson).", nullable=True, default=None, limits=_LDAP_TEXT),
+    _ldap("attributes", dict[str, str], "Certmap attributes",
+          "Certmap rule → attribute, e.g. upn=userPrincipalName, email=mail (defaults per "
+          "flavour).", nullable=True, default=None, validators=(parse_pairs,)),
+    _ldap("required_groups", list, "Required groups", "Group DNs; a user must be in one "
+          "(nested membership counts with ad).", default=[],
+          item_limits={"min_length": 1, "max_length": 1000}, limits={"max_length": 50}),
+    _ldap("cache_ttl_s", int, "LDAP cache seconds", "How long a process keeps a found user "
+          "(refusals: at most 30 s).", default=300, limits={"ge": 0, "le": 86400}),
+    _ldap("timeout_s", int, "LDAP timeout seconds", "Bound of each LDAP connect, TLS "
+          "handshake and operation; past it logins answer directory_unavailable.",
+          default=3, limits={"ge": 1, "le": 60}),
+)
+
+
 DIRECTORIES = Resource(
     "directories", "directory", "Directories",
     "Directories: region, smart-card and revocation settings, certmap, password login.",
@@ -864,7 +921,8 @@ DIRECTORIES = Resource(
         Field("certmap", list, "Certificate mapping",
               "Rules that find the user from the certificate, tried in order.",
               default=["upn", "email"], choices=CERTMAP_RULES, list_column=True,
-              limits={"min_length": 1, "max_length": 4}, validators=(_unique,)),
+              limits={"min_length": 1, "max_length": len(CERTMAP_RULES)},
+              validators=(_unique,)),
         Field("required_eku", str, "Required EKU",
               "Extended key usage the login certificate must carry: client-auth "
               "(clientAuth or smart-card logon) or any.", default="client-auth",
@@ -891,6 +949,8 @@ DIRECTORIES = Resource(
               "Accept (with a warning) CA certificates whose basicConstraints or "
               "policyConstraints is not critical, which RFC 5280 forbids; off: refused.",
               default=False, profile=True),
+        # Users from LDAP / Active Directory (DESIGN §11); no url: the broker's own users.
+        *_LDAP_FIELDS,
         _out("warnings", list[SettingWarning], "Warnings",
              "Settings that cannot take effect in this region, with the policy's reason.",
              read=_directory_row_warnings),

@@ -18,6 +18,7 @@ from broker.store.db import Database
 if TYPE_CHECKING:
     from broker.pki.revocation import RevocationCache
     from broker.regions import RegionCatalogue
+    from broker.service.ldapdir import LdapDirectories
     from broker.service.tickets import KeyRing
     from broker.service.trust import TrustCache
 
@@ -53,6 +54,13 @@ class BrokerContext:
         from broker.service.trust import TrustCache
 
         return TrustCache()
+
+    @cached_property
+    def ldap(self) -> LdapDirectories:
+        """LDAP-backed directories: connection pools, the answer cache, each one's health."""
+        from broker.service.ldapdir import LdapDirectories
+
+        return LdapDirectories()
 
     @cached_property
     def revocation_cache(self) -> RevocationCache:

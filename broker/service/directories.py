@@ -30,6 +30,7 @@ from broker.codes import Code
 from broker.errors import BrokerError
 from broker.service import admin, audit, coverage
 from broker.service.admin import DIRECTORIES, USERS, WORKSPACES
+from broker.service.ldapdir import check_settings
 from broker.service.passwords import hash_password, verify_password
 from broker.service.resources import Field as ResourceField
 from broker.service.resources import Strict
@@ -170,9 +171,13 @@ def load_file(path: Path, known_regions: set[str]) -> LoadedFile:
                 raise _fail(path, text, (*here, "workspace", wi, "id"),
                             f"WorkSpace {w['id']!r} appears twice")
             seen_ws.add(w["id"])
-            if w["user"] not in usernames:
+            if w["user"] not in usernames and not (d.get("ldap") or {}).get("url"):
                 raise _fail(path, text, (*here, "workspace", wi, "user"),
                             f"no user {w['user']!r} in this directory")
+        ldap = d.get("ldap") or {}
+        for key in ("ca_file", "bind_password_file"):  # relative to the file, like anchors
+            if ldap.get(key):
+                ldap[key] = str(_resolve(path, ldap[key]))
         material = TrustMaterial()
         options = admin.profile_options(partial(_file_value, d))
         for key, target in (("trust_anchors", material.anchors),
@@ -306,6 +311,10 @@ def _apply_directory(session: Session, loaded: LoadedFile, di: int, d: dict[str,
 
     did = d["id"]
     changes: list[str] = []
+    ldap = d.get("ldap") or {}
+    if ldap.get("url") and d.get("user"):
+        raise fail(("user",), "the users of an LDAP directory live in its LDAP server; "
+                   "remove the [[directory.user]] entries")
     values = DIRECTORIES.values(d, [f for f in DIRECTORIES.fields
                                     if f.in_file and f.create and f.name != "id"])
     row = session.get(db.Directory, did)
@@ -323,6 +332,9 @@ def _apply_directory(session: Session, loaded: LoadedFile, di: int, d: dict[str,
             DIRECTORIES.assign(row, values)
             row.updated_at = now
             changes += _diff(f"directory {did}", diff)
+    problem = check_settings(row)
+    if problem is not None:
+        raise fail(tuple(problem[0].split(".")), problem[1])
     session.flush()
 
     material = loaded.trust[did]
@@ -406,6 +418,10 @@ def _apply_workspaces(session: Session, did: str, specs: list[dict[str, Any]], n
         if wrow is not None and wrow.directory_id != did:
             raise fail(("workspace", wi, "id"),
                        f"WorkSpace {w['id']!r} belongs to directory {wrow.directory_id!r}")
+        if w["user"] not in owners:  # an LDAP user (checked by check_ldap_owners): its name row
+            from broker.service.trust import name_row
+
+            owners[w["user"]] = name_row(session.connection(), did, w["user"])
         values = {"user_id": owners[w["user"]], **admin.workspace_values(wrow, w)}
         if wrow is None:
             # A WorkSpace's state is its initial state: re-applying never starts or stops one.
@@ -488,6 +504,32 @@ def _apply_codes(session: Session, did: str, d: dict[str, Any], catalogue: Any, 
 
 # --------------------------------------------------------------------------- export
 
+def check_ldap_owners(loaded: LoadedFile, ldap: Any) -> None:
+    """Every WorkSpace owner of an LDAP directory in the file must exist in its LDAP server
+    (one search per name, before the apply's transaction); DirectoryFileError otherwise."""
+    from types import SimpleNamespace
+
+    from broker.service.ldapdir import settings_of
+
+    for di, d in enumerate(loaded.directories):
+        conf = d.get("ldap") or {}
+        if not conf.get("url") or not d["workspace"]:
+            continue
+        row = SimpleNamespace(id=d["id"], **{f"ldap_{k}": v for k, v in conf.items()})
+        s = settings_of(row)
+        assert s is not None
+        for wi, w in enumerate(d["workspace"]):
+            try:
+                dn = ldap.find_name(s, w["user"])
+            except BrokerError as exc:
+                raise _fail(loaded.path, loaded.text, ("directory", di, "workspace", wi, "user"),
+                            exc.message) from None
+            if dn is None:
+                raise _fail(loaded.path, loaded.text, ("directory", di, "workspace", wi, "user"),
+                            f"the LDAP directory holds no user {w['user']!r} "
+                            f"({s.user_name_attribute})")
+
+
 def export_directory(session: Session, directory_id: str, pki_dir: Path,
                      relative_to: Path, *, codes: bool = True) -> dict[str, Any]:
     """The directory as a declarative-file document; trust material written as PEM files.
@@ -511,6 +553,9 @@ def export_directory(session: Session, directory_id: str, pki_dir: Path,
 
     doc: dict[str, Any] = {**DIRECTORIES.file_entry(d), "trust_anchors": [],
                            "intermediates": [], "crls": []}
+    ldap = doc.pop("ldap", None) or {}
+    if ldap.get("url"):  # a local directory's file has no [directory.ldap] table
+        doc["ldap"] = {k: v for k, v in ldap.items() if v is not None}
     for t in _rows_of(session, db.TrustCertificate, d.id):
         cert = x509.load_der_x509_certificate(t.der)
         key = "trust_anchors" if t.kind == "anchor" else "intermediates"
@@ -525,7 +570,8 @@ def export_directory(session: Session, directory_id: str, pki_dir: Path,
         .order_by(db.RegistrationCode.id)))
     doc["registration_codes"] = active if codes else len(active)
     doc["user"] = []
-    for u in _rows_of(session, db.User, d.id):
+    # An LDAP directory's user rows are only names (its WorkSpaces' owners): not exported.
+    for u in _rows_of(session, db.User, d.id) if not d.ldap_url else ():
         entry = {k: v for k, v in USERS.file_entry(u).items() if v not in (None, False)}
         if d.password_login and u.password_hash:
             # The file format allows passwords only where login uses them.

@@ -31,6 +31,7 @@ from broker.service.attempts import (
 from broker.service.challenges import MAX_ID, check_row, consume, insert_login_challenge
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
+from broker.service.ldapdir import LdapRefusal, LdapUser, settings_of
 from broker.service.passwords import verify_password
 from broker.service.registrations import ClientSpec, code_settings, lookup_code, resolve_code
 from broker.service.tokens import new_token, token_hash
@@ -38,6 +39,7 @@ from broker.service.trust import (
     MappedUser,
     TrustSnapshot,
     Verified,
+    map_ldap_user,
     map_user,
     verify_card_response,
 )
@@ -48,7 +50,7 @@ from broker.store.statements import (
     CLEAR_COUNTER,
     INSERT_AUTH_TOKEN,
     LOCKS,
-    )
+)
 
 
 def issue_login_challenge(ctx: BrokerContext, code: str, client: ClientSpec, card_count: int,
@@ -169,10 +171,13 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
                 row.cert_failures is not None)
 
     def grant(conn: Connection, verified: Verified, snap: TrustSnapshot,
-              had_failures: bool) -> dict[str, Any]:
+              had_failures: bool, found: LdapUser | None) -> dict[str, Any]:
         now = ctx.now()
         consume(conn, challenge_id, now)
-        user = map_user(conn, snap.directory_id, verified.identity, snap.certmap)
+        if found is not None:
+            user = map_ldap_user(conn, snap.directory_id, found)
+        else:
+            user = map_user(conn, snap.directory_id, verified.identity, snap.certmap)
         if not any(w["protocol"] == kinds.Protocol.WSP for w in user.workspaces):
             raise ServiceError(Code.SMART_CARD_REQUIRES_WSP,
                                "Smart cards work only with WorkSpaces streamed over WSP, and "
@@ -185,7 +190,8 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
                      username=user.username, client_address=address,
                      cert_fingerprint=verified.fingerprint, challenge_id=challenge_id,
                      revocation_soft_fail=verified.soft_fail or None,
-                     verification=verified.evidence or None)
+                     verification=verified.evidence or None,
+                     ldap={"rule": found.rule, "dn": found.dn} if found else None)
         return _login_body(user, token, expires, kinds.AuthMethod.SMART_CARD.value,
                            user.workspaces)
 
@@ -198,9 +204,23 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
         tbs, snap, had_failures = ctx.db.run(read_challenge, read_only=True)
         verified = verify_card_response(ctx, snap, tbs, cert_der, chain, signature, algorithm,
                                         on_key_proven=attempt.prove_key)
-        return ctx.db.run(lambda c: grant(c, verified, snap, had_failures), name="grant")
+        found = None
+        if snap.ldap is not None:  # one search at most, outside any transaction
+            found = ldap_lookup(attempt, lambda: ctx.ldap.lookup(
+                snap.ldap, verified.identity, verified.cert_der, snap.certmap))
+        return ctx.db.run(lambda c: grant(c, verified, snap, had_failures, found),
+                          name="grant")
 
     return audited(ctx, attempt, run)
+
+
+def ldap_lookup(attempt: Attempt, fn: Any) -> Any:
+    """Run an LDAP lookup; a refusal's rule and entry DN go into the attempt's audit event."""
+    try:
+        return fn()
+    except LdapRefusal as exc:
+        attempt.details.update({k: exc.details[k] for k in ("rule", "dn") if k in exc.details})
+        raise
 
 
 def password_login(ctx: BrokerContext, code: str, username: str, password: str,
@@ -224,6 +244,9 @@ def password_login(ctx: BrokerContext, code: str, username: str, password: str,
         if not (known_key and limits.is_marked(session, known_key, now)):
             # Slowed for everyone but the addresses she has logged in from.
             limits.check_lockout(session, attempt.user_key, now, code=Code.RATE_LIMITED)
+        ldap_settings = settings_of(d)
+        if ldap_settings is not None:  # bound as the user outside this transaction
+            return {"ldap": ldap_settings, "known_key": known_key}
         user = session.scalar(select(User).where(User.directory_id == d.id,
                                                  User.username == username))
         ok = verify_password(password, user.password_hash if user else None)
@@ -239,4 +262,30 @@ def password_login(ctx: BrokerContext, code: str, username: str, password: str,
                      username=user.username, client_address=address)
         return _login_body(user, token, expires, "password", workspaces_of(session, user.id))
 
-    return audited(ctx, attempt, lambda: ctx.db.transaction(check))
+    def grant_ldap(session: Session, found: LdapUser, known_key: str | None
+                   ) -> dict[str, Any]:
+        now = ctx.now()
+        conn = session.connection()
+        user = map_ldap_user(conn, attempt.directory_id or "", found)
+        token, expires = _issue_auth_token(ctx, conn, user, kinds.AuthMethod.PASSWORD, now)
+        if attempt.pair_key:
+            limits.clear(session, attempt.pair_key)
+        if known_key:
+            limits.mark(session, known_key, now + timedelta(seconds=KNOWN_ADDRESS_S), now)
+        audit.record(session, "login.password", "success", directory_id=user.directory_id,
+                     username=user.username, client_address=address,
+                     ldap={"rule": "password", "dn": found.dn})
+        return _login_body(user, token, expires, "password", user.workspaces)
+
+    def run() -> dict[str, Any]:
+        answer = ctx.db.transaction(check)
+        if "ldap" not in answer:
+            return answer
+        s = answer["ldap"]  # bind as the user outside any transaction
+        found = ldap_lookup(attempt, lambda: ctx.ldap.password_login(s, username, password))
+        if found is None:
+            raise ServiceError(Code.INVALID_CREDENTIALS, "The user name or password is wrong.")
+        return ctx.db.transaction(lambda session: grant_ldap(session, found,
+                                                             answer["known_key"]))
+
+    return audited(ctx, attempt, run)

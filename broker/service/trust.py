@@ -22,6 +22,7 @@ from broker.codes import Code
 from broker.pki.identity import CertIdentity
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
+from broker.service.ldapdir import LdapUser, settings_of
 from broker.service.pki_settings import pki_settings
 from broker.service.wire import cert_fingerprint
 from broker.store.models import Crl, Directory, TrustCertificate
@@ -41,6 +42,8 @@ class TrustSnapshot:
     required_eku: str
     certmap: tuple[str, ...]
     pki: tuple[Any, ...] = ()  # verify_certificate keyword arguments (pairs)
+    #: The directory's LDAP settings (broker.service.ldapdir.LdapSettings); None: own users.
+    ldap: Any = None
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -57,7 +60,8 @@ def load_trust(session: Session, d: Directory) -> TrustSnapshot:
         intermediates=tuple(c.der for c in certs if c.kind == "intermediate"),
         crls=tuple(c.der for c in crls), crl_on=d.revocation_crl, ocsp_on=d.revocation_ocsp,
         fail_mode=d.revocation_fail_mode, required_eku=d.required_eku,
-        certmap=tuple(d.certmap or ["upn", "email"]), pki=pki_settings(d))
+        certmap=tuple(d.certmap or ["upn", "email"]), pki=pki_settings(d),
+        ldap=settings_of(d))
 
 
 def accepted_issuers(session: Session, directory_id: str) -> list[str]:
@@ -224,6 +228,44 @@ def map_user(conn: Connection, directory_id: str, ident: CertIdentity,
             for r in rows if r.id == user.id and r.ws_id is not None])
     raise ServiceError(Code.USER_NOT_FOUND, "No user of this directory matches the certificate.",
                        {"rules": list(rules)})
+
+
+def name_row(conn: Connection, directory_id: str, username: str) -> int:
+    """The id of the name row of an LDAP user (created on first use: the anchor of the
+    user's WorkSpaces and tokens; the directory keeps everything else). Concurrent first
+    logins of one user insert once (ON CONFLICT DO NOTHING)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from broker.store.models import User
+
+    table: Any = User.__table__
+    found = conn.execute(select(table.c.id).where(table.c.directory_id == directory_id,
+                                                  table.c.username == username)).scalar()
+    if found is not None:
+        return int(found)
+    dialect_insert: Any = (postgresql.insert if conn.dialect.name == "postgresql"
+                           else sqlite.insert)
+    from broker.store.models import utcnow
+
+    conn.execute(dialect_insert(table).values(
+        directory_id=directory_id, username=username, disabled=False, created_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["directory_id", "username"]))
+    return int(conn.execute(select(table.c.id).where(
+        table.c.directory_id == directory_id, table.c.username == username)).scalar_one())
+
+
+def map_ldap_user(conn: Connection, directory_id: str, found: LdapUser) -> MappedUser:
+    """The MappedUser of an entry the directory's LDAP server gave, with its WorkSpaces."""
+    from broker.store.models import WorkSpace
+
+    user_id = name_row(conn, directory_id, found.username)
+    ws: Any = WorkSpace.__table__
+    rows = conn.execute(select(ws.c.id, ws.c.name, ws.c.protocol, ws.c.running_mode,
+                               ws.c.state).where(ws.c.user_id == user_id)
+                        .order_by(ws.c.id)).all()
+    return MappedUser(user_id, directory_id, found.username, found.upn, found.email, [
+        {"id": r.id, "name": r.name, "protocol": r.protocol, "running_mode": r.running_mode,
+         "state": r.state} for r in rows])
 
 
 def verify_card_response(ctx: BrokerContext, snap: TrustSnapshot, tbs: bytes, cert_der: bytes,

@@ -109,6 +109,21 @@ class Directory(Base):
     #: Profile relaxation: CA certificates whose basicConstraints/policyConstraints is not
     #: critical are accepted with a warning (broker.pki.profile.ProfileOptions).
     accept_noncritical_constraints: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Users from LDAP / Active Directory (DESIGN §11; broker.service.ldapdir). No url: the
+    #: broker's own users. The bind password is never here: only the file it is read from.
+    ldap_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    ldap_start_tls: Mapped[bool] = mapped_column(Boolean, default=False)
+    ldap_ca_file: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    ldap_flavour: Mapped[str] = mapped_column(String(16), default="ad")
+    ldap_base_dn: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    ldap_bind_dn: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    ldap_bind_password_file: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    ldap_user_name_attribute: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    ldap_user_filter: Mapped[str | None] = mapped_column(Text, nullable=True)
+    ldap_attributes: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
+    ldap_required_groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    ldap_cache_ttl_s: Mapped[int] = mapped_column(Integer, default=300)
+    ldap_timeout_s: Mapped[int] = mapped_column(Integer, default=3)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     #: Bumped in the same transaction as any change to the directory's settings, trust anchors,

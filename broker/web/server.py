@@ -380,7 +380,11 @@ def add_operational_routes(api: JsonApi, ctx: BrokerContext) -> None:
             return 503, {"status": "unavailable", "reason": reason,
                          "database": "unreachable" if reason == "database_unreachable"
                          else "ok"}
-        return 200, {"status": "ok", "database": "ok"}
+        body: dict[str, Any] = {"status": "ok", "database": "ok"}
+        degraded = ctx.ldap.degraded() if "ldap" in vars(ctx) else {}
+        if degraded:  # one directory's LDAP server down is not the broker down
+            body["degraded_directories"] = degraded
+        return 200, body
 
     if api.name == "admin" or ctx.settings.server.metrics_on_client:
         store = metrics.StoreCollector(
