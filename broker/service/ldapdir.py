@@ -199,9 +199,9 @@ def escape(value: str | bytes) -> str:
 # --------------------------------------------------------------------------- certificate values
 
 def _ad_dn(name: Any) -> str:
-    """A certificate Name as AD writes it in altSecurityIdentities (most significant last,
-    comma-space separated, e.g. ``CN=Issuing CA,O=Example,C=US`` reversed)."""
-    return ",".join(reversed(name.rfc4514_string().split(",")))
+    """A certificate Name as AD writes it in altSecurityIdentities: the RDNs in encoded order
+    (``C=US,O=Example,CN=Issuing CA``, the reverse of RFC 4514's string)."""
+    return ",".join(rdn.rfc4514_string() for rdn in name.rdns)
 
 
 def alt_security_identities(cert_der: bytes, *, weak: bool) -> list[str]:
