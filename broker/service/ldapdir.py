@@ -326,6 +326,7 @@ def _connect(s: LdapSettings) -> Any:
     import ldap
 
     conn = ldap.initialize(s.url)
+    conn.timeout = s.timeout_s  # every synchronous call waits at most this long for a result
     conn.set_option(ldap.OPT_PROTOCOL_VERSION, 3)
     conn.set_option(ldap.OPT_REFERRALS, 0)
     conn.set_option(ldap.OPT_NETWORK_TIMEOUT, float(s.timeout_s))
@@ -348,20 +349,61 @@ def _bind(s: LdapSettings, conn: Any) -> None:
 
 
 class _Pool:
-    """Bound connections of one directory's settings (at most POOL_SIZE idle)."""
+    """Bound connections of one directory's settings (at most POOL_SIZE idle).
+
+    libldap bounds the TCP connect (OPT_NETWORK_TIMEOUT) and each operation (the timeout of
+    python-ldap's synchronous calls) but not the TLS handshake of ldaps:// or StartTLS: a
+    server that accepts and never answers would hold the calling thread forever. So a new
+    connection is opened on a connector thread of its own while the caller waits at most
+    ``timeout_s``; while one such attempt hangs, further callers fail at once instead of
+    starting more (at most one stuck thread per directory)."""
 
     def __init__(self, s: LdapSettings) -> None:
         self.settings = s
         self._idle: list[Any] = []
         self._lock = threading.Lock()
+        self._pending: threading.Thread | None = None
+
+    def _open(self) -> Any:
+        s = self.settings
+        with self._lock:
+            if self._pending is not None and self._pending.is_alive():
+                raise unavailable(s, "an earlier connection attempt is still unanswered")
+            box: dict[str, Any] = {}
+            taken = threading.Event()
+
+            def connect() -> None:
+                try:
+                    conn = _connect(s)
+                    _bind(s, conn)
+                    box["conn"] = conn
+                except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                    box["error"] = exc
+                with self._lock:
+                    abandoned = taken.is_set()
+                    if abandoned and "conn" in box and len(self._idle) < POOL_SIZE:
+                        self._idle.append(box.pop("conn"))  # late, but good: keep it
+                done.set()
+
+            done = threading.Event()
+            worker = threading.Thread(target=connect, name=f"ldap-connect-{s.directory_id}",
+                                      daemon=True)
+            self._pending = worker
+        worker.start()
+        if not done.wait(s.timeout_s):
+            with self._lock:
+                taken.set()
+            raise unavailable(s, f"no answer within {s.timeout_s} s")
+        if "error" in box:
+            raise box["error"]
+        return box["conn"]
 
     @contextmanager
     def connection(self) -> Iterator[Any]:
         with self._lock:
             conn = self._idle.pop() if self._idle else None
         if conn is None:
-            conn = _connect(self.settings)
-            _bind(self.settings, conn)
+            conn = self._open()
         ok = False
         try:
             yield conn
@@ -481,9 +523,18 @@ class LdapDirectories:
                     timeout=s.timeout_s, sizelimit=3 if scope != "base" else 1)
                 return [(dn, a) for dn, a in got if dn is not None]
 
+        def run_once_more() -> list[tuple[str, dict]]:
+            try:
+                return run()
+            except ldap.SERVER_DOWN:
+                # A pooled connection the server dropped (restart, idle timeout): once more
+                # on a new connection, which fails fast when the server is really down.
+                self.pool(s).close()
+                return run()
+
         started = time.perf_counter()
         try:
-            found = _ldap_call(s, lambda: _sizelimited(run))
+            found = _ldap_call(s, lambda: _sizelimited(run_once_more))
         except ServiceError as exc:
             if exc.code == Code.DIRECTORY_UNAVAILABLE:
                 self._note(s, False, exc.message)
