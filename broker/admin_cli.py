@@ -536,3 +536,44 @@ def _register() -> None:
 
 
 _register()
+
+
+@click.command("test-lookup")
+@common_options
+@click.argument("directory_id")
+@click.option("--certificate", "certificate", required=True,
+              type=click.Path(dir_okay=False, path_type=Path),
+              help="The certificate to map (PEM or DER file).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def test_lookup_cmd(settings: Settings, directory_id: str, certificate: Path,
+                    as_json: bool) -> None:
+    """Map a certificate to a user of DIRECTORY as a login would (no chain check), and say
+    which rule and directory entry decided; the refusal code and exit 1 otherwise."""
+    from broker.errors import BrokerError
+    from broker.service.ldapdir import test_lookup
+
+    try:
+        data = certificate.read_bytes()
+    except OSError as exc:
+        fail(f"cannot read {certificate}: {exc.strerror or exc}", EXIT_USAGE)
+    ctx = open_context(settings)
+    try:
+        found = test_lookup(ctx, directory_id, data)
+    except BrokerError as exc:
+        details = {k: v for k, v in exc.details.items()
+                   if k in ("rule", "dn", "rules", "dns", "groups")}
+        if as_json:
+            click.echo(json.dumps({"error": {"code": str(exc.code), "message": exc.message,
+                                             "details": details}}, indent=2))
+        else:
+            click.echo(f"refused: {exc.code}: {exc.message}", err=True)
+            for k, v in details.items():
+                click.echo(f"  {k}: {show(v)}", err=True)
+        sys.exit(1)
+    emit(found, as_json, lambda: click.echo(
+        f"{found['user']} (rule {found['rule'] or '-'}, entry {found['dn'] or '-'})"))
+
+
+_directories = admin.commands["directories"]
+assert isinstance(_directories, click.Group)
+_directories.add_command(test_lookup_cmd)

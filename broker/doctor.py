@@ -237,6 +237,10 @@ def check_store(settings: Settings, now: datetime, warn_days: int,
                 Directory.revocation_ocsp.is_(True))))
             ders = list(session.execute(select(TrustCertificate.directory_id, TrustCertificate.der)
                                    .where(TrustCertificate.directory_id.in_(ocsp_dirs))).all())
+            from broker.service.ldapdir import settings_of
+
+            ldap_settings = [ls for row in session.scalars(select(Directory).where(
+                Directory.ldap_url.is_not(None))) if (ls := settings_of(row)) is not None]
             db_now = None
             if db.dialect == "postgresql":
                 db_now = session.execute(text("SELECT now()")).scalar_one()
@@ -265,7 +269,30 @@ def check_store(settings: Settings, now: datetime, warn_days: int,
                                                   "revocation source", d))
         checks.extend(Check("revocation", FAIL, g["message"], d) for g in found)
     checks.extend(check_ocsp(ders, timeout))
+    checks.extend(check_ldap(ldap_settings))
     checks.append(check_clock(now, db_now, last_event))
+    return checks
+
+
+def check_ldap(settings: list[Any]) -> list[Check]:
+    """Each LDAP directory: the service account's bind and one search of the base DN."""
+    from broker.errors import BrokerError
+    from broker.service.ldapdir import LdapDirectories
+
+    service = LdapDirectories()
+    checks = []
+    for s in settings:
+        try:
+            got = service.check(s)
+        except BrokerError as exc:
+            checks.append(Check("ldap", FAIL, exc.message, s.directory_id))
+            continue
+        if got["search"]:
+            checks.append(Check("ldap", OK, f"{s.url}: bound, base DN found ({got['ms']} ms)",
+                                s.directory_id))
+        else:
+            checks.append(Check("ldap", FAIL, f"{s.url}: bound, but base DN {s.base_dn} not "
+                                              "found", s.directory_id))
     return checks
 
 

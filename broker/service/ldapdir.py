@@ -730,3 +730,40 @@ def _values(attrs: dict[str, list[bytes]], attr: str) -> list[bytes]:
 def _first(attrs: dict[str, list[bytes]], attr: str) -> str | None:
     got = _values(attrs, attr)
     return got[0].decode("utf-8", "replace") if got else None
+
+
+def test_lookup(ctx: Any, directory_id: str, certificate: bytes) -> dict[str, Any]:
+    """``broker admin directories test-lookup``: map a certificate (PEM or DER) as a login
+    would — no chain check, no cache — and say the user, rule and entry DN, or raise the
+    refusal (user_not_found, account_disabled, directory_unavailable, …)."""
+    from cryptography import x509
+
+    from broker.pki.identity import identity_of
+    from broker.service.admin import get_directory_row
+    from broker.service.trust import map_user
+
+    try:
+        cert = (x509.load_pem_x509_certificate(certificate) if b"-----BEGIN" in certificate
+                else x509.load_der_x509_certificate(certificate))
+    except ValueError:
+        raise ServiceError(Code.CERTIFICATE_MALFORMED, "That is not a certificate (PEM or "
+                           "DER).") from None
+    from cryptography.hazmat.primitives import serialization
+
+    der = cert.public_bytes(serialization.Encoding.DER)
+    ident = identity_of(cert)
+
+    def read(session: Any) -> tuple[LdapSettings | None, list[str]]:
+        d = get_directory_row(session, directory_id)
+        return settings_of(d), list(d.certmap or ["upn", "email"])
+
+    settings, rules = ctx.db.transaction(read)
+    if settings is None:
+        def local(session: Any) -> dict[str, Any]:
+            user = map_user(session.connection(), directory_id, ident, rules)
+            return {"user": user.username, "rule": None, "dn": None, "source": "local"}
+
+        return dict(ctx.db.transaction(local))
+    values = {r: rule_values(r, ident, der) for r in rules}
+    found = ctx.ldap._lookup(settings, values, rules)
+    return {**found.as_dict(), "source": "ldap", "filter_rules": rules}

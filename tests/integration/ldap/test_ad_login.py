@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from broker.pki import issue
 from tests.support.dirfile import directory, render, value, workspace
@@ -133,3 +134,39 @@ def test_password_login_binds_to_active_directory(broker: Any, ad: dict[str, Any
     bad = api.post("/v1/auth/password", {"registration_code": ad["code"], "username": name,
                                          "password": "Wrong!Passw0rd"})
     assert bad.code == "invalid_credentials"
+
+
+def test_test_lookup_explains_the_mapping(broker: Any, ad: dict[str, Any]) -> None:
+    pem = ad["tmp"] / "anna.pem"
+    pem.write_bytes(ad["cards"]["anna"].cert.public_bytes(serialization.Encoding.PEM))
+    out = broker.run_cli("admin", "directories", "test-lookup", "ad", "--certificate",
+                         str(pem), "--json")
+    found = json.loads(out.stdout)
+    assert (found["user"], found["rule"], found["dn"]) == (
+        ad["names"]["anna"], "upn", ad["dns"]["anna"])
+    pem = ad["tmp"] / "bert.pem"
+    pem.write_bytes(ad["cards"]["bert"].cert.public_bytes(serialization.Encoding.PEM))
+    found = json.loads(broker.run_cli("admin", "directories", "test-lookup", "ad",
+                                      "--certificate", str(pem), "--json").stdout)
+    assert found["rule"] == "alt_security_identities"
+    pem = ad["tmp"] / "dora.pem"
+    pem.write_bytes(ad["cards"]["dora"].cert.public_bytes(serialization.Encoding.PEM))
+    out = broker.run_cli("admin", "directories", "test-lookup", "ad", "--certificate",
+                         str(pem), "--json", check=False)
+    assert out.returncode == 1
+    refusal = json.loads(out.stdout)["error"]
+    assert refusal["code"] == "account_disabled"
+    assert refusal["details"]["dn"] == ad["dns"]["dora"]
+
+
+def test_doctor_checks_bind_and_search(broker: Any, ad: dict[str, Any]) -> None:
+    out = broker.run_cli("doctor", check=False)
+    lines = [line for line in out.stdout.splitlines() if line.split()[1:2] == ["ldap"]]
+    assert lines and lines[0].startswith("OK"), out.stdout
+    assert "bound, base DN found" in lines[0]
+    secret = ad["tmp"] / "ldap.secret"
+    secret.chmod(0o644)  # readable by others: refused like ssh refuses such a key
+    out = broker.run_cli("doctor", check=False)
+    lines = [line for line in out.stdout.splitlines() if line.split()[1:2] == ["ldap"]]
+    assert lines[0].startswith("FAIL") and "chmod 600" in lines[0], out.stdout
+    assert "Svc!Passw0rd" not in out.stdout + out.stderr
