@@ -38,7 +38,14 @@ from broker.codes import Code
 from broker.service import audit
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
-from broker.service.ldapdir import FLAVOURS, LDAP_RULES, check_settings, parse_pairs, warnings_of
+from broker.service.ldapdir import (
+    FLAVOURS,
+    LDAP_RULES,
+    check_settings,
+    parse_pairs,
+    settings_of,
+    warnings_of,
+)
 from broker.service.passwords import hash_password
 from broker.service.resources import (
     DEFAULT_LIMIT,
@@ -526,9 +533,31 @@ def get_user(session: Session, directory_id: str, username: str) -> dict[str, An
     return USERS.view(get_user_row(session, directory_id, username))
 
 
+def _owner(session: Session, ctx: BrokerContext, d: Directory, username: str) -> User:
+    """A WorkSpace's owner: a user row, or for an LDAP directory a name its server holds."""
+    s = settings_of(d)
+    if s is None:
+        return get_user_row(session, d.id, username)
+    found = session.scalar(select(User).where(User.directory_id == d.id,
+                                              User.username == username))
+    if found is not None:
+        return found
+    if ctx.ldap.find_name(s, username) is None:
+        raise ServiceError(Code.RESOURCE_NOT_FOUND, f"The LDAP directory of {d.id!r} holds no "
+                           f"user {username!r} ({s.user_name_attribute}).",
+                           {"directory": d.id, "username": username})
+    from broker.service.trust import name_row
+
+    return session.get_one(User, name_row(session.connection(), d.id, username))
+
+
 def create_user(session: Session, directory_id: str, fields: Mapping[str, Any],
                 actor: str) -> dict[str, Any]:
     d = get_directory_row(session, directory_id)
+    if d.ldap_url:
+        raise ServiceError(Code.VALIDATION_FAILED, f"The users of directory {directory_id!r} "
+                           "live in its LDAP server; create them there.",
+                           {"field": "username"})
     data = USERS.validate(fields)
     username = data["username"]
     if session.scalar(select(User.id).where(User.directory_id == directory_id,
@@ -592,8 +621,8 @@ def create_workspace(session: Session, ctx: BrokerContext, fields: Mapping[str, 
                      actor: str) -> dict[str, Any]:
     data = WORKSPACES.validate(fields)
     directory_id = data["directory"]
-    get_directory_row(session, directory_id)
-    owner = get_user_row(session, directory_id, data["user"])
+    d = get_directory_row(session, directory_id)
+    owner = _owner(session, ctx, d, data["user"])
     if session.get(WorkSpace, data["id"]) is not None:
         raise ServiceError(Code.CONFLICT, f"A WorkSpace {data['id']!r} already exists.",
                            {"workspace": data["id"]})
@@ -631,7 +660,7 @@ def update_workspace(session: Session, ctx: BrokerContext, workspace_id: str,
     changed: list[str] = []
     owner_name = username_of(session, w.user_id)
     if data.get("user") is not None and data["user"] != owner_name:
-        owner = get_user_row(session, w.directory_id, data["user"])
+        owner = _owner(session, ctx, get_directory_row(session, w.directory_id), data["user"])
         w.user_id, owner_name = owner.id, owner.username
         changed.append("user")
     changed += WORKSPACES.assign(w, workspace_values(w, data))
