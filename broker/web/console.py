@@ -199,7 +199,10 @@ def set_cookie(request: Any, name: bytes, value: bytes, max_age: int) -> None:
 def row_value(row: dict[str, Any], path: str) -> Any:
     group, _, name = path.rpartition(".")
     where = row.get(group, {}) if group else row
-    return where.get(name) if isinstance(where, dict) else None
+    value = where.get(name) if isinstance(where, dict) else None
+    if isinstance(value, dict):  # a mapping field (ldap.attributes) as its form text
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return value
 
 
 def row_path(op: Operation, row: dict[str, Any]) -> dict[str, str] | None:

@@ -132,3 +132,12 @@ def test_parse_pairs() -> None:
         "upn": "userPrincipalName", "email": "mail"}
     with pytest.raises(ValueError):
         ldapdir.parse_pairs("upn")
+
+
+def test_console_shows_attributes_as_the_text_it_accepts() -> None:
+    from broker.web.console import row_value
+
+    row = {"ldap": {"attributes": {"upn": "userPrincipalName", "email": "mail"}}}
+    text = row_value(row, "ldap.attributes")
+    assert text == "upn=userPrincipalName, email=mail"
+    assert ldapdir.parse_pairs(text) == row["ldap"]["attributes"]
