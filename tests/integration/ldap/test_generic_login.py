@@ -147,7 +147,11 @@ def test_export_and_dry_run_carry_the_settings_not_the_secret(broker: Any,
                                                               setup: dict[str, Any],
                                                               tmp_path: Path) -> None:
     password = "svc secret"
-    dry = broker.run_cli("admin", "apply", str(setup["path"]), "--dry-run")
+    changed = setup["path"].with_name("changed.toml")
+    changed.write_text(setup["path"].read_text().replace("timeout_s = 3", "timeout_s = 5")
+                       .replace("ldap-ca.pem", "./ldap-ca.pem"))
+    dry = broker.run_cli("admin", "apply", str(changed), "--dry-run")
+    assert "directory gen.ldap.timeout_s: 3 → 5" in dry.stdout, dry.stdout
     assert password not in dry.stdout + dry.stderr
     target = tmp_path / "export.toml"
     broker.run_cli("admin", "export", "gen", "--output", str(target))
