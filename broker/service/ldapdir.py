@@ -355,48 +355,64 @@ class _Pool:
     python-ldap's synchronous calls) but not the TLS handshake of ldaps:// or StartTLS: a
     server that accepts and never answers would hold the calling thread forever. So a new
     connection is opened on a connector thread of its own while the caller waits at most
-    ``timeout_s``; while one such attempt hangs, further callers fail at once instead of
-    starting more (at most one stuck thread per directory)."""
+    ``timeout_s``; while an attempt its caller gave up on still hangs, further callers fail
+    at once instead of starting more (at most one stuck thread per directory's settings).
+    Attempts that merely overlap (a burst of first logins) all proceed."""
 
     def __init__(self, s: LdapSettings) -> None:
         self.settings = s
         self._idle: list[Any] = []
         self._lock = threading.Lock()
-        self._pending: threading.Thread | None = None
+        #: Threads whose caller stopped waiting (a silent server): while one lives, new
+        #: connections are not attempted, so at most one thread per directory hangs.
+        self._stuck: list[threading.Thread] = []
 
-    def _open(self) -> Any:
+    def bounded(self, fn: Callable[[], Any], keep: Callable[[Any], None] | None = None
+                ) -> Any:
+        """``fn()`` on a thread of its own while the caller waits at most ``timeout_s``;
+        while an earlier call its caller gave up on still hangs, fail at once (concurrent
+        calls that are merely running proceed). A late result goes to ``keep``."""
         s = self.settings
+        box: dict[str, Any] = {}
+        taken = threading.Event()
+        done = threading.Event()
+
+        def call() -> None:
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                box["error"] = exc
+            with self._lock:
+                if taken.is_set() and "value" in box and keep is not None:
+                    keep(box.pop("value"))
+            done.set()
+
         with self._lock:
-            if self._pending is not None and self._pending.is_alive():
+            self._stuck = [t for t in self._stuck if t.is_alive()]
+            if self._stuck:
                 raise unavailable(s, "an earlier connection attempt is still unanswered")
-            box: dict[str, Any] = {}
-            taken = threading.Event()
-
-            def connect() -> None:
-                try:
-                    conn = _connect(s)
-                    _bind(s, conn)
-                    box["conn"] = conn
-                except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
-                    box["error"] = exc
-                with self._lock:
-                    abandoned = taken.is_set()
-                    if abandoned and "conn" in box and len(self._idle) < POOL_SIZE:
-                        self._idle.append(box.pop("conn"))  # late, but good: keep it
-                done.set()
-
-            done = threading.Event()
-            worker = threading.Thread(target=connect, name=f"ldap-connect-{s.directory_id}",
-                                      daemon=True)
-            self._pending = worker
+            worker = threading.Thread(target=call, name=f"ldap-{s.directory_id}", daemon=True)
         worker.start()
         if not done.wait(s.timeout_s):
             with self._lock:
                 taken.set()
+                self._stuck.append(worker)  # its caller gave up: the next ones fail at once
             raise unavailable(s, f"no answer within {s.timeout_s} s")
         if "error" in box:
             raise box["error"]
-        return box["conn"]
+        return box["value"]
+
+    def _open(self) -> Any:
+        def connect() -> Any:
+            conn = _connect(self.settings)
+            _bind(self.settings, conn)
+            return conn
+
+        def keep(conn: Any) -> None:  # late, but good (called under the lock)
+            if len(self._idle) < POOL_SIZE:
+                self._idle.append(conn)
+
+        return self.bounded(connect, keep)
 
     @contextmanager
     def connection(self) -> Iterator[Any]:
@@ -681,7 +697,8 @@ class LdapDirectories:
                 except Exception:  # noqa: BLE001
                     pass
 
-        if not _ldap_call(s, bind):
+        # A new connection's TLS handshake is unbounded in libldap: bounded like the pool's.
+        if not _ldap_call(s, lambda: self.pool(s).bounded(bind)):
             return None
         return self._admit(s, "password", dn, attrs)
 

@@ -141,3 +141,39 @@ def test_console_shows_attributes_as_the_text_it_accepts() -> None:
     text = row_value(row, "ldap.attributes")
     assert text == "upn=userPrincipalName, email=mail"
     assert ldapdir.parse_pairs(text) == row["ldap"]["attributes"]
+
+
+def test_bounded_calls_run_concurrently_and_one_hang_blocks_new_attempts() -> None:
+    import threading
+
+    s = ldapdir.settings_of(row(ldap_timeout_s=1))
+    assert s is not None
+    pool = ldapdir._Pool(s)
+    go = threading.Event()
+    results: list[Any] = []
+
+    def caller() -> None:
+        try:
+            results.append(pool.bounded(lambda: go.wait(10) and "ok"))
+        except BrokerError as exc:
+            results.append(exc.code)
+
+    callers = [threading.Thread(target=caller) for _ in range(2)]
+    for t in callers:
+        t.start()
+    go.set()
+    for t in callers:
+        t.join(10)
+    assert results == ["ok", "ok"]  # two connects at once are not an outage
+
+    never = threading.Event()
+    with pytest.raises(BrokerError) as hung:
+        pool.bounded(lambda: never.wait(30))
+    assert hung.value.code == Code.DIRECTORY_UNAVAILABLE
+    with pytest.raises(BrokerError) as fast:
+        pool.bounded(lambda: "x")
+    assert "still unanswered" in fast.value.message
+    never.set()
+    for t in list(pool._stuck):
+        t.join(10)
+    assert pool.bounded(lambda: "x") == "x"
