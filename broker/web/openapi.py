@@ -49,6 +49,9 @@ CERT_ERRORS = ("certificate_untrusted", "certificate_expired", "certificate_not_
                "certificate_malformed", "certificate_policy_mismatch", "certificate_mismatch",
                "chain_too_long")
 USER_ERRORS = ("user_not_found", "user_ambiguous", "user_disabled")
+#: Refusals of a directory backed by LDAP / Active Directory (DESIGN §11).
+LDAP_ERRORS = ("account_disabled", "account_expired", "not_in_required_group",
+               "directory_unavailable")
 AUTH_ERRORS = ("auth_required", "auth_token_invalid", "auth_token_expired")
 
 
@@ -138,12 +141,13 @@ def _client_operations() -> dict[tuple[str, str], Operation]:
             CODE_ERRORS + ("smart_card_not_allowed", "rate_limited"), tags=("login",)),
         ("POST", f"{v}/auth/challenges/{{challenge_id}}/response"): Operation(
             "Answer a challenge with the card's signature and certificate.", 200,
-            cm.ChallengeResponse, CHALLENGE_ERRORS + CERT_ERRORS + USER_ERRORS
+            cm.ChallengeResponse, CHALLENGE_ERRORS + CERT_ERRORS + USER_ERRORS + LDAP_ERRORS
             + ("smart_card_requires_wsp", "rate_limited", "locked_out"), tags=("login",)),
         ("POST", f"{v}/auth/password"): Operation(
             "Log in with a password.", 200, cm.PasswordLogin,
-            CODE_ERRORS + ("invalid_credentials", "password_login_disabled", "locked_out",
-                           "rate_limited", "user_disabled"), tags=("login",)),
+            CODE_ERRORS + LDAP_ERRORS + ("invalid_credentials", "password_login_disabled",
+                                         "locked_out", "rate_limited", "user_disabled"),
+            tags=("login",)),
         ("POST", f"{v}/workspaces/{{workspace_id}}/connect"): Operation(
             "Connect to a WorkSpace (201 session, or 202 STARTING with a logon challenge).",
             201, None, AUTH_ERRORS + ("smart_card_requires_wsp", "workspace_not_yours",
