@@ -219,7 +219,8 @@ def ldap_lookup(attempt: Attempt, fn: Any) -> Any:
     try:
         return fn()
     except LdapRefusal as exc:
-        attempt.details.update({k: exc.details[k] for k in ("rule", "dn") if k in exc.details})
+        attempt.details.update({k: exc.details[k] for k in ("rule", "dn", "dns")
+                                if k in exc.details})
         raise
 
 
