@@ -79,3 +79,40 @@ def test_bind_password_file_readable_by_others_is_refused(admin: Admin, broker: 
     assert got.status == 503 and got.body["error"]["code"] == "directory_unavailable"
     assert "chmod 600" in got.body["error"]["message"]
     assert slapd.svc_password not in broker.logs()
+
+
+def _settings(slapd: Slapd, secret: Path, **kw: Any) -> Any:
+    from types import SimpleNamespace
+
+    from broker.service.ldapdir import settings_of
+
+    conf = {**_ldap(slapd, secret), **kw}
+    return settings_of(SimpleNamespace(id="tls", certmap=["email"], **{
+        f"ldap_{k}": conf.get(k) for k in (
+            "url", "start_tls", "ca_file", "flavour", "base_dn", "bind_dn",
+            "bind_password_file", "user_name_attribute", "user_filter", "attributes",
+            "required_groups", "cache_ttl_s", "timeout_s")}))
+
+
+def test_tls_is_checked_ca_and_hostname(slapd: Slapd, tmp_path: Path) -> None:
+    """In process (one layer: the LDAP client against the real slapd): the right CA and name
+    bind over ldaps and StartTLS; another CA, or a name the certificate does not carry, is
+    directory_unavailable before any password is sent."""
+    from broker.errors import BrokerError
+    from broker.pki import issue
+    from broker.service.ldapdir import LdapDirectories
+
+    secret = slapd.write_secret(tmp_path / "ldap.secret")
+    service = LdapDirectories()
+    assert service.check(_settings(slapd, secret))["search"]
+    assert service.check(_settings(slapd, secret, url=slapd.ldap_url, start_tls=True))["search"]
+    other = tmp_path / "other-ca.pem"
+    other.write_bytes(issue.make_root("Some Other CA").cert_pem())
+    for bad in (_settings(slapd, secret, ca_file=str(other)),
+                # the certificate names 127.0.0.1 only
+                _settings(slapd, secret, url=f"ldaps://localhost:{slapd.ldaps_port}"),
+                _settings(slapd, secret, url=slapd.ldap_url, start_tls=True,
+                          ca_file=str(other))):
+        with pytest.raises(BrokerError) as refused:
+            service.check(bad)
+        assert refused.value.code == "directory_unavailable", bad.url
