@@ -1,7 +1,7 @@
 """directories backed by LDAP / Active Directory
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-06 06:30:00
 
 A directory's ``ldap`` setting (shared/DESIGN.md §11): where its users live when not in the
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0009'
-down_revision = '0008'
+revision = '0010'
+down_revision = '0009'
 branch_labels = None
 depends_on = None
 
