@@ -57,6 +57,18 @@ class _Required:
 REQUIRED: Any = _Required()
 
 
+#: Characters no one-line text field may hold: every C0 control and DEL.
+SINGLE_LINE_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_single_line(value: Any) -> Any:
+    """A one-line text field (a name, a UPN, a bundle) holds no control character: a line
+    break or tab there would forge lines in logs, tables and exported files."""
+    if isinstance(value, str) and SINGLE_LINE_CONTROL.search(value):
+        raise ValueError("may not contain control characters (line breaks, tabs, NUL)")
+    return value
+
+
 def check_id(value: Any) -> Any:
     """The id rule as a pydantic validator: a clear message that shows the real pattern."""
     if isinstance(value, str) and not re.fullmatch(ID_PATTERN, value):
@@ -135,6 +147,8 @@ class Field:
             item = str if self.is_list else self.type
         if self.is_list and self.item_limits:
             item = Annotated[item, PydanticField(**self.item_limits)]
+        if item is str and self.cli_input is None:  # files and stdin (PEM, CRL) are multi-line
+            item = Annotated[item, BeforeValidator(check_single_line)]
         if self.is_list:
             ann: Any = Annotated[list[item], PydanticField(**self.limits)]  # type: ignore[valid-type]
         elif self.limits:

@@ -184,3 +184,21 @@ def test_profile_relaxation_is_one_declared_setting(ctx: Any) -> None:
     assert settings["profile_options"].accept_noncritical_constraints is True
     [added] = ctx.db.transaction(lambda s: admin.add_trust(s, "corp", pem, None, "token:unit"))
     assert any("relaxes that rule" in w for w in added["warnings"]), added
+
+
+@pytest.mark.parametrize("bad", ["Corp\nGovCloud", "Corp\rGov", "Corp\tGov", "Corp\x00",
+                                 "Corp\x1b[31m"])
+def test_one_line_text_fields_refuse_control_characters(bad: str) -> None:
+    # A line break in a name forges lines in logs, CLI tables and exported files.
+    body = {"id": "corp", **BODIES["directories"], "name": bad}
+    with pytest.raises(ServiceError) as err:
+        admin.DIRECTORIES.validate(body)
+    assert "name" in err.value.message and "control characters" in err.value.message
+    assert admin.DIRECTORIES.validate({"name": "Corp GovCloud – HQ"}, update=True) == {
+        "name": "Corp GovCloud – HQ"}
+
+
+def test_multi_line_inputs_keep_their_line_breaks() -> None:
+    # PEM uploads are read from files: line breaks are their format.
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    assert admin.TRUST.validate({"pem": pem})["pem"] == pem
