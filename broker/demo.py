@@ -12,6 +12,7 @@ refused for smart cards, and exits 0.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -120,6 +121,7 @@ def demo(settings: Settings, pin: str, card_mode: str, key_kind: str,
     from broker.service.tickets import verify
     from broker.store import migrate
 
+    os.umask(0o077)  # the demo's database, keys and card key are its own only, as serve's are
     workdir = settings.state_path / "demo"
     shutil.rmtree(workdir, ignore_errors=True)
     (workdir / "pki").mkdir(parents=True)

@@ -174,3 +174,8 @@ def test_installed_demo_runs_from_another_folder(operator) -> None:  # type: ign
     assert "demo finished" in out.stdout, out.stdout + out.stderr
     assert list(broker.cwd.iterdir()) == [], "demo wrote into the current folder"
     assert (broker.config.parent / "state" / "demo" / "demo.toml").is_file()
+    # Whatever the operator's umask, the demo's database and keys are the operator's own.
+    made = [broker.config.parent / "state" / "demo", *(
+        broker.config.parent / "state" / "demo").rglob("*")]
+    loose = [str(p) for p in made if p.stat().st_mode & 0o077]
+    assert loose == []
