@@ -200,7 +200,9 @@ def row_value(row: dict[str, Any], path: str) -> Any:
     group, _, name = path.rpartition(".")
     where = row.get(group, {}) if group else row
     value = where.get(name) if isinstance(where, dict) else None
-    if isinstance(value, dict):  # a mapping field (ldap.attributes) as its form text
+    # A mapping setting (ldap.attributes) as the text its form accepts; a top-level mapping
+    # (an audit event's details) stays a mapping: the list shows it as evidence.
+    if group and isinstance(value, dict):
         return ", ".join(f"{k}={v}" for k, v in value.items())
     return value
 
