@@ -3,7 +3,7 @@
 Path validation (§6) judges signatures, validity, constraints and policies; it does not ask
 whether each certificate and CRL was *issued* as §4 and §5 require. A client-certificate
 verifier must, because a non-conforming certificate is a sign of a broken or hostile CA. Each
-violation is a ``Violation`` with a stable ``check`` name (documented in the README, "How
+violation is a ``Violation`` with a stable ``check`` name (documented in docs/pki.md, "How
 certificates are verified"); the verifier refuses the path with code ``certificate_malformed``
 and ``details.check`` naming the first violation.
 
