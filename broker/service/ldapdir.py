@@ -60,6 +60,8 @@ IN_CHAIN = "1.2.840.113556.1.4.1941"  # LDAP_MATCHING_RULE_IN_CHAIN
 #: A negative answer (no such user, refused state) is kept at most this long.
 NEGATIVE_TTL_S = 30
 POOL_SIZE = 4
+#: Users the console's users page reads from an LDAP directory at most (one paged search).
+BROWSE_LIMIT = 100
 _AD_EPOCH_OFFSET = 116444736000000000  # 100 ns ticks from 1601-01-01 to 1970-01-01
 _AD_NEVER = (0, 0x7FFFFFFFFFFFFFFF)
 
@@ -702,6 +704,49 @@ class LdapDirectories:
             return None
         return self._admit(s, "password", dn, attrs)
 
+    def browse(self, s: LdapSettings, search: str = "", limit: int = BROWSE_LIMIT
+               ) -> dict[str, Any]:
+        """For the console's users page: the first ``limit`` users (``user_filter``, and a
+        name containing ``search``), read with the simple paged results control (RFC 2696)
+        so the server sends one bounded page; ``truncated`` when it holds more. Only the
+        name, the entry DN and mail are read — never a password attribute."""
+        import ldap
+        from ldap.controls import SimplePagedResultsControl
+
+        name = s.user_name_attribute
+        wanted = f"({name}=*{escape(search)}*)" if search else f"({name}=*)"
+        filt = f"(&{s.user_filter}{wanted})"
+
+        def run() -> dict[str, Any]:
+            with self.pool(s).connection() as conn:
+                with self._lock:
+                    self.searches += 1
+                paged = SimplePagedResultsControl(True, size=limit, cookie=b"")
+                msgid = conn.search_ext(s.base_dn, ldap.SCOPE_SUBTREE, filt,
+                                        [name, "mail"], serverctrls=[paged],
+                                        timeout=s.timeout_s)
+                _, got, _, ctrls = conn.result3(msgid, timeout=s.timeout_s)
+                cookie = b""
+                for c in ctrls or []:
+                    if c.controlType == SimplePagedResultsControl.controlType:
+                        cookie = c.cookie
+                if cookie:  # release the server's paging state
+                    done = SimplePagedResultsControl(True, size=0, cookie=cookie)
+                    conn.result3(conn.search_ext(s.base_dn, ldap.SCOPE_SUBTREE, filt, ["1.1"],
+                                                 serverctrls=[done], timeout=s.timeout_s),
+                                 timeout=s.timeout_s)
+            users = sorted(({"username": _first(a, name) or "", "dn": dn,
+                             "mail": _first(a, "mail") or ""}
+                            for dn, a in got if dn is not None),
+                           key=lambda u: u["username"].lower())
+            # The control is critical: a server that cannot page refuses the search, so at
+            # most ``limit`` entries ever cross the wire; a cookie means it holds more.
+            return {"items": users, "truncated": bool(cookie), "limit": limit}
+
+        found: dict[str, Any] = _ldap_call(s, run)
+        self._note(s, True)
+        return found
+
     def check(self, s: LdapSettings) -> dict[str, Any]:
         """For ``broker doctor``: bind and one search of the base entry."""
         started = time.perf_counter()
@@ -784,3 +829,15 @@ def test_lookup(ctx: Any, directory_id: str, certificate: bytes) -> dict[str, An
     values = {r: rule_values(r, ident, der) for r in rules}
     found = ctx.ldap._lookup(settings, values, rules)
     return {**found.as_dict(), "source": "ldap", "filter_rules": rules}
+
+
+def browse_users(ctx: Any, directory_id: str, search: str = "") -> dict[str, Any] | None:
+    """The console's users page for an LDAP-backed directory (None: its users are local)."""
+    from broker.service.admin import get_directory_row
+
+    settings = ctx.db.transaction(lambda session: settings_of(
+        get_directory_row(session, directory_id)))
+    if settings is None:
+        return None
+    found: dict[str, Any] = ctx.ldap.browse(settings, search)
+    return {**found, "name_attribute": settings.user_name_attribute}

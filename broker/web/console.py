@@ -424,7 +424,37 @@ class ConsoleApp:
             return self.render(request, "resources.html", identity, page=page,
                                sections=sections, notes=self.notes(page),
                                directories=sections[0]["directories"] if sections else [],
-                               failed=None)
+                               failed=None, ldap_users=await self.ldap_users(page, sections,
+                                                                             args))
+
+        @self.page(f"{PREFIX}/directories/test-lookup", "POST", access=Access.CONSOLE_READ)
+        async def test_lookup(request: Any, identity: console.ConsoleIdentity) -> bytes:
+            """Map a pasted or uploaded certificate as a login would: the same service
+            function as ``broker admin directories test-lookup``. It changes nothing, so a
+            read-scope session may use it (the form still carries the CSRF token)."""
+            from broker.service.ldapdir import test_lookup as lookup
+
+            values = form_values(request)
+            directory_id = first(values, "directory_id")
+            pem = first(values, "certificate").strip().encode("utf-8", "replace")
+            blobs = [b for b in values.get("certificate__file", []) if b]
+            data = blobs[0] if blobs and not pem else pem
+            result: dict[str, Any] = {"directory_id": directory_id}
+            if not data:
+                request.setResponseCode(400)
+                result["error"] = {"code": str(Code.VALIDATION_FAILED),
+                                   "message": "Paste a certificate (PEM) or choose a file."}
+            else:
+                try:
+                    result["found"] = await ctx.call(lookup, ctx, directory_id, data)
+                except BrokerError as exc:
+                    result["error"] = {"code": str(exc.code), "message": exc.message,
+                                       "details": {k: v for k, v in exc.details.items()
+                                                   if k in ("rule", "dn", "rules", "dns",
+                                                            "groups")}}
+            directories = await ctx.call(ctx.db.read, console.directory_ids)
+            return self.render(request, "test_lookup.html", identity, result=result,
+                               directories=directories)
 
         @self.page(f"{PREFIX}/{{slug}}/edit", "GET", access=Access.CONSOLE_READ)
         async def edit_page(request: Any, slug: str,
@@ -493,6 +523,22 @@ class ConsoleApp:
             return self.redirect(request, back)
 
     # ------------------------------------------------------------------ page data
+
+    async def ldap_users(self, page: ConsolePage, sections: list[dict[str, Any]],
+                         args: dict[str, list[bytes]]) -> dict[str, Any] | None:
+        """The users page of an LDAP-backed directory: read through its server (one bounded
+        paged search, see :func:`broker.service.ldapdir.browse_users`); None elsewhere."""
+        from broker.service.ldapdir import browse_users
+
+        if page.slug != "users" or not sections or not sections[0]["chosen"]:
+            return None
+        chosen = sections[0]["chosen"]
+        try:
+            found: dict[str, Any] | None = await self.ctx.call(
+                browse_users, self.ctx, chosen, first(args, "search").strip())
+        except BrokerError as exc:
+            return {"directory_id": chosen, "items": [], "problem": exc.message}
+        return None if found is None else {"directory_id": chosen, **found}
 
     def notes(self, page: ConsolePage) -> dict[str, Any]:
         """Per region, what the policy says next to each smart-card toggle."""
