@@ -94,6 +94,9 @@ PAGES = (
     ConsolePage("audit", "Audit log", ("audit-events",)),
 )
 PAGES_BY_SLUG = {p.slug: p for p in PAGES}
+#: Lists that start at every directory, not the selected one: the audit log also holds events
+#: of no directory (sign-ins, admin tokens); its directory filter still narrows it.
+SITE_WIDE = frozenset({"audit-events"})
 
 
 class ConsoleRefused(BrokerError):
@@ -581,7 +584,8 @@ class ConsoleApp:
             filters, shown = {}, {}
             for flt in list_op.filters:
                 text = first(args, flt.name).strip()
-                if flt.name == "directory" and flt.name not in args:
+                if flt.name == "directory" and flt.name not in args and \
+                        name not in SITE_WIDE:
                     text = chosen
                 shown[flt.name] = text
                 if text:

@@ -292,7 +292,7 @@ def test_an_admin_runs_the_broker_from_the_console(browser: Any, running: Any,
     Select(ui.css("#f-running_mode")).select_by_visible_text("ALWAYS_ON")
     Select(ui.css("#f-state")).select_by_visible_text("AVAILABLE")
     ui.submit(form)
-    assert ui.flash() == "WorkSpace ws-alice created", ui.flash()
+    assert ui.flash() == "WorkSpace ws-alice created (directory corp)", ui.flash()
     assert ui.column("workspaces", "state") == ["AVAILABLE"]
 
     # ---- a registration code, shown with a copy button
@@ -349,7 +349,7 @@ def test_an_admin_runs_the_broker_from_the_console(browser: Any, running: Any,
     assert ui.column("sessions", "id") == [session_id]
     ui.shot("sessions")
     ui.submit(ui.css("#list-sessions form[data-confirm]"), confirm=True)
-    assert ui.flash() == f"session {session_id} terminated", ui.flash()
+    assert ui.flash() == f"session {session_id} terminated (directory corp)", ui.flash()
     assert ui.column("sessions", "id") == []
     ended = bp.admin(write_token).get(f"/admin/v1/sessions/{session_id}").body
     assert ended["state"] == "ended"
@@ -363,7 +363,7 @@ def test_an_admin_runs_the_broker_from_the_console(browser: Any, running: Any,
     stop = [f for f in ui.all("#list-workspaces form.inline")
             if f.find_element(ui.by.CSS_SELECTOR, "button").text == "Stop"]
     ui.submit(stop[0])
-    assert ui.flash() == "WorkSpace ws-alice is STOPPING", ui.flash()
+    assert ui.flash() == "WorkSpace ws-alice is STOPPING (directory corp)", ui.flash()
     assert ui.column("workspaces", "state") == ["STOPPING"]
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -377,7 +377,8 @@ def test_an_admin_runs_the_broker_from_the_console(browser: Any, running: Any,
     rotate = [f for f in ui.all("#list-registration-codes form.inline")
               if f.find_element(ui.by.CSS_SELECTOR, "button").text == "Rotate"]
     ui.submit(rotate[0])
-    successor = ui.flash().removeprefix("new registration code: ")
+    successor = ui.flash().removeprefix("new registration code: ").removesuffix(
+        " (directory corp)")
     assert successor != code and len(successor) >= 10, successor
     states = dict(zip((c.replace("Copy", "").strip()
                        for c in ui.column("registration-codes", "code")),
@@ -388,7 +389,7 @@ def test_an_admin_runs_the_broker_from_the_console(browser: Any, running: Any,
               and f.find_element(ui.by.CSS_SELECTOR, "input[name=code]")
               .get_attribute("value") == successor]
     ui.submit(revoke[0], confirm=True)
-    assert ui.flash() == f"registration code {successor} revoked", ui.flash()
+    assert ui.flash() == f"registration code {successor} revoked (directory corp)", ui.flash()
 
     # ---- an edit the server refuses returns to its form with the reason
     ui.open("/console/directories/edit?resource=directories&path.directory_id=corp")
@@ -445,3 +446,40 @@ def test_an_admin_runs_the_broker_from_the_console(browser: Any, running: Any,
     if shots != SHOTS:
         assert {p.name: p.read_bytes() for p in SHOTS.glob("*.png")} == tracked, \
             "the test rewrote docs/console/ without BROKER_UPDATE_SHOTS=1"
+
+
+def test_codes_are_issued_in_the_directory_selected_in_the_header(browser: Any, running: Any,
+                                                                 tmp_path: Path) -> None:
+    """Issue 29: with two directories and the second one selected, the issue form names it,
+    the codes land in it (checked through the admin API) and the message says so."""
+    from selenium.webdriver.support.ui import Select
+
+    bp = running
+    token = make_token(bp, "console-admin", "write")
+    api = bp.admin(token)
+    for d in ("field-office", "hq-gov"):
+        assert api.post("/admin/v1/directories", {"id": d, "name": d,
+                                                  "region": "us-gov-west-1"}).status == 201
+    ui = Console(browser, f"https://127.0.0.1:{bp.admin_port}", tmp_path / "shots")
+    ui.sign_in(token)
+    ui.open("/console/registration-codes")
+    header = Select(ui.css("#header-directory"))
+    assert header.first_selected_option.text == "field-office"
+    header.select_by_visible_text("hq-gov")
+    ui.submit("#directory-pick")
+    assert browser.current_url.endswith("/console/registration-codes"), browser.current_url
+    assert Select(ui.css("#header-directory")).first_selected_option.text == "hq-gov"
+    form = ui.expand("op-registration-codes-issue")
+    assert form.find_element(ui.by.CSS_SELECTOR, ".in-directory").text == "In directory hq-gov."
+    ui.fill("#f-count", "3")
+    ui.submit(form)
+    message = ui.flash()
+    assert message.startswith("3 registration codes issued in hq-gov: "), message
+    codes = api.get("/admin/v1/registration-codes").body["items"]
+    assert sorted(c["directory"] for c in codes) == ["hq-gov"] * 3
+    assert sorted(message.split(": ", 1)[1].split(", ")) == sorted(c["code"] for c in codes)
+    # The list shows hq-gov's codes, and the selection holds on the next page too.
+    assert sorted(ui.column("registration-codes", "directory")) == ["hq-gov"] * 3
+    ui.open("/console/workspaces")
+    ui.expand("op-workspaces-create")
+    assert Select(ui.css("#f-directory")).first_selected_option.text == "hq-gov"
