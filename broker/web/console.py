@@ -97,6 +97,8 @@ PAGES_BY_SLUG = {p.slug: p for p in PAGES}
 #: Lists that start at every directory, not the selected one: the audit log also holds events
 #: of no directory (sign-ins, admin tokens); its directory filter still narrows it.
 SITE_WIDE = frozenset({"audit-events"})
+#: Row actions offered only in some states (the others show the button disabled, saying why).
+ROW_OP_STATES = {("workspaces", "start"): ("STOPPED",), ("workspaces", "stop"): ("AVAILABLE",)}
 
 
 class ConsoleRefused(BrokerError):
@@ -236,7 +238,7 @@ class ConsoleApp:
                                autoescape=select_autoescape(default=True),
                                trim_blocks=True, lstrip_blocks=True)
         self.env.globals.update(pages=PAGES, prefix=PREFIX, field_input=field_input,
-                                default_of=default_of,
+                                default_of=default_of, row_op_states=ROW_OP_STATES,
                                 row_value=row_value, read_only_reason=READ_ONLY_REASON)
         self.env.filters["when"] = _when
         self.env.filters["deadline"] = _deadline_class

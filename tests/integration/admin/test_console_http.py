@@ -286,3 +286,28 @@ def test_a_change_message_names_its_directory_and_directories_link_their_pages(
     assert status == 303
     assert _flash(b.request("GET", headers["location"])[3]) == "user alice created in hq-gov"
     assert api.get("/admin/v1/directories/hq-gov/users/alice").status == 200
+
+
+def test_workspaces_show_their_name_and_offer_start_or_stop_by_state(bp: BrokerProcess) -> None:
+    token = make_token(bp, "root")
+    api = bp.admin(token)
+    assert api.post("/admin/v1/directories", {"id": "corp", "name": "Corp",
+                                              "region": "us-gov-west-1"}).status == 201
+    assert api.post("/admin/v1/directories/corp/users", {"username": "alice"}).status == 201
+    for ws, state in (("ws-on", "AVAILABLE"), ("ws-off", "STOPPED")):
+        assert api.post("/admin/v1/workspaces", {
+            "id": ws, "directory": "corp", "user": "alice", "name": f"Desk {ws}",
+            "protocol": "WSP", "state": state}).status == 201
+    b = Browserish(bp)
+    b.sign_in(token)
+    _, _, _, page = b.request("GET", "/console/workspaces")
+    assert re.findall(r'<td data-column="name">\s*([^<]+?)\s*</td>', page) == \
+        ["Desk ws-off", "Desk ws-on"]
+    rows = {m.group(1): m.group(0) for m in re.finditer(
+        r'<td data-column="id">\s*(ws-\w+).*?</tr>', page, re.S)}
+    disabled = {ws: {label: bool(off) for off, label in re.findall(
+        r'<button type="submit" class="[^"]*"( disabled[^>]*)?>(Start|Stop)</button>', row)}
+        for ws, row in rows.items()}
+    assert disabled == {"ws-off": {"Start": False, "Stop": True},
+                        "ws-on": {"Start": True, "Stop": False}}
+    assert "Only a WorkSpace in state STOPPED can start; this one is AVAILABLE." in rows["ws-on"]
