@@ -285,6 +285,9 @@ def test_a_change_message_names_its_directory_and_directories_link_their_pages(
         "return_to": "/console/users"})
     assert status == 303
     assert _flash(b.request("GET", headers["location"])[3]) == "user alice created in hq-gov"
+    _, _, _, page = b.request(
+        "GET", "/console/users/edit?resource=users&path.directory_id=hq-gov&path.username=alice")
+    assert "In directory <b>hq-gov</b>." in page
     assert api.get("/admin/v1/directories/hq-gov/users/alice").status == 200
 
 
