@@ -278,6 +278,10 @@ def test_a_change_message_names_its_directory_and_directories_link_their_pages(
     assert links and all(f'href="/console/{p}?directory_id=hq-gov' in links[0]
                          for p in ("trust", "users", "workspaces", "registration-codes"))
     assert "#section-crls" in links[0]
+    # The region is chosen from the catalogue's regions, not typed.
+    regions = re.findall(r'<select id="f-region" name="region" required>(.*?)</select>', page,
+                         re.S)
+    assert regions and '<option value="us-gov-west-1"' in regions[0]
     _, _, _, page = b.request("GET", "/console/users?directory_id=hq-gov")
     status, headers, _, _ = b.request("POST", "/console/users/do", {
         "csrf": b.csrf(page), "resource": "users", "operation": "create",
