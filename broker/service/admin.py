@@ -1075,7 +1075,7 @@ WORKSPACES = Resource(
               limits={"min_length": 1, "max_length": 200},
               read=lambda w, ctx: username_of(object_session(w), w.user_id)),
         Field("name", str, "Name", "Display name (default: the id).", nullable=True,
-              default=None, limits={"max_length": 200}),
+              default=None, limits={"max_length": 200}, console_column=True),
         Field("bundle", str, "Bundle", "Hardware/software bundle.", default="standard",
               list_column=True, limits={"min_length": 1, "max_length": 100}),
         Field("protocol", str, "Protocol", "Streaming protocol (smart cards only with WSP; "

@@ -52,10 +52,22 @@ class ConsoleIdentity:
     csrf_token: str
     expires_at: datetime
     flash: str | None = None
+    #: The directory selected in the console's header (None: none chosen yet).
+    directory_id: str | None = None
+    #: Every directory id, in order (what the header's selector offers).
+    directories: tuple[str, ...] = ()
 
     @property
     def can_write(self) -> bool:
         return self.scope == "write"
+
+    @property
+    def directory(self) -> str:
+        """The directory the console works in: the selected one while it exists, else the
+        first ("" when there is none)."""
+        if self.directory_id in self.directories:
+            return self.directory_id or ""
+        return self.directories[0] if self.directories else ""
 
     @property
     def actor(self) -> str:
@@ -111,7 +123,7 @@ def resolve(session: Session, secret: str | None, now: datetime, *,
     if take_flash:
         row.flash = None
     return ConsoleIdentity(row.id, token.name, token.scope, row.csrf_token, row.expires_at,
-                           flash)
+                           flash, row.directory_id, tuple(directory_ids(session)))
 
 
 def csrf_ok(identity: ConsoleIdentity, presented: str | None) -> bool:
@@ -122,6 +134,16 @@ def set_flash(session: Session, identity: ConsoleIdentity, message: str) -> None
     row = session.get(ConsoleSession, identity.session_id)
     if row is not None:
         row.flash = message[:2000]
+
+
+def select_directory(session: Session, identity: ConsoleIdentity, directory_id: str) -> None:
+    """Remember the directory this console session works in (an existing one only)."""
+    if session.get(Directory, directory_id) is None:
+        raise ServiceError(Code.DIRECTORY_UNKNOWN, f"There is no directory {directory_id!r}.",
+                           {"directory_id": directory_id})
+    row = session.get(ConsoleSession, identity.session_id)
+    if row is not None:
+        row.directory_id = directory_id
 
 
 def sign_out(session: Session, secret: str | None) -> None:

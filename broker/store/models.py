@@ -390,3 +390,5 @@ class ConsoleSession(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
     #: One message shown on the next page (the result of the last change), then cleared.
     flash: Mapped[str | None] = mapped_column(Text, nullable=True)
+    #: The directory the console works in (header selector); None until one is chosen.
+    directory_id: Mapped[str | None] = mapped_column(String(64), nullable=True)

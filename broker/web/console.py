@@ -17,6 +17,7 @@ is never logged or put in a URL.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import hmac
 import json
@@ -93,6 +94,11 @@ PAGES = (
     ConsolePage("audit", "Audit log", ("audit-events",)),
 )
 PAGES_BY_SLUG = {p.slug: p for p in PAGES}
+#: Lists that start at every directory, not the selected one: the audit log also holds events
+#: of no directory (sign-ins, admin tokens); its directory filter still narrows it.
+SITE_WIDE = frozenset({"audit-events"})
+#: Row actions offered only in some states (the others show the button disabled, saying why).
+ROW_OP_STATES = {("workspaces", "start"): ("STOPPED",), ("workspaces", "stop"): ("AVAILABLE",)}
 
 
 class ConsoleRefused(BrokerError):
@@ -232,7 +238,7 @@ class ConsoleApp:
                                autoescape=select_autoescape(default=True),
                                trim_blocks=True, lstrip_blocks=True)
         self.env.globals.update(pages=PAGES, prefix=PREFIX, field_input=field_input,
-                                default_of=default_of,
+                                default_of=default_of, row_op_states=ROW_OP_STATES,
                                 row_value=row_value, read_only_reason=READ_ONLY_REASON)
         self.env.filters["when"] = _when
         self.env.filters["deadline"] = _deadline_class
@@ -394,6 +400,16 @@ class ConsoleApp:
             set_cookie(request, COOKIE, b"", 0)
             return self.redirect(request, f"{PREFIX}/sign-in")
 
+        @self.page(f"{PREFIX}/directory", "POST", access=Access.CONSOLE_READ)
+        async def select_directory(request: Any, identity: console.ConsoleIdentity) -> bytes:
+            """The header's selector: the directory every list, filter and form uses, kept
+            in the console session (read scope may choose too: it changes nothing)."""
+            values = form_values(request)
+            chosen = first(values, "directory_id")
+            await ctx.call(ctx.db.transaction,
+                           lambda s: console.select_directory(s, identity, chosen))
+            return self.redirect(request, _return_to(first(values, "return_to"), f"{PREFIX}/"))
+
         @self.page(f"{PREFIX}/static/{{name}}", "GET", access=Access.ANONYMOUS)
         async def static(request: Any, name: str) -> bytes:
             if not _STATIC_NAME.match(name):
@@ -420,10 +436,13 @@ class ConsoleApp:
                                 identity: console.ConsoleIdentity) -> bytes:
             page = _page(slug)
             args = form_values(request)
-            sections = await ctx.call(ctx.db.read, lambda s: self.sections(s, page, args))
+            identity = await self.follow_link(identity, first(args, "directory_id"))
+            chosen = identity.directory
+            sections = await ctx.call(ctx.db.read,
+                                      lambda s: self.sections(s, page, args, chosen))
             return self.render(request, "resources.html", identity, page=page,
                                sections=sections, notes=self.notes(page),
-                               directories=sections[0]["directories"] if sections else [],
+                               directories=list(identity.directories),
                                failed=None, ldap_users=await self.ldap_users(page, sections,
                                                                              args))
 
@@ -485,9 +504,7 @@ class ConsoleApp:
                 raise ConsoleRefused(message="No such operation.") from None
             if op.scope is not Scope.WRITE:
                 raise ConsoleRefused(message="Only changes are submitted as forms.")
-            back = first(values, "return_to")
-            if not back.startswith(f"{PREFIX}/") or "//" in back or "\\" in back:
-                back = f"{PREFIX}/{page.slug}"
+            back = _return_to(first(values, "return_to"), f"{PREFIX}/{page.slug}")
             try:
                 path = {p: first(values, "path." + p) for p in op.path_params}
                 body = resource.parse_body(op, body_from_form(resource, op, values))
@@ -506,9 +523,9 @@ class ConsoleApp:
                     return self.redirect(request, back)
                 # A refused create is shown again with what was typed and why.
                 request.setResponseCode(400)
-                args = {"directory_id": [path.get("directory_id", "").encode()]}
+                chosen = path.get("directory_id") or identity.directory
                 sections = await ctx.call(ctx.db.read,
-                                          lambda s: self.sections(s, page, args))
+                                          lambda s: self.sections(s, page, {}, chosen))
                 typed: dict[str, Any] = {f.path: first(values, f.path)
                                          for f in resource.body_fields(op)
                          if field_input(f) != "file"}
@@ -516,13 +533,23 @@ class ConsoleApp:
                               if field_input(f) == "checkbox"})
                 return self.render(request, "resources.html", identity, page=page,
                                    sections=sections, notes=self.notes(page),
-                                   directories=sections[0]["directories"] if sections else [],
+                                   directories=list(identity.directories),
                                    failed={"resource": resource.name, "op": op.name,
                                            "values": typed, "error": exc.message},
                                    path=f"{PREFIX}/{page.slug}")
             return self.redirect(request, back)
 
     # ------------------------------------------------------------------ page data
+
+    async def follow_link(self, identity: console.ConsoleIdentity, wanted: str
+                          ) -> console.ConsoleIdentity:
+        """A link's ``?directory_id=`` (an existing directory) becomes the selected directory,
+        so the header, every list and every form agree with the page the link opened."""
+        if not wanted or wanted not in identity.directories or wanted == identity.directory_id:
+            return identity
+        await self.ctx.call(self.ctx.db.transaction,
+                            lambda s: console.select_directory(s, identity, wanted))
+        return dataclasses.replace(identity, directory_id=wanted)
 
     async def ldap_users(self, page: ConsolePage, sections: list[dict[str, Any]],
                          args: dict[str, list[bytes]]) -> dict[str, Any] | None:
@@ -546,19 +573,22 @@ class ConsoleApp:
             return {}
         return console.directory_notes(self.ctx.catalogue)
 
-    def sections(self, session: Session, page: ConsolePage, args: dict[str, list[bytes]]
-                 ) -> list[dict[str, Any]]:
-        """One section per resource of the page: list, filters, paging, forms, row actions."""
+    def sections(self, session: Session, page: ConsolePage, args: dict[str, list[bytes]],
+                 chosen: str) -> list[dict[str, Any]]:
+        """One section per resource of the page: list, filters, paging, forms, row actions,
+        all in the ``chosen`` directory (a ``directory`` filter starts at it; "any" widens)."""
         directories = console.directory_ids(session)
         out = []
         for name in page.resources:
             resource = admin.RESOURCES[name]
             list_op = resource.operation("list")
-            chosen = first(args, "directory_id") or (directories[0] if directories else "")
             path = {p: chosen for p in list_op.path_params}
             filters, shown = {}, {}
             for flt in list_op.filters:
                 text = first(args, flt.name).strip()
+                if flt.name == "directory" and flt.name not in args and \
+                        name not in SITE_WIDE:
+                    text = chosen
                 shown[flt.name] = text
                 if text:
                     filters[flt.name] = _filter_value(flt, text)
@@ -637,18 +667,42 @@ def _filter_value(flt: Any, text: str) -> Any:
     return text
 
 
+def _return_to(back: str, default: str) -> str:
+    """Where a form goes back to: a console path only (no other site, no scheme-relative)."""
+    if not back.startswith(f"{PREFIX}/") or "//" in back or "\\" in back:
+        return default
+    return back
+
+
+#: Success messages for operations that return a list, where the console words them itself.
+LIST_DONE = {("registration-codes", "issue"): "{count} registration {codes} issued in "
+                                             "{directory}: {names}"}
+
+
 def _done(resource: Resource, op: Operation, result: Any, path: dict[str, str]) -> str:
+    """The success message of a change; it names the directory the change happened in."""
+    directory = path.get("directory_id") or ""
+    if not directory and isinstance(result, dict) and isinstance(result.get("directory"), str):
+        directory = result["directory"]
     if isinstance(result, list):
         first_column = resource.list_columns[0] if resource.list_columns else "id"
         names = ", ".join(str(row_value(r, first_column)) for r in result if isinstance(r, dict))
-        return f"{op.summary.rstrip('.')}: {names}"
-    if op.message:
-        try:
-            return op.message.format(**{**(result if isinstance(result, dict) else {}),
-                                        **path})
-        except (KeyError, IndexError):
-            pass
-    return f"{op.summary.rstrip('.')}: done."
+        template = LIST_DONE.get((resource.name, op.name))
+        if template:
+            return template.format(count=len(result), directory=directory, names=names,
+                                   codes="code" if len(result) == 1 else "codes")
+        text = f"{op.summary.rstrip('.')}: {names}"
+    else:
+        text = f"{op.summary.rstrip('.')}: done."
+        if op.message:
+            try:
+                text = op.message.format(**{**(result if isinstance(result, dict) else {}),
+                                            **path})
+            except (KeyError, IndexError):
+                pass
+    if directory and resource.name != "directories" and directory not in text:
+        text += f" (directory {directory})"
+    return text
 
 
 def _when(value: Any) -> str:

@@ -106,6 +106,18 @@ class Console:
         el.clear()
         el.send_keys(value)
 
+    def region(self, value: str) -> None:
+        """Choose a region from the form's list (the catalogue's regions). A region the list
+        does not offer is added to it first, as a form loaded before the catalogue changed
+        would submit it: the server's refusal is what such a step tests."""
+        from selenium.webdriver.support.ui import Select
+
+        picker = Select(self.css("#f-region"))
+        if value not in [o.get_attribute("value") for o in picker.options]:
+            self.d.execute_script("arguments[0].add(new Option(arguments[1], arguments[1]))",
+                                  self.css("#f-region"), value)
+        picker.select_by_value(value)
+
     def sign_in(self, token: str) -> None:
         self.open("/console/sign-in")
         self.fill("#token", token)
@@ -228,29 +240,29 @@ def test_an_admin_runs_the_broker_from_the_console(browser: Any, running: Any,
     assert "expiry" in cookie
     assert write_token not in cookie["value"]
 
-    # ---- a directory; the policy note beside each toggle follows the region as it is typed
+    # ---- a directory; the policy note beside each toggle follows the region as it is chosen
     ui.open("/console/directories")
     form = ui.expand("op-directories-create")
     ui.fill("#f-id", "corp")
     ui.fill("#f-name", "Corp GovCloud")
-    ui.fill("#f-region", "us-east-1")
+    ui.region("us-east-1")
     note = ui.css("[data-note-for='smart_card.pre_session']")
     assert "not available in us-east-1" in note.text and \
         "region_pre_session_unavailable" in note.text, note.text
     ui.shot("directories-create-policy")
-    ui.fill("#f-region", "us-gov-west-1")
+    ui.region("us-gov-west-1")
     assert "available in us-gov-west-1" in note.text and "not" not in note.text, note.text
     ui.css("#f-smart_card\\.pre_session").click()
     ui.css("#f-smart_card\\.in_session").click()
     # A refused create comes back with the reason and everything typed still there.
-    ui.fill("#f-region", "mars-north-1")
+    ui.region("mars-north-1")
     ui.submit(form)
     assert "mars-north-1" in ui.css("#form-error").text
     assert ui.css("#f-name").get_attribute("value") == "Corp GovCloud"
     assert ui.css("#f-smart_card\\.pre_session").is_selected()
     assert ui.column("directories", "id") == []
     form = ui.css("#op-directories-create")
-    ui.fill("#f-region", "us-gov-west-1")
+    ui.region("us-gov-west-1")
     ui.submit(form)
     assert not ui.all("#form-error"), ui.css("#form-error").text
     assert ui.flash() == "directory corp created"
@@ -292,7 +304,7 @@ def test_an_admin_runs_the_broker_from_the_console(browser: Any, running: Any,
     Select(ui.css("#f-running_mode")).select_by_visible_text("ALWAYS_ON")
     Select(ui.css("#f-state")).select_by_visible_text("AVAILABLE")
     ui.submit(form)
-    assert ui.flash() == "WorkSpace ws-alice created", ui.flash()
+    assert ui.flash() == "WorkSpace ws-alice created (directory corp)", ui.flash()
     assert ui.column("workspaces", "state") == ["AVAILABLE"]
 
     # ---- a registration code, shown with a copy button
@@ -349,7 +361,7 @@ def test_an_admin_runs_the_broker_from_the_console(browser: Any, running: Any,
     assert ui.column("sessions", "id") == [session_id]
     ui.shot("sessions")
     ui.submit(ui.css("#list-sessions form[data-confirm]"), confirm=True)
-    assert ui.flash() == f"session {session_id} terminated", ui.flash()
+    assert ui.flash() == f"session {session_id} terminated (directory corp)", ui.flash()
     assert ui.column("sessions", "id") == []
     ended = bp.admin(write_token).get(f"/admin/v1/sessions/{session_id}").body
     assert ended["state"] == "ended"
@@ -363,7 +375,7 @@ def test_an_admin_runs_the_broker_from_the_console(browser: Any, running: Any,
     stop = [f for f in ui.all("#list-workspaces form.inline")
             if f.find_element(ui.by.CSS_SELECTOR, "button").text == "Stop"]
     ui.submit(stop[0])
-    assert ui.flash() == "WorkSpace ws-alice is STOPPING", ui.flash()
+    assert ui.flash() == "WorkSpace ws-alice is STOPPING (directory corp)", ui.flash()
     assert ui.column("workspaces", "state") == ["STOPPING"]
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -377,7 +389,8 @@ def test_an_admin_runs_the_broker_from_the_console(browser: Any, running: Any,
     rotate = [f for f in ui.all("#list-registration-codes form.inline")
               if f.find_element(ui.by.CSS_SELECTOR, "button").text == "Rotate"]
     ui.submit(rotate[0])
-    successor = ui.flash().removeprefix("new registration code: ")
+    successor = ui.flash().removeprefix("new registration code: ").removesuffix(
+        " (directory corp)")
     assert successor != code and len(successor) >= 10, successor
     states = dict(zip((c.replace("Copy", "").strip()
                        for c in ui.column("registration-codes", "code")),
@@ -388,11 +401,11 @@ def test_an_admin_runs_the_broker_from_the_console(browser: Any, running: Any,
               and f.find_element(ui.by.CSS_SELECTOR, "input[name=code]")
               .get_attribute("value") == successor]
     ui.submit(revoke[0], confirm=True)
-    assert ui.flash() == f"registration code {successor} revoked", ui.flash()
+    assert ui.flash() == f"registration code {successor} revoked (directory corp)", ui.flash()
 
     # ---- an edit the server refuses returns to its form with the reason
     ui.open("/console/directories/edit?resource=directories&path.directory_id=corp")
-    ui.fill("#f-region", "mars-north-1")
+    ui.region("mars-north-1")
     ui.submit("main form")
     assert "mars-north-1" in ui.flash() and "/console/directories/edit" in browser.current_url
 
@@ -445,3 +458,40 @@ def test_an_admin_runs_the_broker_from_the_console(browser: Any, running: Any,
     if shots != SHOTS:
         assert {p.name: p.read_bytes() for p in SHOTS.glob("*.png")} == tracked, \
             "the test rewrote docs/console/ without BROKER_UPDATE_SHOTS=1"
+
+
+def test_codes_are_issued_in_the_directory_selected_in_the_header(browser: Any, running: Any,
+                                                                 tmp_path: Path) -> None:
+    """Issue 29: with two directories and the second one selected, the issue form names it,
+    the codes land in it (checked through the admin API) and the message says so."""
+    from selenium.webdriver.support.ui import Select
+
+    bp = running
+    token = make_token(bp, "console-admin", "write")
+    api = bp.admin(token)
+    for d in ("field-office", "hq-gov"):
+        assert api.post("/admin/v1/directories", {"id": d, "name": d,
+                                                  "region": "us-gov-west-1"}).status == 201
+    ui = Console(browser, f"https://127.0.0.1:{bp.admin_port}", tmp_path / "shots")
+    ui.sign_in(token)
+    ui.open("/console/registration-codes")
+    header = Select(ui.css("#header-directory"))
+    assert header.first_selected_option.text == "field-office"
+    header.select_by_visible_text("hq-gov")
+    ui.submit("#directory-pick")
+    assert browser.current_url.endswith("/console/registration-codes"), browser.current_url
+    assert Select(ui.css("#header-directory")).first_selected_option.text == "hq-gov"
+    form = ui.expand("op-registration-codes-issue")
+    assert form.find_element(ui.by.CSS_SELECTOR, ".in-directory").text == "In directory hq-gov."
+    ui.fill("#f-count", "3")
+    ui.submit(form)
+    message = ui.flash()
+    assert message.startswith("3 registration codes issued in hq-gov: "), message
+    codes = api.get("/admin/v1/registration-codes").body["items"]
+    assert sorted(c["directory"] for c in codes) == ["hq-gov"] * 3
+    assert sorted(message.split(": ", 1)[1].split(", ")) == sorted(c["code"] for c in codes)
+    # The list shows hq-gov's codes, and the selection holds on the next page too.
+    assert sorted(ui.column("registration-codes", "directory")) == ["hq-gov"] * 3
+    ui.open("/console/workspaces")
+    ui.expand("op-workspaces-create")
+    assert Select(ui.css("#f-directory")).first_selected_option.text == "hq-gov"

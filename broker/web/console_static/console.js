@@ -37,7 +37,7 @@ function policyNotes(root) {
         el.textContent = n.ok === "no" ? n.message + ": " + n.code : n.message;
       });
     }
-    if (region) { region.addEventListener("input", update); }
+    if (region) { region.addEventListener("input", update); region.addEventListener("change", update); }
     update();
   });
 }

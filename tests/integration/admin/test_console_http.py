@@ -203,3 +203,118 @@ def test_lists_page_and_search_from_the_declared_filters(bp: BrokerProcess) -> N
     assert 'rel="next"' not in page
     _, _, _, page = b.request("GET", "/console/users?directory_id=corp&search=USER1")
     assert usernames(page) == [f"user1{i}" for i in range(10)]
+
+
+def _selected(html: str) -> str:
+    [chosen] = re.findall(r'<select name="directory_id" id="header-directory">.*?'
+                          r'<option selected>([^<]+)</option>', html)
+    return chosen
+
+
+def _flash(html: str) -> str:
+    [text] = re.findall(r'id="flash">([^<]*)</p>', html)
+    return text
+
+
+def test_the_selected_directory_is_kept_in_the_session_and_used_by_forms_and_messages(
+        bp: BrokerProcess) -> None:
+    """Issue 29: with hq-gov selected, codes are issued in hq-gov and every form and message
+    says so (the issue form used to name the first directory whatever the filter said)."""
+    token = make_token(bp, "root")
+    api = bp.admin(token)
+    for d in ("field-office", "hq-gov"):
+        assert api.post("/admin/v1/directories", {"id": d, "name": d,
+                                                  "region": "us-gov-west-1"}).status == 201
+    b = Browserish(bp)
+    b.sign_in(token)
+    _, _, _, page = b.request("GET", "/console/registration-codes")
+    assert _selected(page) == "field-office"  # nothing chosen yet: the first
+    status, headers, _, _ = b.request("POST", "/console/directory", {
+        "csrf": b.csrf(page), "directory_id": "hq-gov",
+        "return_to": "/console/registration-codes"})
+    assert (status, headers["location"]) == (303, "/console/registration-codes")
+    # Kept server-side: a page without any query parameter works in hq-gov.
+    _, _, _, page = b.request("GET", "/console/registration-codes")
+    assert _selected(page) == "hq-gov"
+    issue = page[page.index('id="op-registration-codes-issue"'):]
+    assert 'name="path.directory_id" value="hq-gov"' in issue
+    assert "In directory <b>hq-gov</b>" in issue and "field-office</b>" not in issue
+    assert re.search(r'<select name="directory">.*?<option selected>hq-gov</option>', page)
+    status, headers, _, _ = b.request("POST", "/console/registration-codes/do", {
+        "csrf": b.csrf(page), "resource": "registration-codes", "operation": "issue",
+        "path.directory_id": "hq-gov", "count": "3",
+        "return_to": "/console/registration-codes"})
+    assert status == 303
+    _, _, _, page = b.request("GET", headers["location"])
+    assert _flash(page).startswith("3 registration codes issued in hq-gov: ")
+    codes = api.get("/admin/v1/registration-codes").body["items"]
+    assert sorted(c["directory"] for c in codes) == ["hq-gov"] * 3
+    # The WorkSpace form's directory starts at the selection too.
+    _, _, _, page = b.request("GET", "/console/workspaces")
+    create = page[page.index('id="op-workspaces-create"'):]
+    assert re.search(r'<select id="f-directory" name="directory">.*?'
+                     r'<option selected>hq-gov</option>', create)
+    # A link's ?directory_id= overrides and becomes the selection; an unknown one is refused.
+    _, _, _, page = b.request("GET", "/console/users?directory_id=field-office")
+    assert _selected(page) == "field-office"
+    assert "In directory <b>field-office</b>" in page
+    status, _, _, html = b.request("POST", "/console/directory", {
+        "csrf": b.csrf(page), "directory_id": "nowhere", "return_to": "/console/users"})
+    assert status == 400 and "no directory &#39;nowhere&#39;" in html
+    assert _selected(b.request("GET", "/console/users")[3]) == "field-office"
+
+
+def test_a_change_message_names_its_directory_and_directories_link_their_pages(
+        bp: BrokerProcess) -> None:
+    token = make_token(bp, "root")
+    api = bp.admin(token)
+    for d in ("field-office", "hq-gov"):
+        assert api.post("/admin/v1/directories", {"id": d, "name": d,
+                                                  "region": "us-gov-west-1"}).status == 201
+    b = Browserish(bp)
+    b.sign_in(token)
+    _, _, _, page = b.request("GET", "/console/directories")
+    links = re.findall(r'<td class="directory-links" data-directory="hq-gov">(.*?)</td>', page)
+    assert links and all(f'href="/console/{p}?directory_id=hq-gov' in links[0]
+                         for p in ("trust", "users", "workspaces", "registration-codes"))
+    assert "#section-crls" in links[0]
+    # The region is chosen from the catalogue's regions, not typed.
+    regions = re.findall(r'<select id="f-region" name="region" required>(.*?)</select>', page,
+                         re.S)
+    assert regions and '<option value="us-gov-west-1"' in regions[0]
+    _, _, _, page = b.request("GET", "/console/users?directory_id=hq-gov")
+    status, headers, _, _ = b.request("POST", "/console/users/do", {
+        "csrf": b.csrf(page), "resource": "users", "operation": "create",
+        "path.directory_id": "hq-gov", "username": "alice",
+        "return_to": "/console/users"})
+    assert status == 303
+    assert _flash(b.request("GET", headers["location"])[3]) == "user alice created in hq-gov"
+    _, _, _, page = b.request(
+        "GET", "/console/users/edit?resource=users&path.directory_id=hq-gov&path.username=alice")
+    assert "In directory <b>hq-gov</b>." in page
+    assert api.get("/admin/v1/directories/hq-gov/users/alice").status == 200
+
+
+def test_workspaces_show_their_name_and_offer_start_or_stop_by_state(bp: BrokerProcess) -> None:
+    token = make_token(bp, "root")
+    api = bp.admin(token)
+    assert api.post("/admin/v1/directories", {"id": "corp", "name": "Corp",
+                                              "region": "us-gov-west-1"}).status == 201
+    assert api.post("/admin/v1/directories/corp/users", {"username": "alice"}).status == 201
+    for ws, state in (("ws-on", "AVAILABLE"), ("ws-off", "STOPPED")):
+        assert api.post("/admin/v1/workspaces", {
+            "id": ws, "directory": "corp", "user": "alice", "name": f"Desk {ws}",
+            "protocol": "WSP", "state": state}).status == 201
+    b = Browserish(bp)
+    b.sign_in(token)
+    _, _, _, page = b.request("GET", "/console/workspaces")
+    assert re.findall(r'<td data-column="name">\s*([^<]+?)\s*</td>', page) == \
+        ["Desk ws-off", "Desk ws-on"]
+    rows = {m.group(1): m.group(0) for m in re.finditer(
+        r'<td data-column="id">\s*(ws-\w+).*?</tr>', page, re.S)}
+    disabled = {ws: {label: bool(off) for off, label in re.findall(
+        r'<button type="submit" class="[^"]*"( disabled[^>]*)?>(Start|Stop)</button>', row)}
+        for ws, row in rows.items()}
+    assert disabled == {"ws-off": {"Start": False, "Stop": True},
+                        "ws-on": {"Start": True, "Stop": False}}
+    assert "Only a WorkSpace in state STOPPED can start; this one is AVAILABLE." in rows["ws-on"]
