@@ -38,6 +38,7 @@ from broker import kinds
 from broker.codes import Code
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
+from broker.service.tokens import new_id
 from broker.service.wire import b64u, rfc3339
 from broker.store.models import Challenge
 
@@ -56,7 +57,7 @@ def to_be_signed(broker_id: str, challenge_id: str, directory_id: str, expires: 
 def _new_challenge(ctx: BrokerContext, directory_id: str, purpose: str, detail: str | None,
                    now: datetime) -> tuple[str, bytes, datetime, str]:
     """A fresh id, what the card signs, the expiry and the signed purpose."""
-    cid = secrets.token_urlsafe(18)
+    cid = new_id(18)
     expires = (now + timedelta(seconds=ctx.settings.login.challenge_ttl_s)).replace(
         microsecond=0)
     signed_purpose = f"{purpose}:{detail}" if detail else purpose

@@ -55,6 +55,7 @@ from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
 from broker.service.registrations import code_settings, directory_settings
 from broker.service.tickets import TICKET_AUDIENCE
+from broker.service.tokens import new_id
 from broker.service.trust import (
     TrustSnapshot,
     Verified,
@@ -190,7 +191,7 @@ def _open_session(ctx: BrokerContext, conn: Connection, backend: WorkSpaceBacken
         raise ServiceError(Code.USER_NOT_FOUND, "The user of this login no longer exists.")
     # One active session per WorkSpace: earlier ones are told to disconnect.
     conn.execute(TAKE_OVER_SESSIONS, {"ws_id": ws.id, "now": now})
-    sid = secrets.token_urlsafe(24)
+    sid = new_id(24)
     expires = now + timedelta(seconds=ctx.settings.login.ticket_ttl_s)
     redirection = in_session_decision(ctx, row.region, code_settings(row), ws.protocol,
                                       principal.client, row.os).allowed

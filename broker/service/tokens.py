@@ -16,6 +16,15 @@ def new_token(prefix: str) -> str:
     return f"{prefix}_{secrets.token_urlsafe(32)}"
 
 
+def new_id(nbytes: int) -> str:
+    """A random url-safe id (sessions, challenges) that never starts with "-": an id is typed
+    as a command-line argument (`broker admin sessions terminate ID`), where a leading dash
+    reads as an option."""
+    while (value := secrets.token_urlsafe(nbytes)).startswith("-"):
+        pass
+    return value
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 

@@ -39,3 +39,12 @@ def test_audit_refuses_secret_detail_keys() -> None:
 
     with pytest.raises(ValueError, match="secrets"):
         audit.record(NoSession(), "x", "refused", pin="123456")  # type: ignore[arg-type]
+
+
+def test_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    # `broker admin sessions terminate -REB…` read the id as an option: a CI run hit one.
+    from broker.service import tokens
+
+    drawn = iter(["-REBKOEQiIYivLJr", "_x-REBKOEQiIYivL"])
+    monkeypatch.setattr(tokens.secrets, "token_urlsafe", lambda n: next(drawn))
+    assert tokens.new_id(12) == "_x-REBKOEQiIYivL"
