@@ -68,7 +68,7 @@ def test_signing_keys_are_sealed_and_every_file_is_private(tmp_path: Path) -> No
         client = SoftClient(bp.client(), w.codes["corp"])
         r = client.login(w.cards["bob"])
         assert r.status == 200, r.body
-        s = client.connect(r.body["auth_token"], "ws-bob")
+        s = client.open_session(r.body["auth_token"], "ws-bob", w.cards["bob"])
         assert s.status == 201, s.body
         ticket = s.body["session"]["ticket"]
         for extra in ("broker.db-wal", "broker.db-shm", "broker.db-journal"):

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from broker.client.flow import WINDOWS_CLIENT
 from tests.integration.test_observability import metric
 from tests.support.server import BrokerProcess, free_port
 from tests.support.world import World, build_world
@@ -42,7 +43,9 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BrokerPro
 
 def _token(bp: BrokerProcess, w: World, source: str) -> str:
     r = bp.client(source=source).post("/v1/auth/password", {
-        "registration_code": w.codes["east"], "username": "erin", "password": "erin password"})
+        "registration_code": w.codes["east"], "username": "erin", "password": "erin password",
+        # the supported client: its sessions may use the card in-session (DESIGN §1)
+        "client": WINDOWS_CLIENT})
     assert r.status == 200, r.body
     return str(r.body["auth_token"])
 

@@ -15,7 +15,6 @@ from broker.client.card import open_card
 from broker.client.errors import InvalidPinError, PinBlockedError
 from broker.client.flow import (
     WINDOWS_CLIENT,
-    ApiError,
     BrokerApi,
     BrokerEndpoint,
     FlowError,
@@ -118,10 +117,13 @@ def test_two_cards_are_refused(pcsc_broker) -> None:  # type: ignore[no-untyped-
     with vpcd_cards(PivCard(key=a.key, certificate=a.cert), PivCard(key=b.key,
                                                                      certificate=b.cert)):
         assert transport.card_count() == 2
-        with pytest.raises(ApiError) as err:
+        # The broker refuses (smart_card_not_allowed, reason multiple_cards); the client tells
+        # the user which readers hold a card and how to choose one.
+        with pytest.raises(FlowError) as err:
             flow(bp, w, Scripted(["123456"])).login(card_wait=5)
-        assert err.value.code == "smart_card_not_allowed"
-        assert err.value.details["reasons"] == ["multiple_cards"]
+        assert err.value.code == "multiple_cards"
+        assert '"Virtual PCD 00 00", "Virtual PCD 00 01"' in err.value.message
+        assert '--reader "Virtual PCD 00 00"' in err.value.message
 
 
 def test_wrong_pin_counts_down_then_blocks_and_puk_unblocks() -> None:
