@@ -145,9 +145,11 @@ class Field:
             item = Annotated[item, BeforeValidator(_canonical_choice(self.choices))]
         else:
             item = str if self.is_list else self.type
+        # Files and stdin (PEM, CRL, password) are multi-line; every other text is one line.
+        one_line = item is str and self.cli_input is None
         if self.is_list and self.item_limits:
             item = Annotated[item, PydanticField(**self.item_limits)]
-        if item is str and self.cli_input is None:  # files and stdin (PEM, CRL) are multi-line
+        if self.is_list and one_line:
             item = Annotated[item, BeforeValidator(check_single_line)]
         if self.is_list:
             ann: Any = Annotated[list[item], PydanticField(**self.limits)]  # type: ignore[valid-type]
@@ -155,6 +157,9 @@ class Field:
             ann = Annotated[item, PydanticField(**self.limits)]
         else:
             ann = item
+        if one_line and not self.is_list:
+            # Outside the limits, so the pattern and lengths stay in the JSON schema.
+            ann = Annotated[ann, BeforeValidator(check_single_line)]
         for validator in self.validators:
             ann = Annotated[ann, BeforeValidator(validator)]
         if optional or self.nullable:
