@@ -11,13 +11,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.server import BrokerProcess, free_port
-from tests.support.world import World, build_world
+from tests.support.server import BrokerProcess
+from tests.support.world import World, world_broker
 
 _addresses = itertools.count(10)
 
@@ -53,16 +52,5 @@ class Secured:
 
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
-    from broker.store import migrate
-
-    base: Path = tmp_path_factory.mktemp("secured")
-    url = f"sqlite:///{base / 'broker.db'}"
-    migrate.upgrade(url)
-    bp = BrokerProcess(base / "broker", url, free_port(), free_port(), env=dict(ENV))
-    bp.base.mkdir()
-    bp.write_config()
-    bp.start()
-    try:
-        yield Secured(bp, build_world(base / "world", bp))
-    finally:
-        bp.stop()
+    with world_broker(tmp_path_factory.mktemp("secured"), ENV) as (bp, w):
+        yield Secured(bp, w)

@@ -13,14 +13,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.server import BrokerProcess, free_port
+from tests.support.server import BrokerProcess
 from tests.support.softcard import SoftClient
-from tests.support.world import World, build_world
+from tests.support.world import World, world_broker
 
 ENV = {
     "BROKER_LOGIN_MAX_FAILURES": "3",
@@ -44,19 +43,8 @@ class Target:
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    from broker.store import migrate
-
-    base: Path = tmp_path_factory.mktemp("lockouts")
-    url = f"sqlite:///{base / 'broker.db'}"
-    migrate.upgrade(url)
-    bp = BrokerProcess(base / "broker", url, free_port(), free_port(), env=dict(ENV))
-    bp.base.mkdir()
-    bp.write_config()
-    bp.start()
-    try:
-        yield Target(bp, build_world(base / "world", bp))
-    finally:
-        bp.stop()
+    with world_broker(tmp_path_factory.mktemp("lockouts"), ENV) as (bp, w):
+        yield Target(bp, w)
 
 
 def test_guesses_from_many_addresses_slow_down_but_never_lock_erin_out(target: Target) -> None:

@@ -6,15 +6,14 @@ against nothing."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from broker.client.flow import WINDOWS_CLIENT
 from tests.integration.test_observability import metric
-from tests.support.server import BrokerProcess, free_port
-from tests.support.world import World, build_world
+from tests.support.server import BrokerProcess
+from tests.support.world import World, world_broker
 
 ENV = {
     "BROKER_LOGIN_CONNECTS_PER_TOKEN_PER_MINUTE": "3",
@@ -26,19 +25,8 @@ ENV = {
 
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[BrokerProcess, World]]:
-    from broker.store import migrate
-
-    base: Path = tmp_path_factory.mktemp("throttles")
-    url = f"sqlite:///{base / 'broker.db'}"
-    migrate.upgrade(url)
-    bp = BrokerProcess(base / "broker", url, free_port(), free_port(), env=dict(ENV))
-    bp.base.mkdir()
-    bp.write_config()
-    bp.start()
-    try:
-        yield bp, build_world(base / "world", bp)
-    finally:
-        bp.stop()
+    with world_broker(tmp_path_factory.mktemp("throttles"), ENV) as (bp, w):
+        yield bp, w
 
 
 def _token(bp: BrokerProcess, w: World, source: str) -> str:

@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -114,3 +116,23 @@ def build_world(base: Path, broker: Any, removal: str = "lock") -> World:
     result = json.loads(out.stdout)
     codes = {d["id"]: d["registration_codes"][0] for d in result["directories"]}
     return World(codes, cards, path, {"root": root, "issuing": inter, "other_root": other_root})
+
+
+@contextmanager
+def world_broker(base: Path, env: dict[str, str]) -> Iterator[tuple[Any, World]]:
+    """A broker on a SQLite database of its own under ``base``, started with ``env`` and the
+    test world applied; stopped on exit. For module-scoped fixtures: each test then uses its
+    own source addresses and users so that tests stay independent."""
+    from broker.store import migrate
+    from tests.support.server import BrokerProcess, free_port
+
+    url = f"sqlite:///{base / 'broker.db'}"
+    migrate.upgrade(url)
+    bp = BrokerProcess(base / "broker", url, free_port(), free_port(), env=dict(env))
+    bp.base.mkdir()
+    bp.write_config()
+    bp.start()
+    try:
+        yield bp, build_world(base / "world", bp)
+    finally:
+        bp.stop()
