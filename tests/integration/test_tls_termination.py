@@ -10,7 +10,6 @@ import base64
 import os
 import secrets
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.test_two_nodes import stop_haproxy
 from tests.support.databases import postgres_schema_url
 from tests.support.require import unavailable
 from tests.support.server import REPO, free_port
@@ -47,15 +47,6 @@ def start_haproxy(front: int, node1: int, node2: int, cafile: Path, pem: Path, k
                BROKER_NODE2=f"127.0.0.1:{node2}", BROKER_CA_FILE=str(cafile))
     return subprocess.Popen([exe, "-db", "-f", str(CONFIG)], env=env,
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT)
-
-
-def stop(hap: subprocess.Popen[bytes]) -> None:
-    hap.send_signal(signal.SIGTERM)
-    try:
-        hap.wait(10)
-    except subprocess.TimeoutExpired:
-        hap.kill()
-        hap.wait()
 
 
 def get(ctx: ssl.SSLContext, port: int, path: str, session: ssl.SSLSession | None = None,
@@ -127,4 +118,4 @@ def test_sessions_resume_across_haproxy_nodes_and_brokers(broker_factory, tmp_pa
                 node2.logs(), logs[-2000:]
         finally:
             for hap in haps:
-                stop(hap)
+                stop_haproxy(hap)
