@@ -1,0 +1,13 @@
+"""What every `broker-client` command module shares: the one-line ``error:`` exit."""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+import click
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
