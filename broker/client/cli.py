@@ -14,7 +14,7 @@ from typing import Any, NoReturn
 
 import click
 
-from broker.client.cli_util import fail
+from broker.client.cli_util import fail, warn
 from broker.errors import BrokerError
 
 
@@ -105,6 +105,14 @@ def as_client_option(f: Any) -> Any:
              "(the WorkSpaces Windows client). Default: the real platform, architecture and "
              "version, so the broker's rules apply honestly (a Linux client gets password "
              "login only, and its sessions no in-session card use).")(f)
+
+
+def strict_card_types_option(f: Any) -> Any:
+    return click.option(
+        "--strict-card-types", is_flag=True,
+        help="Use PIV and CAC cards only. Without it, another card type (e.g. an OpenPGP "
+             "card) is used through its PKCS#11 module (OpenSC), with a warning that the card "
+             "type is not fully tested.")(f)
 
 
 def client_identity(as_client: str | None, saved: dict[str, Any] | None = None
@@ -243,11 +251,12 @@ def register(code: str, broker_addr: str, cafile: str | None, config_path: Path 
 @click.option("--session-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the session for in-session use (pam-auth) to this file (JSON, mode "
                    "0600); with --hold it is marked ended when the session ends.")
+@strict_card_types_option
 @as_client_option
 def login(reader: str | None, pin_stdin: bool, cert_slot: str | None, username: str | None,
           password_stdin: bool, workspace_id: str | None, config_path: Path | None,
           as_json: bool, hold: bool, heartbeat_interval: float, session_file: Path | None,
-          as_client: str | None) -> None:
+          strict_card_types: bool, as_client: str | None) -> None:
     """Log in (smart card, or password with --username) and connect to a WorkSpace."""
     from broker.client.access import PcscCards
     from broker.client.flow import BrokerApi, BrokerEndpoint, LoginFlow, load_registration
@@ -268,7 +277,8 @@ def login(reader: str | None, pin_stdin: bool, cert_slot: str | None, username: 
     click.echo(said, err=True)
     ep = BrokerEndpoint.parse(saved["broker"], cafile=saved.get("cafile"),
                               pin_sha256=saved.get("tls_pin_sha256"))
-    flow = LoginFlow(BrokerApi(ep), saved["registration_code"], PcscCards(reader),
+    cards = PcscCards(reader, strict_card_types, warn)
+    flow = LoginFlow(BrokerApi(ep), saved["registration_code"], cards,
                      TerminalScreens(pin_stdin, cert_slot), client_info=client)
     result = None
     try:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from broker.client.cli_util import fail
+from broker.client.cli_util import fail, warn
 
 
 @click.group()
@@ -38,16 +38,22 @@ def card_info_dict(reader_name: str | None, sc: Any) -> dict[str, Any]:
 @card.command("info")
 @click.option("--reader", help="Use this PC/SC reader.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def card_info(reader: str | None, as_json: bool) -> None:
-    """Reader, ATR, card kind, CHUID and certificates, PIN tries left."""
+@click.option("--strict-card-types", is_flag=True,
+              help="PIV and CAC only: refuse other cards instead of reading them through their "
+                   "PKCS#11 module.")
+def card_info(reader: str | None, as_json: bool, strict_card_types: bool) -> None:
+    """Reader, ATR, card kind (piv, cac, or pkcs11 for other cards), CHUID and certificates,
+    PIN tries left."""
     from broker.client import transport
-    from broker.client.card import open_card
+    from broker.client.card import open_any_card
 
     conn = transport.connect(reader)
+    sc = None
     try:
-        info = card_info_dict(conn.reader, open_card(conn))
+        sc = open_any_card(conn, strict=strict_card_types, warn=warn)
+        info = card_info_dict(conn.reader, sc)
     finally:
-        conn.disconnect()
+        (sc.connection if sc is not None else conn).disconnect()
     if as_json:
         click.echo(json.dumps(info, indent=2))
         return
@@ -73,13 +79,15 @@ def _secrets(from_stdin: bool, prompts: Sequence[str]) -> list[str]:
 
 def _with_card(reader: str | None, action: Any) -> None:
     from broker.client import transport
-    from broker.client.card import open_card
+    from broker.client.card import open_any_card
 
     conn = transport.connect(reader)
+    sc = None
     try:
-        action(open_card(conn))
+        sc = open_any_card(conn, warn=warn)
+        action(sc)
     finally:
-        conn.disconnect()
+        (sc.connection if sc is not None else conn).disconnect()
 
 
 @card.command("change-pin")

@@ -1,4 +1,4 @@
-"""What every `broker-client` command module shares: the one-line ``error:`` exit."""
+"""What every `broker-client` command module shares: the one-line ``error:`` exit, warnings."""
 
 from __future__ import annotations
 
@@ -11,3 +11,8 @@ import click
 def fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+def warn(line: str) -> None:
+    """A warning line on stderr (e.g. the untested card type)."""
+    click.secho(line, fg="yellow", err=True)
