@@ -97,7 +97,8 @@ class Pkcs11Card:
         path = _module_path(module)
         try:
             lib = p11.lib(path)
-            lib.initialize()
+            if not getattr(lib, "initialized", True):
+                lib.initialize()
             slots = [s for s in lib.get_slots(token_present=True)
                      if _matches(s.slot_description, reader)]
         except p11.PKCS11Error as exc:
