@@ -16,6 +16,7 @@ import pytest
 
 from broker.cardsim.openpgp import OpenPgpCard
 from tests.support.pcsc import CLIENT_CLI, register_client, vpcd_cards
+from tests.support.require import unavailable
 
 pytestmark = pytest.mark.pcsc
 
@@ -25,8 +26,12 @@ MODULE = Path("/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so")
 @pytest.fixture(autouse=True)
 def _opensc() -> None:
     if not MODULE.exists() or shutil.which("pkcs15-tool") is None:
-        pytest.skip("OpenSC is not installed (apt-get install opensc)")
-    pytest.importorskip("pkcs11", reason="python-pkcs11 is not installed (the card extra)")
+        unavailable("opensc", "OpenSC is not installed (apt-get install opensc)")
+    try:
+        import pkcs11  # noqa: F401
+    except ImportError:
+        unavailable("opensc", "python-pkcs11 is not installed (pip install "
+                              "'smartcard-broker[card]')")
 
 
 def login(config: Path, *extra: str, pin: str = "123456") -> subprocess.CompletedProcess[str]:
