@@ -114,3 +114,59 @@ def test_wrong_pin_through_pkcs11_counts_down_on_the_card(broker_factory, tmp_pa
     assert bad.returncode == 1
     assert "card_pin_invalid" in bad.stderr
     assert card.pin.remaining == 2
+
+
+class Scripted:
+    """The flow's screens with scripted PINs (one per prompt)."""
+
+    def __init__(self, pins: list[str]) -> None:
+        self.pins = list(pins)
+        self.prompts: list[str] = []
+
+    def show(self, title: str, text: str = "") -> None:
+        pass
+
+    def choose_certificate(self, options):  # type: ignore[no-untyped-def]
+        return options[0]
+
+    def ask_pin(self, prompt: str) -> str:
+        self.prompts.append(prompt)
+        return self.pins.pop(0)
+
+    def choose_workspace(self, workspaces):  # type: ignore[no-untyped-def]
+        return workspaces[0]
+
+
+def test_the_second_pin_is_checked_by_the_card_again(broker_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """"Starting WorkSpace" logs in to the token anew: a wrong second PIN is refused by the
+    card (not satisfied by the first login or a cached PIN), then the right one connects."""
+    from broker.client.access import PcscCards
+    from broker.client.errors import InvalidPinError
+    from broker.client.flow import WINDOWS_CLIENT, BrokerApi, BrokerEndpoint, LoginFlow
+    from tests.support.databases import database_url
+    from tests.support.world import build_world
+
+    with database_url("sqlite", tmp_path) as url:
+        bp = broker_factory(url)
+        w = build_world(tmp_path / "w", bp)
+        soft = w.cards["alice"]
+        card = OpenPgpCard(soft.key, soft.cert)
+        warned: list[str] = []
+        screens = Scripted(["123456", "000000", "123456"])
+        api = BrokerApi(BrokerEndpoint("127.0.0.1", bp.port, cafile=str(bp.cafile)))
+        flow = LoginFlow(api, w.codes["corp"], PcscCards(warn=warned.append), screens,
+                         client_info=WINDOWS_CLIENT, poll_interval=0.3)
+        with vpcd_cards(card):
+            result = flow.login(card_wait=5)
+            try:
+                assert result.certificate_slot == "03" and result.card.kind == "pkcs11"
+                with pytest.raises(InvalidPinError) as wrong:
+                    flow.connect(result, "ws-alice")
+                assert wrong.value.code == "card_pin_invalid"
+                assert card.pin.remaining == 2
+                session = flow.connect(result, "ws-alice")
+            finally:
+                result.close()
+    assert session["smart_card_redirection"] is True
+    assert screens.prompts == ["Enter your PIN", "Enter your PIN again", "Enter your PIN again"]
+    assert len(warned) == 1 and "not fully tested" in warned[0]
