@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker.client.apdu import ApduProtocol, Connection
 from broker.client.cac import CacSession, PkiApplet
-from broker.client.errors import ApduError, NotSupportedError
+from broker.client.errors import ApduError, CardError, NotSupportedError
 from broker.client.piv import Chuid, KeyType, PivSession, SignatureAlgorithm, Slot
 
 
@@ -155,11 +155,14 @@ def open_any_card(connection: Connection, *, strict: bool = False,
     after ``warn`` got the one-line "not fully tested" warning. ``strict`` refuses other cards
     (NotSupportedError, code card_not_supported). The PC/SC ``connection`` is released before
     the PKCS#11 module opens the reader."""
+    refusal: CardError
     try:
         return SmartCard(connection)
     except NotSupportedError as exc:
         if exc.code != NotSupportedError.code:
             raise
+        refusal = exc
+    except ApduError as exc:  # a card that answers the CAC probe with e.g. 6D00: not a CAC
         refusal = exc
     reader = getattr(connection, "reader", None)
     atr = bytes(getattr(connection, "atr", b""))

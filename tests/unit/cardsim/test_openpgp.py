@@ -126,3 +126,26 @@ def test_client_refuses_it_under_strict_card_types_and_without_a_reader() -> Non
         open_any_card(InProcessConnection(card))
     assert "neither a PIV application nor CAC" in other.value.message
     assert card.pin.remaining == 3
+
+
+def test_a_card_answering_6d00_to_every_applet_is_not_cac_either() -> None:
+    """Other cards need not answer 6A82 to the CAC probe: 6D00 still means "neither"."""
+    from broker.client.card import STRICT_REFUSAL, open_any_card
+    from broker.client.errors import ApduError, NotSupportedError
+
+    class Mute:
+        atr = b"\x3b\x00"
+        disconnected = False
+
+        def transmit(self, apdu: bytes) -> bytes:
+            return b"\x6d\x00"
+
+        def disconnect(self) -> None:
+            self.disconnected = True
+
+    conn = Mute()
+    with pytest.raises(NotSupportedError) as strict:
+        open_any_card(conn, strict=True)  # type: ignore[arg-type]
+    assert strict.value.message == STRICT_REFUSAL and conn.disconnected
+    with pytest.raises(ApduError):
+        open_any_card(Mute())  # type: ignore[arg-type]  # no reader: the original refusal
