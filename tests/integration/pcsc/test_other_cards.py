@@ -72,7 +72,8 @@ def test_opensc_reads_the_simulated_openpgp_card() -> None:
 def test_login_through_pkcs11_and_strict_refusal(broker_factory, tmp_path, card_name) -> None:  # type: ignore[no-untyped-def]
     """`broker-client login` with an OpenPGP card (RSA on a 2.1 card, ECDSA on a 3.3 one):
     both PINs go through C_Login, both signatures through C_Sign, and the broker verifies them
-    unchanged; --strict-card-types refuses the card before any PIN is asked."""
+    unchanged; a wrong PIN counts down on the card; --strict-card-types refuses the card
+    before any PIN is asked."""
     from tests.support.databases import database_url
     from tests.support.world import build_world
 
@@ -86,34 +87,20 @@ def test_login_through_pkcs11_and_strict_refusal(broker_factory, tmp_path, card_
         with vpcd_cards(card):
             strict = login(cfg, "--strict-card-types")
             refused_tries = card.pin.remaining
+            bad = login(cfg, pin="654321")
+            bad_tries = card.pin.remaining
             ok = login(cfg)
     assert strict.returncode == 1
     assert "card_not_supported" in strict.stderr
     assert "--strict-card-types allows no other card type" in strict.stderr
     assert refused_tries == 3  # refused before the PIN reached the card
+    assert bad.returncode == 1 and "card_pin_invalid" in bad.stderr
+    assert bad_tries == 2  # the wrong PIN reached the card through C_Login
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.startswith("session "), ok.stdout
     warnings = [ln for ln in ok.stderr.splitlines() if "not fully tested" in ln]
     assert len(warnings) == 1 and warnings[0].startswith("warning: ")
     assert "123456" not in ok.stderr + ok.stdout
-
-
-def test_wrong_pin_through_pkcs11_counts_down_on_the_card(broker_factory, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from tests.support.databases import database_url
-    from tests.support.world import build_world
-
-    with database_url("sqlite", tmp_path) as url:
-        bp = broker_factory(url)
-        w = build_world(tmp_path / "w", bp)
-        soft = w.cards["alice_rsa"]
-        cfg = tmp_path / "client.json"
-        register_client(bp, w.codes["corp"], cfg)
-        card = OpenPgpCard(soft.key, soft.cert)
-        with vpcd_cards(card):
-            bad = login(cfg, pin="654321")
-    assert bad.returncode == 1
-    assert "card_pin_invalid" in bad.stderr
-    assert card.pin.remaining == 2
 
 
 class Scripted:
