@@ -99,8 +99,8 @@ class Pkcs11Card:
             lib = p11.lib(path)
             if not getattr(lib, "initialized", True):
                 lib.initialize()
-            slots = [s for s in lib.get_slots(token_present=True)
-                     if _matches(s.slot_description, reader)]
+            # every slot of the reader: OpenSC shows a card it does not know as no token
+            slots = [s for s in lib.get_slots() if _matches(s.slot_description, reader)]
         except p11.PKCS11Error as exc:
             raise CardError("card_pkcs11_error", f"The PKCS#11 module {path} failed: "
                                                  f"{type(exc).__name__}.") from None
@@ -109,9 +109,12 @@ class Pkcs11Card:
             try:
                 tokens.append(slot.get_token())
             except p11.PKCS11Error:
-                continue  # a slot for a PIN this card does not use (OpenSC's virtual slots)
+                continue  # no token, or one OpenSC does not recognize
+        if not slots:
+            raise NoCardError(message=f"The PKCS#11 module finds no reader {reader}.")
         if not tokens:
-            raise NoCardError(message=f"The PKCS#11 module finds no card in {reader}.")
+            raise NotSupportedError(message="This card has neither a PIV application nor CAC "
+                                            "PKI applets, and OpenSC does not know it either.")
         # OpenSC gives a card one slot per PIN; the first is the user PIN that the
         # authentication key needs.
         self.token = tokens[0]

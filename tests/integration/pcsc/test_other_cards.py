@@ -68,6 +68,18 @@ def test_opensc_reads_the_simulated_openpgp_card() -> None:
     assert "--strict-card-types allows no other card type" in strict.stderr
 
 
+def test_a_card_opensc_does_not_know_either_is_refused_in_one_line() -> None:
+    from broker.cardsim.card import SecurityState, VirtualCard
+
+    blank = VirtualCard([], bytes.fromhex("3b8580018076504750b5"), SecurityState())
+    with vpcd_cards(blank):
+        info = subprocess.run(CLIENT_CLI + ["card", "info"], capture_output=True, text=True,
+                              timeout=60)
+    assert info.returncode == 1
+    assert info.stderr.strip() == ("error: This card has neither a PIV application nor CAC PKI "
+                                   "applets, and OpenSC does not know it either.")
+
+
 @pytest.mark.parametrize("card_name", ["alice_rsa", "alice"])
 def test_login_through_pkcs11_and_strict_refusal(broker_factory, tmp_path, card_name) -> None:  # type: ignore[no-untyped-def]
     """`broker-client login` with an OpenPGP card (RSA on a 2.1 card, ECDSA on a 3.3 one):
