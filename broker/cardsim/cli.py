@@ -1,4 +1,4 @@
-"""``broker-client card-sim {piv|cac}``: a virtual card in pcscd's vpcd reader until stopped.
+"""``broker-client card-sim {piv|cac|openpgp}``: a virtual card in vpcd's reader until stopped.
 
 With no ``--key``/``--cert`` it issues a demo chain (root → issuing CA → user) and writes the
 user certificate, the issuing CA and the root as PEM to ``--out``. Keys never leave the process
@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from broker.cardsim.cac import CacCard
 from broker.cardsim.card import VirtualCard
+from broker.cardsim.openpgp import OpenPgpCard
 from broker.cardsim.piv import KeySlot, PivCard
 from broker.cardsim.vpcd import DEFAULT_PORT, VpcdLink
 
@@ -72,9 +73,10 @@ def _demo_slots(kind: str, key_kind: str, out: Path, card_uuid: uuid.UUID) -> li
 
 
 @click.command("card-sim")
-@click.argument("kind", type=click.Choice(["piv", "cac"]))
+@click.argument("kind", type=click.Choice(["piv", "cac", "openpgp"]))
 @click.option("--pin", default="123456", show_default=True, help="PIN (6-8 digits).")
-@click.option("--puk", default="12345678", show_default=True, help="PUK (8 digits).")
+@click.option("--puk", default="12345678", show_default=True,
+              help="PUK (8 digits); the admin PIN (PW3) of an openpgp card.")
 @click.option("--key", "key_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="PEM private key for the authentication slot (with --cert).")
 @click.option("--cert", "cert_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -88,7 +90,10 @@ def _demo_slots(kind: str, key_kind: str, out: Path, card_uuid: uuid.UUID) -> li
 @click.option("--dual", is_flag=True, help="cac only: also carry a PIV applet (same keys).")
 def card_sim(kind: str, pin: str, puk: str, key_path: Path | None, cert_path: Path | None,
              key_kind: str | None, out: Path | None, vpcd: str, dual: bool) -> None:
-    """Put a virtual PIV or CAC card into pcscd's vpcd reader until Ctrl-C / SIGTERM."""
+    """Put a virtual PIV, CAC or OpenPGP card into pcscd's vpcd reader until Ctrl-C / SIGTERM.
+
+    The OpenPGP card stands for the cards that are neither PIV nor CAC: broker-client uses it
+    through OpenSC's PKCS#11 module (unless --strict-card-types)."""
     if (key_path is None) != (cert_path is None):
         raise click.UsageError("give --key and --cert together, or neither")
     if not (pin.isdigit() and 6 <= len(pin) <= 8):
@@ -112,6 +117,9 @@ def card_sim(kind: str, pin: str, puk: str, key_path: Path | None, cert_path: Pa
     if kind == "piv":
         card = PivCard(slots[0].key, slots[0].certificate, pin=pin, puk=puk,
                        card_uuid=card_uuid.bytes)
+    elif kind == "openpgp":
+        assert slots[0].certificate is not None
+        card = OpenPgpCard(slots[0].key, slots[0].certificate, pin=pin, admin_pin=puk)
     else:
         card = CacCard(*slots[:3], pin=pin, puk=puk, dual=dual, card_uuid=card_uuid.bytes)
     shown = slots[0].certificate

@@ -14,10 +14,14 @@ from broker.client.errors import CardError
 
 
 class PcscCards:
-    """Cards in the PC/SC readers (optionally one named reader)."""
+    """Cards in the PC/SC readers (optionally one named reader). A card that is neither PIV
+    nor CAC opens through its PKCS#11 module after a warning, unless ``strict_card_types``."""
 
-    def __init__(self, reader: str | None = None) -> None:
+    def __init__(self, reader: str | None = None, strict_card_types: bool = False,
+                 warn: Callable[[str], None] | None = None) -> None:
         self.reader = reader
+        self.strict_card_types = strict_card_types
+        self.warn = warn
 
     def count(self) -> int:
         import broker.client.transport as transport
@@ -48,14 +52,15 @@ class PcscCards:
 
     def open(self) -> Any:
         import broker.client.transport as transport
-        from broker.client.card import open_card
+        from broker.client.card import open_any_card
 
         count = self.count()
         if count == 0:
             raise CardError("card_absent", "Insert your smart card.")
         if count > 1:
             raise CardError("card_multiple", "Only one smart card at a time: remove the others.")
-        return open_card(transport.connect(self.reader))
+        return open_any_card(transport.connect(self.reader), strict=self.strict_card_types,
+                             warn=self.warn)
 
 
 class InProcessCards:

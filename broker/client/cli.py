@@ -7,21 +7,15 @@ echo (or from stdin with --pin-stdin) and is never printed or logged.
 from __future__ import annotations
 
 import json
-import re
 import sys
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
+from broker.client.cli_util import fail, warn
 from broker.errors import BrokerError
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
 
 
 class TerminalScreens:
@@ -111,6 +105,14 @@ def as_client_option(f: Any) -> Any:
              "(the WorkSpaces Windows client). Default: the real platform, architecture and "
              "version, so the broker's rules apply honestly (a Linux client gets password "
              "login only, and its sessions no in-session card use).")(f)
+
+
+def strict_card_types_option(f: Any) -> Any:
+    return click.option(
+        "--strict-card-types", is_flag=True,
+        help="Use PIV and CAC cards only. Without it, another card type (e.g. an OpenPGP "
+             "card) is used through its PKCS#11 module (OpenSC), with a warning that the card "
+             "type is not fully tested.")(f)
 
 
 def client_identity(as_client: str | None, saved: dict[str, Any] | None = None
@@ -249,11 +251,12 @@ def register(code: str, broker_addr: str, cafile: str | None, config_path: Path 
 @click.option("--session-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the session for in-session use (pam-auth) to this file (JSON, mode "
                    "0600); with --hold it is marked ended when the session ends.")
+@strict_card_types_option
 @as_client_option
 def login(reader: str | None, pin_stdin: bool, cert_slot: str | None, username: str | None,
           password_stdin: bool, workspace_id: str | None, config_path: Path | None,
           as_json: bool, hold: bool, heartbeat_interval: float, session_file: Path | None,
-          as_client: str | None) -> None:
+          strict_card_types: bool, as_client: str | None) -> None:
     """Log in (smart card, or password with --username) and connect to a WorkSpace."""
     from broker.client.access import PcscCards
     from broker.client.flow import BrokerApi, BrokerEndpoint, LoginFlow, load_registration
@@ -274,7 +277,8 @@ def login(reader: str | None, pin_stdin: bool, cert_slot: str | None, username: 
     click.echo(said, err=True)
     ep = BrokerEndpoint.parse(saved["broker"], cafile=saved.get("cafile"),
                               pin_sha256=saved.get("tls_pin_sha256"))
-    flow = LoginFlow(BrokerApi(ep), saved["registration_code"], PcscCards(reader),
+    cards = PcscCards(reader, strict_card_types, warn)
+    flow = LoginFlow(BrokerApi(ep), saved["registration_code"], cards,
                      TerminalScreens(pin_stdin, cert_slot), client_info=client)
     result = None
     try:
@@ -420,110 +424,6 @@ def hold_session(flow: Any, session: dict[str, Any], reader: str | None,
             session_file.mark_ended(session_path, reason)
 
 
-# ---- card-side commands ---------------------------------------------------------------------
-
-
-@main.group()
-def card() -> None:
-    """The smart card in the reader."""
-
-
-def card_info_dict(reader_name: str | None, sc: Any) -> dict[str, Any]:
-    """What ``card info`` shows, as plain values (no PIN, nothing secret)."""
-    chuid = sc.read_chuid()
-    certs = sc.certificates()
-    return {"reader": reader_name, "atr": sc.atr.hex(), "kind": sc.kind,
-            "fasc_n": chuid.fasc_n.hex() if chuid and chuid.fasc_n else None,
-            "card_uuid": str(uuid.UUID(bytes=chuid.guid))
-            if chuid and chuid.guid and len(chuid.guid) == 16 else None,
-            "pin_tries_left": sc.pin_attempts_remaining(),
-            "certificates": [{"slot": c.slot_id, "label": c.label,
-                              "subject": c.certificate.subject.rfc4514_string(),
-                              "issuer": c.certificate.issuer.rfc4514_string(),
-                              "not_after": c.certificate.not_valid_after_utc.isoformat(),
-                              "algorithm": sc.default_algorithm(c.certificate)}
-                             for c in certs]}
-
-
-@card.command("info")
-@click.option("--reader", help="Use this PC/SC reader.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def card_info(reader: str | None, as_json: bool) -> None:
-    """Reader, ATR, card kind, CHUID and certificates, PIN tries left."""
-    from broker.client import transport
-    from broker.client.card import open_card
-
-    conn = transport.connect(reader)
-    try:
-        info = card_info_dict(conn.reader, open_card(conn))
-    finally:
-        conn.disconnect()
-    if as_json:
-        click.echo(json.dumps(info, indent=2))
-        return
-    for key in ("reader", "atr", "kind", "fasc_n", "card_uuid", "pin_tries_left"):
-        click.echo(f"{key}: {info[key] if info[key] is not None else '-'}")
-    for c in info["certificates"]:
-        click.echo(f"[{c['slot']}] {c['label']}: {c['subject']} (issuer {c['issuer']}, "
-                   f"until {c['not_after']})")
-
-
-def _secrets(from_stdin: bool, prompts: Sequence[str]) -> list[str]:
-    """The PIN/PUK values: one line each on stdin, or asked without echo (the new PIN twice)."""
-    if from_stdin:
-        lines = [ln.strip() for ln in sys.stdin.read().splitlines() if ln.strip()]
-        if len(lines) < len(prompts):
-            fail(f"expected {len(prompts)} lines on standard input")
-        return lines[:len(prompts)]
-    values = [str(click.prompt(p, hide_input=True, err=True)) for p in prompts[:-1]]
-    values.append(str(click.prompt(prompts[-1], hide_input=True, confirmation_prompt=True,
-                                   err=True)))
-    return values
-
-
-def _with_card(reader: str | None, action: Any) -> None:
-    from broker.client import transport
-    from broker.client.card import open_card
-
-    conn = transport.connect(reader)
-    try:
-        action(open_card(conn))
-    finally:
-        conn.disconnect()
-
-
-@card.command("change-pin")
-@click.option("--reader", help="Use this PC/SC reader.")
-@click.option("--stdin", "from_stdin", is_flag=True,
-              help="Read the current and the new PIN from standard input, one per line.")
-def card_change_pin(reader: str | None, from_stdin: bool) -> None:
-    """Change the card's PIN (PIV or CAC); a wrong current PIN says how many tries are left."""
-    old, new = _secrets(from_stdin, ["Current PIN", "New PIN"])
-
-    def change(sc: Any) -> None:
-        sc.change_pin(old, new)
-        click.echo(f"PIN changed on the {sc.kind.upper()} card")
-
-    _with_card(reader, change)
-
-
-@card.command("unblock-pin")
-@click.option("--reader", help="Use this PC/SC reader.")
-@click.option("--stdin", "from_stdin", is_flag=True,
-              help="Read the PUK and the new PIN from standard input, one per line.")
-def card_unblock_pin(reader: str | None, from_stdin: bool) -> None:
-    """Unblock the PIN with the PUK and set a new PIN (PIV or CAC); a wrong PUK says how many
-    tries are left before the PUK blocks too."""
-    puk, new = _secrets(from_stdin, ["PUK", "New PIN"])
-
-    def unblock(sc: Any) -> None:
-        sc.unblock_pin(puk, new)
-        click.echo(f"PIN unblocked and set on the {sc.kind.upper()} card "
-                   f"({sc.pin_attempts_remaining()} tries)")
-
-    _with_card(reader, unblock)
-
-
 @main.command("nss-setup")
 @click.option("--dbdir", type=click.Path(file_okay=False, path_type=Path),
               help="NSS database folder (default ~/.pki/nssdb).")
@@ -565,170 +465,20 @@ def nss_setup(dbdir: Path | None, module_path: str | None,
         click.echo(f"Firefox policy written to {firefox_policy}")
 
 
-_SAFE_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@-]{0,63}")
-
-# ---- in-session sudo through PAM --------------------------------------------------------------
-
-
-@main.command("pam-auth")
-@click.option("--session-file", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="The session file `login --session-file` wrote; %u stands for PAM_USER.")
-@click.option("--purpose", default="sudo", show_default=True,
-              type=click.Choice(["sudo", "browser", "other"]),
-              help="What the assertion is for (audited by the broker).")
-@click.option("--broker", "broker_addr", metavar="HOST:PORT",
-              help="The broker whose assertion decides (pam-setup writes it from the "
-                   "registration); the session file must name the same one.")
-@click.option("--cafile", type=click.Path(dir_okay=False),
-              help="Verify that broker's TLS certificate against this CA.")
-@click.option("--pin-sha256", help="…or pin its TLS certificate by SHA-256.")
-@click.option("--issuer", help="Require this assertion issuer (the broker id).")
-@click.option("--timeout", type=click.FloatRange(0.5, 60), default=5.0, show_default=True,
-              help="Seconds per broker call; an unreachable broker is a refusal after it.")
-@click.option("--reader", help="Use this PC/SC reader.")
-def pam_auth(session_file: Path, purpose: str, broker_addr: str | None, cafile: str | None,
-             pin_sha256: str | None, issuer: str | None, timeout: float,
-             reader: str | None) -> None:
-    """Authenticate PAM_USER with the smart card, as decided by the broker (for
-    pam_exec.so expose_authtok; the PIN comes on standard input).
-
-    \b
-    Set-up, in the order an administrator does it:
-     1. Register the machine's client with the broker, as root:
-          broker-client register CODE --broker HOST:PORT [--cafile CA.pem]
-     2. Write the PAM rule for sudo and sudo -i (backs up what it changes):
-          broker-client pam-setup --session-file /run/smartcard-broker/%u.json --dry-run
-          broker-client pam-setup --session-file …   (then again without --dry-run)
-     3. Each user logs in with the session file, and keeps the session held:
-          broker-client login --username NAME --session-file FILE --hold
-     4. `sudo` now asks for the card's PIN; the broker checks WSP, region, directory
-        and the session, audits the decision with purpose sudo, and signs an assertion
-        this command verifies (JWKS: issuer, audience, user, purpose, expiry).
-     5. Undo with: broker-client pam-setup --remove
-
-    Exit 0 only when the assertion verifies for PAM_USER. Any refusal exits 1 with one
-    line on stderr and in syslog (authpriv), never with the PIN, token or challenge.
-    """
-    import os
-    import syslog
-
-    from broker.client.access import PcscCards
-    from broker.client.pam import PamRequest, authenticate, read_authtok, short_id
-
-    pam_user = os.environ.get("PAM_USER", "")
-    pam_type = os.environ.get("PAM_TYPE", "auth")
-    syslog.openlog("broker-client-pam", syslog.LOG_PID, syslog.LOG_AUTHPRIV)
-
-    def say(priority: int, line: str) -> None:
-        syslog.syslog(priority, line)
-        click.echo(line, err=True)
-
-    def refuse(code: str, message: str) -> NoReturn:
-        say(syslog.LOG_NOTICE, f"pam-auth: refused user={pam_user or '-'} purpose={purpose} "
-                               f"reason={code}: {message}")
-        sys.exit(1)
-
-    if pam_type != "auth":
-        refuse("unsupported_pam_type", "only the auth type is handled")
-    pin = read_authtok(sys.stdin.buffer.read(512)) if not sys.stdin.isatty() else ""
-    if "%u" in str(session_file):  # one file per user: %u is PAM_USER, as in sshd_config
-        if not pam_user or not _SAFE_USER.fullmatch(pam_user):
-            refuse("user_mismatch", "PAM_USER cannot name a session file")
-        session_file = Path(str(session_file).replace("%u", pam_user))
-    req = PamRequest(session_file, purpose, broker_addr, cafile, pin_sha256, issuer, timeout)
-    try:
-        granted = authenticate(req, pam_user, pin, PcscCards(reader))
-    except BrokerError as exc:  # a Refusal, or e.g. a malformed broker address: same line
-        refuse(exc.code, exc.message)
-    say(syslog.LOG_INFO, f"pam-auth: granted user={granted.user} purpose={granted.purpose} "
-                         f"session={short_id(granted.session_id)}")
-
-
-@main.command("pam-setup")
-@click.option("--service", "services", multiple=True, metavar="NAME",
-              help="PAM service to configure (repeatable) [default: sudo and sudo-i].")
-@click.option("--session-file", help="Session file path to embed in the pam-auth line.")
-@click.option("--purpose", default="sudo", show_default=True,
-              type=click.Choice(["sudo", "browser", "other"]))
-@click.option("--broker", "broker_addr", metavar="HOST:PORT",
-              help="The broker pam-auth trusts [default: from the registration].")
-@click.option("--cafile", type=click.Path(exists=True, dir_okay=False),
-              help="CA for that broker's TLS certificate [default: from the registration].")
-@click.option("--pin-sha256", help="Or its certificate's SHA-256 [default: registration].")
-@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
-              help="The registration to take the broker from.")
-@click.option("--control", type=click.Choice(["sufficient", "required", "requisite"]),
-              default="sufficient", show_default=True,
-              help="sufficient: a refused card falls back to the password; required: the card "
-                   "is the only way.")
-@click.option("--program", help="Path of broker-client in the PAM line [default: this one].")
-@click.option("--log", "log_file", help="Also append pam-auth's lines to this file (pam_exec "
-                                        "log=; syslog gets them either way); an absolute path "
-                                        "in a folder no other user may write.")
-@click.option("--pam-dir", type=click.Path(file_okay=False, path_type=Path),
-              default=Path("/etc/pam.d"), show_default=True, help="Where the service files are.")
-@click.option("--stack", type=click.Choice(["debian", "rhel"]),
-              help="The distribution's PAM layout: debian (common-auth) or rhel (system-auth, "
-                   "password-auth, authselect) [default: from what is in --pam-dir].")
-@click.option("--dry-run", is_flag=True, help="Show the change as a diff; write nothing.")
-@click.option("--remove", is_flag=True, help="Take the pam-auth rule out again.")
-def pam_setup(services: tuple[str, ...], session_file: str | None, purpose: str,
-              broker_addr: str | None, cafile: str | None, pin_sha256: str | None,
-              config_path: Path | None, control: str, program: str | None,
-              log_file: str | None, pam_dir: Path, stack: str | None, dry_run: bool,
-              remove: bool) -> None:
-    """Write (or --remove) the pam_exec rule that runs pam-auth for sudo and sudo -i.
-
-    Idempotent; the original file is kept as SERVICE.smartcard-broker.bak before the first
-    change. See `broker-client pam-auth --help` for the whole set-up."""
-    import shutil
-
-    from broker.client import pam_setup as ps
-    from broker.client.flow import load_registration
-
-    line = None
-    if not remove:
-        if broker_addr is None:
-            saved = load_registration(config_path)
-            broker_addr = saved["broker"]
-            cafile = cafile or saved.get("cafile")
-            pin_sha256 = pin_sha256 or (None if cafile else saved.get("tls_pin_sha256"))
-        if not (cafile or pin_sha256):
-            fail("pam-auth must know how to trust the broker: give --cafile or --pin-sha256 "
-                 "(or register with them)")
-        exe = program or shutil.which("broker-client")
-        beside = Path(sys.executable).parent / "broker-client"  # a virtualenv's, off PATH
-        if exe is None and beside.exists():
-            exe = str(beside)
-        if exe is None:
-            fail("cannot find the broker-client program for the PAM line; give --program PATH")
-        if log_file:
-            ps.check_log_path(log_file)
-        line = ps.PamExecLine(str(Path(exe).absolute()), session_file,
-                              purpose, broker_addr,
-                              str(Path(cafile).resolve()) if cafile else None,
-                              None if cafile else pin_sha256, control, log_file)
-    layout = ps.Stack(stack) if stack else ps.detect_stack(pam_dir)
-    click.echo(f"PAM layout: {layout.value}" + ("" if stack else " (detected)"))
-    chosen = tuple(services or ps.DEFAULT_SERVICES)
-    for service in chosen:
-        change = ps.plan(pam_dir, service, line, layout, chosen)
-        if dry_run:
-            click.echo(ps.diff(change) or f"{change.path}: {change.action}")
-            continue
-        ps.apply(change)
-        click.echo(f"{change.path}: {change.action}")
-
-
-def _mount_card_sim() -> None:
-    """``card-sim`` lives beside the simulator (a broken import is an error, not a missing
-    command)."""
+def _mount_subcommands() -> None:
+    """The card and PAM commands live in their own modules, ``card-sim`` beside the simulator
+    (a broken import is an error, not a missing command)."""
     from broker.cardsim.cli import card_sim
+    from broker.client.cli_card import card
+    from broker.client.cli_pam import pam_auth, pam_setup
 
+    main.add_command(card, "card")
+    main.add_command(pam_auth, "pam-auth")
+    main.add_command(pam_setup, "pam-setup")
     main.add_command(card_sim, "card-sim")
 
 
-_mount_card_sim()
+_mount_subcommands()
 
 
 if __name__ == "__main__":
