@@ -31,9 +31,12 @@ _SAFE_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@-]{0,63}")
 @click.option("--timeout", type=click.FloatRange(0.5, 60), default=5.0, show_default=True,
               help="Seconds per broker call; an unreachable broker is a refusal after it.")
 @click.option("--reader", help="Use this PC/SC reader.")
+@click.option("--strict-card-types", is_flag=True,
+              help="Refuse a card that is neither PIV nor CAC instead of using it through its "
+                   "PKCS#11 module.")
 def pam_auth(session_file: Path, purpose: str, broker_addr: str | None, cafile: str | None,
              pin_sha256: str | None, issuer: str | None, timeout: float,
-             reader: str | None) -> None:
+             reader: str | None, strict_card_types: bool) -> None:
     """Authenticate PAM_USER with the smart card, as decided by the broker (for
     pam_exec.so expose_authtok; the PIN comes on standard input).
 
@@ -82,7 +85,8 @@ def pam_auth(session_file: Path, purpose: str, broker_addr: str | None, cafile: 
         session_file = Path(str(session_file).replace("%u", pam_user))
     req = PamRequest(session_file, purpose, broker_addr, cafile, pin_sha256, issuer, timeout)
     try:
-        granted = authenticate(req, pam_user, pin, PcscCards(reader))
+        granted = authenticate(req, pam_user, pin, PcscCards(
+            reader, strict_card_types, lambda line: say(syslog.LOG_WARNING, f"pam-auth: {line}")))
     except BrokerError as exc:  # a Refusal, or e.g. a malformed broker address: same line
         refuse(exc.code, exc.message)
     say(syslog.LOG_INFO, f"pam-auth: granted user={granted.user} purpose={granted.purpose} "
@@ -115,13 +119,15 @@ def pam_auth(session_file: Path, purpose: str, broker_addr: str | None, cafile: 
 @click.option("--stack", type=click.Choice(["debian", "rhel"]),
               help="The distribution's PAM layout: debian (common-auth) or rhel (system-auth, "
                    "password-auth, authselect) [default: from what is in --pam-dir].")
+@click.option("--strict-card-types", is_flag=True,
+              help="Write pam-auth's --strict-card-types into the rule: only PIV and CAC cards.")
 @click.option("--dry-run", is_flag=True, help="Show the change as a diff; write nothing.")
 @click.option("--remove", is_flag=True, help="Take the pam-auth rule out again.")
 def pam_setup(services: tuple[str, ...], session_file: str | None, purpose: str,
               broker_addr: str | None, cafile: str | None, pin_sha256: str | None,
               config_path: Path | None, control: str, program: str | None,
-              log_file: str | None, pam_dir: Path, stack: str | None, dry_run: bool,
-              remove: bool) -> None:
+              log_file: str | None, pam_dir: Path, stack: str | None,
+              strict_card_types: bool, dry_run: bool, remove: bool) -> None:
     """Write (or --remove) the pam_exec rule that runs pam-auth for sudo and sudo -i.
 
     Idempotent; the original file is kept as SERVICE.smartcard-broker.bak before the first
@@ -152,7 +158,8 @@ def pam_setup(services: tuple[str, ...], session_file: str | None, purpose: str,
         line = ps.PamExecLine(str(Path(exe).absolute()), session_file,
                               purpose, broker_addr,
                               str(Path(cafile).resolve()) if cafile else None,
-                              None if cafile else pin_sha256, control, log_file)
+                              None if cafile else pin_sha256, control, log_file,
+                              strict_card_types)
     layout = ps.Stack(stack) if stack else ps.detect_stack(pam_dir)
     click.echo(f"PAM layout: {layout.value}" + ("" if stack else " (detected)"))
     chosen = tuple(services or ps.DEFAULT_SERVICES)

@@ -146,6 +146,7 @@ class PamExecLine:
     pin_sha256: str | None = None
     control: str = "sufficient"
     log: str | None = None  # pam_exec's log=FILE: pam-auth's refusal lines also go there
+    strict_card_types: bool = False  # pam-auth refuses cards that are neither PIV nor CAC
 
     def render(self) -> str:
         args = [self.program, "pam-auth", "--purpose", self.purpose]
@@ -153,6 +154,8 @@ class PamExecLine:
                             ("--cafile", self.cafile), ("--pin-sha256", self.pin_sha256)):
             if value:
                 args += [flag, value]
+        if self.strict_card_types:
+            args.append("--strict-card-types")
         options = ["seteuid", "expose_authtok", "quiet"] + ([f"log={self.log}"] if self.log
                                                              else [])
         for a in args + options:

@@ -392,3 +392,33 @@ def test_stack_rhel_creates_missing_services_with_the_rhel_stack(tmp_path: Path)
     debian.mkdir()
     setup(debian, "--stack", "debian")
     assert "@include common-auth" in (debian / "sudo-i").read_text()
+
+
+def test_pam_setup_writes_strict_card_types_into_the_rule(tmp_path: Path) -> None:
+    """An administrator who allows only PIV and CAC cards gets the flag in the pam_exec line;
+    without it the rule lets pam-auth use other cards through PKCS#11."""
+    (tmp_path / "sudo").write_text(SUDO)
+    setup(tmp_path, "--service", "sudo", "--strict-card-types")
+    assert " pam-auth --purpose sudo " in (tmp_path / "sudo").read_text()
+    assert "--strict-card-types" in (tmp_path / "sudo").read_text()
+    setup(tmp_path, "--service", "sudo")  # written again without it: the flag goes away
+    assert "--strict-card-types" not in (tmp_path / "sudo").read_text()
+
+
+def test_pam_auth_passes_strict_card_types_to_the_card_access(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import broker.client.pam as pam_module
+
+    seen: list[bool] = []
+
+    def refuse_after_looking(req: PamRequest, user: str, pin: str, cards: object) -> None:
+        seen.append(getattr(cards, "strict_card_types"))
+        raise Refusal("card_not_supported", "only PIV and CAC cards")
+
+    monkeypatch.setattr(pam_module, "authenticate", refuse_after_looking)
+    monkeypatch.setenv("PAM_USER", "erin")
+    for extra in ([], ["--strict-card-types"]):
+        out = CliRunner().invoke(main, ["pam-auth", "--session-file", str(tmp_path / "s.json"),
+                                        *extra], input="123456\0")
+        assert out.exit_code == 1 and "reason=card_not_supported" in out.output
+    assert seen == [False, True]
