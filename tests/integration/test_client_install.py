@@ -7,6 +7,7 @@ Needs the package index (pip resolves click, cryptography and joserfc into the n
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -33,8 +34,14 @@ print("client-only ok")
 """
 
 
+#: The card user's environment: nothing of the test's (its PYTHONPATH names the checkout).
+CLEAN_ENV = {k: v for k, v in os.environ.items()
+             if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
+
+
 def run(cmd: list[str], cwd: Path, timeout: float = 600) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          env=CLEAN_ENV)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed ({proc.returncode}):\n" \
                                  f"{proc.stdout}\n{proc.stderr}"
     return proc.stdout
@@ -68,5 +75,5 @@ def test_client_only_install_runs_without_the_server_stack(tmp_path: Path) -> No
     # card-sim's demo issuer needs the server's PKI code: a usage error saying so, not a trace
     sim = subprocess.run([str(bin_dir / "broker-client"), "card-sim", "piv", "--out",
                           str(tmp_path / "demo")], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60, env=CLEAN_ENV)
     assert sim.returncode == 2 and "full smartcard-broker" in sim.stderr, sim.stderr
