@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, object_session
 import broker.policy as policy
 from broker import kinds
 from broker.codes import Code
-from broker.service import audit
+from broker.service import audit, evidence
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
 from broker.service.ldapdir import (
@@ -1151,7 +1151,15 @@ AUDIT_EVENTS = Resource(
         _out("username", str, "User", nullable=True, list_column=True),
         _out("actor", str, "Actor", nullable=True, list_column=True),
         _out("client_address", str, "Client address", nullable=True, list_column=True),
-        _out("cert_fingerprint", str, "Certificate fingerprint", nullable=True),
+        _out("subject", str, "Certificate subject", "The login's certificate subject.",
+             nullable=True, list_column=True, read=evidence.subject_of),
+        _out("upn", str, "UPN", "The UPN in the login's certificate.", nullable=True,
+             list_column=True, read=evidence.upn_of),
+        _out("cert_fingerprint", str, "Certificate fingerprint", nullable=True,
+             list_column=True),
+        _out("certmap_rule", str, "Certmap rule", "The certmap rule that decided (the rules "
+             "tried when none matched).", nullable=True, list_column=True,
+             read=evidence.certmap_rule_of),
         _out("details", dict[str, Any], "Details", "What the decision rests on (revocation "
              "evidence among it).", nullable=True, console_column=True),
     ),

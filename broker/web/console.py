@@ -53,15 +53,21 @@ from broker.web.console_forms import (  # noqa: F401
     _return_to,
     body_form,
     body_from_form,
+    create_values,
     default_of,
     field_input,
     first,
     form_values,
     row_path,
     row_value,
+    row_values,
     set_cookie,
+    typed_values,
 )
 from broker.web.console_pages import (  # noqa: F401
+    ADVANCED_PKI,
+    FORM_TITLES,
+    OWNER_FIELDS,
     PAGE_SIZE,
     PAGES,
     PAGES_BY_SLUG,
@@ -71,6 +77,7 @@ from broker.web.console_pages import (  # noqa: F401
     PageData,
     _page,
     _resource_of,
+    owner_choices,
 )
 from broker.web.http import Access, AddressThrottle, BadRequest, JsonApi, client_address
 
@@ -111,7 +118,10 @@ class ConsoleApp(PageData):
                                trim_blocks=True, lstrip_blocks=True)
         self.env.globals.update(pages=PAGES, prefix=PREFIX, field_input=field_input,
                                 default_of=default_of, row_op_states=ROW_OP_STATES,
-                                row_value=row_value, read_only_reason=READ_ONLY_REASON)
+                                row_value=row_value, read_only_reason=READ_ONLY_REASON,
+                                advanced_pki=ADVANCED_PKI, owner_fields=OWNER_FIELDS,
+                                form_titles=FORM_TITLES, typed_values=typed_values,
+                                create_values=create_values, row_values=row_values)
         self.env.filters["when"] = _when
         self.env.filters["deadline"] = _deadline_class
         self.env.filters["tojson_attr"] = lambda v: json.dumps(v, sort_keys=True)
@@ -360,10 +370,14 @@ class ConsoleApp(PageData):
                 return get.run(session, ctx, Call(identity.actor, path))
 
             row = await ctx.call(ctx.db.read, work)
+            owners = None
+            if any((resource.name, f.path) in OWNER_FIELDS for f in resource.body_fields(update)):
+                owners = await ctx.call(ctx.db.read,
+                                        lambda s: owner_choices(s, str(row.get("directory"))))
             return self.render(request, "edit.html", identity, page=page, resource=resource,
                                op=update, row=row, path_values=path,
                                fields=resource.body_fields(update), notes=self.notes(page),
-                               directories=[])
+                               directories=[], owners=owners)
 
         @self.page(f"{PREFIX}/{{slug}}/do", "POST", access=Access.CONSOLE_WRITE)
         async def do(request: Any, slug: str, identity: console.ConsoleIdentity) -> bytes:

@@ -130,6 +130,21 @@ def row_value(row: dict[str, Any], path: str) -> Any:
     return value
 
 
+def typed_values(values: dict[str, Any]) -> Any:
+    """A refused create form's values, as typed (for the form shown again)."""
+    return lambda f: values.get(f.path)
+
+
+def create_values(chosen: str) -> Any:
+    """A create form's starting values: the selected directory where a field names one."""
+    return lambda f: chosen if f.path == "directory" and chosen else None
+
+
+def row_values(row: dict[str, Any]) -> Any:
+    """An edit form's values: the row's."""
+    return lambda f: row_value(row, f.path)
+
+
 def row_path(op: Operation, row: dict[str, Any]) -> dict[str, str] | None:
     """Path parameters of ``op`` for one listed row, or None when the row cannot name them."""
     out = {}

@@ -18,8 +18,10 @@ from broker.service.resources import Call, Page, Resource
 from broker.web.console_forms import ConsoleRefused, _filter_value, first, row_path
 
 PAGE_SIZE = 25
-
-
+#: How many of a directory's users the WorkSpace owner picker offers as a list; past it (or
+#: for an LDAP-backed directory, whose users live on its server) the owner is typed, with the
+#: known names suggested and a link to look one up.
+OWNER_CHOICES = 500
 
 @dataclass(frozen=True)
 class ConsolePage:
@@ -30,6 +32,25 @@ class ConsolePage:
     resources: tuple[str, ...]
     #: Refresh its lists every few seconds (states and sessions change on their own).
     live: bool = False
+    #: Filters the page always applies (not offered on its filter form).
+    fixed: tuple[tuple[str, str], ...] = ()
+    #: The columns it shows (field paths, in order); empty: the resource's console columns.
+    columns: tuple[str, ...] = ()
+    #: What the page says above its list, for the page's resource (the declared help is the
+    #: CLI's and stays the fallback).
+    intro: str = ""
+
+
+#: The login decisions page: refused-login evidence first (who, from where, which certificate,
+#: which certmap rule) — the audit events of logins with their evidence columns.
+LOGINS = ConsolePage(
+    "logins", "Login decisions", ("audit-events",), fixed=(("kind", "login.*"),),
+    columns=("at", "outcome", "reason", "directory", "username", "client_address", "subject",
+             "upn", "cert_fingerprint", "certmap_rule", "details"),
+    intro="Every login decision with the evidence it rests on: the address the client came "
+          "from, the card certificate's subject, UPN and fingerprint, and the certmap rule that "
+          "matched a user (or the rules tried when none did). Show the refusals only to see who "
+          "was turned away and why; the details say which check failed.")
 
 
 PAGES = (
@@ -39,8 +60,45 @@ PAGES = (
     ConsolePage("workspaces", "WorkSpaces", ("workspaces",), live=True),
     ConsolePage("registration-codes", "Registration codes", ("registration-codes",)),
     ConsolePage("sessions", "Sessions", ("sessions",), live=True),
+    LOGINS,
     ConsolePage("audit", "Audit log", ("audit-events",)),
 )
+#: What each list's section says, written for the console (a resource's declared help is
+#: the CLI's wording).
+INTROS = {
+    "directories": "A directory holds one organisation's users, their WorkSpaces and the CAs "
+                   "their cards chain to. Choose one at the top: every page then works in it.",
+    "trust": "The CA certificates this directory trusts: the root its cards chain to (trust "
+             "anchor) and the issuing CAs below it.",
+    "crls": "Revocation lists of this directory's CAs. With hard fail, a CA without a current "
+            "CRL (or OCSP) refuses every card it issued.",
+    "users": "The people who may sign in with this directory, and what of their card "
+             "certificate identifies them.",
+    "workspaces": "The desktops of this directory. Smart-card login needs a WorkSpace streamed "
+                  "over WSP; a PCoIP one takes passwords only.",
+    "registration-codes": "A card user types a registration code into the WorkSpaces client "
+                          "once; it tells the client which directory to sign in to.",
+    "sessions": "Desktops in use now. Ending a session disconnects its user at the next "
+                "heartbeat.",
+    "audit-events": "Every admin change and every login decision, newest first.",
+}
+#: The title of each form that adds something, written for the page.
+FORM_TITLES = {
+    ("directories", "create"): "New directory",
+    ("trust", "add"): "Add CA certificates (PEM files or pasted)",
+    ("crls", "add"): "Upload a CRL",
+    ("users", "create"): "New user",
+    ("workspaces", "create"): "New WorkSpace",
+    ("registration-codes", "issue"): "Issue registration codes",
+}
+#: The directory form's certificate-path options of RFC 5280 that most directories leave at
+#: their defaults: shown collapsed (opened when one of them differs from its default).
+ADVANCED_PKI = ("required_eku", "required_policies", "explicit_policy",
+                "policy_mapping_inhibit", "any_policy_inhibit", "max_chain_depth",
+                "aia_fetch", "accept_noncritical_constraints")
+#: Form fields the console offers as a picker of the directory's users.
+OWNER_FIELDS = {("workspaces", "user")}
+
 PAGES_BY_SLUG = {p.slug: p for p in PAGES}
 #: Lists that start at every directory, not the selected one: the audit log also holds events
 #: of no directory (sign-ins, admin tokens); its directory filter still narrows it.
@@ -97,7 +155,11 @@ class PageData:
             list_op = resource.operation("list")
             path = {p: chosen for p in list_op.path_params}
             filters, shown = {}, {}
+            fixed = dict(page.fixed)
             for flt in list_op.filters:
+                if flt.name in fixed:
+                    filters[flt.name] = _filter_value(flt, fixed[flt.name])
+                    continue
                 text = first(args, flt.name).strip()
                 if flt.name == "directory" and flt.name not in args and \
                         name not in SITE_WIDE:
@@ -140,9 +202,17 @@ class PageData:
             if rows.get("next_cursor"):
                 next_link = "?" + urlencode({**next_args,
                                              f"cursor.{name}": rows["next_cursor"]})
+            columns = resource.console_columns
+            if page.columns:
+                by_path = {f.path: f for f in resource.fields if f.output}
+                columns = [by_path[c] for c in page.columns]
             out.append({
                 "resource": resource, "list_op": list_op, "rows": rows["items"],
-                "columns": resource.console_columns, "filters": list_op.filters,
+                "columns": columns,
+                "filters": [f for f in list_op.filters if f.name not in fixed],
+                "intro": page.intro or INTROS.get(name, resource.help),
+                "owners": (owner_choices(session, chosen)
+                           if name == "workspaces" and chosen else None),
                 "filter_values": shown, "path": path, "chosen": chosen,
                 "directories": directories, "problem": problem,
                 "row_ops": row_ops, "collection_ops": collection_ops, "edit_op": edit_op,
@@ -165,3 +235,22 @@ def _resource_of(page: ConsolePage, name: str) -> Resource:
     if name not in page.resources:
         raise ConsoleRefused(message="That resource is not on this page.")
     return admin.RESOURCES[name]
+
+
+def owner_choices(session: Session, directory_id: str) -> dict[str, Any] | None:
+    """The WorkSpace owner picker of ``directory_id``: its users' names, and whether they are
+    the whole list (a local directory with up to OWNER_CHOICES users) or suggestions (an LDAP
+    directory's users already known to the broker; the rest are found on its server)."""
+    from sqlalchemy import select
+
+    from broker.store.models import Directory, User
+
+    directory = session.get(Directory, directory_id)
+    if directory is None:
+        return None
+    names = list(session.scalars(
+        select(User.username).where(User.directory_id == directory_id)
+        .order_by(User.username).limit(OWNER_CHOICES + 1)))
+    ldap = bool(directory.ldap_url)
+    return {"directory": directory_id, "users": names[:OWNER_CHOICES], "ldap": ldap,
+            "complete": not ldap and len(names) <= OWNER_CHOICES}
