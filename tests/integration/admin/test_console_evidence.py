@@ -106,3 +106,39 @@ def test_login_decisions_show_their_evidence_everywhere(bp: BrokerProcess) -> No
     raw = bp.run_cli("admin", "audit", "list", "--kind", "login.*", "--json").stdout
     assert "\\u00eb" not in raw and "Zoë" in raw
     assert json.loads(raw)["items"][0]["certmap_rule"] == "upn, email"
+
+
+def test_an_ldap_directory_owner_is_typed_with_the_known_names_suggested(
+        bp: BrokerProcess, tmp_path: Any) -> None:
+    """An LDAP-backed directory's users live on its server: the WorkSpace owner is a text field
+    suggesting the names the broker knows, with a link to look one up (the users page searches
+    the server); a local directory's owner is a list of its users."""
+    from tests.support.server import free_port
+
+    token = make_token(bp, "root")
+    api = bp.admin(token)
+    secret = tmp_path / "ldap.secret"
+    secret.write_text("not-used\n")
+    secret.chmod(0o600)
+    got = api.post("/admin/v1/directories", {
+        "id": "ad", "name": "AD", "region": "us-gov-west-1",
+        "ldap": {"url": f"ldap://127.0.0.1:{free_port()}", "flavour": "ad",
+                 "base_dn": "dc=corp,dc=example", "bind_dn": "cn=svc,dc=corp,dc=example",
+                 "bind_password_file": str(secret)}})
+    assert got.status == 201, got.body
+    # A user the broker met at a login (mapped from the server's entry, as logins store it).
+    from broker.store.models import User
+
+    engine = create_engine(bp.db_url)  # type: ignore[attr-defined]
+    with Session(engine) as s, s.begin():
+        s.add(User(directory_id="ad", username="carol", upn="carol@corp.example"))
+    engine.dispose()
+    b = Browserish(bp)
+    b.sign_in(token)
+    _, _, _, page = b.request("GET", "/console/workspaces?directory_id=ad")
+    [field] = re.findall(r'<div class="field field-text" data-field="user">(.*?)</div>', page,
+                         re.S)
+    assert '<input id="f-user" name="user"' in field and 'list="f-user-known"' in field
+    assert '<option value="carol">' in field and "<select" not in field
+    assert 'href="/console/users?directory_id=ad" class="owner-lookup"' in field
+    assert "LDAP server" in field
