@@ -859,9 +859,10 @@ def _session_state(stmt: Select[Any], value: Any) -> Select[Any]:
 
 
 def _audit_kind(stmt: Select[Any], value: Any) -> Select[Any]:
-    if value.endswith("*"):
-        return stmt.where(AuditEvent.kind.startswith(value[:-1], autoescape=True))
-    return stmt.where(AuditEvent.kind == value)
+    """One kind, a prefix ending in ``*``, or several of those joined by commas."""
+    wanted = [v.strip() for v in str(value).split(",") if v.strip()] or [str(value)]
+    return stmt.where(or_(*(AuditEvent.kind.startswith(v[:-1], autoescape=True)
+                            if v.endswith("*") else AuditEvent.kind == v for v in wanted)))
 
 
 # --------------------------------------------------------------------------- declarations
@@ -1374,7 +1375,8 @@ AUDIT_EVENTS = _ops(AUDIT_EVENTS,
                    _dir_filter["audit-events"],
                    Filter("username", "Only events about this user.",
                           column=AuditEvent.username, cli="user"),
-                   Filter("kind", "An event kind; end with * for a prefix (directory.*).",
+                   Filter("kind", "An event kind; end with * for a prefix (directory.*); several "
+                          "separated by commas.",
                           where=_audit_kind),
                    Filter("outcome", "success, refused, error or change.",
                           choices=kinds.values(kinds.Outcome),

@@ -41,12 +41,15 @@ class ConsolePage:
     intro: str = ""
 
 
+#: Every kind of audit event that records a login decision: broker login (card, password), the
+#: card logon at a WorkSpace's start, in-session card use.
+LOGIN_KINDS = "login.*,logon.*,in_session.auth"
 #: The login decisions page: refused-login evidence first (who, from where, which certificate,
 #: which certmap rule) — the audit events of logins with their evidence columns.
 LOGINS = ConsolePage(
-    "logins", "Login decisions", ("audit-events",), fixed=(("kind", "login.*"),),
-    columns=("at", "outcome", "reason", "directory", "username", "client_address", "subject",
-             "upn", "cert_fingerprint", "certmap_rule", "details"),
+    "logins", "Login decisions", ("audit-events",), fixed=(("kind", LOGIN_KINDS),),
+    columns=("at", "kind", "outcome", "reason", "directory", "username", "client_address",
+             "subject", "upn", "cert_fingerprint", "certmap_rule", "details"),
     intro="Every login decision with the evidence it rests on: the address the client came "
           "from, the card certificate's subject, UPN and fingerprint, and the certmap rule that "
           "matched a user (or the rules tried when none did). Show the refusals only to see who "

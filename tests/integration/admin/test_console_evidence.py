@@ -49,6 +49,10 @@ def write_events(url: str) -> None:
                      verification={"detail": "no user for 'zoë@corp.example'"})
         audit.record(s, "user.create", "change", directory_id="corp", username="bob",
                      actor="admin:root")
+        audit.record(s, "logon.smart_card", "refused", reason="certificate_revocation_unknown",
+                     directory_id="corp", username="alice", client_address="192.0.2.10",
+                     cert_fingerprint="cd34" * 16,
+                     certificate={"subject": "CN=Alice,O=Agency", "upn": "alice@corp.example"})
     engine.dispose()
 
 
@@ -68,19 +72,22 @@ def test_login_decisions_show_their_evidence_everywhere(bp: BrokerProcess) -> No
     b.sign_in(token)
     status, _, _, page = b.request("GET", "/console/logins")
     assert status == 200, page
-    assert cells(page, "outcome") == ["refused", "success"]  # logins only, newest first
-    assert cells(page, "client_address") == ["198.51.100.7", "192.0.2.10"]
-    assert cells(page, "subject") == ["CN=Zoë O&#39;Brien,OU=Field,O=Agency",
+    # login decisions only (the WorkSpace logon's too), newest first
+    assert cells(page, "kind") == ["logon.smart_card", "login.smart_card", "login.smart_card"]
+    assert cells(page, "outcome") == ["refused", "refused", "success"]
+    assert cells(page, "client_address") == ["192.0.2.10", "198.51.100.7", "192.0.2.10"]
+    assert cells(page, "subject") == ["CN=Alice,O=Agency", "CN=Zoë O&#39;Brien,OU=Field,O=Agency",
                                       "CN=Alice,O=Agency"]
-    assert cells(page, "upn") == ["zoë@corp.example", "alice@corp.example"]
-    assert cells(page, "certmap_rule") == ["upn, email", "email"]
+    assert cells(page, "upn") == ["alice@corp.example", "zoë@corp.example",
+                                  "alice@corp.example"]
+    assert cells(page, "certmap_rule") == ["—", "upn, email", "email"]
     assert f'title="{FINGERPRINT}"' in page
     assert "\\u00eb" not in page and "\\u0027" not in page
     assert 'id="only-refusals"' in page
 
     _, _, _, refused = b.request("GET", "/console/logins?outcome=refused")
-    assert cells(refused, "outcome") == ["refused"]
-    assert cells(refused, "reason") == ["user_not_found"]
+    assert cells(refused, "outcome") == ["refused", "refused"]
+    assert cells(refused, "reason") == ["certificate_revocation_unknown", "user_not_found"]
     assert "<b>refusals only</b>" in refused
     # The audit log still has everything; the kind filter stays on its form.
     _, _, _, log = b.request("GET", "/console/audit")
