@@ -52,7 +52,7 @@ def show(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ",".join(show(v) for v in value) if value else MISSING
     if isinstance(value, dict):
-        return json.dumps(value, separators=(",", ":"), default=str)
+        return json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
     return str(value)
 
 
@@ -97,7 +97,7 @@ def print_warnings(subject: str, warnings: list[Any]) -> None:
 
 def emit(data: Any, as_json: bool, human: Callable[[], None]) -> None:
     if as_json:
-        click.echo(json.dumps(data, indent=2, default=str))
+        click.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
     else:
         human()
 

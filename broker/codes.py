@@ -127,3 +127,47 @@ class Code(enum.StrEnum):
 #: Codes of the process itself (configuration, start-up): they never reach an API client.
 PROCESS_CODES = frozenset({Code.CONFIG_INVALID, Code.SERVER_CONFIG_INVALID,
                            Code.KEY_FILE_INVALID, Code.UNSAFE_PATH})
+
+
+# --------------------------------------------------------------------------- what a refusal means
+# The one classification of refusals (metrics, alerts and docs read it from here):
+#  * not yet   — "ask again shortly" (a client polling a starting WorkSpace): normal traffic,
+#                never counted as a refusal;
+#  * actionable — the broker, its PKI set-up or a directory is wrong or unreachable: a person
+#                (operator, PKI or directory admin) must act, and a spike of them pages;
+#  * user      — every other code: the person at the card made a mistake or the rules worked
+#                as meant (wrong PIN → bad signature, expired challenge, revoked card, lockout).
+
+#: Answers that mean "not yet, ask again": never a refusal.
+NOT_YET = frozenset({Code.WORKSPACE_NOT_READY})
+
+#: Refusals a person must act on (the refusal-spike alert counts only these).
+ACTIONABLE = frozenset({
+    # the PKI set-up: a missing intermediate or trust anchor, revocation that cannot be
+    # checked (no CRL, OCSP down), a policy or profile the directory's CAs do not meet
+    Code.CERTIFICATE_UNTRUSTED, Code.CERTIFICATE_REVOCATION_UNKNOWN,
+    Code.CERTIFICATE_POLICY_MISMATCH, Code.CHAIN_TOO_LONG, Code.CERTIFICATE_NOT_FOR_CLIENT_AUTH,
+    Code.CERTIFICATE_WEAK_ALGORITHM,
+    # the directory's data or server
+    Code.USER_AMBIGUOUS, Code.DIRECTORY_UNAVAILABLE, Code.SMART_CARD_REQUIRES_WSP,
+    Code.WORKSPACE_UNAVAILABLE,
+    # the broker itself
+    Code.SERVICE_UNAVAILABLE, Code.INTERNAL_ERROR,
+})
+
+
+class RefusalClass(enum.StrEnum):
+    """What a refusal code means for the people running the broker."""
+
+    NOT_YET = "not_yet"
+    USER = "user"
+    ACTIONABLE = "actionable"
+
+
+def refusal_class(code: str) -> RefusalClass:
+    """The class of one refusal code (unknown strings are the user's side)."""
+    if code in NOT_YET:
+        return RefusalClass.NOT_YET
+    if code in ACTIONABLE:
+        return RefusalClass.ACTIONABLE
+    return RefusalClass.USER

@@ -38,7 +38,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from broker.codes import Code
+from broker.codes import ACTIONABLE, NOT_YET, Code, RefusalClass, refusal_class
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -52,6 +52,10 @@ LOGINS = Counter("broker_logins_total", "Login attempts by method and result (ok
                  ["method", "result"])
 REFUSALS = Counter("broker_refusals_total",
                    "Client API requests refused, by error code", ["code"])
+ACTIONABLE_REFUSALS = Counter(
+    "broker_actionable_refusals_total",
+    "Client API refusals a person must act on (PKI set-up, directory, broker), by error code; "
+    "the classification is broker.codes.ACTIONABLE", ["code"])
 CHALLENGES_ISSUED = Counter("broker_challenges_issued_total", "PKI challenges handed out",
                             ["purpose"])
 CHALLENGES_EXPIRED = Counter("broker_challenges_expired_total",
@@ -135,7 +139,8 @@ THROTTLE_ROUTES = {
 
 #: Answers that mean "not yet, ask again" (a client polling a starting WorkSpace): normal
 #: traffic, never a refusal (one start polls ~10 times and would feed the refusal-spike alert).
-NOT_REFUSALS = frozenset({"workspace_not_ready"})
+#: Classified once, in broker.codes.
+NOT_REFUSALS = frozenset(str(c) for c in NOT_YET)
 #: Refusal codes whose series exist from the start at 0, so rate() and the alerts see the
 #: first one (a counter born at 1 has no increase to show).
 KEY_REFUSALS = ("certificate_untrusted", "certificate_expired", "certificate_revoked",
@@ -150,6 +155,8 @@ def start_series_at_zero() -> None:
             LOGINS.labels(method, result)
     for code in KEY_REFUSALS:
         REFUSALS.labels(code)
+    for code in sorted(ACTIONABLE):  # a closed set: every one exists at 0 from the start
+        ACTIONABLE_REFUSALS.labels(str(code))
     for purpose in CHALLENGE_ROUTES.values():
         CHALLENGES_ISSUED.labels(purpose)
     for kind in ("crl", "ocsp"):
@@ -174,6 +181,10 @@ def record_request(api: str, route: str, method: str, status: int, code: str,
     if 400 <= status < 500 and code and code != "ok" and route != "unmatched" \
             and code not in NOT_REFUSALS:
         REFUSALS.labels(code).inc()
+    # A person must act on these whatever the status (directory_unavailable is a 503).
+    if status >= 400 and route != "unmatched" \
+            and refusal_class(code) is RefusalClass.ACTIONABLE:
+        ACTIONABLE_REFUSALS.labels(code).inc()
     if status == 429 and route in THROTTLE_ROUTES:
         THROTTLED.labels(THROTTLE_ROUTES[route]).inc()
     # connect answers 201 (a session) or 202 (WorkSpace starting: a logon challenge).

@@ -48,7 +48,12 @@ def _load_key_and_cert(key_path: Path, cert_path: Path) -> tuple[Any, x509.Certi
 
 
 def _demo_slots(kind: str, key_kind: str, out: Path, card_uuid: uuid.UUID) -> list[KeySlot]:
-    from broker.pki import issue
+    try:  # the broker's PKI code: absent from the client-only distribution
+        from broker.pki import issue
+    except ImportError:
+        raise click.UsageError(
+            "issuing the demo certificates needs the full smartcard-broker package (this is "
+            "the client-only install); pass --key and --cert instead.") from None
 
     root = issue.make_root("Card-Sim Demo Root CA", key_kind)
     inter = issue.make_intermediate(root, "Card-Sim Demo Issuing CA", key_kind)

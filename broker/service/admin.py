@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, object_session
 import broker.policy as policy
 from broker import kinds
 from broker.codes import Code
-from broker.service import audit
+from broker.service import audit, evidence
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
 from broker.service.ldapdir import (
@@ -859,9 +859,10 @@ def _session_state(stmt: Select[Any], value: Any) -> Select[Any]:
 
 
 def _audit_kind(stmt: Select[Any], value: Any) -> Select[Any]:
-    if value.endswith("*"):
-        return stmt.where(AuditEvent.kind.startswith(value[:-1], autoescape=True))
-    return stmt.where(AuditEvent.kind == value)
+    """One kind, a prefix ending in ``*``, or several of those joined by commas."""
+    wanted = [v.strip() for v in str(value).split(",") if v.strip()] or [str(value)]
+    return stmt.where(or_(*(AuditEvent.kind.startswith(v[:-1], autoescape=True)
+                            if v.endswith("*") else AuditEvent.kind == v for v in wanted)))
 
 
 # --------------------------------------------------------------------------- declarations
@@ -1151,7 +1152,15 @@ AUDIT_EVENTS = Resource(
         _out("username", str, "User", nullable=True, list_column=True),
         _out("actor", str, "Actor", nullable=True, list_column=True),
         _out("client_address", str, "Client address", nullable=True, list_column=True),
-        _out("cert_fingerprint", str, "Certificate fingerprint", nullable=True),
+        _out("subject", str, "Certificate subject", "The login's certificate subject.",
+             nullable=True, list_column=True, read=evidence.subject_of),
+        _out("upn", str, "UPN", "The UPN in the login's certificate.", nullable=True,
+             list_column=True, read=evidence.upn_of),
+        _out("cert_fingerprint", str, "Certificate fingerprint", nullable=True,
+             list_column=True),
+        _out("certmap_rule", str, "Certmap rule", "The certmap rule that decided (the rules "
+             "tried when none matched).", nullable=True, list_column=True,
+             read=evidence.certmap_rule_of),
         _out("details", dict[str, Any], "Details", "What the decision rests on (revocation "
              "evidence among it).", nullable=True, console_column=True),
     ),
@@ -1366,7 +1375,8 @@ AUDIT_EVENTS = _ops(AUDIT_EVENTS,
                    _dir_filter["audit-events"],
                    Filter("username", "Only events about this user.",
                           column=AuditEvent.username, cli="user"),
-                   Filter("kind", "An event kind; end with * for a prefix (directory.*).",
+                   Filter("kind", "An event kind; end with * for a prefix (directory.*); several "
+                          "separated by commas.",
                           where=_audit_kind),
                    Filter("outcome", "success, refused, error or change.",
                           choices=kinds.values(kinds.Outcome),

@@ -189,6 +189,8 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
         audit.insert(conn, "login.smart_card", "success", directory_id=user.directory_id,
                      username=user.username, client_address=address,
                      cert_fingerprint=verified.fingerprint, challenge_id=challenge_id,
+                     certificate={"subject": verified.identity.subject,  # as refusals show it
+                                  "upn": verified.identity.upn},
                      revocation_soft_fail=verified.soft_fail or None,
                      verification=verified.evidence or None,
                      ldap={"rule": found.rule, "dn": found.dn} if found else None)

@@ -16,8 +16,6 @@ is never logged or put in a URL.
 
 from __future__ import annotations
 
-import base64
-import dataclasses
 import functools
 import hmac
 import json
@@ -25,33 +23,68 @@ import logging
 import re
 import secrets
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from importlib import resources as package_files
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from klein import Klein
-from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from broker import metrics
 from broker.codes import Code
 from broker.errors import BrokerError
 from broker.kinds import Scope
-from broker.service import admin, console
+from broker.service import console
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
-from broker.service.resources import REQUIRED, Call, Field, Operation, Page, Resource
+from broker.service.resources import Call
+from broker.web.console_charts import (  # noqa: F401  (the console's names, one import away)
+    _deadline_class,
+    _when,
+    as_markup,
+    login_chart,
+    reason_bars,
+)
+from broker.web.console_forms import (  # noqa: F401
+    PREFIX,
+    ConsoleRefused,
+    _done,
+    _return_to,
+    body_form,
+    body_from_form,
+    create_values,
+    default_of,
+    field_input,
+    first,
+    form_values,
+    row_path,
+    row_value,
+    row_values,
+    set_cookie,
+    typed_values,
+)
+from broker.web.console_pages import (  # noqa: F401
+    ADVANCED_PKI,
+    FORM_TITLES,
+    OWNER_FIELDS,
+    PAGE_SIZE,
+    PAGES,
+    PAGES_BY_SLUG,
+    ROW_OP_STATES,
+    SITE_WIDE,
+    ConsolePage,
+    PageData,
+    _page,
+    _resource_of,
+    owner_choices,
+)
 from broker.web.http import Access, AddressThrottle, BadRequest, JsonApi, client_address
 
 log = logging.getLogger("broker.console")
 
-PREFIX = "/console"
 COOKIE = b"__Host-console"
 SIGNIN_COOKIE = b"__Host-console-signin"
-PAGE_SIZE = 25
 
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
@@ -72,163 +105,9 @@ READ_ONLY_REASON = "Your admin token has read scope: you can see everything and 
 SIGN_IN_FAILURES = 10
 SIGN_IN_WINDOW_S = 300.0
 
-
-@dataclass(frozen=True)
-class ConsolePage:
-    """One page of the console: which declared resources it shows."""
-
-    slug: str
-    title: str
-    resources: tuple[str, ...]
-    #: Refresh its lists every few seconds (states and sessions change on their own).
-    live: bool = False
-
-
-PAGES = (
-    ConsolePage("directories", "Directories", ("directories",)),
-    ConsolePage("trust", "Trust", ("trust", "crls")),
-    ConsolePage("users", "Users", ("users",)),
-    ConsolePage("workspaces", "WorkSpaces", ("workspaces",), live=True),
-    ConsolePage("registration-codes", "Registration codes", ("registration-codes",)),
-    ConsolePage("sessions", "Sessions", ("sessions",), live=True),
-    ConsolePage("audit", "Audit log", ("audit-events",)),
-)
-PAGES_BY_SLUG = {p.slug: p for p in PAGES}
-#: Lists that start at every directory, not the selected one: the audit log also holds events
-#: of no directory (sign-ins, admin tokens); its directory filter still narrows it.
-SITE_WIDE = frozenset({"audit-events"})
-#: Row actions offered only in some states (the others show the button disabled, saying why).
-ROW_OP_STATES = {("workspaces", "start"): ("STOPPED",), ("workspaces", "stop"): ("AVAILABLE",)}
-
-
-class ConsoleRefused(BrokerError):
-    """A console request refused before its handler: no session, bad CSRF token, read scope."""
-
-    code = Code.ADMIN_TOKEN_INVALID
-
-
-# --------------------------------------------------------------------------- forms from fields
-
-def form_values(request: Any) -> dict[str, list[bytes]]:
-    return {k.decode("utf-8", "replace"): list(v) for k, v in (request.args or {}).items()}
-
-
-def body_form(request: Any) -> dict[str, list[bytes]]:
-    """The fields of a form POST's body only (``request.args`` mixes in the query string)."""
-    ctype = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
-    if ctype != b"application/x-www-form-urlencoded" or request.content is None:
-        return {}
-    request.content.seek(0)
-    raw = request.content.read()
-    return {k.decode("utf-8", "replace"): list(v)
-            for k, v in parse_qs(raw, keep_blank_values=True).items()}
-
-
-def first(values: dict[str, list[bytes]], name: str) -> str:
-    got = values.get(name)
-    return got[0].decode("utf-8", "replace") if got else ""
-
-
-def field_input(f: Field) -> str:
-    """How a console form shows a declared field."""
-    if f.cli_input in ("file", "file_b64"):
-        return "file"
-    if f.type is bool:
-        return "checkbox"
-    if f.is_list:
-        return "list"
-    if f.choices:
-        return "select"
-    if f.type is int:
-        return "number"
-    if f.output is False and f.name == "password":
-        return "password"
-    return "text"
-
-
-def body_from_form(resource: Resource, op: Operation, values: dict[str, list[bytes]]
-                   ) -> dict[str, Any]:
-    """The operation's body from a submitted form, shaped as the API's JSON body (groups
-    nested); the declared model then validates it exactly as for the API."""
-    body: dict[str, Any] = {}
-    update = op.body == "update"
-    for f in resource.body_fields(op):
-        kind = field_input(f)
-        text = first(values, f.path).strip()
-        value: Any
-        if kind not in ("checkbox", "file") and f.path not in values:
-            continue  # not on the form: the declared default (create) or unchanged (update)
-        if kind == "checkbox":
-            value = f.path in values
-        elif kind == "file":
-            parts = [text] if text else []
-            for blob in values.get(f.path + "__file", []):
-                if not blob:
-                    continue
-                try:
-                    parts.append(blob.decode("ascii"))
-                except UnicodeDecodeError:  # DER: the declared field takes base64
-                    parts.append(base64.b64encode(blob).decode())
-            if not parts:
-                continue
-            value = "\n".join(parts)
-        elif kind == "list":
-            value = [p for p in re.split(r"[,\s]+", text) if p]
-        elif kind == "number":
-            if not text:
-                continue
-            if not re.fullmatch(r"-?[0-9]{1,9}", text):
-                raise ServiceError(Code.VALIDATION_FAILED, f"{f.label} must be a whole number.",
-                                   {"field": f.path})
-            value = int(text)
-        elif not text:
-            if not f.nullable or not f.output or not update:
-                continue  # secrets stay as they are; creates take the declared default
-            value = None
-        else:
-            value = text
-        (body.setdefault(f.group, {}) if f.group else body)[f.name] = value
-    return body
-
-
-def default_of(f: Field) -> Any:
-    """The declared default a create form starts from (None where the field is required)."""
-    return None if f.default is REQUIRED else f.default
-
-
-def set_cookie(request: Any, name: bytes, value: bytes, max_age: int) -> None:
-    """A ``__Host-`` cookie: Secure, HttpOnly, SameSite=Strict, Path=/, expiring."""
-    request.addCookie(name, value, path=b"/", secure=True, httpOnly=True, sameSite="strict",
-                      max_age=str(max_age).encode())
-
-
-def row_value(row: dict[str, Any], path: str) -> Any:
-    group, _, name = path.rpartition(".")
-    where = row.get(group, {}) if group else row
-    value = where.get(name) if isinstance(where, dict) else None
-    # A mapping setting (ldap.attributes) as the text its form accepts; a top-level mapping
-    # (an audit event's details) stays a mapping: the list shows it as evidence.
-    if group and isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
-    return value
-
-
-def row_path(op: Operation, row: dict[str, Any]) -> dict[str, str] | None:
-    """Path parameters of ``op`` for one listed row, or None when the row cannot name them."""
-    out = {}
-    for p in op.path_params:
-        for key in (p, p.removesuffix("_id"), "id"):
-            if row.get(key) not in (None, ""):
-                out[p] = str(row[key])
-                break
-        else:
-            return None
-    return out
-
-
 # --------------------------------------------------------------------------- the app
 
-class ConsoleApp:
+class ConsoleApp(PageData):
     """The console's routes, declared on a JsonApi so the route test sees every one."""
 
     def __init__(self, ctx: BrokerContext) -> None:
@@ -239,7 +118,10 @@ class ConsoleApp:
                                trim_blocks=True, lstrip_blocks=True)
         self.env.globals.update(pages=PAGES, prefix=PREFIX, field_input=field_input,
                                 default_of=default_of, row_op_states=ROW_OP_STATES,
-                                row_value=row_value, read_only_reason=READ_ONLY_REASON)
+                                row_value=row_value, read_only_reason=READ_ONLY_REASON,
+                                advanced_pki=ADVANCED_PKI, owner_fields=OWNER_FIELDS,
+                                form_titles=FORM_TITLES, typed_values=typed_values,
+                                create_values=create_values, row_values=row_values)
         self.env.filters["when"] = _when
         self.env.filters["deadline"] = _deadline_class
         self.env.filters["tojson_attr"] = lambda v: json.dumps(v, sort_keys=True)
@@ -488,10 +370,14 @@ class ConsoleApp:
                 return get.run(session, ctx, Call(identity.actor, path))
 
             row = await ctx.call(ctx.db.read, work)
+            owners = None
+            if any((resource.name, f.path) in OWNER_FIELDS for f in resource.body_fields(update)):
+                owners = await ctx.call(ctx.db.read,
+                                        lambda s: owner_choices(s, str(row.get("directory"))))
             return self.render(request, "edit.html", identity, page=page, resource=resource,
                                op=update, row=row, path_values=path,
                                fields=resource.body_fields(update), notes=self.notes(page),
-                               directories=[])
+                               directories=[], owners=owners)
 
         @self.page(f"{PREFIX}/{{slug}}/do", "POST", access=Access.CONSOLE_WRITE)
         async def do(request: Any, slug: str, identity: console.ConsoleIdentity) -> bytes:
@@ -540,237 +426,3 @@ class ConsoleApp:
             return self.redirect(request, back)
 
     # ------------------------------------------------------------------ page data
-
-    async def follow_link(self, identity: console.ConsoleIdentity, wanted: str
-                          ) -> console.ConsoleIdentity:
-        """A link's ``?directory_id=`` (an existing directory) becomes the selected directory,
-        so the header, every list and every form agree with the page the link opened."""
-        if not wanted or wanted not in identity.directories or wanted == identity.directory_id:
-            return identity
-        await self.ctx.call(self.ctx.db.transaction,
-                            lambda s: console.select_directory(s, identity, wanted))
-        return dataclasses.replace(identity, directory_id=wanted)
-
-    async def ldap_users(self, page: ConsolePage, sections: list[dict[str, Any]],
-                         args: dict[str, list[bytes]]) -> dict[str, Any] | None:
-        """The users page of an LDAP-backed directory: read through its server (one bounded
-        paged search, see :func:`broker.service.ldapdir.browse_users`); None elsewhere."""
-        from broker.service.ldapdir import browse_users
-
-        if page.slug != "users" or not sections or not sections[0]["chosen"]:
-            return None
-        chosen = sections[0]["chosen"]
-        try:
-            found: dict[str, Any] | None = await self.ctx.call(
-                browse_users, self.ctx, chosen, first(args, "search").strip())
-        except BrokerError as exc:
-            return {"directory_id": chosen, "items": [], "problem": exc.message}
-        return None if found is None else {"directory_id": chosen, **found}
-
-    def notes(self, page: ConsolePage) -> dict[str, Any]:
-        """Per region, what the policy says next to each smart-card toggle."""
-        if "directories" not in page.resources:
-            return {}
-        return console.directory_notes(self.ctx.catalogue)
-
-    def sections(self, session: Session, page: ConsolePage, args: dict[str, list[bytes]],
-                 chosen: str) -> list[dict[str, Any]]:
-        """One section per resource of the page: list, filters, paging, forms, row actions,
-        all in the ``chosen`` directory (a ``directory`` filter starts at it; "any" widens)."""
-        directories = console.directory_ids(session)
-        out = []
-        for name in page.resources:
-            resource = admin.RESOURCES[name]
-            list_op = resource.operation("list")
-            path = {p: chosen for p in list_op.path_params}
-            filters, shown = {}, {}
-            for flt in list_op.filters:
-                text = first(args, flt.name).strip()
-                if flt.name == "directory" and flt.name not in args and \
-                        name not in SITE_WIDE:
-                    text = chosen
-                shown[flt.name] = text
-                if text:
-                    filters[flt.name] = _filter_value(flt, text)
-            if name == "sessions" and "state" not in args:
-                filters["state"] = shown["state"] = "live"
-            cursor = first(args, f"cursor.{name}") or None
-            rows: dict[str, Any] = {"items": [], "next_cursor": None}
-            problem = None
-            if list_op.path_params and not chosen:
-                problem = "Create a directory first."
-            else:
-                try:
-                    rows = list_op.run(session, self.ctx, Call(
-                        "", path, {}, filters, Page(limit=PAGE_SIZE, cursor=cursor)))
-                except BrokerError as exc:
-                    problem = exc.message
-            listed = {p for p in list_op.path_params}
-            row_ops, collection_ops, edit_op = [], [], None
-            out_names = {f.name for f in resource.fields if f.output}
-            for op in resource.operations:
-                if op.scope is not Scope.WRITE:
-                    continue
-                if op.body == "update":
-                    edit_op = op
-                elif op.body == "create":
-                    collection_ops.append(op)
-                elif set(op.path_params) - listed and all(p.name in out_names
-                                                          for p in op.params):
-                    row_ops.append(op)
-                elif op.params and all(p.name in out_names for p in op.params):
-                    row_ops.append(op)
-                else:
-                    collection_ops.append(op)
-            next_args = {k: first(args, k) for k in args if not k.startswith("cursor.")}
-            next_link = None
-            if rows.get("next_cursor"):
-                next_link = "?" + urlencode({**next_args,
-                                             f"cursor.{name}": rows["next_cursor"]})
-            out.append({
-                "resource": resource, "list_op": list_op, "rows": rows["items"],
-                "columns": resource.console_columns, "filters": list_op.filters,
-                "filter_values": shown, "path": path, "chosen": chosen,
-                "directories": directories, "problem": problem,
-                "row_ops": row_ops, "collection_ops": collection_ops, "edit_op": edit_op,
-                "next_link": next_link,
-                "first_link": ("?" + urlencode(next_args)) if cursor else None,
-                "row_path": row_path,
-                "live": page.live,
-            })
-        return out
-
-
-def _page(slug: str) -> ConsolePage:
-    page = PAGES_BY_SLUG.get(slug)
-    if page is None:
-        raise ConsoleRefused(message=f"There is no console page {slug!r}.")
-    return page
-
-
-def _resource_of(page: ConsolePage, name: str) -> Resource:
-    if name not in page.resources:
-        raise ConsoleRefused(message="That resource is not on this page.")
-    return admin.RESOURCES[name]
-
-
-def _filter_value(flt: Any, text: str) -> Any:
-    if flt.type is bool:
-        return text.lower() == "true"
-    if flt.type is datetime:
-        try:
-            value = datetime.fromisoformat(text)
-        except ValueError:
-            raise ServiceError(Code.VALIDATION_FAILED, f"{flt.name} must be a date and time.",
-                               {"field": flt.name}) from None
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return text
-
-
-def _return_to(back: str, default: str) -> str:
-    """Where a form goes back to: a console path only (no other site, no scheme-relative)."""
-    if not back.startswith(f"{PREFIX}/") or "//" in back or "\\" in back:
-        return default
-    return back
-
-
-#: Success messages for operations that return a list, where the console words them itself.
-LIST_DONE = {("registration-codes", "issue"): "{count} registration {codes} issued in "
-                                             "{directory}: {names}"}
-
-
-def _done(resource: Resource, op: Operation, result: Any, path: dict[str, str]) -> str:
-    """The success message of a change; it names the directory the change happened in."""
-    directory = path.get("directory_id") or ""
-    if not directory and isinstance(result, dict) and isinstance(result.get("directory"), str):
-        directory = result["directory"]
-    if isinstance(result, list):
-        first_column = resource.list_columns[0] if resource.list_columns else "id"
-        names = ", ".join(str(row_value(r, first_column)) for r in result if isinstance(r, dict))
-        template = LIST_DONE.get((resource.name, op.name))
-        if template:
-            return template.format(count=len(result), directory=directory, names=names,
-                                   codes="code" if len(result) == 1 else "codes")
-        text = f"{op.summary.rstrip('.')}: {names}"
-    else:
-        text = f"{op.summary.rstrip('.')}: done."
-        if op.message:
-            try:
-                text = op.message.format(**{**(result if isinstance(result, dict) else {}),
-                                            **path})
-            except (KeyError, IndexError):
-                pass
-    if directory and resource.name != "directories" and directory not in text:
-        text += f" (directory {directory})"
-    return text
-
-
-def _when(value: Any) -> str:
-    if not value:
-        return ""
-    try:
-        at = datetime.fromisoformat(str(value))
-    except ValueError:
-        return str(value)
-    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _deadline_class(value: Any, warn_within: timedelta) -> str:
-    """past / soon / ok for a declared deadline field (``Field.warn_within``)."""
-    if not value:
-        return ""
-    at = datetime.fromisoformat(str(value))
-    now = datetime.now(UTC)
-    if at <= now:
-        return "past"
-    return "soon" if at - now < warn_within else "ok"
-
-
-# --------------------------------------------------------------------------- charts (SVG)
-
-OUTCOME_COLOURS = {"success": "#2e7d32", "refused": "#c62828", "error": "#6a1b9a"}
-
-
-def login_chart(series: dict[str, Any], width: int = 720, height: int = 220
-                ) -> dict[str, Any]:
-    """Geometry of a stacked bar chart of logins per hour by outcome (rendered as inline SVG,
-    so it reads without JavaScript and needs no inline script or style)."""
-    buckets = series["buckets"]
-    counts = series["counts"]
-    totals = [sum(counts[o][i] for o in counts) for i in range(len(buckets))]
-    top = max([1, *totals])
-    left, bottom, plot_h = 36, 24, height - 40
-    step = (width - left - 8) / max(1, len(buckets))
-    bars = []
-    for i, bucket in enumerate(buckets):
-        y = height - bottom
-        for outcome, values in counts.items():
-            n = values[i]
-            if not n:
-                continue
-            h = plot_h * n / top
-            y -= h
-            bars.append({"x": round(left + i * step + 1, 1), "y": round(y, 1),
-                         "w": round(max(step - 2, 1), 1), "h": round(h, 1),
-                         "fill": OUTCOME_COLOURS.get(outcome, "#555"), "outcome": outcome,
-                         "count": n, "hour": bucket,
-                         "label": f"{_when(bucket)}: {n} {outcome}"})
-    ticks = [{"x": round(left + i * step, 1), "label": _when(b)[11:16]}
-             for i, b in enumerate(buckets) if i % 4 == 0]
-    return {"width": width, "height": height, "bars": bars, "top": top, "ticks": ticks,
-            "axis_y": height - bottom, "left": left,
-            "legend": [{"outcome": o, "fill": OUTCOME_COLOURS.get(o, "#555"),
-                        "total": sum(v)} for o, v in counts.items()],
-            "total": sum(totals)}
-
-
-def reason_bars(reasons: list[tuple[str, int]], width: int = 320) -> dict[str, Any]:
-    """Horizontal bars: refusals by reason code."""
-    top = max([1, *(n for _, n in reasons)])
-    rows = [{"reason": r, "count": n, "y": 8 + i * 26, "w": round(120 * n / top, 1)}
-            for i, (r, n) in enumerate(reasons[:12])]
-    return {"width": width, "height": 16 + 26 * max(1, len(rows)), "rows": rows}
-
-
-def as_markup(text: str) -> Markup:
-    return Markup(text)

@@ -299,7 +299,7 @@ def test_an_admin_runs_the_broker_from_the_console(browser: Any, running: Any,
     form = ui.expand("op-workspaces-create")
     ui.fill("#f-id", "ws-alice")
     Select(ui.css("#f-directory")).select_by_visible_text("corp")
-    ui.fill("#f-user", "alice")
+    Select(ui.css("#f-user")).select_by_visible_text("alice")  # the directory's users
     Select(ui.css("#f-protocol")).select_by_visible_text("WSP")
     Select(ui.css("#f-running_mode")).select_by_visible_text("ALWAYS_ON")
     Select(ui.css("#f-state")).select_by_visible_text("AVAILABLE")
@@ -495,3 +495,70 @@ def test_codes_are_issued_in_the_directory_selected_in_the_header(browser: Any, 
     ui.open("/console/workspaces")
     ui.expand("op-workspaces-create")
     assert Select(ui.css("#f-directory")).first_selected_option.text == "hq-gov"
+
+
+def test_the_owner_is_picked_from_the_directory_users_and_rfc5280_options_start_collapsed(
+        browser: Any, running: Any, tmp_path: Path) -> None:
+    """Issue 29: the WorkSpace owner is a list of the selected directory's users (not a name
+    to type and misspell), and the directory form keeps its RFC 5280 path options folded away
+    until asked for (or set)."""
+    from selenium.webdriver.support.ui import Select
+
+    bp = running
+    token = make_token(bp, "console-admin", "write")
+    api = bp.admin(token)
+    for d in ("corp", "empty"):
+        assert api.post("/admin/v1/directories", {"id": d, "name": d,
+                                                  "region": "us-gov-west-1"}).status == 201
+    for user in ("bob", "alice"):
+        assert api.post("/admin/v1/directories/corp/users", {"username": user}).status == 201
+    ui = Console(browser, f"https://127.0.0.1:{bp.admin_port}", tmp_path / "shots")
+    ui.sign_in(token)
+
+    # ---- the owner picker lists corp's users (sorted), and the WorkSpace gets the one picked
+    ui.open("/console/workspaces?directory_id=corp")
+    form = ui.expand("op-workspaces-create")
+    assert form.find_element(ui.by.CSS_SELECTOR, "summary").text == "New WorkSpace"
+    owner = Select(ui.css("#f-user"))
+    assert [o.text for o in owner.options] == ["Choose the owner", "alice", "bob"]
+    assert "users of directory corp" in ui.css("[data-field='user'] .owner-help").text
+    ui.fill("#f-id", "ws-bob")
+    owner.select_by_visible_text("bob")
+    Select(ui.css("#f-protocol")).select_by_visible_text("WSP")
+    ui.submit(form)
+    assert ui.flash() == "WorkSpace ws-bob created (directory corp)", ui.flash()
+    assert api.get("/admin/v1/workspaces/ws-bob").body["user"] == "bob"
+    # The edit form offers the same list with the owner chosen.
+    ui.open("/console/workspaces/edit?resource=workspaces&path.workspace_id=ws-bob")
+    assert Select(ui.css("#f-user")).first_selected_option.text == "bob"
+    # A directory without users says so instead of offering an empty list.
+    ui.open("/console/workspaces?directory_id=empty")
+    ui.expand("op-workspaces-create")
+    assert [o.text for o in Select(ui.css("#f-user")).options] == ["Choose the owner"]
+    assert "has no users yet" in ui.css("[data-field='user'] .owner-help").text
+
+    # ---- the directory form: RFC 5280 options collapsed, there when opened
+    ui.open("/console/directories")
+    form = ui.expand("op-directories-create")
+    advanced = form.find_element(ui.by.CSS_SELECTOR, "details#advanced-pki")
+    assert advanced.get_attribute("open") is None
+    for field in ("max_chain_depth", "required_policies", "explicit_policy", "aia_fetch"):
+        assert not ui.css(f"#f-{field}").is_displayed(), field
+    assert ui.css("#f-name").is_displayed() and ui.css("#f-certmap").is_displayed()
+    advanced.find_element(ui.by.TAG_NAME, "summary").click()
+    assert ui.css("#f-max_chain_depth").is_displayed()
+    ui.fill("#f-id", "strict")
+    ui.fill("#f-name", "Strict PKI")
+    ui.region("us-gov-west-1")
+    ui.fill("#f-max_chain_depth", "1")
+    ui.submit(form)
+    assert ui.flash() == "directory strict created", ui.flash()
+    assert api.get("/admin/v1/directories/strict").body["max_chain_depth"] == 1
+    # Editing: folded where every option is at its default, open where one is not.
+    ui.open("/console/directories/edit?resource=directories&path.directory_id=corp")
+    assert ui.css("#advanced-pki").get_attribute("open") is None
+    assert not ui.css("#f-max_chain_depth").is_displayed()
+    ui.open("/console/directories/edit?resource=directories&path.directory_id=strict")
+    assert ui.css("#advanced-pki").get_attribute("open") is not None
+    assert ui.css("#f-max_chain_depth").get_attribute("value") == "1"
+    ui.shot("directory-advanced")

@@ -34,3 +34,39 @@ def test_key_series_start_at_zero() -> None:
     assert value("broker_challenges_issued_total", purpose="logon") is not None
     text = metrics.render()[0].decode()
     assert 'broker_refusals_total{code="certificate_revoked"}' in text
+
+
+def test_refusal_classes_are_declared_once() -> None:
+    from broker.codes import ACTIONABLE, NOT_YET, Code, RefusalClass, refusal_class
+
+    assert refusal_class(Code.WORKSPACE_NOT_READY) is RefusalClass.NOT_YET
+    for code in (Code.CERTIFICATE_REVOCATION_UNKNOWN, Code.DIRECTORY_UNAVAILABLE,
+                 Code.CERTIFICATE_UNTRUSTED):
+        assert refusal_class(code) is RefusalClass.ACTIONABLE
+    for code in (Code.SIGNATURE_INVALID, Code.CHALLENGE_EXPIRED, Code.CERTIFICATE_REVOKED,
+                 Code.LOCKED_OUT):
+        assert refusal_class(code) is RefusalClass.USER
+    assert not ACTIONABLE & NOT_YET
+    assert metrics.NOT_REFUSALS == {"workspace_not_ready"}
+
+
+def test_only_actionable_refusals_reach_the_alerted_counter() -> None:
+    name = "broker_actionable_refusals_total"
+    metrics.start_series_at_zero()
+    for code in ("certificate_revocation_unknown", "directory_unavailable",
+                 "certificate_untrusted"):
+        assert value(name, code=code) is not None  # exported at 0 from the start
+    assert value(name, code="signature_invalid") is None
+    unknown = value(name, code="certificate_revocation_unknown") or 0.0
+    down = value(name, code="directory_unavailable") or 0.0
+    metrics.record_request("client", LOGIN, "POST", 401, "certificate_revocation_unknown", 0.01)
+    metrics.record_request("client", LOGIN, "POST", 503, "directory_unavailable", 0.01)
+    metrics.record_request("client", LOGIN, "POST", 401, "signature_invalid", 0.01)
+    metrics.record_request("client", LOGON, "POST", 409, "workspace_not_ready", 0.01)
+    assert value(name, code="certificate_revocation_unknown") == unknown + 1
+    assert value(name, code="directory_unavailable") == down + 1  # a 503 still counts
+    assert value(name, code="signature_invalid") is None
+    assert value(name, code="workspace_not_ready") is None
+
+
+LOGIN = "/v1/auth/challenges/{challenge_id}/response"
