@@ -56,7 +56,8 @@ setup(
     package_dir={"": SOURCE},
     packages=["broker", "broker.client", "broker.cardsim"],
     install_requires=["click>=8.1", "cryptography>=42", "joserfc>=1.0"],
-    extras_require={"card": ["pyscard>=2.0"]},
+    # the same card extra as smartcard-broker's (pyscard, and python-pkcs11 for other cards)
+    extras_require={"card": main["options.extras_require"]["card"].split()},
     entry_points={"console_scripts": ["broker-client = broker.client.cli:main"]},
     cmdclass={"build_py": ClientModulesOnly},
 )
