@@ -109,7 +109,8 @@ class BrokerService(MultiService):
     def add_sweeper(self, ctx: Any, fn: Callable[[], object], interval_s: float) -> None:
         timer = TimerService(interval_s, sweep, ctx, fn, self._one_sweep)
         timer.clock = self.clock
-        timer.setName(f"sweeper-{getattr(fn, '__name__', len(self.services))}")
+        name = f"sweeper-{getattr(fn, '__name__', 'sweep')}"
+        timer.setName(name if name not in self.namedServices else f"{name}-{len(self.services)}")
         timer.setServiceParent(self)
 
     def listening(self) -> defer.Deferred[Any]:
@@ -130,7 +131,9 @@ class BrokerService(MultiService):
                  extra={"in_flight": self.in_flight()})
         # Every child at once: the ports stop accepting, each timer ends after its sweep.
         yield super().stopService()
-        idle = defer.gatherResults([site.wait_idle() for site in self.sites])
+        # A Deferred of our own, so the timeout cancels it and not the sites' waiters.
+        idle: defer.Deferred[Any] = defer.Deferred()
+        defer.gatherResults([site.wait_idle() for site in self.sites]).chainDeferred(idle)
         idle.addTimeout(self.grace_s, self.clock)
         try:
             yield idle

@@ -1,0 +1,51 @@
+"""The one private Twisted hook (broker.web.twisted_shim) holds on the installed Twisted: it
+exists, Twisted still calls it for a request it cannot parse, and the answer is the JSON 400."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import twisted
+from twisted.internet.testing import StringTransport
+from twisted.web.http import HTTPChannel
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from broker.web import twisted_shim
+from broker.web.http import BrokerChannel, BrokerRequest
+
+
+def _answer(channel: HTTPChannel, data: bytes) -> bytes:
+    site = Site(Resource())
+    site.requestFactory = BrokerRequest
+    channel.site = site
+    channel.requestFactory = BrokerRequest
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(data)
+    return transport.value()
+
+
+def test_the_private_hook_exists_in_the_installed_twisted() -> None:
+    assert twisted_shim.hook_present(), (
+        f"Twisted {twisted.__version__} has no HTTPChannel.{twisted_shim.HOOK}: update "
+        "broker/web/twisted_shim.py")
+
+
+def test_twisted_alone_answers_a_bare_400_through_the_hook() -> None:
+    # What the shim replaces: if this changes, Twisted's bad-request path changed too.
+    assert _answer(HTTPChannel(), b"NONSENSE\r\n\r\n") == b"HTTP/1.1 400 Bad Request\r\n\r\n"
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"NONSENSE\r\n\r\n",                                        # no method, path, version
+    b"GET /x HTTP/1.1\r\nno colon here\r\n\r\n",                # header without a colon
+    b"POST /x HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",  # two lengths
+    b"GET /x HTTP/1.1\r\n" + b"a: b\r\n" * (BrokerChannel.maxHeaders + 1) + b"\r\n",
+], ids=["request-line", "header-line", "content-length", "max-headers"])
+def test_what_twisted_cannot_parse_gets_the_json_400(request_bytes: bytes) -> None:
+    answer = _answer(BrokerChannel(), request_bytes)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 Bad Request")
+    assert json.loads(body)["error"]["code"] == "malformed_request"
