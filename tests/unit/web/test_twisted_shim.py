@@ -49,3 +49,20 @@ def test_what_twisted_cannot_parse_gets_the_json_400(request_bytes: bytes) -> No
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 400 Bad Request")
     assert json.loads(body)["error"]["code"] == "malformed_request"
+
+
+def test_the_proxy_header_parsers_hold_in_the_installed_twisted() -> None:
+    v1 = twisted_shim.V1Parser()
+    info, rest = v1.feed(b"PROXY TCP4 127.51.100.7 127.0.0.11 51000 8443\r\n\x16tls")
+    assert info is not None and rest == b"\x16tls"
+    assert (info.source.host, info.source.port) == ("127.51.100.7", 51000)
+    assert (info.destination.host, info.destination.port) == ("127.0.0.11", 8443)
+    v2 = twisted_shim.V2Parser()
+    addrs = bytes([127, 51, 100, 8, 127, 0, 0, 11]) + (51000).to_bytes(2, "big") + \
+        (8443).to_bytes(2, "big")
+    header = twisted_shim.V2Parser.PREFIX + bytes([0x21, 0x11]) + len(addrs).to_bytes(2, "big")
+    assert v2.feed(header) == (None, None)  # the 16-byte fixed part, then it waits
+    info, rest = v2.feed(addrs + b"\x16")
+    assert info is not None and info.source.host == "127.51.100.8" and rest == b"\x16"
+    with pytest.raises(twisted_shim.InvalidProxyHeader):
+        twisted_shim.V1Parser().feed(b"PROXY NONSENSE\r\n")
