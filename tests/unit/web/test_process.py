@@ -93,8 +93,8 @@ def test_each_listener_listens_when_the_service_starts() -> None:
     top.add_listener("client", client, site)
     top.add_listener("admin", admin, site)
     top.startService()
-    ports = []
-    top.listening().addCallback(ports.extend)
+    ports: list[Any] = []
+    top.listening().addCallback(lambda up: ports.extend(up))
     assert ports == [client.port, admin.port]
     assert client.factories == [site] and admin.factories == [site]
 
@@ -216,3 +216,39 @@ def test_sweeps_never_overlap_and_stopping_waits_for_the_one_running() -> None:
     assert runs == ["a", "b"] and stopped == [None]
     clock.advance(30)
     assert runs == ["a", "b"], "no sweep after the service stopped"
+
+
+def test_serve_builds_one_listener_per_api_and_one_timer_per_sweeper(tmp_path: Any) -> None:
+    import socket
+
+    from broker.config import load_settings
+    from broker.service.context import BrokerContext
+    from broker.service.wiring import install
+    from broker.web.process import broker_service
+    from broker.web.proxy_protocol import BalancerProxyFactory
+    from broker.web.server import dev_certificate
+
+    settings = load_settings(None).replace("database", url=f"sqlite:///{tmp_path / 'b.db'}")
+    ctx = BrokerContext(settings.replace("server", proxy_protocol="v2",
+                                         proxy_balancers=["127.0.0.5"]))
+    install(ctx)
+    reactor = MemoryReactorClock()
+    with socket.socket() as supervisors:  # --workers: the admin socket comes bound
+        supervisors.bind(("127.0.0.1", 0))
+        supervisors.listen(8)
+        fd = supervisors.detach()
+        top = broker_service(ctx, listen_on="tcp:18443:interface=127.0.0.1",
+                             admin_listen_on="tcp:18444", tls=dev_certificate(tmp_path),
+                             inherited={"admin": fd}, reactor=reactor)
+        names = [service.name for service in top]
+        assert names[:2] == ["listener-client", "listener-admin"]
+        assert len(names) == 2 + len(ctx.sweepers) and len(ctx.sweepers) >= 4
+        assert all(name.startswith("sweeper-") for name in names[2:])
+        top.namedServices["listener-client"].startService()
+        top.namedServices["listener-admin"].startService()
+    [(port, factory, _, interface)] = reactor.tcpServers
+    assert (port, interface) == (18443, "127.0.0.1")
+    assert isinstance(factory, BalancerProxyFactory), "the client listener believes balancers"
+    [(adopted_fd, family, admin_factory)] = reactor.adoptedPorts
+    assert adopted_fd == fd and family == socket.AF_INET
+    assert not isinstance(admin_factory, BalancerProxyFactory)

@@ -4,6 +4,7 @@ exists, Twisted still calls it for a request it cannot parse, and the answer is 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 import twisted
@@ -16,7 +17,7 @@ from broker.web import twisted_shim
 from broker.web.http import BrokerChannel, BrokerRequest
 
 
-def _answer(channel: HTTPChannel, data: bytes) -> bytes:
+def _answer(channel: Any, data: bytes) -> bytes:
     site = Site(Resource())
     site.requestFactory = BrokerRequest
     channel.site = site
@@ -53,6 +54,7 @@ def test_what_twisted_cannot_parse_gets_the_json_400(request_bytes: bytes) -> No
 
 def test_the_proxy_header_parsers_hold_in_the_installed_twisted() -> None:
     v1 = twisted_shim.V1Parser()
+    info: Any
     info, rest = v1.feed(b"PROXY TCP4 127.51.100.7 127.0.0.11 51000 8443\r\n\x16tls")
     assert info is not None and rest == b"\x16tls"
     assert (info.source.host, info.source.port) == ("127.51.100.7", 51000)
