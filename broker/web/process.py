@@ -129,8 +129,9 @@ class BrokerService(MultiService):
     def stopService(self) -> Any:  # noqa: N802 (twisted API)
         log.info("shutting down: no new connections, waiting for in-flight requests",
                  extra={"in_flight": self.in_flight()})
-        # Every child at once: the ports stop accepting, each timer ends after its sweep.
-        yield super().stopService()
+        # Every child at once: the ports stop accepting now, each timer ends after its sweep
+        # (waited for below, alongside the requests, so a slow sweep adds no grace period).
+        children = super().stopService()
         # A Deferred of our own, so the timeout cancels it and not the sites' waiters.
         idle: defer.Deferred[Any] = defer.Deferred()
         defer.gatherResults([site.wait_idle() for site in self.sites]).chainDeferred(idle)
@@ -146,6 +147,7 @@ class BrokerService(MultiService):
         deadline = self.clock.seconds() + CLOSE_FLUSH_S
         while any(site.channels for site in self.sites) and self.clock.seconds() < deadline:
             yield task.deferLater(self.clock, 0.05, lambda: None)
+        yield children
         log.info("stopped")
 
 
