@@ -100,6 +100,7 @@ class BrokerService(MultiService):
         self._one_sweep = defer.DeferredLock()
 
     def add_listener(self, name: str, endpoint: Any, factory: Any) -> None:
+        """Serve ``factory`` on ``endpoint`` while the service runs (``listener-NAME``)."""
         listener = Listener(name, endpoint)
         self.listeners.append(listener)
         service = StreamServerEndpointService(listener, factory)
@@ -107,6 +108,8 @@ class BrokerService(MultiService):
         service.setServiceParent(self)
 
     def add_sweeper(self, ctx: Any, fn: Callable[[], object], interval_s: float) -> None:
+        """Run ``fn`` (blocking: in ``ctx``'s thread pool) at start and every ``interval_s``
+        (``sweeper-NAME``)."""
         timer = TimerService(interval_s, sweep, ctx, fn, self._one_sweep)
         timer.clock = self.clock
         name = f"sweeper-{getattr(fn, '__name__', 'sweep')}"
