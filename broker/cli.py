@@ -213,7 +213,7 @@ def run_server(settings: Settings, *, dev: bool, inherited: dict[str, int] | Non
     reactor: Any = _reactor
 
     from broker.service.context import BrokerContext
-    from broker.web import server
+    from broker.web import process
 
     log = logging.getLogger("broker.serve")
     ctx = BrokerContext(settings)
@@ -224,11 +224,14 @@ def run_server(settings: Settings, *, dev: bool, inherited: dict[str, int] | Non
     from broker import metrics
 
     metrics.start_series_at_zero()
+    try:
+        service = process.broker_service(
+            ctx, listen_on=settings.server.listen, admin_listen_on=settings.server.admin_listen,
+            tls=tls, inherited=inherited, ticket_secret=ticket_secret)
+    except BrokerError as exc:
+        fail(exc.message, EXIT_USAGE)
     ctx.start_threadpool()
     exit_code = [0]
-
-    def started(_: object) -> None:
-        server.start_sweeper(ctx)
 
     def failed(f: Any) -> None:
         from twisted.internet.error import CannotListenError
@@ -244,10 +247,11 @@ def run_server(settings: Settings, *, dev: bool, inherited: dict[str, int] | Non
         reactor.stop()
 
     def start() -> None:
-        d = server.listen(ctx, listen_on=settings.server.listen,
-                          admin_listen_on=settings.server.admin_listen, tls=tls,
-                          inherited=inherited, ticket_secret=ticket_secret)
-        d.addCallbacks(started, failed)
+        # What twisted.application.app.startApplication does, without twistd's other baggage:
+        # the pool stops "during" shutdown, so after the service has drained "before" it.
+        service.startService()
+        reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
+        service.listening().addErrback(failed)
 
     reactor.callWhenRunning(start)
     reactor.run()

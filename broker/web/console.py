@@ -39,6 +39,7 @@ from broker.service import console
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
 from broker.service.resources import Call
+from broker.web.access import record as record_access
 from broker.web.console_charts import (  # noqa: F401  (the console's names, one import away)
     _deadline_class,
     _when,
@@ -147,12 +148,13 @@ class ConsoleApp(PageData):
                 started = time.monotonic()
                 for name, value in SECURITY_HEADERS.items():
                     request.setHeader(name, value)
-                status = 200
+                code = "ok"
                 try:
                     if access in (Access.CONSOLE_READ, Access.CONSOLE_WRITE):
                         kwargs["identity"] = await self._identity(request, method, access)
                     out = await handler(request, **kwargs)
                 except ConsoleRefused as exc:
+                    code = exc.code
                     if method == "GET" and exc.details.get("sign_in"):
                         out = self.redirect(request, f"{PREFIX}/sign-in")
                     else:
@@ -160,19 +162,21 @@ class ConsoleApp(PageData):
                         out = self.render(request, "refused.html", None,
                                           message=exc.message)
                 except BrokerError as exc:
+                    code = exc.code
                     request.setResponseCode(400)
                     out = self.render(request, "refused.html", None, message=exc.message)
                 except Exception:
+                    code = "internal_error"
                     log.exception("console error", extra={"route": template})
                     request.setResponseCode(500)
                     out = self.render(request, "refused.html", None,
                                       message="The broker hit an unexpected error; it has "
                                               "been logged.")
-                status = request.code
-                log.info("request", extra={
-                    "api": "console", "method": method, "route": template, "status": status,
-                    "duration_ms": round((time.monotonic() - started) * 1000, 2),
-                    "client": client_address(request)})
+                # The same access line and metrics as the JSON APIs' routes (and only one:
+                # the Site records requests no route wrapper recorded).
+                record_access(request, "console", int(request.code), code,
+                              time.monotonic() - started, route=template,
+                              client=client_address(request))
                 return out
 
             wrapper.__name__ = wrapper.__qualname__ = "console_" + re.sub(

@@ -38,13 +38,14 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from twisted.web.http import HTTPChannel, _GenericHTTPChannelProtocol
+from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
 
 from broker.codes import Code
 from broker.errors import BrokerError
 from broker.web.access import record as record_access
 from broker.web.errors import body_for, error_body, status_for
+from broker.web.twisted_shim import BadRequestHook
 
 log = logging.getLogger("broker.web")
 M = TypeVar("M", bound=BaseModel)
@@ -91,28 +92,34 @@ def _raw_error(status: int, reason: str, code: str, message: str) -> bytes:
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
 
 
-class BrokerChannel(HTTPChannel):
+class BrokerChannel(BadRequestHook, HTTPChannel):
     """An HTTP/1.1 channel that refuses slow or oversized requests at once.
 
     * the request head (line + headers) must arrive within ``head_timeout_s`` of its first
       byte, the whole body (sized or chunked) within ``body_timeout_s`` of the end of the head
-      (408, then closed); the timers use ``self.callLater`` (Twisted's ``TimeoutMixin``
-      hook, the factory's reactor), so a test can drive them with a ``Clock``;
-    * a header line or a head over ``totalHeadersSize`` bytes → 431;
-    * a ``Content-Length`` over ``max_body_bytes`` → 413 before any of the body is read.
+      (408, then closed). Twisted's own ``timeOut`` (``TimeoutMixin``) is an idle timeout that
+      each byte resets, so a trickle never meets it; these deadlines are absolute. They run on
+      ``self.callLater``, which the Site sets from its reactor, so a ``Clock`` drives them;
+    * a header line or a head over ``totalHeadersSize`` bytes → 431 (Twisted's own check of
+      that limit would answer 400; ours runs first);
+    * a ``Content-Length`` over ``max_body_bytes`` → 413 before any of the body is read;
+    * whatever Twisted cannot parse, ``maxHeaders`` headers included → 400 with the JSON error
+      body (through the one private hook, :mod:`broker.web.twisted_shim`).
     """
 
     head_timeout_s: float = 10.0
     body_timeout_s: float = 30.0
     max_body_bytes: int = 65536
-    totalHeadersSize = 16384  # noqa: N815 (twisted API)
-    MAX_LENGTH = 16384
+    totalHeadersSize = 16384  # noqa: N815 (twisted API: bytes of request line + headers)
+    maxHeaders = 500  # noqa: N815 (twisted API: Twisted's default, said here)
+    MAX_LENGTH = 16384  # LineReceiver: the longest single line
 
     def __init__(self) -> None:
         super().__init__()
         self._deadline: Any = None
         self._awaiting_head = True
         self._refused = False
+        self._head_bytes = 0
 
     # -- deadlines
     def _arm(self, seconds: float, what: str) -> None:
@@ -145,6 +152,11 @@ class BrokerChannel(HTTPChannel):
         if transport is not None and getattr(transport, "connected", False):
             transport.abortConnection()
 
+    def bad_request(self) -> None:
+        """Twisted could not parse the request (see :mod:`broker.web.twisted_shim`)."""
+        self._refuse(400, "Bad Request", "malformed_request",
+                     "The request line or headers are not valid HTTP/1.1.")
+
     # -- HTTPChannel hooks
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 (twisted API)
         if self._refused:
@@ -156,15 +168,12 @@ class BrokerChannel(HTTPChannel):
     def lineReceived(self, line: bytes) -> None:  # noqa: N802 (twisted API)
         if self._refused:
             return
-        if self._receivedHeaderSize + len(line) > self.totalHeadersSize:
+        self._head_bytes += len(line)  # counted as Twisted counts it: without the CRLF
+        if self._head_bytes > self.totalHeadersSize:
             self._refuse(431, "Request Header Fields Too Large", "headers_too_large",
                          f"The request head is larger than {self.totalHeadersSize} bytes.")
             return
         super().lineReceived(line)
-
-    def _respondToBadRequestAndDisconnect(self) -> None:  # noqa: N802 (twisted API)
-        self._refuse(400, "Bad Request", "malformed_request",
-                     "The request line or headers are not valid HTTP/1.1.")
 
     def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802 (twisted API)
         self._refuse(431, "Request Header Fields Too Large", "headers_too_large",
@@ -182,6 +191,7 @@ class BrokerChannel(HTTPChannel):
 
     def allHeadersReceived(self) -> None:  # noqa: N802 (twisted API)
         self._awaiting_head = False
+        self._head_bytes = 0
         self._disarm()
         if self.length != 0:  # a Content-Length, or None: a chunked body (however trickled)
             self._arm(self.body_timeout_s, "body")
@@ -198,11 +208,6 @@ class BrokerChannel(HTTPChannel):
     def connectionLost(self, reason: Any = None) -> None:  # noqa: N802 (twisted API)
         self._disarm()
         super().connectionLost(reason)
-
-
-def channel_factory(factory: Any) -> Any:
-    """``Site.protocol`` replacement: every connection gets a :class:`BrokerChannel`."""
-    return _GenericHTTPChannelProtocol(BrokerChannel())
 
 
 class BrokerRequest(Request):

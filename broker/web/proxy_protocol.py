@@ -7,7 +7,9 @@ version, and the client address it carries is what the broker sees from then on 
 A connection from any other address is served as it is, except that one starting with a PROXY
 header is refused: only a balancer may say who the client is.
 
-Parsing is Twisted's (:mod:`twisted.protocols.haproxy`); this module only decides whom to believe.
+Parsing is Twisted's (the header parsers of :mod:`twisted.protocols.haproxy`, reached through
+:mod:`broker.web.twisted_shim`: Twisted's public door, ``proxyEndpoint``, believes every
+connection); this module only decides whom to believe, on Twisted's public ``ProtocolWrapper``.
 The wrapper sits under TLS (TCP → PROXY → TLS → HTTP), as HAProxy in TCP mode sends the header
 before the client's TLS bytes.
 """
@@ -21,13 +23,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet import address
-from twisted.internet.interfaces import IProtocolFactory
-from twisted.protocols.haproxy._exceptions import InvalidProxyHeader
-from twisted.protocols.haproxy._v1parser import V1Parser
-from twisted.protocols.haproxy._v2parser import V2Parser
-from twisted.protocols.haproxy._wrapper import HAProxyProtocolWrapper, HAProxyWrappingFactory
+from twisted.internet.interfaces import ILoggingContext, IProtocolFactory
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
 from broker.config import ProxyNetwork, parse_balancers
+from broker.web.twisted_shim import InvalidProxyHeader, V1Parser, V2Parser
 
 log = logging.getLogger("broker.proxy")
 
@@ -54,7 +54,7 @@ def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return ip
 
 
-class BalancerProxyProtocol(HAProxyProtocolWrapper):
+class BalancerProxyProtocol(ProtocolWrapper):
     """Believes a PROXY header only from a configured balancer; see the module docstring."""
 
     factory: BalancerProxyFactory
@@ -64,6 +64,8 @@ class BalancerProxyProtocol(HAProxyProtocolWrapper):
         self._from_balancer = False
         self._direct = False
         self._pending = b""
+        self._parser: Any = None
+        self._info: Any = None  # what the header said (source, destination)
 
     def _inner(self) -> Any:
         return self.wrappedProtocol
@@ -81,7 +83,7 @@ class BalancerProxyProtocol(HAProxyProtocolWrapper):
         self.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:  # noqa: N802 (twisted API)
-        if self._proxyInfo is not None or self._direct:
+        if self._info is not None or self._direct:
             self._inner().dataReceived(data)
             return
         if not self._from_balancer:
@@ -106,15 +108,22 @@ class BalancerProxyProtocol(HAProxyProtocolWrapper):
                 return
             self._parser = V2Parser() if self.factory.version is ProxyVersion.V2 else V1Parser()
         try:
-            self._proxyInfo, remaining = self._parser.feed(data)
+            self._info, remaining = self._parser.feed(data)
         except InvalidProxyHeader:
             self._refuse("malformed PROXY header from a balancer")
             return
         if remaining:
             self._inner().dataReceived(remaining)
 
+    def getHost(self) -> Any:  # noqa: N802 (twisted API)
+        if self._info is not None and self._info.destination is not None:
+            return self._info.destination
+        return super().getHost()
+
     def getPeer(self) -> Any:  # noqa: N802 (twisted API)
         peer = super().getPeer()
+        if self._info is not None and self._info.source is not None:
+            peer = self._info.source
         host = getattr(peer, "host", None)
         ip = _ip(host) if isinstance(host, str) else None
         if ip is not None and str(ip) != host:  # "0:0:…:1" from the v2 parser → "::1"
@@ -123,14 +132,20 @@ class BalancerProxyProtocol(HAProxyProtocolWrapper):
         return peer
 
 
-class BalancerProxyFactory(HAProxyWrappingFactory):
-    protocol = BalancerProxyProtocol  # type: ignore[assignment]
+class BalancerProxyFactory(WrappingFactory):
+    protocol = BalancerProxyProtocol
 
     def __init__(self, wrapped: IProtocolFactory, version: ProxyVersion,
                  balancers: list[ProxyNetwork]) -> None:
         super().__init__(wrapped)
         self.version = version
         self.balancers = balancers
+
+    def logPrefix(self) -> str:  # noqa: N802 (twisted API)
+        inner = self.wrappedFactory
+        prefix = inner.logPrefix() if ILoggingContext.providedBy(inner) \
+            else type(inner).__name__
+        return f"{prefix} (PROXY)"
 
     def is_balancer(self, host: str) -> bool:
         ip = _ip(host)

@@ -1,10 +1,8 @@
-"""How the process is wired: TLS listeners for the client and admin APIs, health, metrics,
-periodic sweeps and graceful shutdown.
+"""What the listeners serve: TLS contexts for the client and admin APIs, the two Sites (client
+API; admin API and console), health, readiness and metrics routes.
 
-Listeners are built from Twisted endpoint strings (``tcp:8443``, ``tcp:8444:interface=127.0.0.1``)
-and wrapped in TLS with a pyOpenSSL context, or adopted from file descriptors a supervisor passed
-in (``--workers N``). On SIGTERM the ports stop accepting first, then in-flight requests get up to
-``server.shutdown_grace_s`` to finish before the reactor stops.
+:mod:`broker.web.process` wires them into the running process (listeners, sweepers, graceful
+shutdown).
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ import datetime as dt
 import logging
 import os
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,17 +21,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from klein import Klein
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.internet import reactor as _reactor
-from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IOpenSSLContextFactory
+from twisted.internet.interfaces import IOpenSSLContextFactory
 from twisted.internet.ssl import (
     AcceptableCiphers,
     CertificateOptions,
     PrivateCertificate,
     TLSVersion,
 )
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 from zope.interface import implementer
@@ -44,7 +39,7 @@ from broker.codes import Code
 from broker.errors import BrokerError
 from broker.service.context import BrokerContext
 from broker.web import http as http_edge
-from broker.web import proxy_protocol, ticket_keys
+from broker.web import ticket_keys
 from broker.web.access import record as record_access
 from broker.web.errors import error_body
 from broker.web.http import (
@@ -52,7 +47,6 @@ from broker.web.http import (
     BrokerChannel,
     BrokerRequest,
     JsonApi,
-    channel_factory,
     client_address,
     write_json,
 )
@@ -270,7 +264,10 @@ class BrokerSite(Site):
     """A Site that counts in-flight requests so shutdown can wait for them."""
 
     requestFactory = BrokerRequest  # noqa: N815 (twisted API)
-    protocol = channel_factory
+    #: One BrokerChannel per connection, HTTP/1.1 only (the listeners offer no ALPN h2); the
+    #: Site sets its ``callLater`` from the Site's reactor. (Twisted annotates this attribute
+    #: with its private HTTP/2-switching proxy; a plain channel is what it builds for 1.1.)
+    protocol = BrokerChannel  # type: ignore[assignment]
 
     def __init__(self, resource: Resource, api: str = "client", **kw: Any) -> None:
         super().__init__(resource, **kw)
@@ -306,14 +303,16 @@ class BrokerSite(Site):
         one line by route template; the rest were recorded by the route wrapper already."""
         if not getattr(request, "access_recorded", False):
             started = getattr(request, "started_at", None)
-            elapsed = (reactor.seconds() - started) if started is not None else 0.0
+            clock: Any = self.reactor
+            elapsed = (clock.seconds() - started) if started is not None else 0.0
             status = int(getattr(request, "code", 0) or 0)
             record_access(request, self.api, status,
                           "ok" if status < 400 else getattr(request, "error_code", "error"),
                           elapsed, client=client_address(request))
 
     def getResourceFor(self, request: Any) -> Any:  # noqa: N802 (twisted API)
-        request.started_at = reactor.seconds()
+        clock: Any = self.reactor
+        request.started_at = clock.seconds()
         # Honour a sane X-Request-Id on every answer, routed or not (json_route does it again).
         rid_in = request.getHeader(b"x-request-id")
         if rid_in and REQUEST_ID_OK.match(rid_in.decode("ascii", "replace")):
@@ -478,116 +477,3 @@ def build_sites(ctx: BrokerContext) -> tuple[BrokerSite, BrokerSite]:
     return (BrokerSite(client_api.app.resource(), api="client"),
             BrokerSite(AdminRoot(admin_api.app.resource(), console_api.app.resource()),
                        api="admin"))
-
-
-# --------------------------------------------------------------------------- running
-
-@dataclass
-class Running:
-    ports: list[IListeningPort]
-    sites: list[BrokerSite]
-
-
-def _tls_factory(site: BrokerSite, contexts: TlsContexts) -> TLSMemoryBIOFactory:
-    return TLSMemoryBIOFactory(contexts, False, site)  # type: ignore[arg-type]
-
-
-@defer.inlineCallbacks
-def listen(ctx: BrokerContext, *, listen_on: str, admin_listen_on: str, tls: TlsFiles,
-           inherited: dict[str, int] | None = None, ticket_secret: bytes | None = None) -> Any:
-    """Start both TLS listeners (from endpoint strings, or adopt inherited socket fds);
-    ``ticket_secret``, a supervisor's, makes this worker's TLS tickets resume on its peers."""
-    s = ctx.settings.server
-    # One set of contexts (so of ticket keys and session caches) per listener.
-    contexts = {name: TlsContexts(tls, resumption=s.tls_session_resumption,
-                                  rotation_s=s.tls_ticket_key_rotation_s,
-                                  ticket_secret=ticket_secret, listener=name)
-                for name in ("client", "admin")}
-    for each in contexts.values():
-        each.getContext()  # unreadable files fail here, before listening
-    if s.tls_session_resumption:
-        log.info("TLS session resumption on", extra={
-            "ticket_keys": "shared by workers" if contexts["client"].shared_ticket_keys
-            else "per worker", "rotation_s": s.tls_ticket_key_rotation_s})
-    client_site, admin_site = build_sites(ctx)
-    ports: list[IListeningPort] = []
-    for name, site, endpoint in (("client", client_site, listen_on),
-                                 ("admin", admin_site, admin_listen_on)):
-        factory: Any = _tls_factory(site, contexts[name])
-        if name == "client":  # who the client is, from a balancer's PROXY header
-            factory = proxy_protocol.wrap(factory, s.proxy_protocol, s.proxy_balancers)
-        if inherited and name in inherited:
-            fd = inherited[name]
-            sock = socket.socket(fileno=fd)  # only to read the family; detached, not closed
-            family = sock.family
-            sock.detach()
-            port = reactor.adoptStreamPort(fd, family, factory)
-        else:
-            try:
-                ep = serverFromString(reactor, endpoint)
-            except (ValueError, TypeError, KeyError) as exc:
-                raise ServerError(message=f"bad {name} listen endpoint {endpoint!r}: {exc}") \
-                    from None
-            port = yield ep.listen(factory)
-        host = port.getHost()
-        log.info("listening", extra={"api": name, "host": getattr(host, "host", ""),
-                                     "port": getattr(host, "port", ""), "pid": os.getpid()})
-        ports.append(port)
-    running = Running(ports, [client_site, admin_site])
-    grace = ctx.settings.server.shutdown_grace_s
-
-    @defer.inlineCallbacks
-    def graceful() -> Any:
-        log.info("shutting down: no new connections, waiting for in-flight requests",
-                 extra={"in_flight": sum(s.in_flight for s in running.sites)})
-        ports: list[Any] = list(running.ports)
-        yield defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
-        done: defer.Deferred[bool] = defer.Deferred()
-
-        def finish(all_idle: bool) -> None:
-            if not done.called:
-                done.callback(all_idle)
-
-        idle = defer.gatherResults([s.wait_idle() for s in running.sites])
-        idle.addBoth(lambda _: finish(True))
-        timer = reactor.callLater(grace, finish, False)
-        all_idle = yield done
-        if timer.active():
-            timer.cancel()
-        if not all_idle:
-            log.warning("shutdown grace period over with requests still running",
-                        extra={"in_flight": sum(s.in_flight for s in running.sites)})
-        for site in running.sites:
-            site.close_connections()
-        # Let TLS flush the last responses and close_notify before the reactor stops.
-        deadline = reactor.seconds() + 2.0
-        while any(site.channels for site in running.sites) and \
-                reactor.seconds() < deadline:
-            yield task.deferLater(reactor, 0.05, lambda: None)
-        log.info("stopped")
-
-    reactor.addSystemEventTrigger("before", "shutdown", graceful)
-    return running
-
-
-def start_sweeper(ctx: BrokerContext) -> task.LoopingCall:
-    """Run ``ctx.sweepers`` periodically in the thread pool; an error is logged, never fatal."""
-
-    def sweep_all() -> None:
-        for fn in list(ctx.sweepers):
-            try:
-                fn()
-            except Exception:
-                log.exception("sweeper failed", extra={"sweeper": getattr(fn, "__name__", "?")})
-
-    def tick() -> Any:
-        d = ctx.call(sweep_all)
-        d.addErrback(lambda f: log.error("sweep failed: %s", f.getErrorMessage()))
-        return d
-
-    loop = task.LoopingCall(tick)
-    d = loop.start(ctx.settings.sessions.sweep_interval_s, now=True)
-    d.addErrback(lambda f: log.error("sweeper stopped: %s", f.getErrorMessage()))
-    reactor.addSystemEventTrigger("before", "shutdown",
-                                  lambda: loop.stop() if loop.running else None)
-    return loop

@@ -318,3 +318,19 @@ def test_workspaces_show_their_name_and_offer_start_or_stop_by_state(bp: BrokerP
     assert disabled == {"ws-off": {"Start": False, "Stop": True},
                         "ws-on": {"Start": True, "Stop": False}}
     assert "Only a WorkSpace in state STOPPED can start; this one is AVAILABLE." in rows["ws-on"]
+
+
+def test_a_console_request_is_one_access_line_by_its_declared_route(bp: BrokerProcess) -> None:
+    import json
+    import time
+
+    status, _, _, _ = Browserish(bp).request("GET", "/console/sign-in")
+    assert status == 200
+    deadline = time.monotonic() + 5
+    lines: list[dict[str, Any]] = []
+    while not lines and time.monotonic() < deadline:
+        lines = [r for r in (json.loads(x) for x in bp.logs().splitlines() if x.startswith("{"))
+                 if r.get("msg") == "request" and "sign-in" in str(r.get("route"))]
+        time.sleep(0.05)
+    assert [(r["api"], r["route"], r["status"], r["code"]) for r in lines] == \
+        [("console", "/console/sign-in", 200, "ok")]
