@@ -1,7 +1,7 @@
 """`broker admin …`: admin operations from the command line, straight on the database.
 
 The resource commands are generated from the resource declarations in
-:mod:`broker.service.admin` — the same declarations the admin API is generated from — so the
+:mod:`broker.admin.declarations` — the same declarations the admin API is generated from — so the
 CLI has the API's names (``registration-codes``, ``audit-events``; ``codes`` and ``audit`` stay
 as aliases), its fields, choices (case-insensitive), limits and validation (an id the API
 refuses, the CLI refuses with the same message). Each command runs the same operation as the
@@ -27,9 +27,9 @@ from typing import Any
 import click
 
 from broker import kinds
+from broker.admin.framework import REQUIRED, Call, Field, Filter, Operation, Page, Resource
 from broker.cli_common import EXIT_USAGE, common_options, fail, open_context, run_tx
 from broker.config import Settings
-from broker.service.resources import REQUIRED, Call, Field, Filter, Operation, Page, Resource
 
 MISSING = "-"
 
@@ -522,7 +522,7 @@ def _nest(resource: Resource, op: Operation, flat: dict[str, Any]) -> dict[str, 
 
 
 def _register() -> None:
-    from broker.service.admin import RESOURCES
+    from broker.admin.declarations import RESOURCES
 
     for resource in RESOURCES.values():
         group = click.Group(resource.name, help=resource.help)

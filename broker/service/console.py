@@ -18,9 +18,10 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from broker.admin import declarations as admin
+from broker.admin.declarations import LIVE_SESSION_STATES, WORKSPACE_STATES
 from broker.codes import Code
-from broker.service import admin, admin_tokens, audit, coverage
-from broker.service.admin import LIVE_SESSION_STATES, WORKSPACE_STATES
+from broker.service import admin_tokens, audit, coverage
 from broker.service.errors import ServiceError
 from broker.service.tokens import fingerprint, token_hash
 from broker.store.models import (

@@ -26,14 +26,15 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from broker.admin import declarations as admin
+from broker.admin.declarations import DIRECTORIES, USERS, WORKSPACES
+from broker.admin.framework import Field as ResourceField
+from broker.admin.framework import Strict
 from broker.codes import Code
 from broker.errors import BrokerError
-from broker.service import admin, audit, coverage
-from broker.service.admin import DIRECTORIES, USERS, WORKSPACES
+from broker.service import audit, coverage
 from broker.service.ldapdir import check_settings
 from broker.service.passwords import hash_password, verify_password
-from broker.service.resources import Field as ResourceField
-from broker.service.resources import Strict
 from broker.store import models as db
 
 

@@ -800,8 +800,8 @@ def test_lookup(ctx: Any, directory_id: str, certificate: bytes) -> dict[str, An
     refusal (user_not_found, account_disabled, directory_unavailable, …)."""
     from cryptography import x509
 
+    from broker.admin.declarations import get_directory_row
     from broker.pki.identity import identity_of
-    from broker.service.admin import get_directory_row
     from broker.service.trust import map_user
 
     try:
@@ -833,7 +833,7 @@ def test_lookup(ctx: Any, directory_id: str, certificate: bytes) -> dict[str, An
 
 def browse_users(ctx: Any, directory_id: str, search: str = "") -> dict[str, Any] | None:
     """The console's users page for an LDAP-backed directory (None: its users are local)."""
-    from broker.service.admin import get_directory_row
+    from broker.admin.declarations import get_directory_row
 
     settings = ctx.db.transaction(lambda session: settings_of(
         get_directory_row(session, directory_id)))

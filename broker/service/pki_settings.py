@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from broker.admin.declarations import row_profile_options
 from broker.pki.policies import PolicyInputs
-from broker.service.admin import row_profile_options
 from broker.store.models import Directory
 
 

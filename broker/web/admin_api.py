@@ -1,7 +1,7 @@
 """The admin API (/admin/v1), bound to loopback by default, Bearer admin tokens.
 
-Every route is generated from the resource declarations in :mod:`broker.service.admin`: one
-route per declared :class:`~broker.service.resources.Operation`, whose declared scope becomes
+Every route is generated from the resource declarations in :mod:`broker.admin.declarations`: one
+route per declared :class:`~broker.admin.framework.Operation`, whose declared scope becomes
 the route's :class:`~broker.web.http.Access` (admin read or admin write). The token is checked
 by that declaration before the body is read (unknown or revoked → 401 admin_token_invalid; a read
 token on a write → 403 admin_scope_insufficient); then the query and the strict body are
@@ -19,12 +19,13 @@ from klein import Klein
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from broker.admin import declarations as admin
+from broker.admin.framework import Call, Filter, Operation, Page, Resource
 from broker.codes import Code
 from broker.kinds import Scope
-from broker.service import admin, auth
+from broker.service import auth
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
-from broker.service.resources import Call, Filter, Operation, Page, Resource
 from broker.web.http import Access, BadRequest, JsonApi, int_param, read_json
 
 PREFIX = "/admin/v1"

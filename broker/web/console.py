@@ -1,7 +1,7 @@
 """The admin web console at /console/ on the admin listener: server-rendered pages (Jinja2).
 
 Every list, filter, form and button comes from the resource declarations in
-:mod:`broker.service.admin` (fields with labels, help, choices and limits; list filters;
+:mod:`broker.admin.declarations` (fields with labels, help, choices and limits; list filters;
 operations with their scopes); a page here only says which resources it shows. A change runs
 the declared operation's use case exactly as the admin API does (one transaction, the same
 validation and audit events), with the actor ``console:<token name>``.
@@ -37,13 +37,14 @@ from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from broker import metrics
+from broker.admin import declarations as admin
+from broker.admin.framework import REQUIRED, Call, Field, Operation, Page, Resource
 from broker.codes import Code
 from broker.errors import BrokerError
 from broker.kinds import Scope
-from broker.service import admin, console
+from broker.service import console
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
-from broker.service.resources import REQUIRED, Call, Field, Operation, Page, Resource
 from broker.web.http import Access, AddressThrottle, BadRequest, JsonApi, client_address
 
 log = logging.getLogger("broker.console")

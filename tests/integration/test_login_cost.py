@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 from sqlalchemy import event, insert, select, update
 
+from broker.admin import declarations as admin
 from broker.config import Settings
 from broker.pki import issue
-from broker.service import admin, auth, login, registrations, sessions
+from broker.service import auth, login, registrations, sessions
 from broker.service.context import BrokerContext
 from broker.store.models import Directory, TrustCertificate, User, WorkSpace
 from tests.support.softcard import WINDOWS, SoftCard

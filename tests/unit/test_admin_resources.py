@@ -9,9 +9,9 @@ from typing import Any
 import click
 import pytest
 
-from broker.service import admin
+from broker.admin import declarations as admin
+from broker.admin.framework import ID_PATTERN, Field
 from broker.service.errors import ServiceError
-from broker.service.resources import ID_PATTERN, Field
 
 
 def with_extra_setting() -> Any:

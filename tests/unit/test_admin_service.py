@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from broker.admin import declarations as admin
 from broker.config import Settings
-from broker.service import admin, sessions
+from broker.service import sessions
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
 from broker.store.models import AuditEvent, Session, User, WorkSpace

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from broker.admin import declarations as admin
 from broker.config import Settings
-from broker.service import admin, admin_tokens, audit, console
+from broker.service import admin_tokens, audit, console
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
 

@@ -14,7 +14,7 @@ an admin token needs, the audit event, the use case that runs). From that one de
   (``broker.service.directories``) and a console's list pages and forms (``describe()``).
 
 Service layer: nothing here knows HTTP or click. Declarations live in
-:mod:`broker.service.admin`.
+:mod:`broker.admin.declarations`.
 """
 
 from __future__ import annotations

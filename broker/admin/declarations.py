@@ -1,7 +1,7 @@
 """Admin use cases and the ONE declaration of each admin resource.
 
 Every resource (directories, trust, CRLs, users, WorkSpaces, registration codes, sessions, audit
-events) is declared once below as a :class:`~broker.service.resources.Resource`: its fields
+events) is declared once below as a :class:`~broker.admin.framework.Resource`: its fields
 (types, limits, labels, help, defaults, where they may be set), list filters and operations
 (method and path, read or write scope, audit event, use case). The admin API, its OpenAPI
 document, the ``broker admin`` commands and apply/export are generated from these
@@ -34,20 +34,7 @@ from sqlalchemy.orm import Session, object_session
 
 import broker.policy as policy
 from broker import kinds
-from broker.codes import Code
-from broker.service import audit
-from broker.service.context import BrokerContext
-from broker.service.errors import ServiceError
-from broker.service.ldapdir import (
-    FLAVOURS,
-    LDAP_RULES,
-    check_settings,
-    parse_pairs,
-    settings_of,
-    warnings_of,
-)
-from broker.service.passwords import hash_password
-from broker.service.resources import (
+from broker.admin.framework import (
     DEFAULT_LIMIT,
     FINGERPRINT_PATTERN,
     ID_PATTERN,
@@ -63,6 +50,19 @@ from broker.service.resources import (
     filtered,
     paginate,
 )
+from broker.codes import Code
+from broker.service import audit
+from broker.service.context import BrokerContext
+from broker.service.errors import ServiceError
+from broker.service.ldapdir import (
+    FLAVOURS,
+    LDAP_RULES,
+    check_settings,
+    parse_pairs,
+    settings_of,
+    warnings_of,
+)
+from broker.service.passwords import hash_password
 from broker.store.models import (
     AuditEvent,
     Crl,

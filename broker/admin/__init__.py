@@ -1,0 +1,1 @@
+"""The admin surface as data: resource declarations and their use cases (see framework)."""
