@@ -1,7 +1,7 @@
 """The admin web console at /console/ on the admin listener: server-rendered pages (Jinja2).
 
 Every list, filter, form and button comes from the resource declarations in
-:mod:`broker.admin.declarations` (fields with labels, help, choices and limits; list filters;
+:mod:`broker.admin` (fields with labels, help, choices and limits; list filters;
 operations with their scopes); a page here only says which resources it shows. A change runs
 the declared operation's use case exactly as the admin API does (one transaction, the same
 validation and audit events), with the actor ``console:<token name>``.
@@ -37,8 +37,10 @@ from markupsafe import Markup
 from sqlalchemy.orm import Session
 
 from broker import metrics
-from broker.admin import declarations as admin
-from broker.admin.framework import REQUIRED, Call, Field, Operation, Page, Resource
+from broker.admin.fields import REQUIRED, Field
+from broker.admin.framework import Call, Operation, Resource
+from broker.admin.pagination import Page
+from broker.admin.registry import RESOURCES
 from broker.codes import Code
 from broker.errors import BrokerError
 from broker.kinds import Scope
@@ -132,7 +134,7 @@ def first(values: dict[str, list[bytes]], name: str) -> str:
 
 def field_input(f: Field) -> str:
     """How a console form shows a declared field."""
-    if f.cli_input in ("file", "file_b64"):
+    if f.cli.input in ("file", "file_b64"):
         return "file"
     if f.type is bool:
         return "checkbox"
@@ -452,7 +454,7 @@ class ConsoleApp:
             """Map a pasted or uploaded certificate as a login would: the same service
             function as ``broker admin directories test-lookup``. It changes nothing, so a
             read-scope session may use it (the form still carries the CSRF token)."""
-            from broker.service.ldapdir import test_lookup as lookup
+            from broker.admin.ldap_users import test_lookup as lookup
 
             values = form_values(request)
             directory_id = first(values, "directory_id")
@@ -555,8 +557,8 @@ class ConsoleApp:
     async def ldap_users(self, page: ConsolePage, sections: list[dict[str, Any]],
                          args: dict[str, list[bytes]]) -> dict[str, Any] | None:
         """The users page of an LDAP-backed directory: read through its server (one bounded
-        paged search, see :func:`broker.service.ldapdir.browse_users`); None elsewhere."""
-        from broker.service.ldapdir import browse_users
+        paged search, see :func:`broker.admin.ldap_users.browse_users`); None elsewhere."""
+        from broker.admin.ldap_users import browse_users
 
         if page.slug != "users" or not sections or not sections[0]["chosen"]:
             return None
@@ -581,7 +583,7 @@ class ConsoleApp:
         directories = console.directory_ids(session)
         out = []
         for name in page.resources:
-            resource = admin.RESOURCES[name]
+            resource = RESOURCES[name]
             list_op = resource.operation("list")
             path = {p: chosen for p in list_op.path_params}
             filters, shown = {}, {}
@@ -652,7 +654,7 @@ def _page(slug: str) -> ConsolePage:
 def _resource_of(page: ConsolePage, name: str) -> Resource:
     if name not in page.resources:
         raise ConsoleRefused(message="That resource is not on this page.")
-    return admin.RESOURCES[name]
+    return RESOURCES[name]
 
 
 def _filter_value(flt: Any, text: str) -> Any:

@@ -1,0 +1,73 @@
+"""Audit events: every admin change and every login decision, newest first."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select
+from sqlalchemy.orm import Session
+
+from broker import kinds
+from broker.admin.common import READ, directory_filter, list_rows
+from broker.admin.fields import ConsoleSpec, out_field, time_field
+from broker.admin.framework import Call, Operation, Resource
+from broker.admin.pagination import Filter, Page
+from broker.store.models import AuditEvent
+
+
+def list_audit(session: Session, page: Page, **filters: Any) -> dict[str, Any]:
+    """Audit events, newest first. ``kind`` ending in ``*`` matches a prefix."""
+    return list_rows(AUDIT_EVENTS, session, None, Call("", filters=filters, page=page))
+
+
+def kind_filter(stmt: Select[Any], value: Any) -> Select[Any]:
+    if value.endswith("*"):
+        return stmt.where(AuditEvent.kind.startswith(value[:-1], autoescape=True))
+    return stmt.where(AuditEvent.kind == value)
+
+
+AUDIT_EVENTS: Resource = Resource(
+    "audit-events", "audit event", "Audit events", "Audit events: every admin change and "
+    "every login decision.", AuditEvent, tag="audit", title="AuditEvent",
+    cli_aliases=("audit",), newest_first=True,
+    fields=(
+        out_field("id", int, "ID", list_column=True),
+        time_field("at", "At", "When it happened.", list_column=True),
+        out_field("kind", str, "Event", list_column=True),
+        out_field("outcome", str, "Outcome", "success, refused, error or change.",
+             list_column=True),
+        out_field("reason", str, "Reason", nullable=True, list_column=True),
+        out_field("directory", str, "Directory", column="directory_id", nullable=True,
+             list_column=True),
+        out_field("username", str, "User", nullable=True, list_column=True),
+        out_field("actor", str, "Actor", nullable=True, list_column=True),
+        out_field("client_address", str, "Client address", nullable=True, list_column=True),
+        out_field("cert_fingerprint", str, "Certificate fingerprint", nullable=True),
+        out_field("details", dict[str, Any], "Details", "What the decision rests on (revocation "
+             "evidence among it).", nullable=True,
+                  console=ConsoleSpec(column=True)),
+    ),
+    operations=(
+        Operation("list", "GET", "/audit-events", READ,
+                  lambda s, ctx, c: list_rows(AUDIT_EVENTS, s, ctx, c),
+                  "Audit events, newest first (kind may end in * for a prefix; since/until are "
+                  "ISO 8601 times).", out="page", filters=(
+                      directory_filter(AuditEvent, "Only this directory's events."),
+                      Filter("username", "Only events about this user.",
+                             column=AuditEvent.username, cli="user"),
+                      Filter("kind", "An event kind; end with * for a prefix (directory.*).",
+                             where=kind_filter),
+                      Filter("outcome", "success, refused, error or change.",
+                             choices=kinds.values(kinds.Outcome),
+                             column=AuditEvent.outcome),
+                      Filter("reason", "Only events with this reason code.",
+                             column=AuditEvent.reason),
+                      Filter("actor", "Only changes by this actor (token:NAME, cli:USER).",
+                             column=AuditEvent.actor),
+                      Filter("since", "ISO 8601 time (inclusive).", type=datetime,
+                             where=lambda stmt, v: stmt.where(AuditEvent.at >= v)),
+                      Filter("until", "ISO 8601 time (exclusive).", type=datetime,
+                             where=lambda stmt, v: stmt.where(AuditEvent.at < v)))),
+    ),
+)
