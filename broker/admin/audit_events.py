@@ -6,19 +6,13 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select
-from sqlalchemy.orm import Session
 
 from broker import kinds
 from broker.admin.common import READ, directory_filter, list_rows
 from broker.admin.fields import ConsoleSpec, out_field, time_field
-from broker.admin.framework import Call, Operation, Resource
-from broker.admin.pagination import Filter, Page
+from broker.admin.framework import Operation, Resource
+from broker.admin.pagination import Filter
 from broker.store.models import AuditEvent
-
-
-def list_audit(session: Session, page: Page, **filters: Any) -> dict[str, Any]:
-    """Audit events, newest first. ``kind`` ending in ``*`` matches a prefix."""
-    return list_rows(AUDIT_EVENTS, session, None, Call("", filters=filters, page=page))
 
 
 def kind_filter(stmt: Select[Any], value: Any) -> Select[Any]:

@@ -21,7 +21,7 @@ from broker.admin.common import (
     remove_by_fingerprint,
 )
 from broker.admin.fields import CliSpec, ConsoleSpec, Field, out_field, time_field
-from broker.admin.framework import Call, Operation, Resource
+from broker.admin.framework import Operation, Resource
 from broker.codes import Code
 from broker.pki.parsing import crl_fingerprint, read_crl
 from broker.service import audit
@@ -53,11 +53,6 @@ def add_crl(session: Session, directory_id: str, text: str, actor: str) -> dict[
     audit.record(session, "crl.add", "change", directory_id=directory_id, actor=actor,
                  crl_fingerprint=row.fingerprint, issuer=row.issuer)
     return CRLS.view(row)
-
-
-def remove_crl(session: Session, directory_id: str, fingerprint: str, actor: str) -> None:
-    CRLS.operation("remove").run(session, None, Call(actor, {"directory_id": directory_id,
-                                                             "fingerprint": fingerprint}))
 
 
 CRLS: Resource = Resource(

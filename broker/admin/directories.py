@@ -25,9 +25,9 @@ from broker.admin.common import (
     check_region,
     list_rows,
 )
-from broker.admin.fields import ID_PATTERN, CliSpec, Field, check_id, out_field, time_field
-from broker.admin.framework import Call, Operation, Resource
-from broker.admin.pagination import Filter, Page
+from broker.admin.fields import ID_RULES, CliSpec, Field, out_field, time_field
+from broker.admin.framework import Operation, Resource
+from broker.admin.pagination import Filter
 from broker.codes import Code
 from broker.service import audit
 from broker.service.coverage import directory_gaps
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from broker.service.context import BrokerContext
 
 CERTMAP_RULES = ("upn", "email", "subject", "fingerprint", *LDAP_RULES)
-_ID: dict[str, Any] = dict(validators=(check_id,), limits={"pattern": ID_PATTERN})
 
 
 def _unique(rules: Any) -> Any:
@@ -106,12 +105,6 @@ def _check_ldap(d: Directory) -> None:
     if problem is not None:
         raise ServiceError(Code.VALIDATION_FAILED, f"{problem[0]}: {problem[1]}",
                            {"field": problem[0], "fields": [problem[0]]})
-
-
-def list_directories(session: Session, page: Page, *, region: str | None = None,
-                     ctx: Any = None) -> dict[str, Any]:
-    return list_rows(DIRECTORIES, session, ctx, Call("", filters={"region": region},
-                                                     page=page))
 
 
 def get_directory(session: Session, directory_id: str, ctx: Any = None) -> dict[str, Any]:
@@ -235,7 +228,7 @@ DIRECTORIES: Resource = Resource(
     Directory, tag="directories",
     fields=(
         Field("id", str, "ID", "Stable, operator-chosen identifier.", update=False,
-              list_column=True, cli=CliSpec(positional=True), **_ID),  # type: ignore[arg-type]
+              list_column=True, cli=CliSpec(positional=True), **ID_RULES),
         Field("name", str, "Name", "Display name shown to users.", list_column=True,
               limits={"min_length": 1, "max_length": 200}),
         Field("region", str, "Region", "A region id from the region catalogue (its rules "

@@ -55,6 +55,10 @@ def check_id(value: Any) -> Any:
     return value
 
 
+#: The limits and validator of an operator-chosen id field (``Field(..., **ID_RULES)``).
+ID_RULES: dict[str, Any] = {"validators": (check_id,), "limits": {"pattern": ID_PATTERN}}
+
+
 @dataclass(frozen=True)
 class CliSpec:
     """How ``broker admin`` offers a field."""

@@ -18,8 +18,8 @@ from broker.admin.common import (
     list_rows,
 )
 from broker.admin.fields import CliSpec, ConsoleSpec, Field, out_field, time_field
-from broker.admin.framework import Call, Operation, Resource
-from broker.admin.pagination import Filter, Page
+from broker.admin.framework import Operation, Resource
+from broker.admin.pagination import Filter
 from broker.codes import Code
 from broker.errors import BrokerError
 from broker.service import registrations
@@ -36,12 +36,6 @@ def _code(session: Session, code: str) -> dict[str, Any]:
     if row is None:
         raise ServiceError(Code.RESOURCE_NOT_FOUND, "no such registration code")
     return CODES.view(row)
-
-
-def list_codes(session: Session, page: Page, *, directory: str | None = None,
-               state: str | None = None) -> dict[str, Any]:
-    return list_rows(CODES, session, None, Call("", filters={"directory": directory,
-                                                              "state": state}, page=page))
 
 
 def issue_codes(session: Session, ctx: BrokerContext, directory_id: str, count: int,

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session, object_session
 from broker import kinds
 from broker.admin.common import READ, WRITE, by_username_of, directory_filter, list_rows
 from broker.admin.fields import ConsoleSpec, out_field, time_field
-from broker.admin.framework import Call, Operation, Resource
-from broker.admin.pagination import Filter, Page
+from broker.admin.framework import Operation, Resource
+from broker.admin.pagination import Filter
 from broker.codes import Code
 from broker.service import audit
 from broker.service.errors import ServiceError
@@ -48,10 +48,6 @@ def terminate_session(session: Session, ctx: BrokerContext, session_id: str,
                  username=username_of(session, s.user_id), actor=actor, session_id=s.id,
                  workspace=s.workspace_id)
     return SESSIONS.view(s)
-
-
-def list_sessions(session: Session, page: Page, **filters: Any) -> dict[str, Any]:
-    return list_rows(SESSIONS, session, None, Call("", filters=filters, page=page))
 
 
 def session_state(stmt: Select[Any], value: Any) -> Select[Any]:

@@ -22,7 +22,7 @@ from broker.admin.common import (
     remove_by_fingerprint,
 )
 from broker.admin.fields import CliSpec, ConsoleSpec, Field, out_field, time_field
-from broker.admin.framework import Call, Operation, Resource
+from broker.admin.framework import Operation, Resource
 from broker.admin.pagination import Filter
 from broker.codes import Code
 from broker.pki import profile
@@ -87,12 +87,6 @@ def add_trust(session: Session, directory_id: str, pem: str, kind: str | None,
         audit.record(session, "trust.add", "change", directory_id=directory_id, actor=actor,
                      cert_fingerprint=row.fingerprint, trust_kind=row.kind)
     return [TRUST.view(r) for r in added]
-
-
-def remove_trust(session: Session, directory_id: str, fingerprint: str, actor: str) -> None:
-    TRUST.operation("remove").run(session, None, Call(actor, {"directory_id": directory_id,
-                                                              "fingerprint": fingerprint}))
-
 
 
 TRUST: Resource = Resource(

@@ -21,15 +21,14 @@ from broker.admin.common import (
     search,
 )
 from broker.admin.fields import (
-    ID_PATTERN,
+    ID_RULES,
     CliSpec,
     ConsoleSpec,
     Field,
-    check_id,
     time_field,
 )
 from broker.admin.framework import Call, Operation, Resource
-from broker.admin.pagination import Filter, Page
+from broker.admin.pagination import Filter
 from broker.codes import Code
 from broker.service import audit
 from broker.service.errors import ServiceError
@@ -51,7 +50,6 @@ if TYPE_CHECKING:
 LIVE_SESSION_STATES = kinds.LIVE_SESSION_STATES
 WORKSPACE_STATES = kinds.values(kinds.WorkSpaceState)
 WS_PATH = "/workspaces/{workspace_id}"
-_ID: dict[str, Any] = dict(validators=(check_id,), limits={"pattern": ID_PATTERN})
 
 
 def _owner(session: Session, ctx: BrokerContext, d: Directory, username: str) -> User:
@@ -78,10 +76,6 @@ def workspace_values(w: WorkSpace | None, data: Mapping[str, Any]) -> dict[str, 
     if "name" in values and values["name"] is None:
         values["name"] = w.id if w is not None else data["id"]
     return values
-
-
-def list_workspaces(session: Session, page: Page, **filters: Any) -> dict[str, Any]:
-    return list_rows(WORKSPACES, session, None, Call("", filters=filters, page=page))
 
 
 def get_workspace(session: Session, workspace_id: str) -> dict[str, Any]:
@@ -175,20 +169,6 @@ def _transition(action: str) -> Any:
     return run
 
 
-def start_workspace(session: Session, ctx: BrokerContext, workspace_id: str,
-                    actor: str) -> dict[str, Any]:
-    result: dict[str, Any] = _transition("start")(session, ctx, Call(
-        actor, {"workspace_id": workspace_id}))
-    return result
-
-
-def stop_workspace(session: Session, ctx: BrokerContext, workspace_id: str,
-                   actor: str) -> dict[str, Any]:
-    result: dict[str, Any] = _transition("stop")(session, ctx, Call(
-        actor, {"workspace_id": workspace_id}))
-    return result
-
-
 WORKSPACES: Resource = Resource(
     "workspaces", "WorkSpace", "WorkSpaces",
     "WorkSpaces: owner, bundle, protocol, running mode, operating system, state; start and "
@@ -196,10 +176,10 @@ WORKSPACES: Resource = Resource(
     tag="workspaces", title="WorkSpace",
     fields=(
         Field("id", str, "ID", "Stable, operator-chosen identifier.", update=False,
-              list_column=True, cli=CliSpec(positional=True), **_ID),  # type: ignore[arg-type]
+              list_column=True, cli=CliSpec(positional=True), **ID_RULES),
         Field("directory", str, "Directory", "The directory the WorkSpace belongs to.",
               update=False, in_file=False, column="directory_id", list_column=True,
-              **_ID),  # type: ignore[arg-type]
+              **ID_RULES),
         Field("user", str, "Owner", "Username of the owner.", list_column=True,
               limits={"min_length": 1, "max_length": 200},
               read=lambda w, ctx: username_of(object_session(w), w.user_id)),
