@@ -212,3 +212,32 @@ def test_multi_line_inputs_keep_their_line_breaks() -> None:
     # PEM uploads are read from files: line breaks are their format.
     pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
     assert TRUST.validate({"pem": pem})["pem"] == pem
+
+
+def test_operation_errors_are_codes() -> None:
+    """Each declared error is a member of the closed set (a misspelt one cannot be declared),
+    and every operation under a directory's path names directory_unknown."""
+    from broker.codes import Code
+
+    for resource in RESOURCES.values():
+        for op in resource.operations:
+            assert all(isinstance(e, Code) for e in op.errors), (resource.name, op.name)
+            if op.path.startswith("/directories/{directory_id}"):
+                assert Code.DIRECTORY_UNKNOWN in op.errors, (resource.name, op.name)
+
+
+def test_each_resource_is_bound_once() -> None:
+    """A declaration is one statement: no module of broker/admin assigns a top-level name
+    twice (as ``X = Resource(…)`` then ``X = _ops(X, …)`` once did)."""
+    import ast
+    from pathlib import Path
+
+    import broker.admin
+
+    for path in Path(broker.admin.__file__).parent.glob("*.py"):
+        names: list[str] = []
+        for node in ast.parse(path.read_text()).body:
+            targets = (node.targets if isinstance(node, ast.Assign) else
+                       [node.target] if isinstance(node, ast.AnnAssign) else [])
+            names += [t.id for t in targets if isinstance(t, ast.Name)]
+        assert len(names) == len(set(names)), (path.name, names)
