@@ -31,8 +31,10 @@ sys.path.insert(0, str(REPO / "bench"))
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from login_profile import migrated_settings, one_login  # noqa: E402
 
+from broker.admin.crls import crl_row  # noqa: E402
+from broker.admin.trust import trust_row  # noqa: E402
 from broker.pki import issue  # noqa: E402
-from broker.service import admin, registrations  # noqa: E402
+from broker.service import registrations  # noqa: E402
 from broker.service.context import BrokerContext  # noqa: E402
 from broker.store.models import Directory, User, WorkSpace  # noqa: E402
 
@@ -61,8 +63,8 @@ def seed(ctx: BrokerContext, server: Any, samba: bool, folder: Path) -> dict[str
                             **extra))
             s.flush()
             for kind, ca in (("anchor", root), ("intermediate", inter)):
-                s.add(admin.trust_row(did, ca.cert, kind))
-                s.add(admin.crl_row(did, issue.make_crl(ca, [])))
+                s.add(trust_row(did, ca.cert, kind))
+                s.add(crl_row(did, issue.make_crl(ca, [])))
             name = "alice" if did == "local" else "bob"
             user = User(directory_id=did, username=name,
                         upn="alice@corp.example" if did == "local" else None,

@@ -29,9 +29,11 @@ from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
 from sqlalchemy import event  # noqa: E402
 
+from broker.admin.crls import crl_row  # noqa: E402
+from broker.admin.trust import trust_row  # noqa: E402
 from broker.config import Settings  # noqa: E402
 from broker.pki import issue  # noqa: E402
-from broker.service import admin, login, registrations  # noqa: E402
+from broker.service import login, registrations  # noqa: E402
 from broker.service.context import BrokerContext  # noqa: E402
 from broker.store import migrate  # noqa: E402
 from broker.store.models import Directory, User, WorkSpace  # noqa: E402
@@ -50,8 +52,8 @@ def seed(ctx: BrokerContext) -> tuple[str, Any, bytes]:
                         certmap=["upn"]))
         s.flush()
         for kind, ca in (("anchor", root), ("intermediate", inter)):
-            s.add(admin.trust_row("corp", ca.cert, kind))
-            s.add(admin.crl_row("corp", issue.make_crl(ca, [])))
+            s.add(trust_row("corp", ca.cert, kind))
+            s.add(crl_row("corp", issue.make_crl(ca, [])))
         user = User(directory_id="corp", username="alice", upn="alice@corp.example")
         s.add(user)
         s.flush()

@@ -1,7 +1,7 @@
 """`broker admin …`: admin operations from the command line, straight on the database.
 
 The resource commands are generated from the resource declarations in
-:mod:`broker.service.admin` — the same declarations the admin API is generated from — so the
+:mod:`broker.admin` — the same declarations the admin API is generated from — so the
 CLI has the API's names (``registration-codes``, ``audit-events``; ``codes`` and ``audit`` stay
 as aliases), its fields, choices (case-insensitive), limits and validation (an id the API
 refuses, the CLI refuses with the same message). Each command runs the same operation as the
@@ -27,9 +27,11 @@ from typing import Any
 import click
 
 from broker import kinds
+from broker.admin.fields import REQUIRED, Field
+from broker.admin.framework import Call, Operation, Resource
+from broker.admin.pagination import Filter, Page
 from broker.cli_common import EXIT_USAGE, common_options, fail, open_context, run_tx
 from broker.config import Settings
-from broker.service.resources import REQUIRED, Call, Field, Filter, Operation, Page, Resource
 
 MISSING = "-"
 
@@ -296,7 +298,7 @@ def token_revoke(settings: Settings, name: str) -> None:
 # --------------------------------------------------------------------------- generated commands
 
 def _option_name(f: Field) -> str:
-    return (f.cli or f.name).replace("_", "-")
+    return (f.cli.name or f.name).replace("_", "-")
 
 
 def _field_option(f: Field, *, create: bool) -> click.Option:
@@ -305,11 +307,11 @@ def _field_option(f: Field, *, create: bool) -> click.Option:
     help_text = f.help
     if create and f.default is not REQUIRED and f.default is not None:
         help_text += f" [default: {show(f.default)}]"
-    if f.cli_input == "stdin":
+    if f.cli.input == "stdin":
         return click.Option([f"--{name}", f.name], is_flag=True, default=False,
                             help=help_text + " Read from standard input.")
     if f.type is bool:
-        off = f.cli_off or f"no-{name}"
+        off = f.cli.off or f"no-{name}"
         return click.Option([f"--{name}/--{off}", f.name], default=None, help=help_text)
     required = create and f.default is REQUIRED and not f.nullable
     if f.is_list:
@@ -334,26 +336,26 @@ def _filter_option(flt: Filter) -> click.Option:
 
 def _positionals(resource: Resource, op: Operation) -> tuple[list[str], list[Field]]:
     """The path parameters and the positional body fields of ``op``, in order."""
-    fields = [f for f in resource.body_fields(op) if f.cli_positional
+    fields = [f for f in resource.body_fields(op) if f.cli.positional
               and (op.body != "update")]
     return op.path_params, fields
 
 
 def _read_input(f: Field, value: Any) -> Any:
-    if f.cli_input == "stdin":
+    if f.cli.input == "stdin":
         if not value:
             return None
         text = sys.stdin.readline().rstrip("\r\n")
         if not text:
             fail(f"--{_option_name(f)}: nothing on standard input", EXIT_USAGE)
         return text
-    if f.cli_input in ("file", "file_b64"):
+    if f.cli.input in ("file", "file_b64"):
         path = Path(value)
         try:
             data = path.read_bytes()
         except OSError as exc:
             fail(f"cannot read {path}: {exc.strerror or exc}", EXIT_USAGE)
-        if f.cli_input == "file_b64" and b"-----BEGIN" not in data:
+        if f.cli.input == "file_b64" and b"-----BEGIN" not in data:
             return base64.b64encode(data).decode()
         return data.decode("ascii", "replace")
     if f.is_list and isinstance(value, str):
@@ -405,7 +407,7 @@ def build_command(resource: Resource, op: Operation) -> click.Command:
         params_in_path = params_in_path[1:]
     names = [p.upper() for p in params_in_path] + [
         f"{resource.singular}_id".upper() if f.name == "id"
-        else (f.cli or f.name).upper().replace("-", "_") for f in positional_fields]
+        else (f.cli.name or f.name).upper().replace("-", "_") for f in positional_fields]
     params: list[click.Parameter] = []
     body_fields = [f for f in resource.body_fields(op) if f not in positional_fields]
     # Resources that name their directory in the body or a filter (WorkSpaces, codes, users
@@ -474,7 +476,7 @@ def build_command(resource: Resource, op: Operation) -> click.Command:
             body[f.name] = _read_input(f, value)
         for f in body_fields:
             value = options.pop(f.name, None)
-            if value is None or (f.cli_input == "stdin" and not value):
+            if value is None or (f.cli.input == "stdin" and not value):
                 continue  # not given (a stdin flag not set)
             body[f.name] = _read_input(f, value)
         for name in options.pop("clear", ()) or ():
@@ -522,7 +524,7 @@ def _nest(resource: Resource, op: Operation, flat: dict[str, Any]) -> dict[str, 
 
 
 def _register() -> None:
-    from broker.service.admin import RESOURCES
+    from broker.admin.registry import RESOURCES
 
     for resource in RESOURCES.values():
         group = click.Group(resource.name, help=resource.help)
@@ -549,8 +551,8 @@ def test_lookup_cmd(settings: Settings, directory_id: str, certificate: Path,
                     as_json: bool) -> None:
     """Map a certificate to a user of DIRECTORY as a login would (no chain check), and say
     which rule and directory entry decided; the refusal code and exit 1 otherwise."""
+    from broker.admin.ldap_users import test_lookup
     from broker.errors import BrokerError
-    from broker.service.ldapdir import test_lookup
 
     try:
         data = certificate.read_bytes()

@@ -132,8 +132,8 @@ def listen_problem(endpoint: str) -> str | None:
     endpoint is not tcp: and is left to serve). Binds and closes at once."""
     import errno
 
-    from broker.cli import bind_socket
     from broker.config import ConfigError
+    from broker.sockets import bind_socket
 
     try:
         bind_socket(endpoint).close()
@@ -154,7 +154,7 @@ def running_broker(endpoint: str, timeout: float) -> int | None:
     import http.client
     import ssl
 
-    from broker.cli import parse_tcp_endpoint
+    from broker.sockets import parse_tcp_endpoint
 
     try:
         host, port, _ = parse_tcp_endpoint(endpoint)

@@ -1,6 +1,6 @@
 """Closed sets of the domain, one StrEnum each: the database columns that hold them
 (``sqlalchemy.Enum(native_enum=False)`` with a CHECK constraint, broker/store/models.py), the
-admin declarations' choices (broker/service/admin.py) and the code that compares them all use
+admin declarations' choices (broker/admin/) and the code that compares them all use
 these members. Pure: standard library only, so every layer may import it.
 
 Members are ``str``: ``SessionState.ACTIVE == "active"``, and JSON carries the value.

@@ -52,7 +52,7 @@ class PcscCards:
 
     def open(self) -> Any:
         import broker.client.transport as transport
-        from broker.client.card import open_any_card
+        from broker.client.any_card import open_any_card
 
         count = self.count()
         if count == 0:

@@ -8,16 +8,15 @@ PKCS#11 module (:func:`open_any_card`, :mod:`broker.client.pkcs11card`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from broker.client.apdu import ApduProtocol, Connection
 from broker.client.cac import CacSession, PkiApplet
-from broker.client.errors import ApduError, CardError, NotSupportedError
+from broker.client.errors import ApduError, NotSupportedError
 from broker.client.piv import Chuid, KeyType, PivSession, SignatureAlgorithm, Slot
 
 
@@ -141,44 +140,3 @@ def filter_by_issuers(certs: Sequence[CardCertificate],
 def open_card(connection: Connection) -> SmartCard:
     """Detect PIV (preferred, also on a dual CAC) or CAC; NotSupportedError for other cards."""
     return SmartCard(connection)
-
-
-#: What --strict-card-types says about a card that is neither PIV nor CAC.
-STRICT_REFUSAL = ("This card has neither a PIV application nor CAC PKI applets, and "
-                  "--strict-card-types allows no other card type.")
-
-
-def open_any_card(connection: Connection, *, strict: bool = False,
-                  warn: Callable[[str], None] | None = None,
-                  module: str | None = None) -> Any:
-    """PIV or CAC as :func:`open_card`; any other card through its PKCS#11 module (OpenSC),
-    after ``warn`` got the one-line "not fully tested" warning. ``strict`` refuses other cards
-    (NotSupportedError, code card_not_supported). The PC/SC ``connection`` is released before
-    the PKCS#11 module opens the reader."""
-    refusal: CardError
-    try:
-        return SmartCard(connection)
-    except NotSupportedError as exc:
-        if exc.code != NotSupportedError.code:
-            raise
-        refusal = exc
-    except ApduError as exc:  # a card that answers the CAC probe with e.g. 6D00: not a CAC
-        refusal = exc
-    reader = getattr(connection, "reader", None)
-    atr = bytes(getattr(connection, "atr", b""))
-    connection.disconnect()
-    if strict:
-        raise NotSupportedError(message=STRICT_REFUSAL)
-    if reader is None:  # an in-process card has no PKCS#11 module to fall back to
-        raise refusal
-    from broker.client.pkcs11card import UNTESTED_WARNING, Pkcs11Card
-
-    card = Pkcs11Card(str(reader), atr, module)
-    (warn or _stderr)(UNTESTED_WARNING.format(token=card.token_label))
-    return card
-
-
-def _stderr(line: str) -> None:
-    import sys
-
-    print(line, file=sys.stderr)

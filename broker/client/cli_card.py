@@ -45,7 +45,7 @@ def card_info(reader: str | None, as_json: bool, strict_card_types: bool) -> Non
     """Reader, ATR, card kind (piv, cac, or pkcs11 for other cards), CHUID and certificates,
     PIN tries left."""
     from broker.client import transport
-    from broker.client.card import open_any_card
+    from broker.client.any_card import open_any_card
 
     conn = transport.connect(reader)
     sc = None
@@ -79,7 +79,7 @@ def _secrets(from_stdin: bool, prompts: Sequence[str]) -> list[str]:
 
 def _with_card(reader: str | None, action: Any) -> None:
     from broker.client import transport
-    from broker.client.card import open_any_card
+    from broker.client.any_card import open_any_card
 
     conn = transport.connect(reader)
     sc = None

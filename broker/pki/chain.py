@@ -6,7 +6,8 @@ Two independent engines must both accept a path:
    validation time): builds the path from the directory's trust anchors and the intermediates
    (the directory's and the client's), checks signatures, validity, basic constraints, path
    length, name constraints and critical extensions.
-2. Our own checks on the verified path, for what OpenSSL leaves to the caller (shared/notes):
+2. Our own checks on the verified path (broker.pki.checks), for what OpenSSL leaves to the
+   caller (shared/notes):
    maximum depth, weak algorithms (MD5/SHA-1 signatures, RSA under 2048 bits, unknown curves),
    key usage (digitalSignature on the login key, keyCertSign on CAs), extended key usage
    (clientAuth, smart-card logon or anyExtendedKeyUsage for purpose "client-auth"), and
@@ -17,21 +18,15 @@ Every rejection is a PkiError with a stable reason code and names the certificat
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
-import re
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from asn1crypto import core as asn1_core
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
+from cryptography.x509.oid import NameOID
 from OpenSSL import crypto
 
 from broker.codes import Code
@@ -42,9 +37,19 @@ from broker.pki.aia import (
     MAX_FETCHES_PER_VERIFICATION,
     AiaFetcher,
 )
+from broker.pki.checks import (
+    check_crl_profile,
+    check_excluded_wildcards,
+    check_path_usage,
+    check_unknown_critical,
+    counted_intermediates,
+    extension,
+    who,
+)
 from broker.pki.errors import MALFORMED_DER, PkiError
-from broker.pki.identity import CertIdentity, identity_of
+from broker.pki.identity import identity_of
 from broker.pki.memo import FingerprintMemo, cert_fp, crl_fp
+from broker.pki.parsing import load_crl, load_pem_certificates, parse_certificate
 from broker.pki.paths import (
     Candidate,
     PathIndex,
@@ -63,20 +68,9 @@ from broker.pki.revocation import (
     crl_applies,
     crl_evidence,
 )
+from broker.pki.verdicts import VerificationCache, VerificationResult
 
-SMART_CARD_LOGON = ObjectIdentifier("1.3.6.1.4.1.311.20.2.2")
-ANY_EKU = ObjectIdentifier("2.5.29.37.0")
-CLIENT_EKUS = {ExtendedKeyUsageOID.CLIENT_AUTH, SMART_CARD_LOGON, ANY_EKU}
-MAX_CERT_BYTES = 64 * 1024
 MAX_CHAIN = 10
-# Extensions some check on the path processes; any other one marked critical is refused.
-KNOWN_EXTENSIONS = {
-    "2.5.29.14", "2.5.29.35", "2.5.29.15", "2.5.29.37", "2.5.29.17", "2.5.29.18",
-    "2.5.29.19", "2.5.29.30", "2.5.29.32", "2.5.29.33", "2.5.29.36", "2.5.29.54",
-    "2.5.29.31", "2.5.29.46", "1.3.6.1.5.5.7.1.1", "1.3.6.1.5.5.7.1.11", "2.5.29.9",
-}
-WEAK_HASHES = {"md5", "sha1", "md2", "md4"}
-STRONG_CURVES = {"secp256r1", "secp384r1", "secp521r1"}
 
 # OpenSSL X509_V_ERR_* codes → our reasons.
 _OPENSSL_REASONS = {
@@ -87,73 +81,6 @@ _OPENSSL_REASONS = {
     68: "certificate_weak_algorithm",
     26: "certificate_not_for_client_auth",  # X509_V_ERR_INVALID_PURPOSE
 }
-
-
-def _signed_structure(data: bytes) -> bool:
-    """``data`` (PEM or DER) frames an ASN.1 SIGNED{...} sequence: tbs, algorithm, signature.
-
-    Tells a well-formed object the parser refuses (an invalid certificate: exit 1, a refusal)
-    from bytes that are no certificate or CRL at all (unusable input).
-    """
-    der = bytes(data)
-    if der.lstrip().startswith(b"-----BEGIN"):
-        m = re.search(rb"-----BEGIN [A-Z0-9 ]+-----(.*?)-----END", der, re.S)
-        try:
-            der = base64.b64decode(b"".join(m.group(1).split()), validate=True) if m else b""
-        except binascii.Error:
-            return False
-    try:
-        seq = asn1_core.Sequence.load(der, strict=True)
-        return len(seq) == 3 and all(seq[i].contents is not None for i in range(3))
-    except (ValueError, TypeError, IndexError):
-        return False
-
-
-def parse_certificate(data: bytes | x509.Certificate) -> x509.Certificate:
-    """A certificate from DER or PEM bytes; PkiError certificate_malformed otherwise."""
-    if isinstance(data, x509.Certificate):
-        return data
-    if not isinstance(data, bytes | bytearray) or not data:
-        raise PkiError(Code.CERTIFICATE_MALFORMED, "No certificate was given.")
-    if len(data) > MAX_CERT_BYTES:
-        raise PkiError(Code.CERTIFICATE_MALFORMED, "The certificate is too large.")
-    try:
-        if bytes(data).lstrip().startswith(b"-----BEGIN"):
-            cert = x509.load_pem_x509_certificate(bytes(data))
-        else:
-            cert = x509.load_der_x509_certificate(bytes(data))
-        # cryptography parses names lazily; read them now so a bad one fails here, once
-        cert.subject.rfc4514_string()
-        cert.issuer.rfc4514_string()
-        return cert
-    except MALFORMED_DER as exc:
-        raise PkiError(Code.CERTIFICATE_MALFORMED, f"The certificate cannot be parsed: "
-                                                f"{str(exc)[:120]}",
-                       {"well_formed": _signed_structure(bytes(data))}) from None
-
-
-def load_pem_certificates(data: bytes) -> list[x509.Certificate]:
-    """Every certificate in a PEM bundle (or one DER certificate)."""
-    if bytes(data).lstrip().startswith(b"-----BEGIN") or b"-----BEGIN" in data:
-        try:
-            return x509.load_pem_x509_certificates(bytes(data))
-        except MALFORMED_DER as exc:
-            raise PkiError(Code.CERTIFICATE_MALFORMED, f"No readable PEM certificate: "
-                                                    f"{str(exc)[:120]}") from None
-    return [parse_certificate(data)]
-
-
-def load_crl(data: bytes | x509.CertificateRevocationList) -> x509.CertificateRevocationList:
-    if isinstance(data, x509.CertificateRevocationList):
-        return data
-    try:
-        if bytes(data).lstrip().startswith(b"-----BEGIN"):
-            return x509.load_pem_x509_crl(bytes(data))
-        return x509.load_der_x509_crl(bytes(data))
-    except MALFORMED_DER as exc:
-        raise PkiError(Code.CERTIFICATE_MALFORMED, f"The CRL cannot be parsed: "
-                                                f"{str(exc)[:120]}",
-                       {"well_formed": _signed_structure(bytes(data))}) from None
 
 
 @dataclass
@@ -201,40 +128,6 @@ class TrustStore:
         return [c.subject.rfc4514_string() for c in self.anchors + self.intermediates]
 
 
-@dataclass(frozen=True)
-class VerificationResult:
-    chain: list[x509.Certificate]
-    identity: CertIdentity
-    revocation_status: str
-    soft_fail_reasons: list[str]
-    policies: list[str] = field(default_factory=list)
-    """The user-constrained policy set (RFC 5280 §6.1.6), dotted OIDs."""
-    revocation_evidence: dict[str, Any] = field(default_factory=dict)
-    """Plain JSON: status, and per certificate the CRL (issuer, number, thisUpdate,
-    nextUpdate) or OCSP answer (responder, producedAt, status) the verdict rests on."""
-
-    aia_fetches: list[dict[str, Any]] = field(default_factory=list)
-    """caIssuers URLs fetched for missing intermediates (url, cached, certificates/error)."""
-
-    profile_warnings: list[str] = field(default_factory=list)
-    """RFC 5280 profile violations the directory's ProfileOptions relax: accepted, but said."""
-
-    def evidence(self) -> dict[str, Any]:
-        """What the decision rests on, as JSON-able data for the login's audit event."""
-        out: dict[str, Any] = {"chain": [_who(c) for c in self.chain],
-                               "policies": list(self.policies),
-                               "revocation": dict(self.revocation_evidence)}
-        if self.aia_fetches:
-            out["aia_fetches"] = list(self.aia_fetches)
-        if self.profile_warnings:
-            out["profile_warnings"] = list(self.profile_warnings)
-        return out
-
-
-def _who(cert: x509.Certificate) -> str:
-    return cert.subject.rfc4514_string()
-
-
 def _openssl_path(leaf: x509.Certificate, untrusted: list[x509.Certificate], trust: TrustStore,
                   at: dt.datetime,
                   crls: list[x509.CertificateRevocationList] | None = None,
@@ -267,8 +160,8 @@ def _openssl_path(leaf: x509.Certificate, untrusted: list[x509.Certificate], tru
         reason = _OPENSSL_REASONS.get(code, "certificate_untrusted")
         text = exc.errors[2] if len(exc.errors) > 2 else str(exc)
         raise PkiError(reason, f"The certificate path does not validate: {text} "
-                               f"(at {_who(bad)!r}).",
-                       {"openssl_error": code, "subject": _who(bad)}) from None
+                               f"(at {who(bad)!r}).",
+                       {"openssl_error": code, "subject": who(bad)}) from None
     except crypto.Error as exc:
         raise PkiError(Code.CERTIFICATE_MALFORMED, f"OpenSSL cannot process the path: "
                                                 f"{str(exc)[:120]}") from None
@@ -279,95 +172,12 @@ def _openssl_path(leaf: x509.Certificate, untrusted: list[x509.Certificate], tru
                                                 f"{str(exc)[:120]}") from None
 
 
-def _weakness(cert: x509.Certificate, check_signature: bool) -> str | None:
-    if check_signature:
-        try:
-            alg = cert.signature_hash_algorithm
-        except Exception:  # unsupported algorithm OIDs raise UnsupportedAlgorithm
-            return "an unsupported signature algorithm"
-        if alg is not None and alg.name in WEAK_HASHES:
-            return f"a {alg.name.upper()} signature"
-    try:
-        key = cert.public_key()
-    except Exception:  # unknown key types raise UnsupportedAlgorithm / ValueError
-        return "an unsupported key type"
-    if isinstance(key, rsa.RSAPublicKey) and key.key_size < 2048:
-        return f"an RSA key of {key.key_size} bits"
-    if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.name not in STRONG_CURVES:
-        return f"an EC key on {key.curve.name}"
-    if isinstance(key, dsa.DSAPublicKey):
-        return "a DSA key"
-    if not isinstance(key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
-                      | ed448.Ed448PublicKey):
-        return "an unsupported key type"
-    return None
-
-
-def _ext(cert: x509.Certificate, cls: type) -> Any:
-    try:
-        return cert.extensions.get_extension_for_class(cls).value
-    except x509.ExtensionNotFound:
-        return None
-    except MALFORMED_DER as exc:
-        raise PkiError(Code.CERTIFICATE_MALFORMED, f"Malformed extension in {_who(cert)!r}: "
-                                                f"{str(exc)[:100]}") from None
-
-
-def _counted_intermediates(path: Sequence[x509.Certificate]) -> int:
-    """Intermediate CAs that count against the depth limit: self-issued ones (a key rollover
-    under the same name) do not (RFC 5280 §6.1.4 (l))."""
-    return sum(1 for c in path[1:-1] if name_key(c.subject) != name_key(c.issuer))
-
-
-def _policy_checks(path: list[x509.Certificate], purpose: str, max_depth: int) -> None:
-    # Depth counts the intermediate CAs between leaf and anchor (cryptography's
-    # max_chain_depth), never the leaf, the anchor or self-issued intermediates.
-    intermediates = _counted_intermediates(path)
-    if intermediates > max_depth:
-        raise PkiError(Code.CHAIN_TOO_LONG, f"The path has {intermediates} intermediate CAs "
-                                         f"between the certificate and the trust anchor; at "
-                                         f"most {max_depth} are allowed.",
-                       {"intermediates": intermediates, "max_depth": max_depth})
-    for i, cert in enumerate(path):
-        is_anchor = i == len(path) - 1
-        weak = _weakness(cert, check_signature=not is_anchor)
-        if weak:
-            raise PkiError(Code.CERTIFICATE_WEAK_ALGORITHM,
-                           f"{_who(cert)!r} uses {weak}, which is not accepted.",
-                           {"subject": _who(cert)})
-        if i > 0:
-            bc = _ext(cert, x509.BasicConstraints)
-            if bc is None or not bc.ca:
-                raise PkiError(Code.CERTIFICATE_UNTRUSTED, f"{_who(cert)!r} is not a CA.",
-                               {"subject": _who(cert)})
-            ku = _ext(cert, x509.KeyUsage)
-            if ku is not None and not ku.key_cert_sign:
-                raise PkiError(Code.CERTIFICATE_UNTRUSTED, f"{_who(cert)!r} may not sign "
-                                                        "certificates (key usage).")
-    leaf = path[0]
-    bc = _ext(leaf, x509.BasicConstraints)
-    if purpose == "any":
-        return
-    if bc is not None and bc.ca:
-        raise PkiError(Code.CERTIFICATE_NOT_FOR_CLIENT_AUTH, "A CA certificate cannot log in.")
-    ku = _ext(leaf, x509.KeyUsage)
-    if ku is not None and not ku.digital_signature:
-        raise PkiError(Code.CERTIFICATE_NOT_FOR_CLIENT_AUTH,
-                       "The certificate's key may not make signatures (key usage lacks "
-                       "digitalSignature).")
-    eku = _ext(leaf, x509.ExtendedKeyUsage)
-    if eku is not None and not (set(eku) & CLIENT_EKUS):
-        raise PkiError(Code.CERTIFICATE_NOT_FOR_CLIENT_AUTH,
-                       "The certificate is not for client authentication (its extended key "
-                       "usage has neither clientAuth nor smart-card logon).")
-
-
 # OpenSSL could not assemble the exact candidate path (it builds its own and does not
 # backtrack, e.g. across self-issued key-rollover certificates): the RFC 5280 engine, which is
 # handed exactly that path, judges it alone.
 _OPENSSL_BUILD_FAILURES = {2, 20}
 # OpenSSL's own verify depth (100, which pyOpenSSL cannot raise) is not ours: depth is the
-# directory's max_depth (0-255), enforced by _policy_checks on every path, so a deeper path that
+# directory's max_depth (0-255), enforced by check_path_usage on every path, so a deeper path that
 # max_depth allows is judged by the RFC 5280 engine alone.
 _OPENSSL_DEPTH_LIMIT = 22
 # X509_STRICT checks RFC 5280 does not make: a CA without keyUsage (allowed: "if present",
@@ -391,80 +201,6 @@ def _best_failure(failures: list[PkiError]) -> PkiError:
     return best
 
 
-def _unknown_critical(path: list[x509.Certificate]) -> None:
-    """A critical extension nobody on the path processes makes the certificate unusable."""
-    for cert in path:
-        try:
-            exts = list(cert.extensions)
-        except MALFORMED_DER as exc:
-            raise PkiError(Code.CERTIFICATE_MALFORMED, f"Malformed extension in {_who(cert)!r}: "
-                                                    f"{str(exc)[:100]}",
-                           {"check": "malformed_extension", "subject": _who(cert)}) from None
-        for ext in exts:
-            if ext.critical and ext.oid.dotted_string not in KNOWN_EXTENSIONS:
-                raise PkiError(Code.CERTIFICATE_UNTRUSTED,
-                               f"{_who(cert)!r} has an unknown critical extension "
-                               f"{ext.oid.dotted_string}.",
-                               {"subject": _who(cert), "extension": ext.oid.dotted_string})
-
-
-def _wildcard_in(wildcard: str, excluded: str) -> bool:
-    """Could the SAN ``wildcard`` ("*.rest") stand for a name inside the excluded dNSName
-    subtree ``excluded``? Its one leftmost label can be any label, so it can when the subtree
-    is ``rest`` or an ancestor of it (the name itself lies in it) or ``label.rest`` (one of the
-    names the wildcard stands for is the subtree's root)."""
-    rest = wildcard[2:].rstrip(".").lower()
-    base = excluded.rstrip(".").lower().lstrip(".")
-    if not base:
-        return True
-    if rest == base or rest.endswith("." + base):
-        return True
-    head, dot, tail = base.partition(".")
-    return bool(dot) and tail == rest and bool(head)
-
-
-def _excluded_wildcards(path: list[x509.Certificate]) -> None:
-    """RFC 5280 §4.2.1.10 for wildcard dNSNames (Go CVE-2025-61727's class): a SAN
-    ``*.corp.example`` under an excludedSubtrees entry ``test.corp.example`` claims the
-    excluded host. OpenSSL matches the wildcard literally and lets it through; this refuses it.
-    Applies to every certificate below the constraining CA (self-issued intermediates
-    excepted, §6.1.3 (b))."""
-    for i in range(1, len(path)):
-        constraints = _ext(path[i], x509.NameConstraints)
-        if constraints is None or not constraints.excluded_subtrees:
-            continue
-        excluded = [g.value for g in constraints.excluded_subtrees
-                    if isinstance(g, x509.DNSName)]
-        if not excluded:
-            continue
-        for j, cert in enumerate(path[:i]):
-            if j > 0 and name_key(cert.subject) == name_key(cert.issuer):
-                continue
-            san = _ext(cert, x509.SubjectAlternativeName)
-            for dns in san.get_values_for_type(x509.DNSName) if san is not None else []:
-                if not dns.startswith("*."):
-                    continue
-                hit = next((e for e in excluded if _wildcard_in(dns, e)), None)
-                if hit is not None:
-                    raise PkiError(Code.CERTIFICATE_UNTRUSTED,
-                                   f"The name {dns!r} of {_who(cert)!r} can stand for a name "
-                                   f"that {_who(path[i])!r} excludes ({hit!r}).",
-                                   {"check": "name_constraints_excluded_wildcard",
-                                    "subject": _who(cert), "name": dns, "excluded": hit,
-                                    "constrained_by": _who(path[i])})
-
-
-def _crl_profile(path: list[x509.Certificate], crls: list[x509.CertificateRevocationList],
-                 at: dt.datetime) -> None:
-    """RFC 5280 §5 checks on every CRL that speaks for a certificate of the path."""
-    for issuer in path[1:]:
-        for crl in crls:
-            if crl_applies(crl, issuer, at):
-                found = profile.crl_violations(crl, issuer)
-                if found:
-                    raise found[0].as_error()
-
-
 def _judge(leaf: x509.Certificate, cand: Candidate, pool: list[x509.Certificate],
            trust: TrustStore, at: dt.datetime,
            purpose: str, max_depth: int, policy: PolicyInputs, revocation: RevocationSettings,
@@ -476,14 +212,14 @@ def _judge(leaf: x509.Certificate, cand: Candidate, pool: list[x509.Certificate]
     for cert, issuer in zip(path, path[1:], strict=False):
         if not signed_by(cert, issuer):
             raise PkiError(Code.CERTIFICATE_UNTRUSTED,
-                           f"The signature on {_who(cert)!r} was not made by the key of "
-                           f"{_who(issuer)!r}.", {"subject": _who(cert),
+                           f"The signature on {who(cert)!r} was not made by the key of "
+                           f"{who(issuer)!r}.", {"subject": who(cert),
                                                   "broken_signature": True})
     # The profile first: a non-conforming certificate is refused as malformed, whatever
     # OpenSSL would have made of it.
     warnings = [f"{v.sentence} Accepted: this directory relaxes that rule."
                 for v in profile.check_path_profile(path, options)]
-    _excluded_wildcards(path)  # before OpenSSL, which refuses some of these without a name
+    check_excluded_wildcards(path)  # before OpenSSL, which refuses some of these without a name
     try:
         try:
             _openssl_path(leaf, cand.intermediates, anchor_only, at)
@@ -494,10 +230,10 @@ def _judge(leaf: x509.Certificate, cand: Candidate, pool: list[x509.Certificate]
     except PkiError as exc:
         code = exc.details.get("openssl_error")
         if code not in _OPENSSL_BUILD_FAILURES and not (
-                code == _OPENSSL_DEPTH_LIMIT and _counted_intermediates(path) <= max_depth):
+                code == _OPENSSL_DEPTH_LIMIT and counted_intermediates(path) <= max_depth):
             raise
-    _unknown_critical(path)
-    _policy_checks(path, purpose, max_depth)
+    check_unknown_critical(path)
+    check_path_usage(path, purpose, max_depth)
     # With CRLs alone, the RFC 5280 engine judges policies and CRL status in one pass (inside
     # check_chain, once the CRLs are gathered); otherwise it judges policies here.
     one_pass = revocation.crl and not revocation.ocsp and len(path) > 1
@@ -521,7 +257,7 @@ def _with_revocation(leaf: x509.Certificate, path: list[x509.Certificate],
         """The RFC 5280 engine decides CRL status over the whole path (delta and indirect CRLs,
         separate CRL keys, reason partitions, key rollover)."""
         nonlocal policies
-        _crl_profile(path, crls, at)
+        check_crl_profile(path, crls, at)
         if plain_crls and policies is not None:
             simple = _simple_crl_verdict(path, crls, at)
             if simple is not None:
@@ -535,7 +271,7 @@ def _with_revocation(leaf: x509.Certificate, path: list[x509.Certificate],
 
     evidence: list[dict[str, object]] = []
     if revocation.crl:
-        _crl_profile(path, list(trust.crls), at)
+        check_crl_profile(path, list(trust.crls), at)
     status, soft = check_chain(path, revocation, trust.crls, at, fetch, cache, crl_verdict,
                                evidence)
     if policies is None:  # the engine was not asked about CRLs after all
@@ -561,7 +297,7 @@ def _simple_policies(path: Sequence[x509.Certificate]) -> list[str]:
     user-constrained policy set as the engine does (dotted OIDs, anyPolicy left out)."""
     valid: set[str] = {ANY_POLICY}
     for cert in reversed(path[:-1]):  # the anchor is an input, not part of the path
-        cps = _ext(cert, x509.CertificatePolicies)
+        cps = extension(cert, x509.CertificatePolicies)
         if cps is None:
             return []
         asserted = {p.policy_identifier.dotted_string for p in cps}
@@ -657,10 +393,10 @@ def _names_beyond_the_san_under_constraints(path: Sequence[x509.Certificate]) ->
     (RFC 5280 §4.2.1.10 applies rfc822Name constraints to it) or no subjectAltName at all
     (OpenSSL then checks a host-like common name against dNSName constraints). cryptography's
     verifier checks neither, so such paths are left to the engines."""
-    if not any(_ext(c, x509.NameConstraints) is not None for c in path[1:]):
+    if not any(extension(c, x509.NameConstraints) is not None for c in path[1:]):
         return False
     return any(c.subject.get_attributes_for_oid(NameOID.EMAIL_ADDRESS)
-               or _ext(c, x509.SubjectAlternativeName) is None for c in path[:-1])
+               or extension(c, x509.SubjectAlternativeName) is None for c in path[:-1])
 
 
 def _native_result(leaf: x509.Certificate, untrusted: list[x509.Certificate],
@@ -697,9 +433,9 @@ def _native_result(leaf: x509.Certificate, untrusted: list[x509.Certificate],
             return None  # OpenSSL refuses an expired anchor; let it say so
         warnings = [f"{v.sentence} Accepted: this directory relaxes that rule."
                     for v in profile.check_path_profile(path, options)]
-        _excluded_wildcards(path)
-        _unknown_critical(path)
-        _policy_checks(path, purpose, max_depth)
+        check_excluded_wildcards(path)
+        check_unknown_critical(path)
+        check_path_usage(path, purpose, max_depth)
         policies = _simple_policies(path)
         return _with_revocation(leaf, path, untrusted, trust, at, policy, revocation, fetch,
                                 cache, policies, warnings, plain_crls=True)
@@ -707,82 +443,6 @@ def _native_result(leaf: x509.Certificate, untrusted: list[x509.Certificate],
         return None
     except MALFORMED_DER:
         return None
-
-
-@dataclass
-class VerificationCache:
-    """Accepted verdicts per (leaf fingerprint, candidate path, inputs, CRL set), so a card
-    that logs in again is not re-validated. An entry lives until the first notAfter on the
-    path, the first nextUpdate of the CRLs it rests on, or ``ttl`` (five minutes), whichever
-    comes first; only verdicts whose revocation status was established ("good": uploaded CRLs,
-    or OCSP answers until their nextUpdate) or not asked for ("not_checked") are kept, so a
-    soft-failed check is retried every time."""
-
-    ttl: dt.timedelta = dt.timedelta(minutes=5)
-    max_entries: int = 10_000
-    entries: dict[tuple[Any, ...], tuple[dt.datetime, dt.datetime, VerificationResult]] = field(
-        default_factory=dict)
-    hits: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    by_leaf: dict[bytes, list[tuple[Any, ...]]] = field(default_factory=dict)
-
-    def find(self, leaf_fp: bytes, rest: tuple[Any, ...], anchors: frozenset[bytes],
-             available: Any, at: dt.datetime) -> VerificationResult | None:
-        """A kept verdict for this leaf and these inputs (``rest``: the key after the path)
-        whose path is at hand again — its anchor among ``anchors``, its intermediates
-        ``available(fp)`` in the pool or the card's chain — so a returning card is answered
-        without building a path. (A card that is itself an anchor is not looked up here.)"""
-        with self.lock:
-            keys = list(self.by_leaf.get(leaf_fp, ()))
-        for key in keys:
-            path = key[0]
-            if key[1:] == rest and len(path) > 1 and path[-1] in anchors and all(
-                    available(fp) for fp in path[1:-1]):
-                hit = self.get(key, at)
-                if hit is not None:
-                    return hit
-        return None
-
-    def get(self, key: tuple[Any, ...], at: dt.datetime) -> VerificationResult | None:
-        with self.lock:
-            hit = self.entries.get(key)
-        if hit is None or not (hit[0] <= at <= hit[1]):
-            return None
-        with self.lock:
-            self.hits += 1
-        return hit[2]
-
-    def put(self, key: tuple[Any, ...], at: dt.datetime, result: VerificationResult,
-            crls: list[x509.CertificateRevocationList]) -> None:
-        if result.revocation_status not in ("good", "not_checked"):
-            return
-        uploaded = {(c.issuer.rfc4514_string(), c.last_update_utc.isoformat()
-                     .replace("+00:00", "Z")) for c in crls}
-        ocsp_until: list[dt.datetime] = []
-        for e in result.revocation_evidence.get("checked", []):
-            # Verdicts resting on uploaded CRLs, or on OCSP "good" answers (kept no longer than
-            # the answer's nextUpdate, as the OCSP cache does). Fetched CRLs change without the
-            # trust material changing: such verdicts are not kept.
-            if e.get("method") == "ocsp" and e.get("status") == "good" and e.get("next_update"):
-                ocsp_until.append(dt.datetime.fromisoformat(
-                    str(e["next_update"]).replace("Z", "+00:00")))
-                continue
-            if e.get("method") != "crl" or (e.get("crl_issuer"), e.get("this_update")) \
-                    not in uploaded:
-                return
-        if result.revocation_status == "good" and not result.revocation_evidence.get("checked"):
-            return
-        until = min([at + self.ttl] + ocsp_until + [c.not_valid_after_utc for c in result.chain]
-                    + [c.next_update_utc for c in crls if c.next_update_utc is not None])
-        start = max([at - self.ttl] + [c.not_valid_before_utc for c in result.chain])
-        with self.lock:
-            if len(self.entries) >= self.max_entries:
-                self.entries.clear()  # crude but bounded; a full cache is rebuilt by logins
-                self.by_leaf.clear()
-            if key not in self.entries:
-                self.by_leaf.setdefault(key[0][0], []).append(key)
-            self.entries[key] = (start, until, result)
 
 
 def _cache_key(cand: Candidate, trust: TrustStore, purpose: str, max_depth: int,
@@ -895,12 +555,12 @@ def verify_certificate(leaf_der: bytes | x509.Certificate,
                 verdicts.put(key, at, result, list(trust.crls))
             return replace(result, aia_fetches=aia_log) if aia_log else result
         except PkiError as exc:
-            exc.details.setdefault("path", [_who(c) for c in cand.certs])
+            exc.details.setdefault("path", [who(c) for c in cand.certs])
             failures.append(exc)
     if not failures:
         raise PkiError(Code.CERTIFICATE_UNTRUSTED,
-                       f"No chain of issuers leads from {_who(leaf)!r} to a trust anchor of "
+                       f"No chain of issuers leads from {who(leaf)!r} to a trust anchor of "
                        "this directory (missing intermediate or untrusted root).",
-                       {"subject": _who(leaf), "issuer": leaf.issuer.rfc4514_string(),
+                       {"subject": who(leaf), "issuer": leaf.issuer.rfc4514_string(),
                         **({"aia_fetches": aia_log} if aia_log else {})})
     raise _best_failure(failures)

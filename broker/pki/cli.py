@@ -14,8 +14,9 @@ from typing import Any, NoReturn
 
 import click
 
-from broker.pki.chain import TrustStore, load_crl, load_pem_certificates, verify_certificate
+from broker.pki.chain import TrustStore, verify_certificate
 from broker.pki.errors import PkiError
+from broker.pki.parsing import load_crl, load_pem_certificates
 from broker.pki.policies import PolicyInputs
 from broker.pki.profile import RELAXES, ProfileOptions
 from broker.pki.revocation import RevocationSettings

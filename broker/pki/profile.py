@@ -74,7 +74,7 @@ class ProfileOptions:
     Each option that is on turns the checks ``RELAXES`` lists for it into warnings: the path is
     accepted, the admin upload shows the warning. All off (the default) is the strict profile.
     Adding an option is a field here and its entry in ``RELAXES``; the directory setting that
-    feeds it is declared with ``profile=True`` in broker/service/admin.py.
+    feeds it is the field of the same name in broker/admin/directories.py (a test checks).
     """
 
     #: CA certificates whose basicConstraints or policyConstraints is not critical (RFC 5280

@@ -18,9 +18,12 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
+from broker.admin.crls import CRL_DUE_WARNING
+from broker.admin.directories import directory_warnings
+from broker.admin.trust import CA_EXPIRY_WARNING
+from broker.admin.workspaces import LIVE_SESSION_STATES, WORKSPACE_STATES
 from broker.codes import Code
-from broker.service import admin, admin_tokens, audit, coverage
-from broker.service.admin import LIVE_SESSION_STATES, WORKSPACE_STATES
+from broker.service import admin_tokens, audit, coverage
 from broker.service.errors import ServiceError
 from broker.service.tokens import fingerprint, token_hash
 from broker.store.models import (
@@ -36,8 +39,8 @@ from broker.store.models import Session as BrokerSession
 
 IDLE = timedelta(minutes=30)
 ABSOLUTE = timedelta(hours=8)
-EXPIRY_WARNING = admin.CA_EXPIRY_WARNING
-CRL_NEAR = admin.CRL_DUE_WARNING
+EXPIRY_WARNING = CA_EXPIRY_WARNING
+CRL_NEAR = CRL_DUE_WARNING
 #: Kinds of audit event that are login decisions.
 LOGIN_KINDS = ("login.smart_card", "login.password")
 
@@ -235,7 +238,7 @@ def warnings(session: Session, catalogue: Any, now: datetime) -> list[dict[str, 
                     "message": f"{n} login(s) in the last hour passed with revocation status "
                                f"unknown (soft fail); latest cause: {causes[directory_id]}"})
     for row in session.scalars(select(Directory)):
-        for w in admin.directory_warnings(catalogue, row.region, row.sc_pre_session,
+        for w in directory_warnings(catalogue, row.region, row.sc_pre_session,
                                           row.sc_in_session, row.password_login):
             out.append({"code": w["code"], "directory": row.id,
                         "message": f"{w['field']}: {w['message']}"})
@@ -254,7 +257,7 @@ def directory_notes(catalogue: Any) -> dict[str, dict[str, dict[str, str]]]:
     it next to the toggle): ``{region: {field: {"ok": "yes"|"no", "message", "code"}}}``."""
     out: dict[str, dict[str, dict[str, str]]] = {}
     for region in catalogue.region_ids():
-        found = {w["field"]: w for w in admin.directory_warnings(catalogue, region, True, True,
+        found = {w["field"]: w for w in directory_warnings(catalogue, region, True, True,
                                                                  True)}
         notes = {}
         for field, what in (("smart_card.pre_session", "pre-session smart-card login"),

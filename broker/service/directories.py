@@ -26,14 +26,21 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from broker.admin.common import region_suggestion
+from broker.admin.crls import crl_row
+from broker.admin.directories import DIRECTORIES, check_region_move, directory_warnings
+from broker.admin.fields import Strict
+from broker.admin.trust import trust_row
+from broker.admin.users import USERS, user_values
+from broker.admin.workspaces import WORKSPACES, end_smart_card_sessions, workspace_values
 from broker.codes import Code
 from broker.errors import BrokerError
-from broker.service import admin, audit, coverage
-from broker.service.admin import DIRECTORIES, USERS, WORKSPACES
+from broker.pki.parsing import check_ca_upload, read_certificates, read_crl
+from broker.pki.settings import profile_options
+from broker.service import audit, coverage
 from broker.service.ldapdir import check_settings
+from broker.service.lookups import username_of
 from broker.service.passwords import hash_password, verify_password
-from broker.service.resources import Field as ResourceField
-from broker.service.resources import Strict
 from broker.store import models as db
 
 
@@ -153,7 +160,7 @@ def load_file(path: Path, known_regions: set[str]) -> LoadedFile:
         if d["region"] not in known_regions:
             raise _fail(path, text, (*here, "region"),
                         f"unknown region {d['region']!r} (not in the region catalogue)"
-                        f"{admin.region_suggestion(d['region'], known_regions)}")
+                        f"{region_suggestion(d['region'], known_regions)}")
         usernames: set[str] = set()
         for ui, u in enumerate(d["user"]):
             if u["username"] in usernames:
@@ -179,17 +186,17 @@ def load_file(path: Path, known_regions: set[str]) -> LoadedFile:
             if ldap.get(key):
                 ldap[key] = str(_resolve(path, ldap[key]))
         material = TrustMaterial()
-        options = admin.profile_options(partial(_file_value, d))
+        options = profile_options(partial(_file_value, d))
         for key, target in (("trust_anchors", material.anchors),
                             ("intermediates", material.intermediates)):
             for ref in d[key]:
-                for cert in _read(path, text, (*here, key), ref, admin.parse_certificates,
+                for cert in _read(path, text, (*here, key), ref, read_certificates,
                                   "holds no readable certificate"):
                     try:
                         material.warnings += [
                             {"code": "ca_profile", "field": key,
                              "message": f"{ref}: {warning}"}
-                            for warning in admin.check_ca_upload(cert, options)]
+                            for warning in check_ca_upload(cert, options)]
                     except BrokerError as exc:
                         raise DirectoryFileError(
                             exc.code, f"{path}: {'.'.join(map(str, (*here, key)))}: {ref} holds "
@@ -197,7 +204,7 @@ def load_file(path: Path, known_regions: set[str]) -> LoadedFile:
                             {"file": str(path), "key": f"directory.{di}.{key}"}) from None
                     target.append(cert)
         for ref in d["crls"]:
-            material.crls.append(_read(path, text, (*here, "crls"), ref, admin.parse_crl,
+            material.crls.append(_read(path, text, (*here, "crls"), ref, read_crl,
                                        "is not a CRL"))
         trust[d["id"]] = material
     return LoadedFile(path, text, docs, trust)
@@ -244,8 +251,9 @@ def _diff(prefix: str, changes: list[tuple[str, Any, Any]], *, secret: bool = Fa
             for path, old, new in changes]
 
 
-def _file_value(d: dict[str, Any], f: ResourceField) -> Any:
-    return d.get(f.name, f.default)
+def _file_value(d: dict[str, Any], name: str) -> Any:
+    """A directory setting of a file entry, or its declared default."""
+    return d.get(name, DIRECTORIES.field(name).default)
 
 
 def new_codes_text(count: int) -> str:
@@ -287,7 +295,7 @@ def apply_loaded(session: Session, loaded: LoadedFile, *, catalogue: Any, actor:
             codes = [c for c in codes if c not in generated]
             changes = [c for c in changes if not _ISSUED.fullmatch(c)]
             changes.append("registration codes: " + new_codes_text(len(generated)))
-        warnings = admin.directory_warnings(catalogue, d["region"],
+        warnings = directory_warnings(catalogue, d["region"],
                                             d["smart_card"]["pre_session"],
                                             d["smart_card"]["in_session"], d["password_login"])
         warnings += loaded.trust[d["id"]].warnings
@@ -324,7 +332,7 @@ def _apply_directory(session: Session, loaded: LoadedFile, di: int, d: dict[str,
         changes.append(f"directory {did} created")
     else:
         try:
-            admin.check_region_move(session, row, d["region"])
+            check_region_move(session, row, d["region"])
         except BrokerError as exc:
             raise fail(("region",), exc.message) from None
         diff = DIRECTORIES.changes(row, values)
@@ -343,7 +351,7 @@ def _apply_directory(session: Session, loaded: LoadedFile, di: int, d: dict[str,
     listed: set[str] = set()
     for kind, certs in (("anchor", material.anchors), ("intermediate", material.intermediates)):
         for cert in certs:
-            t = admin.trust_row(did, cert, kind)
+            t = trust_row(did, cert, kind)
             listed.add(t.fingerprint)
             if t.fingerprint not in trusted:
                 trusted[t.fingerprint] = t
@@ -352,7 +360,7 @@ def _apply_directory(session: Session, loaded: LoadedFile, di: int, d: dict[str,
     crls = {c.fingerprint: c for c in _rows_of(session, db.Crl, did)}
     listed_crls: set[str] = set()
     for crl in material.crls:
-        c = admin.crl_row(did, crl)
+        c = crl_row(did, crl)
         listed_crls.add(c.fingerprint)
         if c.fingerprint not in crls:
             crls[c.fingerprint] = c
@@ -381,7 +389,7 @@ def _apply_users(session: Session, did: str, specs: list[dict[str, Any]], prune:
     users = {u.username: u for u in _rows_of(session, db.User, did)}
     for u in specs:
         name = u["username"]
-        values = admin.user_values(u)
+        values = user_values(u)
         values.pop("password_hash", None)
         urow = users.get(name)
         if urow is None:
@@ -422,7 +430,7 @@ def _apply_workspaces(session: Session, did: str, specs: list[dict[str, Any]], n
             from broker.service.trust import name_row
 
             owners[w["user"]] = name_row(session.connection(), did, w["user"])
-        values = {"user_id": owners[w["user"]], **admin.workspace_values(wrow, w)}
+        values = {"user_id": owners[w["user"]], **workspace_values(wrow, w)}
         if wrow is None:
             # A WorkSpace's state is its initial state: re-applying never starts or stops one.
             session.add(db.WorkSpace(id=w["id"], directory_id=did, state=w["state"],
@@ -433,12 +441,12 @@ def _apply_workspaces(session: Session, did: str, specs: list[dict[str, Any]], n
         to_pcoip = wrow.protocol != "PCoIP" and w["protocol"] == "PCoIP"
         diff = WORKSPACES.changes(wrow, values)
         changes += _diff(f"workspace {w['id']}", [
-            ("user", admin.username_of(session, old), w["user"]) if path == "user_id"
+            ("user", username_of(session, old), w["user"]) if path == "user_id"
             else (path, old, new) for path, old, new in diff])
         WORKSPACES.assign(wrow, values)
         if to_pcoip:
             # Smart cards never for PCoIP: live card sessions end now (DESIGN §1).
-            ended = admin.end_smart_card_sessions(session, wrow, now, "protocol_changed")
+            ended = end_smart_card_sessions(session, wrow, now, "protocol_changed")
             if ended:
                 changes.append(f"workspace {w['id']}: {len(ended)} smart-card session(s) ended")
     if prune:

@@ -11,7 +11,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -20,12 +20,15 @@ from sqlalchemy.orm import Session
 
 from broker.codes import Code
 from broker.pki.identity import CertIdentity
-from broker.service.context import BrokerContext
+from broker.pki.settings import PkiSettings
 from broker.service.errors import ServiceError
 from broker.service.ldapdir import LdapUser, settings_of
-from broker.service.pki_settings import pki_settings
 from broker.service.wire import cert_fingerprint
 from broker.store.models import Crl, Directory, TrustCertificate
+
+if TYPE_CHECKING:
+    # Only a type: the context builds the trust cache, not the other way round.
+    from broker.service.context import BrokerContext
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,8 @@ class TrustSnapshot:
     fail_mode: str
     required_eku: str
     certmap: tuple[str, ...]
-    pki: tuple[Any, ...] = ()  # verify_certificate keyword arguments (pairs)
+    #: The directory's path-validation settings (verify_certificate keyword arguments).
+    pki: PkiSettings = PkiSettings()
     #: The directory's LDAP settings (broker.service.ldapdir.LdapSettings); None: own users.
     ldap: Any = None
 
@@ -60,7 +64,7 @@ def load_trust(session: Session, d: Directory) -> TrustSnapshot:
         intermediates=tuple(c.der for c in certs if c.kind == "intermediate"),
         crls=tuple(c.der for c in crls), crl_on=d.revocation_crl, ocsp_on=d.revocation_ocsp,
         fail_mode=d.revocation_fail_mode, required_eku=d.required_eku,
-        certmap=tuple(d.certmap or ["upn", "email"]), pki=pki_settings(d),
+        certmap=tuple(d.certmap or ["upn", "email"]), pki=PkiSettings.of_directory(d),
         ldap=settings_of(d))
 
 
@@ -293,7 +297,7 @@ def verify_card_response(ctx: BrokerContext, snap: TrustSnapshot, tbs: bytes, ce
         purpose=snap.required_eku,
         revocation=RevocationSettings(crl=snap.crl_on, ocsp=snap.ocsp_on,
                                       fail_mode=snap.fail_mode),
-        cache=ctx.revocation_cache, fetch=observed_fetch(urllib_fetch), **dict(snap.pki))
+        cache=ctx.revocation_cache, fetch=observed_fetch(urllib_fetch), **snap.pki.verify_kwargs())
     return Verified(cert_fingerprint(cert_der), cert_der, result.identity,
                     list(result.soft_fail_reasons), result.evidence())
 

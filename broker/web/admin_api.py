@@ -1,7 +1,7 @@
 """The admin API (/admin/v1), bound to loopback by default, Bearer admin tokens.
 
-Every route is generated from the resource declarations in :mod:`broker.service.admin`: one
-route per declared :class:`~broker.service.resources.Operation`, whose declared scope becomes
+Every route is generated from the resource declarations in :mod:`broker.admin`: one
+route per declared :class:`~broker.admin.framework.Operation`, whose declared scope becomes
 the route's :class:`~broker.web.http.Access` (admin read or admin write). The token is checked
 by that declaration before the body is read (unknown or revoked → 401 admin_token_invalid; a read
 token on a write → 403 admin_scope_insufficient); then the query and the strict body are
@@ -19,12 +19,14 @@ from klein import Klein
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from broker.admin.framework import Call, Operation, Resource
+from broker.admin.pagination import DEFAULT_LIMIT, Filter, Page
+from broker.admin.registry import RESOURCES
 from broker.codes import Code
 from broker.kinds import Scope
-from broker.service import admin, auth
+from broker.service import auth
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
-from broker.service.resources import Call, Filter, Operation, Page, Resource
 from broker.web.http import Access, BadRequest, JsonApi, int_param, read_json
 
 PREFIX = "/admin/v1"
@@ -61,7 +63,7 @@ def query_args(request: Any, allowed: tuple[str, ...]) -> dict[str, str]:
 def page_of(args: dict[str, str]) -> Page:
     limit = args.get("limit")
     offset = args.get("offset")
-    return Page(limit=admin.DEFAULT_LIMIT if limit is None else
+    return Page(limit=DEFAULT_LIMIT if limit is None else
                 int_param(limit, "limit", low=0, high=1_000_000_000),
                 cursor=args.get("cursor") or None,
                 offset=None if offset is None else int_param(offset, "offset", low=0,
@@ -114,7 +116,7 @@ def build_admin_api(ctx: BrokerContext) -> JsonApi:
                               access is Access.ADMIN_WRITE)
 
     api = JsonApi("admin", Klein(), authenticate)
-    for resource in admin.RESOURCES.values():
+    for resource in RESOURCES.values():
         for op in resource.operations:
             declare(api, ctx, resource, op)
     return api

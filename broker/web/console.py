@@ -1,7 +1,7 @@
 """The admin web console at /console/ on the admin listener: server-rendered pages (Jinja2).
 
 Every list, filter, form and button comes from the resource declarations in
-:mod:`broker.service.admin` (fields with labels, help, choices and limits; list filters;
+:mod:`broker.admin` (fields with labels, help, choices and limits; list filters;
 operations with their scopes); a page here only says which resources it shows. A change runs
 the declared operation's use case exactly as the admin API does (one transaction, the same
 validation and audit events), with the actor ``console:<token name>``.
@@ -32,13 +32,13 @@ from klein import Klein
 from sqlalchemy.orm import Session
 
 from broker import metrics
+from broker.admin.framework import Call
 from broker.codes import Code
 from broker.errors import BrokerError
 from broker.kinds import Scope
 from broker.service import console
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
-from broker.service.resources import Call
 from broker.web.access import record as record_access
 from broker.web.console_charts import (  # noqa: F401  (the console's names, one import away)
     _deadline_class,
@@ -337,7 +337,7 @@ class ConsoleApp(PageData):
             """Map a pasted or uploaded certificate as a login would: the same service
             function as ``broker admin directories test-lookup``. It changes nothing, so a
             read-scope session may use it (the form still carries the CSRF token)."""
-            from broker.service.ldapdir import test_lookup as lookup
+            from broker.admin.ldap_users import test_lookup as lookup
 
             values = form_values(request)
             directory_id = first(values, "directory_id")

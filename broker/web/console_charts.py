@@ -20,7 +20,7 @@ def _when(value: Any) -> str:
 
 
 def _deadline_class(value: Any, warn_within: timedelta) -> str:
-    """past / soon / ok for a declared deadline field (``Field.warn_within``)."""
+    """past / soon / ok for a declared deadline field (``Field.console.warn_within``)."""
     if not value:
         return ""
     at = datetime.fromisoformat(str(value))

@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+from broker.admin.fields import REQUIRED, Field
+from broker.admin.framework import Operation, Resource
 from broker.codes import Code
 from broker.errors import BrokerError
 from broker.service.errors import ServiceError
-from broker.service.resources import REQUIRED, Field, Operation, Resource
 
 PREFIX = "/console"
 
@@ -48,7 +49,7 @@ def first(values: dict[str, list[bytes]], name: str) -> str:
 
 def field_input(f: Field) -> str:
     """How a console form shows a declared field."""
-    if f.cli_input in ("file", "file_b64"):
+    if f.cli.input in ("file", "file_b64"):
         return "file"
     if f.type is bool:
         return "checkbox"

@@ -10,11 +10,13 @@ from urllib.parse import urlencode
 
 from sqlalchemy.orm import Session
 
+from broker.admin.framework import Call, Resource
+from broker.admin.pagination import Page
+from broker.admin.registry import RESOURCES
 from broker.errors import BrokerError
 from broker.kinds import Scope
-from broker.service import admin, console
+from broker.service import console
 from broker.service.context import BrokerContext
-from broker.service.resources import Call, Page, Resource
 from broker.web.console_forms import ConsoleRefused, _filter_value, first, row_path
 
 PAGE_SIZE = 25
@@ -129,7 +131,7 @@ class PageData:
                          args: dict[str, list[bytes]]) -> dict[str, Any] | None:
         """The users page of an LDAP-backed directory: read through its server (one bounded
         paged search, see :func:`broker.service.ldapdir.browse_users`); None elsewhere."""
-        from broker.service.ldapdir import browse_users
+        from broker.admin.ldap_users import browse_users
 
         if page.slug != "users" or not sections or not sections[0]["chosen"]:
             return None
@@ -154,7 +156,7 @@ class PageData:
         directories = console.directory_ids(session)
         out = []
         for name in page.resources:
-            resource = admin.RESOURCES[name]
+            resource = RESOURCES[name]
             list_op = resource.operation("list")
             path = {p: chosen for p in list_op.path_params}
             filters, shown = {}, {}
@@ -237,7 +239,7 @@ def _page(slug: str) -> ConsolePage:
 def _resource_of(page: ConsolePage, name: str) -> Resource:
     if name not in page.resources:
         raise ConsoleRefused(message="That resource is not on this page.")
-    return admin.RESOURCES[name]
+    return RESOURCES[name]
 
 
 def owner_choices(session: Session, directory_id: str) -> dict[str, Any] | None:

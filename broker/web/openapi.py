@@ -3,7 +3,7 @@
 The paths and methods come from the Klein apps' url maps, the request schemas from the same
 strict pydantic models the routes validate with, and the error codes from the tables below (each
 code's status from ``broker.web.errors.STATUS``). The admin API's operations, bodies, responses,
-filters and scopes come from the resource declarations in :mod:`broker.service.admin`, the
+filters and scopes come from the resource declarations in :mod:`broker.admin`, the
 same ones its routes are generated from. A route missing from :data:`OPERATIONS` is
 still listed, marked ``x-undocumented``, and :func:`disagreements` reports it — the tests fail
 on any disagreement, so the code and the document cannot drift apart.
@@ -91,8 +91,8 @@ PAGE = ("limit", "cursor", "offset")
 
 
 def _admin_operations() -> dict[tuple[str, str], Operation]:
-    """The admin API's operations, from the resource declarations (broker.service.admin)."""
-    from broker.service.admin import RESOURCES
+    """The admin API's operations, from the resource declarations (broker.admin)."""
+    from broker.admin.registry import RESOURCES
     from broker.web.admin_api import PREFIX, query_names
 
     out: dict[tuple[str, str], Operation] = {

@@ -31,8 +31,9 @@ from broker.client.cac import CacSession, PkiApplet, parse_simple_tlv_headers
 from broker.client.errors import CardError, MalformedResponseError
 from broker.client.piv import PivSession, Slot
 from broker.pki import PkiError, RevocationCache, RevocationSettings, TrustStore, issue
-from broker.pki.chain import load_crl, parse_certificate, verify_certificate
+from broker.pki.chain import verify_certificate
 from broker.pki.identity import identity_of
+from broker.pki.parsing import load_crl, parse_certificate
 from broker.service.directories import DirectoryFileError, load_file
 from broker.web import models
 from broker.web.http import BadRequest, parse_model, read_json

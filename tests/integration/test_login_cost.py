@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 from sqlalchemy import event, insert, select, update
 
+from broker.admin.trust import trust_row
 from broker.config import Settings
 from broker.pki import issue
-from broker.service import admin, auth, login, registrations, sessions
+from broker.service import auth, login, registrations, sessions
 from broker.service.context import BrokerContext
 from broker.store.models import Directory, TrustCertificate, User, WorkSpace
 from tests.support.softcard import WINDOWS, SoftCard
@@ -53,7 +54,7 @@ def seed(ctx: BrokerContext, extra_users: int) -> tuple[str, SoftCard]:
                         sc_in_session=True, revocation_crl=False, certmap=["upn", "email"]))
         s.flush()
         for kind, issued in (("anchor", root), ("intermediate", inter)):
-            s.add(admin.trust_row("corp", issued.cert, kind))
+            s.add(trust_row("corp", issued.cert, kind))
         if extra_users:
             s.execute(insert(User), [{"directory_id": "corp", "username": f"u{i}",
                                       "upn": f"u{i}@corp.example", "email": f"u{i}@corp.example",

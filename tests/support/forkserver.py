@@ -35,7 +35,7 @@ PRELOAD = ("sqlalchemy", "sqlalchemy.orm", "alembic.command", "alembic.runtime.m
            "twisted.web.server", "twisted.web.resource", "broker.cli", "broker.cli_common",
            "broker.config", "broker.logs", "broker.store.db", "broker.store.models",
            "broker.store.migrate", "broker.service.context", "broker.service.wiring",
-           "broker.service.sessions", "broker.service.admin", "broker.service.resources",
+           "broker.service.sessions", "broker.admin.registry", "broker.admin.framework",
            "broker.pki.chain")
 
 

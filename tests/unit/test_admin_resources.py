@@ -9,16 +9,26 @@ from typing import Any
 import click
 import pytest
 
-from broker.service import admin
+from broker.admin.common import list_rows
+from broker.admin.directories import (
+    DIRECTORIES,
+    create_directory,
+    directory_warnings,
+    update_directory,
+)
+from broker.admin.fields import ID_PATTERN, Field
+from broker.admin.framework import Call
+from broker.admin.registry import RESOURCES
+from broker.admin.trust import TRUST, add_trust
+from broker.admin.workspaces import WORKSPACES
 from broker.service.errors import ServiceError
-from broker.service.resources import ID_PATTERN, Field
 
 
 def with_extra_setting() -> Any:
     """DIRECTORIES with one more per-directory setting, declared the way a new one is."""
     extra = Field("aia_fetch", bool, "Fetch AIA", "Fetch missing intermediates from AIA URLs.",
                   default=False, group="revocation", column="revocation_aia_fetch")
-    return dataclasses.replace(admin.DIRECTORIES, fields=(*admin.DIRECTORIES.fields, extra))
+    return dataclasses.replace(DIRECTORIES, fields=(*DIRECTORIES.fields, extra))
 
 
 def test_one_field_entry_reaches_the_api_the_file_and_the_cli() -> None:
@@ -51,7 +61,7 @@ def test_a_list_setting_with_an_item_rule_is_one_entry_too() -> None:
     oids = Field("required_policies", list, "Required policies",
                  "Certificate-policy OIDs a login certificate must assert.", default=[],
                  item_limits={"pattern": r"^[0-2](\.[0-9]+)+$"})
-    res = dataclasses.replace(admin.DIRECTORIES, fields=(*admin.DIRECTORIES.fields, oids))
+    res = dataclasses.replace(DIRECTORIES, fields=(*DIRECTORIES.fields, oids))
     assert res.validate({"required_policies": ["2.16.840.1.101.3.2.1.3.13"]},
                         update=True) == {"required_policies": ["2.16.840.1.101.3.2.1.3.13"]}
     with pytest.raises(ServiceError) as err:
@@ -62,7 +72,7 @@ def test_a_list_setting_with_an_item_rule_is_one_entry_too() -> None:
 
 @pytest.mark.parametrize("resource", sorted(BODIES))
 def test_ids_follow_one_rule(resource: str) -> None:
-    res = admin.RESOURCES[resource]
+    res = RESOURCES[resource]
     for bad in ("bad id!", "-leading", "x" * 65, ""):
         with pytest.raises(ServiceError) as err:
             res.validate({"id": bad, **BODIES[resource]})
@@ -71,16 +81,16 @@ def test_ids_follow_one_rule(resource: str) -> None:
 
 
 def test_the_certmap_default_and_rules_are_declared_once() -> None:
-    created = admin.DIRECTORIES.validate({"id": "corp", "name": "C", "region": "r"})
+    created = DIRECTORIES.validate({"id": "corp", "name": "C", "region": "r"})
     assert created["certmap"] == ["upn", "email"]
-    assert admin.DIRECTORIES.defaults()["certmap"] == ["upn", "email"]
+    assert DIRECTORIES.defaults()["certmap"] == ["upn", "email"]
     for bad in (["upn", "upn"], [], ["dns"], [{}], [["upn"]], "upn"):
         with pytest.raises(ServiceError):
-            admin.DIRECTORIES.validate({"certmap": bad}, update=True)
+            DIRECTORIES.validate({"certmap": bad}, update=True)
 
 
 def test_a_console_can_render_every_resource_from_its_description() -> None:
-    for res in admin.RESOURCES.values():
+    for res in RESOURCES.values():
         desc = res.describe()
         assert desc["label"] and desc["help"] and desc["list_columns"], res.name
         for f in desc["fields"]:
@@ -88,9 +98,9 @@ def test_a_console_can_render_every_resource_from_its_description() -> None:
         for op in desc["operations"]:
             assert op["scope"] in ("read", "write")
             assert (op["scope"] == "read") == (op["method"] == "GET"), (res.name, op)
-    removal = admin.DIRECTORIES.field("smart_card.removal_action").describe()
+    removal = DIRECTORIES.field("smart_card.removal_action").describe()
     assert removal["choices"] == ["none", "lock", "disconnect"] and removal["default"] == "lock"
-    assert admin.WORKSPACES.field("id").describe()["create_only"] is True
+    assert WORKSPACES.field("id").describe()["create_only"] is True
 
 
 def test_policy_warnings_name_the_reason_and_a_positive_control() -> None:
@@ -98,10 +108,10 @@ def test_policy_warnings_name_the_reason_and_a_positive_control() -> None:
     from broker.service.context import BrokerContext
 
     catalogue = BrokerContext(Settings()).catalogue
-    east = admin.directory_warnings(catalogue, "us-east-1", True, True, True)
+    east = directory_warnings(catalogue, "us-east-1", True, True, True)
     assert [w["code"] for w in east] == ["region_pre_session_unavailable"]
-    assert admin.directory_warnings(catalogue, "us-gov-west-1", True, True, False) == []
-    nothing = admin.directory_warnings(catalogue, "us-east-1", False, False, False)
+    assert directory_warnings(catalogue, "us-gov-west-1", True, True, False) == []
+    nothing = directory_warnings(catalogue, "us-east-1", False, False, False)
     assert [w["code"] for w in nothing] == ["no_login_method"]
 
 
@@ -116,13 +126,13 @@ def ctx(database: Any) -> Any:
     from broker.service.context import BrokerContext
 
     context = BrokerContext(Settings(base_dir=REPO), database=database)
-    context.db.transaction(lambda s: admin.create_directory(
+    context.db.transaction(lambda s: create_directory(
         s, context, {"id": "corp", "name": "Corp", "region": "us-gov-west-1"}, "token:unit"))
     return context
 
 
 def test_path_validation_settings_are_settable_and_checked(ctx: Any) -> None:
-    view = ctx.db.transaction(lambda s: admin.update_directory(s, ctx, "corp", {
+    view = ctx.db.transaction(lambda s: update_directory(s, ctx, "corp", {
         "required_policies": ["2.16.840.1.101.3.2.1.3.13"], "explicit_policy": True,
         "max_chain_depth": 2, "aia_fetch": True}, "token:unit"))
     assert (view["required_policies"], view["explicit_policy"], view["max_chain_depth"],
@@ -130,14 +140,14 @@ def test_path_validation_settings_are_settable_and_checked(ctx: Any) -> None:
     for bad in ({"required_policies": ["anyPolicy"]}, {"max_chain_depth": 256},
                 {"max_chain_depth": -1}):
         with pytest.raises(ServiceError) as err:
-            ctx.db.transaction(lambda s, b=bad: admin.update_directory(s, ctx, "corp", b,
+            ctx.db.transaction(lambda s, b=bad: update_directory(s, ctx, "corp", b,
                                                                        "token:unit"))
         assert err.value.code == "validation_failed", bad
-    from broker.service.pki_settings import pki_settings
+    from broker.pki.settings import PkiSettings
     from broker.store.models import Directory
 
-    settings = dict(ctx.db.transaction(lambda s: pki_settings(s.get(Directory, "corp"))))
-    assert settings["max_depth"] == 2 and settings["aia_fetch"] is True
+    settings = ctx.db.transaction(lambda s: PkiSettings.of_directory(s.get(Directory, "corp")))
+    assert settings.max_depth == 2 and settings.aia_fetch is True
 
 
 def test_trust_uploads_pass_the_ca_profile(ctx: Any) -> None:
@@ -148,16 +158,16 @@ def test_trust_uploads_pass_the_ca_profile(ctx: Any) -> None:
 
     good = Pki()
     pem = good.root.public_bytes(serialization.Encoding.PEM).decode()
-    [added] = ctx.db.transaction(lambda s: admin.add_trust(s, "corp", pem, None, "token:unit"))
+    [added] = ctx.db.transaction(lambda s: add_trust(s, "corp", pem, None, "token:unit"))
     assert any("short serial number" in w for w in added["warnings"]), added
-    listed = ctx.db.transaction(lambda s: admin.list_rows(
-        admin.TRUST, s, ctx, admin.Call("", {"directory_id": "corp"})))["items"]
+    listed = ctx.db.transaction(lambda s: list_rows(
+        TRUST, s, ctx, Call("", {"directory_id": "corp"})))["items"]
     assert listed[0]["warnings"] == added["warnings"]
 
     bad = Pki(inter_exts=[(x509.BasicConstraints(True, 0), False)])
     pem = bad.inter.public_bytes(serialization.Encoding.PEM).decode()
     with pytest.raises(ServiceError) as err:
-        ctx.db.transaction(lambda s: admin.add_trust(s, "corp", pem, None, "token:unit"))
+        ctx.db.transaction(lambda s: add_trust(s, "corp", pem, None, "token:unit"))
     assert err.value.code == "certificate_profile_invalid"
     assert any("basicConstraints is not critical" in r for r in err.value.details["reasons"])
 
@@ -168,21 +178,21 @@ def test_profile_relaxation_is_one_declared_setting(ctx: Any) -> None:
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    from broker.service.pki_settings import pki_settings
+    from broker.pki.settings import PkiSettings
     from broker.store.models import Directory
     from tests.unit.pki.test_profile import Pki
 
     legacy = Pki(inter_exts=[(x509.BasicConstraints(True, 0), False)])
     pem = legacy.inter.public_bytes(serialization.Encoding.PEM).decode()
     with pytest.raises(ServiceError) as err:
-        ctx.db.transaction(lambda s: admin.add_trust(s, "corp", pem, None, "token:unit"))
+        ctx.db.transaction(lambda s: add_trust(s, "corp", pem, None, "token:unit"))
     assert err.value.code == "certificate_profile_invalid"
-    view = ctx.db.transaction(lambda s: admin.update_directory(
+    view = ctx.db.transaction(lambda s: update_directory(
         s, ctx, "corp", {"accept_noncritical_constraints": True}, "token:unit"))
     assert view["accept_noncritical_constraints"] is True
-    settings = dict(ctx.db.transaction(lambda s: pki_settings(s.get(Directory, "corp"))))
-    assert settings["profile_options"].accept_noncritical_constraints is True
-    [added] = ctx.db.transaction(lambda s: admin.add_trust(s, "corp", pem, None, "token:unit"))
+    settings = ctx.db.transaction(lambda s: PkiSettings.of_directory(s.get(Directory, "corp")))
+    assert settings.profile_options.accept_noncritical_constraints is True
+    [added] = ctx.db.transaction(lambda s: add_trust(s, "corp", pem, None, "token:unit"))
     assert any("relaxes that rule" in w for w in added["warnings"]), added
 
 
@@ -192,13 +202,42 @@ def test_one_line_text_fields_refuse_control_characters(bad: str) -> None:
     # A line break in a name forges lines in logs, CLI tables and exported files.
     body = {"id": "corp", **BODIES["directories"], "name": bad}
     with pytest.raises(ServiceError) as err:
-        admin.DIRECTORIES.validate(body)
+        DIRECTORIES.validate(body)
     assert "name" in err.value.message and "control characters" in err.value.message
-    assert admin.DIRECTORIES.validate({"name": "Corp GovCloud – HQ"}, update=True) == {
+    assert DIRECTORIES.validate({"name": "Corp GovCloud – HQ"}, update=True) == {
         "name": "Corp GovCloud – HQ"}
 
 
 def test_multi_line_inputs_keep_their_line_breaks() -> None:
     # PEM uploads are read from files: line breaks are their format.
     pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-    assert admin.TRUST.validate({"pem": pem})["pem"] == pem
+    assert TRUST.validate({"pem": pem})["pem"] == pem
+
+
+def test_operation_errors_are_codes() -> None:
+    """Each declared error is a member of the closed set (a misspelt one cannot be declared),
+    and every operation under a directory's path names directory_unknown."""
+    from broker.codes import Code
+
+    for resource in RESOURCES.values():
+        for op in resource.operations:
+            assert all(isinstance(e, Code) for e in op.errors), (resource.name, op.name)
+            if op.path.startswith("/directories/{directory_id}"):
+                assert Code.DIRECTORY_UNKNOWN in op.errors, (resource.name, op.name)
+
+
+def test_each_resource_is_bound_once() -> None:
+    """A declaration is one statement: no module of broker/admin assigns a top-level name
+    twice (as ``X = Resource(…)`` then ``X = _ops(X, …)`` once did)."""
+    import ast
+    from pathlib import Path
+
+    import broker.admin
+
+    for path in Path(broker.admin.__file__).parent.glob("*.py"):
+        names: list[str] = []
+        for node in ast.parse(path.read_text()).body:
+            targets = (node.targets if isinstance(node, ast.Assign) else
+                       [node.target] if isinstance(node, ast.AnnAssign) else [])
+            names += [t.id for t in targets if isinstance(t, ast.Name)]
+        assert len(names) == len(set(names)), (path.name, names)

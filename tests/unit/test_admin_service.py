@@ -10,8 +10,14 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
+from broker.admin.directories import create_directory, delete_directory, update_directory
+from broker.admin.pagination import Page
+from broker.admin.registration_codes import issue_codes, revoke_code
+from broker.admin.sessions import terminate_session
+from broker.admin.users import create_user, list_users
+from broker.admin.workspaces import create_workspace, update_workspace
 from broker.config import Settings
-from broker.service import admin, sessions
+from broker.service import sessions
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
 from broker.store.models import AuditEvent, Session, User, WorkSpace
@@ -28,12 +34,12 @@ def ctx(database: Any) -> BrokerContext:
 @pytest.fixture
 def corp(ctx: BrokerContext) -> BrokerContext:
     def work(s: Any) -> None:
-        admin.create_directory(s, ctx, {"id": "corp", "name": "Corp", "region": "us-gov-west-1",
+        create_directory(s, ctx, {"id": "corp", "name": "Corp", "region": "us-gov-west-1",
                                         "password_login": True}, ACTOR)
         for name in ("alice", "bob"):
-            admin.create_user(s, "corp", {"username": name}, ACTOR)
+            create_user(s, "corp", {"username": name}, ACTOR)
         for ws, user in (("ws-a", "alice"), ("ws-b", "bob")):
-            admin.create_workspace(s, ctx, {"id": ws, "directory": "corp", "user": user,
+            create_workspace(s, ctx, {"id": ws, "directory": "corp", "user": user,
                                             "protocol": "WSP", "state": "AVAILABLE"}, ACTOR)
     ctx.db.transaction(work)
     return ctx
@@ -66,7 +72,7 @@ def test_switch_to_pcoip_ends_only_live_smart_card_sessions_of_that_workspace(
     add_session(corp, "locked-card", "ws-a", "smart_card", "locked")
     add_session(corp, "pw", "ws-a", "password")
     add_session(corp, "other-ws", "ws-b", "smart_card")
-    corp.db.transaction(lambda s: admin.update_workspace(s, corp, "ws-a", {"protocol": "PCoIP"},
+    corp.db.transaction(lambda s: update_workspace(s, corp, "ws-a", {"protocol": "PCoIP"},
                                                          ACTOR))
     for sid in ("card", "locked-card"):
         row = session_row(corp, sid)
@@ -79,7 +85,7 @@ def test_switch_to_pcoip_ends_only_live_smart_card_sessions_of_that_workspace(
 
 def test_next_heartbeat_after_the_switch_says_disconnect(corp: BrokerContext) -> None:
     add_session(corp, "card", "ws-a", "smart_card")
-    corp.db.transaction(lambda s: admin.update_workspace(s, corp, "ws-a", {"protocol": "PCoIP"},
+    corp.db.transaction(lambda s: update_workspace(s, corp, "ws-a", {"protocol": "PCoIP"},
                                                          ACTOR))
     answer = sessions.heartbeat(corp, owner(corp, "card"), "card", True)
     assert answer["action"] == "disconnect"
@@ -89,7 +95,7 @@ def test_switch_and_session_ending_roll_back_together(corp: BrokerContext) -> No
     add_session(corp, "card", "ws-a", "smart_card")
 
     def work(s: Any) -> None:
-        admin.update_workspace(s, corp, "ws-a", {"protocol": "PCoIP"}, ACTOR)
+        update_workspace(s, corp, "ws-a", {"protocol": "PCoIP"}, ACTOR)
         raise ServiceError("conflict", "something later failed")
 
     with pytest.raises(ServiceError):
@@ -100,25 +106,25 @@ def test_switch_and_session_ending_roll_back_together(corp: BrokerContext) -> No
 
 def test_other_changes_leave_sessions_alone(corp: BrokerContext) -> None:
     add_session(corp, "card", "ws-a", "smart_card")
-    corp.db.transaction(lambda s: admin.update_workspace(
+    corp.db.transaction(lambda s: update_workspace(
         s, corp, "ws-a", {"protocol": "WSP", "bundle": "power"}, ACTOR))
     assert session_row(corp, "card").state == "active"
 
 
 def test_cursor_and_offset_pages_cover_every_row_once(corp: BrokerContext) -> None:
-    corp.db.transaction(lambda s: [admin.create_user(s, "corp", {"username": f"u{i}"}, ACTOR)
+    corp.db.transaction(lambda s: [create_user(s, "corp", {"username": f"u{i}"}, ACTOR)
                                    for i in range(7)])
     names: list[str] = []
     cursor = None
     while True:
-        page = corp.db.transaction(lambda s, c=cursor: admin.list_users(
-            s, "corp", admin.Page(limit=3, cursor=c)))
+        page = corp.db.transaction(lambda s, c=cursor: list_users(
+            s, "corp", Page(limit=3, cursor=c)))
         names += [u["username"] for u in page["items"]]
         cursor = page["next_cursor"]
         if cursor is None:
             break
     assert names == ["alice", "bob"] + [f"u{i}" for i in range(7)]
-    page = corp.db.transaction(lambda s: admin.list_users(s, "corp", admin.Page(limit=2,
+    page = corp.db.transaction(lambda s: list_users(s, "corp", Page(limit=2,
                                                                                  offset=8)))
     assert [u["username"] for u in page["items"]] == ["u6"] and page["next_cursor"] is None
 
@@ -127,13 +133,13 @@ def test_cursor_and_offset_pages_cover_every_row_once(corp: BrokerContext) -> No
                                 {"cursor": "x", "offset": 1}])
 def test_bad_pages_are_malformed(kw: dict[str, Any]) -> None:
     with pytest.raises(ServiceError) as err:
-        admin.Page(**kw)
+        Page(**kw)
     assert err.value.code == "malformed_request"
 
 
 def test_deleting_a_directory_removes_everything_in_it(corp: BrokerContext) -> None:
     add_session(corp, "card", "ws-a", "smart_card")
-    corp.db.transaction(lambda s: admin.delete_directory(s, "corp", ACTOR))
+    corp.db.transaction(lambda s: delete_directory(s, "corp", ACTOR))
 
     def counts(s: Any) -> tuple[int, ...]:
         return tuple(s.scalar(select(func.count()).select_from(m)) for m in (User, WorkSpace,
@@ -145,12 +151,12 @@ def test_deleting_a_directory_removes_everything_in_it(corp: BrokerContext) -> N
 
 def test_terminate_tells_the_next_heartbeat_to_disconnect(corp: BrokerContext) -> None:
     add_session(corp, "pw", "ws-a", "password")
-    view = corp.db.transaction(lambda s: admin.terminate_session(s, corp, "pw", ACTOR))
+    view = corp.db.transaction(lambda s: terminate_session(s, corp, "pw", ACTOR))
     assert (view["state"], view["end_reason"], view["pending_action"]) == ("ended", "admin",
                                                                            "disconnect")
     assert sessions.heartbeat(corp, owner(corp, "pw"), "pw", True)["action"] == "disconnect"
     with pytest.raises(ServiceError) as err:
-        corp.db.transaction(lambda s: admin.terminate_session(s, corp, "pw", ACTOR))
+        corp.db.transaction(lambda s: terminate_session(s, corp, "pw", ACTOR))
     assert err.value.code == "session_ended"
 
 
@@ -173,12 +179,12 @@ def test_apply_switching_a_workspace_to_pcoip_ends_its_smart_card_sessions(
 
 
 def test_region_change_needs_the_codes_revoked_first(corp: BrokerContext) -> None:
-    [code] = corp.db.transaction(lambda s: admin.issue_codes(s, corp, "corp", 1, ACTOR))
+    [code] = corp.db.transaction(lambda s: issue_codes(s, corp, "corp", 1, ACTOR))
     with pytest.raises(ServiceError) as err:
-        corp.db.transaction(lambda s: admin.update_directory(s, corp, "corp",
+        corp.db.transaction(lambda s: update_directory(s, corp, "corp",
                                                              {"region": "us-east-1"}, ACTOR))
     assert err.value.code == "validation_failed"
-    corp.db.transaction(lambda s: admin.revoke_code(s, corp, code["code"], ACTOR))
-    view = corp.db.transaction(lambda s: admin.update_directory(s, corp, "corp",
+    corp.db.transaction(lambda s: revoke_code(s, corp, code["code"], ACTOR))
+    view = corp.db.transaction(lambda s: update_directory(s, corp, "corp",
                                                                 {"region": "us-east-1"}, ACTOR))
     assert view["region"] == "us-east-1"

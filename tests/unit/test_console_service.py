@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
+from broker.admin.directories import create_directory
+from broker.admin.trust import add_trust
 from broker.config import Settings
-from broker.service import admin, admin_tokens, audit, console
+from broker.service import admin_tokens, audit, console
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
 
@@ -105,10 +107,10 @@ def test_warnings_name_expiring_cas_and_ineffective_settings(ctx: BrokerContext)
     soon = issue.make_root("Short-lived Root", not_after=datetime.now(UTC) + timedelta(days=5))
 
     def work(s: Any) -> None:
-        admin.create_directory(s, ctx, {"id": "east", "name": "East", "region": "us-east-1",
+        create_directory(s, ctx, {"id": "east", "name": "East", "region": "us-east-1",
                                         "smart_card": {"pre_session": True},
                                         "password_login": True}, "t")
-        admin.add_trust(s, "east", soon.cert_pem().decode(), None, "t")
+        add_trust(s, "east", soon.cert_pem().decode(), None, "t")
 
     ctx.db.transaction(work)
     found = ctx.db.read(lambda s: console.warnings(s, ctx.catalogue, datetime.now(UTC)))

@@ -177,7 +177,7 @@ def test_regions_module_imports_nothing_from_twisted_sqlalchemy_or_http() -> Non
 
 
 def test_a_near_miss_region_gets_a_suggestion() -> None:
-    from broker.service.admin import region_suggestion
+    from broker.admin.common import region_suggestion
 
     known = ["us-east-1", "us-gov-west-1", "eu-west-1"]
     assert region_suggestion("us-gov-wst-1", known) == " (did you mean 'us-gov-west-1'?)"

@@ -467,7 +467,7 @@ def test_directory_first_works_for_workspaces_and_codes_as_for_users(
 
 def test_lists_show_when_next_update_client_and_user(cli: BrokerProcess, pki: Pki,
                                                      tmp_path: Path) -> None:
-    from broker.service.admin import SESSIONS
+    from broker.admin.sessions import SESSIONS
 
     base = tmp_path / "ops"
     write_pki(base, pki)

@@ -114,7 +114,7 @@ def test_version_3_certificate_occurrences() -> None:
 
 
 def test_client_refuses_it_under_strict_card_types_and_without_a_reader() -> None:
-    from broker.client.card import STRICT_REFUSAL, open_any_card
+    from broker.client.any_card import STRICT_REFUSAL, open_any_card
     from broker.client.errors import NotSupportedError
 
     card = OpenPgpCard(key("rsa-2048"), cert("rsa-2048"))
@@ -130,7 +130,7 @@ def test_client_refuses_it_under_strict_card_types_and_without_a_reader() -> Non
 
 def test_a_card_answering_6d00_to_every_applet_is_not_cac_either() -> None:
     """Other cards need not answer 6A82 to the CAC probe: 6D00 still means "neither"."""
-    from broker.client.card import STRICT_REFUSAL, open_any_card
+    from broker.client.any_card import STRICT_REFUSAL, open_any_card
     from broker.client.errors import ApduError, NotSupportedError
 
     class Mute:

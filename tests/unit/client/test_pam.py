@@ -16,6 +16,7 @@ from joserfc.jwk import ECKey
 
 from broker.client import pam_setup as ps
 from broker.client import session_file
+from broker.client.access import PcscCards
 from broker.client.cli import main
 from broker.client.flow import parse_client_spec, real_client_info
 from broker.client.pam import PamRequest, Refusal, read_authtok, trusted_endpoint, verify_assertion
@@ -411,8 +412,8 @@ def test_pam_auth_passes_strict_card_types_to_the_card_access(
 
     seen: list[bool] = []
 
-    def refuse_after_looking(req: PamRequest, user: str, pin: str, cards: object) -> None:
-        seen.append(getattr(cards, "strict_card_types"))
+    def refuse_after_looking(req: PamRequest, user: str, pin: str, cards: PcscCards) -> None:
+        seen.append(cards.strict_card_types)
         raise Refusal("card_not_supported", "only PIV and CAC cards")
 
     monkeypatch.setattr(pam_module, "authenticate", refuse_after_looking)

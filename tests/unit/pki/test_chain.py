@@ -149,7 +149,7 @@ def test_sha1_signed_certificate_is_weak() -> None:
 
     import cryptography_vectors
 
-    from broker.pki.chain import _weakness
+    from broker.pki.checks import weakness as _weakness
 
     path = os.path.join(os.path.dirname(cryptography_vectors.__file__), "x509",
                         "custom", "cp_user_notice_no_explicit_text.pem")

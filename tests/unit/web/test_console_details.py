@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from broker.admin.fields import ConsoleSpec
 from broker.web.console import ConsoleApp
 
 
 def test_details_render_without_json_escapes() -> None:
     env = ConsoleApp(None).env  # type: ignore[arg-type]
     cell = env.get_template("_macros.html").module.cell  # type: ignore[attr-defined]
-    field = SimpleNamespace(path="details", name="details", warn_within=None, copyable=False)
+    field = SimpleNamespace(path="details", name="details", console=ConsoleSpec())
     row = {"details": {"reasons": ["no CRL for 'CN=Issuing CA'"],
                        "verification": {"why": "O'Brien <script>"}}}
     html = str(cell(field, row))
