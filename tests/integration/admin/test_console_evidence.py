@@ -37,11 +37,11 @@ def write_events(url: str) -> None:
     engine = create_engine(url)
     with Session(engine) as s, s.begin():
         audit.record(s, "login.smart_card", "success", directory_id="corp", username="alice",
-                     client_address="192.0.2.10", cert_fingerprint="cd34" * 16,
+                     client_address="127.0.2.10", cert_fingerprint="cd34" * 16,
                      certificate={"subject": "CN=Alice,O=Agency", "upn": "alice@corp.example"},
                      certmap_rule="email")
         audit.record(s, "login.smart_card", "refused", reason="user_not_found",
-                     directory_id="corp", client_address="198.51.100.7",
+                     directory_id="corp", client_address="127.51.100.7",
                      cert_fingerprint=FINGERPRINT,
                      certificate={"subject": SUBJECT, "upn": "zoë@corp.example",
                                   "emails": None},
@@ -50,7 +50,7 @@ def write_events(url: str) -> None:
         audit.record(s, "user.create", "change", directory_id="corp", username="bob",
                      actor="admin:root")
         audit.record(s, "logon.smart_card", "refused", reason="certificate_revocation_unknown",
-                     directory_id="corp", username="alice", client_address="192.0.2.10",
+                     directory_id="corp", username="alice", client_address="127.0.2.10",
                      cert_fingerprint="cd34" * 16,
                      certificate={"subject": "CN=Alice,O=Agency", "upn": "alice@corp.example"})
     engine.dispose()
@@ -75,7 +75,7 @@ def test_login_decisions_show_their_evidence_everywhere(bp: BrokerProcess) -> No
     # login decisions only (the WorkSpace logon's too), newest first
     assert cells(page, "kind") == ["logon.smart_card", "login.smart_card", "login.smart_card"]
     assert cells(page, "outcome") == ["refused", "refused", "success"]
-    assert cells(page, "client_address") == ["192.0.2.10", "198.51.100.7", "192.0.2.10"]
+    assert cells(page, "client_address") == ["127.0.2.10", "127.51.100.7", "127.0.2.10"]
     assert cells(page, "subject") == ["CN=Alice,O=Agency", "CN=Zoë O&#39;Brien,OU=Field,O=Agency",
                                       "CN=Alice,O=Agency"]
     assert cells(page, "upn") == ["alice@corp.example", "zoë@corp.example",
@@ -97,8 +97,8 @@ def test_login_decisions_show_their_evidence_everywhere(bp: BrokerProcess) -> No
     items = api.get("/admin/v1/audit-events?kind=login.*").body["items"]
     assert [(e["client_address"], e["subject"], e["upn"], e["cert_fingerprint"],
              e["certmap_rule"]) for e in items] == [
-        ("198.51.100.7", SUBJECT, "zoë@corp.example", FINGERPRINT, "upn, email"),
-        ("192.0.2.10", "CN=Alice,O=Agency", "alice@corp.example", "cd34" * 16, "email")]
+        ("127.51.100.7", SUBJECT, "zoë@corp.example", FINGERPRINT, "upn, email"),
+        ("127.0.2.10", "CN=Alice,O=Agency", "alice@corp.example", "cd34" * 16, "email")]
     [change] = api.get("/admin/v1/audit-events?kind=user.create").body["items"]
     assert change["subject"] is None and change["certmap_rule"] is None
 
