@@ -340,15 +340,19 @@ class ConsoleApp(PageData):
             from broker.admin.ldap_users import test_lookup as lookup
 
             values = form_values(request)
-            directory_id = first(values, "directory_id")
+            # The form starts at the console's selected directory; testing in another one
+            # selects it, so the header and the form agree afterwards.
+            directory_id = first(values, "directory_id") or identity.directory
+            identity = await self.follow_link(identity, directory_id)
             pem = first(values, "certificate").strip().encode("utf-8", "replace")
             blobs = [b for b in values.get("certificate__file", []) if b]
-            data = blobs[0] if blobs and not pem else pem
+            data = blobs[0] if blobs and not pem else pem  # a file: PEM or DER
             result: dict[str, Any] = {"directory_id": directory_id}
             if not data:
                 request.setResponseCode(400)
                 result["error"] = {"code": str(Code.VALIDATION_FAILED),
-                                   "message": "Paste a certificate (PEM) or choose a file."}
+                                   "message": "Paste a certificate (PEM) or choose a "
+                                              "certificate file (PEM or DER)."}
             else:
                 try:
                     result["found"] = await ctx.call(lookup, ctx, directory_id, data)

@@ -130,7 +130,7 @@ class PageData:
     async def ldap_users(self, page: ConsolePage, sections: list[dict[str, Any]],
                          args: dict[str, list[bytes]]) -> dict[str, Any] | None:
         """The users page of an LDAP-backed directory: read through its server (one bounded
-        paged search, see :func:`broker.service.ldapdir.browse_users`); None elsewhere."""
+        paged search, see :func:`broker.admin.ldap_users.browse_users`); None elsewhere."""
         from broker.admin.ldap_users import browse_users
 
         if page.slug != "users" or not sections or not sections[0]["chosen"]:

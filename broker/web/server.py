@@ -232,7 +232,8 @@ _ARG_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 def input_problem(request: Any) -> str | None:
     """Why the request line cannot reach a route (None: it can): a path that is not UTF-8 once
     percent-decoded, a control character in the path (``%00`` in an id), NUL or another control
-    character (but tab, LF, CR) in a query or form parameter."""
+    character (but tab, LF, CR) in a query or form parameter; not in a file a multipart form
+    uploads (a console ``NAME__file``: a DER certificate is bytes; its reader parses it)."""
     path = unquote_to_bytes(request.path or b"")
     try:
         text = path.decode("utf-8")
@@ -240,8 +241,10 @@ def input_problem(request: Any) -> str | None:
         return "The request path is not UTF-8."
     if http_edge.IDENTIFIER_CONTROL.search(text):
         return "The request path holds a control character."
+    files = (request.getHeader(b"content-type") or b"").lower().startswith(b"multipart/form-data")
     for name, values in (request.args or {}).items():
-        if _ARG_CONTROL.search(name) or any(_ARG_CONTROL.search(v) for v in values):
+        if _ARG_CONTROL.search(name) or (not (files and name.endswith(b"__file"))
+                                         and any(_ARG_CONTROL.search(v) for v in values)):
             return "A query or form parameter holds a control character (such as NUL)."
     return None
 

@@ -164,7 +164,11 @@ def _encode(attrs: dict[str, Any]) -> dict[str, list[bytes]]:
 
 @dataclass
 class Slapd(_Server):
-    """OpenLDAP slapd (generic flavour): ``dc=corp,dc=example``, people under ou=people."""
+    """OpenLDAP slapd (generic flavour): ``dc=corp,dc=example``, people under ou=people.
+    ``log_stats``: slapd logs each operation (``SRCH base=…`` per search) to ``slapd.log``, so
+    a bench can count the searches the server answered."""
+
+    log_stats: bool = False
 
     def start(self) -> Slapd:
         (self.base / "db").mkdir(parents=True, exist_ok=True)
@@ -199,7 +203,8 @@ access to * by users read by * none
         log = self.base / "slapd.log"
         urls = f"{self.ldap_url}/ {self.ldaps_url}/"
         with log.open("wb") as out:
-            self.proc = subprocess.Popen([SLAPD, "-f", str(conf), "-h", urls, "-d", "0"],
+            self.proc = subprocess.Popen([SLAPD, "-f", str(conf), "-h", urls, "-d",
+                                          "256" if self.log_stats else "0"],
                                          stdout=out, stderr=subprocess.STDOUT)
         _wait_port(self.host, self.ldaps_port, self.proc, log)
         self.add(self.base_dn, {"objectClass": ["dcObject", "organization"], "dc": "corp",
@@ -230,11 +235,11 @@ access to * by users read by * none
         return dn
 
 
-def start_slapd(base: Path) -> Slapd:
+def start_slapd(base: Path, *, log_stats: bool = False) -> Slapd:
     ca = issue.make_root("LDAP Test CA")
     return Slapd(base, ca, "127.0.0.1", "dc=corp,dc=example", "cn=admin,dc=corp,dc=example",
                  "admin-secret", "cn=svc-broker,ou=services,dc=corp,dc=example",
-                 "svc secret", free_port(), free_port()).start()
+                 "svc secret", free_port(), free_port(), log_stats=log_stats).start()
 
 
 # --------------------------------------------------------------------------- Samba AD DC

@@ -177,3 +177,18 @@ def test_bounded_calls_run_concurrently_and_one_hang_blocks_new_attempts() -> No
     for t in list(pool._stuck):
         t.join(10)
     assert pool.bounded(lambda: "x") == "x"
+
+
+def test_one_deadline_bounds_a_whole_lookup() -> None:
+    now = [100.0]
+    s = ldapdir.settings_of(row(ldap_timeout_s=3))
+    assert s is not None
+    deadline = ldapdir.Deadline(s, clock=lambda: now[0])
+    assert deadline.left() == 3.0
+    now[0] += 2.5  # a search that took 2.5 s: what is left is what a retry may wait
+    assert deadline.left() == pytest.approx(0.5)
+    now[0] += 0.5
+    with pytest.raises(BrokerError) as spent:
+        deadline.left()
+    assert spent.value.code == Code.DIRECTORY_UNAVAILABLE
+    assert "within 3 s" in spent.value.message

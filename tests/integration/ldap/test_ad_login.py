@@ -1,12 +1,14 @@
 """Smart-card logins through a running broker whose directory is a real Samba AD DC (flavour
 ad): the UPN in the SAN, the strong altSecurityIdentities mapping (issuer + serial), disabled and
-expired accounts, nested required groups (LDAP_MATCHING_RULE_IN_CHAIN), injection attempts in
-the UPN, and ``broker admin directories test-lookup``.
+expired accounts, nested required groups (LDAP_MATCHING_RULE_IN_CHAIN, part of the one search a
+first login costs), the exact certificate (``userCertificate``), injection attempts in the UPN,
+and ``broker admin directories test-lookup``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,10 +47,12 @@ def ad(samba_dc: SambaDc, broker: Any, tmp_path: Path) -> dict[str, Any]:
     pki.mkdir()
     (pki / "root.pem").write_bytes(root.cert_pem())
     (pki / "issuing.pem").write_bytes(inter.cert_pem())
-    n = {k: f"{k}{tag}" for k in ("anna", "bert", "dora", "emil", "gus", "twin1", "twin2")}
+    n = {k: f"{k}{tag}" for k in ("anna", "bert", "cora", "dora", "emil", "gus", "twin1",
+                                  "twin2")}
     cards = {
         "anna": _card(inter, "Anna", upn=f"{n['anna']}@corp.example"),
         "bert": _card(inter, "Bert"),  # no UPN: strong altSecurityIdentities mapping
+        "cora": _card(inter, "Cora"),  # no UPN: the exact certificate in userCertificate
         "dora": _card(inter, "Dora", upn=f"{n['dora']}@corp.example"),
         "emil": _card(inter, "Emil", upn=f"{n['emil']}@corp.example"),
         "gus": _card(inter, "Gus", upn=f"{n['gus']}@corp.example"),
@@ -60,6 +64,8 @@ def ad(samba_dc: SambaDc, broker: Any, tmp_path: Path) -> dict[str, Any]:
     dns = {
         "anna": dc.user(n["anna"], upn=f"{n['anna']}@corp.example"),
         "bert": dc.user(n["bert"], alt_security_identities=[strong_mapping(cards["bert"])]),
+        "cora": dc.user(n["cora"], cert_der=cards["cora"].cert.public_bytes(
+            serialization.Encoding.DER)),
         "dora": dc.user(n["dora"], upn=f"{n['dora']}@corp.example", disabled=True),
         "emil": dc.user(n["emil"], upn=f"{n['emil']}@corp.example",
                         expires=datetime.now(UTC) - timedelta(days=1)),
@@ -79,8 +85,8 @@ def ad(samba_dc: SambaDc, broker: Any, tmp_path: Path) -> dict[str, Any]:
         "ad", "Corp AD", password_login=True,
         smart_card={"pre_session": True, "in_session": True}, revocation={"crl": False},
         trust_anchors=["pki/root.pem"], intermediates=["pki/issuing.pem"],
-        certmap=["upn", "alt_security_identities"],
-        workspaces=[workspace(n[k], id=f"ws-{n[k]}") for k in ("anna", "bert", "gus")])
+        certmap=["upn", "alt_security_identities", "certificate"],
+        workspaces=[workspace(n[k], id=f"ws-{n[k]}") for k in ("anna", "bert", "cora", "gus")])
     text = text.replace("registration_codes = 1\n", "registration_codes = 1\n\n[directory.ldap]\n"
                         + "\n".join(f"{k} = {value(v)}" for k, v in ldap.items()) + "\n")
     path = tmp_path / "directories.toml"
@@ -101,10 +107,39 @@ def test_smart_card_logins_through_active_directory(broker: Any, ad: dict[str, A
     got = c.login(cards["bert"])  # strong altSecurityIdentities (issuer + serial)
     assert got.status == 200, got.body
     assert got.body["user"]["username"] == n["bert"]
+    got = c.login(cards["cora"])  # the exact certificate (userCertificate, octet match)
+    assert got.status == 200, got.body
+    assert got.body["user"]["username"] == n["cora"]
+    assert [w["id"] for w in got.body["workspaces"]] == [f"ws-{n['cora']}"]
     assert c.login(cards["dora"]).code == "account_disabled"
     assert c.login(cards["emil"]).code == "account_expired"
     assert c.login(cards["gus"]).code == "not_in_required_group"
     assert c.login(cards["twin"]).code == "user_ambiguous"
+
+
+def _searches(broker: Any, directory_id: str) -> int:
+    """LDAP searches the broker made for a directory so far (its metric)."""
+    text = str(broker.admin().request("GET", "/metrics").body)
+    label = re.escape(f'directory="{directory_id}"')
+    return sum(int(float(m.group(1))) for m in re.finditer(
+        r"broker_ldap_request_duration_seconds_count\{" + label + r',result="[a-z]+"\} ([0-9.e+]+)',
+        text))
+
+
+def test_a_first_login_costs_one_search_with_nested_required_groups(
+        broker: Any, ad: dict[str, Any]) -> None:
+    c = SoftClient(broker.client(), ad["code"])
+    before = _searches(broker, "ad")
+    got = c.login(ad["cards"]["anna"])  # in the required group only through a nested one
+    assert got.status == 200, got.body
+    assert _searches(broker, "ad") - before == 1
+    assert c.login(ad["cards"]["anna"]).status == 200  # cache-warm: none
+    assert _searches(broker, "ad") - before == 1
+    # A miss costs a second search, which tells the refusal apart.
+    assert c.login(ad["cards"]["gus"]).code == "not_in_required_group"
+    assert _searches(broker, "ad") - before == 3
+    assert c.login(ad["cards"]["star"]).code == "user_not_found"
+    assert _searches(broker, "ad") - before == 5
 
 
 def test_upn_injection_matches_nobody(broker: Any, ad: dict[str, Any]) -> None:
@@ -149,6 +184,12 @@ def test_test_lookup_explains_the_mapping(broker: Any, ad: dict[str, Any]) -> No
     found = json.loads(broker.run_cli("admin", "directories", "test-lookup", "ad",
                                       "--certificate", str(pem), "--json").stdout)
     assert found["rule"] == "alt_security_identities"
+    pem = ad["tmp"] / "cora.der"  # a DER file works too
+    pem.write_bytes(ad["cards"]["cora"].cert.public_bytes(serialization.Encoding.DER))
+    found = json.loads(broker.run_cli("admin", "directories", "test-lookup", "ad",
+                                      "--certificate", str(pem), "--json").stdout)
+    assert (found["user"], found["rule"], found["dn"]) == (
+        ad["names"]["cora"], "certificate", ad["dns"]["cora"])
     pem = ad["tmp"] / "dora.pem"
     pem.write_bytes(ad["cards"]["dora"].cert.public_bytes(serialization.Encoding.PEM))
     out = broker.run_cli("admin", "directories", "test-lookup", "ad", "--certificate",

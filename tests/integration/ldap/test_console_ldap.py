@@ -60,14 +60,14 @@ def _text(page: str, ident: str) -> str:
     return htmlmod.unescape(got.group(1))
 
 
-def _post_file(b: Browserish, path: str, fields: dict[str, str], name: str, blob: bytes
-               ) -> tuple[int, str]:
+def _post_file(b: Browserish, path: str, fields: dict[str, str], name: str, blob: bytes,
+               filename: str = "card.pem") -> tuple[int, str]:
     """A multipart/form-data POST with one file, as a browser's file input sends it."""
     boundary = "----test" + uuid.uuid4().hex
     parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
              .encode() for k, v in fields.items()]
     parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
-                 f'filename="card.pem"\r\nContent-Type: application/octet-stream\r\n\r\n'
+                 f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
                  .encode() + blob + b"\r\n")
     body = b"".join(parts) + f"--{boundary}--\r\n".encode()
     ctx = ssl.create_default_context(cafile=str(b.bp.cafile))
@@ -135,7 +135,7 @@ def test_the_directory_page_tests_a_certificate_as_a_login_would(
     assert status == 200 and _text(got, "lookup-code") == "certificate_malformed"
     status, _, _, got = b.request("POST", "/console/directories/test-lookup", {
         "csrf": csrf, "directory_id": f"l{tag}"})
-    assert status == 400 and "Paste a certificate" in got
+    assert status == 400 and "Paste a certificate" in got and "PEM or DER" in got
     status, _, _, got = b.request("POST", "/console/directories/test-lookup", {
         "directory_id": f"l{tag}", "certificate": lena.cert_pem().decode()})
     assert status == 403 and "CSRF" in got
@@ -146,6 +146,55 @@ def test_the_directory_page_tests_a_certificate_as_a_login_would(
                      str(pem))
     assert f"lena-{tag} (rule email, entry {lena_dn})" in out.stdout
     assert slapd.svc_password not in bp.logs()
+
+
+def _selected_in_form(page: str) -> list[str]:
+    form = page[page.index('id="test-lookup-form"'):]
+    form = form[:form.index("</form>")]
+    return re.findall(r"<option selected>([^<]*)</option>", form)
+
+
+def test_the_test_form_starts_at_the_selected_directory_and_takes_a_der_file(
+        bp: BrokerProcess, slapd: Slapd, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:8]
+    writer = make_token(bp, "root")
+    base = _ldap_directory(bp, writer, slapd, tmp_path, tag)
+    # A local directory that sorts first: without a selection the form would start there.
+    assert bp.admin(writer).post("/admin/v1/directories", {
+        "id": f"a{tag}", "name": "Local", "region": "us-gov-west-1"}).status == 201
+    ivan = issue.make_user_cert(issue.make_root("Corp Root CA"), "Ivan")
+    ivan_der = ivan.cert.public_bytes(serialization.Encoding.DER)
+    ivan_dn = _person(slapd, base, f"ivan-{tag}", **{"userCertificate;binary": ivan_der})
+
+    b = Browserish(bp)
+    b.sign_in(make_token(bp, "auditor", "read"))
+    status, _, _, page = b.request("GET", f"/console/directories?directory_id=a{tag}")
+    assert status == 200 and _selected_in_form(page) == [f"a{tag}"]
+    status, _, _, page = b.request("GET", f"/console/directories?directory_id=l{tag}")
+    assert _selected_in_form(page) == [f"l{tag}"]
+    status, _, _, page = b.request("GET", "/console/directories")  # the session remembers
+    assert _selected_in_form(page) == [f"l{tag}"]
+    csrf = b.csrf(page)
+
+    # A DER file, and no directory in the form: the selected one.
+    status, got = _post_file(b, "/console/directories/test-lookup", {"csrf": csrf},
+                             "certificate__file", ivan_der, "ivan.cer")
+    assert status == 200, got[-2000:]
+    assert (_text(got, "lookup-user"), _text(got, "lookup-rule"), _text(got, "lookup-dn")) == \
+        (f"ivan-{tag}", "certificate", ivan_dn)
+    assert _selected_in_form(got) == [f"l{tag}"]
+    # Testing in another directory selects it (the header and the form agree).
+    status, got = _post_file(b, "/console/directories/test-lookup",
+                             {"csrf": csrf, "directory_id": f"a{tag}"}, "certificate__file",
+                             ivan_der, "ivan.der")
+    assert status == 200 and _text(got, "lookup-code") == "user_not_found"
+    status, _, _, page = b.request("GET", "/console/directories")
+    assert _selected_in_form(page) == [f"a{tag}"]
+    # A file that is neither PEM nor DER: refused with a sentence.
+    status, got = _post_file(b, "/console/directories/test-lookup",
+                             {"csrf": csrf, "directory_id": f"l{tag}"}, "certificate__file",
+                             b"\x30\x03junk", "junk.der")
+    assert status == 200 and _text(got, "lookup-code") == "certificate_malformed"
 
 
 def test_the_users_page_reads_through_the_directory_bounded(

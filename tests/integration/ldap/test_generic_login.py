@@ -173,3 +173,34 @@ def test_workspace_owner_must_exist_in_ldap(broker: Any, setup: dict[str, Any]) 
     out = broker.run_cli("admin", "apply", str(bad), check=False)
     assert out.returncode != 0
     assert "holds no user" in out.stderr + out.stdout
+
+
+def test_the_name_row_holds_only_the_name_and_deleting_it_clears_the_broker_side(
+        broker: Any, setup: dict[str, Any], tmp_path: Path) -> None:
+    """The one row the broker keeps per LDAP user (README "The name row"): the name, nothing
+    of the entry; not exported; deleting it deletes the user's WorkSpaces and tokens in the
+    broker, not the entry, and the next login makes a new, empty one."""
+    name, tag = setup["names"]["gina"], setup["tag"]
+    c = _client(broker, setup["code"])
+    got = c.login(setup["cards"]["gina"])
+    assert got.status == 200, got.body
+    token = got.body["auth_token"]
+    row = json.loads(broker.run_cli("admin", "users", "get", "gen", name, "--json").stdout)
+    assert row["username"] == name
+    assert not row.get("upn") and not row.get("email"), row  # the login saw both in slapd
+    assert got.body["user"]["email"] == f"{name}@corp.example"
+    target = tmp_path / "export.toml"
+    broker.run_cli("admin", "export", "gen", "--output", str(target))
+    assert "[[directory.user]]" not in target.read_text()
+
+    broker.run_cli("admin", "users", "delete", "gen", name)
+    gone = broker.client().post(f"/v1/workspaces/ws-gina-{tag}/connect", {}, token=token)
+    assert gone.status == 401, gone.body  # the token went with the row
+    # The entry is untouched: she still logs in (a card needs a WSP WorkSpace, which went with
+    # the row, so her password), with a new, empty name row.
+    assert c.login(setup["cards"]["gina"]).code == "smart_card_requires_wsp"
+    again = broker.client().post("/v1/auth/password", {
+        "registration_code": setup["code"], "username": name, "password": "gina's password"})
+    assert again.status == 200, again.body
+    assert again.body["workspaces"] == []
+    assert f"ws-gina-{tag}" not in broker.run_cli("admin", "workspaces", "list", "--json").stdout
