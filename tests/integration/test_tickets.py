@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import delete
 
-from broker.service.tickets import KeyRing, jwks, verify
+from broker.service.tickets import RECHECK, KeyRing, jwks, verify
 from broker.store.db import Database
 from tests.support.jws import verify_es256
 
@@ -44,12 +47,19 @@ def test_rotation_keeps_the_old_key_published(database: Database) -> None:
     ring = KeyRing(timedelta(days=1), timedelta(minutes=10))
     exp = int((NOW + timedelta(days=3)).timestamp())
     old = database.transaction(lambda s: ring.sign(s, {"sub": "a", "exp": exp}, NOW))
+    before = database.transaction(lambda s: jwks(s, NOW))
+    assert len(before["keys"]) == 2, "the current key and the next one, published ahead"
     later = NOW + timedelta(days=2)
     new = database.transaction(lambda s: ring.sign(s, {"sub": "b", "exp": exp}, later))
     doc = database.transaction(lambda s: jwks(s, later))
-    assert len(doc["keys"]) == 2
+    assert len(doc["keys"]) == 3, "the retired key, the current one and a new next one"
+    assert kid_of(new) in {k["kid"] for k in before["keys"]} - {kid_of(old)}, \
+        "the key that signs after the rotation is the next key published before it"
     assert verify(old, doc)["sub"] == "a" and verify(new, doc)["sub"] == "b"
     assert verify_es256(old, doc)["sub"] == "a" and verify_es256(new, doc)["sub"] == "b"
+    # once everything the old key could have signed has expired, it is no longer published
+    gone = database.transaction(lambda s: jwks(s, later + timedelta(minutes=16)))
+    assert kid_of(old) not in {k["kid"] for k in gone["keys"]} and len(gone["keys"]) == 2
 
 
 def test_a_second_process_signs_with_the_same_key(database: Database) -> None:
@@ -57,6 +67,53 @@ def test_a_second_process_signs_with_the_same_key(database: Database) -> None:
     exp = int((NOW + timedelta(minutes=5)).timestamp())
     a = KeyRing(timedelta(days=30), timedelta(minutes=10))
     b = KeyRing(timedelta(days=30), timedelta(minutes=10))
-    database.transaction(lambda s: a.sign(s, {"exp": exp}, NOW))
-    database.transaction(lambda s: b.sign(s, {"exp": exp}, NOW))
-    assert len(database.transaction(lambda s: jwks(s, NOW))["keys"]) == 1
+    one = database.transaction(lambda s: a.sign(s, {"exp": exp}, NOW))
+    two = database.transaction(lambda s: b.sign(s, {"exp": exp}, NOW))
+    assert kid_of(one) == kid_of(two)
+    assert len(database.transaction(lambda s: jwks(s, NOW))["keys"]) == 2  # current + next
+
+
+def test_rotate_brings_the_next_key_in_and_every_process_follows(database: Database) -> None:
+    """`broker keys rotate` in one process; a serving process signs with the new key once its
+    cache is older than RECHECK, and with the old one (still accepted) until then."""
+    NOW = now()  # noqa: N806 (the suite can run for minutes: take the time per test)
+    exp = int((NOW + timedelta(minutes=5)).timestamp())
+    serving = KeyRing(timedelta(days=30), timedelta(minutes=10))
+    cli = KeyRing(timedelta(days=30), timedelta(minutes=10))
+    first = database.transaction(lambda s: serving.sign(s, {"exp": exp}, NOW))
+    ring = database.transaction(lambda s: (lambda r: (r.current.kid, r.next.kid))(
+        cli.state(s, NOW)))
+    assert ring[0] == kid_of(first)
+    at = NOW + timedelta(seconds=1)
+    state, was_published = database.transaction(lambda s: (lambda r: (
+        (r[0].current.kid, r[0].next.kid, r[0].previous.kid), r[1]))(cli.rotate(s, at)))
+    assert was_published and state[0] == ring[1] and state[2] == ring[0]
+    assert state[1] not in ring
+    cached = database.transaction(lambda s: serving.sign(s, {"exp": exp}, at))
+    assert kid_of(cached) == ring[0], "within RECHECK the process keeps its cached key"
+    moved = database.transaction(lambda s: serving.sign(s, {"exp": exp}, NOW + RECHECK
+                                                        + timedelta(seconds=1)))
+    assert kid_of(moved) == ring[1]
+    doc = database.transaction(lambda s: jwks(s, at))
+    assert {kid_of(first), kid_of(moved), state[1]} == {k["kid"] for k in doc["keys"]}
+    assert verify(first, doc) and verify(moved, doc)
+
+
+def test_rotate_without_a_next_key_says_so(database: Database) -> None:
+    """A database from before next keys has one live key: the first rotation still rotates,
+    and says the new key was not published ahead."""
+    from broker.store.models import SigningKey
+
+    NOW = now()  # noqa: N806 (the suite can run for minutes: take the time per test)
+    ring = KeyRing(timedelta(days=30), timedelta(minutes=10))
+    old = database.transaction(lambda s: (lambda r: r.current.kid)(ring.state(s, NOW)))
+    database.transaction(lambda s: s.execute(
+        delete(SigningKey).where(SigningKey.kid != old)))
+    (kids, was_published) = database.transaction(lambda s: (lambda r: (
+        (r[0].current.kid, r[0].previous.kid), r[1]))(ring.rotate(s, NOW)))
+    assert not was_published and kids[1] == old and kids[0] != old
+
+
+def kid_of(token: str) -> str:
+    head = token.split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))["kid"]
