@@ -100,6 +100,8 @@ class KeyRing:
         current = started[-1]
         for old in started[:-1]:  # the next key's time came: the ones before it retire
             self._retire(old, now)
+        for extra in waiting[1:]:  # two processes made a next key at once: keep the first
+            extra.retired_at = extra.expires_at = now  # (it never signed: unpublished at once)
         if not waiting:
             waiting = [self._create(session, now, now + self.rotation)]
         previous = session.scalar(

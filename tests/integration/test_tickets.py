@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import delete
 
-from broker.service.tickets import RECHECK, KeyRing, jwks, verify
+from broker.service.tickets import RECHECK, KeyRing, RingState, jwks, verify
 from broker.store.db import Database
 from tests.support.jws import verify_es256
 
@@ -85,8 +85,7 @@ def test_rotate_brings_the_next_key_in_and_every_process_follows(database: Datab
         cli.state(s, NOW)))
     assert ring[0] == kid_of(first)
     at = NOW + timedelta(seconds=1)
-    state, was_published = database.transaction(lambda s: (lambda r: (
-        (r[0].current.kid, r[0].next.kid, r[0].previous.kid), r[1]))(cli.rotate(s, at)))
+    state, was_published = database.transaction(lambda s: slots(cli.rotate(s, at)))
     assert was_published and state[0] == ring[1] and state[2] == ring[0]
     assert state[1] not in ring
     cached = database.transaction(lambda s: serving.sign(s, {"exp": exp}, at))
@@ -109,11 +108,30 @@ def test_rotate_without_a_next_key_says_so(database: Database) -> None:
     old = database.transaction(lambda s: (lambda r: r.current.kid)(ring.state(s, NOW)))
     database.transaction(lambda s: s.execute(
         delete(SigningKey).where(SigningKey.kid != old)))
-    (kids, was_published) = database.transaction(lambda s: (lambda r: (
-        (r[0].current.kid, r[0].previous.kid), r[1]))(ring.rotate(s, NOW)))
-    assert not was_published and kids[1] == old and kids[0] != old
+    kids, was_published = database.transaction(lambda s: slots(ring.rotate(s, NOW)))
+    assert not was_published and kids[2] == old and kids[0] != old
+
+
+def slots(rotated: tuple[RingState, bool]) -> tuple[tuple[str, str, str | None], bool]:
+    """(current, next, previous) key ids of a rotation's result, and its second value."""
+    state, flag = rotated
+    return (state.current.kid, state.next.kid,
+            state.previous.kid if state.previous else None), flag
 
 
 def kid_of(token: str) -> str:
     head = token.split(".")[0]
     return json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))["kid"]
+
+
+def test_two_next_keys_made_at_once_leave_the_first(database: Database) -> None:
+    """Two processes making the next key at the same moment: the earlier one stays next (the
+    one a gateway export names), the other is dropped before it ever signs."""
+    NOW = now()  # noqa: N806 (the suite can run for minutes: take the time per test)
+    ring = KeyRing(timedelta(days=30), timedelta(minutes=10))
+    first = database.transaction(lambda s: ring.state(s, NOW).next.kid)
+    extra = database.transaction(lambda s: ring._create(
+        s, NOW, NOW + timedelta(days=30, seconds=1)).kid)
+    assert database.transaction(lambda s: ring.state(s, NOW).next.kid) == first
+    published = {k["kid"] for k in database.transaction(lambda s: jwks(s, NOW))["keys"]}
+    assert first in published and extra not in published and len(published) == 2
