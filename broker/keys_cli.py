@@ -92,7 +92,7 @@ def list_keys(settings: Settings, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def rotate(settings: Settings, as_json: bool) -> None:
     """Bring the next key in now: it signs, the current one retires (still accepted until its
-    tickets have expired) and a new next key is made. Every broker process follows within
+    tickets have expired) and a new next key is made. Every broker process follows within 30
     seconds; export the gateway keys again afterwards (`broker keys export-gateway`)."""
     from broker.admin_cli import cli_actor
     from broker.service import audit

@@ -16,7 +16,8 @@ A key's ``created_at`` is the time it starts signing: the current key is the new
 time has come, the next one's lies ``sessions.signing_key_rotation_days`` ahead. When that time
 comes (or ``broker keys rotate`` brings it forward) the next key signs, the one before retires
 and a new next key is made. Each process caches the current key and looks at the table again
-every few seconds, so a rotation reaches every process quickly.
+every :data:`RECHECK` (and when the next key's time comes), so a rotation reaches every process
+within seconds.
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ from broker.store.models import SigningKey
 
 TICKET_AUDIENCE = "workspaces-gateway"
 ALG = "ES256"
-#: How long a process signs with its cached current key before looking at the table again.
-RECHECK = timedelta(seconds=5)
+#: How long a process signs with its cached current key before looking at the table again (a
+#: `broker keys rotate` reaches every process within this; the scheduled rotation is exact).
+RECHECK = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -62,15 +64,16 @@ class KeyRing:
         self._sealing_key = sealing_key
         self.max_lifetime = max_token_lifetime
         self._lock = threading.Lock()
-        self._current: tuple[str, ECKey, datetime] | None = None
+        #: (kid, key, loaded at, valid until: RECHECK later or the next key's start)
+        self._current: tuple[str, ECKey, datetime, datetime] | None = None
 
     def current(self, db: Session | Connection, now: datetime) -> tuple[str, ECKey]:
-        """The current key, from this process's cache for :data:`RECHECK`; else read (and,
-        when due, rotated) in the caller's transaction on ``db``, an ORM session or a Core
-        connection."""
+        """The current key, from this process's cache for :data:`RECHECK` (never past the
+        next key's start); else read (and, when due, rotated) in the caller's transaction on
+        ``db``, an ORM session or a Core connection."""
         with self._lock:
             cur = self._current
-            if cur is not None and timedelta(0) <= now - cur[2] < RECHECK:
+            if cur is not None and cur[2] <= now < cur[3]:
                 return cur[0], cur[1]
         if isinstance(db, Connection):
             with Session(bind=db) as session:  # joins db's transaction, never ends it
@@ -78,10 +81,11 @@ class KeyRing:
         return self._load(db, now)
 
     def _load(self, session: Session, now: datetime) -> tuple[str, ECKey]:
-        row = self.state(session, now).current
+        state = self.state(session, now)
+        row = state.current
         key = ECKey.import_key(self._unseal(row), parameters={"kid": row.kid})
         with self._lock:
-            self._current = (row.kid, key, now)
+            self._current = (row.kid, key, now, min(now + RECHECK, state.next.created_at))
         return row.kid, key
 
     def state(self, session: Session, now: datetime) -> RingState:

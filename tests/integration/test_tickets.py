@@ -135,3 +135,18 @@ def test_two_next_keys_made_at_once_leave_the_first(database: Database) -> None:
     assert database.transaction(lambda s: ring.state(s, NOW).next.kid) == first
     published = {k["kid"] for k in database.transaction(lambda s: jwks(s, NOW))["keys"]}
     assert first in published and extra not in published and len(published) == 2
+
+
+def test_the_scheduled_rotation_is_not_delayed_by_the_cache(database: Database) -> None:
+    """A process's cached key never outlives the next key's start, even inside RECHECK."""
+    NOW = now()  # noqa: N806 (the suite can run for minutes: take the time per test)
+    exp = int((NOW + timedelta(minutes=5)).timestamp())
+    ring = KeyRing(timedelta(seconds=10), timedelta(minutes=10))
+    first = database.transaction(lambda s: ring.sign(s, {"exp": exp}, NOW))
+    nxt = database.transaction(lambda s: ring.state(s, NOW).next.kid)
+    assert timedelta(seconds=10) < RECHECK
+    same = database.transaction(lambda s: ring.sign(s, {"exp": exp}, NOW + timedelta(seconds=9)))
+    assert kid_of(same) == kid_of(first)
+    moved = database.transaction(lambda s: ring.sign(s, {"exp": exp},
+                                                     NOW + timedelta(seconds=10)))
+    assert kid_of(moved) == nxt
