@@ -17,7 +17,9 @@ time has come, the next one's lies ``sessions.signing_key_rotation_days`` ahead.
 comes (or ``broker keys rotate`` brings it forward) the next key signs, the one before retires
 and a new next key is made. Each process caches the current key and looks at the table again
 every :data:`RECHECK` (and when the next key's time comes), so a rotation reaches every process
-within seconds.
+within 30 seconds. A database from before next keys holds one live key: it stays current and
+gets a next key one rotation period ahead (so it signs up to one period longer, once). No
+schema change: the states follow from ``created_at``, ``retired_at`` and ``expires_at``.
 """
 
 from __future__ import annotations
