@@ -17,9 +17,10 @@ time has come, the next one's lies ``sessions.signing_key_rotation_days`` ahead.
 comes (or ``broker keys rotate`` brings it forward) the next key signs, the one before retires
 and a new next key is made. Each process caches the current key and looks at the table again
 every :data:`RECHECK` (and when the next key's time comes), so a rotation reaches every process
-within 30 seconds. A database from before next keys holds one live key: it stays current and
-gets a next key one rotation period ahead (so it signs up to one period longer, once). No
-schema change: the states follow from ``created_at``, ``retired_at`` and ``expires_at``.
+within 30 seconds. A database from before next keys holds one live key: it gets a next key one
+rotation period ahead, or, when it is older than that period, is replaced at once as it was
+then. No schema change: the states follow from ``created_at``, ``retired_at`` and
+``expires_at``.
 """
 
 from __future__ import annotations
@@ -106,6 +107,10 @@ class KeyRing:
         current = started[-1]
         for old in started[:-1]:  # the next key's time came: the ones before it retire
             self._retire(old, now)
+        if not waiting and len(started) == 1 and now - current.created_at >= self.rotation:
+            # a database from before next keys, its only key overdue: replaced now, as then
+            self._retire(current, now)
+            current = self._create(session, now)
         for extra in waiting[1:]:  # two processes made a next key at once: keep the first
             extra.retired_at = extra.expires_at = now  # (it never signed: unpublished at once)
         if not waiting:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import delete
@@ -150,3 +151,30 @@ def test_the_scheduled_rotation_is_not_delayed_by_the_cache(database: Database) 
     moved = database.transaction(lambda s: ring.sign(s, {"exp": exp},
                                                      NOW + timedelta(seconds=10)))
     assert kid_of(moved) == nxt
+
+
+def test_a_database_from_before_next_keys_moves_on(database: Database) -> None:
+    """One live key and no next one (as every broker before next keys left it): a young key
+    stays current and gets a next key a period ahead; an overdue one is replaced at once."""
+    from broker.store.models import SigningKey
+
+    NOW = now()  # noqa: N806 (the suite can run for minutes: take the time per test)
+    ring = KeyRing(timedelta(days=30), timedelta(minutes=10))
+
+    def legacy(made: datetime) -> str:
+        def work(s: Any) -> str:
+            s.execute(delete(SigningKey))
+            kid = ring.state(s, made).current.kid
+            s.execute(delete(SigningKey).where(SigningKey.kid != kid))
+            return kid
+        return database.transaction(work)
+
+    young = legacy(NOW - timedelta(days=3))
+    state = database.transaction(lambda s: (lambda r: (r.current.kid, r.next.created_at))(
+        ring.state(s, NOW)))
+    assert state == (young, NOW + timedelta(days=30))
+    old = legacy(NOW - timedelta(days=40))
+    after = database.transaction(lambda s: (lambda r: (r.current.kid, r.previous.kid if
+                                                       r.previous else None))(
+        ring.state(s, NOW)))
+    assert after[0] != old and after[1] == old
