@@ -241,6 +241,11 @@ def test_expired_tampered_foreign_and_misdirected_tickets_are_refused(world, des
                             ECKey.generate_key("P-256"))
         assert gw.get("/workspaces/ws-bob/", forged).status == 401
         assert gw.get("/workspaces/ws-bob/", "not.a.ticket").status == 401
+        # "alg": "none" under the current kid, no signature (jwt_verify would accept it were
+        # the algorithm taken from the token: the configuration names ES256)
+        none = base64.urlsafe_b64encode(json.dumps(
+            {"alg": "none", "kid": kid_of(ticket)}).encode()).decode().rstrip("=")
+        assert gw.get("/workspaces/ws-bob/", f"{none}.{ticket.split('.')[1]}.").status == 401
         # and the real ticket still passes after all that
         assert gw.get("/workspaces/ws-bob/", ticket).status == 200
 
