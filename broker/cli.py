@@ -31,7 +31,8 @@ class LazyGroup(click.Group):
     #: name → (module, attribute) of the groups that live beside their layer.
     lazy_commands = {"admin": ("broker.admin_cli", "admin"), "demo": ("broker.demo", "demo"),
                      "doctor": ("broker.doctor", "doctor"), "pki": ("broker.pki.cli", "pki"),
-                     "config": ("broker.config_cli", "config_group")}
+                     "config": ("broker.config_cli", "config_group"),
+                     "keys": ("broker.keys_cli", "keys")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self.lazy_commands})

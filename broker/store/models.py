@@ -311,6 +311,7 @@ class SigningKey(Base):
     kid: Mapped[str] = mapped_column(String(64), primary_key=True)
     private_pem: Mapped[bytes] = mapped_column(LargeBinary)
     public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: When the key starts (started) signing: the next key's lies ahead (service/tickets.py).
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: After this a key no longer signs; it is still published until ``expires_at``.
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
