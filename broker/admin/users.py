@@ -92,6 +92,10 @@ def create_user(session: Session, directory_id: str, fields: Mapping[str, Any],
 def update_user(session: Session, directory_id: str, username: str, fields: Mapping[str, Any],
                 actor: str) -> dict[str, Any]:
     u = get_user_row(session, directory_id, username)
+    if u.directory.ldap_url:  # a name row (README "The name row"): nothing here to change
+        raise ServiceError(Code.VALIDATION_FAILED, f"The users of directory {directory_id!r} "
+                           "live in its LDAP server; change them there.",
+                           {"field": next(iter(fields), "username")})
     data = USERS.validate(fields, update=True)
     changed = USERS.assign(u, user_values(data))
     if "password" in data:

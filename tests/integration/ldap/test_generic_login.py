@@ -192,6 +192,13 @@ def test_the_name_row_holds_only_the_name_and_deleting_it_clears_the_broker_side
     target = tmp_path / "export.toml"
     broker.run_cli("admin", "export", "gen", "--output", str(target))
     assert "[[directory.user]]" not in target.read_text()
+    # Nothing of the entry can be written into the row either.
+    refused = broker.run_cli("admin", "users", "update", "gen", name, "--upn",
+                             f"{name}@elsewhere.example", check=False)
+    assert refused.returncode != 0
+    assert "live in its LDAP server; change them there" in refused.stdout + refused.stderr
+    assert not json.loads(broker.run_cli("admin", "users", "get", "gen", name,
+                                         "--json").stdout).get("upn")
 
     broker.run_cli("admin", "users", "delete", "gen", name)
     gone = broker.client().post(f"/v1/workspaces/ws-gina-{tag}/connect", {}, token=token)
