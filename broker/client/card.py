@@ -27,7 +27,22 @@ class CardCertificate:
     certificate: x509.Certificate
 
 
-class SmartCard:
+class CertificateChoice:
+    """What every card facade offers the login flow about its certificates (PIV, CAC and the
+    PKCS#11 fallback alike)."""
+
+    @staticmethod
+    def default_algorithm(cert: x509.Certificate) -> str:
+        """EC P-384 → ecdsa-sha384, other EC → ecdsa-sha256, RSA → rsa-pkcs1-sha256."""
+        return default_algorithm(cert)
+
+    @staticmethod
+    def filter_by_issuers(certs: Sequence[CardCertificate],
+                          accepted_issuer_dns: Sequence[str]) -> list[CardCertificate]:
+        return filter_by_issuers(certs, accepted_issuer_dns)
+
+
+class SmartCard(CertificateChoice):
     """A PIV or CAC card. ``kind`` is "piv" or "cac"; ``piv``/``cac`` is the session in use."""
 
     def __init__(self, connection: Connection) -> None:
@@ -109,15 +124,6 @@ class SmartCard:
         assert session is not None
         return session
 
-    @staticmethod
-    def default_algorithm(cert: x509.Certificate) -> str:
-        """EC P-384 → ecdsa-sha384, other EC → ecdsa-sha256, RSA → rsa-pkcs1-sha256."""
-        return default_algorithm(cert)
-
-    @staticmethod
-    def filter_by_issuers(certs: Sequence[CardCertificate],
-                          accepted_issuer_dns: Sequence[str]) -> list[CardCertificate]:
-        return filter_by_issuers(certs, accepted_issuer_dns)
 
 
 def default_algorithm(cert: x509.Certificate) -> str:

@@ -18,13 +18,12 @@ PC/SC sharing: the caller releases its own pyscard connection before this opens 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
-from broker.client.card import CardCertificate, default_algorithm, filter_by_issuers
+from broker.client.card import CardCertificate, CertificateChoice
 from broker.client.errors import (
     CardError,
     CardStackMissingError,
@@ -84,7 +83,7 @@ def _matches(description: str, reader: str) -> bool:
                                   or description.startswith(reader))
 
 
-class Pkcs11Card:
+class Pkcs11Card(CertificateChoice):
     """A card behind a PKCS#11 token, with the :class:`SmartCard` facade (``kind`` "pkcs11")."""
 
     kind = "pkcs11"
@@ -254,12 +253,3 @@ class Pkcs11Card:
         except p11.PKCS11Error as exc:
             raise CardError("card_pkcs11_error",
                             f"The card refused to sign: {type(exc).__name__}.") from None
-
-    @staticmethod
-    def default_algorithm(cert: x509.Certificate) -> str:
-        return default_algorithm(cert)
-
-    @staticmethod
-    def filter_by_issuers(certs: Sequence[CardCertificate],
-                          accepted_issuer_dns: Sequence[str]) -> list[CardCertificate]:
-        return filter_by_issuers(certs, accepted_issuer_dns)
