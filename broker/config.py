@@ -8,13 +8,14 @@ the CLI can print one line and exit non-zero instead of a traceback.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import ipaddress
 import os
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Annotated, Any, get_type_hints
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -36,19 +37,32 @@ class ConfigError(BrokerError):
     code = Code.CONFIG_INVALID
 
 
+class Bound(enum.Enum):
+    """A range a numeric setting must be in, declared on its type (checked by _check_bounds)."""
+
+    POSITIVE = "must be greater than 0"
+    NON_NEGATIVE = "must not be negative"
+
+
+PositiveInt = Annotated[int, Bound.POSITIVE]
+PositiveFloat = Annotated[float, Bound.POSITIVE]
+NonNegativeInt = Annotated[int, Bound.NON_NEGATIVE]
+NonNegativeFloat = Annotated[float, Bound.NON_NEGATIVE]
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     listen: str = "tcp:8443"
     admin_listen: str = "tcp:8444:interface=127.0.0.1"
     tls_cert: str = ""
     tls_key: str = ""
-    workers: int = 1
+    workers: PositiveInt = 1
     broker_id: str = "smartcard-broker"
-    max_body_bytes: int = 65536
-    shutdown_grace_s: float = 10.0
-    threadpool_size: int = 10
-    request_head_timeout_s: float = 10.0
-    request_body_timeout_s: float = 30.0
+    max_body_bytes: PositiveInt = 65536
+    shutdown_grace_s: NonNegativeFloat = 10.0
+    threadpool_size: PositiveInt = 10
+    request_head_timeout_s: PositiveFloat = 10.0
+    request_body_timeout_s: PositiveFloat = 30.0
     #: Folder for the default SQLite database and the --dev TLS pair; "" = var/ beside the
     #: config file (/var/lib/smartcard-broker for a config under /etc or built-in defaults).
     state_dir: str = ""
@@ -58,7 +72,7 @@ class ServerSettings:
     tls_session_resumption: bool = True
     #: The TLS ticket key (and context) changes at each multiple of this many seconds, in every
     #: worker at once (broker/web/ticket_keys.py).
-    tls_ticket_key_rotation_s: int = 3600
+    tls_ticket_key_rotation_s: PositiveInt = 3600
     #: Opt-in: workers share one TLS ticket key (broker/web/ticket_keys.py, probed in a child
     #: process first). Needs workers > 1. The supported route is TLS termination at HAProxy.
     tls_shared_ticket_keys: bool = False
@@ -74,39 +88,39 @@ class ServerSettings:
 class DatabaseSettings:
     #: "" = SQLite file broker.db in the state folder.
     url: str = ""
-    pool_size: int = 10
-    retries: int = 5
+    pool_size: PositiveInt = 10
+    retries: NonNegativeInt = 5
 
 
 @dataclass(frozen=True)
 class LoginSettings:
-    challenge_ttl_s: int = 60
-    ticket_ttl_s: int = 300
-    auth_token_ttl_s: int = 900
-    challenges_per_code_per_minute: int = 30
-    challenges_per_address_per_minute: int = 60
-    challenges_per_directory_per_minute: int = 6000
-    challenges_per_prefix_per_minute: int = 300
-    max_failures: int = 5
-    failures_per_user: int = 10
-    lockout_s: int = 300
-    failures_per_address: int = 20
-    failures_per_challenge: int = 3
-    in_session_challenges_per_token_per_minute: int = 30
-    in_session_challenges_per_address_per_minute: int = 300
-    connects_per_token_per_minute: int = 60
-    connects_per_address_per_minute: int = 600
+    challenge_ttl_s: PositiveInt = 60
+    ticket_ttl_s: PositiveInt = 300
+    auth_token_ttl_s: PositiveInt = 900
+    challenges_per_code_per_minute: PositiveInt = 30
+    challenges_per_address_per_minute: PositiveInt = 60
+    challenges_per_directory_per_minute: PositiveInt = 6000
+    challenges_per_prefix_per_minute: PositiveInt = 300
+    max_failures: PositiveInt = 5
+    failures_per_user: PositiveInt = 10
+    lockout_s: NonNegativeInt = 300
+    failures_per_address: PositiveInt = 20
+    failures_per_challenge: PositiveInt = 3
+    in_session_challenges_per_token_per_minute: PositiveInt = 30
+    in_session_challenges_per_address_per_minute: PositiveInt = 300
+    connects_per_token_per_minute: PositiveInt = 60
+    connects_per_address_per_minute: PositiveInt = 600
 
 
 @dataclass(frozen=True)
 class RegistrationSettings:
-    rotation_grace_s: int = 86400
+    rotation_grace_s: NonNegativeInt = 86400
 
 
 @dataclass(frozen=True)
 class SessionSettings:
-    heartbeat_timeout_s: int = 90
-    sweep_interval_s: float = 15.0
+    heartbeat_timeout_s: PositiveInt = 90
+    sweep_interval_s: PositiveFloat = 15.0
     gateway_host: str = "gateway.workspaces.example"
     gateway_port: int = 4195
     signing_key_rotation_days: int = 30
@@ -114,8 +128,8 @@ class SessionSettings:
 
 @dataclass(frozen=True)
 class WorkSpaceSettings:
-    start_delay_s: float = 5.0
-    stop_delay_s: float = 2.0
+    start_delay_s: NonNegativeFloat = 5.0
+    stop_delay_s: NonNegativeFloat = 2.0
     auto_stop_idle_s: float = 3600.0
 
 
@@ -261,47 +275,7 @@ def _check_values(settings: Settings) -> None:
                                   "> 1: one process already resumes its own tickets (for "
                                   "several nodes, terminate TLS at HAProxy instead)",
                           details={"key": "server.tls_shared_ticket_keys"})
-    positive = [
-        ("server.workers", s.server.workers), ("server.max_body_bytes", s.server.max_body_bytes),
-        ("server.threadpool_size", s.server.threadpool_size),
-        ("server.tls_ticket_key_rotation_s", s.server.tls_ticket_key_rotation_s),
-        ("login.challenge_ttl_s", s.login.challenge_ttl_s),
-        ("login.ticket_ttl_s", s.login.ticket_ttl_s),
-        ("login.auth_token_ttl_s", s.login.auth_token_ttl_s),
-        ("login.challenges_per_code_per_minute", s.login.challenges_per_code_per_minute),
-        ("login.challenges_per_address_per_minute", s.login.challenges_per_address_per_minute),
-        ("login.challenges_per_directory_per_minute",
-         s.login.challenges_per_directory_per_minute),
-        ("login.challenges_per_prefix_per_minute", s.login.challenges_per_prefix_per_minute),
-        ("login.max_failures", s.login.max_failures),
-        ("login.failures_per_user", s.login.failures_per_user),
-        ("login.failures_per_address", s.login.failures_per_address),
-        ("login.failures_per_challenge", s.login.failures_per_challenge),
-        ("login.in_session_challenges_per_token_per_minute",
-         s.login.in_session_challenges_per_token_per_minute),
-        ("login.in_session_challenges_per_address_per_minute",
-         s.login.in_session_challenges_per_address_per_minute),
-        ("login.connects_per_token_per_minute", s.login.connects_per_token_per_minute),
-        ("login.connects_per_address_per_minute", s.login.connects_per_address_per_minute),
-        ("server.request_head_timeout_s", s.server.request_head_timeout_s),
-        ("server.request_body_timeout_s", s.server.request_body_timeout_s),
-        ("sessions.heartbeat_timeout_s", s.sessions.heartbeat_timeout_s),
-        ("sessions.sweep_interval_s", s.sessions.sweep_interval_s),
-        ("database.pool_size", s.database.pool_size),
-    ]
-    for key, value in positive:
-        if value <= 0:
-            raise ConfigError(message=f"{where}{key} must be greater than 0, not {value!r}",
-                              details={"key": key})
-    for key, value in [("server.shutdown_grace_s", s.server.shutdown_grace_s),
-                       ("login.lockout_s", s.login.lockout_s),
-                       ("registration.rotation_grace_s", s.registration.rotation_grace_s),
-                       ("workspaces.start_delay_s", s.workspaces.start_delay_s),
-                       ("workspaces.stop_delay_s", s.workspaces.stop_delay_s),
-                       ("database.retries", s.database.retries)]:
-        if value < 0:
-            raise ConfigError(message=f"{where}{key} must not be negative, not {value!r}",
-                              details={"key": key})
+    _check_bounds(s, where)
     if s.log.level.lower() not in LOG_LEVELS:
         raise ConfigError(message=f"{where}log.level must be one of debug, info, warning, "
                                   f"error, not {s.log.level!r}", details={"key": "log.level"})
@@ -311,6 +285,21 @@ def _check_values(settings: Settings) -> None:
     if s.database.url:
         check_database_url(s.database.url, where)
     _check_proxy(s.server, where)
+
+
+def _check_bounds(settings: Settings, where: str) -> None:
+    """Every setting declared PositiveInt, NonNegativeFloat, … in its range."""
+    for section, cls in _SECTIONS.items():
+        values = getattr(settings, section)
+        for name, hint in get_type_hints(cls, include_extras=True).items():
+            bound = next((m for m in getattr(hint, "__metadata__", ()) if isinstance(m, Bound)),
+                         None)
+            value = getattr(values, name)
+            if bound is None or (value > 0 if bound is Bound.POSITIVE else value >= 0):
+                continue
+            key = f"{section}.{name}"
+            raise ConfigError(message=f"{where}{key} {bound.value}, not {value!r}",
+                              details={"key": key})
 
 
 def _check_proxy(server: ServerSettings, where: str) -> None:
