@@ -92,7 +92,8 @@ def test_closed_sets_are_enum_columns_from_broker_kinds() -> None:
     from broker.shipped import migrations_dir
 
     constrained: dict[tuple[str, str], tuple[str, ...]] = {}
-    for name in ("0007_closed_sets.py", "0009_client_and_os.py"):
+    for name in ("0007_closed_sets.py", "0009_client_and_os.py",
+                 "0012_session_end_reason_ldap_flavour.py"):
         spec = importlib.util.spec_from_file_location(name[:5],
                                                       migrations_dir() / "versions" / name)
         assert spec is not None and spec.loader is not None
