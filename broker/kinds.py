@@ -166,10 +166,14 @@ class _RuleSpec:
 class _Names(_Protocol):
     """What a certificate names (:class:`broker.pki.identity.CertIdentity`)."""
 
-    subject: str
-    upn: str | None
-    emails: tuple[str, ...]
-    fingerprint: str
+    @property
+    def subject(self) -> str: ...
+    @property
+    def upn(self) -> str | None: ...
+    @property
+    def emails(self) -> tuple[str, ...]: ...
+    @property
+    def fingerprint(self) -> str: ...
 
 
 class CertmapRule(enum.StrEnum):

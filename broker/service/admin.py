@@ -40,7 +40,6 @@ from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
 from broker.service.ldapdir import (
     FLAVOURS,
-    LDAP_RULES,
     check_settings,
     parse_pairs,
     settings_of,
@@ -82,7 +81,7 @@ WORKSPACE_STATES = kinds.values(kinds.WorkSpaceState)
 CA_EXPIRY_WARNING = timedelta(days=30)
 #: A CRL whose nextUpdate is closer than this is warned about.
 CRL_DUE_WARNING = timedelta(hours=24)
-CERTMAP_RULES = ("upn", "email", "subject", "fingerprint", *LDAP_RULES)
+CERTMAP_RULES = kinds.values(kinds.CertmapRule)
 READ, WRITE = Scope.READ, Scope.WRITE
 DIR_404 = ("directory_unknown",)
 
@@ -645,7 +644,9 @@ def end_smart_card_sessions(session: Session, ws: WorkSpace, now: datetime, reas
         BrokerSession.state.in_(LIVE_SESSION_STATES),
         BrokerSession.auth_method == "smart_card")))
     for s in rows:
-        s.state, s.end_reason, s.ended_at, s.pending_action = "ended", reason, now, "disconnect"
+        s.state, s.end_reason, s.ended_at, s.pending_action = (
+            kinds.SessionState.ENDED, kinds.SessionEndReason(reason), now,
+            kinds.SessionAction.DISCONNECT)
     return [s.id for s in rows]
 
 
@@ -798,7 +799,9 @@ def terminate_session(session: Session, ctx: BrokerContext, session_id: str,
     if s.state == "ended":
         raise ServiceError(Code.SESSION_ENDED, "This session has already ended.",
                            {"reason": s.end_reason})
-    s.state, s.end_reason, s.ended_at, s.pending_action = "ended", "admin", ctx.now(), "disconnect"
+    s.state, s.end_reason, s.ended_at, s.pending_action = (
+        kinds.SessionState.ENDED, kinds.SessionEndReason.ADMIN, ctx.now(),
+        kinds.SessionAction.DISCONNECT)
     session.flush()
     audit.record(session, "session.terminate", "change", directory_id=s.directory_id,
                  username=username_of(session, s.user_id), actor=actor, session_id=s.id,

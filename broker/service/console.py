@@ -186,8 +186,8 @@ def overview(session: Session, ctx: Any) -> dict[str, Any]:
     now = ctx.now()
     live = session.scalar(select(func.count()).select_from(BrokerSession).where(
         BrokerSession.state.in_(LIVE_SESSION_STATES))) or 0
-    by_state = dict(session.execute(select(WorkSpace.state, func.count()).group_by(
-        WorkSpace.state)).all())
+    by_state: dict[str, int] = dict(session.execute(select(WorkSpace.state, func.count())
+                                                    .group_by(WorkSpace.state)).all())
     workspaces = [(state, by_state.get(state, 0)) for state in WORKSPACE_STATES]
     return {"now": now.isoformat(), "logins": login_series(session, now),
             "live_sessions": live, "workspaces": workspaces,

@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from broker import kinds
 from broker.codes import Code
 from broker.errors import BrokerError
 from broker.service import admin, audit, coverage
@@ -497,7 +498,7 @@ def _apply_codes(session: Session, did: str, d: dict[str, Any], catalogue: Any, 
     if prune:
         for rc in codes:
             if rc.code not in keys:
-                rc.state, rc.revoked_at = "revoked", now
+                rc.state, rc.revoked_at = kinds.CodeState.REVOKED, now
                 changes.append(f"registration code …{rc.code[-4:]} revoked")
     return changes
 

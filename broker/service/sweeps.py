@@ -2,39 +2,47 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
-from sqlalchemy import delete, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from broker.metrics import CHALLENGES_EXPIRED
 from broker.service import sessions
 from broker.service.context import BrokerContext
-from broker.store.models import AuthToken, Challenge
+from broker.store.statements import (
+    DELETE_EXPIRED_AUTH_TOKENS,
+    DELETE_EXPIRED_CHALLENGES,
+    UNANSWERED_EXPIRED_CHALLENGES,
+)
 
 
-def sweepers(ctx: BrokerContext) -> list[Callable[[], object]]:
-    def expire_challenges() -> int:
-        def work(s: Session) -> tuple[int, int]:
-            now = ctx.now()
-            unanswered = s.scalar(select(func.count()).select_from(Challenge).where(
-                Challenge.expires_at < now, Challenge.used_at.is_(None))) or 0
-            deleted = s.execute(delete(Challenge).where(Challenge.expires_at < now)).rowcount  # type: ignore[attr-defined]
-            return deleted, unanswered
-        deleted, unanswered = ctx.db.transaction(work)
-        # Counted once, by the process whose sweep deleted them (workers sweep the same table).
-        CHALLENGES_EXPIRED.inc(unanswered)
-        return int(deleted)
+def expire_challenges(ctx: BrokerContext) -> int:
+    """Delete expired challenges (one transaction: count the unanswered, delete)."""
 
-    def expire_auth_tokens() -> int:
-        def work(s: Session) -> int:
-            return s.execute(delete(AuthToken).where(AuthToken.expires_at < ctx.now())).rowcount  # type: ignore[attr-defined]
-        return ctx.db.transaction(work)
+    def work(conn: Connection) -> tuple[int, int]:
+        now = {"now": ctx.now()}
+        unanswered = conn.execute(UNANSWERED_EXPIRED_CHALLENGES, now).scalar() or 0
+        return conn.execute(DELETE_EXPIRED_CHALLENGES, now).rowcount, unanswered
 
-    def workspaces() -> int:
-        return sessions.sweep_workspaces(ctx)
+    deleted, unanswered = ctx.db.run(work, name="expire_challenges")
+    # Counted once, by the process whose sweep deleted them (workers sweep the same table).
+    CHALLENGES_EXPIRED.inc(unanswered)
+    return deleted
 
-    def heartbeats() -> int:
-        return sessions.sweep_sessions(ctx)
 
-    return [expire_challenges, expire_auth_tokens, workspaces, heartbeats]
+def expire_auth_tokens(ctx: BrokerContext) -> int:
+    """Delete expired auth tokens (one DELETE)."""
+    return ctx.db.run(lambda conn: conn.execute(DELETE_EXPIRED_AUTH_TOKENS,
+                                                {"now": ctx.now()}).rowcount,
+                      name="expire_auth_tokens")
+
+
+#: Every sweep, each a function of the context run in its own transaction.
+SWEEPS: tuple[Callable[[BrokerContext], int], ...] = (
+    expire_challenges, expire_auth_tokens, sessions.sweep_workspaces, sessions.sweep_sessions)
+
+
+def sweepers(ctx: BrokerContext) -> list[Callable[[], int]]:
+    """The sweeps bound to ``ctx``, for a timer to call (each keeps its sweep's name)."""
+    return [functools.update_wrapper(functools.partial(sweep, ctx), sweep) for sweep in SWEEPS]

@@ -76,8 +76,10 @@ def build_client_api(ctx: BrokerContext) -> JsonApi:
     async def connect(request: Any, workspace_id: str,
                       principal: ClientPrincipal) -> tuple[int, Any]:
         read_optional_model(request, ConnectRequest)
-        return await ctx.call(sessions.connect, ctx, principal, workspace_id,
-                              client_address(request))
+        result = await ctx.call(sessions.connect, ctx, principal, workspace_id,
+                                client_address(request))
+        # A session at once is created (201); a start or a logon challenge is accepted (202).
+        return (201 if isinstance(result, sessions.Opened) else 202), result.body
 
     @route("/v1/workspaces/{workspace_id}/logon", "POST", access=Access.AUTH_TOKEN)
     async def logon(request: Any, workspace_id: str, principal: ClientPrincipal) -> tuple[int, Any]:

@@ -122,8 +122,9 @@ def session_calls(ctx: BrokerContext, clock: SkewedClock, code: str,
     principal = auth.client_principal(ctx, token)
     counts: dict[str, int] = {}
     with statements(ctx) as seen:
-        status, body = sessions.connect(ctx, principal, "ws-alice", "127.0.0.1")
-    assert status == 202 and body["state"] == "AVAILABLE", body
+        started = sessions.connect(ctx, principal, "ws-alice", "127.0.0.1")
+        body = started.body
+    assert isinstance(started, sessions.Starting) and body["state"] == "AVAILABLE", body
     counts["connect"] = len(seen)
     logon = body["logon_challenge"]
     signature = base64.b64encode(card.sign(base64.b64decode(logon["to_be_signed"]))).decode()
@@ -138,8 +139,9 @@ def session_calls(ctx: BrokerContext, clock: SkewedClock, code: str,
     ctx.db.transaction(lambda s: s.execute(update(WorkSpace).where(
         WorkSpace.id == "ws-alice-stopped").values(state="STOPPED", transition_due_at=None)))
     with statements(ctx) as seen:
-        status, body = sessions.connect(ctx, principal, "ws-alice-stopped", "127.0.0.1")
-    assert status == 202, body
+        started = sessions.connect(ctx, principal, "ws-alice-stopped", "127.0.0.1")
+        body = started.body
+    assert isinstance(started, sessions.Starting), started
     counts["connect_start"] = len(seen)
     clock.offset += timedelta(seconds=ctx.settings.workspaces.start_delay_s + 1)
     logon = body["logon_challenge"]
@@ -236,7 +238,7 @@ def test_a_login_forgets_the_certificates_earlier_failures(database: Any) -> Non
     ctx = BrokerContext(Settings(base_dir=REPO), database=database)
     code, card = seed(ctx, 0)
     key = f"fail:cert:{cert_fingerprint(base64.b64decode(card.cert_b64()))}"
-    ctx.db.transaction(lambda s: limits.record_failure(s, key, 5, 300, ctx.now()))
+    ctx.db.run(lambda conn: limits.record_failure(conn, key, 5, 300, ctx.now()))
     assert database.read(lambda s: s.get(RateCounter, key)) is not None
     one_login(ctx, code, card)
     assert database.read(lambda s: s.get(RateCounter, key)) is None

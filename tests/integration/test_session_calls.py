@@ -60,8 +60,9 @@ class World:
     def open(self, workspace_id: str = "ws-alice") -> dict[str, Any]:
         """Connect to an AVAILABLE WorkSpace: the PIN again (a logon challenge), then the
         session."""
-        status, body = sessions.connect(self.ctx, self.principal, workspace_id, ADDRESS)
-        assert status == 202 and body["state"] == "AVAILABLE", body
+        started = sessions.connect(self.ctx, self.principal, workspace_id, ADDRESS)
+        body = started.body
+        assert isinstance(started, sessions.Starting) and body["state"] == "AVAILABLE", body
         return self.logon(body["logon_challenge"], workspace_id)
 
 
@@ -80,8 +81,10 @@ def test_a_card_login_connects_to_an_available_workspace_with_the_pin_again(
         world: World) -> None:
     """"Starting WorkSpace" asks for the PIN on every card login: an AVAILABLE WorkSpace gets a
     logon challenge (bound to it, this login and its certificate) and nothing else yet."""
-    status, body = sessions.connect(world.ctx, world.principal, "ws-alice", ADDRESS)
-    assert status == 202 and body["state"] == "AVAILABLE" and "session" not in body
+    started = sessions.connect(world.ctx, world.principal, "ws-alice", ADDRESS)
+    body = started.body
+    assert isinstance(started, sessions.Starting)
+    assert body["state"] == "AVAILABLE" and "session" not in body
     ch = world.row(Challenge, body["logon_challenge"]["challenge_id"])
     assert (ch.purpose, ch.workspace_id, ch.auth_token_id, ch.cert_fingerprint) == (
         "logon", "ws-alice", world.principal.token_id, world.principal.cert_fingerprint)
@@ -118,8 +121,9 @@ def test_a_second_connect_takes_over_the_first_session(world: World) -> None:
 
 
 def test_connect_to_a_stopped_workspace_starts_it_with_a_logon_challenge(world: World) -> None:
-    status, body = sessions.connect(world.ctx, world.principal, "ws-auto", ADDRESS)
-    assert status == 202 and body["state"] == "STARTING"
+    started = sessions.connect(world.ctx, world.principal, "ws-auto", ADDRESS)
+    body = started.body
+    assert isinstance(started, sessions.Starting) and body["state"] == "STARTING"
     ws = world.row(WorkSpace, "ws-auto")
     assert ws.state == "STARTING" and ws.transition_due_at is not None
     (start,) = world.events("workspace.start")
@@ -136,7 +140,7 @@ def test_connect_to_a_stopped_workspace_starts_it_with_a_logon_challenge(world: 
 
 
 def test_logon_while_starting_changes_nothing(world: World) -> None:
-    logon = sessions.connect(world.ctx, world.principal, "ws-auto", ADDRESS)[1][
+    logon = sessions.connect(world.ctx, world.principal, "ws-auto", ADDRESS).body[
         "logon_challenge"]
     assert code_of(lambda: world.logon(logon)) == "workspace_not_ready"
     assert world.row(Challenge, logon["challenge_id"]).used_at is None
@@ -145,7 +149,7 @@ def test_logon_while_starting_changes_nothing(world: World) -> None:
 
 
 def test_a_logon_challenge_opens_one_session(world: World) -> None:
-    logon = sessions.connect(world.ctx, world.principal, "ws-auto", ADDRESS)[1][
+    logon = sessions.connect(world.ctx, world.principal, "ws-auto", ADDRESS).body[
         "logon_challenge"]
     world.clock.offset += timedelta(seconds=world.ctx.settings.workspaces.start_delay_s + 1)
     opened = world.logon(logon)["session"]
@@ -160,7 +164,7 @@ def test_a_logon_challenge_opens_one_session(world: World) -> None:
 
 
 def test_a_challenge_of_another_workspace_is_unknown_to_logon(world: World) -> None:
-    logon = sessions.connect(world.ctx, world.principal, "ws-auto", ADDRESS)[1][
+    logon = sessions.connect(world.ctx, world.principal, "ws-auto", ADDRESS).body[
         "logon_challenge"]
     assert code_of(lambda: sessions.logon(world.ctx, world.principal, "ws-alice",
                                           logon["challenge_id"], world.sign(logon),
