@@ -85,7 +85,7 @@ def record_failure(conn: Connection, key: str, max_failures: int, window_s: int,
     """Count a failure; start a lockout of ``window_s`` at ``max_failures``. True if locked."""
     count, _ = _count(conn, [key], window_s, now)[key]
     if count >= max_failures:
-        conn.execute(LOCK_COUNTER, {"key": key, "until": now + timedelta(seconds=window_s)})
+        conn.execute(LOCK_COUNTER, {"counter_key": key, "until": now + timedelta(seconds=window_s)})
         return True
     return False
 
@@ -100,13 +100,13 @@ def record_slowdown(conn: Connection, key: str, free: int, window_s: int,
     if over <= 0:
         return 0.0
     delay = float(min(window_s, 2 ** min(over - 1, 30)))
-    conn.execute(HOLD_COUNTER, {"key": key, "until": now + timedelta(seconds=delay)})
+    conn.execute(HOLD_COUNTER, {"counter_key": key, "until": now + timedelta(seconds=delay)})
     return delay
 
 
 def mark(conn: Connection, key: str, until: datetime, now: datetime) -> None:
     """Remember ``key`` (a fact, not a failure) until ``until``; :func:`read_locks` finds it."""
-    conn.execute(mark_counter(conn.dialect.name), {"key": key, "now": now, "until": until})
+    conn.execute(mark_counter(conn.dialect.name), {"counter_key": key, "now": now, "until": until})
 
 
 def clear(conn: Connection, key: str) -> None:

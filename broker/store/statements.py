@@ -305,26 +305,27 @@ SESSION_AND_CHALLENGE: Select[Any] = (
 
 # --------------------------------------------------------------------------- failure counters
 
-#: Start a lockout (failure counters) or remember a fact until ``until`` (``ok:`` keys):
-#: ``locked_until`` of the counter ``key``, with its count reset. Parameters: ``key``,
-#: ``until``.
+#: Start a lockout: ``locked_until`` of the counter, with its count reset. Parameters:
+#: ``counter_key``, ``until``.
 LOCK_COUNTER: Update = (
-    update(_counters).where(_counters.c.key == bindparam("key"))
+    update(_counters).where(_counters.c.key == bindparam("counter_key"))
     .values(locked_until=bindparam("until"), count=0))
 
 
-#: Hold ``key`` until ``until`` (a slowdown), its count going on. Parameters: ``key``, ``until``.
+#: Hold a counter until ``until`` (a slowdown), its count going on. Parameters:
+#: ``counter_key``, ``until``.
 HOLD_COUNTER: Update = (
-    update(_counters).where(_counters.c.key == bindparam("key"))
+    update(_counters).where(_counters.c.key == bindparam("counter_key"))
     .values(locked_until=bindparam("until")))
 
 
 @functools.cache
 def mark_counter(dialect: str) -> Insert:
     """Remember ``key`` until ``until`` (a fact, not a failure): the counter's window restarts
-    at ``now`` with no count. Parameters: ``key``, ``now``, ``until``."""
+    at ``now`` with no count. Parameters: ``counter_key``, ``now``, ``until``."""
     dialect_insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = dialect_insert(_counters).values(key=bindparam("key"), window_start=bindparam("now"),
+    stmt = dialect_insert(_counters).values(key=bindparam("counter_key"),
+                                            window_start=bindparam("now"),
                                             count=0, locked_until=bindparam("until"))
     return stmt.on_conflict_do_update(index_elements=[_counters.c.key], set_={
         "window_start": stmt.excluded.window_start, "count": 0,
