@@ -19,6 +19,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from broker.codes import Code
+from broker.kinds import Outcome
 from broker.service import admin, admin_tokens, audit, coverage
 from broker.service.admin import LIVE_SESSION_STATES, WORKSPACE_STATES
 from broker.service.errors import ServiceError
@@ -175,7 +176,7 @@ def login_series(session: Session, now: datetime, hours: int = 24) -> dict[str, 
         index = int((at - start).total_seconds() // 3600)
         if 0 <= index < hours:
             counts.setdefault(outcome, [0] * hours)[index] += 1
-        if outcome == "refused":
+        if outcome == Outcome.REFUSED:
             reasons[reason or "unknown"] += 1
     return {"buckets": [b.isoformat() for b in buckets], "counts": counts,
             "reasons": reasons.most_common()}

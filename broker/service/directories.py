@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from broker import kinds
 from broker.codes import Code
 from broker.errors import BrokerError
+from broker.kinds import CodeState
 from broker.service import admin, audit, coverage
 from broker.service.admin import DIRECTORIES, USERS, WORKSPACES
 from broker.service.ldapdir import check_settings
@@ -271,7 +272,8 @@ def apply_loaded(session: Session, loaded: LoadedFile, *, catalogue: Any, actor:
     total = 0
     for di, d in enumerate(loaded.directories):
         active = select(db.RegistrationCode.code).where(
-            db.RegistrationCode.directory_id == d["id"], db.RegistrationCode.state == "active")
+            db.RegistrationCode.directory_id == d["id"],
+            db.RegistrationCode.state == CodeState.ACTIVE)
         before = set(session.scalars(active))
         changes = _apply_directory(session, loaded, di, d, catalogue, now, prune)
         session.flush()
@@ -342,7 +344,8 @@ def _apply_directory(session: Session, loaded: LoadedFile, di: int, d: dict[str,
     trusted = {t.fingerprint: t for t in session.scalars(
         select(db.TrustCertificate).where(db.TrustCertificate.directory_id == did))}
     listed: set[str] = set()
-    for kind, certs in (("anchor", material.anchors), ("intermediate", material.intermediates)):
+    for kind, certs in ((kinds.TrustKind.ANCHOR, material.anchors),
+                        (kinds.TrustKind.INTERMEDIATE, material.intermediates)):
         for cert in certs:
             t = admin.trust_row(did, cert, kind)
             listed.add(t.fingerprint)
@@ -431,7 +434,8 @@ def _apply_workspaces(session: Session, did: str, specs: list[dict[str, Any]], n
                                   **values))
             changes.append(f"workspace {w['id']} created")
             continue
-        to_pcoip = wrow.protocol != "PCoIP" and w["protocol"] == "PCoIP"
+        to_pcoip = (wrow.protocol != kinds.Protocol.PCOIP
+                    and w["protocol"] == kinds.Protocol.PCOIP)
         diff = WORKSPACES.changes(wrow, values)
         changes += _diff(f"workspace {w['id']}", [
             ("user", admin.username_of(session, old), w["user"]) if path == "user_id"
@@ -461,14 +465,15 @@ def _apply_codes(session: Session, did: str, d: dict[str, Any], catalogue: Any, 
 
     changes: list[str] = []
     codes = list(session.scalars(select(db.RegistrationCode).where(
-        db.RegistrationCode.directory_id == did, db.RegistrationCode.state == "active")
+        db.RegistrationCode.directory_id == did, db.RegistrationCode.state == CodeState.ACTIVE)
         .order_by(db.RegistrationCode.id)))
     entry = catalogue.get(d["region"])
     wanted = d["registration_codes"]
     if isinstance(wanted, int):
         while len(codes) < wanted:
             code = str(registration.generate(entry.prefix)).upper()
-            rc = db.RegistrationCode(code=code, directory_id=did, state="active", created_at=now)
+            rc = db.RegistrationCode(code=code, directory_id=did, state=CodeState.ACTIVE,
+                                     created_at=now)
             session.add(rc)
             codes.append(rc)
             changes.append(f"registration code …{code[-4:]} issued")
@@ -487,12 +492,12 @@ def _apply_codes(session: Session, did: str, d: dict[str, Any], catalogue: Any, 
         existing = session.scalar(select(db.RegistrationCode)
                                   .where(db.RegistrationCode.code == key))
         if existing is None:
-            session.add(db.RegistrationCode(code=key, directory_id=did, state="active",
+            session.add(db.RegistrationCode(code=key, directory_id=did, state=CodeState.ACTIVE,
                                          created_at=now))
             changes.append(f"registration code …{key[-4:]} added")
         elif existing.directory_id != did:
             raise fail(("registration_codes", ci), f"code {text!r} belongs to another directory")
-        elif existing.state != "active":
+        elif existing.state != CodeState.ACTIVE:
             raise fail(("registration_codes", ci), f"code {text!r} was {existing.state}; "
                        "issue a new one")
     if prune:
@@ -559,7 +564,7 @@ def export_directory(session: Session, directory_id: str, pki_dir: Path,
         doc["ldap"] = {k: v for k, v in ldap.items() if v is not None}
     for t in _rows_of(session, db.TrustCertificate, d.id):
         cert = x509.load_der_x509_certificate(t.der)
-        key = "trust_anchors" if t.kind == "anchor" else "intermediates"
+        key = "trust_anchors" if t.kind == kinds.TrustKind.ANCHOR else "intermediates"
         doc[key].append(write_pem(f"{t.kind}-{t.fingerprint[:16]}.pem",
                                   cert.public_bytes(serialization.Encoding.PEM)))
     for c in _rows_of(session, db.Crl, d.id):
@@ -567,7 +572,7 @@ def export_directory(session: Session, directory_id: str, pki_dir: Path,
         doc["crls"].append(write_pem(f"crl-{c.fingerprint[:16]}.pem",
                                      crl.public_bytes(serialization.Encoding.PEM)))
     active = list(session.scalars(select(db.RegistrationCode.code).where(
-        db.RegistrationCode.directory_id == d.id, db.RegistrationCode.state == "active")
+        db.RegistrationCode.directory_id == d.id, db.RegistrationCode.state == CodeState.ACTIVE)
         .order_by(db.RegistrationCode.id)))
     doc["registration_codes"] = active if codes else len(active)
     doc["user"] = []
