@@ -210,3 +210,56 @@ def test_end_session_ends_it_once_and_hides_other_users_sessions(world: World) -
         ("client", {"session_id": sid})]
     assert code_of(lambda: sessions.connect(world.ctx, stranger, "ws-alice", ADDRESS)) == \
         "workspace_not_yours"
+
+
+def test_every_card_login_decision_records_its_certmap_rule(world: World) -> None:
+    """The login's audit event names the rule that found the user; once alice's UPN is gone
+    the refusal names the rules tried; in-session use names its rule too."""
+    (login_event,) = [e for e in world.events("login.smart_card") if e.outcome == "success"]
+    assert login_event.details["certmap_rule"] == "upn"
+    sid = world.open()["session"]["id"]
+    isc = sessions.in_session_challenge(world.ctx, world.principal, sid, "browser", ADDRESS)
+    sessions.in_session_response(world.ctx, world.principal, sid, isc["challenge_id"],
+                                 world.sign(isc), world.card.algorithm, None, [], ADDRESS)
+    (used,) = world.events("in_session.auth")
+    assert used.outcome == "success" and used.details["certmap_rule"] == "upn"
+    world.ctx.db.transaction(lambda s: s.execute(update(User).where(User.username == "alice")
+                                                 .values(upn=None)))
+    ch = login.issue_login_challenge(world.ctx, world.code,
+                                     registrations.ClientSpec(**WINDOWS), 1, ADDRESS)
+    assert code_of(lambda: login.respond_to_challenge(
+        world.ctx, ch["challenge_id"], world.card.cert_b64(), world.card.chain_b64(),
+        world.sign(ch), world.card.algorithm, ADDRESS)) == "user_not_found"
+    (refused,) = [e for e in world.events("login.smart_card") if e.outcome == "refused"]
+    assert refused.reason == "user_not_found"
+    assert refused.details["certmap_rule"] == ["upn", "email"]
+
+
+def test_a_sweep_ends_silent_sessions_once_and_audits_each(world: World) -> None:
+    """The heartbeat sweep ends a live session whose heartbeats stopped (one audit event), and
+    a second sweep finds nothing; a session that still beats is left alone."""
+    from broker.service import sweeps
+
+    sid = world.open()["session"]["id"]
+    assert sessions.sweep_sessions(world.ctx) == 0
+    world.clock.offset += timedelta(seconds=world.ctx.settings.sessions.heartbeat_timeout_s + 1)
+    by_name = {fn.__name__: fn for fn in sweeps.sweepers(world.ctx)}
+    assert by_name["sweep_sessions"]() == 1
+    assert by_name["sweep_sessions"]() == 0
+    row = world.row(Session, sid)
+    assert (row.state, row.end_reason) == ("ended", "heartbeat_timeout")
+    ends = [e for e in world.events("session.end") if e.details["session_id"] == sid]
+    assert [e.reason for e in ends] == ["heartbeat_timeout"]
+
+
+def test_the_workspace_sweep_completes_starts_and_stops_idle_workspaces(world: World) -> None:
+    sessions.connect(world.ctx, world.principal, "ws-auto", ADDRESS)
+    assert world.row(WorkSpace, "ws-auto").state == "STARTING"
+    world.clock.offset += timedelta(seconds=world.ctx.settings.workspaces.start_delay_s + 1)
+    assert sessions.sweep_workspaces(world.ctx) >= 1
+    assert world.row(WorkSpace, "ws-auto").state == "AVAILABLE"
+    world.clock.offset += timedelta(seconds=world.ctx.settings.workspaces.auto_stop_idle_s + 1)
+    assert sessions.sweep_workspaces(world.ctx) == 1
+    assert world.row(WorkSpace, "ws-auto").state == "STOPPING"
+    (stop,) = world.events("workspace.auto_stop")
+    assert stop.details == {"workspace_id": "ws-auto"}
