@@ -38,12 +38,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from broker.codes import Code
-from broker.kinds import CertmapRule
+from broker.kinds import CertmapRule, LdapFlavour
 from broker.service.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
-FLAVOURS = ("ad", "generic")
+FLAVOURS = tuple(f.value for f in LdapFlavour)
 #: Certmap rules only an LDAP directory has (a local directory has no such user column).
 LDAP_RULES = tuple(r.value for r in CertmapRule if r.ldap_only)
 #: Default attribute of each certmap rule, per flavour (``attributes`` overrides).
