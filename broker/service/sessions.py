@@ -1,4 +1,4 @@
-"""WorkSpace sessions: connect, the second PIN at "Starting WorkSpace", heartbeats, in-session.
+"""WorkSpace sessions: connect, the second PIN at "Starting WorkSpace", heartbeats, end.
 
 * ``connect`` after a password login: an AVAILABLE WorkSpace gets a session at once (201); a
   STOPPED one is started and the answer is 202 STARTING until it is AVAILABLE.
@@ -18,8 +18,8 @@
   ``disconnect`` on its next heartbeat.
 * Card removal applies the directory's removal_action (none | lock | disconnect); a session
   without heartbeats for ``sessions.heartbeat_timeout_s`` is ended by the sweeper.
-* In-session authentication (sudo, browsers) returns a signed assertion (JWS) verifiable with
-  the JWKS.
+* In-session authentication (sudo, browsers; broker/service/in_session.py) returns a signed
+  assertion (JWS) verifiable with the JWKS.
 * Every call names a session or WorkSpace and receives the caller's :class:`ClientPrincipal`
   (the web layer resolved the auth token first): anything the token's user does not own is
   ``session_unknown`` / ``workspace_unknown`` (404), never revealed. Ending a session does not
@@ -29,7 +29,6 @@
 
 from __future__ import annotations
 
-import base64
 import secrets
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
@@ -41,7 +40,6 @@ from broker import kinds, policy
 from broker.codes import Code
 from broker.kinds import (
     AuthMethod,
-    CertmapRule,
     Purpose,
     RemovalAction,
     SessionAction,
@@ -60,19 +58,12 @@ from broker.service.tickets import TICKET_AUDIENCE
 from broker.service.tokens import new_id
 from broker.service.trust import (
     TrustSnapshot,
-    Verified,
     default_algorithm,
-    map_user,
     verify_card_response,
 )
-from broker.service.wire import cert_fingerprint, decode_b64, der_certificate, rfc3339
+from broker.service.wire import decode_b64, rfc3339
 from broker.store.statements import (
-    DUE_WORKSPACES,
-    END_STALE_SESSIONS,
-    IDLE_WORKSPACES,
     INSERT_SESSION,
-    SESSION_AND_CHALLENGE,
-    SESSION_FOR_IN_SESSION,
     SESSION_WITH_REMOVAL_ACTION,
     TAKE_OVER_SESSIONS,
     UPDATE_SESSION,
@@ -82,15 +73,63 @@ from broker.store.statements import (
 )
 from broker.workspaces.backend import WorkSpaceBackend, backend_from_settings
 
-ASSERTION_TTL = timedelta(minutes=2)
 
-
-def _bounded(identifier: str) -> str | None:
+def bounded_id(identifier: str) -> str | None:
     """``identifier`` if it may name a row; longer input never does (looked up as NULL)."""
     return identifier if len(identifier) <= MAX_ID else None
 
 
-def _check_workspace(row: Any, principal: ClientPrincipal) -> Any:
+class _Owned(Protocol):
+    """A row the caller may own: a WorkSpace or a session."""
+
+    user_id: int
+    directory_id: str
+
+
+class _WorkSpaceRow(Toggles, Protocol):
+    """What :data:`WORKSPACE_FOR_SESSION` reads (directory and user columns NULL when gone)."""
+
+    id: str
+    directory_id: str
+    user_id: int
+    protocol: kinds.Protocol
+    os: kinds.WorkSpaceOs | None
+    state: WorkSpaceState
+    state_changed_at: datetime
+    transition_due_at: datetime | None
+    last_activity_at: datetime
+    region: str
+    version: int | None
+    username: str | None
+
+
+class _LogonRow(_WorkSpaceRow, Protocol):
+    """:class:`_WorkSpaceRow` with the challenge of :data:`WORKSPACE_AND_CHALLENGE`."""
+
+    challenge_id: str | None
+    challenge_purpose: Purpose | None
+    challenge_workspace_id: str | None
+    auth_token_id: int | None
+    to_be_signed: bytes
+    used_at: datetime | None
+    challenge_expires_at: datetime
+
+
+class _SessionRow(Protocol):
+    """What :data:`SESSION_WITH_REMOVAL_ACTION` reads."""
+
+    id: str
+    user_id: int
+    directory_id: str
+    workspace_id: str
+    auth_method: AuthMethod
+    state: SessionState
+    pending_action: SessionAction | None
+    end_reason: SessionEndReason | None
+    removal_action: RemovalAction | None
+
+
+def _check_workspace(row: Row[Any] | None, principal: ClientPrincipal) -> _WorkSpaceRow:
     """``row`` (read by any means) if it is a WorkSpace of the caller's directory that the
     caller may use: else workspace_unknown (404), workspace_not_yours or
     smart_card_requires_wsp."""
@@ -102,15 +141,15 @@ def _check_workspace(row: Any, principal: ClientPrincipal) -> Any:
         raise ServiceError(Code.SMART_CARD_REQUIRES_WSP,
                            "Smart cards work only with WorkSpaces streamed over WSP; this "
                            "WorkSpace uses PCoIP.")
-    return row
+    return cast(_WorkSpaceRow, row)
 
 
-def _check_session(row: Any, principal: ClientPrincipal) -> Any:
+def check_session(row: Row[Any] | None, principal: ClientPrincipal) -> _Owned:
     """``row`` (read by any means) if the caller's user owns it; session_unknown (404)."""
     if row is None or row.user_id != principal.user_id \
             or row.directory_id != principal.directory_id:
         raise ServiceError(Code.SESSION_UNKNOWN, "There is no such session.")
-    return row
+    return cast(_Owned, row)
 
 
 def in_session_decision(ctx: BrokerContext, region: str, settings: policy.DirectorySettings,
@@ -126,14 +165,14 @@ def in_session_decision(ctx: BrokerContext, region: str, settings: policy.Direct
         client=policy.client_of(client), os=os, detail=detail)
 
 
-def _directory_gone() -> ServiceError:
+def directory_gone() -> ServiceError:
     return ServiceError(Code.DIRECTORY_UNKNOWN, "The directory no longer exists.")
 
 
 # --------------------------------------------------------------------------- Core hot path
 
 @dataclass
-class _WorkSpace:
+class WorkSpaceLifecycle:
     """The lifecycle of a WorkSpace read on Core, for the backend to move (it satisfies
     :class:`broker.workspaces.backend.Lifecycle`); :meth:`save` writes back what changed."""
 
@@ -146,10 +185,10 @@ class _WorkSpace:
     last_activity_at: datetime
 
     @classmethod
-    def of(cls, row: Row[Any]) -> _WorkSpace:
+    def of(cls, row: _WorkSpaceRow | Row[Any]) -> WorkSpaceLifecycle:
         return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
 
-    def save(self, conn: Connection, read: _WorkSpace) -> None:
+    def save(self, conn: Connection, read: WorkSpaceLifecycle) -> None:
         """One UPDATE of the columns that changed since ``read`` (none: no statement), as an
         ORM flush would: a concurrent change to another column is not overwritten."""
         changed = {f.name: getattr(self, f.name) for f in fields(self)
@@ -159,20 +198,21 @@ class _WorkSpace:
 
 
 def _owned_workspace(conn: Connection, principal: ClientPrincipal,
-                     workspace_id: str) -> Row[Any]:
+                     workspace_id: str) -> _WorkSpaceRow:
     return _check_workspace(conn.execute(WORKSPACE_FOR_SESSION, {
-        "workspace_id": _bounded(workspace_id)}).first(), principal)
+        "workspace_id": bounded_id(workspace_id)}).first(), principal)
 
 
 def _open_session(ctx: BrokerContext, conn: Connection, backend: WorkSpaceBackend,
-                  principal: ClientPrincipal, row: Row[Any], ws: _WorkSpace, read: _WorkSpace,
+                  principal: ClientPrincipal, row: _WorkSpaceRow, ws: WorkSpaceLifecycle,
+                  read: WorkSpaceLifecycle,
                   now: datetime, address: str | None,
                   events: list[dict[str, Any]]) -> dict[str, Any]:
     """Open a session on ``ws`` (read as ``row``), taking over earlier ones, and write the
     transaction's WorkSpace changes and audit ``events`` with its own: the session, one UPDATE
     of the WorkSpace, one INSERT of every audit event."""
     if row.version is None:  # deleted while the call ran
-        raise _directory_gone()
+        raise directory_gone()
     if row.username is None:
         raise ServiceError(Code.USER_NOT_FOUND, "The user of this login no longer exists.")
     # One active session per WorkSpace: earlier ones are told to disconnect.
@@ -226,7 +266,7 @@ class Starting:
     body: dict[str, Any]
 
 
-def _throttles(kind: str, principal: ClientPrincipal, address: str | None, per_token: int,
+def throttles(kind: str, principal: ClientPrincipal, address: str | None, per_token: int,
                per_address: int) -> list[tuple[str, int]]:
     """The rate counters of one call: per login (auth token) and per client address. A
     refused call rolls its transaction back, so it counts against neither."""
@@ -254,11 +294,11 @@ def connect(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str,
     def start_or_open(conn: Connection) -> Opened | Starting:
         now = ctx.now()
         lim = ctx.settings.login
-        limits.hit_many(conn, _throttles("connect", principal, address,
+        limits.hit_many(conn, throttles("connect", principal, address,
                                          lim.connects_per_token_per_minute,
                                          lim.connects_per_address_per_minute), 60, now)
         row = _owned_workspace(conn, principal, workspace_id)
-        ws, read = _WorkSpace.of(row), _WorkSpace.of(row)
+        ws, read = WorkSpaceLifecycle.of(row), WorkSpaceLifecycle.of(row)
         backend.refresh(ws, now)
         events: list[dict[str, Any]] = []
         state = WorkSpaceState(ws.state)
@@ -278,6 +318,8 @@ def connect(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str,
                                         address, events))
         body: dict[str, Any] = {"state": ws.state, "workspace_id": ws.id}
         if smart_card:
+            if row.version is None:  # the directory was deleted while the call ran
+                raise directory_gone()
             # A start can outlast a normal challenge: give the PIN its full TTL after it.
             due = ws.transition_due_at if ws.state != WorkSpaceState.AVAILABLE else None
             body["logon_challenge"] = insert_challenge(
@@ -310,9 +352,9 @@ def logon(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str, cha
 
     def read_challenge(conn: Connection) -> tuple[bytes, TrustSnapshot]:
         now = ctx.now()
-        row = _check_workspace(conn.execute(WORKSPACE_AND_CHALLENGE, {
-            "workspace_id": _bounded(workspace_id),
-            "challenge_id": _bounded(challenge_id)}).first(), principal)
+        row = cast(_LogonRow, _check_workspace(conn.execute(WORKSPACE_AND_CHALLENGE, {
+            "workspace_id": bounded_id(workspace_id),
+            "challenge_id": bounded_id(challenge_id)}).first(), principal))
         if row.challenge_id is None:
             raise ServiceError(Code.CHALLENGE_UNKNOWN, "There is no such challenge.")
         check_row(row.used_at, row.challenge_expires_at, now)
@@ -321,13 +363,13 @@ def logon(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str, cha
             raise ServiceError(Code.CHALLENGE_UNKNOWN, "This is not a logon challenge for this "
                                                     "WorkSpace and login.")
         if row.version is None:
-            raise _directory_gone()
+            raise directory_gone()
         return row.to_be_signed, ctx.trust.snapshot_at(conn, row.directory_id, row.version)
 
     def open_session(conn: Connection) -> dict[str, Any]:
         now = ctx.now()
         row = _owned_workspace(conn, principal, workspace_id)
-        ws, read = _WorkSpace.of(row), _WorkSpace.of(row)
+        ws, read = WorkSpaceLifecycle.of(row), WorkSpaceLifecycle.of(row)
         backend.refresh(ws, now)
         if ws.state != WorkSpaceState.AVAILABLE:
             if ws.state in (WorkSpaceState.STARTING, WorkSpaceState.PENDING):
@@ -358,9 +400,9 @@ def logon(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str, cha
 
 
 def _owned_session_row(conn: Connection, principal: ClientPrincipal,
-                       session_id: str) -> Row[Any]:
-    return _check_session(conn.execute(SESSION_WITH_REMOVAL_ACTION, {
-        "session_id": _bounded(session_id)}).first(), principal)
+                       session_id: str) -> _SessionRow:
+    return cast(_SessionRow, check_session(conn.execute(SESSION_WITH_REMOVAL_ACTION, {
+        "session_id": bounded_id(session_id)}).first(), principal))
 
 
 def heartbeat(ctx: BrokerContext, principal: ClientPrincipal, session_id: str,
@@ -376,13 +418,13 @@ def heartbeat(ctx: BrokerContext, principal: ClientPrincipal, session_id: str,
         row = _owned_session_row(conn, principal, session_id)
         changes: dict[str, Any] = {}
         if row.pending_action:
-            action, reason = row.pending_action, row.end_reason
+            pending, reason = row.pending_action, row.end_reason
             changes["pending_action"] = None
-            if action == SessionAction.DISCONNECT and row.state != SessionState.ENDED:
+            if pending == SessionAction.DISCONNECT and row.state != SessionState.ENDED:
                 reason = SessionEndReason.DISCONNECTED
                 changes.update(state=SessionState.ENDED, ended_at=now, end_reason=reason)
             conn.execute(UPDATE_SESSION, {"session_id": row.id, **changes})
-            return {"action": action, "reason": reason}
+            return {"action": pending, "reason": reason}
         if row.state == SessionState.ENDED:
             raise ServiceError(Code.SESSION_ENDED, "This session has ended.",
                                {"reason": row.end_reason})
@@ -424,209 +466,3 @@ def end_session(ctx: BrokerContext, principal: ClientPrincipal, session_id: str,
                          session_id=row.id, reason=reason.value)
 
     ctx.db.run(end)
-
-
-# --------------------------------------------------------------------------- in session
-
-class _InSessionRow(Toggles, Protocol):
-    """What :data:`broker.store.statements.SESSION_FOR_IN_SESSION` reads."""
-
-    id: str
-    user_id: int
-    directory_id: str
-    workspace_id: str
-    protocol: kinds.Protocol
-    state: SessionState
-    end_reason: kinds.SessionEndReason | None
-    client: dict[str, str] | None
-    cert_fingerprint: str | None
-    region: str | None
-    version: int | None
-    os: kinds.WorkSpaceOs | None
-    username: str | None
-
-
-class _InSessionChallengeRow(_InSessionRow, Protocol):
-    """:class:`_InSessionRow` with the challenge of :data:`SESSION_AND_CHALLENGE`."""
-
-    challenge_id: str | None
-    challenge_purpose: Purpose | None
-    challenge_session_id: str | None
-    detail: str | None
-    to_be_signed: bytes
-    used_at: datetime | None
-    challenge_expires_at: datetime
-
-
-def _active_in_session(row: Row[Any] | None, principal: ClientPrincipal) -> _InSessionRow:
-    """The caller's live session (read with its directory), else session_unknown (404),
-    session_ended, or directory_unknown when its directory went."""
-    found = cast(_InSessionRow, _check_session(row, principal))
-    if found.state == SessionState.ENDED:
-        raise ServiceError(Code.SESSION_ENDED, "This session has ended.",
-                           {"reason": found.end_reason})
-    if found.version is None:
-        raise _directory_gone()
-    return found
-
-
-def in_session_challenge(ctx: BrokerContext, principal: ClientPrincipal, session_id: str,
-                         purpose: str, address: str | None) -> dict[str, Any]:
-    """POST /v1/sessions/{id}/in-session/challenges.
-
-    One write transaction on Core: the throttle counters, the session with its directory and
-    WorkSpace, the challenge, its audit event."""
-    attempt = Attempt("in_session.challenge", address, directory_id=principal.directory_id,
-                      details={"purpose": purpose})
-
-    def issue(conn: Connection) -> dict[str, Any]:
-        now = ctx.now()
-        lim = ctx.settings.login
-        limits.hit_many(conn, _throttles(
-            "isc", principal, address, lim.in_session_challenges_per_token_per_minute,
-            lim.in_session_challenges_per_address_per_minute), 60, now)
-        row = _active_in_session(conn.execute(SESSION_FOR_IN_SESSION, {
-            "session_id": _bounded(session_id)}).first(), principal)
-        assert row.region is not None and row.version is not None
-        decision = in_session_decision(ctx, row.region, code_settings(row), row.protocol,
-                                       row.client, row.os, purpose)
-        if not decision.allowed:
-            reasons = [r.value for r in decision.reasons]
-            raise ServiceError(Code.IN_SESSION_NOT_ALLOWED,
-                               "In-session smart-card use is not allowed for this session: "
-                               + ", ".join(reasons), {"reasons": reasons})
-        body = insert_challenge(ctx, conn, row.directory_id, row.version,
-                                Purpose.IN_SESSION, purpose, now=now, address=address,
-                                cert_fingerprint=row.cert_fingerprint, session_id=row.id)
-        audit.insert(conn, "in_session.challenge", "success", directory_id=row.directory_id,
-                     session_id=row.id, purpose=purpose, challenge_id=body["challenge_id"])
-        return body
-
-    return audited(ctx, attempt, lambda: ctx.db.run(issue, name="in_session_challenge"))
-
-
-def in_session_response(ctx: BrokerContext, principal: ClientPrincipal, session_id: str,
-                        challenge_id: str, signature_b64: str, algorithm: str | None,
-                        certificate_b64: str | None, chain_b64: list[str],
-                        address: str | None) -> dict[str, Any]:
-    """POST /v1/sessions/{id}/in-session/challenges/{cid}/response → {assertion (JWS)}.
-
-    On Core: one read (the session with its directory and the challenge), the verification
-    outside any transaction, then one write transaction (the session again, the user the
-    certificate maps to, the single-use consume, the assertion, its audit event)."""
-    attempt = Attempt("in_session.auth", address, challenge_id=challenge_id,
-                      directory_id=principal.directory_id)
-
-    def read_challenge(conn: Connection, cert_der: bytes | None
-                       ) -> tuple[bytes, bytes, TrustSnapshot, str | None]:
-        now = ctx.now()
-        row = cast(_InSessionChallengeRow, _active_in_session(conn.execute(
-            SESSION_AND_CHALLENGE, {"session_id": _bounded(session_id),
-                                    "challenge_id": _bounded(challenge_id)}).first(), principal))
-        if row.challenge_id is None:
-            raise ServiceError(Code.CHALLENGE_UNKNOWN, "There is no such challenge.")
-        check_row(row.used_at, row.challenge_expires_at, now)
-        if row.challenge_purpose != Purpose.IN_SESSION or row.challenge_session_id != row.id:
-            raise ServiceError(Code.CHALLENGE_UNKNOWN, "This is not a challenge of this session.")
-        if row.detail:
-            attempt.details["purpose"] = row.detail
-        if cert_der is None:
-            cert_der = principal.cert_der if principal.cert_fingerprint == row.cert_fingerprint \
-                else None
-        if cert_der is None:
-            raise ServiceError(Code.CERTIFICATE_MALFORMED, "Send the certificate to verify with.")
-        if row.cert_fingerprint and cert_fingerprint(cert_der) != row.cert_fingerprint:
-            raise ServiceError(Code.CERTIFICATE_MISMATCH, "Sign with the certificate of the login.")
-        assert row.version is not None
-        return (row.to_be_signed, cert_der,
-                ctx.trust.snapshot_at(conn, row.directory_id, row.version), row.detail)
-
-    def assert_user(conn: Connection, verified: Verified, certmap: tuple[CertmapRule, ...],
-                    detail: str | None) -> dict[str, Any]:
-        now = ctx.now()
-        row = _active_in_session(conn.execute(SESSION_FOR_IN_SESSION, {
-            "session_id": _bounded(session_id)}).first(), principal)
-        if row.username is None:
-            raise ServiceError(Code.USER_NOT_FOUND, "The user of this session no longer exists.")
-        mapped = map_user(conn, row.directory_id, verified.identity, certmap)
-        if mapped.id != row.user_id:
-            raise ServiceError(Code.CERTIFICATE_MISMATCH, "This certificate belongs to another "
-                                                       "user.", {"rule": mapped.rule})
-        consume(conn, challenge_id, now)
-        claims = {"iss": ctx.settings.server.broker_id, "aud": f"in-session:{detail}",
-                  "sub": row.username, "sid": row.id, "dir": row.directory_id,
-                  "ws": row.workspace_id, "purpose": detail, "iat": int(now.timestamp()),
-                  "exp": int((now + ASSERTION_TTL).timestamp()),
-                  "cnf": {"x5t#S256": base64.urlsafe_b64encode(
-                      bytes.fromhex(verified.fingerprint)).rstrip(b"=").decode()},
-                  "jti": secrets.token_urlsafe(12)}
-        assertion = ctx.keyring.sign(conn, claims, now)
-        audit.insert(conn, "in_session.auth", "success", directory_id=row.directory_id,
-                     username=row.username, cert_fingerprint=verified.fingerprint,
-                     session_id=row.id, purpose=detail, client_address=address,
-                     certmap_rule=mapped.rule)
-        return {"assertion": assertion, "expires_at": rfc3339(now + ASSERTION_TTL),
-                "purpose": detail}
-
-    def run() -> dict[str, Any]:
-        given = der_certificate(certificate_b64) if certificate_b64 else None
-        chain = [der_certificate(c, "chain certificate") for c in chain_b64]
-        signature = decode_b64(signature_b64, "signature_invalid", "signature")
-        tbs, cert_der, snap, detail = ctx.db.run(lambda c: read_challenge(c, given),
-                                                 read_only=True, name="in_session_read")
-        attempt.fingerprint = cert_fingerprint(cert_der)
-        verified = verify_card_response(ctx, snap, tbs, cert_der, chain, signature,
-                                        algorithm or default_algorithm(cert_der),
-                                        on_key_proven=attempt.prove_key)
-        return ctx.db.run(lambda c: assert_user(c, verified, snap.certmap, detail),
-                          name="in_session_assert")
-
-    return audited(ctx, attempt, run)
-
-
-# --------------------------------------------------------------------------- sweeps
-
-def sweep_workspaces(ctx: BrokerContext) -> int:
-    """Complete due transitions; stop idle AUTO_STOP WorkSpaces that have no session. One
-    transaction on Core: the due WorkSpaces, the idle ones, one UPDATE per WorkSpace moved and
-    one INSERT of the stops' audit events."""
-    backend = backend_from_settings(ctx.settings)
-    idle = timedelta(seconds=ctx.settings.workspaces.auto_stop_idle_s)
-
-    def complete_and_stop(conn: Connection) -> int:
-        now = ctx.now()
-        changed = 0
-        for row in conn.execute(DUE_WORKSPACES, {"now": now}).all():
-            ws, read = _WorkSpace.of(row), _WorkSpace.of(row)
-            changed += backend.refresh(ws, now)
-            ws.save(conn, read)
-        events = []
-        for row in conn.execute(IDLE_WORKSPACES, {"idle_before": now - idle}).all():
-            ws, read = _WorkSpace.of(row), _WorkSpace.of(row)
-            backend.stop(ws, now)
-            ws.save(conn, read)
-            events.append(audit.event("workspace.auto_stop", "change",
-                                      directory_id=ws.directory_id, workspace_id=ws.id))
-        if events:
-            audit.insert_all(conn, events)
-        return changed + len(events)
-
-    return ctx.db.run(complete_and_stop, name="sweep_workspaces")
-
-
-def sweep_sessions(ctx: BrokerContext) -> int:
-    """End sessions whose heartbeats stopped: one UPDATE … RETURNING and one INSERT of their
-    audit events (a session another sweeper ended first is no longer live: never twice)."""
-    timeout = timedelta(seconds=ctx.settings.sessions.heartbeat_timeout_s)
-
-    def end_stale(conn: Connection) -> int:
-        now = ctx.now()
-        ended = conn.execute(END_STALE_SESSIONS, {"stale_before": now - timeout,
-                                                  "now": now}).all()
-        if ended:
-            audit.insert_all(conn, [audit.event(
-                "session.end", "change", directory_id=row.directory_id, session_id=row.id,
-                reason=SessionEndReason.HEARTBEAT_TIMEOUT.value) for row in ended])
-        return len(ended)
-
-    return ctx.db.run(end_stale, name="sweep_sessions")

@@ -13,7 +13,7 @@ from typing import Any
 
 from klein import Klein
 
-from broker.service import auth, login, registrations, sessions, tickets
+from broker.service import auth, in_session, login, registrations, sessions, tickets
 from broker.service.auth import ClientPrincipal
 from broker.service.context import BrokerContext
 from broker.web.http import Access, JsonApi, client_address, read_model, read_optional_model
@@ -105,7 +105,7 @@ def build_client_api(ctx: BrokerContext) -> JsonApi:
     async def in_session_challenge(request: Any, session_id: str,
                                    principal: ClientPrincipal) -> tuple[int, Any]:
         body = read_model(request, InSessionChallengeRequest)
-        return 201, await ctx.call(sessions.in_session_challenge, ctx, principal, session_id,
+        return 201, await ctx.call(in_session.in_session_challenge, ctx, principal, session_id,
                                    body.purpose, client_address(request))
 
     @route("/v1/sessions/{session_id}/in-session/challenges/{challenge_id}/response", "POST",
@@ -113,7 +113,7 @@ def build_client_api(ctx: BrokerContext) -> JsonApi:
     async def in_session_response(request: Any, session_id: str, challenge_id: str,
                                   principal: ClientPrincipal) -> tuple[int, Any]:
         body = read_model(request, InSessionResponse)
-        return 200, await ctx.call(sessions.in_session_response, ctx, principal, session_id,
+        return 200, await ctx.call(in_session.in_session_response, ctx, principal, session_id,
                                    challenge_id, body.signature, body.algorithm,
                                    body.certificate, list(body.chain), client_address(request))
 

@@ -20,7 +20,7 @@ from sqlalchemy import event, insert, select, update
 
 from broker.config import Settings
 from broker.pki import issue
-from broker.service import admin, auth, login, registrations, sessions
+from broker.service import admin, auth, in_session, login, registrations, sessions
 from broker.service.context import BrokerContext
 from broker.store.models import Directory, TrustCertificate, User, WorkSpace
 from tests.support.softcard import WINDOWS, SoftCard
@@ -328,11 +328,11 @@ def client_calls(ctx: BrokerContext, code: str, card: SoftCard) -> dict[str, int
         card.sign(base64.b64decode(logon["to_be_signed"]))).decode(), card.algorithm,
         "127.0.0.1")["session"]["id"]
     with statements(ctx) as seen:
-        isc = sessions.in_session_challenge(ctx, principal, sid, "browser", "127.0.0.1")
+        isc = in_session.in_session_challenge(ctx, principal, sid, "browser", "127.0.0.1")
     counts["in_session_challenge"] = len(seen)
     signature = base64.b64encode(card.sign(base64.b64decode(isc["to_be_signed"]))).decode()
     with statements(ctx) as seen:
-        out = sessions.in_session_response(ctx, principal, sid, isc["challenge_id"], signature,
+        out = in_session.in_session_response(ctx, principal, sid, isc["challenge_id"], signature,
                                            card.algorithm, None, [], "127.0.0.1")
     assert out["assertion"]
     counts["in_session_response"] = len(seen)

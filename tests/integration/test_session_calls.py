@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from broker.config import Settings
 from broker.errors import BrokerError
-from broker.service import auth, login, registrations, sessions
+from broker.service import auth, in_session, login, registrations, sessions, sweeps
 from broker.service.auth import ClientPrincipal
 from broker.service.context import BrokerContext
 from broker.store.models import AuditEvent, Challenge, Directory, Session, User, WorkSpace
@@ -218,8 +218,8 @@ def test_every_card_login_decision_records_its_certmap_rule(world: World) -> Non
     (login_event,) = [e for e in world.events("login.smart_card") if e.outcome == "success"]
     assert login_event.details["certmap_rule"] == "upn"
     sid = world.open()["session"]["id"]
-    isc = sessions.in_session_challenge(world.ctx, world.principal, sid, "browser", ADDRESS)
-    sessions.in_session_response(world.ctx, world.principal, sid, isc["challenge_id"],
+    isc = in_session.in_session_challenge(world.ctx, world.principal, sid, "browser", ADDRESS)
+    in_session.in_session_response(world.ctx, world.principal, sid, isc["challenge_id"],
                                  world.sign(isc), world.card.algorithm, None, [], ADDRESS)
     (used,) = world.events("in_session.auth")
     assert used.outcome == "success" and used.details["certmap_rule"] == "upn"
@@ -241,7 +241,7 @@ def test_a_sweep_ends_silent_sessions_once_and_audits_each(world: World) -> None
     from broker.service import sweeps
 
     sid = world.open()["session"]["id"]
-    assert sessions.sweep_sessions(world.ctx) == 0
+    assert sweeps.sweep_sessions(world.ctx) == 0
     world.clock.offset += timedelta(seconds=world.ctx.settings.sessions.heartbeat_timeout_s + 1)
     by_name = {fn.__name__: fn for fn in sweeps.sweepers(world.ctx)}
     assert by_name["sweep_sessions"]() == 1
@@ -256,10 +256,10 @@ def test_the_workspace_sweep_completes_starts_and_stops_idle_workspaces(world: W
     sessions.connect(world.ctx, world.principal, "ws-auto", ADDRESS)
     assert world.row(WorkSpace, "ws-auto").state == "STARTING"
     world.clock.offset += timedelta(seconds=world.ctx.settings.workspaces.start_delay_s + 1)
-    assert sessions.sweep_workspaces(world.ctx) >= 1
+    assert sweeps.sweep_workspaces(world.ctx) >= 1
     assert world.row(WorkSpace, "ws-auto").state == "AVAILABLE"
     world.clock.offset += timedelta(seconds=world.ctx.settings.workspaces.auto_stop_idle_s + 1)
-    assert sessions.sweep_workspaces(world.ctx) == 1
+    assert sweeps.sweep_workspaces(world.ctx) == 1
     assert world.row(WorkSpace, "ws-auto").state == "STOPPING"
     (stop,) = world.events("workspace.auto_stop")
     assert stop.details == {"workspace_id": "ws-auto"}
