@@ -1,7 +1,9 @@
 """Closed sets of the domain, one StrEnum each: the database columns that hold them
 (``sqlalchemy.Enum(native_enum=False)`` with a CHECK constraint, broker/store/models.py), the
 admin declarations' choices (broker/service/admin.py) and the code that compares them all use
-these members. Pure: standard library only, so every layer may import it.
+these members; the models declare each such column ``Mapped[kinds.X]``, so a misspelt state is a
+mypy error. :class:`CertmapRule` also owns what decides each rule (column, case folding, the
+certificate's values, the matcher). Pure: standard library only, so every layer may import it.
 
 Members are ``str``: ``SessionState.ACTIVE == "active"``, and JSON carries the value.
 """
