@@ -581,7 +581,8 @@ def statement_counts(db_url: str, code: str, pki: Pki) -> dict[str, int]:
         principal = auth.client_principal(ctx, token)
         counts["bearer"] = len(seen)
         seen.clear()
-        _status, body = sessions.connect(ctx, principal, "ws-0", "127.0.0.2")
+        started = sessions.connect(ctx, principal, "ws-0", "127.0.0.2")
+        body = started.body
         counts["connect"] = len(seen)
         logon = body["logon_challenge"]  # a card login: the PIN again, also when AVAILABLE
         sig = key.sign(base64.b64decode(logon["to_be_signed"]), ec.ECDSA(hashes.SHA256()))
@@ -595,7 +596,8 @@ def statement_counts(db_url: str, code: str, pki: Pki) -> dict[str, int]:
         ctx.db.transaction(lambda s: s.execute(update(WorkSpace).where(WorkSpace.id == "ws-0")
                                                .values(state="STOPPED", transition_due_at=None)))
         seen.clear()
-        _status, body = sessions.connect(ctx, principal, "ws-0", "127.0.0.2")
+        started = sessions.connect(ctx, principal, "ws-0", "127.0.0.2")
+        body = started.body
         counts["connect_start"] = len(seen)
         skew[0] += dt.timedelta(seconds=ctx.settings.workspaces.start_delay_s + 1)
         logon = body["logon_challenge"]

@@ -72,9 +72,10 @@ def one_round(ctx: BrokerContext, timed: Round, skew: list[timedelta], code: str
     token = timed.call("response", lambda: login.respond_to_challenge(
         ctx, ch["challenge_id"], der_b64, [], sig, "ecdsa-sha256", "127.0.0.1"))["auth_token"]
     principal = timed.call("bearer", lambda: auth.client_principal(ctx, token))
-    status, body = timed.call("connect", lambda: sessions.connect(ctx, principal, "ws-alice",
-                                                                  "127.0.0.1"))
-    assert status == 202 and body["state"] == "AVAILABLE", body  # a card login: PIN again
+    started = timed.call("connect", lambda: sessions.connect(ctx, principal, "ws-alice",
+                                                             "127.0.0.1"))
+    body = started.body  # a card login: the PIN again
+    assert isinstance(started, sessions.Starting) and body["state"] == "AVAILABLE", body
     first = body["logon_challenge"]
     sig = sign(first["to_be_signed"])
     body = timed.call("logon_available", lambda: sessions.logon(
@@ -83,9 +84,10 @@ def one_round(ctx: BrokerContext, timed: Round, skew: list[timedelta], code: str
                                                        True))
     ctx.db.transaction(lambda s: s.execute(update(WorkSpace).where(WorkSpace.id == "ws-auto")
                                            .values(state="STOPPED", transition_due_at=None)))
-    status, body = timed.call("connect_start", lambda: sessions.connect(
+    started = timed.call("connect_start", lambda: sessions.connect(
         ctx, principal, "ws-auto", "127.0.0.1"))
-    assert status == 202, body
+    body = started.body
+    assert isinstance(started, sessions.Starting), started
     skew[0] += timedelta(seconds=START_DELAY_S * 2)
     logon = body["logon_challenge"]
     sig = sign(logon["to_be_signed"])

@@ -212,17 +212,17 @@ def export_cmd(settings: Settings, directory_ids: tuple[str, ...], output: Path 
                no_codes: bool) -> None:
     """Write DIRECTORY … back in the declarative file format."""
     from broker.private_files import UnsafePathError, write_private
-    from broker.service import directories
+    from broker.service import directory_export
 
     ctx = open_context(settings)
     base = (output.parent if output else Path.cwd()).resolve()
     stem = output.stem if output else "-".join(directory_ids)
     pki_dir = base / f"{stem}-pki"
     try:
-        docs = run_tx(ctx, lambda s: [directories.export_directory(s, d, pki_dir, base,
+        docs = run_tx(ctx, lambda s: [directory_export.export_directory(s, d, pki_dir, base,
                                                                    codes=not no_codes)
                                       for d in directory_ids])
-        text = directories.export_text(docs)
+        text = directory_export.export_text(docs)
         if output:
             # registration codes and password hashes: the owner's only, from the first byte
             write_private(output, text.encode())

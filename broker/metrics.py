@@ -39,6 +39,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from broker.codes import ACTIONABLE, NOT_YET, Code, RefusalClass, refusal_class
+from broker.kinds import SessionState
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -281,7 +282,7 @@ def read_store(session: Any, now: datetime) -> dict[str, Any]:
     from broker.store.models import Crl, Session, TrustCertificate, WorkSpace
 
     sessions = dict(session.execute(
-        select(Session.directory_id, func.count()).where(Session.state != "ended")
+        select(Session.directory_id, func.count()).where(Session.state != SessionState.ENDED)
         .group_by(Session.directory_id)).all())
     workspaces = dict(session.execute(
         select(WorkSpace.state, func.count()).group_by(WorkSpace.state)).all())

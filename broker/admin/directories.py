@@ -32,14 +32,14 @@ from broker.codes import Code
 from broker.service import audit
 from broker.service.coverage import directory_gaps
 from broker.service.errors import ServiceError
-from broker.service.ldapdir import FLAVOURS, LDAP_RULES, check_settings, parse_pairs, warnings_of
+from broker.service.ldapdir import FLAVOURS, check_settings, parse_pairs, warnings_of
 from broker.service.lookups import get_directory_row
 from broker.store.models import Directory, RegistrationCode
 
 if TYPE_CHECKING:
     from broker.service.context import BrokerContext
 
-CERTMAP_RULES = ("upn", "email", "subject", "fingerprint", *LDAP_RULES)
+CERTMAP_RULES = kinds.values(kinds.CertmapRule)
 
 
 def _unique(rules: Any) -> Any:
@@ -139,7 +139,8 @@ def check_region_move(session: Session, d: Directory, region: str) -> None:
     if region == d.region:
         return
     live = session.scalar(select(RegistrationCode.id).where(
-        RegistrationCode.directory_id == d.id, RegistrationCode.state == "active").limit(1))
+        RegistrationCode.directory_id == d.id,
+        RegistrationCode.state == kinds.CodeState.ACTIVE).limit(1))
     if live is not None:
         raise ServiceError(Code.VALIDATION_FAILED,
                            f"Directory {d.id!r} has active registration codes for {d.region}; "

@@ -39,10 +39,12 @@ def terminate_session(session: Session, ctx: BrokerContext, session_id: str,
                       actor: str) -> dict[str, Any]:
     """End a session now; its next heartbeat is told to disconnect. session_ended if over."""
     s = _session_row(session, session_id)
-    if s.state == "ended":
+    if s.state == kinds.SessionState.ENDED:
         raise ServiceError(Code.SESSION_ENDED, "This session has already ended.",
                            {"reason": s.end_reason})
-    s.state, s.end_reason, s.ended_at, s.pending_action = "ended", "admin", ctx.now(), "disconnect"
+    s.state, s.end_reason, s.ended_at, s.pending_action = (
+        kinds.SessionState.ENDED, kinds.SessionEndReason.ADMIN, ctx.now(),
+        kinds.SessionAction.DISCONNECT)
     session.flush()
     audit.record(session, "session.terminate", "change", directory_id=s.directory_id,
                  username=username_of(session, s.user_id), actor=actor, session_id=s.id,

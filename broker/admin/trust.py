@@ -42,7 +42,7 @@ def _ca_warnings(t: TrustCertificate, ctx: Any) -> list[str]:
     session = object_session(t)
     d = session.get(Directory, t.directory_id) if session is not None else None
     out = profile.check_ca_upload(t.der, row_profile_options(d))[1]
-    if session is not None and t.kind == "intermediate":
+    if session is not None and t.kind == kinds.TrustKind.INTERMEDIATE:
         subject = f"CA {t.subject}:"
         out += [g["message"] for g in directory_gaps(session, t.directory_id,
                                                      datetime.now(UTC))

@@ -108,9 +108,11 @@ def end_smart_card_sessions(session: Session, ws: WorkSpace, now: datetime, reas
     rows = list(session.scalars(select(BrokerSession).where(
         BrokerSession.workspace_id == ws.id,
         BrokerSession.state.in_(LIVE_SESSION_STATES),
-        BrokerSession.auth_method == "smart_card")))
+        BrokerSession.auth_method == kinds.AuthMethod.SMART_CARD)))
     for s in rows:
-        s.state, s.end_reason, s.ended_at, s.pending_action = "ended", reason, now, "disconnect"
+        s.state, s.end_reason, s.ended_at, s.pending_action = (
+            kinds.SessionState.ENDED, kinds.SessionEndReason(reason), now,
+            kinds.SessionAction.DISCONNECT)
     return [s.id for s in rows]
 
 
@@ -133,7 +135,7 @@ def update_workspace(session: Session, ctx: BrokerContext, workspace_id: str,
         w.state, w.state_changed_at, w.transition_due_at = data["state"], now, None
         changed.append("state")
     ended: list[str] = []
-    if "protocol" in changed and w.protocol == "PCoIP":
+    if "protocol" in changed and w.protocol == kinds.Protocol.PCOIP:
         ended = end_smart_card_sessions(session, w, now, "protocol_changed")
     if changed:
         session.flush()

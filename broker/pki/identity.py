@@ -19,11 +19,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.x509.oid import ObjectIdentifier
 
 from broker.codes import Code
+from broker.kinds import LOCAL_CERTMAP_RULES, CertmapRule
 from broker.pki.errors import NO_USABLE_EXTENSION, PkiError
 
 UPN_OID = ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
 FASC_N_OID = ObjectIdentifier("2.16.840.1.101.3.6.6")
-CERTMAP_RULES = ("upn", "email", "subject", "fingerprint")
+#: The certmap rules of the broker's own users (:class:`broker.kinds.CertmapRule` owns each).
+CERTMAP_RULES = tuple(r.value for r in LOCAL_CERTMAP_RULES)
 
 
 @dataclass(frozen=True)
@@ -120,29 +122,26 @@ def fasc_n_digits(fasc_n_hex: str | None) -> str | None:
     return "".join(out)
 
 
-def _matches(rule: str, ident: CertIdentity, user: UserRecord) -> bool:
-    if rule == "upn":
-        return bool(ident.upn and user.upn and ident.upn.lower() == user.upn.lower())
-    if rule == "email":
-        return bool(user.email and user.email.lower() in {e.lower() for e in ident.emails})
-    if rule == "subject":
-        return bool(user.subject and user.subject == ident.subject)
-    if rule == "fingerprint":
-        return bool(user.fingerprint and user.fingerprint.lower() == ident.fingerprint)
-    raise ValueError(f"unknown certmap rule {rule!r}")
+def _matches(rule: CertmapRule, ident: CertIdentity, user: UserRecord) -> bool:
+    column = rule.column
+    if column is None:
+        raise ValueError(f"certmap rule {rule.value} needs an LDAP directory")
+    # UserRecord names the users column cert_fingerprint "fingerprint".
+    value = user.fingerprint if column == "cert_fingerprint" else getattr(user, column)
+    return rule.matches(ident, value)
 
 
 def map_certificate(ident: CertIdentity, rules: Sequence[str],
                     users: Iterable[UserRecord]) -> UserRecord:
     """The one user the certificate maps to; PkiError user_not_found / user_ambiguous."""
     pool = list(users)
-    for rule in rules:
+    for rule in map(CertmapRule, rules):
         found = [u for u in pool if _matches(rule, ident, u)]
         if len(found) == 1:
             return found[0]
         if len(found) > 1:
             raise PkiError(Code.USER_AMBIGUOUS, f"The certificate matches {len(found)} users by "
                                              f"{rule}; ask an administrator to fix the mapping.",
-                           {"rule": rule})
+                           {"rule": rule.value})
     raise PkiError(Code.USER_NOT_FOUND, "No user of this directory matches the certificate.",
                    {"rules": list(rules)})

@@ -32,12 +32,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from broker.codes import Code
 from broker.errors import BrokerError
 from broker.service import audit, limits
-from broker.service.challenges import burn_challenge
+from broker.service.challenges import spend
 from broker.service.context import BrokerContext
 
 T = TypeVar("T")
@@ -108,14 +108,16 @@ def address_key(address: str | None) -> str | None:
 
 
 def address_throttle(attempt: Attempt) -> dict[str, Code]:
-    """The lock to check for the attempt's source address (as limits.check_locks takes it)."""
+    """The lock to check for the attempt's source address (as limits.locked takes it)."""
     key = address_key(attempt.address)
     return {key: Code.RATE_LIMITED} if key else {}
 
 
-def check_address(session: Session, attempt: Attempt, now: Any) -> None:
-    """rate_limited while the attempt's source address is throttled for failures."""
-    limits.check_locks(session, address_throttle(attempt), now)
+def certmap_decision(details: dict[str, Any]) -> dict[str, Any]:
+    """The audit detail ``certmap_rule`` of a card login's mapping refusal: the rule that
+    decided (ambiguous, refused entry) or the rules tried (no user found); empty otherwise."""
+    rule = details.get("rule", details.get("rules"))
+    return {"certmap_rule": rule} if rule else {}
 
 
 def audited(ctx: BrokerContext, attempt: Attempt, fn: Callable[[], T],
@@ -163,9 +165,12 @@ def record_refusal(ctx: BrokerContext, attempt: Attempt, exc: BrokerError) -> No
     if certificate:
         extra["certificate"] = certificate
 
-    def work(session: Session) -> None:
+    if attempt.fingerprint:
+        extra.update(certmap_decision(exc.details))
+
+    def work(conn: Connection) -> None:
         now = ctx.now()
-        audit.record(session, attempt.kind, "refused", reason=exc.code,
+        audit.insert(conn, attempt.kind, "refused", reason=exc.code,
                      directory_id=attempt.directory_id, client_address=attempt.address,
                      cert_fingerprint=attempt.fingerprint, username=attempt.username,
                      challenge_id=attempt.challenge_id[:64] if attempt.challenge_id else None,
@@ -174,19 +179,18 @@ def record_refusal(ctx: BrokerContext, attempt: Attempt, exc: BrokerError) -> No
             return
         key = address_key(attempt.address)
         if key:
-            limits.record_failure(session, key, lim.failures_per_address, lim.lockout_s, now)
+            limits.record_failure(conn, key, lim.failures_per_address, lim.lockout_s, now)
         if attempt.challenge_id and len(attempt.challenge_id) <= 64:
-            if limits.record_failure(session, f"fail:chal:{attempt.challenge_id}",
+            if limits.record_failure(conn, f"fail:chal:{attempt.challenge_id}",
                                      lim.failures_per_challenge, lim.challenge_ttl_s, now):
-                burn_challenge(session, attempt.challenge_id, now)
+                spend(conn, attempt.challenge_id, now)  # too many wrong answers: spent
         if attempt.fingerprint and attempt.key_proven:
-            limits.record_failure(session, f"fail:cert:{attempt.fingerprint}", lim.max_failures,
+            limits.record_failure(conn, f"fail:cert:{attempt.fingerprint}", lim.max_failures,
                                   lim.lockout_s, now)
         if attempt.pair_key:
-            limits.record_failure(session, attempt.pair_key, lim.max_failures, lim.lockout_s,
-                                  now)
+            limits.record_failure(conn, attempt.pair_key, lim.max_failures, lim.lockout_s, now)
         if attempt.user_key:
-            limits.record_slowdown(session, attempt.user_key, lim.failures_per_user,
+            limits.record_slowdown(conn, attempt.user_key, lim.failures_per_user,
                                    lim.lockout_s, now)
 
-    ctx.db.transaction(work)
+    ctx.db.run(work, name="record_refusal")

@@ -1,7 +1,9 @@
 """Audit events: every admin change and every login decision leaves one.
 
 Never put a PIN, a token, a nonce or a private key in an event: identify certificates by their
-SHA-256 fingerprint and tokens by their name.
+SHA-256 fingerprint and tokens by their name. Every event is one Core INSERT in the caller's
+transaction (it commits or rolls back with the decision it records); an ORM caller passes its
+session, whose connection the INSERT runs on.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
-from broker.store.models import AuditEvent, utcnow
+from broker.store.models import utcnow
+from broker.store.statements import INSERT_AUDIT_EVENT
 
 _FORBIDDEN_DETAIL_KEYS = {"pin", "password", "token", "auth_token", "nonce", "private_key",
                           "signature", "ticket"}
@@ -22,7 +25,7 @@ def event(kind: str, outcome: str, *, reason: str | None = None,
           actor: str | None = None, client_address: str | None = None,
           cert_fingerprint: str | None = None, **details: Any) -> dict[str, Any]:
     """The column values of one audit event (refused when ``details`` would carry a secret),
-    for :func:`record` or :func:`insert_all`."""
+    for :func:`insert_all`."""
     _check(details)
     return {"at": utcnow(), "kind": kind, "outcome": outcome, "reason": reason,
             "directory_id": directory_id, "username": username, "actor": actor,
@@ -30,24 +33,18 @@ def event(kind: str, outcome: str, *, reason: str | None = None,
             "details": details}
 
 
-def record(session: Session, kind: str, outcome: str, **fields: Any) -> AuditEvent:
-    """Add an audit event to ``session`` (committed with the caller's transaction); the
-    arguments are :func:`event`'s."""
-    added = AuditEvent(**event(kind, outcome, **fields))
-    session.add(added)
-    return added
+def insert(db: Connection | Session, kind: str, outcome: str, **fields: Any) -> None:
+    """One audit event (:func:`event`'s arguments), one INSERT on ``db`` in its transaction."""
+    insert_all(db, [event(kind, outcome, **fields)])
 
 
-def insert(conn: Connection, kind: str, outcome: str, **fields: Any) -> None:
-    """:func:`record` for the Core hot path: one INSERT on ``conn``, in the caller's
-    transaction (the event commits or rolls back with the decision it records)."""
-    insert_all(conn, [event(kind, outcome, **fields)])
+#: The name the admin use cases know it by (an ORM session is accepted as well).
+record = insert
 
 
-def insert_all(conn: Connection, events: list[dict[str, Any]]) -> None:
+def insert_all(db: Connection | Session, events: list[dict[str, Any]]) -> None:
     """Several :func:`event` rows in one statement, in the caller's transaction."""
-    from broker.store.statements import INSERT_AUDIT_EVENT
-
+    conn = db.connection() if isinstance(db, Session) else db
     conn.execute(INSERT_AUDIT_EVENT, events)
 
 

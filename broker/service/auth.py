@@ -8,17 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Protocol, cast
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from broker.codes import Code
+from broker.kinds import AuthMethod
 from broker.service import admin_tokens
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
 from broker.service.tokens import hashes_match, token_hash
-from broker.store.models import AuthToken
+from broker.store.statements import AUTH_TOKEN_BY_HASH
 
 
 @dataclass(frozen=True)
@@ -28,19 +29,11 @@ class ClientPrincipal:
     token_id: int
     user_id: int
     directory_id: str
-    method: str
+    method: AuthMethod
     cert_fingerprint: str | None
     cert_der: bytes | None
     #: The client the login stated ({platform, arch, version}); None: it did not say.
     client: dict[str, str] | None = None
-
-
-def load_auth_token(session: Session, presented: str | None, now: datetime) -> AuthToken:
-    """The live auth-token row, or auth_required / auth_token_invalid / auth_token_expired."""
-    token = _required(presented)
-    row: AuthToken = _live(token, session.scalar(
-        select(AuthToken).where(AuthToken.token_hash == token_hash(token))), now)
-    return row
 
 
 def _required(presented: str | None) -> str:
@@ -50,8 +43,23 @@ def _required(presented: str | None) -> str:
     return presented
 
 
-def _live(presented: str, row: Any, now: datetime) -> Any:
-    """``row`` (an ORM object or a Core row) if it is the presented token and still live."""
+class _TokenRow(Protocol):
+    """What :data:`broker.store.statements.AUTH_TOKEN_BY_HASH` reads."""
+
+    id: int
+    token_hash: str
+    user_id: int
+    directory_id: str
+    method: AuthMethod
+    cert_fingerprint: str | None
+    cert_der: bytes | None
+    expires_at: datetime
+    revoked_at: datetime | None
+    client: dict[str, str] | None
+
+
+def _live(presented: str, row: _TokenRow | None, now: datetime) -> _TokenRow:
+    """``row`` if it is the presented token and still live."""
     if row is None or not hashes_match(presented, row.token_hash) or row.revoked_at is not None:
         raise ServiceError(Code.AUTH_TOKEN_INVALID, "The auth token is not valid; log in again.")
     if row.expires_at <= now:
@@ -61,14 +69,12 @@ def _live(presented: str, row: Any, now: datetime) -> Any:
 
 def client_principal(ctx: BrokerContext, presented: str | None) -> ClientPrincipal:
     """Resolve a client Bearer token: one Core read (every authenticated client call makes
-    it), the same errors as :func:`load_auth_token`."""
-    from broker.store.statements import AUTH_TOKEN_BY_HASH
-
+    it): auth_required, auth_token_invalid or auth_token_expired."""
     token = _required(presented)
 
     def principal(conn: Connection) -> ClientPrincipal:
-        row = _live(token, conn.execute(AUTH_TOKEN_BY_HASH,
-                                        {"token_hash": token_hash(token)}).first(), ctx.now())
+        found = conn.execute(AUTH_TOKEN_BY_HASH, {"token_hash": token_hash(token)}).first()
+        row = _live(token, cast(_TokenRow | None, found), ctx.now())
         return ClientPrincipal(row.id, row.user_id, row.directory_id, row.method,
                                row.cert_fingerprint, row.cert_der, row.client)
 

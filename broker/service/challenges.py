@@ -31,8 +31,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from broker import kinds
 from broker.codes import Code
@@ -40,7 +39,7 @@ from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
 from broker.service.tokens import new_id
 from broker.service.wire import b64u, rfc3339
-from broker.store.models import Challenge
+from broker.store.statements import CHALLENGE_USED_AT, CONSUME_CHALLENGE, INSERT_CHALLENGE
 
 TBS_PREFIX = b"smartcard-broker/challenge/v1\n"
 #: Longest challenge id looked up (ids are 24 characters; longer input is never a challenge).
@@ -91,8 +90,6 @@ def insert_challenge(ctx: BrokerContext, conn: Connection, directory_id: str,
     ``detail`` is the in-session kind (sudo…). ``valid_until`` lets the row be answered after
     the signed expiry (a logon challenge waits for its WorkSpace to start): the later of the
     two is stored and described."""
-    from broker.store.statements import INSERT_CHALLENGE
-
     cid, tbs, expires, signed_purpose = _new_challenge(ctx, directory_id, purpose.value, detail,
                                                        now)
     if valid_until is not None and valid_until > expires:
@@ -118,15 +115,6 @@ def insert_login_challenge(ctx: BrokerContext, conn: Connection, directory_id: s
                             registration_code_id=registration_code_id, client=client)
 
 
-def check_challenge(session: Session, challenge_id: str, now: datetime) -> Challenge:
-    """The challenge row if it can still be answered (else challenge_unknown/expired/used)."""
-    ch = session.get(Challenge, challenge_id) if len(challenge_id) <= MAX_ID else None
-    if ch is None:
-        raise ServiceError(Code.CHALLENGE_UNKNOWN, "There is no such challenge.")
-    check_row(ch.used_at, ch.expires_at, now)
-    return ch
-
-
 def check_row(used_at: datetime | None, expires_at: datetime, now: datetime) -> None:
     """challenge_used / challenge_expired for a challenge read by any means."""
     if used_at is not None:
@@ -135,23 +123,18 @@ def check_row(used_at: datetime | None, expires_at: datetime, now: datetime) -> 
         raise ServiceError(Code.CHALLENGE_EXPIRED, "This challenge has expired; ask for a new one.")
 
 
-def consume(conn: Connection, challenge_id: str, now: datetime) -> None:
-    """Mark the challenge used (``conn`` a Core connection or an ORM session's): exactly one
-    caller across all processes changes the row; the others get challenge_used, or
-    challenge_expired when it expired unanswered."""
-    from broker.store.statements import CHALLENGE_USED_AT, CONSUME_CHALLENGE
+def spend(conn: Connection, challenge_id: str, now: datetime) -> bool:
+    """Mark the challenge used if it is unused and unexpired: True for exactly one caller
+    across all processes (one UPDATE on ``conn``)."""
+    return bool(conn.execute(CONSUME_CHALLENGE, {"challenge_id": challenge_id, "now": now})
+                .rowcount == 1)
 
-    params = {"challenge_id": challenge_id, "now": now}
-    if conn.execute(CONSUME_CHALLENGE, params).rowcount != 1:
-        row = conn.execute(CHALLENGE_USED_AT, params).first()
+
+def consume(conn: Connection, challenge_id: str, now: datetime) -> None:
+    """:func:`spend`, or why not: challenge_used, or challenge_expired when it expired
+    unanswered."""
+    if not spend(conn, challenge_id, now):
+        row = conn.execute(CHALLENGE_USED_AT, {"challenge_id": challenge_id}).first()
         if row is not None and row.used_at is None:
             raise ServiceError(Code.CHALLENGE_EXPIRED, "This challenge has expired.")
         raise ServiceError(Code.CHALLENGE_USED, "This challenge has already been answered.")
-
-
-def burn_challenge(session: Session, challenge_id: str, now: datetime) -> None:
-    """Spend a challenge without a login (too many wrong answers to it)."""
-    session.execute(update(Challenge)
-                    .where(Challenge.id == challenge_id, Challenge.used_at.is_(None))
-                    .values(used_at=now)
-                    .execution_options(synchronize_session=False))

@@ -23,6 +23,7 @@ from broker.admin.directories import directory_warnings
 from broker.admin.trust import CA_EXPIRY_WARNING
 from broker.admin.workspaces import LIVE_SESSION_STATES, WORKSPACE_STATES
 from broker.codes import Code
+from broker.kinds import Outcome
 from broker.service import admin_tokens, audit, coverage
 from broker.service.errors import ServiceError
 from broker.service.tokens import fingerprint, token_hash
@@ -178,7 +179,7 @@ def login_series(session: Session, now: datetime, hours: int = 24) -> dict[str, 
         index = int((at - start).total_seconds() // 3600)
         if 0 <= index < hours:
             counts.setdefault(outcome, [0] * hours)[index] += 1
-        if outcome == "refused":
+        if outcome == Outcome.REFUSED:
             reasons[reason or "unknown"] += 1
     return {"buckets": [b.isoformat() for b in buckets], "counts": counts,
             "reasons": reasons.most_common()}
@@ -189,8 +190,8 @@ def overview(session: Session, ctx: Any) -> dict[str, Any]:
     now = ctx.now()
     live = session.scalar(select(func.count()).select_from(BrokerSession).where(
         BrokerSession.state.in_(LIVE_SESSION_STATES))) or 0
-    by_state = dict(session.execute(select(WorkSpace.state, func.count()).group_by(
-        WorkSpace.state)).all())
+    by_state: dict[str, int] = dict(session.execute(select(WorkSpace.state, func.count())
+                                                    .group_by(WorkSpace.state)).all())
     workspaces = [(state, by_state.get(state, 0)) for state in WORKSPACE_STATES]
     return {"now": now.isoformat(), "logins": login_series(session, now),
             "live_sessions": live, "workspaces": workspaces,

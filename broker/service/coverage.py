@@ -10,6 +10,7 @@ from cryptography import x509
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from broker.kinds import TrustKind
 from broker.pki import coverage
 from broker.pki.revocation import RevocationSettings
 from broker.store.models import Crl, Directory, TrustCertificate
@@ -31,7 +32,7 @@ def directory_gaps(session: Session, directory_id: str, now: datetime) -> list[d
             cert = x509.load_der_x509_certificate(der)
         except ValueError:
             continue
-        (anchors if kind == "anchor" else intermediates).append(cert)
+        (anchors if kind == TrustKind.ANCHOR else intermediates).append(cert)
     crls = []
     for der in session.scalars(select(Crl.der).where(Crl.directory_id == directory_id)):
         try:

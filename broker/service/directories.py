@@ -15,17 +15,17 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, Field, ValidationError, create_model
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from broker import kinds
 from broker.admin.common import region_suggestion
 from broker.admin.crls import crl_row
 from broker.admin.directories import DIRECTORIES, check_region_move, directory_warnings
@@ -35,6 +35,7 @@ from broker.admin.users import USERS, user_values
 from broker.admin.workspaces import WORKSPACES, end_smart_card_sessions, workspace_values
 from broker.codes import Code
 from broker.errors import BrokerError
+from broker.kinds import CodeState
 from broker.pki.parsing import check_ca_upload, read_certificates, read_crl
 from broker.pki.settings import profile_options
 from broker.service import audit, coverage
@@ -278,7 +279,8 @@ def apply_loaded(session: Session, loaded: LoadedFile, *, catalogue: Any, actor:
     total = 0
     for di, d in enumerate(loaded.directories):
         active = select(db.RegistrationCode.code).where(
-            db.RegistrationCode.directory_id == d["id"], db.RegistrationCode.state == "active")
+            db.RegistrationCode.directory_id == d["id"],
+            db.RegistrationCode.state == CodeState.ACTIVE)
         before = set(session.scalars(active))
         changes = _apply_directory(session, loaded, di, d, catalogue, now, prune)
         session.flush()
@@ -306,7 +308,7 @@ def apply_loaded(session: Session, loaded: LoadedFile, *, catalogue: Any, actor:
     return ApplyResult(out, total)
 
 
-def _rows_of(session: Session, model: Any, did: str) -> list[Any]:
+def rows_of(session: Session, model: Any, did: str) -> list[Any]:
     """Every row of ``model`` in directory ``did``, oldest first."""
     return list(session.scalars(select(model).where(model.directory_id == did)
                                 .order_by(model.id)))
@@ -349,7 +351,8 @@ def _apply_directory(session: Session, loaded: LoadedFile, di: int, d: dict[str,
     trusted = {t.fingerprint: t for t in session.scalars(
         select(db.TrustCertificate).where(db.TrustCertificate.directory_id == did))}
     listed: set[str] = set()
-    for kind, certs in (("anchor", material.anchors), ("intermediate", material.intermediates)):
+    for kind, certs in ((kinds.TrustKind.ANCHOR, material.anchors),
+                        (kinds.TrustKind.INTERMEDIATE, material.intermediates)):
         for cert in certs:
             t = trust_row(did, cert, kind)
             listed.add(t.fingerprint)
@@ -357,7 +360,7 @@ def _apply_directory(session: Session, loaded: LoadedFile, di: int, d: dict[str,
                 trusted[t.fingerprint] = t
                 session.add(t)
                 changes.append(f"{kind} {t.fingerprint[:16]} added ({t.subject})")
-    crls = {c.fingerprint: c for c in _rows_of(session, db.Crl, did)}
+    crls = {c.fingerprint: c for c in rows_of(session, db.Crl, did)}
     listed_crls: set[str] = set()
     for crl in material.crls:
         c = crl_row(did, crl)
@@ -386,7 +389,7 @@ def _apply_directory(session: Session, loaded: LoadedFile, di: int, d: dict[str,
 def _apply_users(session: Session, did: str, specs: list[dict[str, Any]], prune: bool
                  ) -> list[str]:
     changes: list[str] = []
-    users = {u.username: u for u in _rows_of(session, db.User, did)}
+    users = {u.username: u for u in rows_of(session, db.User, did)}
     for u in specs:
         name = u["username"]
         values = user_values(u)
@@ -438,7 +441,8 @@ def _apply_workspaces(session: Session, did: str, specs: list[dict[str, Any]], n
                                   **values))
             changes.append(f"workspace {w['id']} created")
             continue
-        to_pcoip = wrow.protocol != "PCoIP" and w["protocol"] == "PCoIP"
+        to_pcoip = (wrow.protocol != kinds.Protocol.PCOIP
+                    and w["protocol"] == kinds.Protocol.PCOIP)
         diff = WORKSPACES.changes(wrow, values)
         changes += _diff(f"workspace {w['id']}", [
             ("user", username_of(session, old), w["user"]) if path == "user_id"
@@ -451,7 +455,7 @@ def _apply_workspaces(session: Session, did: str, specs: list[dict[str, Any]], n
                 changes.append(f"workspace {w['id']}: {len(ended)} smart-card session(s) ended")
     if prune:
         keep = {w["id"] for w in specs}
-        for wrow in _rows_of(session, db.WorkSpace, did):
+        for wrow in rows_of(session, db.WorkSpace, did):
             if wrow.id not in keep:
                 session.delete(wrow)
                 changes.append(f"workspace {wrow.id} removed")
@@ -468,14 +472,15 @@ def _apply_codes(session: Session, did: str, d: dict[str, Any], catalogue: Any, 
 
     changes: list[str] = []
     codes = list(session.scalars(select(db.RegistrationCode).where(
-        db.RegistrationCode.directory_id == did, db.RegistrationCode.state == "active")
+        db.RegistrationCode.directory_id == did, db.RegistrationCode.state == CodeState.ACTIVE)
         .order_by(db.RegistrationCode.id)))
     entry = catalogue.get(d["region"])
     wanted = d["registration_codes"]
     if isinstance(wanted, int):
         while len(codes) < wanted:
             code = str(registration.generate(entry.prefix)).upper()
-            rc = db.RegistrationCode(code=code, directory_id=did, state="active", created_at=now)
+            rc = db.RegistrationCode(code=code, directory_id=did, state=CodeState.ACTIVE,
+                                     created_at=now)
             session.add(rc)
             codes.append(rc)
             changes.append(f"registration code …{code[-4:]} issued")
@@ -494,18 +499,18 @@ def _apply_codes(session: Session, did: str, d: dict[str, Any], catalogue: Any, 
         existing = session.scalar(select(db.RegistrationCode)
                                   .where(db.RegistrationCode.code == key))
         if existing is None:
-            session.add(db.RegistrationCode(code=key, directory_id=did, state="active",
+            session.add(db.RegistrationCode(code=key, directory_id=did, state=CodeState.ACTIVE,
                                          created_at=now))
             changes.append(f"registration code …{key[-4:]} added")
         elif existing.directory_id != did:
             raise fail(("registration_codes", ci), f"code {text!r} belongs to another directory")
-        elif existing.state != "active":
+        elif existing.state != CodeState.ACTIVE:
             raise fail(("registration_codes", ci), f"code {text!r} was {existing.state}; "
                        "issue a new one")
     if prune:
         for rc in codes:
             if rc.code not in keys:
-                rc.state, rc.revoked_at = "revoked", now
+                rc.state, rc.revoked_at = kinds.CodeState.REVOKED, now
                 changes.append(f"registration code …{rc.code[-4:]} revoked")
     return changes
 
@@ -536,64 +541,3 @@ def check_ldap_owners(loaded: LoadedFile, ldap: Any) -> None:
                 raise _fail(loaded.path, loaded.text, ("directory", di, "workspace", wi, "user"),
                             f"the LDAP directory holds no user {w['user']!r} "
                             f"({s.user_name_attribute})")
-
-
-def export_directory(session: Session, directory_id: str, pki_dir: Path,
-                     relative_to: Path, *, codes: bool = True) -> dict[str, Any]:
-    """The directory as a declarative-file document; trust material written as PEM files.
-
-    ``codes``: the active registration codes themselves (live: whoever holds the file can
-    register clients), else only how many there are (an apply then keeps the directory's own
-    codes and issues new ones only where it has fewer)."""
-    d = session.get(db.Directory, directory_id)
-    if d is None:
-        raise BrokerError(Code.DIRECTORY_UNKNOWN, f"no directory {directory_id!r}",
-                          {"directory_id": directory_id})
-    pki_dir.mkdir(parents=True, exist_ok=True)
-
-    def write_pem(name: str, data: bytes) -> str:
-        target = pki_dir / name
-        target.write_bytes(data)
-        try:
-            return str(target.relative_to(relative_to))
-        except ValueError:
-            return str(target)
-
-    doc: dict[str, Any] = {**DIRECTORIES.file_entry(d), "trust_anchors": [],
-                           "intermediates": [], "crls": []}
-    ldap = doc.pop("ldap", None) or {}
-    if ldap.get("url"):  # a local directory's file has no [directory.ldap] table
-        doc["ldap"] = {k: v for k, v in ldap.items() if v is not None}
-    for t in _rows_of(session, db.TrustCertificate, d.id):
-        cert = x509.load_der_x509_certificate(t.der)
-        key = "trust_anchors" if t.kind == "anchor" else "intermediates"
-        doc[key].append(write_pem(f"{t.kind}-{t.fingerprint[:16]}.pem",
-                                  cert.public_bytes(serialization.Encoding.PEM)))
-    for c in _rows_of(session, db.Crl, d.id):
-        crl = x509.load_der_x509_crl(c.der)
-        doc["crls"].append(write_pem(f"crl-{c.fingerprint[:16]}.pem",
-                                     crl.public_bytes(serialization.Encoding.PEM)))
-    active = list(session.scalars(select(db.RegistrationCode.code).where(
-        db.RegistrationCode.directory_id == d.id, db.RegistrationCode.state == "active")
-        .order_by(db.RegistrationCode.id)))
-    doc["registration_codes"] = active if codes else len(active)
-    doc["user"] = []
-    # An LDAP directory's user rows are only names (its WorkSpaces' owners): not exported.
-    for u in _rows_of(session, db.User, d.id) if not d.ldap_url else ():
-        entry = {k: v for k, v in USERS.file_entry(u).items() if v not in (None, False)}
-        if d.password_login and u.password_hash:
-            # The file format allows passwords only where login uses them.
-            entry["password_hash"] = u.password_hash
-        doc["user"].append(entry)
-    # TOML has no null: a value not stated (a WorkSpace's os) is left out, as in the file.
-    doc["workspace"] = [{k: v for k, v in WORKSPACES.file_entry(w).items() if v is not None}
-                        for w in _rows_of(session, db.WorkSpace, d.id)]
-    return doc
-
-
-def export_text(docs: list[dict[str, Any]]) -> str:
-    import tomli_w
-
-    header = (f"# Exported by smartcard-broker on {datetime.now(UTC).isoformat(timespec='seconds')}"
-              "\n# Apply with: broker admin apply THIS_FILE.toml\n\n")
-    return header + tomli_w.dumps({"directory": docs})

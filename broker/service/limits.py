@@ -1,7 +1,9 @@
 """Rate limits and lockouts shared by every broker process (fixed windows in the database).
 
-A counter row per key (``chal:code:<id>``, ``chal:addr:<ip>``, ``fail:cert:<fp>`` …) is locked
-for update while it is read and bumped, so N processes on one PostgreSQL count together.
+A counter row per key (``chal:code:<id>``, ``chal:addr:<ip>``, ``fail:cert:<fp>`` …) is counted
+with one ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` (PostgreSQL and SQLite ≥ 3.35), so N
+processes on one PostgreSQL count together without a read-modify-write. Every function runs on
+the caller's Core connection, in the caller's transaction.
 """
 
 from __future__ import annotations
@@ -10,75 +12,45 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, case, delete, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from broker.codes import Code
 from broker.service.errors import ServiceError
-from broker.store.models import RateCounter
+from broker.store.statements import (
+    CLEAR_COUNTER,
+    HOLD_COUNTER,
+    LOCK_COUNTER,
+    LOCKS,
+    count_hits,
+    mark_counter,
+)
 
 
-def _row(session: Session, key: str, now: datetime) -> RateCounter:
-    row = session.scalar(select(RateCounter).where(RateCounter.key == key).with_for_update())
-    if row is not None:
-        return row
-    try:
-        with session.begin_nested():
-            row = RateCounter(key=key, window_start=now, count=0)
-            session.add(row)
-        return row
-    except IntegrityError:  # another process created it first: use theirs
-        row = session.scalar(select(RateCounter).where(RateCounter.key == key).with_for_update())
-        if row is None:
-            raise ServiceError(Code.SERVICE_UNAVAILABLE,
-                               "A rate counter vanished; try again.") from None
-        return row
+def _aware(at: datetime, now: datetime) -> datetime:
+    return at.replace(tzinfo=now.tzinfo) if at.tzinfo is None else at  # SQLite: as stored
 
 
-def hit(session: Session, key: str, limit: int, window_s: int, now: datetime) -> None:
-    """Count one event for ``key``; rate_limited (with retry_after_s) past ``limit``/window.
-
-    One statement, no read-modify-write: ``INSERT … ON CONFLICT DO UPDATE … RETURNING`` (both
-    PostgreSQL and SQLite ≥ 3.35), so concurrent processes count together without a lock."""
-    cutoff = now - timedelta(seconds=window_s)
-    stale = RateCounter.window_start <= cutoff
-    if session.get_bind().dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as upsert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as upsert  # type: ignore[assignment]
-    stmt = upsert(RateCounter).values(key=key, window_start=now, count=1)
-    counted = stmt.on_conflict_do_update(index_elements=[RateCounter.key], set_={
-        "count": case((stale, 1), else_=RateCounter.count + 1),
-        "window_start": case((stale, now), else_=RateCounter.window_start)},
-    ).returning(RateCounter.count, RateCounter.window_start)
-    count, started = session.execute(counted).one()
-    if count > limit:
-        if started.tzinfo is None:  # SQLite hands back what it stored
-            started = started.replace(tzinfo=now.tzinfo)
-        retry = max(1, int(window_s - (now - started).total_seconds()) + 1)
-        raise ServiceError(Code.RATE_LIMITED, "Too many requests; try again later.",
-                           {"retry_after_s": retry})
+def _count(conn: Connection, keys: Sequence[str], window_s: int,
+           now: datetime) -> dict[str, tuple[int, datetime]]:
+    """Count one event for each key (a window that started ``window_s`` ago restarts):
+    ``{key: (count, window_start)}``."""
+    params: dict[str, Any] = {f"key_{i}": key for i, key in enumerate(keys)}
+    params.update(now=now, cutoff=now - timedelta(seconds=window_s))
+    return {key: (count, _aware(started, now)) for key, count, started in
+            conn.execute(count_hits(conn.dialect.name, len(keys)), params)}
 
 
 def hit_many(conn: Connection, hits: Sequence[tuple[str, int]], window_s: int,
              now: datetime) -> None:
-    """:func:`hit` for several ``(key, limit)`` pairs of one window, in one statement on the
-    Core hot path; rate_limited for the first pair (in the order given) past its limit. A
-    refusal rolls the caller's transaction back, so no counter moves for a refused call."""
-    from broker.store.statements import count_hits
-
+    """Count one event for each ``(key, limit)`` pair of one window, in one statement;
+    rate_limited (with retry_after_s) for the first pair (in the order given) past its limit.
+    A refusal rolls the caller's transaction back, so no counter moves for a refused call."""
     if not hits:
         return
-    params: dict[str, Any] = {f"key_{i}": key for i, (key, _) in enumerate(hits)}
-    params.update(now=now, cutoff=now - timedelta(seconds=window_s))
-    counted = {key: (count, started) for key, count, started in
-               conn.execute(count_hits(conn.dialect.name, len(hits)), params)}
+    counted = _count(conn, [key for key, _ in hits], window_s, now)
     for key, limit in hits:
         count, started = counted[key]
         if count > limit:
-            if started.tzinfo is None:
-                started = started.replace(tzinfo=now.tzinfo)
             retry = max(1, int(window_s - (now - started).total_seconds()) + 1)
             raise ServiceError(Code.RATE_LIMITED, "Too many requests; try again later.",
                                {"retry_after_s": retry})
@@ -89,79 +61,53 @@ def locked(locks: Mapping[str, str], found: Mapping[str, datetime | None],
     """Raise the code of the first key of ``locks`` whose ``found`` lock is still in force."""
     for key, code in locks.items():
         until = found.get(key)
-        if until is not None and until > now:
-            retry = max(1, int((until - now).total_seconds()) + 1)
+        if until is not None and _aware(until, now) > now:
+            retry = max(1, int((_aware(until, now) - now).total_seconds()) + 1)
             raise ServiceError(code, "Too many failed attempts; try again later.",
                                {"retry_after_s": retry})
 
 
-def check_lockout(session: Session, key: str, now: datetime, *,
-                  code: str = "locked_out") -> None:
-    """``code`` (locked_out, or rate_limited for throttles) while ``key`` is locked."""
-    row = session.scalar(select(RateCounter).where(RateCounter.key == key))
-    if row is not None and row.locked_until is not None and row.locked_until > now:
-        retry = max(1, int((row.locked_until - now).total_seconds()) + 1)
-        raise ServiceError(code, "Too many failed attempts; try again later.",
-                           {"retry_after_s": retry})
+def read_locks(conn: Connection, keys: Sequence[str], now: datetime) -> dict[str, datetime]:
+    """The locks (and marks) of ``keys`` still in force, in one read: ``{key: until}``."""
+    if not keys:
+        return {}
+    return {key: _aware(until, now) for key, until in
+            conn.execute(LOCKS, {"keys": list(keys), "now": now})}
 
 
-def check_locks(session: Session, locks: Mapping[str, str], now: datetime) -> None:
-    """Like :func:`check_lockout` for several keys at once (one query): ``{key: code}``."""
-    if not locks:
-        return
-    rows = session.scalars(select(RateCounter).where(RateCounter.key.in_(list(locks)),
-                                                     RateCounter.locked_until > now))
-    for row in rows:
-        retry = max(1, int((row.locked_until - now).total_seconds()) + 1)  # type: ignore[operator]
-        raise ServiceError(locks[row.key], "Too many failed attempts; try again later.",
-                           {"retry_after_s": retry})
+def check_locks(conn: Connection, locks: Mapping[str, str], now: datetime) -> None:
+    """:func:`locked` for ``{key: code}`` read in one statement."""
+    locked(locks, read_locks(conn, list(locks), now), now)
 
 
-def record_failure(session: Session, key: str, max_failures: int, window_s: int,
+def record_failure(conn: Connection, key: str, max_failures: int, window_s: int,
                    now: datetime) -> bool:
     """Count a failure; start a lockout of ``window_s`` at ``max_failures``. True if locked."""
-    row = _row(session, key, now)
-    if now - row.window_start >= timedelta(seconds=window_s):
-        row.window_start, row.count = now, 0
-    row.count += 1
-    if row.count >= max_failures:
-        row.locked_until = now + timedelta(seconds=window_s)
-        row.count = 0
+    count, _ = _count(conn, [key], window_s, now)[key]
+    if count >= max_failures:
+        conn.execute(LOCK_COUNTER, {"counter_key": key, "until": now + timedelta(seconds=window_s)})
         return True
     return False
 
 
-def record_slowdown(session: Session, key: str, free: int, window_s: int,
+def record_slowdown(conn: Connection, key: str, free: int, window_s: int,
                     now: datetime) -> float:
     """Count a failure for ``key``; past ``free`` failures within ``window_s`` the key is held
     for an exponential delay (1, 2, 4 … s, at most ``window_s``) from now, never a lockout
     that outlasts the window. The delay set, 0 while under ``free``."""
-    row = _row(session, key, now)
-    if now - row.window_start >= timedelta(seconds=window_s):
-        row.window_start, row.count = now, 0
-    row.count += 1
-    over = row.count - free
+    count, _ = _count(conn, [key], window_s, now)[key]
+    over = count - free
     if over <= 0:
         return 0.0
     delay = float(min(window_s, 2 ** min(over - 1, 30)))
-    row.locked_until = now + timedelta(seconds=delay)
+    conn.execute(HOLD_COUNTER, {"counter_key": key, "until": now + timedelta(seconds=delay)})
     return delay
 
 
-def is_marked(session: Session, key: str, now: datetime) -> bool:
-    """Whether ``key`` was :func:`mark`-ed and is still remembered."""
-    until = session.scalar(select(RateCounter.locked_until).where(RateCounter.key == key))
-    if until is not None and until.tzinfo is None:
-        until = until.replace(tzinfo=now.tzinfo)
-    return until is not None and until > now
+def mark(conn: Connection, key: str, until: datetime, now: datetime) -> None:
+    """Remember ``key`` (a fact, not a failure) until ``until``; :func:`read_locks` finds it."""
+    conn.execute(mark_counter(conn.dialect.name), {"counter_key": key, "now": now, "until": until})
 
 
-def mark(session: Session, key: str, until: datetime, now: datetime) -> None:
-    """Remember ``key`` (a fact, not a failure) until ``until``."""
-    row = _row(session, key, now)
-    row.window_start, row.count, row.locked_until = now, 0, until
-
-
-def clear(session: Session, key: str) -> None:
-    session.execute(delete(RateCounter).where(RateCounter.key == key)
-                    .execution_options(synchronize_session=False))
+def clear(conn: Connection, key: str) -> None:
+    conn.execute(CLEAR_COUNTER, {"key": key})

@@ -12,8 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from broker import kinds, policy
 from broker.codes import Code
@@ -25,31 +24,31 @@ from broker.service.attempts import (
     address_throttle,
     audited,
     bounded,
-    check_address,
     prefix,
 )
 from broker.service.challenges import MAX_ID, check_row, consume, insert_login_challenge
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
-from broker.service.ldapdir import LdapRefusal, LdapUser, settings_of
+from broker.service.ldapdir import LdapRefusal, LdapSettings, LdapUser, settings_of
 from broker.service.passwords import verify_password
-from broker.service.registrations import ClientSpec, code_settings, lookup_code, resolve_code
+from broker.service.registrations import ClientSpec, code_settings, lookup_code
 from broker.service.tokens import new_token, token_hash
 from broker.service.trust import (
     MappedUser,
     TrustSnapshot,
     Verified,
+    listings,
     map_ldap_user,
     map_user,
     verify_card_response,
 )
 from broker.service.wire import cert_fingerprint, decode_b64, der_certificate, rfc3339
-from broker.store.models import User, WorkSpace
 from broker.store.statements import (
     CHALLENGE_FOR_RESPONSE,
     CLEAR_COUNTER,
+    DIRECTORY_LDAP,
     INSERT_AUTH_TOKEN,
-    LOCKS,
+    USER_BY_NAME_WITH_WORKSPACES,
 )
 
 
@@ -102,19 +101,12 @@ def issue_login_challenge(ctx: BrokerContext, code: str, client: ClientSpec, car
     return audited(ctx, attempt, lambda: ctx.db.run(issue))
 
 
-def workspaces_of(session: Session, user_id: int) -> list[dict[str, Any]]:
-    return [{"id": w.id, "name": w.name, "protocol": w.protocol,
-             "running_mode": w.running_mode, "state": w.state}
-            for w in session.scalars(select(WorkSpace).where(WorkSpace.user_id == user_id)
-                                     .order_by(WorkSpace.id))]
-
-
-def _issue_auth_token(ctx: BrokerContext, conn: Connection, user: User | MappedUser,
-                      method: str, now: datetime, cert_der: bytes | None = None,
+def _issue_auth_token(ctx: BrokerContext, conn: Connection, user: MappedUser,
+                      method: kinds.AuthMethod, now: datetime, cert_der: bytes | None = None,
                       fingerprint: str | None = None,
                       client: dict[str, str] | None = None) -> tuple[str, datetime]:
-    """Store a new auth token for ``user`` (one INSERT; ``conn`` is a Core connection or an
-    ORM session's) and return it with its expiry. The token itself is never stored."""
+    """Store a new auth token for ``user`` (one INSERT) and return it with its expiry. The
+    token itself is never stored."""
     token = new_token("sbt")
     expires = now + timedelta(seconds=ctx.settings.login.auth_token_ttl_s)
     conn.execute(INSERT_AUTH_TOKEN, {
@@ -124,12 +116,12 @@ def _issue_auth_token(ctx: BrokerContext, conn: Connection, user: User | MappedU
     return token, expires
 
 
-def _login_body(user: User | MappedUser, token: str, expires: datetime, method: str,
-                workspaces: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"auth_token": token, "expires_at": rfc3339(expires), "method": method,
+def _login_body(user: MappedUser, token: str, expires: datetime,
+                method: kinds.AuthMethod) -> dict[str, Any]:
+    return {"auth_token": token, "expires_at": rfc3339(expires), "method": method.value,
             "user": {"username": user.username, "upn": user.upn, "email": user.email,
                      "directory_id": user.directory_id},
-            "workspaces": workspaces}
+            "workspaces": [w.as_dict() for w in user.workspaces]}
 
 
 def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64: str,
@@ -154,9 +146,7 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
             "challenge_id": challenge_id if len(challenge_id) <= MAX_ID else None,
             "cert_key": cert_key, "address_key": address_key(address)}).first()
         if row is None:
-            found: dict[str, Any] = dict(
-                conn.execute(LOCKS, {"keys": list(locks), "now": now}).all())
-            limits.locked(locks, found, now)
+            limits.check_locks(conn, locks, now)
             raise ServiceError(Code.CHALLENGE_UNKNOWN, "There is no such challenge.")
         limits.locked(locks, {cert_key: row.cert_locked_until,
                               address_key(address) or "": row.address_locked_until}, now)
@@ -178,7 +168,7 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
             user = map_ldap_user(conn, snap.directory_id, found)
         else:
             user = map_user(conn, snap.directory_id, verified.identity, snap.certmap)
-        if not any(w["protocol"] == kinds.Protocol.WSP for w in user.workspaces):
+        if not any(w.protocol == kinds.Protocol.WSP for w in user.workspaces):
             raise ServiceError(Code.SMART_CARD_REQUIRES_WSP,
                                "Smart cards work only with WorkSpaces streamed over WSP, and "
                                "this user has none.")
@@ -193,9 +183,9 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
                                   "upn": verified.identity.upn},
                      revocation_soft_fail=verified.soft_fail or None,
                      verification=verified.evidence or None,
-                     ldap={"rule": found.rule, "dn": found.dn} if found else None)
-        return _login_body(user, token, expires, kinds.AuthMethod.SMART_CARD.value,
-                           user.workspaces)
+                     ldap={"rule": found.rule, "dn": found.dn} if found else None,
+                     certmap_rule=found.rule if found else user.rule)
+        return _login_body(user, token, expires, kinds.AuthMethod.SMART_CARD)
 
     def run() -> dict[str, Any]:
         cert_der = der_certificate(certificate_b64)
@@ -229,66 +219,79 @@ def ldap_lookup(attempt: Attempt, fn: Any) -> Any:
 def password_login(ctx: BrokerContext, code: str, username: str, password: str,
                    address: str | None, client: ClientSpec | None = None) -> dict[str, Any]:
     """POST /v1/auth/password, where the directory allows it. ``client`` (optional: None is an
-    unknown client) is recorded with the login and decides its sessions' in-session use."""
-    attempt = Attempt("login.password", address, username=username[:200])
+    unknown client) is recorded with the login and decides its sessions' in-session use.
 
-    def check(session: Session) -> dict[str, Any]:
+    One write transaction on Core: the code with its directory and the address's lock, the
+    other locks (user from this address, user anywhere, the address vouched for), the user with
+    WorkSpaces, then the token, the counters and the audit event. A directory whose users live
+    in LDAP answers from that transaction with its settings: the bind runs outside any
+    transaction, then a second one grants."""
+    attempt = Attempt("login.password", address, username=username[:200])
+    record = client.record() if client else None
+
+    def grant(conn: Connection, user: MappedUser, known_key: str | None,
+              **audited_details: Any) -> dict[str, Any]:
         now = ctx.now()
-        _row, d = resolve_code(ctx, session, code, now)
-        attempt.directory_id = d.id
+        token, expires = _issue_auth_token(ctx, conn, user, kinds.AuthMethod.PASSWORD, now,
+                                           client=record)
+        if attempt.pair_key:
+            limits.clear(conn, attempt.pair_key)
+        if known_key:
+            limits.mark(conn, known_key, now + timedelta(seconds=KNOWN_ADDRESS_S), now)
+        audit.insert(conn, "login.password", "success", directory_id=user.directory_id,
+                     username=user.username, client_address=address, **audited_details)
+        return _login_body(user, token, expires, kinds.AuthMethod.PASSWORD)
+
+    def check(conn: Connection) -> dict[str, Any] | tuple[LdapSettings, str | None]:
+        now = ctx.now()
+        lock_key = address_key(address)
+        d = lookup_code(ctx, conn, code, now, address_key=lock_key)
+        attempt.directory_id = d.directory_id
         if not d.password_login:
             raise ServiceError(Code.PASSWORD_LOGIN_DISABLED,
                                "This directory does not allow password login.")
-        check_address(session, attempt, now)
-        attempt.user_key = bounded(f"fail:user:{d.id}:{username}")
-        attempt.pair_key = bounded(f"fail:pair:{d.id}:{address or '-'}:{username}")
-        known_key = bounded(f"ok:{d.id}:{address}:{username}") if address else None
-        limits.check_lockout(session, attempt.pair_key, now)
-        if not (known_key and limits.is_marked(session, known_key, now)):
+        if lock_key:
+            limits.locked({lock_key: Code.RATE_LIMITED}, {lock_key: d.address_locked_until},
+                          now)
+        attempt.user_key = bounded(f"fail:user:{d.directory_id}:{username}")
+        attempt.pair_key = bounded(f"fail:pair:{d.directory_id}:{address or '-'}:{username}")
+        known_key = bounded(f"ok:{d.directory_id}:{address}:{username}") if address else None
+        found = limits.read_locks(conn, [k for k in (attempt.pair_key, attempt.user_key,
+                                                     known_key) if k], now)
+        locks = {attempt.pair_key: Code.LOCKED_OUT}
+        if not (known_key and known_key in found):
             # Slowed for everyone but the addresses she has logged in from.
-            limits.check_lockout(session, attempt.user_key, now, code=Code.RATE_LIMITED)
-        ldap_settings = settings_of(d)
-        if ldap_settings is not None:  # bound as the user outside this transaction
-            return {"ldap": ldap_settings, "known_key": known_key}
-        user = session.scalar(select(User).where(User.directory_id == d.id,
-                                                 User.username == username))
-        ok = verify_password(password, user.password_hash if user else None)
-        if not ok or user is None or user.disabled:
+            locks[attempt.user_key] = Code.RATE_LIMITED
+        limits.locked(locks, found, now)
+        if d.ldap_url:  # bound as the user outside this transaction
+            ldap = settings_of(conn.execute(DIRECTORY_LDAP,
+                                            {"directory_id": d.directory_id}).one())
+            if ldap is not None:
+                return ldap, known_key
+        rows = conn.execute(USER_BY_NAME_WITH_WORKSPACES, {
+            "directory_id": d.directory_id, "username": username}).all()
+        row = rows[0] if rows else None
+        ok = verify_password(password, row.password_hash if row else None)
+        if not ok or row is None or row.disabled:
             raise ServiceError(Code.INVALID_CREDENTIALS, "The user name or password is wrong.")
-        token, expires = _issue_auth_token(ctx, session.connection(), user,
-                                           kinds.AuthMethod.PASSWORD, now,
-                                           client=client.record() if client else None)
-        limits.clear(session, attempt.pair_key)
-        if known_key:
-            limits.mark(session, known_key, now + timedelta(seconds=KNOWN_ADDRESS_S), now)
-        audit.record(session, "login.password", "success", directory_id=d.id,
-                     username=user.username, client_address=address)
-        return _login_body(user, token, expires, "password", workspaces_of(session, user.id))
-
-    def grant_ldap(session: Session, found: LdapUser, known_key: str | None
-                   ) -> dict[str, Any]:
-        now = ctx.now()
-        conn = session.connection()
-        user = map_ldap_user(conn, attempt.directory_id or "", found)
-        token, expires = _issue_auth_token(ctx, conn, user, kinds.AuthMethod.PASSWORD, now)
-        if attempt.pair_key:
-            limits.clear(session, attempt.pair_key)
-        if known_key:
-            limits.mark(session, known_key, now + timedelta(seconds=KNOWN_ADDRESS_S), now)
-        audit.record(session, "login.password", "success", directory_id=user.directory_id,
-                     username=user.username, client_address=address,
-                     ldap={"rule": "password", "dn": found.dn})
-        return _login_body(user, token, expires, "password", user.workspaces)
+        user = MappedUser(row.id, row.directory_id, row.username, row.upn, row.email,
+                          listings(rows))
+        return grant(conn, user, known_key)
 
     def run() -> dict[str, Any]:
-        answer = ctx.db.transaction(check)
-        if "ldap" not in answer:
+        answer = ctx.db.run(check, name="password_login")
+        if isinstance(answer, dict):
             return answer
-        s = answer["ldap"]  # bind as the user outside any transaction
-        found = ldap_lookup(attempt, lambda: ctx.ldap.password_login(s, username, password))
+        settings, known_key = answer  # bind as the user outside any transaction
+        found = ldap_lookup(attempt, lambda: ctx.ldap.password_login(settings, username,
+                                                                     password))
         if found is None:
             raise ServiceError(Code.INVALID_CREDENTIALS, "The user name or password is wrong.")
-        return ctx.db.transaction(lambda session: grant_ldap(session, found,
-                                                             answer["known_key"]))
+
+        def grant_ldap(conn: Connection) -> dict[str, Any]:
+            user = map_ldap_user(conn, attempt.directory_id or "", found)
+            return grant(conn, user, known_key, ldap={"rule": "password", "dn": found.dn})
+
+        return ctx.db.run(grant_ldap)
 
     return audited(ctx, attempt, run)

@@ -9,19 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 import broker.policy as policy
 import broker.registration as registration
 from broker.codes import Code
 from broker.errors import BrokerError
+from broker.kinds import CodeState
 from broker.service import audit
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
 from broker.store.models import Directory, RegistrationCode, utcnow
+from broker.store.statements import CODE_AND_DIRECTORY
 
 
 @dataclass(frozen=True)
@@ -38,13 +40,32 @@ class ClientSpec:
         return {"platform": self.platform, "arch": self.arch, "version": self.version}
 
 
-def directory_settings(d: Directory) -> policy.DirectorySettings:
-    return policy.DirectorySettings(pre_session=d.sc_pre_session, in_session=d.sc_in_session,
-                                    password_login=d.password_login)
+class Toggles(Protocol):
+    """A row carrying a directory's login toggles."""
+
+    sc_pre_session: bool
+    sc_in_session: bool
+    password_login: bool
 
 
-def code_settings(row: Row[Any]) -> policy.DirectorySettings:
-    """The login toggles of the directory of a :func:`lookup_code` row."""
+class CodeRow(Toggles, Protocol):
+    """What :func:`lookup_code` reads (:data:`broker.store.statements.CODE_AND_DIRECTORY`)."""
+
+    id: int
+    state: CodeState
+    revoked_at: datetime | None
+    rotated_at: datetime | None
+    directory_id: str
+    name: str
+    region: str
+    version: int
+    ldap_url: str | None
+    address_locked_until: datetime | None
+
+
+def code_settings(row: Toggles) -> policy.DirectorySettings:
+    """The login toggles of a directory (or of a code, WorkSpace or session row read with
+    its directory)."""
     return policy.DirectorySettings(pre_session=row.sc_pre_session,
                                     in_session=row.sc_in_session,
                                     password_login=row.password_login)
@@ -60,12 +81,14 @@ def _refuse_unusable(ctx: BrokerContext, state: str, revoked_at: datetime | None
 
 
 def lookup_code(ctx: BrokerContext, conn: Connection, text: str, now: datetime, *,
-                address_key: str | None = None) -> Row[Any]:
-    """:func:`resolve_code` on the Core hot path: one read gives the code, its directory's
-    login settings and version, and the lock (``address_locked_until``) of ``address_key``.
-    Same errors as :func:`resolve_code`."""
-    from broker.store.statements import CODE_AND_DIRECTORY
+                address_key: str | None = None) -> CodeRow:
+    """The usable registration code with its directory, in one read: the directory's login
+    settings, LDAP URL and version, and the lock (``address_locked_until``) of
+    ``address_key``.
 
+    Raises registration_code_malformed (typo: bad shape or check character),
+    registration_code_unknown (well-formed, never issued, or its directory deleted) or
+    registration_code_revoked (revoked, or rotated and past the grace period)."""
     parsed = registration.parse(text, ctx.catalogue)
     row = conn.execute(CODE_AND_DIRECTORY, {"code": parsed.lookup_key,
                                             "address_key": address_key}).first()
@@ -73,30 +96,9 @@ def lookup_code(ctx: BrokerContext, conn: Connection, text: str, now: datetime, 
         raise ServiceError(Code.REGISTRATION_CODE_UNKNOWN,
                            "This registration code is not known. Check it with your "
                            "WorkSpaces administrator.")
-    _refuse_unusable(ctx, row.state, row.revoked_at, row.rotated_at, now)
-    return row
-
-
-def resolve_code(ctx: BrokerContext, session: Session, text: str,
-                 now: datetime) -> tuple[RegistrationCode, Directory]:
-    """The usable registration code row and its directory.
-
-    Raises registration_code_malformed (typo: bad shape or check character),
-    registration_code_unknown (well-formed, never issued) or registration_code_revoked
-    (revoked, or rotated and past the grace period).
-    """
-    parsed = registration.parse(text, ctx.catalogue)
-    row = session.scalar(select(RegistrationCode).where(RegistrationCode.code ==
-                                                        parsed.lookup_key))
-    if row is None:
-        raise ServiceError(Code.REGISTRATION_CODE_UNKNOWN,
-                           "This registration code is not known. Check it with your "
-                           "WorkSpaces administrator.")
-    _refuse_unusable(ctx, row.state, row.revoked_at, row.rotated_at, now)
-    directory = session.get(Directory, row.directory_id)
-    if directory is None:  # deleted while this call ran (the foreign key cascades)
-        raise ServiceError(Code.REGISTRATION_CODE_UNKNOWN, "This registration code is not known.")
-    return row, directory
+    code = cast(CodeRow, row)
+    _refuse_unusable(ctx, code.state, code.revoked_at, code.rotated_at, now)
+    return code
 
 
 def register(ctx: BrokerContext, code: str, client: ClientSpec,
@@ -140,7 +142,7 @@ def issue_code(ctx: BrokerContext, session: Session, directory_id: str, actor: s
     if d is None:
         raise ServiceError(Code.DIRECTORY_UNKNOWN, f"no directory {directory_id!r}")
     code = str(registration.generate(ctx.catalogue.get(d.region).prefix)).upper()
-    session.add(RegistrationCode(code=code, directory_id=d.id, state="active",
+    session.add(RegistrationCode(code=code, directory_id=d.id, state=CodeState.ACTIVE,
                                  created_at=utcnow()))
     audit.record(session, "registration_code.issue", "change", directory_id=d.id, actor=actor,
                  code_suffix=code[-4:])
@@ -159,9 +161,9 @@ def _code_row(ctx: BrokerContext, session: Session, text: str) -> RegistrationCo
 def rotate_code(ctx: BrokerContext, session: Session, text: str, actor: str) -> str:
     """Issue a successor; the old code keeps working for registration.rotation_grace_s."""
     row = _code_row(ctx, session, text)
-    if row.state != "active":
+    if row.state != CodeState.ACTIVE:
         raise ServiceError(Code.CONFLICT, f"the code is {row.state}, not active")
-    row.state, row.rotated_at = "rotated", ctx.now()
+    row.state, row.rotated_at = CodeState.ROTATED, ctx.now()
     new = issue_code(ctx, session, row.directory_id, actor)
     audit.record(session, "registration_code.rotate", "change", directory_id=row.directory_id,
                  actor=actor, code_suffix=row.code[-4:], successor_suffix=new[-4:])
@@ -170,7 +172,7 @@ def rotate_code(ctx: BrokerContext, session: Session, text: str, actor: str) -> 
 
 def revoke_code(ctx: BrokerContext, session: Session, text: str, actor: str) -> None:
     row = _code_row(ctx, session, text)
-    if row.state != "revoked":
-        row.state, row.revoked_at = "revoked", ctx.now()
+    if row.state != CodeState.REVOKED:
+        row.state, row.revoked_at = CodeState.REVOKED, ctx.now()
         audit.record(session, "registration_code.revoke", "change",
                      directory_id=row.directory_id, actor=actor, code_suffix=row.code[-4:])

@@ -1,4 +1,4 @@
-"""WorkSpace sessions: connect, the second PIN at "Starting WorkSpace", heartbeats, in-session.
+"""WorkSpace sessions: connect, the second PIN at "Starting WorkSpace", heartbeats, end.
 
 * ``connect`` after a password login: an AVAILABLE WorkSpace gets a session at once (201); a
   STOPPED one is started and the answer is 202 STARTING until it is AVAILABLE.
@@ -18,8 +18,8 @@
   ``disconnect`` on its next heartbeat.
 * Card removal applies the directory's removal_action (none | lock | disconnect); a session
   without heartbeats for ``sessions.heartbeat_timeout_s`` is ended by the sweeper.
-* In-session authentication (sudo, browsers) returns a signed assertion (JWS) verifiable with
-  the JWKS.
+* In-session authentication (sudo, browsers; broker/service/in_session.py) returns a signed
+  assertion (JWS) verifiable with the JWKS.
 * Every call names a session or WorkSpace and receives the caller's :class:`ClientPrincipal`
   (the web layer resolved the auth token first): anything the token's user does not own is
   ``session_unknown`` / ``workspace_unknown`` (404), never revealed. Ending a session does not
@@ -29,42 +29,39 @@
 
 from __future__ import annotations
 
-import base64
 import secrets
 from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, cast
 
-from sqlalchemy import Connection, Row, select
-from sqlalchemy.orm import Session as DbSession
+from sqlalchemy import Connection, Row
 
-from broker import policy
+from broker import kinds, policy
 from broker.codes import Code
-from broker.kinds import LIVE_SESSION_STATES, Purpose, WorkSpaceState
+from broker.kinds import (
+    AuthMethod,
+    Purpose,
+    RemovalAction,
+    SessionAction,
+    SessionEndReason,
+    SessionState,
+    WorkSpaceState,
+)
 from broker.service import audit, limits
 from broker.service.attempts import Attempt, audited
 from broker.service.auth import ClientPrincipal
-from broker.service.challenges import (
-    MAX_ID,
-    check_challenge,
-    check_row,
-    consume,
-    insert_challenge,
-)
+from broker.service.challenges import MAX_ID, check_row, consume, insert_challenge
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
-from broker.service.registrations import code_settings, directory_settings
+from broker.service.registrations import Toggles, code_settings
 from broker.service.tickets import TICKET_AUDIENCE
 from broker.service.tokens import new_id
 from broker.service.trust import (
     TrustSnapshot,
-    Verified,
     default_algorithm,
-    map_user,
     verify_card_response,
 )
-from broker.service.wire import cert_fingerprint, decode_b64, der_certificate, rfc3339
-from broker.store.models import Directory, Session, User, WorkSpace
+from broker.service.wire import decode_b64, rfc3339
 from broker.store.statements import (
     INSERT_SESSION,
     SESSION_WITH_REMOVAL_ACTION,
@@ -76,15 +73,63 @@ from broker.store.statements import (
 )
 from broker.workspaces.backend import WorkSpaceBackend, backend_from_settings
 
-ASSERTION_TTL = timedelta(minutes=2)
 
-
-def _bounded(identifier: str) -> str | None:
+def bounded_id(identifier: str) -> str | None:
     """``identifier`` if it may name a row; longer input never does (looked up as NULL)."""
     return identifier if len(identifier) <= MAX_ID else None
 
 
-def _check_workspace(row: Any, principal: ClientPrincipal) -> Any:
+class _Owned(Protocol):
+    """A row the caller may own: a WorkSpace or a session."""
+
+    user_id: int
+    directory_id: str
+
+
+class _WorkSpaceRow(Toggles, Protocol):
+    """What :data:`WORKSPACE_FOR_SESSION` reads (directory and user columns NULL when gone)."""
+
+    id: str
+    directory_id: str
+    user_id: int
+    protocol: kinds.Protocol
+    os: kinds.WorkSpaceOs | None
+    state: WorkSpaceState
+    state_changed_at: datetime
+    transition_due_at: datetime | None
+    last_activity_at: datetime
+    region: str
+    version: int | None
+    username: str | None
+
+
+class _LogonRow(_WorkSpaceRow, Protocol):
+    """:class:`_WorkSpaceRow` with the challenge of :data:`WORKSPACE_AND_CHALLENGE`."""
+
+    challenge_id: str | None
+    challenge_purpose: Purpose | None
+    challenge_workspace_id: str | None
+    auth_token_id: int | None
+    to_be_signed: bytes
+    used_at: datetime | None
+    challenge_expires_at: datetime
+
+
+class _SessionRow(Protocol):
+    """What :data:`SESSION_WITH_REMOVAL_ACTION` reads."""
+
+    id: str
+    user_id: int
+    directory_id: str
+    workspace_id: str
+    auth_method: AuthMethod
+    state: SessionState
+    pending_action: SessionAction | None
+    end_reason: SessionEndReason | None
+    removal_action: RemovalAction | None
+
+
+def _check_workspace(row: Row[Any] | None, principal: ClientPrincipal) -> _WorkSpaceRow:
     """``row`` (read by any means) if it is a WorkSpace of the caller's directory that the
     caller may use: else workspace_unknown (404), workspace_not_yours or
     smart_card_requires_wsp."""
@@ -92,33 +137,19 @@ def _check_workspace(row: Any, principal: ClientPrincipal) -> Any:
         raise ServiceError(Code.WORKSPACE_UNKNOWN, "There is no such WorkSpace.")
     if row.user_id != principal.user_id:
         raise ServiceError(Code.WORKSPACE_NOT_YOURS, "This WorkSpace belongs to another user.")
-    if principal.method == "smart_card" and row.protocol != "WSP":
+    if principal.method == AuthMethod.SMART_CARD and row.protocol != kinds.Protocol.WSP:
         raise ServiceError(Code.SMART_CARD_REQUIRES_WSP,
                            "Smart cards work only with WorkSpaces streamed over WSP; this "
                            "WorkSpace uses PCoIP.")
-    return row
+    return cast(_WorkSpaceRow, row)
 
 
-def _check_session(row: Any, principal: ClientPrincipal) -> Any:
+def check_session(row: Row[Any] | None, principal: ClientPrincipal) -> _Owned:
     """``row`` (read by any means) if the caller's user owns it; session_unknown (404)."""
     if row is None or row.user_id != principal.user_id \
             or row.directory_id != principal.directory_id:
         raise ServiceError(Code.SESSION_UNKNOWN, "There is no such session.")
-    return row
-
-
-def _owned_session(session: DbSession, principal: ClientPrincipal, session_id: str) -> Session:
-    """The session if the caller's user owns it; session_unknown (404) otherwise."""
-    return _check_session(session.get(Session, session_id) if len(session_id) <= MAX_ID
-                          else None, principal)
-
-
-def _active_session(session: DbSession, principal: ClientPrincipal, session_id: str) -> Session:
-    row = _owned_session(session, principal, session_id)
-    if row.state == "ended":
-        raise ServiceError(Code.SESSION_ENDED, "This session has ended.",
-                           {"reason": row.end_reason})
-    return row
+    return cast(_Owned, row)
 
 
 def in_session_decision(ctx: BrokerContext, region: str, settings: policy.DirectorySettings,
@@ -129,41 +160,35 @@ def in_session_decision(ctx: BrokerContext, region: str, settings: policy.Direct
     in-session refusal."""
     return policy.in_session_use(
         ctx.catalogue.get(region), settings,
-        protocol=policy.Protocol.WSP if protocol == "WSP" else policy.Protocol.PCOIP,
+        protocol=policy.Protocol.WSP if protocol == kinds.Protocol.WSP
+        else policy.Protocol.PCOIP,
         client=policy.client_of(client), os=os, detail=detail)
 
 
-def _directory_gone() -> ServiceError:
+def directory_gone() -> ServiceError:
     return ServiceError(Code.DIRECTORY_UNKNOWN, "The directory no longer exists.")
-
-
-def _directory(session: DbSession, directory_id: str) -> Directory:
-    d = session.get(Directory, directory_id)
-    if d is None:  # deleted while the call ran
-        raise _directory_gone()
-    return d
 
 
 # --------------------------------------------------------------------------- Core hot path
 
 @dataclass
-class _WorkSpace:
+class WorkSpaceLifecycle:
     """The lifecycle of a WorkSpace read on Core, for the backend to move (it satisfies
     :class:`broker.workspaces.backend.Lifecycle`); :meth:`save` writes back what changed."""
 
     id: str
     directory_id: str
-    protocol: str
-    state: str
+    protocol: kinds.Protocol
+    state: WorkSpaceState
     state_changed_at: datetime
     transition_due_at: datetime | None
     last_activity_at: datetime
 
     @classmethod
-    def of(cls, row: Row[Any]) -> _WorkSpace:
+    def of(cls, row: _WorkSpaceRow | Row[Any]) -> WorkSpaceLifecycle:
         return cls(**{f.name: getattr(row, f.name) for f in fields(cls)})
 
-    def save(self, conn: Connection, read: _WorkSpace) -> None:
+    def save(self, conn: Connection, read: WorkSpaceLifecycle) -> None:
         """One UPDATE of the columns that changed since ``read`` (none: no statement), as an
         ORM flush would: a concurrent change to another column is not overwritten."""
         changed = {f.name: getattr(self, f.name) for f in fields(self)
@@ -173,20 +198,21 @@ class _WorkSpace:
 
 
 def _owned_workspace(conn: Connection, principal: ClientPrincipal,
-                     workspace_id: str) -> Row[Any]:
+                     workspace_id: str) -> _WorkSpaceRow:
     return _check_workspace(conn.execute(WORKSPACE_FOR_SESSION, {
-        "workspace_id": _bounded(workspace_id)}).first(), principal)
+        "workspace_id": bounded_id(workspace_id)}).first(), principal)
 
 
 def _open_session(ctx: BrokerContext, conn: Connection, backend: WorkSpaceBackend,
-                  principal: ClientPrincipal, row: Row[Any], ws: _WorkSpace, read: _WorkSpace,
+                  principal: ClientPrincipal, row: _WorkSpaceRow, ws: WorkSpaceLifecycle,
+                  read: WorkSpaceLifecycle,
                   now: datetime, address: str | None,
                   events: list[dict[str, Any]]) -> dict[str, Any]:
     """Open a session on ``ws`` (read as ``row``), taking over earlier ones, and write the
     transaction's WorkSpace changes and audit ``events`` with its own: the session, one UPDATE
     of the WorkSpace, one INSERT of every audit event."""
     if row.version is None:  # deleted while the call ran
-        raise _directory_gone()
+        raise directory_gone()
     if row.username is None:
         raise ServiceError(Code.USER_NOT_FOUND, "The user of this login no longer exists.")
     # One active session per WorkSpace: earlier ones are told to disconnect.
@@ -201,7 +227,8 @@ def _open_session(ctx: BrokerContext, conn: Connection, backend: WorkSpaceBacken
         "id": sid, "workspace_id": ws.id, "user_id": principal.user_id,
         "directory_id": ws.directory_id, "auth_method": principal.method,
         "cert_fingerprint": principal.cert_fingerprint, "protocol": ws.protocol,
-        "state": "active", "smart_card_redirection": redirection, "client": principal.client,
+        "state": SessionState.ACTIVE, "smart_card_redirection": redirection,
+        "client": principal.client,
         "last_heartbeat_at": now,
         "expires_at": expires, "created_at": now})
     ws.last_activity_at = now
@@ -224,7 +251,22 @@ def _open_session(ctx: BrokerContext, conn: Connection, backend: WorkSpaceBacken
                         "workspace_id": ws.id}}
 
 
-def _throttles(kind: str, principal: ClientPrincipal, address: str | None, per_token: int,
+@dataclass(frozen=True)
+class Opened:
+    """connect opened a session at once (HTTP 201): ``body`` is ``{"session": …}``."""
+
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Starting:
+    """connect started the WorkSpace or asks for the PIN again (HTTP 202): ``body`` is
+    ``{"state", "workspace_id", "logon_challenge"?}``."""
+
+    body: dict[str, Any]
+
+
+def throttles(kind: str, principal: ClientPrincipal, address: str | None, per_token: int,
                per_address: int) -> list[tuple[str, int]]:
     """The rate counters of one call: per login (auth token) and per client address. A
     refused call rolls its transaction back, so it counts against neither."""
@@ -235,8 +277,9 @@ def _throttles(kind: str, principal: ClientPrincipal, address: str | None, per_t
 
 
 def connect(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str,
-            address: str | None) -> tuple[int, dict[str, Any]]:
-    """POST /v1/workspaces/{id}/connect → (201, {session}) or (202, {state, logon_challenge?}).
+            address: str | None) -> Opened | Starting:
+    """POST /v1/workspaces/{id}/connect → :class:`Opened` (a session) or :class:`Starting`
+    (``{state, logon_challenge?}``); the web layer answers 201 or 202.
 
     A smart-card login always gets 202 with a logon challenge (the PIN again at "Starting
     WorkSpace"), also for an AVAILABLE WorkSpace; a password login gets its session at once
@@ -248,14 +291,14 @@ def connect(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str,
     challenge."""
     backend = backend_from_settings(ctx.settings)
 
-    def start_or_open(conn: Connection) -> tuple[int, dict[str, Any]]:
+    def start_or_open(conn: Connection) -> Opened | Starting:
         now = ctx.now()
         lim = ctx.settings.login
-        limits.hit_many(conn, _throttles("connect", principal, address,
+        limits.hit_many(conn, throttles("connect", principal, address,
                                          lim.connects_per_token_per_minute,
                                          lim.connects_per_address_per_minute), 60, now)
         row = _owned_workspace(conn, principal, workspace_id)
-        ws, read = _WorkSpace.of(row), _WorkSpace.of(row)
+        ws, read = WorkSpaceLifecycle.of(row), WorkSpaceLifecycle.of(row)
         backend.refresh(ws, now)
         events: list[dict[str, Any]] = []
         state = WorkSpaceState(ws.state)
@@ -269,12 +312,14 @@ def connect(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str,
             events.append(audit.event("workspace.start", "change",
                                       directory_id=ws.directory_id,
                                       actor=f"user:{principal.user_id}", workspace_id=ws.id))
-        smart_card = principal.method == "smart_card"
+        smart_card = principal.method == AuthMethod.SMART_CARD
         if ws.state == WorkSpaceState.AVAILABLE and not smart_card:
-            return 201, _open_session(ctx, conn, backend, principal, row, ws, read, now,
-                                      address, events)
+            return Opened(_open_session(ctx, conn, backend, principal, row, ws, read, now,
+                                        address, events))
         body: dict[str, Any] = {"state": ws.state, "workspace_id": ws.id}
         if smart_card:
+            if row.version is None:  # the directory was deleted while the call ran
+                raise directory_gone()
             # A start can outlast a normal challenge: give the PIN its full TTL after it.
             due = ws.transition_due_at if ws.state != WorkSpaceState.AVAILABLE else None
             body["logon_challenge"] = insert_challenge(
@@ -286,7 +331,7 @@ def connect(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str,
         ws.save(conn, read)
         if events:
             audit.insert_all(conn, events)
-        return 202, body
+        return Starting(body)
 
     return ctx.db.run(start_or_open)
 
@@ -307,9 +352,9 @@ def logon(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str, cha
 
     def read_challenge(conn: Connection) -> tuple[bytes, TrustSnapshot]:
         now = ctx.now()
-        row = _check_workspace(conn.execute(WORKSPACE_AND_CHALLENGE, {
-            "workspace_id": _bounded(workspace_id),
-            "challenge_id": _bounded(challenge_id)}).first(), principal)
+        row = cast(_LogonRow, _check_workspace(conn.execute(WORKSPACE_AND_CHALLENGE, {
+            "workspace_id": bounded_id(workspace_id),
+            "challenge_id": bounded_id(challenge_id)}).first(), principal))
         if row.challenge_id is None:
             raise ServiceError(Code.CHALLENGE_UNKNOWN, "There is no such challenge.")
         check_row(row.used_at, row.challenge_expires_at, now)
@@ -318,13 +363,13 @@ def logon(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str, cha
             raise ServiceError(Code.CHALLENGE_UNKNOWN, "This is not a logon challenge for this "
                                                     "WorkSpace and login.")
         if row.version is None:
-            raise _directory_gone()
+            raise directory_gone()
         return row.to_be_signed, ctx.trust.snapshot_at(conn, row.directory_id, row.version)
 
     def open_session(conn: Connection) -> dict[str, Any]:
         now = ctx.now()
         row = _owned_workspace(conn, principal, workspace_id)
-        ws, read = _WorkSpace.of(row), _WorkSpace.of(row)
+        ws, read = WorkSpaceLifecycle.of(row), WorkSpaceLifecycle.of(row)
         backend.refresh(ws, now)
         if ws.state != WorkSpaceState.AVAILABLE:
             if ws.state in (WorkSpaceState.STARTING, WorkSpaceState.PENDING):
@@ -355,9 +400,9 @@ def logon(ctx: BrokerContext, principal: ClientPrincipal, workspace_id: str, cha
 
 
 def _owned_session_row(conn: Connection, principal: ClientPrincipal,
-                       session_id: str) -> Row[Any]:
-    return _check_session(conn.execute(SESSION_WITH_REMOVAL_ACTION, {
-        "session_id": _bounded(session_id)}).first(), principal)
+                       session_id: str) -> _SessionRow:
+    return cast(_SessionRow, check_session(conn.execute(SESSION_WITH_REMOVAL_ACTION, {
+        "session_id": bounded_id(session_id)}).first(), principal))
 
 
 def heartbeat(ctx: BrokerContext, principal: ClientPrincipal, session_id: str,
@@ -373,197 +418,51 @@ def heartbeat(ctx: BrokerContext, principal: ClientPrincipal, session_id: str,
         row = _owned_session_row(conn, principal, session_id)
         changes: dict[str, Any] = {}
         if row.pending_action:
-            action, reason = row.pending_action, row.end_reason
+            pending, reason = row.pending_action, row.end_reason
             changes["pending_action"] = None
-            if action == "disconnect" and row.state != "ended":
-                reason = "disconnected"
-                changes.update(state="ended", ended_at=now, end_reason=reason)
+            if pending == SessionAction.DISCONNECT and row.state != SessionState.ENDED:
+                reason = SessionEndReason.DISCONNECTED
+                changes.update(state=SessionState.ENDED, ended_at=now, end_reason=reason)
             conn.execute(UPDATE_SESSION, {"session_id": row.id, **changes})
-            return {"action": action, "reason": reason}
-        if row.state == "ended":
+            return {"action": pending, "reason": reason}
+        if row.state == SessionState.ENDED:
             raise ServiceError(Code.SESSION_ENDED, "This session has ended.",
                                {"reason": row.end_reason})
         changes["last_heartbeat_at"] = now
         conn.execute(UPDATE_WORKSPACE, {"ws_id": row.workspace_id, "last_activity_at": now})
-        action = "none"
-        if row.auth_method == "smart_card":
+        action = RemovalAction.NONE
+        if row.auth_method == AuthMethod.SMART_CARD:
             if card_present:
-                if row.state == "locked":
-                    changes["state"] = "active"
+                if row.state == SessionState.LOCKED:
+                    changes["state"] = SessionState.ACTIVE
             else:
-                action = row.removal_action or "lock"  # the directory went: the safe choice
-                if action == "lock" and row.state != "locked":
-                    changes["state"] = "locked"
-                elif action == "disconnect":
-                    changes.update(state="ended", ended_at=now, end_reason="card_removed")
+                # The directory went (NULL): the safe choice.
+                action = row.removal_action or RemovalAction.LOCK
+                if action == RemovalAction.LOCK and row.state != SessionState.LOCKED:
+                    changes["state"] = SessionState.LOCKED
+                elif action == RemovalAction.DISCONNECT:
+                    changes.update(state=SessionState.ENDED, ended_at=now,
+                                   end_reason=SessionEndReason.CARD_REMOVED)
                 if "state" in changes:
                     audit.insert(conn, "session.card_removed", "change",
                                  directory_id=row.directory_id, session_id=row.id,
-                                 action=action)
+                                 action=action.value)
         conn.execute(UPDATE_SESSION, {"session_id": row.id, **changes})
-        return {"action": action}
+        return {"action": action.value}
 
     return ctx.db.run(beat)
 
 
 def end_session(ctx: BrokerContext, principal: ClientPrincipal, session_id: str,
-                reason: str = "client") -> None:
+                reason: SessionEndReason = SessionEndReason.CLIENT) -> None:
     """DELETE /v1/sessions/{id}: ends the session (the login's auth token stays valid)."""
 
     def end(conn: Connection) -> None:
         row = _owned_session_row(conn, principal, session_id)
-        if row.state != "ended":
-            conn.execute(UPDATE_SESSION, {"session_id": row.id, "state": "ended",
+        if row.state != SessionState.ENDED:
+            conn.execute(UPDATE_SESSION, {"session_id": row.id, "state": SessionState.ENDED,
                                           "ended_at": ctx.now(), "end_reason": reason})
             audit.insert(conn, "session.end", "change", directory_id=row.directory_id,
-                         session_id=row.id, reason=reason)
+                         session_id=row.id, reason=reason.value)
 
     ctx.db.run(end)
-
-
-# --------------------------------------------------------------------------- in session
-
-def in_session_challenge(ctx: BrokerContext, principal: ClientPrincipal, session_id: str,
-                         purpose: str, address: str | None) -> dict[str, Any]:
-    """POST /v1/sessions/{id}/in-session/challenges."""
-    attempt = Attempt("in_session.challenge", address, directory_id=principal.directory_id,
-                      details={"purpose": purpose})
-
-    def issue(session: DbSession) -> dict[str, Any]:
-        now = ctx.now()
-        lim = ctx.settings.login
-        limits.hit_many(session.connection(), _throttles(
-            "isc", principal, address, lim.in_session_challenges_per_token_per_minute,
-            lim.in_session_challenges_per_address_per_minute), 60, now)
-        row = _active_session(session, principal, session_id)
-        d = _directory(session, row.directory_id)
-        ws = session.get(WorkSpace, row.workspace_id)
-        decision = in_session_decision(ctx, d.region, directory_settings(d), row.protocol,
-                                       row.client, ws.os if ws else None, purpose)
-        if not decision.allowed:
-            reasons = [r.value for r in decision.reasons]
-            raise ServiceError(Code.IN_SESSION_NOT_ALLOWED,
-                               "In-session smart-card use is not allowed for this session: "
-                               + ", ".join(reasons), {"reasons": reasons})
-        body = insert_challenge(ctx, session.connection(), d.id, d.version,
-                                Purpose.IN_SESSION, purpose, now=now, address=address,
-                                cert_fingerprint=row.cert_fingerprint, session_id=row.id)
-        audit.record(session, "in_session.challenge", "success", directory_id=d.id,
-                     session_id=row.id, purpose=purpose, challenge_id=body["challenge_id"])
-        return body
-
-    return audited(ctx, attempt, lambda: ctx.db.transaction(issue))
-
-
-def in_session_response(ctx: BrokerContext, principal: ClientPrincipal, session_id: str,
-                        challenge_id: str, signature_b64: str, algorithm: str | None,
-                        certificate_b64: str | None, chain_b64: list[str],
-                        address: str | None) -> dict[str, Any]:
-    """POST /v1/sessions/{id}/in-session/challenges/{cid}/response → {assertion (JWS)}."""
-    attempt = Attempt("in_session.auth", address, challenge_id=challenge_id,
-                      directory_id=principal.directory_id)
-
-    def read_challenge(session: DbSession,
-                       cert_der: bytes | None) -> tuple[bytes, bytes, TrustSnapshot, str | None]:
-        now = ctx.now()
-        row = _active_session(session, principal, session_id)
-        ch = check_challenge(session, challenge_id, now)
-        if ch.purpose != "in_session" or ch.session_id != row.id:
-            raise ServiceError(Code.CHALLENGE_UNKNOWN, "This is not a challenge of this session.")
-        if ch.detail:
-            attempt.details["purpose"] = ch.detail
-        if cert_der is None:
-            cert_der = principal.cert_der if principal.cert_fingerprint == row.cert_fingerprint \
-                else None
-        if cert_der is None:
-            raise ServiceError(Code.CERTIFICATE_MALFORMED, "Send the certificate to verify with.")
-        if row.cert_fingerprint and cert_fingerprint(cert_der) != row.cert_fingerprint:
-            raise ServiceError(Code.CERTIFICATE_MISMATCH, "Sign with the certificate of the login.")
-        return ch.to_be_signed, cert_der, ctx.trust.snapshot(
-            session, _directory(session, row.directory_id)), \
-            ch.detail
-
-    def assert_user(session: DbSession, verified: Verified, certmap: tuple[str, ...],
-                    detail: str | None) -> dict[str, Any]:
-        now = ctx.now()
-        row = _active_session(session, principal, session_id)
-        user = session.get(User, row.user_id)
-        if user is None:
-            raise ServiceError(Code.USER_NOT_FOUND, "The user of this session no longer exists.")
-        mapped = map_user(session.connection(), row.directory_id, verified.identity, certmap)
-        if mapped.id != user.id:
-            raise ServiceError(Code.CERTIFICATE_MISMATCH, "This certificate belongs to another "
-                                                       "user.")
-        consume(session.connection(), challenge_id, now)
-        claims = {"iss": ctx.settings.server.broker_id, "aud": f"in-session:{detail}",
-                  "sub": user.username, "sid": row.id, "dir": row.directory_id,
-                  "ws": row.workspace_id, "purpose": detail, "iat": int(now.timestamp()),
-                  "exp": int((now + ASSERTION_TTL).timestamp()),
-                  "cnf": {"x5t#S256": base64.urlsafe_b64encode(
-                      bytes.fromhex(verified.fingerprint)).rstrip(b"=").decode()},
-                  "jti": secrets.token_urlsafe(12)}
-        assertion = ctx.keyring.sign(session, claims, now)
-        audit.record(session, "in_session.auth", "success", directory_id=row.directory_id,
-                     username=user.username, cert_fingerprint=verified.fingerprint,
-                     session_id=row.id, purpose=detail, client_address=address)
-        return {"assertion": assertion, "expires_at": rfc3339(now + ASSERTION_TTL),
-                "purpose": detail}
-
-    def run() -> dict[str, Any]:
-        given = der_certificate(certificate_b64) if certificate_b64 else None
-        chain = [der_certificate(c, "chain certificate") for c in chain_b64]
-        signature = decode_b64(signature_b64, "signature_invalid", "signature")
-        tbs, cert_der, snap, detail = ctx.db.read(lambda s: read_challenge(s, given))
-        attempt.fingerprint = cert_fingerprint(cert_der)
-        verified = verify_card_response(ctx, snap, tbs, cert_der, chain, signature,
-                                        algorithm or default_algorithm(cert_der),
-                                        on_key_proven=attempt.prove_key)
-        return ctx.db.transaction(lambda s: assert_user(s, verified, snap.certmap, detail))
-
-    return audited(ctx, attempt, run)
-
-
-# --------------------------------------------------------------------------- sweeps
-
-def sweep_workspaces(ctx: BrokerContext) -> int:
-    """Complete due transitions; stop idle AUTO_STOP WorkSpaces that have no session."""
-    backend = backend_from_settings(ctx.settings)
-    idle = timedelta(seconds=ctx.settings.workspaces.auto_stop_idle_s)
-
-    def complete_and_stop(session: DbSession) -> int:
-        now = ctx.now()
-        changed = 0
-        for ws in session.scalars(select(WorkSpace).where(
-                WorkSpace.transition_due_at.is_not(None), WorkSpace.transition_due_at <= now)
-                .with_for_update(skip_locked=True)):
-            changed += backend.refresh(ws, now)
-        busy = select(Session.workspace_id).where(Session.state.in_(LIVE_SESSION_STATES))
-        for ws in session.scalars(select(WorkSpace).where(
-                WorkSpace.running_mode == "AUTO_STOP", WorkSpace.state == "AVAILABLE",
-                WorkSpace.last_activity_at < now - idle, WorkSpace.id.not_in(busy))
-                .with_for_update(skip_locked=True)):
-            backend.stop(ws, now)
-            audit.record(session, "workspace.auto_stop", "change",
-                         directory_id=ws.directory_id, workspace_id=ws.id)
-            changed += 1
-        return changed
-
-    return ctx.db.transaction(complete_and_stop)
-
-
-def sweep_sessions(ctx: BrokerContext) -> int:
-    """End sessions whose heartbeats stopped."""
-    timeout = timedelta(seconds=ctx.settings.sessions.heartbeat_timeout_s)
-
-    def end_stale(session: DbSession) -> int:
-        now = ctx.now()
-        stale = list(session.scalars(select(Session).where(
-            Session.state.in_(LIVE_SESSION_STATES),
-            Session.last_heartbeat_at < now - timeout).with_for_update(skip_locked=True)))
-        for row in stale:
-            row.state, row.ended_at, row.end_reason = "ended", now, "heartbeat_timeout"
-            audit.record(session, "session.end", "change", directory_id=row.directory_id,
-                         session_id=row.id, reason="heartbeat_timeout")
-        return len(stale)
-
-    return ctx.db.transaction(end_stale)

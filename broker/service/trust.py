@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,14 @@ from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from broker.codes import Code
+from broker.kinds import (
+    DEFAULT_CERTMAP,
+    CertmapRule,
+    Protocol,
+    RunningMode,
+    TrustKind,
+    WorkSpaceState,
+)
 from broker.pki.identity import CertIdentity
 from broker.pki.settings import PkiSettings
 from broker.service.errors import ServiceError
@@ -43,7 +51,7 @@ class TrustSnapshot:
     ocsp_on: bool
     fail_mode: str
     required_eku: str
-    certmap: tuple[str, ...]
+    certmap: tuple[CertmapRule, ...]
     #: The directory's path-validation settings (verify_certificate keyword arguments).
     pki: PkiSettings = PkiSettings()
     #: The directory's LDAP settings (broker.service.ldapdir.LdapSettings); None: own users.
@@ -60,11 +68,12 @@ def load_trust(session: Session, d: Directory) -> TrustSnapshot:
     crls = list(session.scalars(select(Crl).where(Crl.directory_id == d.id).order_by(Crl.id)))
     return TrustSnapshot(
         directory_id=d.id,
-        anchors=tuple(c.der for c in certs if c.kind == "anchor"),
-        intermediates=tuple(c.der for c in certs if c.kind == "intermediate"),
+        anchors=tuple(c.der for c in certs if c.kind == TrustKind.ANCHOR),
+        intermediates=tuple(c.der for c in certs if c.kind == TrustKind.INTERMEDIATE),
         crls=tuple(c.der for c in crls), crl_on=d.revocation_crl, ocsp_on=d.revocation_ocsp,
         fail_mode=d.revocation_fail_mode, required_eku=d.required_eku,
-        certmap=tuple(d.certmap or ["upn", "email"]), pki=PkiSettings.of_directory(d),
+        certmap=tuple(map(CertmapRule, d.certmap or DEFAULT_CERTMAP)),
+        pki=PkiSettings.of_directory(d),
         ldap=settings_of(d))
 
 
@@ -131,9 +140,6 @@ class TrustCache:
                 raise ServiceError(Code.DIRECTORY_UNKNOWN, "The directory no longer exists.")
             return self._entry(session, d)
 
-    def snapshot(self, session: Session, d: Directory) -> TrustSnapshot:
-        return self._entry(session, d).snapshot
-
     def snapshot_at(self, conn: Connection, directory_id: str, version: int) -> TrustSnapshot:
         return self._entry_at(conn, directory_id, version).snapshot
 
@@ -172,48 +178,60 @@ class Verified:
 
 
 @dataclass(frozen=True)
+class WorkSpaceListing:
+    """One WorkSpace as a login answer lists it."""
+
+    id: str
+    name: str
+    protocol: Protocol
+    running_mode: RunningMode
+    state: WorkSpaceState
+
+    def as_dict(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name, "protocol": self.protocol,
+                "running_mode": self.running_mode, "state": self.state}
+
+
+def listings(rows: Iterable[Any], user_id: int | None = None) -> list[WorkSpaceListing]:
+    """The WorkSpaces of rows carrying ``ws_id``, ``ws_name``, ``protocol``, ``running_mode``
+    and ``state`` (those of ``user_id`` only, when the rows carry several users' ``id``)."""
+    return [WorkSpaceListing(r.ws_id, r.ws_name, r.protocol, r.running_mode, r.state)
+            for r in rows if r.ws_id is not None and (user_id is None or r.id == user_id)]
+
+
+@dataclass(frozen=True)
 class MappedUser:
-    """The user a certificate maps to, with its WorkSpaces (as the login answer lists them)."""
+    """The user a login found, with its WorkSpaces (as the login answer lists them) and the
+    certmap rule that decided it (None for a password login)."""
 
     id: int
     directory_id: str
     username: str
     upn: str | None
     email: str | None
-    workspaces: list[dict[str, Any]]
-
-
-def _rule_values(rule: str, ident: CertIdentity) -> dict[str, Any] | None:
-    """The bound values of one certmap rule's statement (None: no such name to look up)."""
-    if rule == "upn":
-        return {"value": ident.upn.lower()} if ident.upn else None
-    if rule == "email":
-        emails = sorted({e.lower() for e in ident.emails})
-        return {"values": emails} if emails else None
-    if rule == "subject":
-        return {"value": ident.subject}
-    if rule == "fingerprint":
-        return {"value": ident.fingerprint.lower()}
-    raise ValueError(f"unknown certmap rule {rule!r}")
+    workspaces: list[WorkSpaceListing]
+    rule: CertmapRule | None = None
 
 
 def map_user(conn: Connection, directory_id: str, ident: CertIdentity,
-             rules: Sequence[str]) -> MappedUser:
+             rules: Sequence[CertmapRule]) -> MappedUser:
     """The one enabled user the certificate maps to, rule by rule in certmap order, with the
     user's WorkSpaces in the same statement.
 
     Each rule is one indexed lookup (never a load of the directory's users); the decision on
     what it finds is :func:`broker.pki.identity.map_certificate`'s, so the rules and the errors
-    (user_not_found, user_ambiguous) are exactly the same as mapping in memory. ``conn`` is a
-    Core connection (the login hot path) or an ORM session's (``session.connection()``)."""
+    (user_not_found, user_ambiguous) are exactly the same as mapping in memory. The rule that
+    decided is returned with the user (``rule``); a refusal's details name the rule
+    (ambiguous) or the rules tried (not found)."""
     from broker.pki.errors import PkiError
     from broker.pki.identity import UserRecord, map_certificate
     from broker.store.statements import USER_WITH_WORKSPACES
 
     for rule in rules:
-        values = _rule_values(rule, ident)
-        if values is None:
+        offered = rule.cert_values(ident)
+        if not offered:
             continue
+        values = {"values": list(offered)} if rule.many else {"value": offered[0]}
         rows = conn.execute(USER_WITH_WORKSPACES[rule],
                             {"directory_id": directory_id, **values}).all()
         users = {r.id: r for r in rows}
@@ -226,12 +244,10 @@ def map_user(conn: Connection, directory_id: str, ident: CertIdentity,
                 continue
             raise
         user = next(u for u in users.values() if u.username == found.username)
-        return MappedUser(user.id, user.directory_id, user.username, user.upn, user.email, [
-            {"id": r.ws_id, "name": r.ws_name, "protocol": r.protocol,
-             "running_mode": r.running_mode, "state": r.state}
-            for r in rows if r.id == user.id and r.ws_id is not None])
+        return MappedUser(user.id, user.directory_id, user.username, user.upn, user.email,
+                          listings(rows, user.id), rule)
     raise ServiceError(Code.USER_NOT_FOUND, "No user of this directory matches the certificate.",
-                       {"rules": list(rules)})
+                       {"rules": [r.value for r in rules]})
 
 
 def name_row(conn: Connection, directory_id: str, username: str) -> int:
@@ -259,17 +275,15 @@ def name_row(conn: Connection, directory_id: str, username: str) -> int:
 
 
 def map_ldap_user(conn: Connection, directory_id: str, found: LdapUser) -> MappedUser:
-    """The MappedUser of an entry the directory's LDAP server gave, with its WorkSpaces."""
-    from broker.store.models import WorkSpace
+    """The MappedUser of an entry the directory's LDAP server gave, with its WorkSpaces and the
+    rule the server found it by (None for a password bind)."""
+    from broker.store.statements import WORKSPACES_OF_USER
 
     user_id = name_row(conn, directory_id, found.username)
-    ws: Any = WorkSpace.__table__
-    rows = conn.execute(select(ws.c.id, ws.c.name, ws.c.protocol, ws.c.running_mode,
-                               ws.c.state).where(ws.c.user_id == user_id)
-                        .order_by(ws.c.id)).all()
-    return MappedUser(user_id, directory_id, found.username, found.upn, found.email, [
-        {"id": r.id, "name": r.name, "protocol": r.protocol, "running_mode": r.running_mode,
-         "state": r.state} for r in rows])
+    rows = conn.execute(WORKSPACES_OF_USER, {"user_id": user_id}).all()
+    rule = CertmapRule(found.rule) if found.rule in set(CertmapRule) else None
+    return MappedUser(user_id, directory_id, found.username, found.upn, found.email,
+                      listings(rows), rule)
 
 
 def verify_card_response(ctx: BrokerContext, snap: TrustSnapshot, tbs: bytes, cert_der: bytes,

@@ -19,7 +19,13 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,6 +41,9 @@ _RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_det
 READ_ONLY = "broker_read_only"
 # connection exceptions (class 08), admin/crash shutdown, "cannot connect now" (starting up)
 _UNAVAILABLE_SQLSTATES = {"57P01", "57P02", "57P03"}
+#: unique_violation (PostgreSQL's SQLSTATE; SQLite reports it by extended result code).
+_UNIQUE_SQLSTATE = "23505"
+_SQLITE_UNIQUE = {"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"}
 RETRY_AFTER_S = 2
 
 
@@ -138,6 +147,19 @@ def is_unavailable(exc: BaseException) -> bool:
     # psycopg reports refused/failed connections and lost servers without a SQLSTATE
     return isinstance(exc, OperationalError | InterfaceError) and \
         type(orig).__module__.startswith("psycopg")
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    """True when ``exc`` is a unique or primary-key violation: by SQLSTATE 23505 on
+    PostgreSQL, by SQLite's extended result code (SQLITE_CONSTRAINT_UNIQUE or _PRIMARYKEY),
+    never by the wording of the driver's message."""
+    if not isinstance(exc, IntegrityError):
+        return False
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    if sqlstate is not None:
+        return bool(sqlstate == _UNIQUE_SQLSTATE)
+    return getattr(orig, "sqlite_errorname", None) in _SQLITE_UNIQUE
 
 
 def is_retryable(exc: BaseException) -> bool:

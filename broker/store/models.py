@@ -67,7 +67,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def closed(values: type[enum.StrEnum], name: str, length: int) -> Enum:
     """A column of a closed set: VARCHAR(``length``) holding the members' values, with a CHECK
-    constraint ``ck_<table>_<name>`` (migration 0007) so no writer can store anything else."""
+    constraint ``ck_<table>_<name>`` (migrations 0007, 0009, 0012) so no writer can store
+    anything else. Read back as the StrEnum member: ``Mapped[kinds.X]``."""
     return Enum(values, native_enum=False, create_constraint=True, name=name, length=length,
                 values_callable=lambda e: list(kinds.values(e)), validate_strings=True)
 
@@ -85,17 +86,17 @@ class Directory(Base):
     password_login: Mapped[bool] = mapped_column(Boolean, default=False)
     sc_pre_session: Mapped[bool] = mapped_column(Boolean, default=False)
     sc_in_session: Mapped[bool] = mapped_column(Boolean, default=False)
-    removal_action: Mapped[str] = mapped_column(closed(kinds.RemovalAction, "removal_action", 16),
-                                                default="lock")
+    removal_action: Mapped[kinds.RemovalAction] = mapped_column(
+        closed(kinds.RemovalAction, "removal_action", 16), default=kinds.RemovalAction.LOCK)
     revocation_crl: Mapped[bool] = mapped_column(Boolean, default=True)
     revocation_ocsp: Mapped[bool] = mapped_column(Boolean, default=False)
-    revocation_fail_mode: Mapped[str] = mapped_column(
-        closed(kinds.FailMode, "revocation_fail_mode", 8), default="soft")
-    #: certmap rules tried in order: "upn", "email", "subject", "fingerprint".
-    certmap: Mapped[list[str]] = mapped_column(JSON, default=lambda: ["upn", "email"])
+    revocation_fail_mode: Mapped[kinds.FailMode] = mapped_column(
+        closed(kinds.FailMode, "revocation_fail_mode", 8), default=kinds.FailMode.SOFT)
+    #: certmap rules (broker.kinds.CertmapRule values) tried in order.
+    certmap: Mapped[list[str]] = mapped_column(JSON, default=lambda: list(kinds.DEFAULT_CERTMAP))
     #: EKU the login certificate must carry: "client-auth" (clientAuth or smart-card logon).
-    required_eku: Mapped[str] = mapped_column(closed(kinds.RequiredEku, "required_eku", 32),
-                                              default="client-auth")
+    required_eku: Mapped[kinds.RequiredEku] = mapped_column(
+        closed(kinds.RequiredEku, "required_eku", 32), default=kinds.RequiredEku.CLIENT_AUTH)
     #: Path validation inputs (RFC 5280 §6.1.1): the initial policy set (policy OIDs; empty =
     #: any), initial-explicit-policy, -policy-mapping-inhibit, -any-policy-inhibit.
     required_policies: Mapped[list[str]] = mapped_column(JSON, default=list)
@@ -114,7 +115,8 @@ class Directory(Base):
     ldap_url: Mapped[str | None] = mapped_column(String(500), nullable=True)
     ldap_start_tls: Mapped[bool] = mapped_column(Boolean, default=False)
     ldap_ca_file: Mapped[str | None] = mapped_column(String(1000), nullable=True)
-    ldap_flavour: Mapped[str] = mapped_column(String(16), default="ad")
+    ldap_flavour: Mapped[kinds.LdapFlavour] = mapped_column(
+        closed(kinds.LdapFlavour, "ldap_flavour", 16), default=kinds.LdapFlavour.AD)
     ldap_base_dn: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     ldap_bind_dn: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     ldap_bind_password_file: Mapped[str | None] = mapped_column(String(1000), nullable=True)
@@ -144,7 +146,7 @@ class TrustCertificate(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     directory_id: Mapped[str] = mapped_column(ForeignKey("directories.id", ondelete="CASCADE"),
                                               index=True)
-    kind: Mapped[str] = mapped_column(closed(kinds.TrustKind, "kind", 16))
+    kind: Mapped[kinds.TrustKind] = mapped_column(closed(kinds.TrustKind, "kind", 16))
     subject: Mapped[str] = mapped_column(Text)
     fingerprint: Mapped[str] = mapped_column(String(64))  # SHA-256 hex
     not_after: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -203,11 +205,14 @@ class WorkSpace(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     name: Mapped[str] = mapped_column(String(200), default="")
     bundle: Mapped[str] = mapped_column(String(100), default="standard")
-    protocol: Mapped[str] = mapped_column(closed(kinds.Protocol, "protocol", 8))
-    running_mode: Mapped[str] = mapped_column(closed(kinds.RunningMode, "running_mode", 16))
-    state: Mapped[str] = mapped_column(closed(kinds.WorkSpaceState, "state", 16))
+    protocol: Mapped[kinds.Protocol] = mapped_column(closed(kinds.Protocol, "protocol", 8))
+    running_mode: Mapped[kinds.RunningMode] = mapped_column(
+        closed(kinds.RunningMode, "running_mode", 16))
+    state: Mapped[kinds.WorkSpaceState] = mapped_column(
+        closed(kinds.WorkSpaceState, "state", 16))
     # The stated operating system (windows | linux); NULL: not stated, every purpose allowed.
-    os: Mapped[str | None] = mapped_column(closed(kinds.WorkSpaceOs, "os", 16), nullable=True)
+    os: Mapped[kinds.WorkSpaceOs | None] = mapped_column(closed(kinds.WorkSpaceOs, "os", 16),
+                                                         nullable=True)
     state_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: When an in-progress transition (STARTING, STOPPING) completes.
     transition_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -223,7 +228,8 @@ class RegistrationCode(Base):
     code: Mapped[str] = mapped_column(String(64), unique=True)
     directory_id: Mapped[str] = mapped_column(ForeignKey("directories.id", ondelete="CASCADE"),
                                               index=True)
-    state: Mapped[str] = mapped_column(closed(kinds.CodeState, "state", 16), default="active")
+    state: Mapped[kinds.CodeState] = mapped_column(closed(kinds.CodeState, "state", 16),
+                                                   default=kinds.CodeState.ACTIVE)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -237,7 +243,7 @@ class Challenge(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     directory_id: Mapped[str] = mapped_column(ForeignKey("directories.id", ondelete="CASCADE"),
                                               index=True)
-    purpose: Mapped[str] = mapped_column(closed(kinds.Purpose, "purpose", 16))
+    purpose: Mapped[kinds.Purpose] = mapped_column(closed(kinds.Purpose, "purpose", 16))
     #: In-session purpose detail (sudo, browser, other).
     detail: Mapped[str | None] = mapped_column(String(32), nullable=True)
     to_be_signed: Mapped[bytes] = mapped_column(LargeBinary)
@@ -267,7 +273,7 @@ class AuthToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     directory_id: Mapped[str] = mapped_column(ForeignKey("directories.id", ondelete="CASCADE"))
-    method: Mapped[str] = mapped_column(closed(kinds.AuthMethod, "method", 16))
+    method: Mapped[kinds.AuthMethod] = mapped_column(closed(kinds.AuthMethod, "method", 16))
     cert_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cert_der: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     # The client the login stated ({platform, arch, version}); NULL: it did not say.
@@ -286,14 +292,17 @@ class Session(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     directory_id: Mapped[str] = mapped_column(ForeignKey("directories.id", ondelete="CASCADE"),
                                               index=True)
-    auth_method: Mapped[str] = mapped_column(closed(kinds.AuthMethod, "auth_method", 16))
+    auth_method: Mapped[kinds.AuthMethod] = mapped_column(
+        closed(kinds.AuthMethod, "auth_method", 16))
     cert_fingerprint: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    protocol: Mapped[str] = mapped_column(closed(kinds.Protocol, "protocol", 8))
-    state: Mapped[str] = mapped_column(closed(kinds.SessionState, "state", 16), default="active")
+    protocol: Mapped[kinds.Protocol] = mapped_column(closed(kinds.Protocol, "protocol", 8))
+    state: Mapped[kinds.SessionState] = mapped_column(closed(kinds.SessionState, "state", 16),
+                                                      default=kinds.SessionState.ACTIVE)
     #: What the next heartbeat is told when the broker decided something (e.g. takeover).
-    pending_action: Mapped[str | None] = mapped_column(
+    pending_action: Mapped[kinds.SessionAction | None] = mapped_column(
         closed(kinds.SessionAction, "pending_action", 16), nullable=True)
-    end_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    end_reason: Mapped[kinds.SessionEndReason | None] = mapped_column(
+        closed(kinds.SessionEndReason, "end_reason", 64), nullable=True)
     smart_card_redirection: Mapped[bool] = mapped_column(Boolean, default=False)
     # The client of the login that opened the session; NULL: unknown (no in-session use).
     client: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True)
@@ -324,7 +333,8 @@ class AdminToken(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    scope: Mapped[str] = mapped_column(closed(kinds.Scope, "scope", 8), default="write")
+    scope: Mapped[kinds.Scope] = mapped_column(closed(kinds.Scope, "scope", 8),
+                                               default=kinds.Scope.WRITE)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
@@ -337,7 +347,7 @@ class AuditEvent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     kind: Mapped[str] = mapped_column(String(64), index=True)
-    outcome: Mapped[str] = mapped_column(closed(kinds.Outcome, "outcome", 16))
+    outcome: Mapped[kinds.Outcome] = mapped_column(closed(kinds.Outcome, "outcome", 16))
     reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     directory_id: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
     username: Mapped[str | None] = mapped_column(String(200), nullable=True)

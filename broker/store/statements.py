@@ -31,7 +31,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from broker.kinds import LIVE_SESSION_STATES
+from broker.kinds import (
+    LIVE_SESSION_STATES,
+    LOCAL_CERTMAP_RULES,
+    CertmapRule,
+    RunningMode,
+    SessionAction,
+    SessionEndReason,
+    SessionState,
+    WorkSpaceState,
+)
 from broker.store.models import (
     AuditEvent,
     AuthToken,
@@ -67,7 +76,8 @@ CODE_AND_DIRECTORY: Select[Any] = (
     select(_codes.c.id, _codes.c.state, _codes.c.revoked_at, _codes.c.rotated_at,
            _dirs.c.id.label("directory_id"), _dirs.c.name, _dirs.c.region,
            _dirs.c.sc_pre_session, _dirs.c.sc_in_session, _dirs.c.password_login,
-           _dirs.c.version, _lock("address_key").label("address_locked_until"))
+           _dirs.c.version, _dirs.c.ldap_url,
+           _lock("address_key").label("address_locked_until"))
     .select_from(_codes.join(_dirs, _dirs.c.id == _codes.c.directory_id))
     .where(_codes.c.code == bindparam("code")))
 
@@ -116,21 +126,20 @@ INSERT_AUDIT_EVENT: Insert = insert(_audit)
 CLEAR_COUNTER: Delete = delete(_counters).where(_counters.c.key == bindparam("key"))
 
 
-def _certmap_condition(rule: str) -> Any:
-    value = bindparam("value", type_=String())
-    if rule == "upn":
-        return func.lower(_users.c.upn) == value
-    if rule == "email":
-        return func.lower(_users.c.email).in_(bindparam("values", expanding=True,
-                                                        type_=String()))
-    if rule == "subject":
-        return _users.c.subject == value
-    if rule == "fingerprint":
-        return func.lower(_users.c.cert_fingerprint) == value
-    raise ValueError(f"unknown certmap rule {rule!r}")
+def _certmap_condition(rule: CertmapRule) -> Any:
+    """The rule's condition on ``users``, from what :class:`broker.kinds.CertmapRule` says of
+    it: its column, folded to lower case when the rule is case-insensitive, equal to the bound
+    ``value`` (or in the bound ``values`` for a rule a certificate offers several of)."""
+    if rule.column is None:
+        raise ValueError(f"certmap rule {rule.value} needs an LDAP directory")
+    column = _users.c[rule.column]
+    side = func.lower(column) if rule.folds_case else column
+    if rule.many:
+        return side.in_(bindparam("values", expanding=True, type_=String()))
+    return side == bindparam("value", type_=String())
 
 
-def _user_with_workspaces(rule: str) -> Select[Any]:
+def _user_with_workspaces(rule: CertmapRule) -> Select[Any]:
     # At most two candidates (two mean "ambiguous"), found by the rule's expression index, as
     # a derived table the plan starts from (one or two primary-key probes into users, then the
     # WorkSpaces by their user_id index), with the WorkSpaces in the same round trip.
@@ -141,21 +150,46 @@ def _user_with_workspaces(rule: str) -> Select[Any]:
     candidates = (select(_users.c.id)
                   .where(_users.c.directory_id == bindparam("directory_id"),
                          _users.c.disabled.is_(False), _certmap_condition(rule))
-                  .with_hint(_users, f"INDEXED BY ix_users_certmap_{rule}", "sqlite")
+                  .with_hint(_users, f"INDEXED BY ix_users_certmap_{rule.value}", "sqlite")
                   .limit(2).subquery("candidates"))
     return (select(_users.c.id, _users.c.directory_id, _users.c.username, _users.c.upn,
                    _users.c.email, _users.c.subject, _users.c.cert_fingerprint,
-                   _workspaces.c.id.label("ws_id"), _workspaces.c.name.label("ws_name"),
-                   _workspaces.c.protocol, _workspaces.c.running_mode, _workspaces.c.state)
+                   *_WS_COLUMNS)
             .select_from(candidates.join(_users, _users.c.id == candidates.c.id)
                          .outerjoin(_workspaces, _workspaces.c.user_id == _users.c.id))
             .order_by(_users.c.id, _workspaces.c.id))
 
 
-#: Per certmap rule: the (at most two) enabled users it finds, each with its WorkSpaces.
-#: Parameters: ``directory_id`` and ``value`` (``values``, a list, for ``email``).
-USER_WITH_WORKSPACES: dict[str, Select[Any]] = {
-    rule: _user_with_workspaces(rule) for rule in ("upn", "email", "subject", "fingerprint")}
+#: A user's WorkSpaces as a login answer lists them (NULL columns: the user has none).
+_WS_COLUMNS = (_workspaces.c.id.label("ws_id"), _workspaces.c.name.label("ws_name"),
+               _workspaces.c.protocol, _workspaces.c.running_mode, _workspaces.c.state)
+
+#: Per certmap rule of the broker's own users: the (at most two) enabled users it finds, each
+#: with its WorkSpaces. Parameters: ``directory_id`` and ``value`` (``values``, a list, for a
+#: rule whose certificate side is many, such as ``email``).
+USER_WITH_WORKSPACES: dict[CertmapRule, Select[Any]] = {
+    rule: _user_with_workspaces(rule) for rule in LOCAL_CERTMAP_RULES}
+
+#: A password login's user by exact name, with its WorkSpaces (no row: no such user).
+#: Parameters: ``directory_id``, ``username``.
+USER_BY_NAME_WITH_WORKSPACES: Select[Any] = (
+    select(_users.c.id, _users.c.directory_id, _users.c.username, _users.c.upn,
+           _users.c.email, _users.c.password_hash, _users.c.disabled, *_WS_COLUMNS)
+    .select_from(_users.outerjoin(_workspaces, _workspaces.c.user_id == _users.c.id))
+    .where(_users.c.directory_id == bindparam("directory_id"),
+           _users.c.username == bindparam("username"))
+    .order_by(_workspaces.c.id))
+
+#: The WorkSpaces of a user (an LDAP user's name row). Parameter: ``user_id``.
+WORKSPACES_OF_USER: Select[Any] = (
+    select(*_WS_COLUMNS).where(_workspaces.c.user_id == bindparam("user_id"))
+    .order_by(_workspaces.c.id))
+
+#: A directory's LDAP settings (broker.service.ldapdir.settings_of reads the row).
+#: Parameter: ``directory_id``.
+DIRECTORY_LDAP: Select[Any] = select(
+    *[c for c in _dirs.c if c.name == "id" or c.name.startswith("ldap_")]).where(
+    _dirs.c.id == bindparam("directory_id"))
 
 
 @functools.cache
@@ -224,8 +258,8 @@ TAKE_OVER_SESSIONS: Update = (
     update(_sessions)
     .where(_sessions.c.workspace_id == bindparam("ws_id"),
            _sessions.c.state.in_(LIVE_SESSION_STATES))
-    .values(state="ended", end_reason="taken_over", ended_at=bindparam("now"),
-            pending_action="disconnect"))
+    .values(state=SessionState.ENDED, end_reason=SessionEndReason.TAKEN_OVER,
+            ended_at=bindparam("now"), pending_action=SessionAction.DISCONNECT))
 
 INSERT_SESSION: Insert = insert(_sessions)
 
@@ -240,3 +274,98 @@ SESSION_WITH_REMOVAL_ACTION: Select[Any] = (
 
 #: Write a session's changed columns, passed as parameters beside ``session_id``.
 UPDATE_SESSION: Update = update(_sessions).where(_sessions.c.id == bindparam("session_id"))
+
+
+# --------------------------------------------------------------------------- in session
+
+#: A session with what in-session use needs: its directory's region, toggles and version (NULL
+#: when the directory is gone), its WorkSpace's stated OS and its user's name (NULL when gone).
+#: Parameter: ``session_id``.
+SESSION_FOR_IN_SESSION: Select[Any] = (
+    select(_sessions.c.id, _sessions.c.user_id, _sessions.c.directory_id,
+           _sessions.c.workspace_id, _sessions.c.protocol, _sessions.c.state,
+           _sessions.c.end_reason, _sessions.c.client, _sessions.c.cert_fingerprint,
+           _dirs.c.region, _dirs.c.sc_pre_session, _dirs.c.sc_in_session,
+           _dirs.c.password_login, _dirs.c.version, _workspaces.c.os, _users.c.username)
+    .select_from(_sessions.outerjoin(_dirs, _dirs.c.id == _sessions.c.directory_id)
+                 .outerjoin(_workspaces, _workspaces.c.id == _sessions.c.workspace_id)
+                 .outerjoin(_users, _users.c.id == _sessions.c.user_id))
+    .where(_sessions.c.id == bindparam("session_id")))
+
+#: :data:`SESSION_FOR_IN_SESSION` and, in the same read, the challenge ``challenge_id`` (its
+#: columns NULL when there is none). Parameters: ``session_id``, ``challenge_id``.
+SESSION_AND_CHALLENGE: Select[Any] = (
+    SESSION_FOR_IN_SESSION.add_columns(
+        _challenges.c.id.label("challenge_id"), _challenges.c.purpose.label("challenge_purpose"),
+        _challenges.c.session_id.label("challenge_session_id"), _challenges.c.detail,
+        _challenges.c.to_be_signed, _challenges.c.used_at,
+        _challenges.c.expires_at.label("challenge_expires_at"))
+    .outerjoin(_challenges, _challenges.c.id == bindparam("challenge_id")))
+
+
+# --------------------------------------------------------------------------- failure counters
+
+#: Start a lockout: ``locked_until`` of the counter, with its count reset. Parameters:
+#: ``counter_key``, ``until``.
+LOCK_COUNTER: Update = (
+    update(_counters).where(_counters.c.key == bindparam("counter_key"))
+    .values(locked_until=bindparam("until"), count=0))
+
+
+#: Hold a counter until ``until`` (a slowdown), its count going on. Parameters:
+#: ``counter_key``, ``until``.
+HOLD_COUNTER: Update = (
+    update(_counters).where(_counters.c.key == bindparam("counter_key"))
+    .values(locked_until=bindparam("until")))
+
+
+@functools.cache
+def mark_counter(dialect: str) -> Insert:
+    """Remember ``key`` until ``until`` (a fact, not a failure): the counter's window restarts
+    at ``now`` with no count. Parameters: ``counter_key``, ``now``, ``until``."""
+    dialect_insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = dialect_insert(_counters).values(key=bindparam("counter_key"),
+                                            window_start=bindparam("now"),
+                                            count=0, locked_until=bindparam("until"))
+    return stmt.on_conflict_do_update(index_elements=[_counters.c.key], set_={
+        "window_start": stmt.excluded.window_start, "count": 0,
+        "locked_until": stmt.excluded.locked_until})
+
+
+# --------------------------------------------------------------------------- sweeps
+
+#: WorkSpaces whose transition is due (a start or stop to complete). Parameter: ``now``.
+DUE_WORKSPACES: Select[Any] = (
+    select(_workspaces.c.id, _workspaces.c.directory_id, _workspaces.c.protocol,
+           _workspaces.c.state, _workspaces.c.state_changed_at, _workspaces.c.transition_due_at,
+           _workspaces.c.last_activity_at)
+    .where(_workspaces.c.transition_due_at.is_not(None),
+           _workspaces.c.transition_due_at <= bindparam("now"))
+    .with_for_update(skip_locked=True))
+
+#: AUTO_STOP WorkSpaces idle since before ``idle_before`` with no live session.
+IDLE_WORKSPACES: Select[Any] = (
+    select(*DUE_WORKSPACES.selected_columns)
+    .where(_workspaces.c.running_mode == RunningMode.AUTO_STOP,
+           _workspaces.c.state == WorkSpaceState.AVAILABLE,
+           _workspaces.c.last_activity_at < bindparam("idle_before"),
+           _workspaces.c.id.not_in(select(_sessions.c.workspace_id).where(
+               _sessions.c.state.in_(LIVE_SESSION_STATES))))
+    .with_for_update(skip_locked=True))
+
+#: End the live sessions whose last heartbeat is older than ``stale_before``; returns each
+#: one's id and directory (for its audit event). Parameters: ``stale_before``, ``now``.
+END_STALE_SESSIONS: Update = (
+    update(_sessions)
+    .where(_sessions.c.state.in_(LIVE_SESSION_STATES),
+           _sessions.c.last_heartbeat_at < bindparam("stale_before"))
+    .values(state=SessionState.ENDED, ended_at=bindparam("now"),
+            end_reason=SessionEndReason.HEARTBEAT_TIMEOUT)
+    .returning(_sessions.c.id, _sessions.c.directory_id))
+
+#: Challenges past their expiry that were never answered (counted before they go).
+UNANSWERED_EXPIRED_CHALLENGES: Select[Any] = select(func.count()).select_from(_challenges).where(
+    _challenges.c.expires_at < bindparam("now"), _challenges.c.used_at.is_(None))
+DELETE_EXPIRED_CHALLENGES: Delete = delete(_challenges).where(
+    _challenges.c.expires_at < bindparam("now"))
+DELETE_EXPIRED_AUTH_TOKENS: Delete = delete(_tokens).where(_tokens.c.expires_at < bindparam("now"))

@@ -27,6 +27,7 @@ from broker.kinds import Scope
 from broker.service import auth
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
+from broker.store.db import is_unique_violation
 from broker.web.http import Access, BadRequest, JsonApi, int_param, read_json
 
 PREFIX = "/admin/v1"
@@ -138,8 +139,7 @@ def declare(api: JsonApi, ctx: BrokerContext, resource: Resource, op: Operation)
         try:
             result = await ctx.call(ctx.db.transaction, work)
         except IntegrityError as exc:
-            text = str(exc.orig).lower()
-            if "unique" not in text and "duplicate" not in text:
+            if not is_unique_violation(exc):
                 raise
             # A concurrent request created the same thing first.
             raise ServiceError(Code.CONFLICT, "That conflicts with an existing resource.") from None

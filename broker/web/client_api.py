@@ -13,7 +13,7 @@ from typing import Any
 
 from klein import Klein
 
-from broker.service import auth, login, registrations, sessions, tickets
+from broker.service import auth, in_session, login, registrations, sessions, tickets
 from broker.service.auth import ClientPrincipal
 from broker.service.context import BrokerContext
 from broker.web.http import Access, JsonApi, client_address, read_model, read_optional_model
@@ -76,8 +76,10 @@ def build_client_api(ctx: BrokerContext) -> JsonApi:
     async def connect(request: Any, workspace_id: str,
                       principal: ClientPrincipal) -> tuple[int, Any]:
         read_optional_model(request, ConnectRequest)
-        return await ctx.call(sessions.connect, ctx, principal, workspace_id,
-                              client_address(request))
+        result = await ctx.call(sessions.connect, ctx, principal, workspace_id,
+                                client_address(request))
+        # A session at once is created (201); a start or a logon challenge is accepted (202).
+        return (201 if isinstance(result, sessions.Opened) else 202), result.body
 
     @route("/v1/workspaces/{workspace_id}/logon", "POST", access=Access.AUTH_TOKEN)
     async def logon(request: Any, workspace_id: str, principal: ClientPrincipal) -> tuple[int, Any]:
@@ -103,7 +105,7 @@ def build_client_api(ctx: BrokerContext) -> JsonApi:
     async def in_session_challenge(request: Any, session_id: str,
                                    principal: ClientPrincipal) -> tuple[int, Any]:
         body = read_model(request, InSessionChallengeRequest)
-        return 201, await ctx.call(sessions.in_session_challenge, ctx, principal, session_id,
+        return 201, await ctx.call(in_session.in_session_challenge, ctx, principal, session_id,
                                    body.purpose, client_address(request))
 
     @route("/v1/sessions/{session_id}/in-session/challenges/{challenge_id}/response", "POST",
@@ -111,7 +113,7 @@ def build_client_api(ctx: BrokerContext) -> JsonApi:
     async def in_session_response(request: Any, session_id: str, challenge_id: str,
                                   principal: ClientPrincipal) -> tuple[int, Any]:
         body = read_model(request, InSessionResponse)
-        return 200, await ctx.call(sessions.in_session_response, ctx, principal, session_id,
+        return 200, await ctx.call(in_session.in_session_response, ctx, principal, session_id,
                                    challenge_id, body.signature, body.algorithm,
                                    body.certificate, list(body.chain), client_address(request))
 

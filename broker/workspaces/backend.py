@@ -28,7 +28,7 @@ class Lifecycle(Protocol):
     values of a row read on the Core hot path (the caller writes back what changed)."""
 
     id: str
-    state: str
+    state: WorkSpaceState
     state_changed_at: datetime
     transition_due_at: datetime | None
     last_activity_at: datetime
@@ -61,7 +61,7 @@ class SimulatedBackend:
 
     def _set(self, ws: Lifecycle, state: WorkSpaceState, now: datetime,
              due: datetime | None = None) -> None:
-        ws.state = state.value
+        ws.state = state
         ws.state_changed_at = now
         ws.transition_due_at = due
 

@@ -21,7 +21,7 @@ from sqlalchemy import event, insert, select, update
 from broker.admin.trust import trust_row
 from broker.config import Settings
 from broker.pki import issue
-from broker.service import auth, login, registrations, sessions
+from broker.service import auth, in_session, login, registrations, sessions
 from broker.service.context import BrokerContext
 from broker.store.models import Directory, TrustCertificate, User, WorkSpace
 from tests.support.softcard import WINDOWS, SoftCard
@@ -123,8 +123,9 @@ def session_calls(ctx: BrokerContext, clock: SkewedClock, code: str,
     principal = auth.client_principal(ctx, token)
     counts: dict[str, int] = {}
     with statements(ctx) as seen:
-        status, body = sessions.connect(ctx, principal, "ws-alice", "127.0.0.1")
-    assert status == 202 and body["state"] == "AVAILABLE", body
+        started = sessions.connect(ctx, principal, "ws-alice", "127.0.0.1")
+        body = started.body
+    assert isinstance(started, sessions.Starting) and body["state"] == "AVAILABLE", body
     counts["connect"] = len(seen)
     logon = body["logon_challenge"]
     signature = base64.b64encode(card.sign(base64.b64decode(logon["to_be_signed"]))).decode()
@@ -139,8 +140,9 @@ def session_calls(ctx: BrokerContext, clock: SkewedClock, code: str,
     ctx.db.transaction(lambda s: s.execute(update(WorkSpace).where(
         WorkSpace.id == "ws-alice-stopped").values(state="STOPPED", transition_due_at=None)))
     with statements(ctx) as seen:
-        status, body = sessions.connect(ctx, principal, "ws-alice-stopped", "127.0.0.1")
-    assert status == 202, body
+        started = sessions.connect(ctx, principal, "ws-alice-stopped", "127.0.0.1")
+        body = started.body
+    assert isinstance(started, sessions.Starting), started
     counts["connect_start"] = len(seen)
     clock.offset += timedelta(seconds=ctx.settings.workspaces.start_delay_s + 1)
     logon = body["logon_challenge"]
@@ -237,7 +239,7 @@ def test_a_login_forgets_the_certificates_earlier_failures(database: Any) -> Non
     ctx = BrokerContext(Settings(base_dir=REPO), database=database)
     code, card = seed(ctx, 0)
     key = f"fail:cert:{cert_fingerprint(base64.b64decode(card.cert_b64()))}"
-    ctx.db.transaction(lambda s: limits.record_failure(s, key, 5, 300, ctx.now()))
+    ctx.db.run(lambda conn: limits.record_failure(conn, key, 5, 300, ctx.now()))
     assert database.read(lambda s: s.get(RateCounter, key)) is not None
     one_login(ctx, code, card)
     assert database.read(lambda s: s.get(RateCounter, key)) is None
@@ -292,3 +294,99 @@ def test_every_certmap_rule_uses_its_index_after_analyze(database: Any, rule: st
     assert any(index in line for line in plan), plan
     assert not any(line.strip() in ("SCAN users", "SCAN TABLE users")
                    or "Seq Scan on users" in line for line in plan), plan
+
+
+def client_calls(ctx: BrokerContext, code: str, card: SoftCard) -> dict[str, int]:
+    """Statements of every other client call: registration, password login (granted and
+    refused: the refusal's own audit-and-count transaction included), the Bearer token,
+    in-session challenge and response, ending a session, and each sweep."""
+    from broker.errors import BrokerError
+    from broker.service import sweeps
+
+    client = registrations.ClientSpec(**WINDOWS)
+    counts: dict[str, int] = {}
+    with statements(ctx) as seen:
+        registrations.register(ctx, code, client, "127.0.0.1")
+    counts["registration"] = len(seen)
+    with statements(ctx) as seen:
+        login.password_login(ctx, code, "bob", "bob's password", "127.0.0.1", client)
+    counts["password_login"] = len(seen)
+    with statements(ctx) as seen, pytest.raises(BrokerError) as refused:
+        login.password_login(ctx, code, "bob", "wrong", "127.0.0.9", client)
+    assert refused.value.code == "invalid_credentials"
+    counts["password_refused"] = len(seen)
+    ch = login.issue_login_challenge(ctx, code, client, 1, "127.0.0.1")
+    tbs = base64.b64decode(ch["to_be_signed"])
+    token = login.respond_to_challenge(ctx, ch["challenge_id"], card.cert_b64(),
+                                       card.chain_b64(), base64.b64encode(card.sign(tbs))
+                                       .decode(), card.algorithm, "127.0.0.1")["auth_token"]
+    with statements(ctx) as seen:
+        principal = auth.client_principal(ctx, token)
+    counts["bearer"] = len(seen)
+    started = sessions.connect(ctx, principal, "ws-alice", "127.0.0.1")
+    logon = started.body["logon_challenge"]
+    sid = sessions.logon(ctx, principal, "ws-alice", logon["challenge_id"], base64.b64encode(
+        card.sign(base64.b64decode(logon["to_be_signed"]))).decode(), card.algorithm,
+        "127.0.0.1")["session"]["id"]
+    with statements(ctx) as seen:
+        isc = in_session.in_session_challenge(ctx, principal, sid, "browser", "127.0.0.1")
+    counts["in_session_challenge"] = len(seen)
+    signature = base64.b64encode(card.sign(base64.b64decode(isc["to_be_signed"]))).decode()
+    with statements(ctx) as seen:
+        out = in_session.in_session_response(ctx, principal, sid, isc["challenge_id"], signature,
+                                           card.algorithm, None, [], "127.0.0.1")
+    assert out["assertion"]
+    counts["in_session_response"] = len(seen)
+    with statements(ctx) as seen:
+        sessions.end_session(ctx, principal, sid)
+    counts["end"] = len(seen)
+    for sweep in sweeps.sweepers(ctx):
+        with statements(ctx) as seen:
+            sweep()
+        counts[f"sweep:{sweep.__name__}"] = len(seen)
+    return counts
+
+
+def test_every_client_call_costs_a_fixed_number_of_statements(database: Any) -> None:
+    from broker.service.passwords import hash_password
+
+    ctx = BrokerContext(Settings(base_dir=REPO), database=database)
+    code, card = seed(ctx, 0)
+
+    def password_user(s: Any) -> None:
+        s.get(Directory, "corp").password_login = True
+        s.add(User(directory_id="corp", username="bob", password_hash=hash_password(
+            "bob's password")))
+
+    ctx.db.transaction(password_user)
+    client_calls(ctx, code, card)  # warm the per-process caches (signing key, trust)
+    counts = client_calls(ctx, code, card)
+    # Fixed budgets on Core, counted with BEGIN where the driver sends it (SQLite; psycopg
+    # begins implicitly):
+    # registration: code with directory, audit;
+    # password login: code with directory and address lock, the other locks, user with
+    # WorkSpaces, token, pair counter cleared, address marked, audit;
+    # refused password: the same three reads, then, in the refusal's own transaction, the
+    # audit event and one upsert per counter (address, user from this address, user); a
+    # counter reaching its limit adds its lock or hold;
+    # bearer: the token by hash;
+    # in-session challenge: throttle counters, session with directory and WorkSpace,
+    # challenge, audit;
+    # in-session response: session with directory and challenge | session, user by the
+    # certmap rule, consume, audit;
+    # end: session, session update, audit;
+    # sweeps: count + delete challenges; delete tokens; due + idle WorkSpaces; stale sessions
+    # (UPDATE … RETURNING).
+    budget = {"registration": 2, "password_login": 7, "password_refused": 7, "bearer": 1,
+              "in_session_challenge": 4, "in_session_response": 5, "end": 3,
+              "sweep:expire_challenges": 2, "sweep:expire_auth_tokens": 1,
+              "sweep:sweep_workspaces": 2, "sweep:sweep_sessions": 1}
+    transactions = {"registration": 1, "password_login": 1, "password_refused": 2,
+                    "bearer": 1, "in_session_challenge": 1, "in_session_response": 2,
+                    "end": 1, "sweep:expire_challenges": 1, "sweep:expire_auth_tokens": 1,
+                    "sweep:sweep_workspaces": 1, "sweep:sweep_sessions": 1}
+    assert set(counts) == set(budget), counts
+    sqlite = database.dialect == "sqlite"
+    over = {call: n for call, n in counts.items()
+            if n > budget[call] + sqlite * transactions[call]}
+    assert not over, counts

@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from broker.config import Settings
 from broker.errors import BrokerError
-from broker.service import auth, login, registrations, sessions
+from broker.service import auth, in_session, login, registrations, sessions, sweeps
 from broker.service.auth import ClientPrincipal
 from broker.service.context import BrokerContext
 from broker.store.models import AuditEvent, Challenge, Directory, Session, User, WorkSpace
@@ -60,8 +60,9 @@ class World:
     def open(self, workspace_id: str = "ws-alice") -> dict[str, Any]:
         """Connect to an AVAILABLE WorkSpace: the PIN again (a logon challenge), then the
         session."""
-        status, body = sessions.connect(self.ctx, self.principal, workspace_id, ADDRESS)
-        assert status == 202 and body["state"] == "AVAILABLE", body
+        started = sessions.connect(self.ctx, self.principal, workspace_id, ADDRESS)
+        body = started.body
+        assert isinstance(started, sessions.Starting) and body["state"] == "AVAILABLE", body
         return self.logon(body["logon_challenge"], workspace_id)
 
 
@@ -80,8 +81,10 @@ def test_a_card_login_connects_to_an_available_workspace_with_the_pin_again(
         world: World) -> None:
     """"Starting WorkSpace" asks for the PIN on every card login: an AVAILABLE WorkSpace gets a
     logon challenge (bound to it, this login and its certificate) and nothing else yet."""
-    status, body = sessions.connect(world.ctx, world.principal, "ws-alice", ADDRESS)
-    assert status == 202 and body["state"] == "AVAILABLE" and "session" not in body
+    started = sessions.connect(world.ctx, world.principal, "ws-alice", ADDRESS)
+    body = started.body
+    assert isinstance(started, sessions.Starting)
+    assert body["state"] == "AVAILABLE" and "session" not in body
     ch = world.row(Challenge, body["logon_challenge"]["challenge_id"])
     assert (ch.purpose, ch.workspace_id, ch.auth_token_id, ch.cert_fingerprint) == (
         "logon", "ws-alice", world.principal.token_id, world.principal.cert_fingerprint)
@@ -118,8 +121,9 @@ def test_a_second_connect_takes_over_the_first_session(world: World) -> None:
 
 
 def test_connect_to_a_stopped_workspace_starts_it_with_a_logon_challenge(world: World) -> None:
-    status, body = sessions.connect(world.ctx, world.principal, "ws-auto", ADDRESS)
-    assert status == 202 and body["state"] == "STARTING"
+    started = sessions.connect(world.ctx, world.principal, "ws-auto", ADDRESS)
+    body = started.body
+    assert isinstance(started, sessions.Starting) and body["state"] == "STARTING"
     ws = world.row(WorkSpace, "ws-auto")
     assert ws.state == "STARTING" and ws.transition_due_at is not None
     (start,) = world.events("workspace.start")
@@ -136,7 +140,7 @@ def test_connect_to_a_stopped_workspace_starts_it_with_a_logon_challenge(world: 
 
 
 def test_logon_while_starting_changes_nothing(world: World) -> None:
-    logon = sessions.connect(world.ctx, world.principal, "ws-auto", ADDRESS)[1][
+    logon = sessions.connect(world.ctx, world.principal, "ws-auto", ADDRESS).body[
         "logon_challenge"]
     assert code_of(lambda: world.logon(logon)) == "workspace_not_ready"
     assert world.row(Challenge, logon["challenge_id"]).used_at is None
@@ -145,7 +149,7 @@ def test_logon_while_starting_changes_nothing(world: World) -> None:
 
 
 def test_a_logon_challenge_opens_one_session(world: World) -> None:
-    logon = sessions.connect(world.ctx, world.principal, "ws-auto", ADDRESS)[1][
+    logon = sessions.connect(world.ctx, world.principal, "ws-auto", ADDRESS).body[
         "logon_challenge"]
     world.clock.offset += timedelta(seconds=world.ctx.settings.workspaces.start_delay_s + 1)
     opened = world.logon(logon)["session"]
@@ -160,7 +164,7 @@ def test_a_logon_challenge_opens_one_session(world: World) -> None:
 
 
 def test_a_challenge_of_another_workspace_is_unknown_to_logon(world: World) -> None:
-    logon = sessions.connect(world.ctx, world.principal, "ws-auto", ADDRESS)[1][
+    logon = sessions.connect(world.ctx, world.principal, "ws-auto", ADDRESS).body[
         "logon_challenge"]
     assert code_of(lambda: sessions.logon(world.ctx, world.principal, "ws-alice",
                                           logon["challenge_id"], world.sign(logon),
@@ -206,3 +210,56 @@ def test_end_session_ends_it_once_and_hides_other_users_sessions(world: World) -
         ("client", {"session_id": sid})]
     assert code_of(lambda: sessions.connect(world.ctx, stranger, "ws-alice", ADDRESS)) == \
         "workspace_not_yours"
+
+
+def test_every_card_login_decision_records_its_certmap_rule(world: World) -> None:
+    """The login's audit event names the rule that found the user; once alice's UPN is gone
+    the refusal names the rules tried; in-session use names its rule too."""
+    (login_event,) = [e for e in world.events("login.smart_card") if e.outcome == "success"]
+    assert login_event.details["certmap_rule"] == "upn"
+    sid = world.open()["session"]["id"]
+    isc = in_session.in_session_challenge(world.ctx, world.principal, sid, "browser", ADDRESS)
+    in_session.in_session_response(world.ctx, world.principal, sid, isc["challenge_id"],
+                                 world.sign(isc), world.card.algorithm, None, [], ADDRESS)
+    (used,) = world.events("in_session.auth")
+    assert used.outcome == "success" and used.details["certmap_rule"] == "upn"
+    world.ctx.db.transaction(lambda s: s.execute(update(User).where(User.username == "alice")
+                                                 .values(upn=None)))
+    ch = login.issue_login_challenge(world.ctx, world.code,
+                                     registrations.ClientSpec(**WINDOWS), 1, ADDRESS)
+    assert code_of(lambda: login.respond_to_challenge(
+        world.ctx, ch["challenge_id"], world.card.cert_b64(), world.card.chain_b64(),
+        world.sign(ch), world.card.algorithm, ADDRESS)) == "user_not_found"
+    (refused,) = [e for e in world.events("login.smart_card") if e.outcome == "refused"]
+    assert refused.reason == "user_not_found"
+    assert refused.details["certmap_rule"] == ["upn", "email"]
+
+
+def test_a_sweep_ends_silent_sessions_once_and_audits_each(world: World) -> None:
+    """The heartbeat sweep ends a live session whose heartbeats stopped (one audit event), and
+    a second sweep finds nothing; a session that still beats is left alone."""
+    from broker.service import sweeps
+
+    sid = world.open()["session"]["id"]
+    assert sweeps.sweep_sessions(world.ctx) == 0
+    world.clock.offset += timedelta(seconds=world.ctx.settings.sessions.heartbeat_timeout_s + 1)
+    by_name = {fn.__name__: fn for fn in sweeps.sweepers(world.ctx)}
+    assert by_name["sweep_sessions"]() == 1
+    assert by_name["sweep_sessions"]() == 0
+    row = world.row(Session, sid)
+    assert (row.state, row.end_reason) == ("ended", "heartbeat_timeout")
+    ends = [e for e in world.events("session.end") if e.details["session_id"] == sid]
+    assert [e.reason for e in ends] == ["heartbeat_timeout"]
+
+
+def test_the_workspace_sweep_completes_starts_and_stops_idle_workspaces(world: World) -> None:
+    sessions.connect(world.ctx, world.principal, "ws-auto", ADDRESS)
+    assert world.row(WorkSpace, "ws-auto").state == "STARTING"
+    world.clock.offset += timedelta(seconds=world.ctx.settings.workspaces.start_delay_s + 1)
+    assert sweeps.sweep_workspaces(world.ctx) >= 1
+    assert world.row(WorkSpace, "ws-auto").state == "AVAILABLE"
+    world.clock.offset += timedelta(seconds=world.ctx.settings.workspaces.auto_stop_idle_s + 1)
+    assert sweeps.sweep_workspaces(world.ctx) == 1
+    assert world.row(WorkSpace, "ws-auto").state == "STOPPING"
+    (stop,) = world.events("workspace.auto_stop")
+    assert stop.details == {"workspace_id": "ws-auto"}

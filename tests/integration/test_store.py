@@ -92,7 +92,8 @@ def test_closed_sets_are_enum_columns_from_broker_kinds() -> None:
     from broker.shipped import migrations_dir
 
     constrained: dict[tuple[str, str], tuple[str, ...]] = {}
-    for name in ("0007_closed_sets.py", "0009_client_and_os.py"):
+    for name in ("0007_closed_sets.py", "0009_client_and_os.py",
+                 "0012_session_end_reason_ldap_flavour.py"):
         spec = importlib.util.spec_from_file_location(name[:5],
                                                       migrations_dir() / "versions" / name)
         assert spec is not None and spec.loader is not None
@@ -246,3 +247,26 @@ def test_postgresql_reads_run_without_a_transaction_and_writes_at_read_committed
         assert conn.exec_driver_sql("SHOW default_transaction_isolation").scalar_one() \
             == "serializable"
     assert database.run(status) == (TransactionStatus.INTRANS, "read committed")
+
+
+def test_a_unique_violation_is_known_by_its_code_not_its_message(database: Any) -> None:
+    """SQLSTATE 23505 on PostgreSQL, SQLITE_CONSTRAINT_UNIQUE on SQLite; another integrity
+    error (a CHECK) is not one."""
+    from sqlalchemy.exc import IntegrityError
+
+    from broker.store.db import is_unique_violation
+
+    def add(name: str, scope: str, token_hash: str) -> None:
+        database.transaction(lambda s: s.execute(
+            text("INSERT INTO admin_tokens (name, token_hash, scope, created_at) "
+                 "VALUES (:n, :h, :s, :t)"),
+            {"n": name, "h": token_hash, "s": scope, "t": datetime.now(UTC)}))
+
+    add("dup", "read", "a" * 64)
+    with pytest.raises(IntegrityError) as twice:
+        add("dup", "read", "b" * 64)
+    assert is_unique_violation(twice.value)
+    with pytest.raises(IntegrityError) as stray:
+        add("other", "wirte", "c" * 64)
+    assert not is_unique_violation(stray.value)
+    assert not is_unique_violation(ValueError("UNIQUE constraint failed"))

@@ -87,7 +87,6 @@ def test_the_wait_grows_exponentially_up_to_the_window() -> None:
     from datetime import UTC, datetime
 
     from sqlalchemy import create_engine
-    from sqlalchemy.orm import Session
 
     from broker.service.limits import record_slowdown
     from broker.store.models import Base
@@ -95,8 +94,8 @@ def test_the_wait_grows_exponentially_up_to_the_window() -> None:
     engine = create_engine("sqlite://")
     Base.metadata.create_all(engine, tables=[Base.metadata.tables["rate_counters"]])
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    with Session(engine) as s:
-        delays = [record_slowdown(s, "fail:user:d:erin", 4, 300, now) for _ in range(14)]
+    with engine.begin() as conn:
+        delays = [record_slowdown(conn, "fail:user:d:erin", 4, 300, now) for _ in range(14)]
     assert delays == [0, 0, 0, 0, 1, 2, 4, 8, 16, 32, 64, 128, 256, 300]
 
 

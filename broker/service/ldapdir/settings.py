@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-FLAVOURS = ("ad", "generic")
+from broker.kinds import CertmapRule, LdapFlavour
+
+FLAVOURS = tuple(f.value for f in LdapFlavour)
 #: Certmap rules only an LDAP directory has (a local directory has no such user column).
-LDAP_RULES = ("certificate", "alt_security_identities", "alt_security_identities_weak")
+LDAP_RULES = tuple(r.value for r in CertmapRule if r.ldap_only)
 #: Default attribute of each certmap rule, per flavour (``attributes`` overrides).
 DEFAULT_ATTRIBUTES: dict[str, dict[str, str]] = {
     "ad": {"upn": "userPrincipalName", "email": "mail", "certificate": "userCertificate",
