@@ -10,6 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from broker.codes import Code
+from broker.kinds import DEFAULT_CERTMAP, CertmapRule
 from broker.pki.identity import identity_of
 from broker.service.errors import ServiceError
 from broker.service.ldapdir import LdapSettings, rule_values, settings_of
@@ -30,15 +31,15 @@ def test_lookup(ctx: Any, directory_id: str, certificate: bytes) -> dict[str, An
     der = cert.public_bytes(serialization.Encoding.DER)
     ident = identity_of(cert)
 
-    def read(session: Any) -> tuple[LdapSettings | None, list[str]]:
+    def read(session: Any) -> tuple[LdapSettings | None, list[CertmapRule]]:
         d = get_directory_row(session, directory_id)
-        return settings_of(d), list(d.certmap or ["upn", "email"])
+        return settings_of(d), [CertmapRule(r) for r in d.certmap or DEFAULT_CERTMAP]
 
     settings, rules = ctx.db.transaction(read)
     if settings is None:
         def local(session: Any) -> dict[str, Any]:
             user = map_user(session.connection(), directory_id, ident, rules)
-            return {"user": user.username, "rule": None, "dn": None, "source": "local"}
+            return {"user": user.username, "rule": user.rule, "dn": None, "source": "local"}
 
         return dict(ctx.db.transaction(local))
     values = {r: rule_values(r, ident, der) for r in rules}

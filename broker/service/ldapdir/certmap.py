@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.codes import Code
+from broker.kinds import CertmapRule
 from broker.service.errors import ServiceError
 from broker.service.ldapdir.settings import LdapSettings
 
@@ -65,22 +66,16 @@ def alt_security_identities(cert_der: bytes, *, weak: bool) -> list[str]:
 
 
 def rule_values(rule: str, ident: Any, cert_der: bytes) -> list[str | bytes]:
-    """What one certmap rule looks for in its attribute (empty: nothing to look up)."""
-    if rule == "upn":
-        return [ident.upn] if ident.upn else []
-    if rule == "email":
-        return sorted({e.lower() for e in ident.emails})
-    if rule == "subject":
-        return [ident.subject]
-    if rule == "fingerprint":
-        return [ident.fingerprint.lower()]
-    if rule == "certificate":
+    """What one certmap rule looks for in its attribute (empty: nothing to look up): the
+    local rules' values as :class:`~broker.kinds.CertmapRule` folds them, the LDAP-only ones
+    read from the certificate's DER. ValueError for an unknown rule."""
+    r = CertmapRule(rule)
+    if not r.ldap_only:
+        return list(r.cert_values(ident))
+    if r is CertmapRule.CERTIFICATE:
         return [cert_der]
-    if rule == "alt_security_identities":
-        return list(alt_security_identities(cert_der, weak=False))
-    if rule == "alt_security_identities_weak":
-        return list(alt_security_identities(cert_der, weak=True))
-    raise ValueError(f"unknown certmap rule {rule!r}")
+    weak = r is CertmapRule.ALT_SECURITY_IDENTITIES_WEAK
+    return list(alt_security_identities(cert_der, weak=weak))
 
 
 def _same(rule: str, wanted: str | bytes, got: bytes) -> bool:
