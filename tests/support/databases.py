@@ -16,9 +16,11 @@ import secrets
 import shutil
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote
 
 from sqlalchemy import create_engine, text
@@ -66,9 +68,27 @@ def postgres_schema_url() -> Iterator[str]:
     try:
         yield url
     finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        _drop_schema(admin, schema)
         admin.dispose()
+
+
+def _drop_schema(admin: Any, schema: str, attempts: int = 5) -> None:
+    """DROP SCHEMA … CASCADE, again after a deadlock or a lock wait: a broker process that is
+    just stopping (or another run's DROP on the shared server) may still hold a lock on one of
+    the schema's tables, and PostgreSQL then picks the DROP as the deadlock's victim."""
+    from sqlalchemy.exc import OperationalError
+
+    for attempt in range(attempts):
+        try:
+            with admin.connect() as conn:
+                conn.execute(text("SET lock_timeout = '5s'"))
+                conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            return
+        except OperationalError as exc:  # 40P01 deadlock_detected, 55P03 lock_not_available
+            code = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+            if code not in ("40P01", "55P03") or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 @contextmanager
