@@ -718,17 +718,21 @@ def prepare(database_url: str | None, users: int, workspaces: int, pki: Pki, wor
                   dropped)
 
 
+#: The broker's config for a storm: no login or connect limit gets in the way.
+UNLIMITED = ("[login]\nchallenges_per_code_per_minute = 1000000000\n"
+             "challenges_per_address_per_minute = 1000000000\n"
+             "challenges_per_directory_per_minute = 1000000000\n"
+             "challenges_per_prefix_per_minute = 1000000000\n"
+             "connects_per_token_per_minute = 1000000000\n"
+             "connects_per_address_per_minute = 1000000000\n")
+
+
 def measure(seeded: Seeded, pki: Pki, *, workers: int, clients: int, seconds: float,
             flow: str, connections: str = "keepalive",
             rate: float | None = None) -> dict[str, Any]:
     """Start a broker on a seeded database, warm it, storm it, stop it."""
     bp = BrokerProcess(seeded.base, seeded.url, workers=workers, log_level="warn")
-    bp.write_config("[login]\nchallenges_per_code_per_minute = 1000000000\n"
-                    "challenges_per_address_per_minute = 1000000000\n"
-                    "challenges_per_directory_per_minute = 1000000000\n"
-                    "challenges_per_prefix_per_minute = 1000000000\n"
-                    "connects_per_token_per_minute = 1000000000\n"
-                    "connects_per_address_per_minute = 1000000000\n")
+    bp.write_config(UNLIMITED)
     bp.start()
     try:
         # Warm-up: every card logs in (closed loop, one client per card, up to the storm's
