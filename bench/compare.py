@@ -736,11 +736,16 @@ UNLIMITED = ("[login]\nchallenges_per_code_per_minute = 1000000000\n"
              "connects_per_address_per_minute = 1000000000\n")
 
 
+#: Settings given to every benchmarked broker as BROKER_<SECTION>_<KEY> (--set).
+BROKER_ENV: dict[str, str] = {}
+
+
 def measure(seeded: Seeded, pki: Pki, *, workers: int, clients: int, seconds: float,
             flow: str, connections: str = "keepalive",
             rate: float | None = None) -> dict[str, Any]:
     """Start a broker on a seeded database, warm it, storm it, stop it."""
-    bp = BrokerProcess(seeded.base, seeded.url, workers=workers, log_level="warn")
+    bp = BrokerProcess(seeded.base, seeded.url, workers=workers, log_level="warn",
+                       env=dict(BROKER_ENV))
     bp.write_config(UNLIMITED)
     bp.start()
     try:
@@ -890,7 +895,8 @@ def run_goals(args: argparse.Namespace, pki: Pki, workdir: Path,
     return out
 
 
-def print_goals(out: dict[str, Any], nginx: dict[str, Any] | None, args: argparse.Namespace) -> None:
+def print_goals(out: dict[str, Any], nginx: dict[str, Any] | None,
+                args: argparse.Namespace) -> None:
     print(f"\n{out['date']}  load average at start {out['load']}  revocation=CRL  1 worker  "
           f"{args.users:,} users  storms of {args.seconds:g} s")
     if nginx:
@@ -1031,9 +1037,15 @@ def main() -> None:
                    help="with --goals: the open loop's logins per second (default 100)")
     p.add_argument("--open-clients", type=int, default=100,
                    help="with --goals: the open loop's clients (default 100)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION_KEY=VALUE",
+                   help="a broker setting for every storm, as its environment variable without "
+                        "BROKER_ (e.g. --set SERVER_THREADPOOL_SIZE=4)")
     p.add_argument("--skip-nginx", action="store_true", help="measure the broker only")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     args = p.parse_args()
+    for item in args.set:
+        key, _, value = item.partition("=")
+        BROKER_ENV["BROKER_" + key.upper()] = value
     if args.database_url and args.database_url.startswith("postgresql://"):
         args.database_url = "postgresql+psycopg://" + args.database_url[len("postgresql://"):]
     load = os.getloadavg()[0]

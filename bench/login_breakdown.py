@@ -137,7 +137,9 @@ def thread_cpu(pid: int) -> dict[str, float]:
 def profile(args: argparse.Namespace, pki: compare.Pki, workdir: Path) -> dict[str, Any]:
     seeded = compare.prepare(args.database_url, args.users, args.workspaces, pki, workdir,
                              None)
-    bp = BrokerProcess(seeded.base, seeded.url, workers=1, log_level="warn")
+    bp = BrokerProcess(seeded.base, seeded.url, workers=1, log_level="warn",
+                       env={"BROKER_" + k.upper(): v for k, v in
+                            (item.partition("=")[::2] for item in args.set)})
     bp.write_config(compare.UNLIMITED)
     bp.start()
     raw = workdir / f"pyspy-{args.connections}.txt"
@@ -203,6 +205,8 @@ def main() -> None:
     p.add_argument("--top", type=int, default=0, help="also print the N hottest leaf frames")
     p.add_argument("--raw", help="keep py-spy's collapsed stacks in this file")
     p.add_argument("--native", action="store_true", help="sample C frames too (py-spy --native)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION_KEY=VALUE",
+                   help="a broker setting, as its environment variable without BROKER_")
     p.add_argument("--json", action="store_true")
     p.add_argument("--py-spy", default=shutil.which("py-spy")
                    or str(Path(sys.executable).parent / "py-spy"))
