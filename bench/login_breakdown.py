@@ -84,8 +84,9 @@ BUCKETS = [name for name, _ in RULES] + ["other"]
 #: as running when the kernel says runnable, which on a loaded machine includes a thread woken
 #: from these and waiting for a core: such samples are set apart, not charged as CPU.
 WAITS = ("EPollReactor.doPoll", "DefaultDialect.do_commit", "Condition.wait", "Lock.acquire",
-         "Event.wait", "Queue.get", "time.sleep", "_wait_for_tstate_lock")
-WAITING = "waits (epoll, SQLite commit fsync, locks)"
+         "Event.wait", "Queue.get", "time.sleep", "_wait_for_tstate_lock",
+         "Connection.wait (psycopg/", "wait_c (", "wait (psycopg/")
+WAITING = "waits (epoll, SQLite commit fsync, PostgreSQL answers, locks)"
 
 
 def bucket_of(frames: list[str]) -> str:
@@ -101,7 +102,7 @@ def bucket_of(frames: list[str]) -> str:
 
 def thread_of(frames: list[str]) -> str:
     """reactor (the main thread) or pool (a thread-pool worker)."""
-    return "pool" if frames and frames[0].startswith("Thread._bootstrap") else "reactor"
+    return "reactor" if frames and frames[0].startswith("_run_module_as_main") else "pool"
 
 
 def parse_raw(text: str) -> tuple[dict[str, collections.Counter[str]], collections.Counter[str]]:
@@ -122,8 +123,9 @@ def parse_raw(text: str) -> tuple[dict[str, collections.Counter[str]], collectio
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds of the broker's main (reactor) thread and of all its other threads."""
-    out = {"reactor": 0.0, "pool": 0.0}
+    """CPU seconds of the broker's main (reactor) thread and of all its other threads, and of
+    all of them in the kernel (``system``: system calls, context switches)."""
+    out = {"reactor": 0.0, "pool": 0.0, "system": 0.0}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
@@ -131,6 +133,7 @@ def thread_cpu(pid: int) -> dict[str, float]:
             continue
         out["reactor" if int(task.name) == pid else "pool"] += \
             (int(fields[11]) + int(fields[12])) / compare.TICKS
+        out["system"] += int(fields[12]) / compare.TICKS
     return out
 
 
@@ -181,6 +184,7 @@ def profile(args: argparse.Namespace, pki: compare.Pki, workdir: Path) -> dict[s
         for b in BUCKETS:
             split[b] += ms * buckets[kind][b] / counted if counted else 0.0
     waits = sum(buckets[k][WAITING] for k in buckets)
+    per_thread["system"] = round((after["system"] - before["system"]) * 1000 / logins, 3)
     return {"connections": args.connections, "logins": storm["logins"],
             "per_s": storm["per_s"], "cpu_ms_per_login": storm["cpu_ms_per_op"],
             "threads_cpu_ms_per_login": per_thread,
@@ -225,8 +229,9 @@ def main() -> None:
              if out["postgres_cpu_ms_per_login"] else "")
           + (f"; ERRORS {out['errors']}" if out["errors"] else ""))
     t = out["threads_cpu_ms_per_login"]
-    print(f"reactor thread {t['reactor']} CPU-ms per login, thread pool {t['pool']} (/proc); "
-          f"{out['wait_samples']} samples in waits set apart")
+    print(f"reactor thread {t['reactor']} CPU-ms per login, thread pool {t['pool']}, of which "
+          f"in the kernel {t['system']} (/proc); {out['wait_samples']} samples in waits set "
+          "apart")
     total = sum(out["buckets"].values()) or 1.0
     print("| part | CPU-ms per login | share |")
     print("|---|---|---|")
