@@ -30,9 +30,9 @@ import functools
 import json
 import logging
 import math
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -219,7 +219,8 @@ class BrokerRequest(Request):
         super().__init__(*args, **kwargs)
         self.too_large = False
         self._received = 0
-        self.request_id = uuid.uuid4().hex
+        # 32 hex digits like uuid4().hex, without building a UUID object per request.
+        self.request_id = os.urandom(16).hex()
 
     def gotLength(self, length: int | None) -> None:  # noqa: N802 (twisted API)
         if length is not None and length > self.max_body_bytes:
@@ -233,6 +234,13 @@ class BrokerRequest(Request):
             self.too_large = True
             return
         super().handleContentChunk(data)
+
+
+class JsonRequest(BrokerRequest):
+    """A request of a JSON-only API: Twisted does not parse a POST body as a form (it would
+    parse every Content-Type header with the email package first; read_json checks it)."""
+
+    _parsePOSTFormSubmission = False  # noqa: N815 (twisted API)
 
 
 def client_address(request: Request) -> str:
@@ -460,12 +468,26 @@ class RouteSpec:
 
 @dataclass
 class JsonApi:
-    """One API (client or admin): a Klein app whose every route declares its access."""
+    """One API (client or admin): a Klein app whose every route declares its access.
+
+    :meth:`resource` serves it: the JSON routes dispatched without Klein on the hot path
+    (:mod:`broker.web.dispatch`), everything else through the Klein app."""
 
     name: str
     app: Any
     authenticate: Authenticator | None = None
     routes: list[RouteSpec] = field(default_factory=list)
+    #: (method, template, wrapped handler) of every JSON route, for :meth:`resource`.
+    handlers: list[tuple[str, str, Callable[..., Any]]] = field(default_factory=list)
+
+    def resource(self) -> Any:
+        """The twisted.web resource answering this API."""
+        from broker.web.dispatch import FastJsonResource
+
+        root = FastJsonResource(self.app.resource())
+        for method, template, handler in self.handlers:
+            root.add(method, template, handler)
+        return root
 
     def __post_init__(self) -> None:
         self.app.declared_routes = self.routes  # lets tests enumerate from the Klein app
@@ -481,6 +503,7 @@ class JsonApi:
             wrapped = self._wrap(handler, template, access)
             self.app.route(rule, methods=[method])(wrapped)
             self.routes.append(RouteSpec(self.name, method, template, access))
+            self.handlers.append((method, template, wrapped))
             return wrapped
 
         return register
@@ -505,7 +528,7 @@ class JsonApi:
             rid_in = request.getHeader(b"x-request-id")
             if rid_in and _REQUEST_ID_OK.match(rid_in.decode("ascii", "replace")):
                 request.request_id = rid_in.decode()  # type: ignore[attr-defined]
-            rid = getattr(request, "request_id", uuid.uuid4().hex)
+            rid = getattr(request, "request_id", None) or os.urandom(16).hex()
             request.setHeader(b"x-request-id", rid.encode())
             started = time.monotonic()
             code = "ok"
