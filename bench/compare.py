@@ -37,6 +37,15 @@ ratios.
     python bench/compare.py --suite --keep /var/tmp/bench-keep --seconds 10 \\
         --database-url postgresql+psycopg://postgres@127.0.0.1/test
 
+``--goals`` prints issue 27's goals from one run: after one nginx measurement, on SQLite (and
+on PostgreSQL with ``--database-url``/``--database``, its server's CPU shown apart), 1 worker,
+the broker's CPU per login ÷ nginx's per handshake on kept-alive connections and with a new TLS
+connection per login, and the p99 of an open loop at ``--open-rate`` logins/s (100) after the
+warm-up and the first seconds of the storm:
+
+    python bench/compare.py --goals --seconds 10 --clients 20 --users 1000 --credentials 20 \\
+        --database postgresql://postgres@127.0.0.1/test
+
 Numbers compare only within one run on one machine: the machines are shared and noisy.
 """
 
@@ -720,17 +729,26 @@ def prepare(database_url: str | None, users: int, workspaces: int, pki: Pki, wor
                   dropped)
 
 
+#: The broker's config for a storm: no login or connect limit gets in the way.
+UNLIMITED = ("[login]\nchallenges_per_code_per_minute = 1000000000\n"
+             "challenges_per_address_per_minute = 1000000000\n"
+             "challenges_per_directory_per_minute = 1000000000\n"
+             "challenges_per_prefix_per_minute = 1000000000\n"
+             "connects_per_token_per_minute = 1000000000\n"
+             "connects_per_address_per_minute = 1000000000\n")
+
+
+#: Settings given to every benchmarked broker as BROKER_<SECTION>_<KEY> (--set).
+BROKER_ENV: dict[str, str] = {}
+
+
 def measure(seeded: Seeded, pki: Pki, *, workers: int, clients: int, seconds: float,
             flow: str, connections: str = "keepalive",
             rate: float | None = None) -> dict[str, Any]:
     """Start a broker on a seeded database, warm it, storm it, stop it."""
-    bp = BrokerProcess(seeded.base, seeded.url, workers=workers, log_level="warn")
-    bp.write_config("[login]\nchallenges_per_code_per_minute = 1000000000\n"
-                    "challenges_per_address_per_minute = 1000000000\n"
-                    "challenges_per_directory_per_minute = 1000000000\n"
-                    "challenges_per_prefix_per_minute = 1000000000\n"
-                    "connects_per_token_per_minute = 1000000000\n"
-                    "connects_per_address_per_minute = 1000000000\n")
+    bp = BrokerProcess(seeded.base, seeded.url, workers=workers, log_level="warn",
+                       env=dict(BROKER_ENV))
+    bp.write_config(UNLIMITED)
     bp.start()
     try:
         # Warm-up: every card logs in (closed loop, one client per card, up to the storm's
@@ -839,6 +857,85 @@ def run_suite(args: argparse.Namespace, pki: Pki, workdir: Path,
     return {"rows": all_rows, "done_when": done}
 
 
+# --------------------------------------------------------------------------- the goals
+
+#: Issue 27's goals: broker CPU per login ÷ nginx CPU per full mTLS handshake, and p99 at a
+#: fixed arrival rate after warm-up.
+GOAL_KEEPALIVE_RATIO = 4.0
+GOAL_NEW_RATIO = 7.0
+GOAL_OPEN_P99_MS = 100.0
+
+
+def run_goals(args: argparse.Namespace, pki: Pki, workdir: Path,
+              nginx: dict[str, Any] | None) -> dict[str, Any]:
+    """On SQLite (and PostgreSQL with --database-url), 1 worker: a closed-loop storm on kept-alive
+    connections, one with a new TLS connection per login, and an open loop at --open-rate
+    logins/s; each row with its CPU per login ÷ nginx's per handshake measured in this run."""
+    out: dict[str, Any] = {}
+    for db in (None, args.database_url) if args.database_url else (None,):
+        kind = "postgresql" if db else "sqlite"
+        seeded = prepare(db, args.users, args.workspaces, pki, workdir, args.keep)
+        try:
+            rows = {}
+            for name, connections, clients, rate in (
+                    ("keepalive", "keepalive", args.clients, None),
+                    ("new", "new", args.clients, None),
+                    ("open", "keepalive", args.open_clients, args.open_rate)):
+                print(f"compare: goals, {kind}, {name}", file=sys.stderr)
+                rows[name] = measure(seeded, pki, workers=1, clients=clients,
+                                     seconds=args.seconds, flow="login",
+                                     connections=connections, rate=rate)
+        finally:
+            if seeded.dropped_schema:
+                drop_schema(seeded.url, seeded.dropped_schema)
+        for row in rows.values():
+            ok = nginx and row["cpu_ms_per_op"] and not row["errors"]
+            row["ratio"] = round(row["cpu_ms_per_op"] / nginx["cpu_ms_per_op"], 2) \
+                if ok else None
+            row["ratio_with_postgres"] = with_postgres_ratio(row, nginx) if ok else None
+        out[kind] = rows
+    return out
+
+
+def print_goals(out: dict[str, Any], nginx: dict[str, Any] | None,
+                args: argparse.Namespace) -> None:
+    print(f"\n{out['date']}  load average at start {out['load']}  revocation=CRL  1 worker  "
+          f"{args.users:,} users  storms of {args.seconds:g} s")
+    if nginx:
+        print(f"nginx, full mTLS handshake, {args.clients} clients: {nginx['per_s']}/s, "
+              f"{nginx['cpu_ms_per_op']} CPU-ms per handshake")
+    print("| db | TLS | clients | logins/s | p50 ms | p99 ms "
+          f"| p99 after {RAMP_S:g} s | CPU-ms/login | ÷ nginx | PostgreSQL CPU-ms/login "
+          "| ÷ nginx with PostgreSQL | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for kind, rows in out["goals"].items():
+        for name, r in rows.items():
+            clients = f"{r['clients']} @ {r['rate']:g}/s" if r.get("rate") else r["clients"]
+            print(f"| {kind} | {r['connections']}{' (open loop)' if name == 'open' else ''} "
+                  f"| {clients} | {r['per_s']} | {r['p50_ms']} | {r['p99_ms']} "
+                  f"| {r['p99_steady_ms']} | {r['cpu_ms_per_op']} "
+                  f"| {'INVALID' if r['errors'] else (r['ratio'] or '-')} "
+                  f"| {r['postgres_cpu_ms_per_op'] or '-'} | {r['ratio_with_postgres'] or '-'} "
+                  f"| {sum(r['errors'].values()) or 0} |")
+    print("\nGoals (issue 27):")
+    for kind, rows in out["goals"].items():
+        ka, new, op = rows["keepalive"], rows["new"], rows["open"]
+
+        def verdict(value: float | None, limit: float) -> str:
+            return "-" if value is None else ("met" if value <= limit else "NOT met")
+
+        pg = kind == "postgresql"
+        print(f"  {kind}: keep-alive {ka['ratio']}× (≤ {GOAL_KEEPALIVE_RATIO:g}×: "
+              f"{verdict(ka['ratio'], GOAL_KEEPALIVE_RATIO)})"
+              + (f", with PostgreSQL's CPU {ka['ratio_with_postgres']}×" if pg else "")
+              + f"; new TLS connection per login {new['ratio']}× (≤ {GOAL_NEW_RATIO:g}×: "
+              f"{verdict(new['ratio'], GOAL_NEW_RATIO)})"
+              + (f", with PostgreSQL's CPU {new['ratio_with_postgres']}×" if pg else "")
+              + f"; p99 at {op['rate']:g} logins/s open loop after {RAMP_S:g} s "
+              f"{op['p99_steady_ms']} ms (< {GOAL_OPEN_P99_MS:g} ms: "
+              f"{verdict(op['p99_steady_ms'] if not op['errors'] else None, GOAL_OPEN_P99_MS)})")
+
+
 def print_suite(out: dict[str, Any]) -> None:
     nginx, suite = out["nginx"], out["suite"]
     print(f"\n{out['date']}  load average at start {out['load']}  revocation=CRL  "
@@ -909,7 +1006,8 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=20, help="concurrent clients (default 20)")
     p.add_argument("--seconds", type=float, default=15, help="length of each storm (default 15)")
     p.add_argument("--workers", type=int, default=1, help="broker and nginx worker processes")
-    p.add_argument("--database-url", help="PostgreSQL URL (default: a SQLite file)")
+    p.add_argument("--database-url", "--database",
+                   help="PostgreSQL URL (default: a SQLite file); postgresql:// means psycopg 3")
     p.add_argument("--users", type=int, default=1000, help="users in the directory (default 1k)")
     p.add_argument("--workspaces", type=int, default=10000, help="WorkSpaces (default 10k)")
     p.add_argument("--credentials", type=int, default=50,
@@ -933,9 +1031,25 @@ def main() -> None:
                    help="with --suite: the medium directory (default 100k; 0 skips)")
     p.add_argument("--suite-large", type=int, default=1000000,
                    help="with --suite: the large directory (default 1M; 0 skips)")
+    p.add_argument("--goals", action="store_true",
+                   help="issue 27's goals in one run: nginx, then on SQLite (and on PostgreSQL "
+                        "with --database-url) kept-alive and new-connection CPU ratios and the "
+                        "p99 of an open loop at --open-rate")
+    p.add_argument("--open-rate", type=float, default=100.0,
+                   help="with --goals: the open loop's logins per second (default 100)")
+    p.add_argument("--open-clients", type=int, default=100,
+                   help="with --goals: the open loop's clients (default 100)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION_KEY=VALUE",
+                   help="a broker setting for every storm, as its environment variable without "
+                        "BROKER_ (e.g. --set SERVER_THREADPOOL_SIZE=4)")
     p.add_argument("--skip-nginx", action="store_true", help="measure the broker only")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     args = p.parse_args()
+    for item in args.set:
+        key, _, value = item.partition("=")
+        BROKER_ENV["BROKER_" + key.upper()] = value
+    if args.database_url and args.database_url.startswith("postgresql://"):
+        args.database_url = "postgresql+psycopg://" + args.database_url[len("postgresql://"):]
     load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="compare-") as tmp:
         workdir = Path(tmp)
@@ -948,6 +1062,14 @@ def main() -> None:
             # as many clients as the broker gets (in --suite: row A's)
             nginx = run_nginx(pki, workdir, 1 if args.suite else args.workers,
                               args.clients, args.seconds)
+        if args.goals:
+            out = {"date": dt.date.today().isoformat(), "load": round(load, 2),
+                   "seconds": args.seconds, "nginx": nginx,
+                   "goals": run_goals(args, pki, workdir, nginx)}
+            print(json.dumps(out, indent=2) if args.json else "", end="")
+            if not args.json:
+                print_goals(out, nginx, args)
+            return
         if args.suite:
             out = {"date": dt.date.today().isoformat(), "load": round(load, 2),
                    "seconds": args.seconds, "nginx": nginx,

@@ -7,6 +7,7 @@ any transaction because OCSP and CRL fetches may block.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -286,6 +287,16 @@ def map_ldap_user(conn: Connection, directory_id: str, found: LdapUser) -> Mappe
                       listings(rows), rule)
 
 
+@functools.lru_cache(maxsize=1024)
+def parsed_certificate(cert_der: bytes) -> x509.Certificate:
+    """The certificate of ``cert_der``, parsed once per process for the last 1024 cards seen
+    (a returning card presents the same bytes at every login; cryptography's certificates are
+    immutable). A malformed one raises each time: errors are not cached."""
+    from broker.pki import parse_certificate
+
+    return parse_certificate(cert_der)
+
+
 def verify_card_response(ctx: BrokerContext, snap: TrustSnapshot, tbs: bytes, cert_der: bytes,
                          chain_der: list[bytes], signature: bytes, algorithm: str,
                          *, on_key_proven: Any = None) -> Verified:
@@ -298,16 +309,16 @@ def verify_card_response(ctx: BrokerContext, snap: TrustSnapshot, tbs: bytes, ce
     transaction (OCSP and CRL fetches may block; this is a worker thread).
     """
     from broker.metrics import observed_fetch
-    from broker.pki import RevocationSettings, parse_certificate, verify_certificate
+    from broker.pki import RevocationSettings, verify_certificate
     from broker.pki.revocation import urllib_fetch
     from broker.pki.signatures import verify_signature
 
-    leaf = parse_certificate(cert_der)
+    leaf = parsed_certificate(cert_der)
     verify_signature(leaf, tbs, signature, algorithm)
     if on_key_proven is not None:
         on_key_proven()
     result = verify_certificate(
-        cert_der, chain_der, ctx.trust.store(snap), at=ctx.now(),
+        leaf, chain_der, ctx.trust.store(snap), at=ctx.now(),
         purpose=snap.required_eku,
         revocation=RevocationSettings(crl=snap.crl_on, ocsp=snap.ocsp_on,
                                       fail_mode=snap.fail_mode),

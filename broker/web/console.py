@@ -22,7 +22,6 @@ import json
 import logging
 import re
 import secrets
-import time
 from importlib import resources as package_files
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -39,7 +38,6 @@ from broker.kinds import Scope
 from broker.service import console
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
-from broker.web.access import record as record_access
 from broker.web.console_charts import (  # noqa: F401  (the console's names, one import away)
     _deadline_class,
     _when,
@@ -80,7 +78,7 @@ from broker.web.console_pages import (  # noqa: F401
     _resource_of,
     owner_choices,
 )
-from broker.web.http import Access, AddressThrottle, BadRequest, JsonApi, client_address
+from broker.web.http import Access, AddressThrottle, BadRequest, JsonApi, client_address, routed
 
 log = logging.getLogger("broker.console")
 
@@ -143,42 +141,33 @@ class ConsoleApp(PageData):
         before the handler runs."""
 
         def register(handler: Any) -> Any:
-            @functools.wraps(handler)
-            async def wrapper(request: Any, **kwargs: Any) -> bytes:
-                started = time.monotonic()
+            async def run(request: Any, kwargs: dict[str, Any]) -> bytes:
                 for name, value in SECURITY_HEADERS.items():
                     request.setHeader(name, value)
-                code = "ok"
-                try:
-                    if access in (Access.CONSOLE_READ, Access.CONSOLE_WRITE):
-                        kwargs["identity"] = await self._identity(request, method, access)
-                    out = await handler(request, **kwargs)
-                except ConsoleRefused as exc:
-                    code = exc.code
-                    if method == "GET" and exc.details.get("sign_in"):
-                        out = self.redirect(request, f"{PREFIX}/sign-in")
-                    else:
-                        request.setResponseCode(403)
-                        out = self.render(request, "refused.html", None,
-                                          message=exc.message)
-                except BrokerError as exc:
-                    code = exc.code
-                    request.setResponseCode(400)
-                    out = self.render(request, "refused.html", None, message=exc.message)
-                except Exception:
-                    code = "internal_error"
-                    log.exception("console error", extra={"route": template})
-                    request.setResponseCode(500)
-                    out = self.render(request, "refused.html", None,
-                                      message="The broker hit an unexpected error; it has "
-                                              "been logged.")
-                # The same access line and metrics as the JSON APIs' routes (and only one:
-                # the Site records requests no route wrapper recorded).
-                record_access(request, "console", int(request.code), code,
-                              time.monotonic() - started, route=template,
-                              client=client_address(request))
+                if access in (Access.CONSOLE_READ, Access.CONSOLE_WRITE):
+                    kwargs["identity"] = await self._identity(request, method, access)
+                out: bytes = await handler(request, **kwargs)
                 return out
 
+            def refuse(request: Any, exc: Exception, rid: str, route: str) -> tuple[bytes, str]:
+                if isinstance(exc, ConsoleRefused):
+                    if method == "GET" and exc.details.get("sign_in"):
+                        return self.redirect(request, f"{PREFIX}/sign-in"), exc.code
+                    request.setResponseCode(403)
+                    return self.render(request, "refused.html", None,
+                                       message=exc.message), exc.code
+                if isinstance(exc, BrokerError):
+                    request.setResponseCode(400)
+                    return self.render(request, "refused.html", None,
+                                       message=exc.message), exc.code
+                log.exception("console error", extra={"route": route, "request_id": rid},
+                              exc_info=exc)
+                request.setResponseCode(500)
+                return self.render(request, "refused.html", None,
+                                   message="The broker hit an unexpected error; it has been "
+                                           "logged."), "internal_error"
+
+            wrapper = functools.wraps(handler)(routed("console", template, run, refuse))
             wrapper.__name__ = wrapper.__qualname__ = "console_" + re.sub(
                 r"\W", "_", f"{method}_{template}")
             self.api.raw_route(template, method, access=access)(wrapper)

@@ -30,9 +30,9 @@ import functools
 import json
 import logging
 import math
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -219,7 +219,8 @@ class BrokerRequest(Request):
         super().__init__(*args, **kwargs)
         self.too_large = False
         self._received = 0
-        self.request_id = uuid.uuid4().hex
+        # 32 hex digits like uuid4().hex, without building a UUID object per request.
+        self.request_id = os.urandom(16).hex()
 
     def gotLength(self, length: int | None) -> None:  # noqa: N802 (twisted API)
         if length is not None and length > self.max_body_bytes:
@@ -233,6 +234,13 @@ class BrokerRequest(Request):
             self.too_large = True
             return
         super().handleContentChunk(data)
+
+
+class JsonRequest(BrokerRequest):
+    """A request of a JSON-only API: Twisted does not parse a POST body as a form (it would
+    parse every Content-Type header with the email package first; read_json checks it)."""
+
+    _parsePOSTFormSubmission = False  # noqa: N815 (twisted API)
 
 
 def client_address(request: Request) -> str:
@@ -458,14 +466,82 @@ class RouteSpec:
     access: Access
 
 
+def request_id(request: Request) -> str:
+    """The request's id: the client's X-Request-Id when it is well formed, else our own; sent
+    back in the answer's X-Request-Id."""
+    rid_in = request.getHeader(b"x-request-id")
+    if rid_in and _REQUEST_ID_OK.match(rid_in.decode("ascii", "replace")):
+        request.request_id = rid_in.decode()  # type: ignore[attr-defined]
+    rid: str = getattr(request, "request_id", None) or os.urandom(16).hex()
+    request.setHeader(b"x-request-id", rid.encode())
+    return rid
+
+
+#: What a route family answers for a failed request: (body, code for the access line).
+Refusal = Callable[[Request, Exception, str, str], tuple[bytes, str]]
+
+
+def routed(api: str, template: str, run: Callable[[Request, dict[str, Any]], Awaitable[bytes]],
+           refuse: Refusal) -> Callable[..., Awaitable[bytes]]:
+    """The one route wrapper of the JSON APIs and the console: the request id, the timing, the
+    answer to an error (``refuse``: JSON for the APIs, an HTML page for the console) and
+    exactly one access line and request metric per request."""
+
+    async def wrapper(request: Request, **kwargs: Any) -> bytes:
+        rid = request_id(request)
+        started = time.monotonic()
+        try:
+            out, code = await run(request, kwargs), "ok"
+        except Exception as exc:  # noqa: BLE001 (each family answers every error its way)
+            out, code = refuse(request, exc, rid, template)
+        record_access(request, api, int(request.code), code, time.monotonic() - started,
+                      route=template, client=client_address(request))
+        return out
+
+    return wrapper
+
+
+def json_refusal(request: Request, exc: Exception, rid: str, template: str) -> tuple[bytes, str]:
+    """The JSON APIs' answer to an error: the code's status and body, or a logged 500."""
+    if not isinstance(exc, BrokerError):
+        log.exception("unhandled error", extra={"request_id": rid, "route": template},
+                      exc_info=exc)
+        return write_json(request, 500, error_body(
+            "internal_error", "The broker hit an unexpected error; it has been logged.",
+            {"request_id": rid})), "internal_error"
+    status = status_for(exc.code)
+    if status == 500:
+        log.error("unmapped error code", extra={"code": exc.code, "request_id": rid})
+    if status == 401:
+        request.setHeader(b"www-authenticate", b'Bearer realm="smartcard-broker"')
+    retry_after = exc.details.get("retry_after_s")
+    if retry_after is not None:
+        request.setHeader(b"retry-after", str(int(retry_after)).encode())
+    return write_json(request, status, body_for(exc)), exc.code
+
+
 @dataclass
 class JsonApi:
-    """One API (client or admin): a Klein app whose every route declares its access."""
+    """One API (client or admin): a Klein app whose every route declares its access.
+
+    :meth:`resource` serves it: the JSON routes dispatched without Klein on the hot path
+    (:mod:`broker.web.dispatch`), everything else through the Klein app."""
 
     name: str
     app: Any
     authenticate: Authenticator | None = None
     routes: list[RouteSpec] = field(default_factory=list)
+    #: (method, template, wrapped handler) of every JSON route, for :meth:`resource`.
+    handlers: list[tuple[str, str, Callable[..., Any]]] = field(default_factory=list)
+
+    def resource(self) -> Any:
+        """The twisted.web resource answering this API."""
+        from broker.web.dispatch import FastJsonResource
+
+        root = FastJsonResource(self.app.resource())
+        for method, template, handler in self.handlers:
+            root.add(method, template, handler)
+        return root
 
     def __post_init__(self) -> None:
         self.app.declared_routes = self.routes  # lets tests enumerate from the Klein app
@@ -481,6 +557,7 @@ class JsonApi:
             wrapped = self._wrap(handler, template, access)
             self.app.route(rule, methods=[method])(wrapped)
             self.routes.append(RouteSpec(self.name, method, template, access))
+            self.handlers.append((method, template, wrapped))
             return wrapped
 
         return register
@@ -500,47 +577,19 @@ class JsonApi:
     def _wrap(self, handler: Handler, template: str, access: Access) -> Callable[..., Any]:
         api = self.name
 
-        @functools.wraps(handler)
-        async def wrapper(request: Request, **kwargs: Any) -> bytes:
-            rid_in = request.getHeader(b"x-request-id")
-            if rid_in and _REQUEST_ID_OK.match(rid_in.decode("ascii", "replace")):
-                request.request_id = rid_in.decode()  # type: ignore[attr-defined]
-            rid = getattr(request, "request_id", uuid.uuid4().hex)
-            request.setHeader(b"x-request-id", rid.encode())
-            started = time.monotonic()
-            code = "ok"
-            try:
-                if getattr(request, "too_large", False):
-                    raise BrokerError(
-                        Code.REQUEST_TOO_LARGE,
-                        f"The request body is larger than {BrokerRequest.max_body_bytes} bytes.")
-                if access is not Access.ANONYMOUS:
-                    if self.authenticate is None:
-                        raise RuntimeError(f"{api} API has no authenticator for {template}")
-                    kwargs["principal"] = await self.authenticate(bearer(request), access)
-                status, body = await handler(request, **kwargs)
-                out = write_json(request, status, body)
-                for header, value in getattr(request, "extra_headers", {}).items():
-                    request.setHeader(header, value)
-            except BrokerError as exc:
-                status = status_for(exc.code)
-                code = exc.code
-                if status == 500:
-                    log.error("unmapped error code", extra={"code": exc.code, "request_id": rid})
-                if status == 401:
-                    request.setHeader(b"www-authenticate", b'Bearer realm="smartcard-broker"')
-                retry_after = exc.details.get("retry_after_s")
-                if retry_after is not None:
-                    request.setHeader(b"retry-after", str(int(retry_after)).encode())
-                out = write_json(request, status, body_for(exc))
-            except Exception:
-                log.exception("unhandled error", extra={"request_id": rid, "route": template})
-                status, code = 500, "internal_error"
-                out = write_json(request, 500, error_body(
-                    "internal_error", "The broker hit an unexpected error; it has been logged.",
-                    {"request_id": rid}))
-            record_access(request, api, status, code, time.monotonic() - started,
-                          route=template, client=client_address(request))
+        async def run(request: Request, kwargs: dict[str, Any]) -> bytes:
+            if getattr(request, "too_large", False):
+                raise BrokerError(
+                    Code.REQUEST_TOO_LARGE,
+                    f"The request body is larger than {BrokerRequest.max_body_bytes} bytes.")
+            if access is not Access.ANONYMOUS:
+                if self.authenticate is None:
+                    raise RuntimeError(f"{api} API has no authenticator for {template}")
+                kwargs["principal"] = await self.authenticate(bearer(request), access)
+            status, body = await handler(request, **kwargs)
+            out = write_json(request, status, body)
+            for header, value in getattr(request, "extra_headers", {}).items():
+                request.setHeader(header, value)
             return out
 
-        return wrapper
+        return functools.wraps(handler)(routed(api, template, run, json_refusal))

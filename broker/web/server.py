@@ -47,6 +47,7 @@ from broker.web.http import (
     BrokerChannel,
     BrokerRequest,
     JsonApi,
+    JsonRequest,
     client_address,
     write_json,
 )
@@ -477,6 +478,6 @@ def build_sites(ctx: BrokerContext) -> tuple[BrokerSite, BrokerSite]:
     client_api, admin_api = build_apis(ctx)
     metrics.watch_pool(ctx.db.engine)
     console_api = build_console(ctx)
-    return (BrokerSite(client_api.app.resource(), api="client"),
+    return (BrokerSite(client_api.resource(), api="client", requestFactory=JsonRequest),
             BrokerSite(AdminRoot(admin_api.app.resource(), console_api.app.resource()),
                        api="admin"))

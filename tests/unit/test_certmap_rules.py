@@ -14,7 +14,6 @@ IDENT = CertIdentity(subject="CN=Alice,O=Corp", upn="Alice@Corp.Example",
 
 def test_every_place_takes_its_rules_from_the_enum() -> None:
     from broker.admin.directories import CERTMAP_RULES as ADMIN_RULES
-
     from broker.service.ldapdir import LDAP_RULES
     from broker.store.models import User
     from broker.store.statements import USER_WITH_WORKSPACES

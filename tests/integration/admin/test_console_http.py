@@ -324,8 +324,12 @@ def test_a_console_request_is_one_access_line_by_its_declared_route(bp: BrokerPr
     import json
     import time
 
-    status, _, _, _ = Browserish(bp).request("GET", "/console/sign-in")
+    status, headers, _, _ = Browserish(bp).request("GET", "/console/sign-in")
     assert status == 200
+    # The same route wrapper as the JSON APIs (http.routed): the answer names its request id,
+    # and the access line below carries the same one.
+    rid = headers.get("x-request-id", "")
+    assert re.fullmatch(r"[0-9a-f]{32}", rid), headers
     deadline = time.monotonic() + 5
     lines: list[dict[str, Any]] = []
     while not lines and time.monotonic() < deadline:
@@ -334,3 +338,4 @@ def test_a_console_request_is_one_access_line_by_its_declared_route(bp: BrokerPr
         time.sleep(0.05)
     assert [(r["api"], r["route"], r["status"], r["code"]) for r in lines] == \
         [("console", "/console/sign-in", 200, "ok")]
+    assert lines[0].get("request_id") == rid, lines
