@@ -141,8 +141,8 @@ def profile(args: argparse.Namespace, pki: compare.Pki, workdir: Path) -> dict[s
     seeded = compare.prepare(args.database_url, args.users, args.workspaces, pki, workdir,
                              None)
     bp = BrokerProcess(seeded.base, seeded.url, workers=1, log_level="warn",
-                       env={"BROKER_" + k.upper(): v for k, v in
-                            (item.partition("=")[::2] for item in args.set)})
+                       env={"BROKER_" + k.upper(): v for k, _, v in
+                            (item.partition("=") for item in args.set)})
     bp.write_config(compare.UNLIMITED)
     bp.start()
     raw = workdir / f"pyspy-{args.connections}.txt"
