@@ -143,6 +143,9 @@ class RegionSettings:
 class KeySettings:
     #: Base64 key encrypting the signing keys in the database; "" = state folder's own.
     encryption_key_file: str = ""
+    #: Seconds a process signs with its cached current key before reading the key table
+    #: again: how soon every process follows a `broker keys rotate`.
+    ring_recheck_s: PositiveFloat = 30.0
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,8 @@ class BrokerContext:
         s = self.settings
         return KeyRing(timedelta(days=s.sessions.signing_key_rotation_days),
                        timedelta(seconds=max(s.login.ticket_ttl_s, 600)),
-                       sealing_key=lambda: self.sealing_key)
+                       sealing_key=lambda: self.sealing_key,
+                       recheck=timedelta(seconds=s.keys.ring_recheck_s))
 
     @cached_property
     def sealing_key(self) -> bytes:

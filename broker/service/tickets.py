@@ -60,12 +60,14 @@ class KeyRing:
     """Current signing key (cached per process) backed by the signing_keys table."""
 
     def __init__(self, rotation: timedelta, max_token_lifetime: timedelta,
-                 sealing_key: Callable[[], bytes] | None = None) -> None:
+                 sealing_key: Callable[[], bytes] | None = None,
+                 recheck: timedelta = RECHECK) -> None:
         """``sealing_key`` gives the key that encrypts the private keys at rest (None: keys
         are stored as plain PEM — tests of one layer only)."""
         self.rotation = rotation
         self._sealing_key = sealing_key
         self.max_lifetime = max_token_lifetime
+        self.recheck = recheck  # keys.ring_recheck_s
         self._lock = threading.Lock()
         #: (kid, key, loaded at, valid until: RECHECK later or the next key's start)
         self._current: tuple[str, ECKey, datetime, datetime] | None = None
@@ -88,7 +90,7 @@ class KeyRing:
         row = state.current
         key = ECKey.import_key(self._unseal(row), parameters={"kid": row.kid})
         with self._lock:
-            self._current = (row.kid, key, now, min(now + RECHECK, state.next.created_at))
+            self._current = (row.kid, key, now, min(now + self.recheck, state.next.created_at))
         return row.kid, key
 
     def state(self, session: Session, now: datetime) -> RingState:
