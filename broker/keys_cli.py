@@ -101,7 +101,7 @@ def rotate(settings: Settings, as_json: bool) -> None:
 
     def work(session: Any) -> tuple[dict[str, Any], bool]:
         state, had_next = ctx.keyring.rotate(session, ctx.now())
-        audit.record(session, "keys.rotate", "change", actor=cli_actor(),
+        audit.insert(session, "keys.rotate", "change", actor=cli_actor(),
                      current=state.current.kid, next=state.next.kid,
                      previous=state.previous.kid if state.previous else None)
         return _ring_dict(state), had_next

@@ -107,6 +107,6 @@ def remove_by_fingerprint(model: Any, what: str, audit_kind: str, audit_key: str
         details = {audit_key: row.fingerprint}
         if model is TrustCertificate:
             details["trust_kind"] = row.kind
-        audit.record(session, audit_kind, "change", directory_id=directory_id,
+        audit.insert(session, audit_kind, "change", directory_id=directory_id,
                      actor=call.actor, **details)
     return run

@@ -50,7 +50,7 @@ def add_crl(session: Session, directory_id: str, text: str, actor: str) -> dict[
                            {"fingerprint": row.fingerprint})
     session.add(row)
     session.flush()
-    audit.record(session, "crl.add", "change", directory_id=directory_id, actor=actor,
+    audit.insert(session, "crl.add", "change", directory_id=directory_id, actor=actor,
                  crl_fingerprint=row.fingerprint, issuer=row.issuer)
     return CRLS.view(row)
 

@@ -129,7 +129,7 @@ def create_directory(session: Session, ctx: BrokerContext, fields: Mapping[str, 
     session.add(d)
     session.flush()
     view = DIRECTORIES.view(d, ctx)
-    audit.record(session, "directory.create", "change", directory_id=d.id, actor=actor,
+    audit.insert(session, "directory.create", "change", directory_id=d.id, actor=actor,
                  region=d.region, warnings=[w["code"] for w in view["warnings"]])
     return view
 
@@ -162,7 +162,7 @@ def update_directory(session: Session, ctx: BrokerContext, directory_id: str,
         session.flush()
     view = DIRECTORIES.view(d, ctx)
     if changed:
-        audit.record(session, "directory.update", "change", directory_id=d.id, actor=actor,
+        audit.insert(session, "directory.update", "change", directory_id=d.id, actor=actor,
                      fields=changed, warnings=[w["code"] for w in view["warnings"]])
     return view
 
@@ -173,7 +173,7 @@ def delete_directory(session: Session, directory_id: str, actor: str) -> None:
     session.expunge(d)
     # The database cascades (ON DELETE CASCADE) to every row of the directory.
     session.execute(delete(Directory).where(Directory.id == directory_id))
-    audit.record(session, "directory.delete", "change", directory_id=directory_id, actor=actor)
+    audit.insert(session, "directory.delete", "change", directory_id=directory_id, actor=actor)
 
 
 def _ldap(name: str, type_: Any, label: str, help: str, **kw: Any) -> Field:

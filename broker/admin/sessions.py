@@ -46,7 +46,7 @@ def terminate_session(session: Session, ctx: BrokerContext, session_id: str,
         kinds.SessionState.ENDED, kinds.SessionEndReason.ADMIN, ctx.now(),
         kinds.SessionAction.DISCONNECT)
     session.flush()
-    audit.record(session, "session.terminate", "change", directory_id=s.directory_id,
+    audit.insert(session, "session.terminate", "change", directory_id=s.directory_id,
                  username=username_of(session, s.user_id), actor=actor, session_id=s.id,
                  workspace=s.workspace_id)
     return SESSIONS.view(s)

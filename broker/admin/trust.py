@@ -84,7 +84,7 @@ def add_trust(session: Session, directory_id: str, pem: str, kind: str | None,
         added.append(row)
     session.flush()
     for row in added:
-        audit.record(session, "trust.add", "change", directory_id=directory_id, actor=actor,
+        audit.insert(session, "trust.add", "change", directory_id=directory_id, actor=actor,
                      cert_fingerprint=row.fingerprint, trust_kind=row.kind)
     return [TRUST.view(r) for r in added]
 

@@ -84,7 +84,7 @@ def create_user(session: Session, directory_id: str, fields: Mapping[str, Any],
         set_password(d, u, data["password"])
     session.add(u)
     session.flush()
-    audit.record(session, "user.create", "change", directory_id=directory_id, username=username,
+    audit.insert(session, "user.create", "change", directory_id=directory_id, username=username,
                  actor=actor, with_password=u.password_hash is not None)
     return USERS.view(u)
 
@@ -103,7 +103,7 @@ def update_user(session: Session, directory_id: str, username: str, fields: Mapp
         changed.append("password")
     if changed:
         session.flush()
-        audit.record(session, "user.update", "change", directory_id=directory_id,
+        audit.insert(session, "user.update", "change", directory_id=directory_id,
                      username=username, actor=actor, fields=changed)
     return USERS.view(u)
 
@@ -112,7 +112,7 @@ def delete_user(session: Session, directory_id: str, username: str, actor: str) 
     u = get_user_row(session, directory_id, username)
     session.execute(delete(User).where(User.id == u.id))
     session.expunge(u)
-    audit.record(session, "user.delete", "change", directory_id=directory_id, username=username,
+    audit.insert(session, "user.delete", "change", directory_id=directory_id, username=username,
                  actor=actor)
 
 

@@ -97,7 +97,7 @@ def create_workspace(session: Session, ctx: BrokerContext, fields: Mapping[str, 
                   created_at=now, **workspace_values(None, data))
     session.add(w)
     session.flush()
-    audit.record(session, "workspace.create", "change", directory_id=directory_id,
+    audit.insert(session, "workspace.create", "change", directory_id=directory_id,
                  username=owner.username, actor=actor, workspace=w.id, protocol=w.protocol)
     return WORKSPACES.view(w)
 
@@ -139,7 +139,7 @@ def update_workspace(session: Session, ctx: BrokerContext, workspace_id: str,
         ended = end_smart_card_sessions(session, w, now, "protocol_changed")
     if changed:
         session.flush()
-        audit.record(session, "workspace.update", "change", directory_id=w.directory_id,
+        audit.insert(session, "workspace.update", "change", directory_id=w.directory_id,
                      username=owner_name, actor=actor, workspace=w.id, fields=changed,
                      ended_sessions=ended)
     return WORKSPACES.view(w)
@@ -150,7 +150,7 @@ def delete_workspace(session: Session, workspace_id: str, actor: str) -> None:
     directory_id, owner = w.directory_id, username_of(session, w.user_id)
     session.expunge(w)
     session.execute(delete(WorkSpace).where(WorkSpace.id == workspace_id))
-    audit.record(session, "workspace.delete", "change", directory_id=directory_id,
+    audit.insert(session, "workspace.delete", "change", directory_id=directory_id,
                  username=owner, actor=actor, workspace=workspace_id)
 
 
@@ -164,7 +164,7 @@ def _transition(action: str) -> Any:
         (request_start if action == "start" else request_stop)(session, w, ctx.now(),
                                                                  ctx.settings)
         session.flush()
-        audit.record(session, f"workspace.{action}", "change", directory_id=w.directory_id,
+        audit.insert(session, f"workspace.{action}", "change", directory_id=w.directory_id,
                      username=username_of(session, w.user_id), actor=call.actor, workspace=w.id,
                      before=before, after=w.state)
         return WORKSPACES.view(w)

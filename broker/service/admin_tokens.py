@@ -42,7 +42,7 @@ def create(session: Session, name: str, scope: str, actor: str) -> tuple[AdminTo
     row = AdminToken(name=name, token_hash=token_hash(secret), scope=scope, created_at=utcnow())
     session.add(row)
     session.flush()
-    audit.record(session, "admin_token.create", "change", actor=actor, token_name=name,
+    audit.insert(session, "admin_token.create", "change", actor=actor, token_name=name,
                  scope=scope)
     return row, secret
 
@@ -53,7 +53,7 @@ def revoke(session: Session, name: str, actor: str) -> AdminToken:
         raise ServiceError(Code.RESOURCE_NOT_FOUND, f"no admin token named {name!r}")
     if row.revoked_at is None:
         row.revoked_at = utcnow()
-        audit.record(session, "admin_token.revoke", "change", actor=actor, token_name=name)
+        audit.insert(session, "admin_token.revoke", "change", actor=actor, token_name=name)
     return row
 
 

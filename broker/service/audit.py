@@ -38,10 +38,6 @@ def insert(db: Connection | Session, kind: str, outcome: str, **fields: Any) -> 
     insert_all(db, [event(kind, outcome, **fields)])
 
 
-#: The name the admin use cases know it by (an ORM session is accepted as well).
-record = insert
-
-
 def insert_all(db: Connection | Session, events: list[dict[str, Any]]) -> None:
     """Several :func:`event` rows in one statement, in the caller's transaction."""
     conn = db.connection() if isinstance(db, Session) else db

@@ -93,7 +93,7 @@ def sign_in(session: Session, presented: str | None, now: datetime,
     # Expired sessions are dropped as new ones are made (no separate sweep needed).
     session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at < now))
     session.flush()
-    audit.record(session, "console.sign_in", "success", actor=f"console:{who.name}",
+    audit.insert(session, "console.sign_in", "success", actor=f"console:{who.name}",
                  client_address=client_address, scope=who.scope,
                  console_session=fingerprint(secret))
     return secret, ConsoleIdentity(row.id, who.name, who.scope, row.csrf_token, row.expires_at)
@@ -101,7 +101,7 @@ def sign_in(session: Session, presented: str | None, now: datetime,
 
 def sign_in_refused(session: Session, client_address: str | None) -> None:
     """Audit a refused console sign-in (naming no token)."""
-    audit.record(session, "console.sign_in", "refused", reason=Code.ADMIN_TOKEN_INVALID.value,
+    audit.insert(session, "console.sign_in", "refused", reason=Code.ADMIN_TOKEN_INVALID.value,
                  client_address=client_address)
 
 
@@ -158,7 +158,7 @@ def sign_out(session: Session, secret: str | None) -> None:
         ConsoleSession.secret_hash == token_hash(secret)))
     if row is not None:
         token = session.get(AdminToken, row.admin_token_id)
-        audit.record(session, "console.sign_out", "change",
+        audit.insert(session, "console.sign_out", "change",
                      actor=f"console:{token.name}" if token else None)
         session.delete(row)
 

@@ -285,7 +285,7 @@ def apply_loaded(session: Session, loaded: LoadedFile, *, catalogue: Any, actor:
         changes = _apply_directory(session, loaded, di, d, catalogue, now, prune)
         session.flush()
         if changes:
-            audit.record(session, "directory.apply", "change", directory_id=d["id"],
+            audit.insert(session, "directory.apply", "change", directory_id=d["id"],
                          actor=actor, changes=changes[:200], change_count=len(changes),
                          pruned=prune)
         total += len(changes)

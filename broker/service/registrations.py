@@ -144,7 +144,7 @@ def issue_code(ctx: BrokerContext, session: Session, directory_id: str, actor: s
     code = str(registration.generate(ctx.catalogue.get(d.region).prefix)).upper()
     session.add(RegistrationCode(code=code, directory_id=d.id, state=CodeState.ACTIVE,
                                  created_at=utcnow()))
-    audit.record(session, "registration_code.issue", "change", directory_id=d.id, actor=actor,
+    audit.insert(session, "registration_code.issue", "change", directory_id=d.id, actor=actor,
                  code_suffix=code[-4:])
     return code
 
@@ -165,7 +165,7 @@ def rotate_code(ctx: BrokerContext, session: Session, text: str, actor: str) -> 
         raise ServiceError(Code.CONFLICT, f"the code is {row.state}, not active")
     row.state, row.rotated_at = CodeState.ROTATED, ctx.now()
     new = issue_code(ctx, session, row.directory_id, actor)
-    audit.record(session, "registration_code.rotate", "change", directory_id=row.directory_id,
+    audit.insert(session, "registration_code.rotate", "change", directory_id=row.directory_id,
                  actor=actor, code_suffix=row.code[-4:], successor_suffix=new[-4:])
     return new
 
@@ -174,5 +174,5 @@ def revoke_code(ctx: BrokerContext, session: Session, text: str, actor: str) -> 
     row = _code_row(ctx, session, text)
     if row.state != CodeState.REVOKED:
         row.state, row.revoked_at = CodeState.REVOKED, ctx.now()
-        audit.record(session, "registration_code.revoke", "change",
+        audit.insert(session, "registration_code.revoke", "change",
                      directory_id=row.directory_id, actor=actor, code_suffix=row.code[-4:])

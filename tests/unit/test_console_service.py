@@ -78,11 +78,11 @@ def test_csrf_is_compared_exactly(ctx: BrokerContext, token: str) -> None:
 def test_logins_are_counted_per_hour_by_outcome_and_refusals_by_reason(
         ctx: BrokerContext) -> None:
     def work(s: Any) -> None:
-        audit.record(s, "login.smart_card", "success", directory_id="corp")
-        audit.record(s, "login.smart_card", "refused", reason="certificate_revoked")
-        audit.record(s, "login.password", "refused", reason="password_wrong")
-        audit.record(s, "login.smart_card", "refused", reason="certificate_revoked")
-        audit.record(s, "directory.create", "change")  # not a login decision
+        audit.insert(s, "login.smart_card", "success", directory_id="corp")
+        audit.insert(s, "login.smart_card", "refused", reason="certificate_revoked")
+        audit.insert(s, "login.password", "refused", reason="password_wrong")
+        audit.insert(s, "login.smart_card", "refused", reason="certificate_revoked")
+        audit.insert(s, "directory.create", "change")  # not a login decision
 
     ctx.db.transaction(work)
     series = ctx.db.read(lambda s: console.login_series(s, datetime.now(UTC)))

@@ -38,7 +38,7 @@ def test_audit_refuses_secret_detail_keys() -> None:
             raise AssertionError("must not be written")
 
     with pytest.raises(ValueError, match="secrets"):
-        audit.record(NoSession(), "x", "refused", pin="123456")  # type: ignore[arg-type]
+        audit.insert(NoSession(), "x", "refused", pin="123456")  # type: ignore[arg-type]
 
 
 def test_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,7 +3,7 @@ decisions page, the admin API and ``broker admin audit list`` show the client ad
 certificate's subject, UPN and fingerprint and the certmap rule that decided — decoded, never
 as \\u escapes — and the page narrows to refusals.
 
-The events are written the way a login writes them (``broker.service.audit.record`` into the
+The events are written the way a login writes them (``broker.service.audit.insert`` into the
 running broker's database), with the ``certmap_rule`` detail the login's mapping leaves."""
 
 from __future__ import annotations
@@ -36,20 +36,20 @@ def write_events(url: str) -> None:
 
     engine = create_engine(url)
     with Session(engine) as s, s.begin():
-        audit.record(s, "login.smart_card", "success", directory_id="corp", username="alice",
+        audit.insert(s, "login.smart_card", "success", directory_id="corp", username="alice",
                      client_address="127.0.2.10", cert_fingerprint="cd34" * 16,
                      certificate={"subject": "CN=Alice,O=Agency", "upn": "alice@corp.example"},
                      certmap_rule="email")
-        audit.record(s, "login.smart_card", "refused", reason="user_not_found",
+        audit.insert(s, "login.smart_card", "refused", reason="user_not_found",
                      directory_id="corp", client_address="127.51.100.7",
                      cert_fingerprint=FINGERPRINT,
                      certificate={"subject": SUBJECT, "upn": "zoë@corp.example",
                                   "emails": None},
                      certmap_rule=["upn", "email"],
                      verification={"detail": "no user for 'zoë@corp.example'"})
-        audit.record(s, "user.create", "change", directory_id="corp", username="bob",
+        audit.insert(s, "user.create", "change", directory_id="corp", username="bob",
                      actor="admin:root")
-        audit.record(s, "logon.smart_card", "refused", reason="certificate_revocation_unknown",
+        audit.insert(s, "logon.smart_card", "refused", reason="certificate_revocation_unknown",
                      directory_id="corp", username="alice", client_address="127.0.2.10",
                      cert_fingerprint="cd34" * 16,
                      certificate={"subject": "CN=Alice,O=Agency", "upn": "alice@corp.example"})
