@@ -216,10 +216,8 @@ def _flash(html: str) -> str:
     return text
 
 
-def test_the_selected_directory_is_kept_in_the_session_and_used_by_forms_and_messages(
-        bp: BrokerProcess) -> None:
-    """Issue 29: with hq-gov selected, codes are issued in hq-gov and every form and message
-    says so (the issue form used to name the first directory whatever the filter said)."""
+def _two_directories_signed_in(bp: BrokerProcess) -> tuple[Any, Browserish]:
+    """Directories field-office and hq-gov, and a console session of a write token."""
     token = make_token(bp, "root")
     api = bp.admin(token)
     for d in ("field-office", "hq-gov"):
@@ -227,6 +225,14 @@ def test_the_selected_directory_is_kept_in_the_session_and_used_by_forms_and_mes
                                                   "region": "us-gov-west-1"}).status == 201
     b = Browserish(bp)
     b.sign_in(token)
+    return api, b
+
+
+def test_the_selected_directory_is_kept_in_the_session_and_used_by_forms_and_messages(
+        bp: BrokerProcess) -> None:
+    """Issue 29: with hq-gov selected, codes are issued in hq-gov and every form and message
+    says so (the issue form used to name the first directory whatever the filter said)."""
+    api, b = _two_directories_signed_in(bp)
     _, _, _, page = b.request("GET", "/console/registration-codes")
     assert _selected(page) == "field-office"  # nothing chosen yet: the first
     status, headers, _, _ = b.request("POST", "/console/directory", {
@@ -266,13 +272,7 @@ def test_the_selected_directory_is_kept_in_the_session_and_used_by_forms_and_mes
 
 def test_a_change_message_names_its_directory_and_directories_link_their_pages(
         bp: BrokerProcess) -> None:
-    token = make_token(bp, "root")
-    api = bp.admin(token)
-    for d in ("field-office", "hq-gov"):
-        assert api.post("/admin/v1/directories", {"id": d, "name": d,
-                                                  "region": "us-gov-west-1"}).status == 201
-    b = Browserish(bp)
-    b.sign_in(token)
+    api, b = _two_directories_signed_in(bp)
     _, _, _, page = b.request("GET", "/console/directories")
     links = re.findall(r'<td class="directory-links" data-directory="hq-gov">(.*?)</td>', page)
     assert links and all(f'href="/console/{p}?directory_id=hq-gov' in links[0]
