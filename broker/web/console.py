@@ -38,14 +38,13 @@ from broker.kinds import Scope
 from broker.service import console
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
-from broker.web.console_charts import (  # noqa: F401  (the console's names, one import away)
+from broker.web.console_charts import (
     _deadline_class,
     _when,
-    as_markup,
     login_chart,
     reason_bars,
 )
-from broker.web.console_forms import (  # noqa: F401
+from broker.web.console_forms import (
     PREFIX,
     ConsoleRefused,
     _done,
@@ -57,22 +56,17 @@ from broker.web.console_forms import (  # noqa: F401
     field_input,
     first,
     form_values,
-    row_path,
     row_value,
     row_values,
     set_cookie,
     typed_values,
 )
-from broker.web.console_pages import (  # noqa: F401
+from broker.web.console_pages import (
     ADVANCED_PKI,
     FORM_TITLES,
     OWNER_FIELDS,
-    PAGE_SIZE,
     PAGES,
-    PAGES_BY_SLUG,
     ROW_OP_STATES,
-    SITE_WIDE,
-    ConsolePage,
     PageData,
     _page,
     _resource_of,
