@@ -22,7 +22,6 @@ from broker.store.models import Session as BrokerSession
 if TYPE_CHECKING:
     from broker.service.context import BrokerContext
 
-LIVE_SESSION_STATES = kinds.LIVE_SESSION_STATES
 
 
 def get_session(session: Session, session_id: str) -> dict[str, Any]:
@@ -54,7 +53,7 @@ def terminate_session(session: Session, ctx: BrokerContext, session_id: str,
 
 def session_state(stmt: Select[Any], value: Any) -> Select[Any]:
     if value == "live":
-        return stmt.where(BrokerSession.state.in_(LIVE_SESSION_STATES))
+        return stmt.where(BrokerSession.state.in_(kinds.LIVE_SESSION_STATES))
     return stmt.where(BrokerSession.state == value)
 
 

@@ -47,7 +47,6 @@ from broker.workspaces import request_start, request_stop
 if TYPE_CHECKING:
     from broker.service.context import BrokerContext
 
-LIVE_SESSION_STATES = kinds.LIVE_SESSION_STATES
 WORKSPACE_STATES = kinds.values(kinds.WorkSpaceState)
 WS_PATH = "/workspaces/{workspace_id}"
 
@@ -107,7 +106,7 @@ def end_smart_card_sessions(session: Session, ws: WorkSpace, now: datetime, reas
     """End the live smart-card sessions of ``ws`` at once; their next heartbeat disconnects."""
     rows = list(session.scalars(select(BrokerSession).where(
         BrokerSession.workspace_id == ws.id,
-        BrokerSession.state.in_(LIVE_SESSION_STATES),
+        BrokerSession.state.in_(kinds.LIVE_SESSION_STATES),
         BrokerSession.auth_method == kinds.AuthMethod.SMART_CARD)))
     for s in rows:
         s.state, s.end_reason, s.ended_at, s.pending_action = (

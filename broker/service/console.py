@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session
 from broker.admin.crls import CRL_DUE_WARNING
 from broker.admin.directories import directory_warnings
 from broker.admin.trust import CA_EXPIRY_WARNING
-from broker.admin.workspaces import LIVE_SESSION_STATES, WORKSPACE_STATES
+from broker.admin.workspaces import WORKSPACE_STATES
 from broker.codes import Code
-from broker.kinds import Outcome
+from broker.kinds import LIVE_SESSION_STATES, Outcome
 from broker.service import admin_tokens, audit, coverage
 from broker.service.errors import ServiceError
 from broker.service.tokens import fingerprint, token_hash
