@@ -491,8 +491,13 @@ def test_openapi_documents_are_served_without_a_token(admin: Admin) -> None:
     assert codes == set(STATUS)
 
 
-def test_start_delay_completes(admin: Admin) -> None:
-    """A started WorkSpace becomes AVAILABLE once its start delay passed (read refreshes)."""
+def test_start_delay_completes(broker_factory: Any, migrated_url: str) -> None:
+    """A started WorkSpace becomes AVAILABLE once its start delay passed: the sweeper completes
+    the transition (a broker sweeping every second, so the test waits seconds, not the default
+    15 s interval)."""
+    bp = broker_factory(migrated_url, "[sessions]\nsweep_interval_s = 1\n"
+                                      "[workspaces]\nstart_delay_s = 1.0\n")
+    admin = Admin(bp, bp.admin(make_token(bp, "t")), "t")
     _workspace_setup(admin)
     admin.post("/workspaces", {"id": "ws-1", "directory": "corp", "user": "alice",
                                "protocol": "WSP"})
@@ -500,7 +505,7 @@ def test_start_delay_completes(admin: Admin) -> None:
     assert started["state"] == "STARTING", started
     due = datetime.fromisoformat(started["transition_due_at"])
     assert due > datetime.now(UTC) - timedelta(seconds=1)
-    deadline = time.monotonic() + (due - datetime.now(UTC)).total_seconds() + 15
+    deadline = time.monotonic() + (due - datetime.now(UTC)).total_seconds() + 5
     while True:
         state = admin.get("/workspaces/ws-1").body["state"]
         if state == "AVAILABLE":
