@@ -270,3 +270,48 @@ def test_a_unique_violation_is_known_by_its_code_not_its_message(database: Any) 
         add("other", "wirte", "c" * 64)
     assert not is_unique_violation(stray.value)
     assert not is_unique_violation(ValueError("UNIQUE constraint failed"))
+
+
+def test_sqlite_writers_of_one_process_queue_instead_of_polling(tmp_path: Path) -> None:
+    """Two threads writing at once: the second waits in the process's queue and begins the
+    moment the first commits. SQLite's busy timeout is set to 0 here, so a writer that reached
+    BEGIN IMMEDIATE while the other held the lock would fail and be retried (counted): the
+    test fails without the queue."""
+    import threading
+    import time
+
+    from sqlalchemy import event
+
+    from broker.metrics import TRANSACTION_RETRIES
+
+    url = f"sqlite:///{tmp_path / 'queue.db'}"
+    migrate.upgrade(url)
+    db = Database(url)
+
+    @event.listens_for(db.engine, "connect")
+    def _no_busy_wait(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute("PRAGMA busy_timeout=0")
+
+    db.engine.dispose()  # connections made from now on carry the pragma
+    marks: dict[str, float] = {}
+    first_in = threading.Event()
+
+    def slow(conn: Any) -> None:
+        conn.execute(text("UPDATE alembic_version SET version_num = version_num"))
+        first_in.set()
+        time.sleep(0.3)
+        marks["first_done"] = time.monotonic()
+
+    def quick(conn: Any) -> None:
+        marks["second_began"] = time.monotonic()
+        conn.execute(text("UPDATE alembic_version SET version_num = version_num"))
+
+    before = TRANSACTION_RETRIES.labels("queued_second")._value.get()
+    first = threading.Thread(target=lambda: db.run(slow, name="queued_first"))
+    first.start()
+    assert first_in.wait(5)
+    db.run(quick, name="queued_second")
+    first.join(5)
+    assert TRANSACTION_RETRIES.labels("queued_second")._value.get() == before
+    assert marks["second_began"] >= marks["first_done"]
+    db.dispose()
