@@ -41,7 +41,8 @@ ratios.
 on PostgreSQL with ``--database-url``/``--database``, its server's CPU shown apart), 1 worker,
 the broker's CPU per login ÷ nginx's per handshake on kept-alive connections and with a new TLS
 connection per login, and the p99 of an open loop at ``--open-rate`` logins/s (100) after the
-warm-up and the first seconds of the storm:
+warm-up and the first seconds of the storm, on 1 worker and again on ``--open-workers`` (one
+per core by default, as ``broker serve --workers`` is deployed):
 
     python bench/compare.py --goals --seconds 10 --clients 20 --users 1000 --credentials 20 \\
         --database postgresql://postgres@127.0.0.1/test
@@ -877,12 +878,15 @@ def run_goals(args: argparse.Namespace, pki: Pki, workdir: Path,
         seeded = prepare(db, args.users, args.workspaces, pki, workdir, args.keep)
         try:
             rows = {}
-            for name, connections, clients, rate in (
-                    ("keepalive", "keepalive", args.clients, None),
-                    ("new", "new", args.clients, None),
-                    ("open", "keepalive", args.open_clients, args.open_rate)):
+            plan = [("keepalive", "keepalive", args.clients, None, 1),
+                    ("new", "new", args.clients, None, 1),
+                    ("open", "keepalive", args.open_clients, args.open_rate, 1)]
+            if args.open_workers > 1:  # the same open loop on a broker with a worker per core
+                plan.append(("open_workers", "keepalive", args.open_clients, args.open_rate,
+                             args.open_workers))
+            for name, connections, clients, rate, workers in plan:
                 print(f"compare: goals, {kind}, {name}", file=sys.stderr)
-                rows[name] = measure(seeded, pki, workers=1, clients=clients,
+                rows[name] = measure(seeded, pki, workers=workers, clients=clients,
                                      seconds=args.seconds, flow="login",
                                      connections=connections, rate=rate)
         finally:
@@ -904,15 +908,15 @@ def print_goals(out: dict[str, Any], nginx: dict[str, Any] | None,
     if nginx:
         print(f"nginx, full mTLS handshake, {args.clients} clients: {nginx['per_s']}/s, "
               f"{nginx['cpu_ms_per_op']} CPU-ms per handshake")
-    print("| db | TLS | clients | logins/s | p50 ms | p99 ms "
+    print("| db | TLS | workers | clients | logins/s | p50 ms | p99 ms "
           f"| p99 after {RAMP_S:g} s | CPU-ms/login | ÷ nginx | PostgreSQL CPU-ms/login "
           "| ÷ nginx with PostgreSQL | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for kind, rows in out["goals"].items():
-        for name, r in rows.items():
+        for r in rows.values():
             clients = f"{r['clients']} @ {r['rate']:g}/s" if r.get("rate") else r["clients"]
-            print(f"| {kind} | {r['connections']}{' (open loop)' if name == 'open' else ''} "
-                  f"| {clients} | {r['per_s']} | {r['p50_ms']} | {r['p99_ms']} "
+            print(f"| {kind} | {r['connections']}{' (open loop)' if r.get('rate') else ''} "
+                  f"| {r['workers']} | {clients} | {r['per_s']} | {r['p50_ms']} | {r['p99_ms']} "
                   f"| {r['p99_steady_ms']} | {r['cpu_ms_per_op']} "
                   f"| {'INVALID' if r['errors'] else (r['ratio'] or '-')} "
                   f"| {r['postgres_cpu_ms_per_op'] or '-'} | {r['ratio_with_postgres'] or '-'} "
@@ -933,7 +937,11 @@ def print_goals(out: dict[str, Any], nginx: dict[str, Any] | None,
               + (f", with PostgreSQL's CPU {new['ratio_with_postgres']}×" if pg else "")
               + f"; p99 at {op['rate']:g} logins/s open loop after {RAMP_S:g} s "
               f"{op['p99_steady_ms']} ms (< {GOAL_OPEN_P99_MS:g} ms: "
-              f"{verdict(op['p99_steady_ms'] if not op['errors'] else None, GOAL_OPEN_P99_MS)})")
+              f"{verdict(op['p99_steady_ms'] if not op['errors'] else None, GOAL_OPEN_P99_MS)})"
+              + "".join(f"; with {w['workers']} workers {w['p99_steady_ms']} ms ("
+                        + verdict(w["p99_steady_ms"] if not w["errors"] else None,
+                                  GOAL_OPEN_P99_MS) + ")"
+                        for w in [rows.get("open_workers")] if w))
 
 
 def print_suite(out: dict[str, Any]) -> None:
@@ -1039,6 +1047,9 @@ def main() -> None:
                    help="with --goals: the open loop's logins per second (default 100)")
     p.add_argument("--open-clients", type=int, default=100,
                    help="with --goals: the open loop's clients (default 100)")
+    p.add_argument("--open-workers", type=int, default=os.cpu_count() or 1,
+                   help="with --goals: also run the open loop on a broker with this many "
+                        "workers (default: one per core; 1 runs it once, on 1 worker)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION_KEY=VALUE",
                    help="a broker setting for every storm, as its environment variable without "
                         "BROKER_ (e.g. --set SERVER_THREADPOOL_SIZE=4)")
