@@ -131,3 +131,26 @@ def test_klein_answers_what_the_fast_path_does_not_take() -> None:
     # Percent-encoded: whatever Klein makes of it (today: the raw segment).
     assert _render(fast, b"POST", b"/v1/things/t%31") == \
         _render(_api().app.resource(), b"POST", b"/v1/things/t%31")
+
+
+def test_a_json_request_never_parses_its_body_as_a_form() -> None:
+    """On a Site that parses forms (Twisted's default), a POST with a form content type still
+    keeps its body unparsed: the client API reads JSON only, and the parse cost every login."""
+    from unittest import mock
+
+    from twisted.web import http as twisted_http
+
+    channel = DummyChannel()
+    assert channel.site._parsePOSTFormSubmission  # the default a class attribute lost to
+    request = JsonRequest(channel)
+    body = b"a=1&b=2"
+    request.requestHeaders.setRawHeaders(b"content-type",
+                                         [b"application/x-www-form-urlencoded"])
+    request.gotLength(len(body))
+    request.handleContentChunk(body)
+    request.process = lambda: None  # type: ignore[method-assign]
+    with mock.patch.object(twisted_http, "_parseContentType",
+                           side_effect=AssertionError("parsed the content type")) as parse:
+        request.requestReceived(b"POST", b"/v1/auth/challenges", b"HTTP/1.1")
+    assert not parse.called and request.args == {}
+    assert request.content.read() == body
