@@ -41,8 +41,8 @@ ratios.
 on PostgreSQL with ``--database-url``/``--database``, its server's CPU shown apart), 1 worker,
 the broker's CPU per login ÷ nginx's per handshake on kept-alive connections and with a new TLS
 connection per login, and the p99 of an open loop at ``--open-rate`` logins/s (100) after the
-warm-up and the first seconds of the storm, on 1 worker and again on ``--open-workers`` (one
-per core by default, as ``broker serve --workers`` is deployed):
+warm-up and the first seconds of the storm, on 1 worker and, on PostgreSQL, again on
+``--open-workers`` (one per core by default, as ``broker serve --workers`` is deployed):
 
     python bench/compare.py --goals --seconds 10 --clients 20 --users 1000 --credentials 20 \\
         --database postgresql://postgres@127.0.0.1/test
@@ -881,7 +881,9 @@ def run_goals(args: argparse.Namespace, pki: Pki, workdir: Path,
             plan = [("keepalive", "keepalive", args.clients, None, 1),
                     ("new", "new", args.clients, None, 1),
                     ("open", "keepalive", args.open_clients, args.open_rate, 1)]
-            if args.open_workers > 1:  # the same open loop on a broker with a worker per core
+            # the same open loop on a broker with a worker per core (PostgreSQL: serve refuses
+            # --workers > 1 on SQLite, a database for one process)
+            if args.open_workers > 1 and db:
                 plan.append(("open_workers", "keepalive", args.open_clients, args.open_rate,
                              args.open_workers))
             for name, connections, clients, rate, workers in plan:
@@ -1048,8 +1050,8 @@ def main() -> None:
     p.add_argument("--open-clients", type=int, default=100,
                    help="with --goals: the open loop's clients (default 100)")
     p.add_argument("--open-workers", type=int, default=os.cpu_count() or 1,
-                   help="with --goals: also run the open loop on a broker with this many "
-                        "workers (default: one per core; 1 runs it once, on 1 worker)")
+                   help="with --goals: on PostgreSQL, also run the open loop on a broker with "
+                        "this many workers (default: one per core; 1 runs it on 1 worker only)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION_KEY=VALUE",
                    help="a broker setting for every storm, as its environment variable without "
                         "BROKER_ (e.g. --set SERVER_THREADPOOL_SIZE=4)")
