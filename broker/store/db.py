@@ -231,16 +231,17 @@ class Database:
     def read_then_write(self, read: Callable[[Connection], R],
                         write: Callable[[Connection, R], T], *, autocommit: bool = False,
                         name: str | None = None) -> T:
-        """``write(conn, read(conn))``: on PostgreSQL the read runs first on its own in
-        autocommit (at READ COMMITTED each statement sees its own snapshot and a read takes no
-        lock, so inside the write transaction it saw nothing more), then the write in its
-        transaction (or in autocommit, as :meth:`run`'s ``autocommit`` says). On SQLite both run
-        in one write transaction (BEGIN IMMEDIATE: the read under the write lock, in process).
-        Either may raise to refuse: nothing is written then."""
-        if self.engine.dialect.name == "postgresql":
+        """``write(conn, read(conn))``: on PostgreSQL the read runs first in autocommit (at
+        READ COMMITTED each statement sees its own snapshot and a read takes no lock, so inside
+        the write transaction it saw nothing more), then the write in its transaction, or on
+        the same connection when the write is one statement (``autocommit``, as :meth:`run`
+        says). On SQLite both run in one write transaction (BEGIN IMMEDIATE: the read under the
+        write lock, in process). Either may raise to refuse: nothing is written then."""
+        if self.engine.dialect.name == "postgresql" and not autocommit:
             found = self.run(read, read_only=True, name=name)
-            return self.run(lambda conn: write(conn, found), autocommit=autocommit, name=name)
-        return self.run(lambda conn: write(conn, read(conn)), name=name)
+            return self.run(lambda conn: write(conn, found), name=name)
+        # SQLite: one transaction; PostgreSQL in autocommit: one connection for both.
+        return self.run(lambda conn: write(conn, read(conn)), autocommit=autocommit, name=name)
 
     def _run(self, factory: Any, fn: Callable[[Any], T], name: str | None) -> T:
         name = name or getattr(fn, "__name__", None) or "transaction"
