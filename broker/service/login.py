@@ -153,9 +153,11 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
     """POST /v1/auth/challenges/{id}/response: verify, map, consume, hand out a token.
 
     On the Core hot path: one read (the challenge, its directory's version, the locks), the
-    verification outside any transaction, then one write transaction (consume, user with
-    WorkSpaces, auth token, audit event; and the certificate's failure counter cleared when
-    the read saw one)."""
+    verification outside any transaction, the user with WorkSpaces (a read), then the grant
+    (:func:`broker.store.logins.spend_and_grant`: consume, auth token, audit event, and the
+    certificate's failure counter cleared when the first read saw one), which writes only if
+    it spent the challenge. On PostgreSQL the grant is one statement and all three run in
+    autocommit: three round trips; on SQLite the last two are one write transaction."""
     attempt = Attempt("login.smart_card", address, challenge_id=challenge_id)
 
     client: list[dict[str, str] | None] = [None]  # the client the challenge was issued to
