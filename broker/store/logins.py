@@ -97,8 +97,8 @@ def _challenge_statement(keys: int) -> Select[Any]:
 def record_challenge(conn: Connection, keys: Sequence[str], cutoff: datetime,
                      now: datetime, challenge: Mapping[str, Any],
                      event: Mapping[str, Any]) -> dict[str, tuple[int, datetime]]:
-    """Count one hit on each rate counter of ``keys`` (a window that started at or before
-    ``cutoff`` restarts at ``now``), store the ``challenge`` row and its audit
+    """Count one hit on each rate counter of ``keys`` (at least one; a window that started at
+    or before ``cutoff`` restarts at ``now``), store the ``challenge`` row and its audit
     ``event`` row: ``{key: (count, window_start)}``. The caller decides the limits and raises
     to roll its transaction back (a refused call moves no counter and stores nothing): one
     statement on PostgreSQL, three on SQLite."""
