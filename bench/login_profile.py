@@ -3,7 +3,8 @@
 
 Seeds a directory (CRL revocation on, ECDSA P-256 root → issuing → user) in a fresh SQLite file
 or PostgreSQL schema, warms the per-process caches, then runs N logins and prints the process
-CPU-ms per login and the SQL statements per call; ``--profile`` adds cProfile's top functions.
+CPU-ms per login and the SQL statements per call (on PostgreSQL also the CPU of the server
+processes serving its connections); ``--profile`` adds cProfile's top functions.
 
     python bench/login_profile.py --logins 300
     python bench/login_profile.py --database-url postgresql+psycopg://postgres@127.0.0.1/test
@@ -95,6 +96,21 @@ def drop_schema_of(url: str) -> None:
         drop_schema(url, url.rsplit("search_path%3D", 1)[-1])
 
 
+def backend_cpu(pids: set[int]) -> float:
+    """CPU seconds of these local processes (user + system, /proc), 0 for any gone."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def one_login(ctx: BrokerContext, code: str, key: Any, der_b64: str) -> None:
     ch = login.issue_login_challenge(ctx, code, CLIENT, 1, "127.0.0.1")
     sig = key.sign(base64.b64decode(ch["to_be_signed"]), ec.ECDSA(hashes.SHA256()))
@@ -117,6 +133,13 @@ def main() -> None:
         der_b64 = base64.b64encode(der).decode()
         seen: list[str] = []
         event.listen(ctx.db.engine, "before_cursor_execute", lambda *a: seen.append(a[2]))
+        backends: set[int] = set()  # PostgreSQL: this run's own server processes
+        if url.startswith("postgresql"):
+            ctx.db.engine.dispose()
+
+            @event.listens_for(ctx.db.engine, "connect")
+            def _backend(dbapi_conn: Any, _record: Any) -> None:
+                backends.add(dbapi_conn.info.backend_pid)
         for _ in range(5):  # warm: pools, caches, the verdict of this path
             one_login(ctx, code, key, der_b64)
         seen.clear()
@@ -128,6 +151,7 @@ def main() -> None:
                                    base64.b64encode(sig).decode(), "ecdsa-sha256", "127.0.0.1")
         n_response = len(seen)
         prof = cProfile.Profile() if args.profile else None
+        server0 = backend_cpu(backends)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         if prof:
             prof.enable()
@@ -136,12 +160,15 @@ def main() -> None:
         if prof:
             prof.disable()
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        server = backend_cpu(backends) - server0  # backends born meanwhile count from zero
         ctx.db.dispose()
         drop_schema_of(url)
     db = "postgresql" if url.startswith("postgresql") else "sqlite"
     print(f"{db}: {args.logins} logins, {cpu * 1000 / args.logins:.2f} CPU-ms/login "
           f"(client signing included), {wall * 1000 / args.logins:.2f} wall-ms/login; "
-          f"SQL statements: challenge {n_challenge}, response {n_response}")
+          f"SQL statements: challenge {n_challenge}, response {n_response}"
+          + (f"; PostgreSQL backends {server * 1000 / args.logins:.2f} CPU-ms/login"
+             if backends else ""))
     if prof:
         pstats.Stats(prof).sort_stats("cumulative").print_stats(args.profile)
 

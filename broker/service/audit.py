@@ -3,7 +3,9 @@
 Never put a PIN, a token, a nonce or a private key in an event: identify certificates by their
 SHA-256 fingerprint and tokens by their name. Every event is one Core INSERT in the caller's
 transaction (it commits or rolls back with the decision it records); an ORM caller passes its
-session, whose connection the INSERT runs on.
+session, whose connection the INSERT runs on. A smart-card login builds its events with
+:func:`event` and writes them within its own statements (:mod:`broker.store.logins`), the
+same rows.
 """
 
 from __future__ import annotations

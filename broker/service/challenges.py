@@ -29,7 +29,7 @@ import base64
 import json
 import secrets
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import Connection
 
@@ -75,17 +75,15 @@ def _description(cid: str, tbs: bytes, expires: datetime, signed_purpose: str,
             "signature_algorithms": list(SUPPORTED_SIGNATURE_ALGORITHMS)}
 
 
-def insert_challenge(ctx: BrokerContext, conn: Connection, directory_id: str,
-                     directory_version: int, purpose: kinds.Purpose, detail: str | None = None,
-                     *, now: datetime, address: str | None = None,
-                     registration_code_id: int | None = None,
-                     cert_fingerprint: str | None = None, workspace_id: str | None = None,
-                     session_id: str | None = None, auth_token_id: int | None = None,
-                     valid_until: datetime | None = None,
-                     client: dict[str, str] | None = None) -> dict[str, Any]:
-    """Store a new single-use challenge (one INSERT on ``conn``, a Core connection or an ORM
-    session's) and return its public description; the accepted issuers come from the trust
-    cache at ``directory_version``.
+def challenge_row(ctx: BrokerContext, directory_id: str, purpose: kinds.Purpose,
+                  detail: str | None = None, *, now: datetime, issuers: list[str],
+                  address: str | None = None, registration_code_id: int | None = None,
+                  cert_fingerprint: str | None = None, workspace_id: str | None = None,
+                  session_id: str | None = None, auth_token_id: int | None = None,
+                  valid_until: datetime | None = None,
+                  client: dict[str, str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A new single-use challenge: its row (every column of ``challenges``) and its public
+    description, which lists ``issuers`` as the accepted issuers.
 
     ``detail`` is the in-session kind (sudo…). ``valid_until`` lets the row be answered after
     the signed expiry (a logon challenge waits for its WorkSpace to start): the later of the
@@ -94,25 +92,26 @@ def insert_challenge(ctx: BrokerContext, conn: Connection, directory_id: str,
                                                        now)
     if valid_until is not None and valid_until > expires:
         expires = valid_until
-    conn.execute(INSERT_CHALLENGE, {
-        "id": cid, "directory_id": directory_id, "purpose": purpose, "detail": detail,
-        "to_be_signed": tbs, "expires_at": expires, "used_at": None, "client_address": address,
-        "registration_code_id": registration_code_id, "cert_fingerprint": cert_fingerprint,
-        "workspace_id": workspace_id, "session_id": session_id, "auth_token_id": auth_token_id,
-        "client": client, "created_at": now})
-    return _description(cid, tbs, expires, signed_purpose,
-                        ctx.trust.issuers_at(conn, directory_id, directory_version))
+    row = {"id": cid, "directory_id": directory_id, "purpose": purpose, "detail": detail,
+           "to_be_signed": tbs, "expires_at": expires, "used_at": None,
+           "client_address": address, "registration_code_id": registration_code_id,
+           "cert_fingerprint": cert_fingerprint, "workspace_id": workspace_id,
+           "session_id": session_id, "auth_token_id": auth_token_id, "client": client,
+           "created_at": now}
+    return row, _description(cid, tbs, expires, signed_purpose, issuers)
 
 
-def insert_login_challenge(ctx: BrokerContext, conn: Connection, directory_id: str,
-                           directory_version: int, *, now: datetime, address: str | None,
-                           registration_code_id: int,
-                           client: dict[str, str] | None = None) -> dict[str, Any]:
-    """A pre-session login challenge (:func:`insert_challenge`), remembering the client it
-    was issued to: the login's auth token and its sessions record it."""
-    return insert_challenge(ctx, conn, directory_id, directory_version,
-                            kinds.Purpose.PRE_SESSION, now=now, address=address,
-                            registration_code_id=registration_code_id, client=client)
+def insert_challenge(ctx: BrokerContext, conn: Connection, directory_id: str,
+                     directory_version: int, purpose: kinds.Purpose, detail: str | None = None,
+                     *, now: datetime, **fields: Any) -> dict[str, Any]:
+    """Store a new single-use challenge (one INSERT on ``conn``, a Core connection or an ORM
+    session's) and return its public description (:func:`challenge_row`'s ``fields``); the
+    accepted issuers come from the trust cache at ``directory_version``."""
+    row, description = challenge_row(
+        ctx, directory_id, purpose, detail, now=now,
+        issuers=ctx.trust.issuers_at(conn, directory_id, directory_version), **fields)
+    conn.execute(INSERT_CHALLENGE, row)
+    return description
 
 
 def check_row(used_at: datetime | None, expires_at: datetime, now: datetime) -> None:
@@ -131,10 +130,15 @@ def spend(conn: Connection, challenge_id: str, now: datetime) -> bool:
 
 
 def consume(conn: Connection, challenge_id: str, now: datetime) -> None:
-    """:func:`spend`, or why not: challenge_used, or challenge_expired when it expired
-    unanswered."""
+    """:func:`spend`, or why not (:func:`refuse_unspent`)."""
     if not spend(conn, challenge_id, now):
-        row = conn.execute(CHALLENGE_USED_AT, {"challenge_id": challenge_id}).first()
-        if row is not None and row.used_at is None:
-            raise ServiceError(Code.CHALLENGE_EXPIRED, "This challenge has expired.")
-        raise ServiceError(Code.CHALLENGE_USED, "This challenge has already been answered.")
+        refuse_unspent(conn, challenge_id)
+
+
+def refuse_unspent(conn: Connection, challenge_id: str) -> NoReturn:
+    """Why a challenge could not be spent, read after the attempt: challenge_used, or
+    challenge_expired when it expired unanswered."""
+    row = conn.execute(CHALLENGE_USED_AT, {"challenge_id": challenge_id}).first()
+    if row is not None and row.used_at is None:
+        raise ServiceError(Code.CHALLENGE_EXPIRED, "This challenge has expired.")
+    raise ServiceError(Code.CHALLENGE_USED, "This challenge has already been answered.")

@@ -47,9 +47,17 @@ def hit_many(conn: Connection, hits: Sequence[tuple[str, int]], window_s: int,
     A refusal rolls the caller's transaction back, so no counter moves for a refused call."""
     if not hits:
         return
-    counted = _count(conn, [key for key, _ in hits], window_s, now)
+    over_limit(hits, _count(conn, [key for key, _ in hits], window_s, now), window_s, now)
+
+
+def over_limit(hits: Sequence[tuple[str, int]], counted: Mapping[str, tuple[int, datetime]],
+               window_s: int, now: datetime) -> None:
+    """:func:`hit_many`'s verdict on counts made elsewhere (``{key: (count, window_start)}``,
+    the counter upsert of :func:`broker.store.logins.record_challenge`): rate_limited for the
+    first pair past its limit. The caller's transaction must roll back on it, as there."""
     for key, limit in hits:
         count, started = counted[key]
+        started = _aware(started, now)
         if count > limit:
             retry = max(1, int(window_s - (now - started).total_seconds()) + 1)
             raise ServiceError(Code.RATE_LIMITED, "Too many requests; try again later.",

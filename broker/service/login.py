@@ -26,26 +26,27 @@ from broker.service.attempts import (
     bounded,
     prefix,
 )
-from broker.service.challenges import MAX_ID, check_row, consume, insert_login_challenge
+from broker.service.challenges import MAX_ID, challenge_row, check_row, refuse_unspent
 from broker.service.context import BrokerContext
 from broker.service.errors import ServiceError
 from broker.service.ldapdir import LdapRefusal, LdapSettings, LdapUser, settings_of
 from broker.service.passwords import verify_password
-from broker.service.registrations import ClientSpec, code_settings, lookup_code
+from broker.service.registrations import ClientSpec, CodeRow, code_settings, lookup_code
 from broker.service.tokens import new_token, token_hash
 from broker.service.trust import (
     MappedUser,
     TrustSnapshot,
     Verified,
+    find_ldap_user,
     listings,
     map_ldap_user,
     map_user,
     verify_card_response,
 )
 from broker.service.wire import cert_fingerprint, decode_b64, der_certificate, rfc3339
+from broker.store.logins import record_challenge, spend_and_grant
 from broker.store.statements import (
     CHALLENGE_FOR_RESPONSE,
-    CLEAR_COUNTER,
     DIRECTORY_LDAP,
     INSERT_AUTH_TOKEN,
     USER_BY_NAME_WITH_WORKSPACES,
@@ -56,12 +57,14 @@ def issue_login_challenge(ctx: BrokerContext, code: str, client: ClientSpec, car
                           address: str | None) -> dict[str, Any]:
     """POST /v1/auth/challenges: policy check, rate limits, a fresh pre-session challenge.
 
-    One write transaction of four statements on the Core hot path: the code with its directory
-    and the address's lock, the three rate counters, the challenge, its audit event."""
+    On the Core hot path, a read (the code with its directory and the address's lock; the
+    accepted issuers from the trust cache) and a write transaction of one statement on
+    PostgreSQL (:func:`broker.store.logins.record_challenge`: the rate counters, the challenge,
+    its audit event), rolled back when a counter is past its limit."""
     attempt = Attempt("challenge.issue", address)
     lock_key = address_key(address)
 
-    def issue(conn: Connection) -> dict[str, Any]:
+    def check(conn: Connection) -> tuple[CodeRow, list[str], datetime]:
         now = ctx.now()
         d = lookup_code(ctx, conn, code, now, address_key=lock_key)
         attempt.directory_id = d.directory_id
@@ -76,6 +79,10 @@ def issue_login_challenge(ctx: BrokerContext, code: str, client: ClientSpec, car
         if lock_key:
             limits.locked({lock_key: Code.RATE_LIMITED}, {lock_key: d.address_locked_until},
                           now)
+        return d, ctx.trust.issuers_at(conn, d.directory_id, d.version), now
+
+    def issue(conn: Connection, checked: tuple[CodeRow, list[str], datetime]) -> dict[str, Any]:
+        d, issuers, now = checked
         lim = ctx.settings.login
         hits = []
         if address:
@@ -89,30 +96,46 @@ def issue_login_challenge(ctx: BrokerContext, code: str, client: ClientSpec, car
             hits.append((f"chal:net:{d.directory_id}:{net}",
                          lim.challenges_per_prefix_per_minute))
         hits.append((f"chal:dir:{d.directory_id}", lim.challenges_per_directory_per_minute))
-        limits.hit_many(conn, hits, 60, now)
-        body = insert_login_challenge(ctx, conn, d.directory_id, d.version, now=now,
-                                      address=address, registration_code_id=d.id,
-                                      client=client.record())
-        audit.insert(conn, "challenge.issue", "success", directory_id=d.directory_id,
-                     client_address=address, challenge_id=body["challenge_id"],
-                     purpose="pre_session")
+        row, body = challenge_row(ctx, d.directory_id, kinds.Purpose.PRE_SESSION, now=now,
+                                  issuers=issuers, address=address, registration_code_id=d.id,
+                                  client=client.record())
+        event = audit.event("challenge.issue", "success", directory_id=d.directory_id,
+                            client_address=address, challenge_id=body["challenge_id"],
+                            purpose="pre_session")
+        counted = record_challenge(conn, [key for key, _ in hits],
+                                   now - timedelta(seconds=RATE_WINDOW_S), now, row, event)
+        # A refusal rolls this transaction back: no counter moves, no challenge is stored.
+        limits.over_limit(hits, counted, RATE_WINDOW_S, now)
         return body
 
-    return audited(ctx, attempt, lambda: ctx.db.run(issue))
+    return audited(ctx, attempt, lambda: ctx.db.read_then_write(
+        check, issue, name="issue_login_challenge"))
+
+
+#: The window of the challenge rate limits (``login.challenges_per_*_per_minute``).
+RATE_WINDOW_S = 60
+
+
+def _auth_token_row(ctx: BrokerContext, user: MappedUser, method: kinds.AuthMethod,
+                    now: datetime, cert_der: bytes | None = None,
+                    fingerprint: str | None = None, client: dict[str, str] | None = None
+                    ) -> tuple[str, datetime, dict[str, Any]]:
+    """A new auth token for ``user``: the token, its expiry and its row (the token itself is
+    never stored, only its hash)."""
+    token = new_token("sbt")
+    expires = now + timedelta(seconds=ctx.settings.login.auth_token_ttl_s)
+    return token, expires, {
+        "token_hash": token_hash(token), "user_id": user.id, "directory_id": user.directory_id,
+        "method": method, "cert_fingerprint": fingerprint, "cert_der": cert_der,
+        "client": client, "expires_at": expires, "revoked_at": None, "created_at": now}
 
 
 def _issue_auth_token(ctx: BrokerContext, conn: Connection, user: MappedUser,
-                      method: kinds.AuthMethod, now: datetime, cert_der: bytes | None = None,
-                      fingerprint: str | None = None,
+                      method: kinds.AuthMethod, now: datetime,
                       client: dict[str, str] | None = None) -> tuple[str, datetime]:
-    """Store a new auth token for ``user`` (one INSERT) and return it with its expiry. The
-    token itself is never stored."""
-    token = new_token("sbt")
-    expires = now + timedelta(seconds=ctx.settings.login.auth_token_ttl_s)
-    conn.execute(INSERT_AUTH_TOKEN, {
-        "token_hash": token_hash(token), "user_id": user.id, "directory_id": user.directory_id,
-        "method": method, "cert_fingerprint": fingerprint, "cert_der": cert_der,
-        "client": client, "expires_at": expires, "revoked_at": None, "created_at": now})
+    """Store a new auth token for ``user`` (one INSERT) and return it with its expiry."""
+    token, expires, row = _auth_token_row(ctx, user, method, now, client=client)
+    conn.execute(INSERT_AUTH_TOKEN, row)
     return token, expires
 
 
@@ -130,9 +153,11 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
     """POST /v1/auth/challenges/{id}/response: verify, map, consume, hand out a token.
 
     On the Core hot path: one read (the challenge, its directory's version, the locks), the
-    verification outside any transaction, then one write transaction (consume, user with
-    WorkSpaces, auth token, audit event; and the certificate's failure counter cleared when
-    the read saw one)."""
+    verification outside any transaction, the user with WorkSpaces (a read), then the grant
+    (:func:`broker.store.logins.spend_and_grant`: consume, auth token, audit event, and the
+    certificate's failure counter cleared when the first read saw one), which writes only if
+    it spent the challenge. On PostgreSQL the grant is one statement and all three run in
+    autocommit: three round trips; on SQLite the last two are one write transaction."""
     attempt = Attempt("login.smart_card", address, challenge_id=challenge_id)
 
     client: list[dict[str, str] | None] = [None]  # the client the challenge was issued to
@@ -160,31 +185,39 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
         return (row.to_be_signed, ctx.trust.snapshot_at(conn, row.directory_id, row.version),
                 row.cert_failures is not None)
 
-    def grant(conn: Connection, verified: Verified, snap: TrustSnapshot,
-              had_failures: bool, found: LdapUser | None) -> dict[str, Any]:
-        now = ctx.now()
-        consume(conn, challenge_id, now)
+    def mapped(conn: Connection, verified: Verified, snap: TrustSnapshot,
+               found: LdapUser | None) -> MappedUser:
+        """The user with WorkSpaces, by one read (an LDAP user without a name row has none)."""
         if found is not None:
-            user = map_ldap_user(conn, snap.directory_id, found)
+            user = find_ldap_user(conn, snap.directory_id, found)
         else:
             user = map_user(conn, snap.directory_id, verified.identity, snap.certmap)
-        if not any(w.protocol == kinds.Protocol.WSP for w in user.workspaces):
+        if user is None or not any(w.protocol == kinds.Protocol.WSP for w in user.workspaces):
             raise ServiceError(Code.SMART_CARD_REQUIRES_WSP,
                                "Smart cards work only with WorkSpaces streamed over WSP, and "
                                "this user has none.")
-        token, expires = _issue_auth_token(ctx, conn, user, kinds.AuthMethod.SMART_CARD, now,
-                                           verified.cert_der, verified.fingerprint, client[0])
-        if had_failures:  # a success forgets the certificate's earlier failures
-            conn.execute(CLEAR_COUNTER, {"key": f"fail:cert:{verified.fingerprint}"})
-        audit.insert(conn, "login.smart_card", "success", directory_id=user.directory_id,
-                     username=user.username, client_address=address,
-                     cert_fingerprint=verified.fingerprint, challenge_id=challenge_id,
-                     certificate={"subject": verified.identity.subject,  # as refusals show it
-                                  "upn": verified.identity.upn},
-                     revocation_soft_fail=verified.soft_fail or None,
-                     verification=verified.evidence or None,
-                     ldap={"rule": found.rule, "dn": found.dn} if found else None,
-                     certmap_rule=found.rule if found else user.rule)
+        return user
+
+    def grant(conn: Connection, user: MappedUser, verified: Verified, had_failures: bool,
+              found: LdapUser | None) -> dict[str, Any]:
+        now = ctx.now()
+        token, expires, row = _auth_token_row(ctx, user, kinds.AuthMethod.SMART_CARD, now,
+                                              verified.cert_der, verified.fingerprint, client[0])
+        event = audit.event(
+            "login.smart_card", "success", directory_id=user.directory_id,
+            username=user.username, client_address=address,
+            cert_fingerprint=verified.fingerprint, challenge_id=challenge_id,
+            certificate={"subject": verified.identity.subject,  # as refusals show it
+                         "upn": verified.identity.upn},
+            revocation_soft_fail=verified.soft_fail or None,
+            verification=verified.evidence or None,
+            ldap={"rule": found.rule, "dn": found.dn} if found else None,
+            certmap_rule=found.rule if found else user.rule)
+        # The single use, the token and the audit event together (and a success forgets the
+        # certificate's earlier failures): one statement on PostgreSQL.
+        if not spend_and_grant(conn, challenge_id, now, row, event,
+                               f"fail:cert:{verified.fingerprint}" if had_failures else None):
+            refuse_unspent(conn, challenge_id)
         return _login_body(user, token, expires, kinds.AuthMethod.SMART_CARD)
 
     def run() -> dict[str, Any]:
@@ -200,8 +233,10 @@ def respond_to_challenge(ctx: BrokerContext, challenge_id: str, certificate_b64:
         if snap.ldap is not None:  # one search at most, outside any transaction
             found = ldap_lookup(attempt, lambda: ctx.ldap.lookup(
                 snap.ldap, verified.identity, verified.cert_der, snap.certmap))
-        return ctx.db.run(lambda c: grant(c, verified, snap, had_failures, found),
-                          name="grant")
+        return ctx.db.read_then_write(
+            lambda c: mapped(c, verified, snap, found),
+            lambda c, user: grant(c, user, verified, had_failures, found),
+            autocommit=True, name="grant")
 
     return audited(ctx, attempt, run)
 

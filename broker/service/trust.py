@@ -287,6 +287,20 @@ def map_ldap_user(conn: Connection, directory_id: str, found: LdapUser) -> Mappe
                       listings(rows), rule)
 
 
+def find_ldap_user(conn: Connection, directory_id: str, found: LdapUser) -> MappedUser | None:
+    """:func:`map_ldap_user` without writing, in one read: None when the user has no name row
+    yet (so no WorkSpaces either: the row is made when the first one is)."""
+    from broker.store.statements import USER_BY_NAME_WITH_WORKSPACES
+
+    rows = conn.execute(USER_BY_NAME_WITH_WORKSPACES, {"directory_id": directory_id,
+                                                       "username": found.username}).all()
+    if not rows:
+        return None
+    rule = CertmapRule(found.rule) if found.rule in set(CertmapRule) else None
+    return MappedUser(rows[0].id, directory_id, found.username, found.upn, found.email,
+                      listings(rows), rule)
+
+
 @functools.lru_cache(maxsize=1024)
 def parsed_certificate(cert_der: bytes) -> x509.Certificate:
     """The certificate of ``cert_der``, parsed once per process for the last 1024 cards seen

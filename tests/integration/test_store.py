@@ -207,9 +207,10 @@ def test_a_named_transaction_is_retried_after_a_transient_failure(database: Any)
 
 def test_postgresql_reads_run_without_a_transaction_and_writes_at_read_committed(
         database: Any) -> None:
-    """On PostgreSQL a read sends no BEGIN/COMMIT (one round trip per statement, not three),
-    and a write runs at READ COMMITTED whatever the server's default, which the single-use
-    UPDATEs and the reads without a transaction rely on. SQLite keeps its transactions."""
+    """On PostgreSQL a read, or a write of one statement (``autocommit``), sends no
+    BEGIN/COMMIT (one round trip per statement, not three), and a write runs at READ
+    COMMITTED whatever the server's default, which the single-use UPDATEs and the reads
+    without a transaction rely on. SQLite keeps its transactions."""
     from psycopg.pq import TransactionStatus
     from sqlalchemy import text
 
@@ -220,6 +221,7 @@ def test_postgresql_reads_run_without_a_transaction_and_writes_at_read_committed
 
         assert database.run(in_transaction, read_only=True)
         assert database.run(in_transaction)
+        assert database.run(in_transaction, autocommit=True)  # BEGIN IMMEDIATE: the write lock
         return
 
     def status(conn: Any) -> tuple[Any, str]:
@@ -234,6 +236,8 @@ def test_postgresql_reads_run_without_a_transaction_and_writes_at_read_committed
         assert database.read(orm_status) == TransactionStatus.IDLE
         assert database.run(status) == (TransactionStatus.INTRANS, "read committed")
         assert database.transaction(orm_status) == TransactionStatus.INTRANS
+        # A one-statement write (the login's grant) sends no BEGIN/COMMIT either.
+        assert database.run(status, autocommit=True)[0] == TransactionStatus.IDLE
     from sqlalchemy import event
 
     def serializable_by_default(dbapi_conn: Any, _record: Any) -> None:
