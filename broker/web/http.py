@@ -238,11 +238,8 @@ class BrokerRequest(Request):
 
 class JsonRequest(BrokerRequest):
     """A request of a JSON-only API: Twisted does not parse a POST body as a form (it would
-    parse every Content-Type header with the email package first; read_json checks it).
-
-    Twisted's ``Request.__init__`` sets the instance attribute from its Site's setting, so the
-    choice is passed to it here: a class attribute would be overwritten (it was, and every
-    login's two POSTs paid for the parse)."""
+    parse every Content-Type with the email package first; read_json checks it). Passed to
+    ``Request.__init__``, which overwrites a class attribute with its Site's setting."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["parsePOSTFormSubmission"] = False
