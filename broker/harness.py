@@ -26,6 +26,9 @@ class HarnessError(RuntimeError):
     """The broker process did not come up (the message carries its log)."""
 
 
+#: vsmartcard vpcd's fixed ports (its readers 0x8C7B-0x8C7F: 35963-35967), inside Linux's
+#: ephemeral range: a broker listening there would keep pcscd's virtual reader from binding
+VPCD_PORTS = range(35963, 35968)
 _handed_out: deque[int] = deque(maxlen=256)
 _handed_out_lock = threading.Lock()
 
@@ -39,7 +42,7 @@ def free_port() -> int:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
         with _handed_out_lock:
-            if port not in _handed_out:
+            if port not in _handed_out and port not in VPCD_PORTS:
                 _handed_out.append(port)
                 return port
 

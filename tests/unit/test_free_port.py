@@ -1,4 +1,4 @@
-"""broker.harness.free_port never hands out the same port twice in a row."""
+"""broker.harness.free_port never hands out the same port twice in a row, nor vpcd's."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from broker import harness
 
 def test_a_port_the_kernel_gives_again_is_not_handed_out_twice(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    ports = iter([41001, 41001, 41001, 41002])  # bind(0) answering the same port again
+    ports = iter([41001, 41001, 41001, 35967, 41002])  # the same port again, then vpcd's
 
     class FakeSocket:
         def __enter__(self) -> FakeSocket:
