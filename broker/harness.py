@@ -13,7 +13,9 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,11 +26,25 @@ class HarnessError(RuntimeError):
     """The broker process did not come up (the message carries its log)."""
 
 
+#: vsmartcard vpcd's fixed ports (its readers 0x8C7B-0x8C7F: 35963-35967), inside Linux's
+#: ephemeral range: a broker listening there would keep pcscd's virtual reader from binding
+VPCD_PORTS = range(35963, 35968)
+_handed_out: deque[int] = deque(maxlen=256)
+_handed_out_lock = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that is free right now, and not one this process handed out in
+    its last 256 calls: the kernel can give two bind(0) calls in a row the same port, and a
+    broker's client and admin listeners (two calls) then collide ("Address already in use")."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        with _handed_out_lock:
+            if port not in _handed_out and port not in VPCD_PORTS:
+                _handed_out.append(port)
+                return port
 
 
 @dataclass

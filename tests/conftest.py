@@ -52,6 +52,26 @@ def pytest_make_collect_report(collector: pytest.Collector
     return report
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
+    """``--dist loadgroup``: the groups of tests/support/serial.py run one after another."""
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from tests.support.serial import make_scheduler
+
+    return make_scheduler(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    from tests.support.serial import misplaced
+
+    bad = misplaced(items, str(config.rootpath))
+    if bad:
+        raise pytest.UsageError(
+            "these pcsc tests are outside tests/support/serial.py's pcsc folders, so "
+            f"pytest-xdist could run them beside another card test: {', '.join(bad[:5])}")
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _system_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """In-process contexts built on built-in defaults use the system state folder (the key

@@ -50,7 +50,14 @@ DRIVER = textwrap.dedent("""
         return False
 
     daemon = pcscd()
-    assert card_seen(20), "the private pcscd does not see the card"
+    if not card_seen(20):
+        # our pcscd must not outlive us (it would hold the port for the next test); say who
+        # else has the port, as an ephemeral port of another connection can be it
+        daemon.terminate()
+        daemon.wait(10)
+        users = subprocess.run(["ss", "-tanp", "sport = :35967"], capture_output=True,
+                               text=True).stdout
+        raise AssertionError("the private pcscd does not see the card; port 35967: " + users)
     client = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
     client.stdin.write("123456\\n")
