@@ -25,6 +25,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
 
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
@@ -70,7 +71,6 @@ def migrated_settings(url: str) -> tuple[str, Settings]:
     """A migrated database for this run (a fresh schema when ``url`` is PostgreSQL) and
     settings for it without rate limits (the run makes hundreds of challenges a minute)."""
     if url.startswith("postgresql"):
-        sys.path.insert(0, str(REPO / "bench"))
         from login_storm import reset_postgres_schema
 
         url = reset_postgres_schema(url)
@@ -96,21 +96,6 @@ def drop_schema_of(url: str) -> None:
         drop_schema(url, url.rsplit("search_path%3D", 1)[-1])
 
 
-def backend_cpu(pids: set[int]) -> float:
-    """CPU seconds of these local processes (user + system, /proc), 0 for any gone."""
-    import os
-
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
-
-
 def one_login(ctx: BrokerContext, code: str, key: Any, der_b64: str) -> None:
     ch = login.issue_login_challenge(ctx, code, CLIENT, 1, "127.0.0.1")
     sig = key.sign(base64.b64decode(ch["to_be_signed"]), ec.ECDSA(hashes.SHA256()))
@@ -126,6 +111,8 @@ def main() -> None:
     p.add_argument("--profile", type=int, default=0, metavar="N",
                    help="print cProfile's N most expensive functions (cumulative)")
     args = p.parse_args()
+    from compare import cpu_seconds  # /proc CPU of the PostgreSQL backends, as compare.py reads it
+
     with tempfile.TemporaryDirectory(prefix="login-profile-") as tmp:
         url, settings = migrated_settings(args.database_url or f"sqlite:///{tmp}/profile.db")
         ctx = BrokerContext(settings)
@@ -151,7 +138,7 @@ def main() -> None:
                                    base64.b64encode(sig).decode(), "ecdsa-sha256", "127.0.0.1")
         n_response = len(seen)
         prof = cProfile.Profile() if args.profile else None
-        server0 = backend_cpu(backends)
+        server0 = cpu_seconds(list(backends))
         cpu0, wall0 = time.process_time(), time.perf_counter()
         if prof:
             prof.enable()
@@ -160,7 +147,7 @@ def main() -> None:
         if prof:
             prof.disable()
         cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
-        server = backend_cpu(backends) - server0  # backends born meanwhile count from zero
+        server = cpu_seconds(list(backends)) - server0  # backends born meanwhile count from zero
         ctx.db.dispose()
         drop_schema_of(url)
     db = "postgresql" if url.startswith("postgresql") else "sqlite"
