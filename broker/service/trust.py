@@ -281,10 +281,8 @@ def map_ldap_user(conn: Connection, directory_id: str, found: LdapUser) -> Mappe
     from broker.store.statements import WORKSPACES_OF_USER
 
     user_id = name_row(conn, directory_id, found.username)
-    rows = conn.execute(WORKSPACES_OF_USER, {"user_id": user_id}).all()
-    rule = CertmapRule(found.rule) if found.rule in set(CertmapRule) else None
-    return MappedUser(user_id, directory_id, found.username, found.upn, found.email,
-                      listings(rows), rule)
+    return _ldap_mapped(user_id, directory_id, found,
+                        conn.execute(WORKSPACES_OF_USER, {"user_id": user_id}).all())
 
 
 def find_ldap_user(conn: Connection, directory_id: str, found: LdapUser) -> MappedUser | None:
@@ -294,11 +292,16 @@ def find_ldap_user(conn: Connection, directory_id: str, found: LdapUser) -> Mapp
 
     rows = conn.execute(USER_BY_NAME_WITH_WORKSPACES, {"directory_id": directory_id,
                                                        "username": found.username}).all()
-    if not rows:
-        return None
+    return _ldap_mapped(rows[0].id, directory_id, found, rows) if rows else None
+
+
+def _ldap_mapped(user_id: int, directory_id: str, found: LdapUser,
+                 workspace_rows: Sequence[Any]) -> MappedUser:
+    """The MappedUser of the LDAP entry ``found`` whose name row is ``user_id``: the entry's
+    names, the WorkSpaces of ``workspace_rows`` and the rule the server found it by."""
     rule = CertmapRule(found.rule) if found.rule in set(CertmapRule) else None
-    return MappedUser(rows[0].id, directory_id, found.username, found.upn, found.email,
-                      listings(rows), rule)
+    return MappedUser(user_id, directory_id, found.username, found.upn, found.email,
+                      listings(workspace_rows), rule)
 
 
 @functools.lru_cache(maxsize=1024)
