@@ -244,7 +244,7 @@ class Database:
         the same connection when the write is one statement (``autocommit``, as :meth:`run`
         says). On SQLite both run in one write transaction (BEGIN IMMEDIATE: the read under the
         write lock, in process). Either may raise to refuse: nothing is written then."""
-        if self.engine.dialect.name == "postgresql" and not autocommit:
+        if self.dialect == "postgresql" and not autocommit:
             found = self.run(read, read_only=True, name=name)
             return self.run(lambda conn: write(conn, found), name=name)
         # SQLite: one transaction; PostgreSQL in autocommit: one connection for both.
@@ -256,14 +256,19 @@ class Database:
         attempt = 0
         writer = self.writer if write else None
         while True:
-            # Waits as long as SQLite's own busy timeout would (30 s), then goes on to it.
+            # Waits as long as SQLite's own busy timeout would (30 s), then goes on to it. The
+            # queue is held for one attempt: released before a retry's sleep.
             queued = writer is not None and writer.acquire(timeout=30)
             try:
-                with factory() as handle:
-                    if isinstance(handle, Connection):  # engine.begin(): already in one
-                        return fn(handle)
-                    with handle.begin():
-                        return fn(handle)
+                try:
+                    with factory() as handle:
+                        if isinstance(handle, Connection):  # engine.begin(): already in one
+                            return fn(handle)
+                        with handle.begin():
+                            return fn(handle)
+                finally:
+                    if writer is not None and queued:
+                        writer.release()
             except (DBAPIError, PoolTimeout) as exc:
                 if is_unavailable(exc):
                     log.warning("database unavailable",
@@ -277,13 +282,7 @@ class Database:
                 delay = min(0.5, 0.01 * (2 ** attempt)) * (0.5 + random.random())
                 log.info("retrying transaction after transient failure",
                          extra={"transaction": name, "attempt": attempt})
-                if writer is not None and queued:  # never sleep holding the queue
-                    writer.release()
-                    queued = False
                 time.sleep(delay)
-            finally:
-                if writer is not None and queued:
-                    writer.release()
 
     def ping(self) -> None:
         """Raise if the database cannot be reached (used by /readyz)."""
