@@ -51,12 +51,12 @@ DRIVER = textwrap.dedent("""
 
     daemon = pcscd()
     if not card_seen(20):
-        # our pcscd must not outlive us (it would hold the port for the next test); say who
-        # else has the port, as an ephemeral port of another connection can be it
-        daemon.terminate()
-        daemon.wait(10)
+        # say who has the port while our pcscd still runs (an ephemeral port of another
+        # connection can be it), then stop it: it must not outlive us
         users = subprocess.run(["ss", "-tanp", "sport = :35967"], capture_output=True,
                                text=True).stdout
+        daemon.terminate()
+        daemon.wait(10)
         raise AssertionError("the private pcscd does not see the card; port 35967: " + users)
     client = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
